@@ -1,0 +1,1 @@
+//! The load generator and micro-benchmarks arrive with the benchmarks issue.

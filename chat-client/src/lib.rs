@@ -1,0 +1,1 @@
+//! Typed async client SDK for chat-rs servers (filled by the client issue).

@@ -1,0 +1,138 @@
+//! REST request and response bodies, one per call of `PROTOCOL.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+use crate::room::{RoomRef, RoomType};
+use crate::{MessageId, RoomId, Seq, UserId};
+
+/// `POST /api/users/register/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// `POST /api/users/token/`: log in by username or by email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub password: String,
+}
+
+/// The answer of the token and refresh calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access: String,
+    pub refresh: String,
+    /// Always `"Bearer"`.
+    pub token_type: String,
+    /// Seconds until `access` expires.
+    pub expires_in: u64,
+}
+
+/// `POST /api/users/token/refresh/` and `POST /api/users/logout/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    pub refresh: String,
+}
+
+/// Query of `GET /api/users/`: keyset paging by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListUsersQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<UserId>,
+}
+
+/// `POST /chat/create-room/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRoomRequest {
+    /// Required; optional here so that its absence gets the contract's
+    /// `room_name_required` instead of a generic parse error.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RoomType>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invited_users: Vec<UserId>,
+}
+
+/// `POST /chat/join-room/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRoomRequest {
+    pub room_id: RoomId,
+}
+
+/// `POST /chat/rooms/{id}/invite/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteRequest {
+    pub user_ids: Vec<UserId>,
+}
+
+/// Query of `GET /chat/history/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub room: RoomRef,
+    /// Only messages with `seq` below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Seq>,
+    /// Only messages with `seq` above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Seq>,
+    /// 1..=200, default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The answer of `GET /chat/history/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// Oldest first.
+    pub chat_history: Vec<Message>,
+    /// Whether more messages lie beyond this page in the direction paged.
+    pub has_more: bool,
+}
+
+/// `POST /chat/send/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub room: RoomRef,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// The answer of `POST /chat/send/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResponse {
+    /// Always `"Message sent!"`.
+    pub message: String,
+    pub id: MessageId,
+    pub seq: Seq,
+}
+
+/// The state of one dependency in `GET /healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentState {
+    Ok,
+    Unavailable,
+}
+
+/// The answer of `GET /healthz` (200 when everything is up, 503 otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `"ok"` or `"degraded"`.
+    pub status: String,
+    pub storage: ComponentState,
+    pub broker: ComponentState,
+    pub version: String,
+}

@@ -1,0 +1,206 @@
+//! The error body every failure carries (HTTP and WebSocket), its codes, and
+//! the WebSocket close codes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// `{"error": "<human sentence>", "code": "<snake_case code>"}`, plus
+/// `"fields"` for validation errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: ErrorCode,
+    /// Field name → what is wrong with it, for `invalid_input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
+}
+
+impl ErrorBody {
+    /// A body with the code's standard sentence.
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            error: code.default_message().to_owned(),
+            code,
+            fields: None,
+        }
+    }
+}
+
+/// Machine-readable error codes. Clients match on these, never on sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    InvalidInput,
+    UsernameTaken,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidToken,
+    Unauthorized,
+    RoomNameRequired,
+    RoomNameTaken,
+    RoomNotFound,
+    NotAuthorized,
+    NotMember,
+    UserNotFound,
+    EmptyBody,
+    BodyTooLong,
+    InvalidJson,
+    UnknownType,
+    RateLimited,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    StorageUnavailable,
+    Internal,
+    /// A code this version does not know (sent by a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire form (`"room_not_found"`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::UsernameTaken => "username_taken",
+            Self::EmailTaken => "email_taken",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidToken => "invalid_token",
+            Self::Unauthorized => "unauthorized",
+            Self::RoomNameRequired => "room_name_required",
+            Self::RoomNameTaken => "room_name_taken",
+            Self::RoomNotFound => "room_not_found",
+            Self::NotAuthorized => "not_authorized",
+            Self::NotMember => "not_member",
+            Self::UserNotFound => "user_not_found",
+            Self::EmptyBody => "empty_body",
+            Self::BodyTooLong => "body_too_long",
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownType => "unknown_type",
+            Self::RateLimited => "rate_limited",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// The standard sentence for the code. Where `PROTOCOL.md` quotes one,
+    /// this is that exact text.
+    pub const fn default_message(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "Invalid input",
+            Self::UsernameTaken => "A user with that username already exists",
+            Self::EmailTaken => "A user with that email already exists",
+            Self::InvalidCredentials => "Invalid username or password",
+            Self::InvalidToken => "Token is invalid or expired",
+            Self::Unauthorized => "Authentication credentials are missing, malformed or expired",
+            Self::RoomNameRequired => "Room name is required",
+            Self::RoomNameTaken => "Room name already exists",
+            Self::RoomNotFound => "Room not found",
+            Self::NotAuthorized => "You are not authorized to join this room",
+            Self::NotMember => "You are not a member of this room",
+            Self::UserNotFound => "User not found",
+            Self::EmptyBody => "Message body cannot be empty",
+            Self::BodyTooLong => "Message body is too long",
+            Self::InvalidJson => "Invalid JSON",
+            Self::UnknownType => "Unknown frame type",
+            Self::RateLimited => "Too many messages, slow down",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::PayloadTooLarge => "Request is too large",
+            Self::StorageUnavailable => "Storage is unavailable, try again later",
+            Self::Internal => "Internal server error",
+            Self::Unknown => "Unknown error",
+        }
+    }
+
+    /// The HTTP status that carries this code.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidInput
+            | Self::RoomNameRequired
+            | Self::EmptyBody
+            | Self::BodyTooLong
+            | Self::InvalidJson
+            | Self::UnknownType => 400,
+            Self::InvalidCredentials | Self::InvalidToken | Self::Unauthorized => 401,
+            Self::NotAuthorized | Self::NotMember => 403,
+            Self::RoomNotFound | Self::UserNotFound | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::UsernameTaken | Self::EmailTaken | Self::RoomNameTaken => 409,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::StorageUnavailable => 503,
+            Self::Internal | Self::Unknown => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// WebSocket close codes the server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// 1000: closed normally.
+    Normal,
+    /// 1001: the server is shutting down; reconnect elsewhere or later.
+    GoingAway,
+    /// 1009: a frame exceeded the size limit.
+    TooLarge,
+    /// 4401: the access token expired; refresh it and reconnect.
+    TokenExpired,
+    /// 4408: the socket could not keep up; reconnect and resume with `after_seq`.
+    TooSlow,
+    /// 4409: the bound room was deleted; do not reconnect to it.
+    RoomDeleted,
+}
+
+impl CloseCode {
+    /// The numeric code.
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::Normal => 1000,
+            Self::GoingAway => 1001,
+            Self::TooLarge => 1009,
+            Self::TokenExpired => 4401,
+            Self::TooSlow => 4408,
+            Self::RoomDeleted => 4409,
+        }
+    }
+
+    /// Reads a numeric code; `None` for codes this protocol does not define.
+    pub const fn from_code(code: u16) -> Option<Self> {
+        Some(match code {
+            1000 => Self::Normal,
+            1001 => Self::GoingAway,
+            1009 => Self::TooLarge,
+            4401 => Self::TokenExpired,
+            4408 => Self::TooSlow,
+            4409 => Self::RoomDeleted,
+            _ => return None,
+        })
+    }
+
+    /// The reason text sent with the close frame.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Normal => "bye",
+            Self::GoingAway => "server shutting down",
+            Self::TooLarge => "frame too large",
+            Self::TokenExpired => "token expired",
+            Self::TooSlow => "too slow to keep up, resume with after_seq",
+            Self::RoomDeleted => "room deleted",
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! WebSocket frames, client to server ([`ClientFrame`]) and server to client
+//! ([`ServerFrame`]). Every frame is one JSON text message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::message::Message;
+use crate::room::RoomRef;
+use crate::{RoomId, Seq, UserId};
+
+/// A frame a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// `{"message": "text"}`: the documents' form, sending to the socket's
+    /// bound room.
+    Text { message: String },
+    /// `{"type":"send","room"?,"body","client_id"?}`. `room` is required on
+    /// `/ws/`; a repeated `client_id` acknowledges the original message.
+    Send {
+        room: Option<RoomRef>,
+        body: String,
+        client_id: Option<String>,
+    },
+    /// `{"type":"subscribe","room","after_seq"?}`: replay everything above
+    /// `after_seq`, then live messages, with no gap and no duplicate.
+    Subscribe { room: RoomRef, after_seq: Option<Seq> },
+    /// `{"type":"unsubscribe","room"}`.
+    Unsubscribe { room: RoomRef },
+    /// `{"type":"read","room","seq"}`: mark read up to `seq`.
+    Read { room: RoomRef, seq: Seq },
+    /// `{"type":"typing","room"}`.
+    Typing { room: RoomRef },
+    /// `{"type":"ping"}`.
+    Ping,
+}
+
+/// The typed frames as serde sees them; [`ClientFrame`] adds the untyped
+/// `{"message"}` form on top.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Typed {
+    Send {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomRef>,
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    Subscribe {
+        room: RoomRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<Seq>,
+    },
+    Unsubscribe {
+        room: RoomRef,
+    },
+    Read {
+        room: RoomRef,
+        seq: Seq,
+    },
+    Typing {
+        room: RoomRef,
+    },
+    Ping,
+}
+
+const TYPES: &[&str] = &["send", "subscribe", "unsubscribe", "read", "typing", "ping"];
+
+/// Why a client frame was refused; the server answers it with an `error`
+/// frame and keeps the socket open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ClientFrame {
+    /// Parses a text frame, telling malformed JSON (`invalid_json`), an
+    /// unknown `type` (`unknown_type`) and missing or mistyped fields
+    /// (`invalid_input`) apart.
+    pub fn from_json(text: &str) -> Result<Self, FrameError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FrameError {
+            code: ErrorCode::InvalidJson,
+            message: format!("Invalid JSON: {e}"),
+        })?;
+        Self::from_value(value)
+    }
+
+    fn from_value(value: serde_json::Value) -> Result<Self, FrameError> {
+        let Some(object) = value.as_object() else {
+            return Err(FrameError {
+                code: ErrorCode::InvalidJson,
+                message: "Invalid JSON: a frame must be a JSON object".to_owned(),
+            });
+        };
+        match object.get("type") {
+            None => match object.get("message") {
+                Some(serde_json::Value::String(text)) => Ok(Self::Text {
+                    message: text.clone(),
+                }),
+                Some(_) => Err(invalid("\"message\" must be a string")),
+                None => Err(invalid(
+                    "a frame needs a \"type\", or a \"message\" to send to the bound room",
+                )),
+            },
+            Some(serde_json::Value::String(t)) if !TYPES.contains(&t.as_str()) => {
+                Err(FrameError {
+                    code: ErrorCode::UnknownType,
+                    message: format!("Unknown frame type \"{t}\""),
+                })
+            }
+            Some(serde_json::Value::String(_)) => serde_json::from_value::<Typed>(value)
+                .map(Self::from)
+                .map_err(|e| invalid(&e.to_string())),
+            Some(_) => Err(invalid("\"type\" must be a string")),
+        }
+    }
+}
+
+fn invalid(why: &str) -> FrameError {
+    FrameError {
+        code: ErrorCode::InvalidInput,
+        message: format!("Invalid frame: {why}"),
+    }
+}
+
+impl From<Typed> for ClientFrame {
+    fn from(t: Typed) -> Self {
+        match t {
+            Typed::Send {
+                room,
+                body,
+                client_id,
+            } => Self::Send {
+                room,
+                body,
+                client_id,
+            },
+            Typed::Subscribe { room, after_seq } => Self::Subscribe { room, after_seq },
+            Typed::Unsubscribe { room } => Self::Unsubscribe { room },
+            Typed::Read { room, seq } => Self::Read { room, seq },
+            Typed::Typing { room } => Self::Typing { room },
+            Typed::Ping => Self::Ping,
+        }
+    }
+}
+
+impl Serialize for ClientFrame {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Text<'a> {
+            message: &'a str,
+        }
+        let typed = match self.clone() {
+            Self::Text { message } => return Text { message: &message }.serialize(s),
+            Self::Send {
+                room,
+                body,
+                client_id,
+            } => Typed::Send {
+                room,
+                body,
+                client_id,
+            },
+            Self::Subscribe { room, after_seq } => Typed::Subscribe { room, after_seq },
+            Self::Unsubscribe { room } => Typed::Unsubscribe { room },
+            Self::Read { room, seq } => Typed::Read { room, seq },
+            Self::Typing { room } => Typed::Typing { room },
+            Self::Ping => Typed::Ping,
+        };
+        typed.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Self::from_value(value).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
+/// Whether a user is connected to a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Offline,
+}
+
+/// A frame the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// A new message, to every subscribed socket except the sending one.
+    Message { message: Message },
+    /// To the sending socket, once the message is stored.
+    Ack {
+        client_id: Option<String>,
+        message: Message,
+    },
+    /// After a subscribe and its replay.
+    Subscribed { room: RoomId, last_seq: Seq },
+    /// `user` has read `room` up to `seq`.
+    Read { room: RoomId, user: UserId, seq: Seq },
+    /// `user` is typing in `room`.
+    Typing { room: RoomId, user: UserId },
+    /// `user` came online or went offline in `room`.
+    Presence {
+        room: RoomId,
+        user: UserId,
+        status: PresenceStatus,
+    },
+    /// The room is gone; its subscription ends.
+    RoomDeleted { room: RoomId },
+    /// The answer to `ping`.
+    Pong,
+    /// A refused frame; the socket stays open.
+    Error {
+        code: ErrorCode,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+}
+
+impl ServerFrame {
+    /// An `error` frame with the code's standard sentence.
+    pub fn error(code: ErrorCode) -> Self {
+        Self::Error {
+            code,
+            error: code.default_message().to_owned(),
+            client_id: None,
+        }
+    }
+}

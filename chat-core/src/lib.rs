@@ -1,0 +1,42 @@
+//! The chat-rs wire protocol: every type that crosses the network between the
+//! server, the client SDK and the C ABI. It is the code form of `PROTOCOL.md`.
+//!
+//! serde only: no sockets, no runtime, no storage. Anything that speaks the
+//! protocol (server, client, FFI, benches, tests) depends on this crate and on
+//! nothing else to agree on the format.
+//!
+//! Layout:
+//! - [`ids`]: typed ids and the per-room sequence number.
+//! - [`time`]: [`Timestamp`], RFC 3339 UTC on the wire.
+//! - [`user`], [`room`], [`message`], [`conversation`]: the resources.
+//! - [`api`]: REST request and response bodies.
+//! - [`frame`]: WebSocket frames in both directions.
+//! - [`error`]: the `{"error","code"}` body, error codes and close codes.
+//!
+//! ```
+//! use chat_core::frame::{ClientFrame, ServerFrame};
+//!
+//! let frame = ClientFrame::from_json(r#"{"type":"subscribe","room":"lobby","after_seq":41}"#)
+//!     .expect("valid frame");
+//! assert!(matches!(frame, ClientFrame::Subscribe { after_seq: Some(41), .. }));
+//!
+//! let pong = serde_json::to_string(&ServerFrame::Pong).expect("serializes");
+//! assert_eq!(pong, r#"{"type":"pong"}"#);
+//! ```
+
+pub mod api;
+pub mod conversation;
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod message;
+pub mod room;
+pub mod time;
+pub mod user;
+
+pub use error::{CloseCode, ErrorBody, ErrorCode};
+pub use ids::{MessageId, RoomId, Seq, UserId};
+pub use message::Message;
+pub use room::{RoomRef, RoomType};
+pub use time::Timestamp;
+pub use user::User;

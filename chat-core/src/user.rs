@@ -1,0 +1,28 @@
+//! Users as the API shows them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Timestamp, UserId};
+
+/// A user. `email` and `created_at` are shown only to the user themself;
+/// everyone else sees `id`, `username` and `display_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+}
+
+/// The other participant of a conversation, as the documents showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherUser {
+    pub id: UserId,
+    pub name: String,
+    /// Present for compatibility with the documents' clients; empty when the
+    /// viewer may not see it.
+    pub email: String,
+}

@@ -1,0 +1,1 @@
+//! C ABI over chat-client (filled by the FFI issue).
