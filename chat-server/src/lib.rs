@@ -1,1 +1,3 @@
-//! placeholder
+//! chat-server (work in progress: storage layer first).
+
+pub mod storage;

@@ -1,0 +1,341 @@
+//! Durable state behind one trait: users, refresh tokens, rooms, members,
+//! messages with their per-room `seq`, and read marks.
+//!
+//! Storage is the truth. The broker only carries hints that something new
+//! exists; whoever misses a hint catches up from here by `seq`.
+//!
+//! Backends, one file each: [`memory`] (`memory://`, for tests and demos) and
+//! [`sqlite`] (`sqlite://PATH`, the embedded default). Every backend runs the
+//! one [`conformance`] suite.
+//!
+//! Invariants every backend keeps (the conformance suite checks each):
+//! - `seq` is assigned in the same transaction as the insert: a room's
+//!   messages are numbered 1, 2, 3… in commit order, with no gap and no
+//!   duplicate, however many writers append at once.
+//! - A repeated `(sender, client_id)` stores nothing and returns the original.
+//! - Appending moves the sender's read mark up to the new message, so that
+//!   every message above a member's mark is from someone else and
+//!   `unread = room.last_seq - read_seq` for members.
+//! - Read marks only move forward and never past the room's `last_seq`.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_core::room::RoomType;
+use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+pub mod memory;
+pub mod sqlite;
+
+/// A user as stored, password hash included. Never sent to clients as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub username: String,
+    /// Stored lowercased; compared case-insensitively through that.
+    pub email: String,
+    pub display_name: String,
+    /// A PHC string (argon2).
+    pub password_hash: String,
+    pub created_at: Timestamp,
+}
+
+/// A user to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub created_at: Timestamp,
+}
+
+/// A refresh token, known by its JWT id. Tokens issued from one login share a
+/// `family`, so that reuse of a rotated token can revoke them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    pub id: String,
+    pub user: UserId,
+    pub family: String,
+    pub expires_at: Timestamp,
+}
+
+/// What happened when a refresh token was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenUse {
+    /// It was live and is now spent: issue the next one.
+    Live(RefreshTokenRecord),
+    /// It had already been spent or revoked.
+    Spent(RefreshTokenRecord),
+    /// Never issued by this server (or deleted with its user).
+    Unknown,
+}
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub id: RoomId,
+    pub name: String,
+    pub kind: RoomType,
+    pub creator: UserId,
+    pub created_at: Timestamp,
+    /// The seq of the newest message, 0 while the room is empty.
+    pub last_seq: Seq,
+}
+
+/// A room to create. The creator becomes a member; `invited` users (other
+/// than the creator, duplicates ignored) become invited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRoom {
+    pub name: String,
+    pub kind: RoomType,
+    pub creator: UserId,
+    pub invited: Vec<UserId>,
+    pub created_at: Timestamp,
+}
+
+/// How a user stands in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberState {
+    Member,
+    Invited,
+}
+
+/// A member or invitee of a room, with the name the API shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPerson {
+    pub user: UserId,
+    pub username: String,
+    pub state: MemberState,
+    /// 0 for invitees.
+    pub read_seq: Seq,
+}
+
+/// One room of a user's room list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRoom {
+    pub room: RoomRecord,
+    pub state: MemberState,
+    pub read_seq: Seq,
+    pub member_count: u64,
+    /// The newest message; `None` for an empty room and always for invitees
+    /// (they may not read the room yet).
+    pub last_message: Option<StoredMessage>,
+}
+
+/// A message as stored. `is_read` depends on the viewer and is worked out by
+/// the service from read marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    pub room: RoomId,
+    pub seq: Seq,
+    pub sender: UserId,
+    /// The sender's display name at read time.
+    pub sender_name: String,
+    pub body: String,
+    pub created_at: Timestamp,
+    pub client_id: Option<String>,
+}
+
+/// A message to append. The backend assigns `id` and `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub room: RoomId,
+    pub sender: UserId,
+    pub body: String,
+    pub client_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: StoredMessage,
+    /// `false` when `(sender, client_id)` was already stored and `message` is
+    /// the original.
+    pub created: bool,
+}
+
+/// A page request. With `after`, the page runs upward from `after + 1`;
+/// without it, it is the newest `limit` messages below `before` (or of the
+/// room). Either way the page is returned oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub before: Option<Seq>,
+    pub after: Option<Seq>,
+    /// Already clamped by the caller to 1..=200.
+    pub limit: u32,
+}
+
+/// A page of history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<StoredMessage>,
+    /// More messages exist beyond the page in the direction it was read
+    /// (above it when paging with `after`, below it otherwise), within the
+    /// `before`/`after` bounds.
+    pub has_more: bool,
+}
+
+/// A read mark before and after a `mark_read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadMark {
+    pub previous: Seq,
+    pub current: Seq,
+}
+
+impl ReadMark {
+    /// Whether the mark moved.
+    pub fn advanced(&self) -> bool {
+        self.current > self.previous
+    }
+}
+
+/// Which unique rule a write broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Conflict {
+    Username,
+    Email,
+    RoomName,
+}
+
+/// Storage failures. Backends map their own errors onto these; no backend
+/// type leaks through.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The row the operation needs (a room, a membership) does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique rule was broken.
+    #[error("conflict on {0:?}")]
+    Conflict(Conflict),
+    /// The database cannot be reached (connection refused or lost, pool
+    /// timeout). Retrying later may work; clients get `storage_unavailable`.
+    #[error("storage unavailable: {0}")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync>),
+    /// Anything else the backend reported.
+    #[error("storage error: {0}")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+/// The durable store. Object safe; used as `Arc<dyn Storage>`.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // Users
+
+    /// Creates a user. `Conflict(Username | Email)` if taken (emails compare
+    /// lowercased).
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord, StorageError>;
+    async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StorageError>;
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StorageError>;
+    /// `email` is matched lowercased.
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StorageError>;
+    /// Users with `id > after`, ordered by id, at most `limit`.
+    async fn users(&self, after: Option<UserId>, limit: u32)
+    -> Result<Vec<UserRecord>, StorageError>;
+    /// The users among `ids` that exist, ordered by id.
+    async fn users_by_ids(&self, ids: &[UserId]) -> Result<Vec<UserRecord>, StorageError>;
+
+    // Refresh tokens
+
+    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<(), StorageError>;
+    /// Spends a refresh token atomically: of two concurrent calls with the
+    /// same id, exactly one sees `Live`.
+    async fn use_refresh_token(&self, id: &str) -> Result<TokenUse, StorageError>;
+    /// Spends every token of a family (logout everywhere, reuse detected).
+    async fn revoke_refresh_family(&self, family: &str) -> Result<(), StorageError>;
+
+    // Server secrets
+
+    /// Returns the secret stored under `name`, storing `candidate` first if
+    /// there is none, so that every instance sharing the store agrees.
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StorageError>;
+
+    // Rooms
+
+    /// Creates a room, its creator as member and its invitees.
+    /// `Conflict(RoomName)` if the name is taken.
+    async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StorageError>;
+    async fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StorageError>;
+    async fn room_by_name(&self, name: &str) -> Result<Option<RoomRecord>, StorageError>;
+    /// Deletes the room with its members and its whole history. `false` if
+    /// it did not exist.
+    async fn delete_room(&self, id: RoomId) -> Result<bool, StorageError>;
+    /// Members and invitees with their usernames: members first in order of
+    /// joining, then invitees in order of invitation.
+    async fn room_people(&self, room: RoomId) -> Result<Vec<RoomPerson>, StorageError>;
+    async fn membership(
+        &self,
+        room: RoomId,
+        user: UserId,
+    ) -> Result<Option<MemberState>, StorageError>;
+    /// Makes `user` a member (from invited or from nothing) with its read
+    /// mark at the room's current `last_seq`. Returns `false` if it already
+    /// was a member (its mark is then untouched). `NotFound` if the room is
+    /// gone.
+    async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError>;
+    /// Invites the users that are neither members nor invited yet.
+    /// `NotFound` if the room is gone.
+    async fn invite(&self, room: RoomId, users: &[UserId]) -> Result<(), StorageError>;
+    /// Removes a member or invitee. `false` if `user` was neither.
+    async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError>;
+    /// Every room where `user` is a member or invited, newest activity
+    /// first (last message time, else creation time).
+    async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError>;
+
+    // Messages
+
+    /// Stores a message with the room's next seq (see the module invariants).
+    /// `NotFound` if the room is gone.
+    async fn append(&self, message: NewMessage) -> Result<Appended, StorageError>;
+    async fn history(&self, room: RoomId, query: HistoryQuery)
+    -> Result<HistoryPage, StorageError>;
+
+    // Read marks
+
+    /// Moves `user`'s read mark in `room` up to `min(seq, last_seq)`; never
+    /// down. `NotFound` unless `user` is a member.
+    async fn mark_read(&self, room: RoomId, user: UserId, seq: Seq)
+    -> Result<ReadMark, StorageError>;
+    /// Every member's read mark in `room`.
+    async fn read_marks(&self, room: RoomId) -> Result<Vec<(UserId, Seq)>, StorageError>;
+    /// Messages from others above `user`'s read marks, over all rooms where
+    /// `user` is a member. Answered from indexes, not by scanning history.
+    async fn unread_total(&self, user: UserId) -> Result<u64, StorageError>;
+
+    // Health
+
+    /// A cheap round trip to the database.
+    async fn ping(&self) -> Result<(), StorageError>;
+}
+
+/// Options every backend understands.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Maximum pooled connections, for backends that pool.
+    pub max_connections: u32,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self { max_connections: 8 }
+    }
+}
+
+/// Opens the backend a URL names: `memory://`, `sqlite://PATH`.
+pub async fn connect(url: &str, options: &StorageOptions) -> Result<Arc<dyn Storage>, StorageError> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "memory" => Ok(Arc::new(memory::MemoryStorage::new())),
+        "sqlite" => Ok(Arc::new(sqlite::SqliteStorage::connect(url, options).await?)),
+        _ => Err(StorageError::Backend(
+            format!("unsupported storage URL {url:?}: expected memory://, sqlite://PATH").into(),
+        )),
+    }
+}
