@@ -28,7 +28,6 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod memory;
-pub mod sqlite;
 
 /// A user as stored, password hash included. Never sent to clients as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,8 +236,11 @@ pub trait Storage: Send + Sync + 'static {
     /// `email` is matched lowercased.
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StorageError>;
     /// Users with `id > after`, ordered by id, at most `limit`.
-    async fn users(&self, after: Option<UserId>, limit: u32)
-    -> Result<Vec<UserRecord>, StorageError>;
+    async fn users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StorageError>;
     /// The users among `ids` that exist, ordered by id.
     async fn users_by_ids(&self, ids: &[UserId]) -> Result<Vec<UserRecord>, StorageError>;
 
@@ -301,8 +303,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Moves `user`'s read mark in `room` up to `min(seq, last_seq)`; never
     /// down. `NotFound` unless `user` is a member.
-    async fn mark_read(&self, room: RoomId, user: UserId, seq: Seq)
-    -> Result<ReadMark, StorageError>;
+    async fn mark_read(
+        &self,
+        room: RoomId,
+        user: UserId,
+        seq: Seq,
+    ) -> Result<ReadMark, StorageError>;
     /// Every member's read mark in `room`.
     async fn read_marks(&self, room: RoomId) -> Result<Vec<(UserId, Seq)>, StorageError>;
     /// Messages from others above `user`'s read marks, over all rooms where
@@ -329,11 +335,19 @@ impl Default for StorageOptions {
 }
 
 /// Opens the backend a URL names: `memory://`, `sqlite://PATH`.
-pub async fn connect(url: &str, options: &StorageOptions) -> Result<Arc<dyn Storage>, StorageError> {
+pub async fn connect(
+    url: &str,
+    options: &StorageOptions,
+) -> Result<Arc<dyn Storage>, StorageError> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(memory::MemoryStorage::new())),
-        "sqlite" => Ok(Arc::new(sqlite::SqliteStorage::connect(url, options).await?)),
+        "sqlite" => {
+            let _ = options;
+            Err(StorageError::Backend(
+                "the sqlite:// backend is not built yet".into(),
+            ))
+        }
         _ => Err(StorageError::Backend(
             format!("unsupported storage URL {url:?}: expected memory://, sqlite://PATH").into(),
         )),

@@ -1,0 +1,1639 @@
+//! The one conformance suite every [`Storage`] backend runs.
+//!
+//! Each check is a `pub async fn` taking a fresh, empty store. A backend runs
+//! them all by invoking [`storage_conformance_tests!`](crate::storage_conformance_tests)
+//! in its test module with an async expression that builds a [`TestStore`]:
+//!
+//! ```ignore
+//! #[cfg(test)]
+//! mod tests {
+//!     use chat_server::storage::conformance::TestStore;
+//!     chat_server::storage_conformance_tests!(async {
+//!         TestStore::new(MyStorage::connect_for_tests().await)
+//!     });
+//! }
+//! ```
+//!
+//! The macro expands to one `#[tokio::test]` per check on a multi-thread
+//! runtime, so the crate invoking it needs `tokio` with the `macros` and
+//! `rt-multi-thread` features. Outside this crate, enable chat-server's
+//! `testing` feature.
+//!
+//! Expected values are written out by hand rather than computed through the
+//! store, so that a backend cannot pass by being consistently wrong.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use chat_core::room::RoomType;
+use chat_core::{RoomId, Seq, Timestamp, UserId};
+
+use super::{
+    Appended, Conflict, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
+    RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StoredMessage, TokenUse,
+    UserRecord,
+};
+
+/// A store under test, with whatever must outlive it (a temporary directory,
+/// a database to drop).
+pub struct TestStore {
+    storage: Arc<dyn Storage>,
+    // Declared after `storage` so that it is dropped after it: the store
+    // closes before its files or schema go away.
+    _guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl TestStore {
+    /// A store that needs nothing else kept alive.
+    pub fn new(storage: impl Storage) -> Self {
+        Self {
+            storage: Arc::new(storage),
+            _guard: None,
+        }
+    }
+
+    /// A store that must be dropped before `guard`.
+    pub fn with_guard(storage: impl Storage, guard: impl Any + Send + Sync) -> Self {
+        Self {
+            storage: Arc::new(storage),
+            _guard: Some(Box::new(guard)),
+        }
+    }
+
+    /// The store, shareable with spawned tasks.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
+    }
+}
+
+impl fmt::Debug for TestStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestStore")
+            .field("guarded", &self._guard.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a fresh
+/// store built by `$make`, an async expression evaluating to a
+/// [`TestStore`](crate::storage::conformance::TestStore).
+#[macro_export]
+macro_rules! storage_conformance_tests {
+    ($make:expr) => {
+        $crate::storage_conformance_tests!(@each $make;
+            users_create_and_lookup,
+            users_conflicts,
+            users_paging,
+            users_by_ids,
+            refresh_token_live_then_spent,
+            refresh_token_concurrent_use,
+            refresh_family_revoke,
+            server_secret_get_or_create,
+            room_create,
+            room_name_conflict,
+            room_lookup,
+            room_delete,
+            room_people_ordering,
+            membership_states,
+            join_room,
+            invite,
+            leave_room,
+            user_rooms,
+            append_assigns_seq,
+            append_concurrent_seq,
+            append_client_id_idempotent,
+            append_concurrent_duplicates,
+            append_missing_room,
+            append_unknown_sender,
+            history_empty,
+            history_pagination,
+            history_walk,
+            read_marks,
+            append_advances_sender_mark,
+            unread_total,
+            ping,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            // Several workers on every test, so that the concurrent checks
+            // race for real.
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store: $crate::storage::conformance::TestStore = $make.await;
+                $crate::storage::conformance::$name(store.storage()).await;
+            }
+        )*
+    };
+}
+
+// Helpers. They panic with a reason, which is what a test wants.
+
+fn at(micros: i64) -> Timestamp {
+    // A fixed base keeps expected values readable and ordering explicit.
+    Timestamp::from_unix_micros(1_770_000_000_000_000 + micros)
+}
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        username: name.to_owned(),
+        email: format!("{name}@example.com"),
+        display_name: format!("{name} display"),
+        password_hash: format!("$argon2id$v=19$hash-of-{name}"),
+        created_at: at(0),
+    }
+}
+
+async fn user(store: &dyn Storage, name: &str) -> UserRecord {
+    store
+        .create_user(new_user(name))
+        .await
+        .expect("create user")
+}
+
+async fn room(store: &dyn Storage, name: &str, creator: UserId, invited: &[UserId]) -> RoomRecord {
+    room_at(store, name, creator, invited, at(0)).await
+}
+
+async fn room_at(
+    store: &dyn Storage,
+    name: &str,
+    creator: UserId,
+    invited: &[UserId],
+    created_at: Timestamp,
+) -> RoomRecord {
+    store
+        .create_room(NewRoom {
+            name: name.to_owned(),
+            kind: RoomType::Private,
+            creator,
+            invited: invited.to_vec(),
+            created_at,
+        })
+        .await
+        .expect("create room")
+}
+
+fn message(room: RoomId, sender: UserId, body: &str, client_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        room,
+        sender,
+        body: body.to_owned(),
+        client_id: client_id.map(str::to_owned),
+        created_at: at(1_000),
+    }
+}
+
+async fn send(store: &dyn Storage, room: RoomId, sender: UserId, body: &str) -> StoredMessage {
+    let appended = store
+        .append(message(room, sender, body, None))
+        .await
+        .expect("append");
+    assert!(
+        appended.created,
+        "a message without client_id is always new"
+    );
+    appended.message
+}
+
+async fn page(
+    store: &dyn Storage,
+    room: RoomId,
+    before: Option<Seq>,
+    after: Option<Seq>,
+    limit: u32,
+) -> HistoryPage {
+    store
+        .history(
+            room,
+            HistoryQuery {
+                before,
+                after,
+                limit,
+            },
+        )
+        .await
+        .expect("history")
+}
+
+fn seqs(page: &HistoryPage) -> Vec<Seq> {
+    page.messages.iter().map(|m| m.seq).collect()
+}
+
+async fn last_seq(store: &dyn Storage, room: RoomId) -> Seq {
+    store
+        .room(room)
+        .await
+        .expect("room")
+        .expect("room exists")
+        .last_seq
+}
+
+async fn read_seq_of(store: &dyn Storage, room: RoomId, user: UserId) -> Seq {
+    store
+        .room_people(room)
+        .await
+        .expect("room people")
+        .into_iter()
+        .find(|p| p.user == user)
+        .expect("user is in the room")
+        .read_seq
+}
+
+fn token(id: &str, user: UserId, family: &str) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        id: id.to_owned(),
+        user,
+        family: family.to_owned(),
+        expires_at: at(86_400_000_000),
+    }
+}
+
+fn person(user: &UserRecord, state: MemberState, read_seq: Seq) -> RoomPerson {
+    RoomPerson {
+        user: user.id,
+        username: user.username.clone(),
+        state,
+        read_seq,
+    }
+}
+
+// Users
+
+pub async fn users_create_and_lookup(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let created = store
+        .create_user(NewUser {
+            username: "alice".to_owned(),
+            email: "Alice@Example.COM".to_owned(),
+            display_name: "Alice A.".to_owned(),
+            password_hash: "$argon2id$v=19$abc".to_owned(),
+            created_at: at(42),
+        })
+        .await
+        .expect("create alice");
+    assert!(created.id.get() > 0);
+    assert_eq!(created.username, "alice");
+    assert_eq!(
+        created.email, "alice@example.com",
+        "emails are stored lowercased"
+    );
+    assert_eq!(created.display_name, "Alice A.");
+    assert_eq!(created.password_hash, "$argon2id$v=19$abc");
+    assert_eq!(created.created_at, at(42));
+
+    let bob = user(store, "bob").await;
+    assert_ne!(bob.id, created.id);
+
+    assert_eq!(
+        store.user(created.id).await.expect("user"),
+        Some(created.clone())
+    );
+    assert_eq!(store.user(bob.id).await.expect("user"), Some(bob.clone()));
+    assert_eq!(
+        store.user_by_username("alice").await.expect("by username"),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_email("ALICE@example.com")
+            .await
+            .expect("by email"),
+        Some(created.clone()),
+        "emails match case-insensitively"
+    );
+    assert_eq!(
+        store
+            .user_by_email("alice@example.com")
+            .await
+            .expect("by email"),
+        Some(created)
+    );
+    assert_eq!(store.user(UserId(987_654)).await.expect("user"), None);
+    assert_eq!(
+        store.user_by_username("carol").await.expect("by username"),
+        None
+    );
+    assert_eq!(
+        store.user_by_username("ALICE").await.expect("by username"),
+        None,
+        "usernames are exact"
+    );
+    assert_eq!(
+        store
+            .user_by_email("carol@example.com")
+            .await
+            .expect("by email"),
+        None
+    );
+}
+
+pub async fn users_conflicts(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+
+    let same_name = NewUser {
+        email: "other@example.com".to_owned(),
+        ..new_user("alice")
+    };
+    let err = store
+        .create_user(same_name)
+        .await
+        .expect_err("username taken");
+    assert!(
+        matches!(err, StorageError::Conflict(Conflict::Username)),
+        "got {err:?}"
+    );
+
+    let same_email = NewUser {
+        email: "ALICE@EXAMPLE.com".to_owned(),
+        ..new_user("alice2")
+    };
+    let err = store
+        .create_user(same_email)
+        .await
+        .expect_err("email taken");
+    assert!(
+        matches!(err, StorageError::Conflict(Conflict::Email)),
+        "got {err:?}"
+    );
+
+    let all = store.users(None, 100).await.expect("users");
+    assert_eq!(all, vec![alice], "a rejected user stores nothing");
+
+    // The names are free for a user that takes neither.
+    let alice2 = user(store, "alice2").await;
+    assert_eq!(alice2.email, "alice2@example.com");
+}
+
+pub async fn users_paging(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let mut made = Vec::new();
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        made.push(user(store, name).await);
+    }
+    let ids: Vec<UserId> = made.iter().map(|u| u.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids grow with creation");
+
+    let first = store.users(None, 2).await.expect("users");
+    assert_eq!(first, made[0..2].to_vec());
+    let second = store.users(Some(made[1].id), 2).await.expect("users");
+    assert_eq!(second, made[2..4].to_vec());
+    let third = store.users(Some(made[3].id), 2).await.expect("users");
+    assert_eq!(third, made[4..5].to_vec());
+    let past_end = store.users(Some(made[4].id), 2).await.expect("users");
+    assert!(past_end.is_empty());
+    let all = store.users(None, 100).await.expect("users");
+    assert_eq!(all, made);
+    let none = store.users(None, 0).await.expect("users");
+    assert!(none.is_empty(), "limit 0 returns nothing");
+}
+
+pub async fn users_by_ids(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let a = user(store, "a").await;
+    let b = user(store, "b").await;
+    let c = user(store, "c").await;
+
+    let found = store
+        .users_by_ids(&[c.id, UserId(987_654), a.id, c.id])
+        .await
+        .expect("users by ids");
+    assert_eq!(
+        found,
+        vec![a.clone(), c.clone()],
+        "existing ones, by id, once each"
+    );
+    let found = store.users_by_ids(&[b.id]).await.expect("users by ids");
+    assert_eq!(found, vec![b]);
+    let found = store.users_by_ids(&[]).await.expect("users by ids");
+    assert!(found.is_empty());
+}
+
+// Refresh tokens
+
+pub async fn refresh_token_live_then_spent(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let record = token("jti-1", alice.id, "fam-1");
+    store
+        .insert_refresh_token(record.clone())
+        .await
+        .expect("insert token");
+
+    assert_eq!(
+        store.use_refresh_token("jti-1").await.expect("use"),
+        TokenUse::Live(record.clone())
+    );
+    assert_eq!(
+        store.use_refresh_token("jti-1").await.expect("use"),
+        TokenUse::Spent(record.clone())
+    );
+    assert_eq!(
+        store.use_refresh_token("jti-1").await.expect("use"),
+        TokenUse::Spent(record)
+    );
+    assert_eq!(
+        store.use_refresh_token("never-issued").await.expect("use"),
+        TokenUse::Unknown
+    );
+}
+
+pub async fn refresh_token_concurrent_use(store: Arc<dyn Storage>) {
+    let alice = user(&*store, "alice").await;
+    for round in 0..5 {
+        let id = format!("jti-{round}");
+        store
+            .insert_refresh_token(token(&id, alice.id, "fam"))
+            .await
+            .expect("insert token");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let id = id.clone();
+                tokio::spawn(async move { store.use_refresh_token(&id).await.expect("use") })
+            })
+            .collect();
+        let mut live = 0;
+        let mut spent = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                TokenUse::Live(r) => {
+                    assert_eq!(r.id, id);
+                    live += 1;
+                }
+                TokenUse::Spent(r) => {
+                    assert_eq!(r.id, id);
+                    spent += 1;
+                }
+                TokenUse::Unknown => panic!("token {id} was inserted"),
+            }
+        }
+        assert_eq!((live, spent), (1, 7), "exactly one use sees the token live");
+    }
+}
+
+pub async fn refresh_family_revoke(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let a1 = token("a1", alice.id, "fam-a");
+    let a2 = token("a2", alice.id, "fam-a");
+    let b1 = token("b1", alice.id, "fam-b");
+    for t in [&a1, &a2, &b1] {
+        store
+            .insert_refresh_token(t.clone())
+            .await
+            .expect("insert token");
+    }
+
+    store.revoke_refresh_family("fam-a").await.expect("revoke");
+    store
+        .revoke_refresh_family("no-such-family")
+        .await
+        .expect("revoking nothing is fine");
+
+    assert_eq!(
+        store.use_refresh_token("a1").await.expect("use"),
+        TokenUse::Spent(a1)
+    );
+    assert_eq!(
+        store.use_refresh_token("a2").await.expect("use"),
+        TokenUse::Spent(a2)
+    );
+    assert_eq!(
+        store.use_refresh_token("b1").await.expect("use"),
+        TokenUse::Live(b1)
+    );
+}
+
+// Server secrets
+
+pub async fn server_secret_get_or_create(store: Arc<dyn Storage>) {
+    let store = &*store;
+    assert_eq!(
+        store.server_secret("jwt", "first").await.expect("secret"),
+        "first"
+    );
+    assert_eq!(
+        store.server_secret("jwt", "second").await.expect("secret"),
+        "first",
+        "the stored secret wins over a later candidate"
+    );
+    assert_eq!(
+        store.server_secret("other", "third").await.expect("secret"),
+        "third"
+    );
+    assert_eq!(
+        store.server_secret("jwt", "fourth").await.expect("secret"),
+        "first"
+    );
+}
+
+// Rooms
+
+pub async fn room_create(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+
+    let created = store
+        .create_room(NewRoom {
+            name: "lobby".to_owned(),
+            kind: RoomType::Public,
+            creator: alice.id,
+            invited: vec![bob.id, carol.id, bob.id, alice.id],
+            created_at: at(7),
+        })
+        .await
+        .expect("create room");
+    assert!(created.id.get() > 0);
+    assert_eq!(created.name, "lobby");
+    assert_eq!(created.kind, RoomType::Public);
+    assert_eq!(created.creator, alice.id);
+    assert_eq!(created.created_at, at(7));
+    assert_eq!(created.last_seq, 0);
+
+    let people = store.room_people(created.id).await.expect("people");
+    assert_eq!(
+        people,
+        vec![
+            person(&alice, MemberState::Member, 0),
+            person(&bob, MemberState::Invited, 0),
+            person(&carol, MemberState::Invited, 0),
+        ],
+        "the creator is a member once; invitees once each, in order"
+    );
+
+    // Every kind survives a round trip.
+    for (i, kind) in [
+        RoomType::Public,
+        RoomType::Private,
+        RoomType::Game,
+        RoomType::Direct,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let made = store
+            .create_room(NewRoom {
+                name: format!("kind-{i}"),
+                kind,
+                creator: bob.id,
+                invited: Vec::new(),
+                created_at: at(8),
+            })
+            .await
+            .expect("create room");
+        let read = store.room(made.id).await.expect("room").expect("exists");
+        assert_eq!(read.kind, kind);
+        assert_eq!(read, made);
+    }
+}
+
+pub async fn room_name_conflict(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let first = room(store, "lobby", alice.id, &[]).await;
+
+    let err = store
+        .create_room(NewRoom {
+            name: "lobby".to_owned(),
+            kind: RoomType::Game,
+            creator: bob.id,
+            invited: vec![alice.id],
+            created_at: at(9),
+        })
+        .await
+        .expect_err("name taken");
+    assert!(
+        matches!(err, StorageError::Conflict(Conflict::RoomName)),
+        "got {err:?}"
+    );
+
+    assert_eq!(
+        store.room_by_name("lobby").await.expect("room"),
+        Some(first.clone())
+    );
+    let bob_rooms = store.user_rooms(bob.id).await.expect("rooms");
+    assert!(bob_rooms.is_empty(), "the rejected room left no membership");
+    let alice_rooms = store.user_rooms(alice.id).await.expect("rooms");
+    assert_eq!(alice_rooms.len(), 1);
+    assert_eq!(alice_rooms[0].room, first);
+}
+
+pub async fn room_lookup(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    let other = room(store, "other", alice.id, &[]).await;
+    assert_ne!(lobby.id, other.id);
+
+    assert_eq!(
+        store.room(lobby.id).await.expect("room"),
+        Some(lobby.clone())
+    );
+    assert_eq!(
+        store.room_by_name("other").await.expect("room"),
+        Some(other.clone())
+    );
+    assert_eq!(store.room(RoomId(987_654)).await.expect("room"), None);
+    assert_eq!(store.room_by_name("nowhere").await.expect("room"), None);
+
+    send(store, lobby.id, alice.id, "one").await;
+    send(store, lobby.id, alice.id, "two").await;
+    let read = store
+        .room_by_name("lobby")
+        .await
+        .expect("room")
+        .expect("exists");
+    assert_eq!(read.last_seq, 2);
+    assert_eq!(last_seq(store, other.id).await, 0, "rooms count separately");
+}
+
+pub async fn room_delete(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let doomed = room(store, "doomed", alice.id, &[carol.id]).await;
+    let kept = room(store, "kept", alice.id, &[]).await;
+    store.join_room(doomed.id, bob.id).await.expect("join");
+    store
+        .append(message(doomed.id, alice.id, "gone soon", Some("c-1")))
+        .await
+        .expect("append");
+    send(store, doomed.id, bob.id, "me too").await;
+    send(store, kept.id, alice.id, "stays").await;
+
+    assert!(store.delete_room(doomed.id).await.expect("delete"));
+
+    assert_eq!(store.room(doomed.id).await.expect("room"), None);
+    assert_eq!(store.room_by_name("doomed").await.expect("room"), None);
+    assert!(
+        store
+            .room_people(doomed.id)
+            .await
+            .expect("people")
+            .is_empty()
+    );
+    assert!(store.read_marks(doomed.id).await.expect("marks").is_empty());
+    assert_eq!(
+        store
+            .membership(doomed.id, alice.id)
+            .await
+            .expect("membership"),
+        None
+    );
+    assert_eq!(
+        store
+            .membership(doomed.id, carol.id)
+            .await
+            .expect("membership"),
+        None
+    );
+    let history = page(store, doomed.id, None, None, 50).await;
+    assert!(history.messages.is_empty() && !history.has_more);
+    let bob_rooms = store.user_rooms(bob.id).await.expect("rooms");
+    assert!(bob_rooms.is_empty());
+    let carol_rooms = store.user_rooms(carol.id).await.expect("rooms");
+    assert!(carol_rooms.is_empty());
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
+
+    assert!(
+        !store.delete_room(doomed.id).await.expect("delete"),
+        "already gone"
+    );
+    assert!(!store.delete_room(RoomId(987_654)).await.expect("delete"));
+
+    // The other room is untouched.
+    let kept_page = page(store, kept.id, None, None, 50).await;
+    assert_eq!(seqs(&kept_page), vec![1]);
+    assert_eq!(kept_page.messages[0].body, "stays");
+
+    // The name is free again, for a new room with a new id and no history;
+    // the deleted message no longer holds its client_id.
+    let again = room(store, "doomed", bob.id, &[]).await;
+    assert_ne!(again.id, doomed.id, "ids are not reused");
+    assert_eq!(again.last_seq, 0);
+    let appended = store
+        .append(message(again.id, alice.id, "fresh", Some("c-1")))
+        .await
+        .expect("append");
+    assert!(appended.created);
+    assert_eq!(appended.message.seq, 1);
+    assert_eq!(appended.message.room, again.id);
+}
+
+pub async fn room_people_ordering(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let erin = user(store, "erin").await;
+    let lobby = room(store, "lobby", alice.id, &[carol.id, bob.id]).await;
+    send(store, lobby.id, alice.id, "one").await;
+    send(store, lobby.id, alice.id, "two").await;
+
+    assert!(store.join_room(lobby.id, dave.id).await.expect("join"));
+    send(store, lobby.id, alice.id, "three").await;
+    assert!(store.join_room(lobby.id, bob.id).await.expect("join"));
+    store.invite(lobby.id, &[erin.id]).await.expect("invite");
+
+    let people = store.room_people(lobby.id).await.expect("people");
+    assert_eq!(
+        people,
+        vec![
+            person(&alice, MemberState::Member, 3),
+            person(&dave, MemberState::Member, 2),
+            person(&bob, MemberState::Member, 3),
+            person(&carol, MemberState::Invited, 0),
+            person(&erin, MemberState::Invited, 0),
+        ],
+        "members by joining, then invitees by invitation"
+    );
+    assert!(
+        store
+            .room_people(RoomId(987_654))
+            .await
+            .expect("people")
+            .is_empty()
+    );
+}
+
+pub async fn membership_states(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+
+    let of = |u: UserId| store.membership(lobby.id, u);
+    assert_eq!(
+        of(alice.id).await.expect("membership"),
+        Some(MemberState::Member)
+    );
+    assert_eq!(
+        of(bob.id).await.expect("membership"),
+        Some(MemberState::Invited)
+    );
+    assert_eq!(of(carol.id).await.expect("membership"), None);
+    assert_eq!(
+        store
+            .membership(RoomId(987_654), alice.id)
+            .await
+            .expect("membership"),
+        None
+    );
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    assert_eq!(
+        of(bob.id).await.expect("membership"),
+        Some(MemberState::Member)
+    );
+}
+
+pub async fn join_room(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    for body in ["1", "2", "3"] {
+        send(store, lobby.id, alice.id, body).await;
+    }
+
+    assert!(
+        store.join_room(lobby.id, bob.id).await.expect("join"),
+        "invited joins"
+    );
+    assert_eq!(
+        store
+            .membership(lobby.id, bob.id)
+            .await
+            .expect("membership"),
+        Some(MemberState::Member)
+    );
+    assert_eq!(
+        read_seq_of(store, lobby.id, bob.id).await,
+        3,
+        "the mark starts at last_seq"
+    );
+    assert_eq!(
+        store.unread_total(bob.id).await.expect("unread"),
+        0,
+        "old messages are not unread"
+    );
+
+    assert!(
+        store.join_room(lobby.id, carol.id).await.expect("join"),
+        "a stranger joins"
+    );
+    assert_eq!(read_seq_of(store, lobby.id, carol.id).await, 3);
+
+    send(store, lobby.id, alice.id, "4").await;
+    send(store, lobby.id, alice.id, "5").await;
+    assert!(
+        !store.join_room(lobby.id, bob.id).await.expect("join"),
+        "already a member"
+    );
+    assert_eq!(
+        read_seq_of(store, lobby.id, bob.id).await,
+        3,
+        "joining again leaves the mark"
+    );
+    assert!(!store.join_room(lobby.id, alice.id).await.expect("join"));
+    assert_eq!(read_seq_of(store, lobby.id, alice.id).await, 5);
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 2);
+
+    let err = store
+        .join_room(RoomId(987_654), bob.id)
+        .await
+        .expect_err("no room");
+    assert!(matches!(err, StorageError::NotFound), "got {err:?}");
+}
+
+pub async fn invite(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, carol.id).await.expect("join");
+    send(store, lobby.id, alice.id, "hi").await;
+
+    store
+        .invite(lobby.id, &[bob.id, alice.id, dave.id, carol.id, dave.id])
+        .await
+        .expect("invite");
+    let people = store.room_people(lobby.id).await.expect("people");
+    assert_eq!(
+        people,
+        vec![
+            person(&alice, MemberState::Member, 1),
+            person(&carol, MemberState::Member, 0),
+            person(&bob, MemberState::Invited, 0),
+            person(&dave, MemberState::Invited, 0),
+        ],
+        "only dave is new, once; nobody else changes"
+    );
+    store
+        .invite(lobby.id, &[])
+        .await
+        .expect("inviting nobody is fine");
+
+    let err = store
+        .invite(RoomId(987_654), &[dave.id])
+        .await
+        .expect_err("no room");
+    assert!(matches!(err, StorageError::NotFound), "got {err:?}");
+}
+
+pub async fn leave_room(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let lobby = room(store, "lobby", alice.id, &[carol.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    send(store, lobby.id, alice.id, "unread for bob").await;
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 1);
+
+    assert!(
+        store.leave_room(lobby.id, bob.id).await.expect("leave"),
+        "member leaves"
+    );
+    assert!(
+        store.leave_room(lobby.id, carol.id).await.expect("leave"),
+        "invitee declines"
+    );
+    assert!(
+        !store.leave_room(lobby.id, bob.id).await.expect("leave"),
+        "already left"
+    );
+    assert!(
+        !store.leave_room(lobby.id, dave.id).await.expect("leave"),
+        "never there"
+    );
+    assert!(
+        !store
+            .leave_room(RoomId(987_654), alice.id)
+            .await
+            .expect("leave")
+    );
+
+    assert_eq!(
+        store
+            .membership(lobby.id, bob.id)
+            .await
+            .expect("membership"),
+        None
+    );
+    assert_eq!(
+        store
+            .membership(lobby.id, carol.id)
+            .await
+            .expect("membership"),
+        None
+    );
+    assert_eq!(
+        store.room_people(lobby.id).await.expect("people"),
+        vec![person(&alice, MemberState::Member, 1)]
+    );
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
+    assert!(store.user_rooms(bob.id).await.expect("rooms").is_empty());
+    let err = store
+        .mark_read(lobby.id, bob.id, 1)
+        .await
+        .expect_err("not a member");
+    assert!(matches!(err, StorageError::NotFound), "got {err:?}");
+
+    // Leaving does not touch the history.
+    assert_eq!(seqs(&page(store, lobby.id, None, None, 50).await), vec![1]);
+}
+
+pub async fn user_rooms(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+
+    // Creation times and message times chosen so that activity order
+    // differs from both creation order and id order.
+    let quiet = room_at(store, "quiet", alice.id, &[], at(300)).await;
+    let busy = room_at(store, "busy", bob.id, &[], at(100)).await;
+    let invited = room_at(store, "invited", carol.id, &[alice.id], at(200)).await;
+    let elsewhere = room_at(store, "elsewhere", bob.id, &[], at(900)).await;
+    store.join_room(busy.id, alice.id).await.expect("join");
+
+    let mut in_busy = message(busy.id, bob.id, "first", None);
+    in_busy.created_at = at(400);
+    store.append(in_busy).await.expect("append");
+    let mut in_busy = message(busy.id, bob.id, "newest", Some("n-1"));
+    in_busy.created_at = at(500);
+    let newest = store.append(in_busy).await.expect("append").message;
+    let mut in_invited = message(invited.id, carol.id, "secret", None);
+    in_invited.created_at = at(600);
+    store.append(in_invited).await.expect("append");
+    send(store, elsewhere.id, bob.id, "not alice's").await;
+
+    let rooms = store.user_rooms(alice.id).await.expect("rooms");
+    let names: Vec<&str> = rooms.iter().map(|r| r.room.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["invited", "busy", "quiet"],
+        "newest activity first"
+    );
+
+    let invited_row = &rooms[0];
+    assert_eq!(invited_row.state, MemberState::Invited);
+    assert_eq!(invited_row.read_seq, 0);
+    assert_eq!(
+        invited_row.member_count, 1,
+        "invitees are not counted as members"
+    );
+    assert_eq!(invited_row.last_message, None, "invitees see no message");
+    assert_eq!(invited_row.room.last_seq, 1);
+
+    let busy_row = &rooms[1];
+    assert_eq!(busy_row.state, MemberState::Member);
+    assert_eq!(busy_row.read_seq, 0);
+    assert_eq!(busy_row.member_count, 2);
+    assert_eq!(busy_row.room.last_seq, 2);
+    assert_eq!(busy_row.last_message.as_ref(), Some(&newest));
+    assert_eq!(newest.body, "newest");
+    assert_eq!(newest.sender_name, "bob display");
+    assert_eq!(newest.client_id.as_deref(), Some("n-1"));
+    assert_eq!(newest.created_at, at(500));
+
+    let quiet_row = &rooms[2];
+    assert_eq!(quiet_row.room, quiet);
+    assert_eq!(quiet_row.state, MemberState::Member);
+    assert_eq!(quiet_row.member_count, 1);
+    assert_eq!(
+        quiet_row.last_message, None,
+        "an empty room has no last message"
+    );
+
+    // A message makes an old room the most active.
+    let mut wake = message(quiet.id, alice.id, "awake", None);
+    wake.created_at = at(700);
+    store.append(wake).await.expect("append");
+    let rooms = store.user_rooms(alice.id).await.expect("rooms");
+    let names: Vec<&str> = rooms.iter().map(|r| r.room.name.as_str()).collect();
+    assert_eq!(names, vec!["quiet", "invited", "busy"]);
+    assert_eq!(rooms[0].read_seq, 1, "her own message is read");
+
+    let carol_rooms = store.user_rooms(carol.id).await.expect("rooms");
+    assert_eq!(carol_rooms.len(), 1);
+    assert_eq!(
+        carol_rooms[0]
+            .last_message
+            .as_ref()
+            .map(|m| m.body.as_str()),
+        Some("secret"),
+        "members see the last message"
+    );
+    let stranger = user(store, "stranger").await;
+    assert!(
+        store
+            .user_rooms(stranger.id)
+            .await
+            .expect("rooms")
+            .is_empty()
+    );
+}
+
+// Messages
+
+pub async fn append_assigns_seq(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    let other = room(store, "other", alice.id, &[]).await;
+
+    let mut stored = Vec::new();
+    for (i, body) in ["one", "two", "three"].into_iter().enumerate() {
+        let sender = if i == 1 { bob.id } else { alice.id };
+        let appended = store
+            .append(NewMessage {
+                room: lobby.id,
+                sender,
+                body: body.to_owned(),
+                client_id: Some(format!("c-{i}")),
+                created_at: at(10 + i as i64),
+            })
+            .await
+            .expect("append");
+        assert!(appended.created);
+        stored.push(appended.message);
+    }
+    assert_eq!(
+        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(stored[0].id < stored[1].id && stored[1].id < stored[2].id);
+    let second = &stored[1];
+    assert_eq!(second.room, lobby.id);
+    assert_eq!(second.sender, bob.id);
+    assert_eq!(second.sender_name, "bob display");
+    assert_eq!(second.body, "two");
+    assert_eq!(second.client_id.as_deref(), Some("c-1"));
+    assert_eq!(second.created_at, at(11));
+    assert_eq!(last_seq(store, lobby.id).await, 3);
+
+    let history = page(store, lobby.id, None, None, 50).await;
+    assert_eq!(
+        history.messages, stored,
+        "history returns what append returned"
+    );
+
+    let first_other = send(store, other.id, bob.id, "elsewhere").await;
+    assert_eq!(first_other.seq, 1, "each room counts from 1");
+    assert!(
+        first_other.id > stored[2].id,
+        "message ids are unique across rooms"
+    );
+}
+
+pub async fn append_concurrent_seq(store: Arc<dyn Storage>) {
+    const TASKS: usize = 8;
+    const EACH: usize = 50;
+    let alice = user(&*store, "alice").await;
+    let lobby = room(&*store, "lobby", alice.id, &[]).await;
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut seqs = Vec::with_capacity(EACH);
+                for i in 0..EACH {
+                    let appended = store
+                        .append(message(lobby.id, alice.id, &format!("{t}:{i}"), None))
+                        .await
+                        .expect("append");
+                    seqs.push(appended.message.seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        let seqs = task.await.expect("task");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one writer's messages keep its order"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    let expected: Vec<Seq> = (1..=(TASKS * EACH) as Seq).collect();
+    assert_eq!(all, expected, "no gap, no duplicate");
+    assert_eq!(last_seq(&*store, lobby.id).await, (TASKS * EACH) as Seq);
+
+    let mut from_history = Vec::new();
+    let mut after = 0;
+    loop {
+        let p = page(&*store, lobby.id, None, Some(after), 200).await;
+        from_history.extend(p.messages.iter().map(|m| (m.seq, m.body.clone())));
+        after = p.messages.last().map_or(after, |m| m.seq);
+        if !p.has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        from_history.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        expected,
+        "history returns every message in seq order"
+    );
+    let bodies: HashSet<&str> = from_history.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(bodies.len(), TASKS * EACH, "every message stored once");
+    for t in 0..TASKS {
+        let own: Vec<usize> = from_history
+            .iter()
+            .filter_map(|(_, b)| b.strip_prefix(&format!("{t}:")))
+            .map(|i| i.parse().expect("index"))
+            .collect();
+        assert_eq!(
+            own,
+            (0..EACH).collect::<Vec<_>>(),
+            "seq order is commit order"
+        );
+    }
+}
+
+pub async fn append_client_id_idempotent(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+
+    let first = store
+        .append(message(lobby.id, alice.id, "hello", Some("c-1")))
+        .await
+        .expect("append");
+    assert!(first.created);
+    assert_eq!(first.message.seq, 1);
+
+    let mut retry = message(lobby.id, alice.id, "hello, edited", Some("c-1"));
+    retry.created_at = at(99_999);
+    let again = store.append(retry).await.expect("append");
+    assert_eq!(
+        again,
+        Appended {
+            message: first.message.clone(),
+            created: false
+        },
+        "the original comes back, body and time included"
+    );
+    assert_eq!(last_seq(store, lobby.id).await, 1, "no seq was used");
+
+    let from_bob = store
+        .append(message(lobby.id, bob.id, "hello", Some("c-1")))
+        .await
+        .expect("append");
+    assert!(from_bob.created, "client ids are per sender");
+    assert_eq!(from_bob.message.seq, 2);
+    assert_ne!(from_bob.message.id, first.message.id);
+
+    let next = store
+        .append(message(lobby.id, alice.id, "next", Some("c-2")))
+        .await
+        .expect("append");
+    assert!(next.created);
+    assert_eq!(next.message.seq, 3, "no gap after a duplicate");
+
+    // Without a client id nothing is deduplicated.
+    let a = send(store, lobby.id, alice.id, "same").await;
+    let b = send(store, lobby.id, alice.id, "same").await;
+    assert_eq!((a.seq, b.seq), (4, 5));
+    assert_eq!((a.client_id, b.client_id), (None, None));
+
+    let history = page(store, lobby.id, None, None, 50).await;
+    let bodies: Vec<&str> = history.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["hello", "hello", "next", "same", "same"]);
+}
+
+pub async fn append_concurrent_duplicates(store: Arc<dyn Storage>) {
+    let alice = user(&*store, "alice").await;
+    let lobby = room(&*store, "lobby", alice.id, &[]).await;
+    for round in 0..5 {
+        let client_id = format!("dup-{round}");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let client_id = client_id.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(message(lobby.id, alice.id, "once", Some(&client_id)))
+                        .await
+                        .expect("append")
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.expect("task"));
+        }
+        assert_eq!(
+            results.iter().filter(|r| r.created).count(),
+            1,
+            "stored once"
+        );
+        let original = results
+            .iter()
+            .find(|r| r.created)
+            .map(|r| r.message.clone())
+            .expect("one was created");
+        assert!(
+            results.iter().all(|r| r.message == original),
+            "all see the original"
+        );
+        assert_eq!(original.seq, round + 1);
+    }
+    assert_eq!(last_seq(&*store, lobby.id).await, 5);
+    assert_eq!(
+        seqs(&page(&*store, lobby.id, None, None, 50).await),
+        vec![1, 2, 3, 4, 5]
+    );
+}
+
+pub async fn append_missing_room(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let err = store
+        .append(message(RoomId(987_654), alice.id, "void", Some("c-1")))
+        .await
+        .expect_err("no room");
+    assert!(matches!(err, StorageError::NotFound), "got {err:?}");
+
+    let gone = room(store, "gone", alice.id, &[]).await;
+    store.delete_room(gone.id).await.expect("delete");
+    let err = store
+        .append(message(gone.id, alice.id, "void", None))
+        .await
+        .expect_err("deleted room");
+    assert!(matches!(err, StorageError::NotFound), "got {err:?}");
+
+    // The failed append did not claim the client id.
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    let appended = store
+        .append(message(lobby.id, alice.id, "real", Some("c-1")))
+        .await
+        .expect("append");
+    assert!(appended.created);
+    assert_eq!(appended.message.seq, 1);
+}
+
+pub async fn append_unknown_sender(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    send(store, lobby.id, alice.id, "one").await;
+
+    let result = store
+        .append(message(lobby.id, UserId(987_654), "ghost", None))
+        .await;
+    assert!(result.is_err(), "a sender must exist, got {result:?}");
+    assert_eq!(
+        last_seq(store, lobby.id).await,
+        1,
+        "the failed append used no seq"
+    );
+    assert_eq!(send(store, lobby.id, alice.id, "two").await.seq, 2);
+}
+
+pub async fn history_empty(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+
+    for (before, after) in [
+        (None, None),
+        (Some(1), None),
+        (None, Some(0)),
+        (Some(5), Some(0)),
+    ] {
+        let p = page(store, lobby.id, before, after, 50).await;
+        assert!(p.messages.is_empty(), "{before:?} {after:?}");
+        assert!(!p.has_more, "{before:?} {after:?}");
+    }
+    let p = page(store, RoomId(987_654), None, None, 50).await;
+    assert!(
+        p.messages.is_empty() && !p.has_more,
+        "an unknown room has no history"
+    );
+}
+
+pub async fn history_pagination(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    for i in 1..=10 {
+        let sender = if i % 2 == 0 { bob.id } else { alice.id };
+        send(store, lobby.id, sender, &format!("m{i}")).await;
+    }
+    // Another room's messages must never leak in.
+    let other = room(store, "other", bob.id, &[]).await;
+    for i in 1..=3 {
+        send(store, other.id, bob.id, &format!("o{i}")).await;
+    }
+
+    // (before, after, limit) → (seqs, has_more)
+    type Case = (Option<Seq>, Option<Seq>, u32, &'static [Seq], bool);
+    let cases: &[Case] = &[
+        (None, None, 3, &[8, 9, 10], true),
+        (None, None, 1, &[10], true),
+        (None, None, 9, &[2, 3, 4, 5, 6, 7, 8, 9, 10], true),
+        (None, None, 10, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], false),
+        (None, None, 200, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], false),
+        (Some(5), None, 3, &[2, 3, 4], true),
+        (Some(4), None, 3, &[1, 2, 3], false),
+        (Some(2), None, 3, &[1], false),
+        (Some(1), None, 3, &[], false),
+        (Some(11), None, 2, &[9, 10], true),
+        (Some(99), None, 2, &[9, 10], true),
+        (None, Some(0), 3, &[1, 2, 3], true),
+        (None, Some(0), 10, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], false),
+        (None, Some(6), 3, &[7, 8, 9], true),
+        (None, Some(7), 3, &[8, 9, 10], false),
+        (None, Some(9), 1, &[10], false),
+        (None, Some(8), 1, &[9], true),
+        (None, Some(10), 5, &[], false),
+        (None, Some(50), 5, &[], false),
+        (Some(8), Some(3), 2, &[4, 5], true),
+        (Some(8), Some(3), 4, &[4, 5, 6, 7], false),
+        (Some(8), Some(3), 9, &[4, 5, 6, 7], false),
+        (Some(4), Some(3), 5, &[], false),
+        (Some(3), Some(3), 5, &[], false),
+    ];
+    for &(before, after, limit, expected, more) in cases {
+        let p = page(store, lobby.id, before, after, limit).await;
+        assert_eq!(
+            seqs(&p),
+            expected,
+            "before {before:?} after {after:?} limit {limit}"
+        );
+        assert_eq!(
+            p.has_more, more,
+            "has_more for before {before:?} after {after:?} limit {limit}"
+        );
+    }
+
+    // The rows themselves, not only their seqs.
+    let p = page(store, lobby.id, Some(3), None, 5).await;
+    assert_eq!(p.messages.len(), 2);
+    assert_eq!(p.messages[0].body, "m1");
+    assert_eq!(p.messages[0].sender, alice.id);
+    assert_eq!(p.messages[0].sender_name, "alice display");
+    assert_eq!(p.messages[1].body, "m2");
+    assert_eq!(p.messages[1].sender_name, "bob display");
+    assert!(p.messages.iter().all(|m| m.room == lobby.id));
+}
+
+pub async fn history_walk(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    for i in 1..=7 {
+        send(store, lobby.id, alice.id, &format!("m{i}")).await;
+    }
+
+    // Backwards, as a client scrolling up does.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let p = page(store, lobby.id, before, None, 3).await;
+        before = p.messages.first().map(|m| m.seq);
+        pages.push((seqs(&p), p.has_more));
+        if !p.has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![
+            (vec![5, 6, 7], true),
+            (vec![2, 3, 4], true),
+            (vec![1], false)
+        ]
+    );
+
+    // Forwards, as a reconnecting client catching up does.
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let p = page(store, lobby.id, None, Some(after), 3).await;
+        after = p.messages.last().map_or(after, |m| m.seq);
+        pages.push((seqs(&p), p.has_more));
+        if !p.has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![
+            (vec![1, 2, 3], true),
+            (vec![4, 5, 6], true),
+            (vec![7], false)
+        ]
+    );
+}
+
+// Read marks
+
+pub async fn read_marks(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let lobby = room(store, "lobby", alice.id, &[carol.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    for i in 1..=5 {
+        send(store, lobby.id, alice.id, &format!("m{i}")).await;
+    }
+
+    let mark = store.mark_read(lobby.id, bob.id, 3).await.expect("mark");
+    assert_eq!((mark.previous, mark.current, mark.advanced()), (0, 3, true));
+    let mark = store.mark_read(lobby.id, bob.id, 2).await.expect("mark");
+    assert_eq!(
+        (mark.previous, mark.current, mark.advanced()),
+        (3, 3, false),
+        "never back"
+    );
+    let mark = store.mark_read(lobby.id, bob.id, 3).await.expect("mark");
+    assert_eq!(
+        (mark.previous, mark.current, mark.advanced()),
+        (3, 3, false)
+    );
+    assert_eq!(
+        store.read_marks(lobby.id).await.expect("marks"),
+        vec![(alice.id, 5), (bob.id, 3)]
+    );
+
+    let mark = store.mark_read(lobby.id, bob.id, 100).await.expect("mark");
+    assert_eq!((mark.previous, mark.current), (3, 5), "clamped to last_seq");
+    let mark = store.mark_read(lobby.id, bob.id, 100).await.expect("mark");
+    assert_eq!(
+        (mark.previous, mark.current, mark.advanced()),
+        (5, 5, false)
+    );
+
+    for who in [carol.id, dave.id] {
+        let err = store
+            .mark_read(lobby.id, who, 1)
+            .await
+            .expect_err("not a member");
+        assert!(matches!(err, StorageError::NotFound), "got {err:?}");
+    }
+    let err = store
+        .mark_read(RoomId(987_654), bob.id, 1)
+        .await
+        .expect_err("no room");
+    assert!(matches!(err, StorageError::NotFound), "got {err:?}");
+
+    assert_eq!(
+        store.read_marks(lobby.id).await.expect("marks"),
+        vec![(alice.id, 5), (bob.id, 5)],
+        "members only, in order of joining"
+    );
+    assert!(
+        store
+            .read_marks(RoomId(987_654))
+            .await
+            .expect("marks")
+            .is_empty()
+    );
+}
+
+pub async fn append_advances_sender_mark(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[carol.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    for i in 1..=3 {
+        send(store, lobby.id, alice.id, &format!("a{i}")).await;
+    }
+    assert_eq!(read_seq_of(store, lobby.id, alice.id).await, 3);
+    assert_eq!(read_seq_of(store, lobby.id, bob.id).await, 0);
+
+    send(store, lobby.id, bob.id, "b1").await;
+    assert_eq!(
+        read_seq_of(store, lobby.id, bob.id).await,
+        4,
+        "sending reads everything below"
+    );
+    assert_eq!(
+        read_seq_of(store, lobby.id, alice.id).await,
+        3,
+        "others' marks stay"
+    );
+    assert_eq!(store.unread_total(alice.id).await.expect("unread"), 1);
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
+
+    // A duplicate is not a new message and moves nothing.
+    store.mark_read(lobby.id, alice.id, 4).await.expect("mark");
+    let dup = store
+        .append(message(lobby.id, alice.id, "x", Some("k")))
+        .await
+        .expect("append");
+    assert_eq!(dup.message.seq, 5);
+    send(store, lobby.id, bob.id, "b2").await;
+    let again = store
+        .append(message(lobby.id, alice.id, "x", Some("k")))
+        .await
+        .expect("append");
+    assert!(!again.created);
+    assert_eq!(
+        read_seq_of(store, lobby.id, alice.id).await,
+        5,
+        "the duplicate left her mark"
+    );
+
+    // An invitee's mark stays 0 (the service rejects their messages; the
+    // store must not turn them into a reader anyway).
+    send(store, lobby.id, carol.id, "c1").await;
+    assert_eq!(read_seq_of(store, lobby.id, carol.id).await, 0);
+    assert_eq!(
+        store
+            .membership(lobby.id, carol.id)
+            .await
+            .expect("membership"),
+        Some(MemberState::Invited)
+    );
+}
+
+pub async fn unread_total(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let r1 = room(store, "r1", alice.id, &[]).await;
+    let r2 = room(store, "r2", bob.id, &[]).await;
+    let r3 = room(store, "r3", carol.id, &[alice.id]).await;
+    store.join_room(r1.id, bob.id).await.expect("join");
+    store.join_room(r2.id, alice.id).await.expect("join");
+
+    for (sender, body) in [
+        (alice.id, "1"),
+        (alice.id, "2"),
+        (alice.id, "3"),
+        (bob.id, "4"),
+        (alice.id, "5"),
+        (alice.id, "6"),
+    ] {
+        send(store, r1.id, sender, body).await;
+    }
+    for body in ["1", "2", "3", "4"] {
+        send(store, r2.id, bob.id, body).await;
+    }
+    store.mark_read(r2.id, alice.id, 2).await.expect("mark");
+    for body in ["1", "2", "3", "4", "5"] {
+        send(store, r3.id, carol.id, body).await;
+    }
+
+    // r1: alice sent last, bob has 5 and 6 unread. r2: alice read to 2 of 4.
+    // r3: alice is only invited, so its 5 messages do not count.
+    assert_eq!(store.unread_total(alice.id).await.expect("unread"), 2);
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 2);
+    assert_eq!(store.unread_total(carol.id).await.expect("unread"), 0);
+    let stranger = user(store, "stranger").await;
+    assert_eq!(store.unread_total(stranger.id).await.expect("unread"), 0);
+
+    store.join_room(r3.id, alice.id).await.expect("join");
+    assert_eq!(
+        store.unread_total(alice.id).await.expect("unread"),
+        2,
+        "joining starts at last_seq"
+    );
+    send(store, r3.id, carol.id, "6").await;
+    assert_eq!(store.unread_total(alice.id).await.expect("unread"), 3);
+    store.mark_read(r1.id, bob.id, 6).await.expect("mark");
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
+    store.mark_read(r2.id, alice.id, 4).await.expect("mark");
+    store.mark_read(r3.id, alice.id, 6).await.expect("mark");
+    assert_eq!(store.unread_total(alice.id).await.expect("unread"), 0);
+}
+
+// Health
+
+pub async fn ping(store: Arc<dyn Storage>) {
+    store.ping().await.expect("ping");
+    // Still usable afterwards.
+    let alice = user(&*store, "alice").await;
+    assert_eq!(store.user(alice.id).await.expect("user"), Some(alice));
+}
