@@ -23,7 +23,10 @@ pub enum ClientFrame {
     },
     /// `{"type":"subscribe","room","after_seq"?}`: replay everything above
     /// `after_seq`, then live messages, with no gap and no duplicate.
-    Subscribe { room: RoomRef, after_seq: Option<Seq> },
+    Subscribe {
+        room: RoomRef,
+        after_seq: Option<Seq>,
+    },
     /// `{"type":"unsubscribe","room"}`.
     Unsubscribe { room: RoomRef },
     /// `{"type":"read","room","seq"}`: mark read up to `seq`.
@@ -103,12 +106,10 @@ impl ClientFrame {
                     "a frame needs a \"type\", or a \"message\" to send to the bound room",
                 )),
             },
-            Some(serde_json::Value::String(t)) if !TYPES.contains(&t.as_str()) => {
-                Err(FrameError {
-                    code: ErrorCode::UnknownType,
-                    message: format!("Unknown frame type \"{t}\""),
-                })
-            }
+            Some(serde_json::Value::String(t)) if !TYPES.contains(&t.as_str()) => Err(FrameError {
+                code: ErrorCode::UnknownType,
+                message: format!("Unknown frame type \"{t}\""),
+            }),
             Some(serde_json::Value::String(_)) => serde_json::from_value::<Typed>(value)
                 .map(Self::from)
                 .map_err(|e| invalid(&e.to_string())),
@@ -201,7 +202,11 @@ pub enum ServerFrame {
     /// After a subscribe and its replay.
     Subscribed { room: RoomId, last_seq: Seq },
     /// `user` has read `room` up to `seq`.
-    Read { room: RoomId, user: UserId, seq: Seq },
+    Read {
+        room: RoomId,
+        user: UserId,
+        seq: Seq,
+    },
     /// `user` is typing in `room`.
     Typing { room: RoomId, user: UserId },
     /// `user` came online or went offline in `room`.

@@ -1,3 +1,49 @@
-//! chat-server (work in progress: storage layer first).
+//! The chat-rs server, as a library with a thin binary (`src/bin/chat-server.rs`).
+//!
+//! It serves the HTTP + WebSocket contract of `PROTOCOL.md`: users and JWT
+//! tokens, rooms, messages with per-room sequence numbers, history, read
+//! marks. Storage and fan-out sit behind traits so that backends can change
+//! without touching the rules.
+//!
+//! Layout:
+//! - [`config`]: flags, environment and TOML file.
+//! - [`server`]: start, serve, shut down.
+//! - [`http`]: the REST router, one file per resource.
+//! - [`ws`]: WebSocket upgrade and authentication ([`ws`]), the per-socket
+//!   loop ([`ws::session`]).
+//! - [`service`]: the business rules both HTTP and WebSocket call.
+//! - [`storage`]: the durable [`storage::Storage`] trait and its backends.
+//! - [`broker`]: the [`broker::Broker`] trait carrying events between
+//!   instances, and its backends.
+//! - [`hub`]: local fan-out from the broker to this instance's sockets.
+//! - [`auth`]: argon2 passwords, JWT tokens. [`error`]: the error body.
+//!
+//! Embedding, on a free port with in-memory storage:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = chat_server::Config {
+//!     listen: "127.0.0.1:0".parse()?,
+//!     storage_url: "memory://".into(),
+//!     ..chat_server::Config::default()
+//! };
+//! let server = chat_server::Server::start(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
 
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod server;
+pub mod service;
 pub mod storage;
+pub mod ws;
+
+pub use config::{Cli, Config};
+pub use error::ApiError;
+pub use server::{Server, StartError};

@@ -1,0 +1,342 @@
+//! Passwords (argon2) and tokens (JWT): issuing, verifying, and the claims
+//! they carry. Refresh tokens are also recorded in storage so that logout and
+//! rotation can revoke them; access tokens are stateless and short-lived.
+
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use chat_core::{Timestamp, UserId};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::RefreshTokenRecord;
+
+/// Which job a token does; an access token is refused where a refresh token
+/// is expected and the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// JWT claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id, as a string per RFC 7519.
+    pub sub: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+    pub jti: String,
+    pub typ: TokenKind,
+    /// The refresh token family (refresh tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+}
+
+impl Claims {
+    /// The user the token speaks for.
+    pub fn user(&self) -> Option<UserId> {
+        self.sub
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(UserId)
+    }
+
+    /// When the token stops being valid.
+    pub fn expires_at(&self) -> Timestamp {
+        Timestamp::from_unix_micros((self.exp as i64).saturating_mul(1_000_000))
+    }
+}
+
+/// A verified access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessToken {
+    pub user: UserId,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// Why a token was refused. The reason is for logs; clients only learn
+/// `unauthorized` / `invalid_token`.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed, badly signed or expired token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("a {0:?} token where another kind was expected")]
+    WrongKind(TokenKind),
+    #[error("token subject is not a user id")]
+    BadSubject,
+    #[error("could not sign token: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
+/// Issues and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+
+impl Tokens {
+    /// Tokens signed with `secret` (HS256 only: the algorithm is pinned, so a
+    /// token claiming `none` or another algorithm is refused).
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    /// How long access tokens live.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    /// A new access token for `user`.
+    pub fn issue_access(&self, user: UserId) -> Result<String, TokenError> {
+        self.sign(user, TokenKind::Access, self.access_ttl, None)
+            .map(|(t, _)| t)
+    }
+
+    /// A new refresh token for `user` in `family`, with the record storage
+    /// keeps for it.
+    pub fn issue_refresh(
+        &self,
+        user: UserId,
+        family: &str,
+    ) -> Result<(String, RefreshTokenRecord), TokenError> {
+        let (token, claims) = self.sign(
+            user,
+            TokenKind::Refresh,
+            self.refresh_ttl,
+            Some(family.to_owned()),
+        )?;
+        let record = RefreshTokenRecord {
+            id: claims.jti.clone(),
+            user,
+            family: family.to_owned(),
+            expires_at: claims.expires_at(),
+        };
+        Ok((token, record))
+    }
+
+    fn sign(
+        &self,
+        user: UserId,
+        typ: TokenKind,
+        ttl: Duration,
+        fam: Option<String>,
+    ) -> Result<(String, Claims), TokenError> {
+        let now = unix_now();
+        let claims = Claims {
+            sub: user.0.to_string(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl.as_secs().max(1),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            typ,
+            fam,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(TokenError::Sign)?;
+        Ok((token, claims))
+    }
+
+    /// Verifies signature, expiry and kind of a token.
+    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
+        if data.claims.typ != kind {
+            return Err(TokenError::WrongKind(data.claims.typ));
+        }
+        if data.claims.user().is_none() {
+            return Err(TokenError::BadSubject);
+        }
+        Ok(data.claims)
+    }
+
+    /// Verifies an access token.
+    pub fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
+        let claims = self.verify(token, TokenKind::Access)?;
+        let user = claims.user().ok_or(TokenError::BadSubject)?;
+        Ok(AccessToken {
+            user,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Hashes a password with argon2id and a random salt (argon2 draws it). CPU-heavy (tens of
+/// milliseconds by design), so it runs on the blocking pool.
+pub async fn hash_password(password: String) -> Result<String, PasswordError> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| PasswordError(e.to_string()))
+    })
+    .await
+    .map_err(|e| PasswordError(e.to_string()))?
+}
+
+/// Checks a password against a stored hash. With no hash (unknown user) it
+/// checks against a fixed dummy hash, so that the answer takes as long
+/// whether or not the user exists.
+pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
+        let Ok(parsed) = PasswordHash::new(&hash) else {
+            return false;
+        };
+        known
+            && Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The hash of a random password nobody knows, made with the same
+/// parameters as real hashes so that checking it costs the same.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let secret = uuid::Uuid::new_v4().to_string();
+        Argon2::default()
+            .hash_password(secret.as_bytes())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Hashing failed (only on resource exhaustion).
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct PasswordError(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        Tokens::new(
+            b"test-secret",
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        )
+    }
+
+    #[test]
+    fn access_token_round_trips() {
+        let t = tokens();
+        let token = t.issue_access(UserId(7)).expect("signs");
+        assert_eq!(t.verify_access(&token).expect("verifies").user, UserId(7));
+    }
+
+    #[test]
+    fn refresh_token_is_not_an_access_token() {
+        let t = tokens();
+        let (token, record) = t.issue_refresh(UserId(7), "fam").expect("signs");
+        assert!(matches!(
+            t.verify_access(&token),
+            Err(TokenError::WrongKind(TokenKind::Refresh))
+        ));
+        let claims = t.verify(&token, TokenKind::Refresh).expect("verifies");
+        assert_eq!(claims.jti, record.id);
+        assert_eq!(claims.fam.as_deref(), Some("fam"));
+    }
+
+    #[test]
+    fn other_secret_is_refused() {
+        let token = tokens().issue_access(UserId(7)).expect("signs");
+        let other = Tokens::new(b"other", Duration::from_secs(60), Duration::from_secs(60));
+        assert!(matches!(
+            other.verify_access(&token),
+            Err(TokenError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn expired_token_is_refused() {
+        let t = tokens();
+        let now = unix_now();
+        let claims = Claims {
+            sub: "7".into(),
+            iat: now - 100,
+            nbf: now - 100,
+            exp: now - 50,
+            jti: "x".into(),
+            typ: TokenKind::Access,
+            fam: None,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &t.encoding)
+            .expect("signs");
+        assert!(matches!(
+            t.verify_access(&token),
+            Err(TokenError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn unsigned_token_is_refused() {
+        // {"alg":"none"} header with valid-looking claims and no signature.
+        let t = tokens();
+        let now = unix_now();
+        let claims = format!(
+            r#"{{"sub":"7","iat":{now},"nbf":{now},"exp":{},"jti":"x","typ":"access"}}"#,
+            now + 60
+        );
+        use base64::Engine as _;
+        let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let token = format!(
+            "{}.{}.",
+            encode(r#"{"alg":"none","typ":"JWT"}"#),
+            encode(&claims)
+        );
+        assert!(t.verify_access(&token).is_err());
+    }
+
+    #[tokio::test]
+    async fn password_hash_verifies() {
+        let hash = hash_password("correct horse".into()).await.expect("hashes");
+        assert!(verify_password("correct horse".into(), Some(hash.clone())).await);
+        assert!(!verify_password("wrong horse".into(), Some(hash)).await);
+        assert!(!verify_password("correct horse".into(), None).await);
+    }
+}

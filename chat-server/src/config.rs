@@ -1,0 +1,344 @@
+//! Server configuration from a TOML file (`--config`), the environment and
+//! flags, flags winning over the environment and both over the file. The
+//! names of `PROTOCOL.md` are fixed; the rest follow the same pattern.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Everything the server needs to start. [`Config::default`] is the embedded
+/// default (`sqlite://chat.db`, `local://`, `127.0.0.1:8000`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `sqlite://PATH`, `memory://`.
+    pub storage_url: String,
+    /// `local://`.
+    pub broker_url: String,
+    /// HS256 secret. `None`: one is generated once and kept in storage, so
+    /// every instance sharing the storage agrees on it.
+    pub jwt_secret: Option<String>,
+    /// Origins allowed to open WebSockets and make CORS calls; `None` allows
+    /// any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Whether connecting to an unknown room name creates it (as `public`).
+    pub auto_create_rooms: bool,
+    /// Messages per second per connection (burst: five seconds' worth);
+    /// 0 turns the limit off.
+    pub rate_limit: u32,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Longest message body, in characters.
+    pub max_message_chars: usize,
+    /// Largest WebSocket frame accepted, in bytes; bigger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Events queued per socket before it counts as too slow (closed 4408).
+    pub socket_queue: usize,
+    /// Pooled storage connections.
+    pub storage_pool_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            storage_url: "sqlite://chat.db".to_owned(),
+            broker_url: "local://".to_owned(),
+            jwt_secret: None,
+            allowed_origins: None,
+            auto_create_rooms: false,
+            rate_limit: 50,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_message_chars: 4_000,
+            max_frame_bytes: 64 * 1024,
+            max_request_bytes: 256 * 1024,
+            socket_queue: 1_024,
+            storage_pool_size: 8,
+        }
+    }
+}
+
+/// The command line. Every option also reads an environment variable.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "chat-server",
+    version,
+    about = "A real-time chat server (HTTP + WebSocket)."
+)]
+pub struct Cli {
+    /// TOML configuration file; its keys are the long flag names with `_`.
+    #[arg(long, env = "CHAT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long, env = "CHAT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Storage URL: sqlite://PATH or memory:// [default: sqlite://chat.db].
+    #[arg(long = "storage", env = "CHAT_STORAGE_URL", value_name = "URL")]
+    pub storage_url: Option<String>,
+    /// Broker URL: local:// [default: local://].
+    #[arg(long = "broker", env = "CHAT_BROKER_URL", value_name = "URL")]
+    pub broker_url: Option<String>,
+    /// JWT signing secret [default: generated once and kept in storage].
+    #[arg(
+        long,
+        env = "CHAT_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// Comma-separated origins allowed for WebSocket and CORS [default: any].
+    #[arg(
+        long,
+        env = "CHAT_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Create unknown rooms (as public) when a bound socket connects to them.
+    #[arg(long, env = "CHAT_AUTO_CREATE_ROOMS", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub auto_create_rooms: Option<bool>,
+    /// Messages per second per connection, burst of 5 s worth; 0 = off [default: 50].
+    #[arg(long, env = "CHAT_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<u32>,
+    /// Access token lifetime in seconds [default: 900].
+    #[arg(long, env = "CHAT_ACCESS_TOKEN_TTL", value_name = "SECS")]
+    pub access_token_ttl: Option<u64>,
+    /// Refresh token lifetime in seconds [default: 604800].
+    #[arg(long, env = "CHAT_REFRESH_TOKEN_TTL", value_name = "SECS")]
+    pub refresh_token_ttl: Option<u64>,
+    /// Longest message body in characters [default: 4000].
+    #[arg(long, env = "CHAT_MAX_MESSAGE_CHARS", value_name = "N")]
+    pub max_message_chars: Option<usize>,
+    /// Largest WebSocket frame in bytes [default: 65536].
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", value_name = "N")]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest HTTP request body in bytes [default: 262144].
+    #[arg(long, env = "CHAT_MAX_REQUEST_BYTES", value_name = "N")]
+    pub max_request_bytes: Option<usize>,
+    /// Events queued per socket before it is closed as too slow [default: 1024].
+    #[arg(long, env = "CHAT_SOCKET_QUEUE", value_name = "N")]
+    pub socket_queue: Option<usize>,
+    /// Pooled storage connections [default: 8].
+    #[arg(long, env = "CHAT_STORAGE_POOL_SIZE", value_name = "N")]
+    pub storage_pool_size: Option<u32>,
+}
+
+/// The TOML file: the same settings as the flags, snake_case.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    storage: Option<String>,
+    broker: Option<String>,
+    jwt_secret: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    auto_create_rooms: Option<bool>,
+    rate_limit: Option<u32>,
+    access_token_ttl: Option<u64>,
+    refresh_token_ttl: Option<u64>,
+    max_message_chars: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    max_request_bytes: Option<usize>,
+    socket_queue: Option<usize>,
+    storage_pool_size: Option<u32>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Merges flags and environment (already in `cli`, flags first) over the
+    /// file named by `--config`, over the defaults.
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Self::default();
+        let secs =
+            |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+        let config = Self {
+            listen: cli.listen.or(file.listen).unwrap_or(d.listen),
+            storage_url: cli.storage_url.or(file.storage).unwrap_or(d.storage_url),
+            broker_url: cli.broker_url.or(file.broker).unwrap_or(d.broker_url),
+            jwt_secret: cli.jwt_secret.or(file.jwt_secret),
+            allowed_origins: cli
+                .allowed_origins
+                .or(file.allowed_origins)
+                .filter(|o| !o.is_empty()),
+            auto_create_rooms: cli
+                .auto_create_rooms
+                .or(file.auto_create_rooms)
+                .unwrap_or(d.auto_create_rooms),
+            rate_limit: cli.rate_limit.or(file.rate_limit).unwrap_or(d.rate_limit),
+            access_token_ttl: secs(
+                cli.access_token_ttl.or(file.access_token_ttl),
+                d.access_token_ttl,
+            ),
+            refresh_token_ttl: secs(
+                cli.refresh_token_ttl.or(file.refresh_token_ttl),
+                d.refresh_token_ttl,
+            ),
+            max_message_chars: cli
+                .max_message_chars
+                .or(file.max_message_chars)
+                .unwrap_or(d.max_message_chars),
+            max_frame_bytes: cli
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(d.max_frame_bytes),
+            max_request_bytes: cli
+                .max_request_bytes
+                .or(file.max_request_bytes)
+                .unwrap_or(d.max_request_bytes),
+            socket_queue: cli
+                .socket_queue
+                .or(file.socket_queue)
+                .unwrap_or(d.socket_queue),
+            storage_pool_size: cli
+                .storage_pool_size
+                .or(file.storage_pool_size)
+                .unwrap_or(d.storage_pool_size),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings the server cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_message_chars", self.max_message_chars),
+            ("max_frame_bytes", self.max_frame_bytes),
+            ("max_request_bytes", self.max_request_bytes),
+            ("socket_queue", self.socket_queue),
+            ("storage_pool_size", self.storage_pool_size as usize),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if self.access_token_ttl.is_zero() || self.refresh_token_ttl.is_zero() {
+            return Err(ConfigError::Invalid(
+                "token lifetimes must be at least 1 second".into(),
+            ));
+        }
+        if matches!(&self.jwt_secret, Some(s) if s.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "jwt_secret must be at least 16 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("chat-server").chain(args.iter().copied()))
+            .expect("valid args")
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::from_cli(parse(&[])).expect("valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.storage_url, "sqlite://chat.db");
+        assert_eq!(c.broker_url, "local://");
+        assert!(!c.auto_create_rooms);
+        assert_eq!(c.rate_limit, 50);
+        assert_eq!(c.allowed_origins, None);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\nstorage = \"memory://\"\nrate_limit = 7\nauto_create_rooms = true\n",
+        )
+        .expect("write");
+        let path = path.to_str().expect("utf-8 path");
+        let c = Config::from_cli(parse(&["--config", path, "--rate-limit", "9"])).expect("valid");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.storage_url, "memory://");
+        assert_eq!(c.rate_limit, 9);
+        assert!(c.auto_create_rooms);
+    }
+
+    #[test]
+    fn boolean_flag_without_value_is_true() {
+        let c = Config::from_cli(parse(&["--auto-create-rooms"])).expect("valid");
+        assert!(c.auto_create_rooms);
+        let c = Config::from_cli(parse(&["--auto-create-rooms", "false"])).expect("valid");
+        assert!(!c.auto_create_rooms);
+    }
+
+    #[test]
+    fn origins_are_comma_separated() {
+        let c = Config::from_cli(parse(&[
+            "--allowed-origins",
+            "https://a.example,https://b.example",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.allowed_origins,
+            Some(vec![
+                "https://a.example".to_owned(),
+                "https://b.example".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.toml");
+        std::fs::write(&path, "lisen = \"0.0.0.0:9000\"\n").expect("write");
+        let path = path.to_str().expect("utf-8 path");
+        assert!(matches!(
+            Config::from_cli(parse(&["--config", path])),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        assert!(Config::from_cli(parse(&["--jwt-secret", "short"])).is_err());
+    }
+}

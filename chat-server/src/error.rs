@@ -1,0 +1,108 @@
+//! The one error type the service layer returns, and its single translation
+//! into the contract's `{"error","code"}` body (HTTP) or `error` frame
+//! (WebSocket). Internals are logged, never sent.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chat_core::{ErrorBody, ErrorCode};
+
+use crate::storage::StorageError;
+
+/// A failure a client is told about: a code from the contract, the sentence,
+/// and per-field reasons for validation errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub fields: Option<BTreeMap<String, String>>,
+}
+
+impl ApiError {
+    /// The code with its standard sentence.
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            message: Cow::Borrowed(code.default_message()),
+            fields: None,
+        }
+    }
+
+    /// The code with a specific sentence.
+    pub fn with_message(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            fields: None,
+        }
+    }
+
+    /// `invalid_input` naming what is wrong with each field.
+    pub fn invalid_fields(fields: BTreeMap<String, String>) -> Self {
+        let message = fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            code: ErrorCode::InvalidInput,
+            message: Cow::Owned(format!("Invalid input: {message}")),
+            fields: Some(fields),
+        }
+    }
+
+    /// `invalid_input` for one field.
+    pub fn invalid_field(field: &str, why: impl Into<String>) -> Self {
+        Self::invalid_fields(BTreeMap::from([(field.to_owned(), why.into())]))
+    }
+
+    /// The HTTP status carrying this error.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The wire body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.message.to_string(),
+            code: self.code,
+            fields: self.fields.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(_) => {
+                tracing::warn!(error = %e, "storage unavailable");
+                Self::new(ErrorCode::StorageUnavailable)
+            }
+            StorageError::NotFound => Self::new(ErrorCode::NotFound),
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                Self::new(ErrorCode::Internal)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+/// `Result` of the service layer.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,98 @@
+//! Extractors that speak the contract: every rejection becomes an
+//! `{"error","code"}` body instead of axum's plain text.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chat_core::{ErrorCode, UserId};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// The caller, from `Authorization: Bearer <access token>`. Missing,
+/// malformed and expired tokens all get 401 `unauthorized`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller(pub UserId);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+        let access = state.service.tokens().verify_access(token).map_err(|e| {
+            tracing::debug!(error = %e, "access token refused");
+            ApiError::new(ErrorCode::Unauthorized)
+        })?;
+        Ok(Self(access.user))
+    }
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A JSON body. Unlike `axum::Json` it does not insist on a
+/// `Content-Type` (curl's `-d` sends a form type), tells syntax errors
+/// (`invalid_json`) from wrong fields (`invalid_input`), and answers an
+/// oversized body with 413 `payload_too_large`.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => ApiError::new(ErrorCode::PayloadTooLarge),
+            other => ApiError::with_message(ErrorCode::InvalidInput, other.body_text()),
+        })?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// Parses a JSON body, classifying the failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => {
+                ApiError::with_message(ErrorCode::InvalidInput, format!("Invalid input: {e}"))
+            }
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::with_message(ErrorCode::InvalidJson, format!("Invalid JSON: {e}"))
+            }
+        }
+    })
+}
+
+/// A query string, with `invalid_input` on bad parameters.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Self(q))
+            .map_err(|e: QueryRejection| {
+                ApiError::with_message(
+                    ErrorCode::InvalidInput,
+                    format!("Invalid query: {}", e.body_text()),
+                )
+            })
+    }
+}

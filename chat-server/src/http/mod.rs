@@ -1,0 +1,73 @@
+//! The HTTP API: the router and one file per resource. Handlers only
+//! extract, call the service, and wrap the answer; rules live in
+//! [`crate::service`].
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chat_core::ErrorCode;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub mod extract;
+mod health;
+mod messages;
+mod rooms;
+mod users;
+
+/// Every route of the contract, without trailing slashes (the server strips
+/// them before routing, so both forms work).
+pub fn router(state: AppState) -> Router {
+    let max_body = state.limits.max_request_bytes;
+    let cors = cors(state.limits.allowed_origins.as_deref());
+    Router::new()
+        .route("/api/users/register", post(users::register))
+        .route("/api/users/token", post(users::token))
+        .route("/api/users/token/refresh", post(users::refresh))
+        .route("/api/users/logout", post(users::logout))
+        .route("/api/users", get(users::list))
+        .route("/api/users/me", get(users::me))
+        .route("/chat/create-room", post(rooms::create))
+        .route("/chat/join-room", post(rooms::join))
+        .route("/chat/rooms", get(rooms::list))
+        .route("/chat/rooms/{id}", get(rooms::detail).delete(rooms::delete))
+        .route("/chat/rooms/{id}/invite", post(rooms::invite))
+        .route("/chat/rooms/{id}/leave", post(rooms::leave))
+        .route("/chat/history", get(messages::history))
+        .route("/chat/send", post(messages::send))
+        .route("/healthz", get(health::healthz))
+        .merge(crate::ws::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    ApiError::new(ErrorCode::NotFound).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(ErrorCode::MethodNotAllowed).into_response()
+}
+
+fn cors(allowed: Option<&[String]>) -> CorsLayer {
+    let origin = match allowed {
+        None => AllowOrigin::from(Any),
+        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600))
+}

@@ -1,0 +1,278 @@
+//! Local fan-out: which sockets of this instance listen to which room.
+//!
+//! The broker hands every event of a subscribed room to the hub once; the hub
+//! puts an `Arc` of it on the queue of each local socket in that room. The
+//! frame was serialized once by the publisher, so fan-out costs one refcount
+//! and one queue push per socket.
+//!
+//! Queues are bounded. A socket whose queue is full is too slow to keep up:
+//! it is flagged, closes with 4408, and its client resumes by `seq`. Nothing
+//! is lost because storage holds every message.
+//!
+//! The hub also keeps the broker subscribed to exactly the rooms that have
+//! local sockets: subscribe on the first, unsubscribe after the last.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chat_core::{RoomId, UserId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerError, ConnId, Event, EventSink};
+
+/// A socket's place in a room.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub conn: ConnId,
+    pub user: UserId,
+    /// The socket's event queue.
+    pub queue: mpsc::Sender<Arc<Event>>,
+    /// Cancelled when the socket falls behind; the session then closes 4408.
+    pub too_slow: CancellationToken,
+}
+
+/// The rooms of this instance and their local sockets. It is the broker's
+/// [`EventSink`].
+#[derive(Debug, Default)]
+pub struct Fanout {
+    // Each room's subscribers sit in an immutable slice that joins and leaves
+    // replace: delivery holds the lock only to clone an Arc, never while
+    // pushing to a thousand queues.
+    rooms: Mutex<HashMap<RoomId, Arc<[Subscriber]>>>,
+}
+
+impl Fanout {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Arc<[Subscriber]>>> {
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn subscribers(&self, room: RoomId) -> Option<Arc<[Subscriber]>> {
+        self.rooms().get(&room).cloned()
+    }
+
+    fn has_subscribers(&self, room: RoomId) -> bool {
+        self.rooms().contains_key(&room)
+    }
+
+    /// Adds a socket to a room; `false` if it was there already.
+    fn add(&self, room: RoomId, sub: Subscriber) -> bool {
+        let mut rooms = self.rooms();
+        let current = rooms.get(&room).map(|s| &s[..]).unwrap_or(&[]);
+        if current.iter().any(|s| s.conn == sub.conn) {
+            return false;
+        }
+        let next: Arc<[Subscriber]> = current
+            .iter()
+            .cloned()
+            .chain(std::iter::once(sub))
+            .collect();
+        rooms.insert(room, next);
+        true
+    }
+
+    /// Removes a socket from a room; `false` if it was not there.
+    fn remove(&self, room: RoomId, conn: ConnId) -> bool {
+        let mut rooms = self.rooms();
+        let Some(current) = rooms.get(&room) else {
+            return false;
+        };
+        if !current.iter().any(|s| s.conn == conn) {
+            return false;
+        }
+        let next: Arc<[Subscriber]> = current.iter().filter(|s| s.conn != conn).cloned().collect();
+        if next.is_empty() {
+            rooms.remove(&room);
+        } else {
+            rooms.insert(room, next);
+        }
+        true
+    }
+
+    /// Number of sockets in a room on this instance.
+    pub fn local_sockets(&self, room: RoomId) -> usize {
+        self.subscribers(room).map_or(0, |s| s.len())
+    }
+}
+
+impl EventSink for Fanout {
+    fn deliver(&self, event: Arc<Event>) {
+        let Some(subscribers) = self.subscribers(event.room) else {
+            return;
+        };
+        for sub in subscribers.iter() {
+            match sub.queue.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !sub.too_slow.is_cancelled() {
+                        tracing::info!(conn = sub.conn.0, user = %sub.user, room = %event.room,
+                            "socket queue full, closing it as too slow");
+                        sub.too_slow.cancel();
+                    }
+                }
+                // The session is ending and will leave the room itself.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+/// Local sockets per room plus the broker subscriptions that feed them.
+pub struct Hub {
+    fanout: Arc<Fanout>,
+    broker: Arc<dyn Broker>,
+    // Serializes subscribe/unsubscribe decisions so that a last-leave and a
+    // first-join racing on one room cannot leave the broker unsubscribed
+    // while a socket listens. Guards the set of rooms the broker has.
+    subscribed: tokio::sync::Mutex<HashSet<RoomId>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("fanout", &self.fanout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub over `broker`, which must deliver to `fanout`.
+    pub fn new(fanout: Arc<Fanout>, broker: Arc<dyn Broker>) -> Self {
+        Self {
+            fanout,
+            broker,
+            subscribed: tokio::sync::Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The broker events go out through.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// The local fan-out.
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
+    }
+
+    /// Adds a socket to a room. When this returns `Ok`, every event published
+    /// to the room from now on reaches the socket's queue. On a broker error
+    /// the socket is not added.
+    pub async fn join(&self, room: RoomId, sub: Subscriber) -> Result<(), BrokerError> {
+        let conn = sub.conn;
+        self.fanout.add(room, sub);
+        if let Err(e) = self.sync_broker(room).await {
+            self.fanout.remove(room, conn);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes a socket from a room.
+    pub async fn leave(&self, room: RoomId, conn: ConnId) {
+        if self.fanout.remove(room, conn) {
+            if let Err(e) = self.sync_broker(room).await {
+                tracing::warn!(%room, error = %e, "broker unsubscribe failed");
+            }
+        }
+    }
+
+    /// Publishes an event to every instance's sockets in its room.
+    pub async fn publish(&self, event: Event) -> Result<(), BrokerError> {
+        self.broker.publish(Arc::new(event)).await
+    }
+
+    async fn sync_broker(&self, room: RoomId) -> Result<(), BrokerError> {
+        let mut subscribed = self.subscribed.lock().await;
+        let wanted = self.fanout.has_subscribers(room);
+        let have = subscribed.contains(&room);
+        if wanted && !have {
+            self.broker.subscribe(room).await?;
+            subscribed.insert(room);
+        } else if !wanted && have {
+            self.broker.unsubscribe(room).await?;
+            subscribed.remove(&room);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Utf8Bytes;
+
+    use super::*;
+    use crate::broker::EventKind;
+    use crate::broker::local::LocalBroker;
+
+    fn hub() -> Hub {
+        let fanout = Arc::new(Fanout::default());
+        let broker = Arc::new(LocalBroker::new(fanout.clone()));
+        Hub::new(fanout, broker)
+    }
+
+    fn subscriber(conn: u64, queue: usize) -> (Subscriber, mpsc::Receiver<Arc<Event>>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let sub = Subscriber {
+            conn: ConnId(conn),
+            user: UserId(conn as i64),
+            queue: tx,
+            too_slow: CancellationToken::new(),
+        };
+        (sub, rx)
+    }
+
+    fn event(room: i64, seq: i64) -> Event {
+        Event {
+            room: RoomId(room),
+            kind: EventKind::Message,
+            seq: Some(seq),
+            origin: None,
+            frame: Utf8Bytes::from_static("{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_reach_every_socket_of_the_room_only() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 8);
+        let (b, mut rb) = subscriber(2, 8);
+        let (c, mut rc) = subscriber(3, 8);
+        hub.join(RoomId(1), a).await.expect("join");
+        hub.join(RoomId(1), b).await.expect("join");
+        hub.join(RoomId(2), c).await.expect("join");
+        hub.publish(event(1, 1)).await.expect("publish");
+        assert_eq!(ra.recv().await.expect("event").seq, Some(1));
+        assert_eq!(rb.recv().await.expect("event").seq, Some(1));
+        assert!(rc.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn last_leave_unsubscribes_the_broker() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 8);
+        hub.join(RoomId(1), a.clone()).await.expect("join");
+        hub.leave(RoomId(1), a.conn).await;
+        assert_eq!(hub.fanout().local_sockets(RoomId(1)), 0);
+        assert!(hub.subscribed.lock().await.is_empty());
+        hub.publish(event(1, 1)).await.expect("publish");
+        assert!(ra.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_flags_the_socket_too_slow() {
+        let hub = hub();
+        let (slow, _keep) = subscriber(1, 2);
+        let (fast, mut rf) = subscriber(2, 16);
+        let flag = slow.too_slow.clone();
+        hub.join(RoomId(1), slow).await.expect("join");
+        hub.join(RoomId(1), fast).await.expect("join");
+        for seq in 1..=3 {
+            hub.publish(event(1, seq)).await.expect("publish");
+        }
+        assert!(flag.is_cancelled());
+        for seq in 1..=3 {
+            assert_eq!(rf.recv().await.expect("event").seq, Some(seq));
+        }
+    }
+}

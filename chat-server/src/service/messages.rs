@@ -1,0 +1,241 @@
+//! Sending, history and read marks. A message is appended to storage (which
+//! assigns its seq) before anyone is told about it; the broadcast goes through
+//! the broker, never around it.
+
+use chat_core::api::{HistoryQuery, HistoryResponse};
+use chat_core::frame::ServerFrame;
+use chat_core::message::Message;
+use chat_core::{ErrorCode, RoomId, RoomRef, Seq, Timestamp, UserId};
+
+use super::ChatService;
+use super::rooms::frame_text;
+use crate::broker::{ConnId, Event, EventKind};
+use crate::error::{ApiError, ApiResult};
+use crate::storage::{self, NewMessage, ReadMark, RoomRecord, StoredMessage};
+
+/// Page size bounds of `GET /chat/history/`.
+pub const MAX_HISTORY_PAGE: u32 = 200;
+const DEFAULT_HISTORY_PAGE: u32 = 50;
+const MAX_CLIENT_ID_CHARS: usize = 128;
+
+/// Everyone's read marks in a room, to tell each viewer what is read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadMarks(Vec<(UserId, Seq)>);
+
+impl ReadMarks {
+    /// For a message someone else sent: whether `viewer` has read it. For
+    /// the viewer's own message: whether another member has.
+    pub fn is_read(&self, viewer: UserId, m: &StoredMessage) -> bool {
+        if m.sender == viewer {
+            self.0.iter().any(|(u, s)| *u != viewer && *s >= m.seq)
+        } else {
+            self.0.iter().any(|(u, s)| *u == viewer && *s >= m.seq)
+        }
+    }
+}
+
+/// A stored message as a viewer sees it.
+pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
+    Message {
+        id: m.id,
+        room: m.room,
+        seq: m.seq,
+        sender: m.sender,
+        sender_name: m.sender_name,
+        body: m.body,
+        created_at: m.created_at,
+        is_read,
+        client_id: m.client_id,
+    }
+}
+
+/// The result of a send.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The message as its sender sees it.
+    pub message: Message,
+    /// `false` when the client_id was seen before and this is the original.
+    pub created: bool,
+}
+
+impl ChatService {
+    /// Sends `body` to a room the caller is a member of. `origin` is the
+    /// sending socket, which gets an ack instead of the broadcast.
+    pub async fn send(
+        &self,
+        user: UserId,
+        room: &RoomRef,
+        body: String,
+        client_id: Option<String>,
+        origin: Option<ConnId>,
+    ) -> ApiResult<Sent> {
+        let record = self.member_room(user, room).await?;
+        self.send_to(user, &record, body, client_id, origin).await
+    }
+
+    /// Like [`send`](Self::send) for a room already checked.
+    pub async fn send_to(
+        &self,
+        user: UserId,
+        room: &RoomRecord,
+        body: String,
+        client_id: Option<String>,
+        origin: Option<ConnId>,
+    ) -> ApiResult<Sent> {
+        self.check_body(&body)?;
+        if let Some(id) = &client_id {
+            if id.is_empty() || id.chars().count() > MAX_CLIENT_ID_CHARS {
+                return Err(ApiError::invalid_field(
+                    "client_id",
+                    format!("must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
+                ));
+            }
+        }
+        let appended = self
+            .storage
+            .append(NewMessage {
+                room: room.id,
+                sender: user,
+                body,
+                client_id,
+                created_at: Timestamp::now(),
+            })
+            .await
+            .map_err(|e| match e {
+                // Deleted between the access check and the append.
+                storage::StorageError::NotFound => super::rooms::room_not_found(),
+                other => other.into(),
+            })?;
+        if !appended.created {
+            let marks = ReadMarks(self.storage.read_marks(room.id).await?);
+            let is_read = marks.is_read(user, &appended.message);
+            return Ok(Sent {
+                message: to_wire(appended.message, is_read),
+                created: false,
+            });
+        }
+        // A new message: nobody else has read it yet.
+        let message = to_wire(appended.message, false);
+        self.publish_quietly(Event {
+            room: room.id,
+            kind: EventKind::Message,
+            seq: Some(message.seq),
+            origin,
+            frame: frame_text(&ServerFrame::Message {
+                message: message.clone(),
+            }),
+        })
+        .await;
+        Ok(Sent {
+            message,
+            created: true,
+        })
+    }
+
+    fn check_body(&self, body: &str) -> ApiResult<()> {
+        if body.trim().is_empty() {
+            return Err(ApiError::new(ErrorCode::EmptyBody));
+        }
+        let max = self.limits.max_message_chars;
+        if body.chars().count() > max {
+            return Err(ApiError::with_message(
+                ErrorCode::BodyTooLong,
+                format!("Message body is too long (at most {max} characters)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `GET /chat/history/`.
+    pub async fn history(&self, user: UserId, q: HistoryQuery) -> ApiResult<HistoryResponse> {
+        let limit = q.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+        if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("must be 1..={MAX_HISTORY_PAGE}"),
+            ));
+        }
+        if q.before.is_some_and(|b| b < 1) || q.after.is_some_and(|a| a < 0) {
+            return Err(ApiError::invalid_field(
+                "before",
+                "seq bounds must not be negative",
+            ));
+        }
+        let record = self.member_room(user, &q.room).await?;
+        let (messages, has_more) = self
+            .page(
+                user,
+                record.id,
+                storage::HistoryQuery {
+                    before: q.before,
+                    after: q.after,
+                    limit,
+                },
+            )
+            .await?;
+        Ok(HistoryResponse {
+            chat_history: messages,
+            has_more,
+        })
+    }
+
+    /// A page of a room's history as `viewer` sees it, without access checks
+    /// (the caller made them).
+    pub async fn page(
+        &self,
+        viewer: UserId,
+        room: RoomId,
+        q: storage::HistoryQuery,
+    ) -> ApiResult<(Vec<Message>, bool)> {
+        let page = self.storage.history(room, q).await?;
+        if page.messages.is_empty() {
+            return Ok((Vec::new(), page.has_more));
+        }
+        let marks = ReadMarks(self.storage.read_marks(room).await?);
+        let messages = page
+            .messages
+            .into_iter()
+            .map(|m| {
+                let is_read = marks.is_read(viewer, &m);
+                to_wire(m, is_read)
+            })
+            .collect();
+        Ok((messages, page.has_more))
+    }
+
+    /// Marks a room read up to `seq` and, if the mark moved, tells the room.
+    pub async fn mark_read(
+        &self,
+        user: UserId,
+        room: RoomId,
+        seq: Seq,
+        origin: Option<ConnId>,
+    ) -> ApiResult<ReadMark> {
+        if seq < 0 {
+            return Err(ApiError::invalid_field("seq", "must not be negative"));
+        }
+        let mark = self
+            .storage
+            .mark_read(room, user, seq)
+            .await
+            .map_err(|e| match e {
+                storage::StorageError::NotFound => ApiError::new(ErrorCode::NotMember),
+                other => other.into(),
+            })?;
+        if mark.advanced() {
+            self.publish_quietly(Event {
+                room,
+                kind: EventKind::Notice,
+                seq: None,
+                origin,
+                frame: frame_text(&ServerFrame::Read {
+                    room,
+                    user,
+                    seq: mark.current,
+                }),
+            })
+            .await;
+        }
+        Ok(mark)
+    }
+}

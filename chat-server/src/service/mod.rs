@@ -1,0 +1,77 @@
+//! Business rules, in one place that HTTP and WebSocket both call: who may do
+//! what in which room, validation of names and bodies, tokens, and how stored
+//! rows become what a given viewer sees (`is_read`, unread counts).
+//!
+//! - [`users`]: accounts and tokens.
+//! - [`rooms`]: rooms, membership and the access rule.
+//! - [`messages`]: send, history and read marks.
+
+use std::sync::Arc;
+
+use crate::auth::Tokens;
+use crate::hub::Hub;
+use crate::storage::Storage;
+
+pub mod messages;
+pub mod rooms;
+pub mod users;
+
+pub use rooms::Access;
+
+/// Limits the rules enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest message body, in characters.
+    pub max_message_chars: usize,
+    /// Whether a bound socket to an unknown room name creates it.
+    pub auto_create_rooms: bool,
+}
+
+/// The chat service: storage, fan-out and tokens behind the contract's
+/// operations.
+pub struct ChatService {
+    storage: Arc<dyn Storage>,
+    hub: Arc<Hub>,
+    tokens: Tokens,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for ChatService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatService {
+    /// A service over the given parts.
+    pub fn new(storage: Arc<dyn Storage>, hub: Arc<Hub>, tokens: Tokens, limits: Limits) -> Self {
+        Self {
+            storage,
+            hub,
+            tokens,
+            limits,
+        }
+    }
+
+    /// The durable store.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Local fan-out and the broker behind it.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Token issuing and verification.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}

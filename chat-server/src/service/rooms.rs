@@ -1,0 +1,441 @@
+//! Rooms and membership, and the one access rule every room operation goes
+//! through ([`ChatService::access`]).
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::extract::ws::Utf8Bytes;
+use chat_core::api::{CreateRoomRequest, InviteRequest};
+use chat_core::frame::ServerFrame;
+use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem, RoomType};
+use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
+
+use super::ChatService;
+use crate::broker::{Event, EventKind};
+use crate::error::{ApiError, ApiResult};
+use crate::storage::{Conflict, MemberState, NewRoom, RoomRecord, StorageError};
+
+/// How a user stands towards a room, which decides every answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Member,
+    /// Invited, not joined: may see the room and join it, not read or write.
+    Invited,
+    /// Not in the room, which is public: may see and join it.
+    PublicStranger,
+    /// Not in a private, game or direct room: gets "not found", so that no
+    /// call reveals whether such a room exists.
+    Hidden,
+}
+
+impl ChatService {
+    /// The caller's access to a room.
+    pub async fn access(&self, user: UserId, room: &RoomRecord) -> ApiResult<Access> {
+        Ok(match self.storage.membership(room.id, user).await? {
+            Some(MemberState::Member) => Access::Member,
+            Some(MemberState::Invited) => Access::Invited,
+            None if room.kind == RoomType::Public => Access::PublicStranger,
+            None => Access::Hidden,
+        })
+    }
+
+    /// Finds a room by id or name.
+    pub async fn find_room(&self, room: &RoomRef) -> ApiResult<Option<RoomRecord>> {
+        Ok(match room.as_id() {
+            Some(id) => self.storage.room(id).await?,
+            None => match room {
+                RoomRef::Name(name) => self.storage.room_by_name(name).await?,
+                RoomRef::Id(id) => self.storage.room(*id).await?,
+            },
+        })
+    }
+
+    /// A room the caller is a member of, for reading and writing: 404 if it
+    /// does not exist or is hidden from the caller, 403 `not_member` if the
+    /// caller could see it but has not joined.
+    pub async fn member_room(&self, user: UserId, room: &RoomRef) -> ApiResult<RoomRecord> {
+        let record = self.find_room(room).await?.ok_or_else(room_not_found)?;
+        match self.access(user, &record).await? {
+            Access::Member => Ok(record),
+            Access::Invited | Access::PublicStranger => Err(ApiError::new(ErrorCode::NotMember)),
+            Access::Hidden => Err(room_not_found()),
+        }
+    }
+
+    /// A room a socket may listen to: members get it, public rooms are joined
+    /// on the way, unknown names are created when `auto_create` is on.
+    pub async fn open_room(
+        &self,
+        user: UserId,
+        room: &RoomRef,
+        auto_create: bool,
+    ) -> ApiResult<RoomRecord> {
+        let record = match self.find_room(room).await? {
+            Some(r) => r,
+            None => match room {
+                RoomRef::Name(name) if auto_create && room.as_id().is_none() => {
+                    self.auto_create(user, name).await?
+                }
+                _ => return Err(room_not_found()),
+            },
+        };
+        match self.access(user, &record).await? {
+            Access::Member => Ok(record),
+            Access::PublicStranger => {
+                self.storage.join_room(record.id, user).await?;
+                Ok(record)
+            }
+            Access::Invited => Err(ApiError::new(ErrorCode::NotMember)),
+            Access::Hidden => Err(room_not_found()),
+        }
+    }
+
+    async fn auto_create(&self, user: UserId, name: &str) -> ApiResult<RoomRecord> {
+        let name = validate_room_name(Some(name))?;
+        let created = self
+            .storage
+            .create_room(NewRoom {
+                name: name.clone(),
+                kind: RoomType::Public,
+                creator: user,
+                invited: Vec::new(),
+                created_at: Timestamp::now(),
+            })
+            .await;
+        match created {
+            Ok(r) => {
+                tracing::info!(room = %r.id, %name, "room auto-created");
+                Ok(r)
+            }
+            // Someone else created it a moment ago.
+            Err(StorageError::Conflict(Conflict::RoomName)) => self
+                .storage
+                .room_by_name(&name)
+                .await?
+                .ok_or_else(room_not_found),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `POST /chat/create-room/`.
+    pub async fn create_room(&self, user: UserId, req: CreateRoomRequest) -> ApiResult<Room> {
+        let name = validate_room_name(req.name.as_deref())?;
+        let kind = req.kind.unwrap_or_default();
+        if kind == RoomType::Direct {
+            return Err(ApiError::invalid_field(
+                "type",
+                "must be public, private or game; conversations are created with /api/chats/conversations/create/",
+            ));
+        }
+        let invited = self
+            .existing_users(&req.invited_users, "invited_users")
+            .await?;
+        let record = self
+            .storage
+            .create_room(NewRoom {
+                name,
+                kind,
+                creator: user,
+                invited,
+                created_at: Timestamp::now(),
+            })
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict(Conflict::RoomName) => {
+                    ApiError::new(ErrorCode::RoomNameTaken)
+                }
+                other => other.into(),
+            })?;
+        tracing::info!(room = %record.id, name = %record.name, creator = %user, "room created");
+        self.room_view(&record).await
+    }
+
+    /// `POST /chat/join-room/`.
+    pub async fn join_room(&self, user: UserId, room: RoomId) -> ApiResult<JoinedRoom> {
+        let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
+        match self.access(user, &record).await? {
+            Access::Member => {}
+            Access::Invited | Access::PublicStranger => {
+                self.storage.join_room(record.id, user).await?;
+            }
+            // A conversation is never joinable, and does not admit it exists.
+            Access::Hidden if record.kind == RoomType::Direct => return Err(room_not_found()),
+            Access::Hidden => return Err(ApiError::new(ErrorCode::NotAuthorized)),
+        }
+        let view = self.room_view(&record).await?;
+        Ok(JoinedRoom {
+            id: view.id,
+            name: view.name,
+            kind: view.kind,
+            members: view.members,
+        })
+    }
+
+    /// `GET /chat/rooms/`: group rooms the caller is in or invited to, newest
+    /// activity first. Conversations have their own list.
+    pub async fn list_rooms(&self, user: UserId) -> ApiResult<Vec<RoomListItem>> {
+        let rooms = self.storage.user_rooms(user).await?;
+        let creators: Vec<UserId> = rooms.iter().map(|r| r.room.creator).collect();
+        let names = self.usernames(&creators).await?;
+        let mut out = Vec::with_capacity(rooms.len());
+        for r in rooms
+            .into_iter()
+            .filter(|r| r.room.kind != RoomType::Direct)
+        {
+            let member = r.state == MemberState::Member;
+            let last_message = match (&r.last_message, member) {
+                (Some(m), true) => {
+                    let is_read = if m.sender == user {
+                        // Whether another member has read it needs the room's
+                        // marks; the list only fetches them for own messages.
+                        let marks = self.storage.read_marks(r.room.id).await?;
+                        marks.iter().any(|(u, s)| *u != user && *s >= m.seq)
+                    } else {
+                        m.seq <= r.read_seq
+                    };
+                    Some(chat_core::message::LastMessage {
+                        body: m.body.clone(),
+                        created_at: m.created_at,
+                        sender_id: m.sender,
+                        is_read,
+                    })
+                }
+                _ => None,
+            };
+            out.push(RoomListItem {
+                id: r.room.id,
+                name: r.room.name.clone(),
+                kind: r.room.kind,
+                creator: names.get(&r.room.creator).cloned().unwrap_or_default(),
+                membership: if member {
+                    Membership::Member
+                } else {
+                    Membership::Invited
+                },
+                member_count: r.member_count,
+                unread_count: if member {
+                    unread(r.room.last_seq, r.read_seq)
+                } else {
+                    0
+                },
+                last_message,
+                created_at: r.room.created_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `GET /chat/rooms/{id}/`: members, invitees and anyone for a public
+    /// room; 404 for everyone else.
+    pub async fn room_detail(&self, user: UserId, room: RoomId) -> ApiResult<Room> {
+        let record = self.visible_room(user, room).await?;
+        self.room_view(&record).await
+    }
+
+    /// `POST /chat/rooms/{id}/invite/`: members only.
+    pub async fn invite(&self, user: UserId, room: RoomId, req: InviteRequest) -> ApiResult<Room> {
+        let record = self.visible_room(user, room).await?;
+        if self.access(user, &record).await? != Access::Member {
+            return Err(ApiError::new(ErrorCode::NotMember));
+        }
+        if record.kind == RoomType::Direct {
+            return Err(ApiError::invalid_field(
+                "user_ids",
+                "a conversation has exactly two members",
+            ));
+        }
+        let users = self.existing_users(&req.user_ids, "user_ids").await?;
+        self.storage.invite(record.id, &users).await?;
+        self.room_view(&record).await
+    }
+
+    /// `POST /chat/rooms/{id}/leave/`: members and invitees leave; the
+    /// caller's sockets stop receiving the room.
+    pub async fn leave_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
+        let record = self.visible_room(user, room).await?;
+        if record.kind == RoomType::Direct {
+            return Err(ApiError::invalid_field(
+                "room",
+                "a conversation cannot be left",
+            ));
+        }
+        if self.storage.leave_room(record.id, user).await? {
+            self.publish_quietly(Event {
+                room: record.id,
+                kind: EventKind::MemberLeft(user),
+                seq: None,
+                origin: None,
+                frame: Utf8Bytes::from_static(""),
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /chat/rooms/{id}/`: the creator deletes the room and its
+    /// history; connected sockets get `room_deleted`.
+    pub async fn delete_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
+        let record = self.visible_room(user, room).await?;
+        if record.creator != user {
+            return Err(ApiError::with_message(
+                ErrorCode::NotAuthorized,
+                "You are not authorized to delete this room",
+            ));
+        }
+        if self.storage.delete_room(record.id).await? {
+            tracing::info!(room = %record.id, by = %user, "room deleted");
+            self.publish_quietly(Event {
+                room: record.id,
+                kind: EventKind::RoomDeleted,
+                seq: None,
+                origin: None,
+                frame: frame_text(&ServerFrame::RoomDeleted { room: record.id }),
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Publishes an event whose loss only costs liveness (the state is
+    /// already stored); a broker failure is logged.
+    pub(crate) async fn publish_quietly(&self, event: Event) {
+        if let Err(e) = self.hub.publish(event).await {
+            tracing::warn!(error = %e, "broker publish failed");
+        }
+    }
+
+    async fn visible_room(&self, user: UserId, room: RoomId) -> ApiResult<RoomRecord> {
+        let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
+        match self.access(user, &record).await? {
+            Access::Hidden => Err(room_not_found()),
+            _ => Ok(record),
+        }
+    }
+
+    async fn room_view(&self, record: &RoomRecord) -> ApiResult<Room> {
+        let people = self.storage.room_people(record.id).await?;
+        let creator = match people.iter().find(|p| p.user == record.creator) {
+            Some(p) => p.username.clone(),
+            None => self
+                .usernames(&[record.creator])
+                .await?
+                .remove(&record.creator)
+                .unwrap_or_default(),
+        };
+        let (members, invited): (Vec<_>, Vec<_>) = people
+            .into_iter()
+            .partition(|p| p.state == MemberState::Member);
+        Ok(Room {
+            id: record.id,
+            name: record.name.clone(),
+            kind: record.kind,
+            creator,
+            invited_users: invited.into_iter().map(|p| p.username).collect(),
+            members: members.into_iter().map(|p| p.username).collect(),
+            created_at: record.created_at,
+        })
+    }
+
+    async fn usernames(&self, ids: &[UserId]) -> ApiResult<HashMap<UserId, String>> {
+        let unique: BTreeSet<UserId> = ids.iter().copied().collect();
+        let ids: Vec<UserId> = unique.into_iter().collect();
+        Ok(self
+            .storage
+            .users_by_ids(&ids)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u.username))
+            .collect())
+    }
+
+    /// The ids, deduplicated, after checking each names a user.
+    async fn existing_users(&self, ids: &[UserId], field: &str) -> ApiResult<Vec<UserId>> {
+        let unique: BTreeSet<UserId> = ids.iter().copied().collect();
+        let wanted: Vec<UserId> = unique.into_iter().collect();
+        let found: BTreeSet<UserId> = self
+            .storage
+            .users_by_ids(&wanted)
+            .await?
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|id| !found.contains(id))
+            .map(|id| id.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::invalid_field(
+                field,
+                format!("unknown user id {}", missing.join(", ")),
+            ));
+        }
+        Ok(wanted)
+    }
+}
+
+/// Messages from others above a member's read mark. Exact because sending
+/// moves the sender's own mark (see the storage invariants).
+pub(crate) fn unread(last_seq: i64, read_seq: i64) -> u64 {
+    u64::try_from(last_seq - read_seq).unwrap_or(0)
+}
+
+pub(crate) fn room_not_found() -> ApiError {
+    ApiError::new(ErrorCode::RoomNotFound)
+}
+
+/// Serializes a frame once for every socket that gets it.
+pub(crate) fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
+    // Serializing these plain structs cannot fail; an empty frame would only
+    // be skipped by clients.
+    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
+}
+
+/// 1–64 characters after trimming, not all digits (they would read as an
+/// id), no `/` (rooms appear in paths) and no control characters.
+pub(crate) fn validate_room_name(name: Option<&str>) -> ApiResult<String> {
+    let name = name.map(str::trim).unwrap_or("");
+    if name.is_empty() {
+        return Err(ApiError::new(ErrorCode::RoomNameRequired));
+    }
+    let why = if name.chars().count() > 64 {
+        Some("Room name must be at most 64 characters")
+    } else if name.chars().all(|c| c.is_ascii_digit()) {
+        Some("Room name cannot be all digits")
+    } else if name.chars().any(|c| c == '/' || c.is_control()) {
+        Some("Room name cannot contain '/' or control characters")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ApiError::invalid_field("name", why)),
+        None => Ok(name.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_follow_the_contract() {
+        assert_eq!(
+            validate_room_name(Some("  lobby ")).expect("valid"),
+            "lobby"
+        );
+        assert_eq!(
+            validate_room_name(None).expect_err("missing").code,
+            ErrorCode::RoomNameRequired
+        );
+        assert_eq!(
+            validate_room_name(Some("   ")).expect_err("blank").code,
+            ErrorCode::RoomNameRequired
+        );
+        assert_eq!(
+            validate_room_name(Some("123")).expect_err("digits").code,
+            ErrorCode::InvalidInput
+        );
+        assert!(validate_room_name(Some("room 42")).is_ok());
+        assert!(validate_room_name(Some(&"x".repeat(65))).is_err());
+        assert!(validate_room_name(Some("a/b")).is_err());
+    }
+}

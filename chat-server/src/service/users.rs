@@ -1,0 +1,277 @@
+//! Accounts and tokens: register, log in, refresh (rotating), log out, look
+//! users up.
+
+use std::collections::BTreeMap;
+
+use chat_core::api::{
+    ListUsersQuery, RefreshRequest, RegisterRequest, TokenRequest, TokenResponse,
+};
+use chat_core::{ErrorCode, Timestamp, User, UserId};
+
+use super::ChatService;
+use crate::auth::{self, TokenKind};
+use crate::error::{ApiError, ApiResult};
+use crate::storage::{Conflict, NewUser, StorageError, TokenUse, UserRecord};
+
+const MAX_PAGE: u32 = 200;
+
+impl ChatService {
+    /// `POST /api/users/register/`.
+    pub async fn register(&self, req: RegisterRequest) -> ApiResult<User> {
+        let username = req.username.trim().to_owned();
+        let email = req.email.trim().to_lowercase();
+        let display_name = req
+            .display_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&username)
+            .to_owned();
+        let mut fields = BTreeMap::new();
+        if let Err(why) = validate_username(&username) {
+            fields.insert("username".to_owned(), why);
+        }
+        if !is_valid_email(&email) {
+            fields.insert("email".to_owned(), "Enter a valid email address".to_owned());
+        }
+        if req.password.chars().count() < 8 {
+            fields.insert(
+                "password".to_owned(),
+                "Password must be at least 8 characters".to_owned(),
+            );
+        } else if req.password.len() > 1024 {
+            fields.insert(
+                "password".to_owned(),
+                "Password must be at most 1024 bytes".to_owned(),
+            );
+        }
+        if display_name.chars().count() > 64 || display_name.chars().any(char::is_control) {
+            fields.insert(
+                "display_name".to_owned(),
+                "Display name must be at most 64 printable characters".to_owned(),
+            );
+        }
+        if !fields.is_empty() {
+            return Err(ApiError::invalid_fields(fields));
+        }
+        // Cheap checks first so that a taken name costs no argon2 run; the
+        // unique indexes still decide races.
+        if self.storage.user_by_username(&username).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::UsernameTaken));
+        }
+        if self.storage.user_by_email(&email).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::EmailTaken));
+        }
+        let password_hash = auth::hash_password(req.password).await.map_err(|e| {
+            tracing::error!(error = %e, "password hashing failed");
+            ApiError::new(ErrorCode::Internal)
+        })?;
+        let record = self
+            .storage
+            .create_user(NewUser {
+                username,
+                email,
+                display_name,
+                password_hash,
+                created_at: Timestamp::now(),
+            })
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict(Conflict::Username) => {
+                    ApiError::new(ErrorCode::UsernameTaken)
+                }
+                StorageError::Conflict(Conflict::Email) => ApiError::new(ErrorCode::EmailTaken),
+                other => other.into(),
+            })?;
+        tracing::info!(user = %record.id, username = %record.username, "user registered");
+        Ok(private_view(&record))
+    }
+
+    /// `POST /api/users/token/`. Unknown user and wrong password get the same
+    /// answer, after the same amount of work.
+    pub async fn login(&self, req: TokenRequest) -> ApiResult<TokenResponse> {
+        let user = match (&req.username, &req.email) {
+            (Some(name), _) => self.storage.user_by_username(name.trim()).await?,
+            (None, Some(email)) => {
+                self.storage
+                    .user_by_email(&email.trim().to_lowercase())
+                    .await?
+            }
+            (None, None) => {
+                return Err(ApiError::invalid_field(
+                    "username",
+                    "Give a username or an email",
+                ));
+            }
+        };
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        if !auth::verify_password(req.password, hash).await {
+            return Err(ApiError::new(ErrorCode::InvalidCredentials));
+        }
+        let user = user.ok_or_else(|| ApiError::new(ErrorCode::InvalidCredentials))?;
+        let family = uuid::Uuid::new_v4().simple().to_string();
+        self.issue_tokens(user.id, &family).await
+    }
+
+    /// `POST /api/users/token/refresh/`: spends the refresh token and issues
+    /// a new pair in the same family. Presenting a spent token again means it
+    /// leaked, so the whole family is revoked.
+    pub async fn refresh(&self, req: RefreshRequest) -> ApiResult<TokenResponse> {
+        let claims = self
+            .tokens
+            .verify(&req.refresh, TokenKind::Refresh)
+            .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
+        match self.storage.use_refresh_token(&claims.jti).await? {
+            TokenUse::Live(record) => {
+                if self.storage.user(record.user).await?.is_none() {
+                    return Err(ApiError::new(ErrorCode::InvalidToken));
+                }
+                self.issue_tokens(record.user, &record.family).await
+            }
+            TokenUse::Spent(record) => {
+                tracing::warn!(user = %record.user, family = %record.family,
+                    "spent refresh token presented again, revoking its family");
+                self.storage.revoke_refresh_family(&record.family).await?;
+                Err(ApiError::new(ErrorCode::InvalidToken))
+            }
+            TokenUse::Unknown => Err(ApiError::new(ErrorCode::InvalidToken)),
+        }
+    }
+
+    /// `POST /api/users/logout/`: the refresh token stops working. Logging
+    /// out twice is not an error.
+    pub async fn logout(&self, req: RefreshRequest) -> ApiResult<()> {
+        let claims = self
+            .tokens
+            .verify(&req.refresh, TokenKind::Refresh)
+            .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
+        match self.storage.use_refresh_token(&claims.jti).await? {
+            TokenUse::Live(_) | TokenUse::Spent(_) => Ok(()),
+            TokenUse::Unknown => Err(ApiError::new(ErrorCode::InvalidToken)),
+        }
+    }
+
+    async fn issue_tokens(&self, user: UserId, family: &str) -> ApiResult<TokenResponse> {
+        let sign_failed = |e: auth::TokenError| {
+            tracing::error!(error = %e, "token signing failed");
+            ApiError::new(ErrorCode::Internal)
+        };
+        let access = self.tokens.issue_access(user).map_err(sign_failed)?;
+        let (refresh, record) = self
+            .tokens
+            .issue_refresh(user, family)
+            .map_err(sign_failed)?;
+        self.storage.insert_refresh_token(record).await?;
+        Ok(TokenResponse {
+            access,
+            refresh,
+            token_type: "Bearer".to_owned(),
+            expires_in: self.tokens.access_ttl().as_secs(),
+        })
+    }
+
+    /// `GET /api/users/me/`.
+    pub async fn me(&self, user: UserId) -> ApiResult<User> {
+        let record = self
+            .storage
+            .user(user)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+        Ok(private_view(&record))
+    }
+
+    /// `GET /api/users/`: ordered by id, paged by `after`.
+    pub async fn list_users(&self, viewer: UserId, q: ListUsersQuery) -> ApiResult<Vec<User>> {
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("must be 1..={MAX_PAGE}"),
+            ));
+        }
+        let users = self.storage.users(q.after, limit).await?;
+        Ok(users.iter().map(|u| view_for(u, viewer)).collect())
+    }
+}
+
+/// A user as they see themself.
+pub fn private_view(u: &UserRecord) -> User {
+    User {
+        id: u.id,
+        username: u.username.clone(),
+        email: Some(u.email.clone()),
+        display_name: u.display_name.clone(),
+        created_at: Some(u.created_at),
+    }
+}
+
+/// A user as `viewer` sees them: email and creation time only for oneself.
+pub fn view_for(u: &UserRecord, viewer: UserId) -> User {
+    if u.id == viewer {
+        return private_view(u);
+    }
+    User {
+        id: u.id,
+        username: u.username.clone(),
+        email: None,
+        display_name: u.display_name.clone(),
+        created_at: None,
+    }
+}
+
+fn validate_username(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if !(3..=32).contains(&len) {
+        return Err("Username must be 3 to 32 characters".to_owned());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err("Username may contain only letters, digits, '_', '.' and '-'".to_owned());
+    }
+    Ok(())
+}
+
+/// A deliberately plain check: one `@`, something before it, a dotted domain
+/// after it, no spaces. Deliverability is the mail server's business.
+fn is_valid_email(email: &str) -> bool {
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_contract() {
+        assert!(validate_username("ann").is_ok());
+        assert!(validate_username("a.b-c_9").is_ok());
+        assert!(validate_username("ab").is_err());
+        assert!(validate_username(&"a".repeat(33)).is_err());
+        assert!(validate_username("ann smith").is_err());
+        assert!(validate_username("ännä").is_err());
+    }
+
+    #[test]
+    fn emails_are_checked_plainly() {
+        assert!(is_valid_email("ann@example.com"));
+        assert!(!is_valid_email("ann@localhost"));
+        assert!(!is_valid_email("ann.example.com"));
+        assert!(!is_valid_email("@example.com"));
+        assert!(!is_valid_email("ann@@example.com"));
+        assert!(!is_valid_email("ann @example.com"));
+    }
+}

@@ -1,0 +1,161 @@
+//! WebSocket endpoints: authentication and room checks at the handshake
+//! (refusals are plain HTTP 401/403/404 with the error body), then the
+//! per-socket loop in [`session`].
+//!
+//! - `/ws/`: one socket for many rooms (`subscribe` / `unsubscribe`).
+//! - `/ws/chat/{room}/`: bound to one room by name or id; connecting joins a
+//!   public room and marks the room read.
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, ORIGIN};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chat_core::{ErrorCode, RoomRef, Seq, UserId};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::http::extract::ApiQuery;
+use crate::server::AppState;
+
+pub mod session;
+
+pub use session::Bound;
+
+/// Read buffer per socket. Frames are small JSON; tungstenite grows the
+/// buffer for the rare big one, so a small start keeps idle sockets cheap
+/// (the 128 KiB default costs ~135 KiB of RSS per idle socket).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes buffered before tungstenite writes on its own; the session flushes
+/// after every batch anyway.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The WebSocket routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ws", get(multi))
+        .route("/ws/chat/{room}", get(bound))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WsParams {
+    token: Option<String>,
+    after_seq: Option<Seq>,
+}
+
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+async fn multi(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<WsParams>,
+    upgrade: Upgrade,
+) -> Response {
+    let user = match handshake(&state, &headers, params.token.as_deref()) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
+    accept(state, upgrade, user, None)
+}
+
+async fn bound(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    ApiQuery(params): ApiQuery<WsParams>,
+    upgrade: Upgrade,
+) -> Response {
+    let user = match handshake(&state, &headers, params.token.as_deref()) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
+    let service = &state.service;
+    let room = match service
+        .open_room(
+            user,
+            &RoomRef::parse(&room),
+            service.limits().auto_create_rooms,
+        )
+        .await
+    {
+        Ok(room) => room,
+        Err(e) => return e.into_response(),
+    };
+    // The documents' behaviour: opening a room's socket reads it.
+    if let Err(e) = service.mark_read(user, room.id, Seq::MAX, None).await {
+        return e.into_response();
+    }
+    if params.after_seq.is_some_and(|s| s < 0) {
+        return ApiError::invalid_field("after_seq", "must not be negative").into_response();
+    }
+    accept(
+        state,
+        upgrade,
+        user,
+        Some(Bound {
+            room,
+            after_seq: params.after_seq,
+        }),
+    )
+}
+
+/// Checks the token (`?token=` or `Authorization: Bearer`) and the origin.
+fn handshake(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<UserId, ApiError> {
+    let header_token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let token = query_token
+        .or(header_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+    let access = state.service.tokens().verify_access(token).map_err(|e| {
+        tracing::debug!(error = %e, "websocket token refused");
+        ApiError::new(ErrorCode::Unauthorized)
+    })?;
+    if let (Some(allowed), Some(origin)) = (&state.limits.allowed_origins, headers.get(ORIGIN)) {
+        let origin = origin.to_str().unwrap_or("");
+        if !allowed.iter().any(|a| a == origin) {
+            return Err(ApiError::with_message(
+                ErrorCode::NotAuthorized,
+                "Origin not allowed",
+            ));
+        }
+    }
+    Ok(access.user)
+}
+
+fn accept(state: AppState, upgrade: Upgrade, user: UserId, bound: Option<Bound>) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => {
+            return ApiError::with_message(
+                ErrorCode::InvalidInput,
+                format!(
+                    "This endpoint expects a WebSocket upgrade: {}",
+                    e.body_text()
+                ),
+            )
+            .into_response();
+        }
+    };
+    let max = state.limits.max_frame_bytes;
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            use futures_util::StreamExt as _;
+            let (sink, stream) = socket.split();
+            session::run(state, user, bound, sink, stream).await;
+        })
+}

@@ -1,0 +1,517 @@
+//! The per-socket loop: client frames in, events and answers out.
+//!
+//! One task per socket does both directions. While it awaits an append, no
+//! events are written, which is fine: they wait in the socket's bounded
+//! queue, and one task instead of two halves the per-socket memory.
+//!
+//! Delivery is exactly once and in `seq` order per room: each subscribed room
+//! has a cursor (`delivered`); events at or below it are dropped (a replay
+//! already sent them), and an event beyond `delivered + 1` first fills the gap
+//! from storage. The socket that sent a message gets an `ack` instead of the
+//! broadcast.
+//!
+//! The loop is generic over the sink and stream, so tests can drive it with
+//! channels.
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
+use chat_core::frame::{ClientFrame, ServerFrame};
+use chat_core::{CloseCode, ErrorCode, RoomId, RoomRef, Seq, UserId};
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{ConnId, Event, EventKind};
+use crate::error::ApiError;
+use crate::hub::Subscriber;
+use crate::server::AppState;
+use crate::service::messages::MAX_HISTORY_PAGE;
+use crate::service::rooms::frame_text;
+use crate::storage::{HistoryQuery, RoomRecord};
+
+/// A socket bound to one room at the handshake.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub room: RoomRecord,
+    /// Replay messages above this first (optional, as on `subscribe`).
+    pub after_seq: Option<Seq>,
+}
+
+/// Events written per flush, so that one busy room cannot starve reads.
+const MAX_BATCH: usize = 128;
+
+/// What the loop does after handling something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close(CloseCode),
+    /// The client went away; nothing to send.
+    Gone,
+}
+
+#[derive(Debug)]
+struct Cursor {
+    room: RoomRecord,
+    /// The highest seq this socket has been given (or acked), in order.
+    delivered: Seq,
+    /// Seqs this socket sent and got acked above `delivered`: a gap fill
+    /// must not echo them back.
+    own: BTreeSet<Seq>,
+}
+
+struct Session<S> {
+    state: AppState,
+    user: UserId,
+    conn: ConnId,
+    bound: Option<RoomId>,
+    rooms: HashMap<RoomId, Cursor>,
+    queue: mpsc::Sender<Arc<Event>>,
+    too_slow: CancellationToken,
+    limiter: Option<DefaultDirectRateLimiter>,
+    sink: S,
+    out: Vec<WsMessage>,
+}
+
+/// Runs a socket until the client leaves, the server shuts down (1001), the
+/// socket falls behind (4408), its bound room is deleted (4409) or a frame is
+/// too large (1009).
+pub async fn run<S, R, E>(
+    state: AppState,
+    user: UserId,
+    bound: Option<Bound>,
+    sink: S,
+    mut stream: R,
+) where
+    S: Sink<WsMessage> + Unpin + Send,
+    S::Error: std::fmt::Display,
+    R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (queue, mut events) = mpsc::channel(state.limits.socket_queue);
+    let limiter = NonZeroU32::new(state.limits.rate_limit).map(|rate| {
+        let burst = NonZeroU32::new(state.limits.rate_limit.saturating_mul(5)).unwrap_or(rate);
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    });
+    let mut s = Session {
+        conn: state.next_conn_id(),
+        state,
+        user,
+        bound: bound.as_ref().map(|b| b.room.id),
+        rooms: HashMap::new(),
+        queue,
+        too_slow: CancellationToken::new(),
+        limiter,
+        sink,
+        out: Vec::new(),
+    };
+    tracing::debug!(conn = s.conn.0, %user, "socket open");
+    let shutdown = s.state.shutdown.clone();
+    let too_slow = s.too_slow.clone();
+
+    let mut flow = match bound {
+        Some(b) => s.subscribe(b.room, b.after_seq).await,
+        None => Flow::Continue,
+    };
+    while flow == Flow::Continue {
+        flow = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Flow::Close(CloseCode::GoingAway),
+            () = too_slow.cancelled() => Flow::Close(CloseCode::TooSlow),
+            Some(event) = events.recv() => {
+                let mut flow = s.on_event(&event).await;
+                while flow == Flow::Continue && s.out.len() < MAX_BATCH {
+                    match events.try_recv() {
+                        Ok(event) => flow = s.on_event(&event).await,
+                        Err(_) => break,
+                    }
+                }
+                flow
+            }
+            frame = stream.next() => match frame {
+                None | Some(Ok(WsMessage::Close(_))) => Flow::Gone,
+                Some(Ok(WsMessage::Text(text))) => s.on_text(text.as_str()).await,
+                Some(Ok(WsMessage::Binary(_))) => {
+                    s.push(&ServerFrame::Error {
+                        code: ErrorCode::InvalidJson,
+                        error: "Invalid JSON: frames must be text".to_owned(),
+                        client_id: None,
+                    });
+                    Flow::Continue
+                }
+                // tungstenite queues the pong; the flush below sends it.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
+                Some(Err(e)) if is_too_large(&e) => Flow::Close(CloseCode::TooLarge),
+                Some(Err(e)) => {
+                    tracing::debug!(conn = s.conn.0, error = %e, "socket read failed");
+                    Flow::Gone
+                }
+            },
+        };
+        if flow != Flow::Gone && s.flush().await.is_err() {
+            flow = Flow::Gone;
+        }
+    }
+    if let Flow::Close(code) = flow {
+        tracing::debug!(conn = s.conn.0, code = code.code(), "closing socket");
+        let close = WsMessage::Close(Some(CloseFrame {
+            code: code.code(),
+            reason: Utf8Bytes::from_static(code.reason()),
+        }));
+        let _ = s.sink.send(close).await;
+    }
+    let hub = s.state.service.hub().clone();
+    for room in s.rooms.keys() {
+        hub.leave(*room, s.conn).await;
+    }
+    tracing::debug!(conn = s.conn.0, %user, "socket closed");
+}
+
+/// Whether a read failed because a frame or message exceeded the limit.
+fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+impl<S> Session<S>
+where
+    S: Sink<WsMessage> + Unpin + Send,
+    S::Error: std::fmt::Display,
+{
+    fn push(&mut self, frame: &ServerFrame) {
+        self.out.push(WsMessage::Text(frame_text(frame)));
+    }
+
+    fn push_error(&mut self, e: &ApiError, client_id: Option<String>) {
+        self.push(&ServerFrame::Error {
+            code: e.code,
+            error: e.message.to_string(),
+            client_id,
+        });
+    }
+
+    /// Writes everything pending in one batch.
+    async fn flush(&mut self) -> Result<(), ()> {
+        if self.out.is_empty() {
+            // A ping may have queued a pong inside tungstenite.
+            return self.sink.flush().await.map_err(|_| ());
+        }
+        for msg in self.out.drain(..) {
+            if let Err(e) = self.sink.feed(msg).await {
+                tracing::debug!(conn = self.conn.0, error = %e, "socket write failed");
+                return Err(());
+            }
+        }
+        self.sink.flush().await.map_err(|_| ())
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let frame = match ClientFrame::from_json(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.push(&ServerFrame::Error {
+                    code: e.code,
+                    error: e.message,
+                    client_id: None,
+                });
+                return Flow::Continue;
+            }
+        };
+        match frame {
+            ClientFrame::Text { message } => match self.bound {
+                Some(room) => self.send(RoomRef::Id(room), message, None).await,
+                None => self.push_error(
+                    &ApiError::with_message(
+                        ErrorCode::InvalidInput,
+                        "{\"message\"} frames need a socket bound to a room (/ws/chat/{room}/); \
+                         on /ws/ send {\"type\":\"send\",\"room\",\"body\"}",
+                    ),
+                    None,
+                ),
+            },
+            ClientFrame::Send {
+                room,
+                body,
+                client_id,
+            } => match room.or(self.bound.map(RoomRef::Id)) {
+                Some(room) => self.send(room, body, client_id).await,
+                None => self.push_error(
+                    &ApiError::invalid_field("room", "is required on /ws/"),
+                    client_id,
+                ),
+            },
+            ClientFrame::Subscribe { room, after_seq } => {
+                if after_seq.is_some_and(|s| s < 0) {
+                    self.push_error(
+                        &ApiError::invalid_field("after_seq", "must not be negative"),
+                        None,
+                    );
+                    return Flow::Continue;
+                }
+                match self.state.service.open_room(self.user, &room, false).await {
+                    Ok(record) => return self.subscribe(record, after_seq).await,
+                    Err(e) => self.push_error(&e, None),
+                }
+            }
+            ClientFrame::Unsubscribe { room } => match self.state.service.find_room(&room).await {
+                Ok(Some(record)) => {
+                    if self.rooms.remove(&record.id).is_some() {
+                        self.state.service.hub().leave(record.id, self.conn).await;
+                    }
+                }
+                Ok(None) => self.push_error(&ApiError::new(ErrorCode::RoomNotFound), None),
+                Err(e) => self.push_error(&e, None),
+            },
+            ClientFrame::Read { room, seq } => {
+                let result = match self.member_room(&room).await {
+                    Ok(record) => {
+                        self.state
+                            .service
+                            .mark_read(self.user, record.id, seq, Some(self.conn))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.push_error(&e, None);
+                }
+            }
+            ClientFrame::Typing { room } => {
+                if !self.allow() {
+                    self.push_error(&ApiError::new(ErrorCode::RateLimited), None);
+                    return Flow::Continue;
+                }
+                match self.member_room(&room).await {
+                    Ok(record) => {
+                        let event = Event {
+                            room: record.id,
+                            kind: EventKind::Notice,
+                            seq: None,
+                            origin: Some(self.conn),
+                            frame: frame_text(&ServerFrame::Typing {
+                                room: record.id,
+                                user: self.user,
+                            }),
+                        };
+                        self.state.service.publish_quietly(event).await;
+                    }
+                    Err(e) => self.push_error(&e, None),
+                }
+            }
+            ClientFrame::Ping => self.push(&ServerFrame::Pong),
+        }
+        Flow::Continue
+    }
+
+    /// Whether the per-connection rate limit lets one more message through.
+    fn allow(&self) -> bool {
+        self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    }
+
+    /// A room the user is a member of: the subscribed one if it is, else
+    /// checked through the service.
+    async fn member_room(&self, room: &RoomRef) -> Result<RoomRecord, ApiError> {
+        if let Some(id) = room.as_id() {
+            if let Some(cursor) = self.rooms.get(&id) {
+                return Ok(cursor.room.clone());
+            }
+        }
+        self.state.service.member_room(self.user, room).await
+    }
+
+    async fn send(&mut self, room: RoomRef, body: String, client_id: Option<String>) {
+        if !self.allow() {
+            self.push_error(&ApiError::new(ErrorCode::RateLimited), client_id);
+            return;
+        }
+        let record = match self.member_room(&room).await {
+            Ok(r) => r,
+            Err(e) => return self.push_error(&e, client_id),
+        };
+        let service = self.state.service.clone();
+        match service
+            .send_to(self.user, &record, body, client_id.clone(), Some(self.conn))
+            .await
+        {
+            Ok(sent) => {
+                if let Some(cursor) = self.rooms.get_mut(&record.id) {
+                    if sent.message.seq > cursor.delivered {
+                        cursor.own.insert(sent.message.seq);
+                    }
+                }
+                self.push(&ServerFrame::Ack {
+                    client_id,
+                    message: sent.message,
+                });
+            }
+            Err(e) => self.push_error(&e, client_id),
+        }
+    }
+
+    /// Starts (or restarts) delivering a room: listen first, then replay
+    /// what is stored above `after_seq`, so nothing falls between the two.
+    async fn subscribe(&mut self, room: RoomRecord, after_seq: Option<Seq>) -> Flow {
+        let id = room.id;
+        if !self.rooms.contains_key(&id) {
+            let sub = Subscriber {
+                conn: self.conn,
+                user: self.user,
+                queue: self.queue.clone(),
+                too_slow: self.too_slow.clone(),
+            };
+            if let Err(e) = self.state.service.hub().join(id, sub).await {
+                tracing::warn!(room = %id, error = %e, "broker subscribe failed");
+                self.push_error(
+                    &ApiError::with_message(
+                        ErrorCode::StorageUnavailable,
+                        "Cannot subscribe right now, try again",
+                    ),
+                    None,
+                );
+                return Flow::Continue;
+            }
+        }
+        let start = match after_seq {
+            Some(seq) => seq,
+            // Live only: start after what is stored now that we listen.
+            None => match self.state.service.storage().room(id).await {
+                Ok(Some(r)) => r.last_seq,
+                Ok(None) => {
+                    self.drop_room(id).await;
+                    self.push_error(&ApiError::new(ErrorCode::RoomNotFound), None);
+                    return Flow::Continue;
+                }
+                Err(e) => {
+                    self.drop_room(id).await;
+                    self.push_error(&e.into(), None);
+                    return Flow::Continue;
+                }
+            },
+        };
+        self.rooms.insert(
+            id,
+            Cursor {
+                room,
+                delivered: start,
+                own: BTreeSet::new(),
+            },
+        );
+        if let Err(flow) = self.catch_up(id, None).await {
+            return flow;
+        }
+        let last_seq = self.rooms.get(&id).map_or(start, |c| c.delivered);
+        self.push(&ServerFrame::Subscribed { room: id, last_seq });
+        Flow::Continue
+    }
+
+    async fn drop_room(&mut self, room: RoomId) {
+        self.rooms.remove(&room);
+        self.state.service.hub().leave(room, self.conn).await;
+    }
+
+    /// Delivers stored messages above the cursor (and below `before`), page
+    /// by page, flushing each page so a long replay needs little memory. If
+    /// storage fails the socket closes 4408: the client resumes by seq.
+    async fn catch_up(&mut self, room: RoomId, before: Option<Seq>) -> Result<(), Flow> {
+        loop {
+            let Some(cursor) = self.rooms.get(&room) else {
+                return Ok(());
+            };
+            let query = HistoryQuery {
+                before,
+                after: Some(cursor.delivered),
+                limit: MAX_HISTORY_PAGE,
+            };
+            let (messages, has_more) = match self.state.service.page(self.user, room, query).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(conn = self.conn.0, %room, error = %e, "catch-up from storage failed");
+                    return Err(Flow::Close(CloseCode::TooSlow));
+                }
+            };
+            let Some(cursor) = self.rooms.get_mut(&room) else {
+                return Ok(());
+            };
+            let mut frames = Vec::with_capacity(messages.len());
+            for message in messages {
+                cursor.delivered = message.seq;
+                if !cursor.own.remove(&message.seq) {
+                    frames.push(frame_text(&ServerFrame::Message { message }));
+                }
+            }
+            let delivered = cursor.delivered;
+            cursor.own.retain(|s| *s > delivered);
+            self.out.extend(frames.into_iter().map(WsMessage::Text));
+            if !has_more {
+                return Ok(());
+            }
+            if self.flush().await.is_err() {
+                return Err(Flow::Gone);
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: &Event) -> Flow {
+        let Some(cursor) = self.rooms.get(&event.room) else {
+            return Flow::Continue;
+        };
+        match &event.kind {
+            EventKind::Message => {
+                let Some(seq) = event.seq else {
+                    return Flow::Continue;
+                };
+                if seq <= cursor.delivered {
+                    return Flow::Continue;
+                }
+                if seq > cursor.delivered + 1 {
+                    if let Err(flow) = self.catch_up(event.room, Some(seq)).await {
+                        return flow;
+                    }
+                }
+                let mine = event.origin == Some(self.conn);
+                if let Some(cursor) = self.rooms.get_mut(&event.room) {
+                    let acked = cursor.own.remove(&seq);
+                    if seq > cursor.delivered {
+                        cursor.delivered = seq;
+                        if !mine && !acked {
+                            self.out.push(WsMessage::Text(event.frame.clone()));
+                        }
+                    }
+                }
+                Flow::Continue
+            }
+            EventKind::Notice => {
+                if event.origin != Some(self.conn) {
+                    self.out.push(WsMessage::Text(event.frame.clone()));
+                }
+                Flow::Continue
+            }
+            EventKind::RoomDeleted => {
+                self.out.push(WsMessage::Text(event.frame.clone()));
+                self.drop_room(event.room).await;
+                if self.bound == Some(event.room) {
+                    return Flow::Close(CloseCode::RoomDeleted);
+                }
+                Flow::Continue
+            }
+            EventKind::MemberLeft(user) => {
+                if *user == self.user {
+                    self.drop_room(event.room).await;
+                    if self.bound == Some(event.room) {
+                        return Flow::Close(CloseCode::Normal);
+                    }
+                }
+                Flow::Continue
+            }
+        }
+    }
+}
