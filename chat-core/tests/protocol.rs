@@ -1,0 +1,1295 @@
+//! Every JSON shape of `PROTOCOL.md`, written out with realistic values: it
+//! must parse into the right chat-core type with the right values, and
+//! serialize back to the same JSON (compared as `serde_json::Value`, so key
+//! order does not matter).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use chat_core::api::{
+    ComponentState, CreateRoomRequest, Health, HistoryResponse, InviteRequest, JoinRoomRequest,
+    RefreshRequest, RegisterRequest, SendRequest, SendResponse, TokenRequest, TokenResponse,
+};
+use chat_core::conversation::{
+    ConversationDetail, ConversationSummary, CreateConversationRequest, CreateConversationResponse,
+    UnreadCount,
+};
+use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
+use chat_core::message::LastMessage;
+use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
+use chat_core::user::OtherUser;
+use chat_core::{
+    CloseCode, ErrorBody, ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Timestamp,
+    User, UserId,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Parses `json` as `T`, serializes it back, checks that both JSON texts are
+/// the same value, and returns the parsed value for field checks.
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(json: &str) -> T {
+    let type_name = std::any::type_name::<T>();
+    let expected: Value = serde_json::from_str(json).expect("the test's JSON text is valid JSON");
+    let parsed: T = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("{json} should parse as {type_name}: {e}"));
+    let back = serde_json::to_value(&parsed).expect("a parsed value serializes");
+    assert_eq!(
+        back, expected,
+        "{type_name} does not serialize back to {json}"
+    );
+    let again: T = serde_json::from_value(back).expect("the serialized form parses again");
+    assert_eq!(
+        again, parsed,
+        "{type_name} changes over a second round trip"
+    );
+    parsed
+}
+
+/// [`round_trip`] for client frames, also checking that the server's entry
+/// point `ClientFrame::from_json` agrees with the serde impl.
+fn client_frame(json: &str) -> ClientFrame {
+    let frame: ClientFrame = round_trip(json);
+    let direct = ClientFrame::from_json(json).expect("from_json accepts what serde accepts");
+    assert_eq!(
+        direct, frame,
+        "from_json and Deserialize disagree on {json}"
+    );
+    frame
+}
+
+/// The error code `ClientFrame::from_json` refuses `json` with.
+fn frame_error(json: &str) -> ErrorCode {
+    let err = ClientFrame::from_json(json)
+        .expect_err("the frame should be refused")
+        .code;
+    assert!(
+        serde_json::from_str::<ClientFrame>(json).is_err(),
+        "Deserialize should refuse {json} too"
+    );
+    err
+}
+
+/// The helper itself: a field the type does not know is dropped on
+/// re-serialization, and that must fail the round trip.
+#[test]
+#[should_panic(expected = "does not serialize back")]
+fn round_trip_catches_a_dropped_field() {
+    round_trip::<UnreadCount>(r#"{"unread_count": 5, "unread_rooms": 2}"#);
+}
+
+fn ts(text: &str) -> Timestamp {
+    Timestamp::parse(text).expect("the test's timestamp is RFC 3339")
+}
+
+/// The PROTOCOL.md example time.
+const T0: &str = "2026-02-24T10:30:00Z";
+const T1: &str = "2026-02-24T10:31:15Z";
+
+/// `message` as every answer and frame that carries one shows it.
+const MESSAGE: &str = r#"{
+    "id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+    "body": "Hello, world!", "created_at": "2026-02-24T10:30:00Z",
+    "is_read": false, "client_id": "c-0001"
+}"#;
+
+/// A message sent without a `client_id` (the field is still there, as null).
+const MESSAGE_NO_CLIENT_ID: &str = r#"{
+    "id": 43, "room": 7, "seq": 4, "sender": 2, "sender_name": "Bob",
+    "body": "Hi Alice", "created_at": "2026-02-24T10:31:15Z",
+    "is_read": true, "client_id": null
+}"#;
+
+fn message() -> Message {
+    Message {
+        id: MessageId(42),
+        room: RoomId(7),
+        seq: 3,
+        sender: UserId(1),
+        sender_name: "Alice".to_owned(),
+        body: "Hello, world!".to_owned(),
+        created_at: ts(T0),
+        is_read: false,
+        client_id: Some("c-0001".to_owned()),
+    }
+}
+
+fn message_no_client_id() -> Message {
+    Message {
+        id: MessageId(43),
+        room: RoomId(7),
+        seq: 4,
+        sender: UserId(2),
+        sender_name: "Bob".to_owned(),
+        body: "Hi Alice".to_owned(),
+        created_at: ts(T1),
+        is_read: true,
+        client_id: None,
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// General rules: times and ids
+// ---------------------------------------------------------------------------
+
+#[test]
+fn timestamp_is_rfc3339_utc() {
+    let t: Timestamp = round_trip(&format!("\"{T0}\""));
+    assert_eq!(t.to_string(), T0);
+    assert_eq!(t.as_offset_date_time().unix_timestamp(), 1_771_929_000);
+}
+
+#[test]
+fn ids_are_bare_integers() {
+    assert_eq!(round_trip::<UserId>("1"), UserId(1));
+    assert_eq!(round_trip::<RoomId>("7"), RoomId(7));
+    assert_eq!(
+        round_trip::<MessageId>("9007199254740993"),
+        MessageId(9_007_199_254_740_993)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Users and tokens
+// ---------------------------------------------------------------------------
+
+#[test]
+fn register_request_with_display_name() {
+    let req: RegisterRequest = round_trip(
+        r#"{"username": "alice", "email": "alice@example.com",
+            "password": "correct horse battery", "display_name": "Alice"}"#,
+    );
+    assert_eq!(
+        req,
+        RegisterRequest {
+            username: "alice".to_owned(),
+            email: "alice@example.com".to_owned(),
+            password: "correct horse battery".to_owned(),
+            display_name: Some("Alice".to_owned()),
+        }
+    );
+}
+
+#[test]
+fn register_request_without_display_name() {
+    let req: RegisterRequest = round_trip(
+        r#"{"username": "bob", "email": "bob@example.com", "password": "hunter2hunter2"}"#,
+    );
+    assert_eq!(req.username, "bob");
+    assert_eq!(req.email, "bob@example.com");
+    assert_eq!(req.password, "hunter2hunter2");
+    assert_eq!(req.display_name, None);
+}
+
+#[test]
+fn token_request_by_username() {
+    let req: TokenRequest =
+        round_trip(r#"{"username": "alice", "password": "correct horse battery"}"#);
+    assert_eq!(
+        req,
+        TokenRequest {
+            username: Some("alice".to_owned()),
+            email: None,
+            password: "correct horse battery".to_owned(),
+        }
+    );
+}
+
+#[test]
+fn token_request_by_email() {
+    let req: TokenRequest =
+        round_trip(r#"{"email": "alice@example.com", "password": "correct horse battery"}"#);
+    assert_eq!(
+        req,
+        TokenRequest {
+            username: None,
+            email: Some("alice@example.com".to_owned()),
+            password: "correct horse battery".to_owned(),
+        }
+    );
+}
+
+/// The answer of both `POST /api/users/token/` and `.../token/refresh/`.
+#[test]
+fn token_response() {
+    let res: TokenResponse = round_trip(
+        r#"{"access": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            "refresh": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIiwicmVmIjoxfQ.c2ln",
+            "token_type": "Bearer", "expires_in": 900}"#,
+    );
+    assert_eq!(
+        res,
+        TokenResponse {
+            access: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl".to_owned(),
+            refresh: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIiwicmVmIjoxfQ.c2ln".to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: 900,
+        }
+    );
+}
+
+/// The body of both `POST /api/users/token/refresh/` and `.../logout/`.
+#[test]
+fn refresh_and_logout_request() {
+    let req: RefreshRequest = round_trip(r#"{"refresh": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"}"#);
+    assert_eq!(req.refresh, "eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
+}
+
+/// `GET /api/users/me/` and the 201 of register: the user sees everything.
+#[test]
+fn user_as_seen_by_themself() {
+    let user: User = round_trip(
+        r#"{"id": 1, "username": "alice", "email": "alice@example.com",
+            "display_name": "Alice", "created_at": "2026-02-24T10:30:00Z"}"#,
+    );
+    assert_eq!(
+        user,
+        User {
+            id: UserId(1),
+            username: "alice".to_owned(),
+            email: Some("alice@example.com".to_owned()),
+            display_name: "Alice".to_owned(),
+            created_at: Some(ts(T0)),
+        }
+    );
+}
+
+/// Others see only `id, username, display_name`.
+#[test]
+fn user_as_seen_by_others() {
+    let user: User = round_trip(r#"{"id": 2, "username": "bob", "display_name": "Bob"}"#);
+    assert_eq!(
+        user,
+        User {
+            id: UserId(2),
+            username: "bob".to_owned(),
+            email: None,
+            display_name: "Bob".to_owned(),
+            created_at: None,
+        }
+    );
+}
+
+/// `GET /api/users/`: `[user]` ordered by id, the caller in full.
+#[test]
+fn user_list() {
+    let users: Vec<User> = round_trip(
+        r#"[
+            {"id": 1, "username": "alice", "email": "alice@example.com",
+             "display_name": "Alice", "created_at": "2026-02-24T10:30:00Z"},
+            {"id": 2, "username": "bob", "display_name": "Bob"},
+            {"id": 3, "username": "carol.b", "display_name": "carol.b"}
+        ]"#,
+    );
+    let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+    assert_eq!(ids, [UserId(1), UserId(2), UserId(3)]);
+    assert_eq!(users[0].email.as_deref(), Some("alice@example.com"));
+    assert_eq!(users[1].email, None);
+    assert_eq!(users[2].username, "carol.b");
+}
+
+// ---------------------------------------------------------------------------
+// Rooms
+// ---------------------------------------------------------------------------
+
+#[test]
+fn room_type_wire_names() {
+    for (json, kind) in [
+        (r#""public""#, RoomType::Public),
+        (r#""private""#, RoomType::Private),
+        (r#""game""#, RoomType::Game),
+        (r#""direct""#, RoomType::Direct),
+    ] {
+        assert_eq!(round_trip::<RoomType>(json), kind);
+        assert_eq!(format!("\"{kind}\""), json);
+        assert_eq!(RoomType::parse(kind.as_str()), Some(kind));
+    }
+    assert_eq!(RoomType::default(), RoomType::Private, "default type");
+    assert!(serde_json::from_str::<RoomType>(r#""secret""#).is_err());
+}
+
+#[test]
+fn create_room_request_full() {
+    let req: CreateRoomRequest =
+        round_trip(r#"{"name": "lobby", "type": "public", "invited_users": [2, 3]}"#);
+    assert_eq!(
+        req,
+        CreateRoomRequest {
+            name: Some("lobby".to_owned()),
+            kind: Some(RoomType::Public),
+            invited_users: vec![UserId(2), UserId(3)],
+        }
+    );
+}
+
+#[test]
+fn create_room_request_name_only() {
+    let req: CreateRoomRequest = round_trip(r#"{"name": "book-club"}"#);
+    assert_eq!(
+        req,
+        CreateRoomRequest {
+            name: Some("book-club".to_owned()),
+            kind: None,
+            invited_users: vec![],
+        }
+    );
+}
+
+/// A body without `name` still parses, so the server can answer
+/// `room_name_required` instead of a generic parse error.
+#[test]
+fn create_room_request_without_name_parses() {
+    let req: CreateRoomRequest =
+        serde_json::from_str(r#"{"type": "game"}"#).expect("name is checked by the server");
+    assert_eq!(req.name, None);
+    assert_eq!(req.kind, Some(RoomType::Game));
+}
+
+/// The 201 of `POST /chat/create-room/`, also `GET /chat/rooms/{id}/` and the
+/// 200 of `POST /chat/rooms/{id}/invite/`.
+#[test]
+fn room() {
+    let room: Room = round_trip(
+        r#"{"id": 7, "name": "lobby", "type": "private", "creator": "alice",
+            "invited_users": ["bob", "carol"], "members": ["alice"],
+            "created_at": "2026-02-24T10:30:00Z"}"#,
+    );
+    assert_eq!(
+        room,
+        Room {
+            id: RoomId(7),
+            name: "lobby".to_owned(),
+            kind: RoomType::Private,
+            creator: "alice".to_owned(),
+            invited_users: strings(&["bob", "carol"]),
+            members: strings(&["alice"]),
+            created_at: ts(T0),
+        }
+    );
+}
+
+#[test]
+fn join_room_request() {
+    let req: JoinRoomRequest = round_trip(r#"{"room_id": 7}"#);
+    assert_eq!(req.room_id, RoomId(7));
+}
+
+#[test]
+fn joined_room_response() {
+    let joined: JoinedRoom =
+        round_trip(r#"{"id": 7, "name": "lobby", "type": "public", "members": ["alice", "bob"]}"#);
+    assert_eq!(
+        joined,
+        JoinedRoom {
+            id: RoomId(7),
+            name: "lobby".to_owned(),
+            kind: RoomType::Public,
+            members: strings(&["alice", "bob"]),
+        }
+    );
+}
+
+/// `GET /chat/rooms/`. PROTOCOL.md only requires `unread_count` and
+/// `last_message` on each room; the rest is the shape chat-core implements.
+#[test]
+fn room_list() {
+    let rooms: Vec<RoomListItem> = round_trip(
+        r#"[
+            {"id": 7, "name": "lobby", "type": "public", "creator": "alice",
+             "membership": "member", "member_count": 3, "unread_count": 2,
+             "last_message": {"body": "Hello, world!", "created_at": "2026-02-24T10:30:00Z",
+                              "sender_id": 1, "is_read": false},
+             "created_at": "2026-02-24T10:30:00Z"},
+            {"id": 8, "name": "poker-night", "type": "game", "creator": "carol",
+             "membership": "invited", "member_count": 1, "unread_count": 0,
+             "last_message": null, "created_at": "2026-02-24T10:31:15Z"}
+        ]"#,
+    );
+    assert_eq!(
+        rooms,
+        [
+            RoomListItem {
+                id: RoomId(7),
+                name: "lobby".to_owned(),
+                kind: RoomType::Public,
+                creator: "alice".to_owned(),
+                membership: Membership::Member,
+                member_count: 3,
+                unread_count: 2,
+                last_message: Some(LastMessage {
+                    body: "Hello, world!".to_owned(),
+                    created_at: ts(T0),
+                    sender_id: UserId(1),
+                    is_read: false,
+                }),
+                created_at: ts(T0),
+            },
+            RoomListItem {
+                id: RoomId(8),
+                name: "poker-night".to_owned(),
+                kind: RoomType::Game,
+                creator: "carol".to_owned(),
+                membership: Membership::Invited,
+                member_count: 1,
+                unread_count: 0,
+                last_message: None,
+                created_at: ts(T1),
+            },
+        ]
+    );
+}
+
+#[test]
+fn invite_request() {
+    let req: InviteRequest = round_trip(r#"{"user_ids": [2, 3]}"#);
+    assert_eq!(req.user_ids, [UserId(2), UserId(3)]);
+}
+
+/// `message` as PROTOCOL.md defines it, with and without a `client_id`.
+#[test]
+fn message_shape() {
+    assert_eq!(round_trip::<Message>(MESSAGE), message());
+    assert_eq!(
+        round_trip::<Message>(MESSAGE_NO_CLIENT_ID),
+        message_no_client_id()
+    );
+}
+
+#[test]
+fn last_message_from_message() {
+    let last = LastMessage::from(&message());
+    assert_eq!(
+        serde_json::to_value(&last).expect("serializes"),
+        serde_json::json!({
+            "body": "Hello, world!", "created_at": T0, "sender_id": 1, "is_read": false
+        })
+    );
+}
+
+/// `GET /chat/history/`: oldest first.
+#[test]
+fn history_response() {
+    let page: HistoryResponse = round_trip(&format!(
+        r#"{{"chat_history": [{MESSAGE}, {MESSAGE_NO_CLIENT_ID}], "has_more": true}}"#
+    ));
+    assert_eq!(
+        page,
+        HistoryResponse {
+            chat_history: vec![message(), message_no_client_id()],
+            has_more: true,
+        }
+    );
+}
+
+#[test]
+fn history_response_empty() {
+    let page: HistoryResponse = round_trip(r#"{"chat_history": [], "has_more": false}"#);
+    assert!(page.chat_history.is_empty());
+    assert!(!page.has_more);
+}
+
+#[test]
+fn send_request_by_room_id() {
+    let req: SendRequest = round_trip(r#"{"room": 7, "message": "Hello, world!"}"#);
+    assert_eq!(
+        req,
+        SendRequest {
+            room: RoomRef::Id(RoomId(7)),
+            message: "Hello, world!".to_owned(),
+            client_id: None,
+        }
+    );
+}
+
+#[test]
+fn send_request_by_room_name_with_client_id() {
+    let req: SendRequest =
+        round_trip(r#"{"room": "lobby", "message": "Hello, world!", "client_id": "c-0001"}"#);
+    assert_eq!(
+        req,
+        SendRequest {
+            room: RoomRef::Name("lobby".to_owned()),
+            message: "Hello, world!".to_owned(),
+            client_id: Some("c-0001".to_owned()),
+        }
+    );
+}
+
+#[test]
+fn send_response() {
+    let res: SendResponse = round_trip(r#"{"message": "Message sent!", "id": 42, "seq": 3}"#);
+    assert_eq!(
+        res,
+        SendResponse {
+            message: "Message sent!".to_owned(),
+            id: MessageId(42),
+            seq: 3,
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Room references: `"room": <id or name>`
+// ---------------------------------------------------------------------------
+
+#[test]
+fn room_ref_number_is_an_id() {
+    let room: RoomRef = round_trip("7");
+    assert_eq!(room, RoomRef::Id(RoomId(7)));
+    assert_eq!(room.as_id(), Some(RoomId(7)));
+}
+
+#[test]
+fn room_ref_string_is_a_name() {
+    let room: RoomRef = round_trip(r#""lobby""#);
+    assert_eq!(room, RoomRef::Name("lobby".to_owned()));
+    assert_eq!(room.as_id(), None);
+}
+
+/// Room names may not be all digits, so `"7"` can only mean room 7. It stays
+/// a string on the wire (so it round-trips) but resolves as an id.
+#[test]
+fn room_ref_digit_string_is_an_id() {
+    let room: RoomRef = round_trip(r#""7""#);
+    assert_eq!(room, RoomRef::Name("7".to_owned()));
+    assert_eq!(room.as_id(), Some(RoomId(7)));
+}
+
+#[test]
+fn room_ref_parse_of_path_segments() {
+    assert_eq!(RoomRef::parse("7"), RoomRef::Id(RoomId(7)));
+    assert_eq!(RoomRef::parse("lobby"), RoomRef::Name("lobby".to_owned()));
+    assert_eq!(RoomRef::parse("+7"), RoomRef::Name("+7".to_owned()));
+    assert_eq!(RoomRef::from("12").as_id(), Some(RoomId(12)));
+}
+
+// ---------------------------------------------------------------------------
+// Conversations
+// ---------------------------------------------------------------------------
+
+#[test]
+fn conversation_list() {
+    let list: Vec<ConversationSummary> = round_trip(
+        r#"[
+            {"id": 12, "other_user": {"id": 2, "name": "Bob", "email": "bob@example.com"},
+             "last_message": {"body": "Hi Alice", "created_at": "2026-02-24T10:31:15Z",
+                              "sender_id": 2, "is_read": false},
+             "unread_count": 1, "created_at": "2026-02-24T10:30:00Z"},
+            {"id": 13, "other_user": {"id": 3, "name": "Carol", "email": ""},
+             "last_message": null, "unread_count": 0, "created_at": "2026-02-24T10:30:00Z"}
+        ]"#,
+    );
+    assert_eq!(
+        list,
+        [
+            ConversationSummary {
+                id: RoomId(12),
+                other_user: OtherUser {
+                    id: UserId(2),
+                    name: "Bob".to_owned(),
+                    email: "bob@example.com".to_owned(),
+                },
+                last_message: Some(LastMessage {
+                    body: "Hi Alice".to_owned(),
+                    created_at: ts(T1),
+                    sender_id: UserId(2),
+                    is_read: false,
+                }),
+                unread_count: 1,
+                created_at: ts(T0),
+            },
+            ConversationSummary {
+                id: RoomId(13),
+                other_user: OtherUser {
+                    id: UserId(3),
+                    name: "Carol".to_owned(),
+                    email: String::new(),
+                },
+                last_message: None,
+                unread_count: 0,
+                created_at: ts(T0),
+            },
+        ]
+    );
+}
+
+#[test]
+fn conversation_detail() {
+    let detail: ConversationDetail = round_trip(&format!(
+        r#"{{"id": 7, "other_user": {{"id": 2, "name": "Bob", "email": "bob@example.com"}},
+            "messages": [{MESSAGE}, {MESSAGE_NO_CLIENT_ID}],
+            "created_at": "2026-02-24T10:30:00Z"}}"#
+    ));
+    assert_eq!(
+        detail,
+        ConversationDetail {
+            id: RoomId(7),
+            other_user: OtherUser {
+                id: UserId(2),
+                name: "Bob".to_owned(),
+                email: "bob@example.com".to_owned(),
+            },
+            messages: vec![message(), message_no_client_id()],
+            created_at: ts(T0),
+        }
+    );
+}
+
+#[test]
+fn create_conversation_request() {
+    let req: CreateConversationRequest = round_trip(r#"{"user_id": 2}"#);
+    assert_eq!(req.user_id, UserId(2));
+}
+
+/// PROTOCOL.md fixes only `"created"`; the other fields are chat-core's.
+#[test]
+fn create_conversation_response_created() {
+    let res: CreateConversationResponse = round_trip(
+        r#"{"id": 12, "other_user": {"id": 2, "name": "Bob", "email": "bob@example.com"},
+            "created": true, "created_at": "2026-02-24T10:30:00Z"}"#,
+    );
+    assert_eq!(
+        res,
+        CreateConversationResponse {
+            id: RoomId(12),
+            other_user: OtherUser {
+                id: UserId(2),
+                name: "Bob".to_owned(),
+                email: "bob@example.com".to_owned(),
+            },
+            created: true,
+            created_at: ts(T0),
+        }
+    );
+}
+
+#[test]
+fn create_conversation_response_existing() {
+    let res: CreateConversationResponse = round_trip(
+        r#"{"id": 12, "other_user": {"id": 2, "name": "Bob", "email": "bob@example.com"},
+            "created": false, "created_at": "2026-02-24T10:30:00Z"}"#,
+    );
+    assert_eq!(res.id, RoomId(12));
+    assert!(!res.created);
+}
+
+#[test]
+fn unread_count() {
+    let res: UnreadCount = round_trip(r#"{"unread_count": 5}"#);
+    assert_eq!(res, UnreadCount { unread_count: 5 });
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Every variant with its snake_case wire name.
+const ALL_CODES: [(ErrorCode, &str); 23] = [
+    (ErrorCode::InvalidInput, "invalid_input"),
+    (ErrorCode::UsernameTaken, "username_taken"),
+    (ErrorCode::EmailTaken, "email_taken"),
+    (ErrorCode::InvalidCredentials, "invalid_credentials"),
+    (ErrorCode::InvalidToken, "invalid_token"),
+    (ErrorCode::Unauthorized, "unauthorized"),
+    (ErrorCode::RoomNameRequired, "room_name_required"),
+    (ErrorCode::RoomNameTaken, "room_name_taken"),
+    (ErrorCode::RoomNotFound, "room_not_found"),
+    (ErrorCode::NotAuthorized, "not_authorized"),
+    (ErrorCode::NotMember, "not_member"),
+    (ErrorCode::UserNotFound, "user_not_found"),
+    (ErrorCode::EmptyBody, "empty_body"),
+    (ErrorCode::BodyTooLong, "body_too_long"),
+    (ErrorCode::InvalidJson, "invalid_json"),
+    (ErrorCode::UnknownType, "unknown_type"),
+    (ErrorCode::RateLimited, "rate_limited"),
+    (ErrorCode::NotFound, "not_found"),
+    (ErrorCode::MethodNotAllowed, "method_not_allowed"),
+    (ErrorCode::PayloadTooLarge, "payload_too_large"),
+    (ErrorCode::StorageUnavailable, "storage_unavailable"),
+    (ErrorCode::Internal, "internal"),
+    (ErrorCode::Unknown, "unknown"),
+];
+
+#[test]
+fn error_code_strings_round_trip() {
+    for (code, wire) in ALL_CODES {
+        assert_eq!(round_trip::<ErrorCode>(&format!("\"{wire}\"")), code);
+        assert_eq!(code.as_str(), wire);
+        assert_eq!(code.to_string(), wire);
+    }
+}
+
+/// A code from a newer server does not break an older client.
+#[test]
+fn unknown_error_code_parses_as_unknown() {
+    let code: ErrorCode =
+        serde_json::from_str(r#""quota_exceeded""#).expect("unknown codes are accepted");
+    assert_eq!(code, ErrorCode::Unknown);
+
+    let body: ErrorBody =
+        serde_json::from_str(r#"{"error": "You are over quota", "code": "quota_exceeded"}"#)
+            .expect("an error body with an unknown code parses");
+    assert_eq!(body.code, ErrorCode::Unknown);
+    assert_eq!(body.error, "You are over quota");
+}
+
+/// The sentences PROTOCOL.md quotes are exact.
+#[test]
+fn quoted_sentences_are_default_messages() {
+    for (code, sentence) in [
+        (
+            ErrorCode::InvalidCredentials,
+            "Invalid username or password",
+        ),
+        (ErrorCode::RoomNameRequired, "Room name is required"),
+        (ErrorCode::RoomNameTaken, "Room name already exists"),
+        (ErrorCode::RoomNotFound, "Room not found"),
+        (
+            ErrorCode::NotAuthorized,
+            "You are not authorized to join this room",
+        ),
+        (ErrorCode::EmptyBody, "Message body cannot be empty"),
+    ] {
+        assert_eq!(code.default_message(), sentence, "sentence of {code}");
+    }
+    // `POST /chat/send/` answers this literal text on success.
+    let ok: SendResponse = round_trip(r#"{"message": "Message sent!", "id": 1, "seq": 1}"#);
+    assert_eq!(ok.message, "Message sent!");
+}
+
+/// The statuses PROTOCOL.md gives for the codes it names.
+#[test]
+fn http_status_of_contract_codes() {
+    for (code, status) in [
+        (ErrorCode::InvalidInput, 400),
+        (ErrorCode::RoomNameRequired, 400),
+        (ErrorCode::EmptyBody, 400),
+        (ErrorCode::BodyTooLong, 400),
+        (ErrorCode::Unauthorized, 401),
+        (ErrorCode::InvalidCredentials, 401),
+        (ErrorCode::InvalidToken, 401),
+        (ErrorCode::NotAuthorized, 403),
+        (ErrorCode::RoomNotFound, 404),
+        (ErrorCode::UserNotFound, 404),
+        (ErrorCode::UsernameTaken, 409),
+        (ErrorCode::EmailTaken, 409),
+        (ErrorCode::RoomNameTaken, 409),
+    ] {
+        assert_eq!(code.http_status(), status, "HTTP status of {code}");
+    }
+}
+
+/// Codes PROTOCOL.md names without a status (WebSocket-only ones, or the
+/// unqualified "403" of send), and chat-core's own codes: pins what the code
+/// implements so a change is deliberate.
+#[test]
+fn http_status_of_codes_the_contract_leaves_open() {
+    for (code, status) in [
+        (ErrorCode::InvalidJson, 400),
+        (ErrorCode::UnknownType, 400),
+        (ErrorCode::NotMember, 403),
+        (ErrorCode::NotFound, 404),
+        (ErrorCode::MethodNotAllowed, 405),
+        (ErrorCode::PayloadTooLarge, 413),
+        (ErrorCode::RateLimited, 429),
+        (ErrorCode::Internal, 500),
+        (ErrorCode::Unknown, 500),
+        (ErrorCode::StorageUnavailable, 503),
+    ] {
+        assert_eq!(code.http_status(), status, "HTTP status of {code}");
+    }
+}
+
+#[test]
+fn error_body_without_fields() {
+    let body: ErrorBody = round_trip(r#"{"error": "Room not found", "code": "room_not_found"}"#);
+    assert_eq!(
+        body,
+        ErrorBody {
+            error: "Room not found".to_owned(),
+            code: ErrorCode::RoomNotFound,
+            fields: None,
+        }
+    );
+    assert_eq!(body, ErrorBody::new(ErrorCode::RoomNotFound));
+}
+
+#[test]
+fn error_body_with_fields() {
+    let body: ErrorBody = round_trip(
+        r#"{"error": "Invalid input", "code": "invalid_input",
+            "fields": {"username": "3 to 32 characters of A-Z a-z 0-9 _ . -",
+                       "password": "at least 8 characters"}}"#,
+    );
+    assert_eq!(body.error, "Invalid input");
+    assert_eq!(body.code, ErrorCode::InvalidInput);
+    let fields = body.fields.expect("fields are present");
+    assert_eq!(
+        fields,
+        BTreeMap::from([
+            (
+                "username".to_owned(),
+                "3 to 32 characters of A-Z a-z 0-9 _ . -".to_owned()
+            ),
+            ("password".to_owned(), "at least 8 characters".to_owned()),
+        ])
+    );
+}
+
+#[test]
+fn error_bodies_with_quoted_sentences() {
+    for (json, code) in [
+        (
+            r#"{"error": "Invalid username or password", "code": "invalid_credentials"}"#,
+            ErrorCode::InvalidCredentials,
+        ),
+        (
+            r#"{"error": "Room name is required", "code": "room_name_required"}"#,
+            ErrorCode::RoomNameRequired,
+        ),
+        (
+            r#"{"error": "Room name already exists", "code": "room_name_taken"}"#,
+            ErrorCode::RoomNameTaken,
+        ),
+        (
+            r#"{"error": "You are not authorized to join this room", "code": "not_authorized"}"#,
+            ErrorCode::NotAuthorized,
+        ),
+        (
+            r#"{"error": "Message body cannot be empty", "code": "empty_body"}"#,
+            ErrorCode::EmptyBody,
+        ),
+    ] {
+        let body: ErrorBody = round_trip(json);
+        assert_eq!(body, ErrorBody::new(code));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Operations: GET /healthz
+// ---------------------------------------------------------------------------
+
+/// PROTOCOL.md says only "storage and broker state"; this is chat-core's shape.
+#[test]
+fn health_ok() {
+    let health: Health =
+        round_trip(r#"{"status": "ok", "storage": "ok", "broker": "ok", "version": "0.1.0"}"#);
+    assert_eq!(
+        health,
+        Health {
+            status: "ok".to_owned(),
+            storage: ComponentState::Ok,
+            broker: ComponentState::Ok,
+            version: "0.1.0".to_owned(),
+        }
+    );
+}
+
+#[test]
+fn health_degraded() {
+    let health: Health = round_trip(
+        r#"{"status": "degraded", "storage": "unavailable", "broker": "ok", "version": "0.1.0"}"#,
+    );
+    assert_eq!(health.status, "degraded");
+    assert_eq!(health.storage, ComponentState::Unavailable);
+    assert_eq!(health.broker, ComponentState::Ok);
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket: client frames
+// ---------------------------------------------------------------------------
+
+/// `{"message": "text"}`: the documents' form, for a bound socket.
+#[test]
+fn client_text_frame() {
+    assert_eq!(
+        client_frame(r#"{"message": "Hello, world!"}"#),
+        ClientFrame::Text {
+            message: "Hello, world!".to_owned()
+        }
+    );
+}
+
+#[test]
+fn client_send_with_room_and_client_id() {
+    assert_eq!(
+        client_frame(
+            r#"{"type": "send", "room": "lobby", "body": "Hello, world!", "client_id": "c-0001"}"#
+        ),
+        ClientFrame::Send {
+            room: Some(RoomRef::Name("lobby".to_owned())),
+            body: "Hello, world!".to_owned(),
+            client_id: Some("c-0001".to_owned()),
+        }
+    );
+}
+
+#[test]
+fn client_send_with_room_id_only() {
+    assert_eq!(
+        client_frame(r#"{"type": "send", "room": 7, "body": "Hello, world!"}"#),
+        ClientFrame::Send {
+            room: Some(RoomRef::Id(RoomId(7))),
+            body: "Hello, world!".to_owned(),
+            client_id: None,
+        }
+    );
+}
+
+/// Without `room`: only valid on a bound socket.
+#[test]
+fn client_send_without_room() {
+    assert_eq!(
+        client_frame(r#"{"type": "send", "body": "Hello, world!"}"#),
+        ClientFrame::Send {
+            room: None,
+            body: "Hello, world!".to_owned(),
+            client_id: None,
+        }
+    );
+    assert_eq!(
+        client_frame(r#"{"type": "send", "body": "Hello again", "client_id": "c-0002"}"#),
+        ClientFrame::Send {
+            room: None,
+            body: "Hello again".to_owned(),
+            client_id: Some("c-0002".to_owned()),
+        }
+    );
+}
+
+#[test]
+fn client_subscribe_with_after_seq() {
+    assert_eq!(
+        client_frame(r#"{"type": "subscribe", "room": "lobby", "after_seq": 41}"#),
+        ClientFrame::Subscribe {
+            room: RoomRef::Name("lobby".to_owned()),
+            after_seq: Some(41),
+        }
+    );
+}
+
+#[test]
+fn client_subscribe_without_after_seq() {
+    assert_eq!(
+        client_frame(r#"{"type": "subscribe", "room": 7}"#),
+        ClientFrame::Subscribe {
+            room: RoomRef::Id(RoomId(7)),
+            after_seq: None,
+        }
+    );
+}
+
+#[test]
+fn client_unsubscribe() {
+    assert_eq!(
+        client_frame(r#"{"type": "unsubscribe", "room": 7}"#),
+        ClientFrame::Unsubscribe {
+            room: RoomRef::Id(RoomId(7))
+        }
+    );
+}
+
+#[test]
+fn client_read() {
+    assert_eq!(
+        client_frame(r#"{"type": "read", "room": 7, "seq": 3}"#),
+        ClientFrame::Read {
+            room: RoomRef::Id(RoomId(7)),
+            seq: 3,
+        }
+    );
+}
+
+#[test]
+fn client_typing() {
+    assert_eq!(
+        client_frame(r#"{"type": "typing", "room": "lobby"}"#),
+        ClientFrame::Typing {
+            room: RoomRef::Name("lobby".to_owned())
+        }
+    );
+}
+
+#[test]
+fn client_ping() {
+    assert_eq!(client_frame(r#"{"type": "ping"}"#), ClientFrame::Ping);
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket: client frames that are refused (the socket stays open)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn malformed_json_is_invalid_json() {
+    assert_eq!(
+        ClientFrame::from_json(r#"{"type": "ping""#)
+            .expect_err("truncated JSON")
+            .code,
+        ErrorCode::InvalidJson
+    );
+    assert_eq!(
+        ClientFrame::from_json("hello").expect_err("not JSON").code,
+        ErrorCode::InvalidJson
+    );
+    assert_eq!(
+        ClientFrame::from_json("").expect_err("empty frame").code,
+        ErrorCode::InvalidJson
+    );
+}
+
+#[test]
+fn json_that_is_not_an_object_is_invalid_json() {
+    assert_eq!(frame_error(r#"[{"type": "ping"}]"#), ErrorCode::InvalidJson);
+    assert_eq!(frame_error("5"), ErrorCode::InvalidJson);
+    assert_eq!(frame_error(r#""ping""#), ErrorCode::InvalidJson);
+    assert_eq!(frame_error("null"), ErrorCode::InvalidJson);
+}
+
+#[test]
+fn unknown_type_is_unknown_type() {
+    assert_eq!(
+        frame_error(r#"{"type": "shout", "room": 7}"#),
+        ErrorCode::UnknownType
+    );
+    // The server's frame names are not client frames.
+    assert_eq!(frame_error(r#"{"type": "pong"}"#), ErrorCode::UnknownType);
+}
+
+#[test]
+fn missing_or_mistyped_fields_are_invalid_input() {
+    for json in [
+        r#"{"type": "subscribe"}"#,
+        r#"{"type": "subscribe", "after_seq": 3}"#,
+        r#"{"type": "unsubscribe"}"#,
+        r#"{"type": "send", "room": 7}"#,
+        r#"{"type": "read", "room": 7}"#,
+        r#"{"type": "typing"}"#,
+        r#"{"type": "read", "room": 7, "seq": "3"}"#,
+        r#"{"type": "send", "room": 7, "body": 5}"#,
+        r#"{"type": "subscribe", "room": true}"#,
+        r#"{"type": 5}"#,
+        r#"{}"#,
+    ] {
+        assert_eq!(frame_error(json), ErrorCode::InvalidInput, "{json}");
+    }
+}
+
+#[test]
+fn non_string_message_is_invalid_input() {
+    assert_eq!(frame_error(r#"{"message": 5}"#), ErrorCode::InvalidInput);
+    assert_eq!(frame_error(r#"{"message": null}"#), ErrorCode::InvalidInput);
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket: server frames
+// ---------------------------------------------------------------------------
+
+#[test]
+fn server_message() {
+    let frame: ServerFrame = round_trip(&format!(r#"{{"type": "message", "message": {MESSAGE}}}"#));
+    assert_eq!(frame, ServerFrame::Message { message: message() });
+}
+
+#[test]
+fn server_ack_with_client_id() {
+    let frame: ServerFrame = round_trip(&format!(
+        r#"{{"type": "ack", "client_id": "c-0001", "message": {MESSAGE}}}"#
+    ));
+    assert_eq!(
+        frame,
+        ServerFrame::Ack {
+            client_id: Some("c-0001".to_owned()),
+            message: message(),
+        }
+    );
+}
+
+/// PROTOCOL.md lists `client_id` without `?` on `ack`: a send without one is
+/// acknowledged with `"client_id": null`.
+#[test]
+fn server_ack_without_client_id() {
+    let frame: ServerFrame = round_trip(&format!(
+        r#"{{"type": "ack", "client_id": null, "message": {MESSAGE_NO_CLIENT_ID}}}"#
+    ));
+    assert_eq!(
+        frame,
+        ServerFrame::Ack {
+            client_id: None,
+            message: message_no_client_id(),
+        }
+    );
+}
+
+/// `room` is always the id here, even when the client subscribed by name.
+#[test]
+fn server_subscribed() {
+    let frame: ServerFrame = round_trip(r#"{"type": "subscribed", "room": 7, "last_seq": 41}"#);
+    assert_eq!(
+        frame,
+        ServerFrame::Subscribed {
+            room: RoomId(7),
+            last_seq: 41,
+        }
+    );
+}
+
+#[test]
+fn server_read() {
+    let frame: ServerFrame = round_trip(r#"{"type": "read", "room": 7, "user": 2, "seq": 3}"#);
+    assert_eq!(
+        frame,
+        ServerFrame::Read {
+            room: RoomId(7),
+            user: UserId(2),
+            seq: 3,
+        }
+    );
+}
+
+#[test]
+fn server_typing() {
+    let frame: ServerFrame = round_trip(r#"{"type": "typing", "room": 7, "user": 2}"#);
+    assert_eq!(
+        frame,
+        ServerFrame::Typing {
+            room: RoomId(7),
+            user: UserId(2),
+        }
+    );
+}
+
+#[test]
+fn server_presence_online_and_offline() {
+    let online: ServerFrame =
+        round_trip(r#"{"type": "presence", "room": 7, "user": 2, "status": "online"}"#);
+    assert_eq!(
+        online,
+        ServerFrame::Presence {
+            room: RoomId(7),
+            user: UserId(2),
+            status: PresenceStatus::Online,
+        }
+    );
+    let offline: ServerFrame =
+        round_trip(r#"{"type": "presence", "room": 7, "user": 2, "status": "offline"}"#);
+    assert_eq!(
+        offline,
+        ServerFrame::Presence {
+            room: RoomId(7),
+            user: UserId(2),
+            status: PresenceStatus::Offline,
+        }
+    );
+}
+
+#[test]
+fn server_room_deleted() {
+    let frame: ServerFrame = round_trip(r#"{"type": "room_deleted", "room": 7}"#);
+    assert_eq!(frame, ServerFrame::RoomDeleted { room: RoomId(7) });
+}
+
+#[test]
+fn server_pong() {
+    let frame: ServerFrame = round_trip(r#"{"type": "pong"}"#);
+    assert_eq!(frame, ServerFrame::Pong);
+}
+
+#[test]
+fn server_error_with_client_id() {
+    let frame: ServerFrame = round_trip(
+        r#"{"type": "error", "code": "empty_body", "error": "Message body cannot be empty",
+            "client_id": "c-0003"}"#,
+    );
+    assert_eq!(
+        frame,
+        ServerFrame::Error {
+            code: ErrorCode::EmptyBody,
+            error: "Message body cannot be empty".to_owned(),
+            client_id: Some("c-0003".to_owned()),
+        }
+    );
+}
+
+#[test]
+fn server_error_without_client_id() {
+    let frame: ServerFrame =
+        round_trip(r#"{"type": "error", "code": "invalid_json", "error": "Invalid JSON"}"#);
+    assert_eq!(
+        frame,
+        ServerFrame::Error {
+            code: ErrorCode::InvalidJson,
+            error: "Invalid JSON".to_owned(),
+            client_id: None,
+        }
+    );
+    assert_eq!(frame, ServerFrame::error(ErrorCode::InvalidJson));
+}
+
+/// Every code PROTOCOL.md lists for `error` frames.
+#[test]
+fn server_error_codes_of_the_contract() {
+    for (wire, code) in [
+        ("invalid_json", ErrorCode::InvalidJson),
+        ("unknown_type", ErrorCode::UnknownType),
+        ("empty_body", ErrorCode::EmptyBody),
+        ("body_too_long", ErrorCode::BodyTooLong),
+        ("not_member", ErrorCode::NotMember),
+        ("room_not_found", ErrorCode::RoomNotFound),
+        ("rate_limited", ErrorCode::RateLimited),
+    ] {
+        let sentence = code.default_message();
+        let frame: ServerFrame = round_trip(&format!(
+            r#"{{"type": "error", "code": "{wire}", "error": "{sentence}"}}"#
+        ));
+        assert_eq!(frame, ServerFrame::error(code));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket: close codes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn close_codes_of_the_contract() {
+    for (number, code) in [
+        (1001, CloseCode::GoingAway),
+        (1009, CloseCode::TooLarge),
+        (4401, CloseCode::TokenExpired),
+        (4408, CloseCode::TooSlow),
+        (4409, CloseCode::RoomDeleted),
+    ] {
+        assert_eq!(code.code(), number, "{code:?}");
+        assert_eq!(CloseCode::from_code(number), Some(code));
+    }
+}
+
+#[test]
+fn close_codes_round_trip() {
+    for code in [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::TooLarge,
+        CloseCode::TokenExpired,
+        CloseCode::TooSlow,
+        CloseCode::RoomDeleted,
+    ] {
+        assert_eq!(CloseCode::from_code(code.code()), Some(code));
+        assert!(!code.reason().is_empty(), "{code:?} has a reason");
+        // RFC 6455 limits the close reason to 123 bytes.
+        assert!(
+            code.reason().len() <= 123,
+            "{code:?} reason fits a close frame"
+        );
+    }
+    assert_eq!(CloseCode::Normal.code(), 1000);
+    assert_eq!(CloseCode::from_code(1002), None);
+    assert_eq!(CloseCode::from_code(4000), None);
+}
