@@ -1,0 +1,8 @@
+//! End-to-end tests: a real server started from the library on port 0,
+//! driven over real HTTP and WebSocket connections, on every storage backend.
+
+mod messages;
+mod rooms;
+mod support;
+mod users;
+mod websocket;

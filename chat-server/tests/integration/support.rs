@@ -1,0 +1,311 @@
+//! Starting a real server from the library on a free port, and real HTTP and
+//! WebSocket clients to drive it.
+
+use std::time::Duration;
+
+use chat_server::{Config, Server};
+use futures_util::{SinkExt as _, StreamExt as _};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Which storage a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Memory,
+    Sqlite,
+}
+
+/// Runs each named `async fn(Backend)` once per storage backend.
+macro_rules! each_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name($crate::support::Backend::Memory).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use each_backend;
+
+/// A running server and a client for it.
+pub(crate) struct TestServer {
+    server: Option<Server>,
+    pub(crate) addr: std::net::SocketAddr,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server on `backend` with the default configuration.
+    pub(crate) async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// A server on `backend` after `tune` adjusts the configuration.
+    pub(crate) async fn start_with(backend: Backend, tune: impl FnOnce(&mut Config)) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage_url = match backend {
+            Backend::Memory => "memory://".to_owned(),
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("chat.db").display()),
+        };
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            storage_url,
+            ..Config::default()
+        };
+        tune(&mut config);
+        let server = Server::start(config).await.expect("server starts");
+        let addr = server.local_addr();
+        Self {
+            server: Some(server),
+            addr,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Shuts the server down gracefully.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub(crate) fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Any HTTP call; returns the status and the JSON body (`Null` if none).
+    pub(crate) async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}"))
+        };
+        (status, value)
+    }
+
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Registers `name` (password `password-<name>`) and logs in.
+    pub(crate) async fn user(&self, name: &str) -> TestUser {
+        let (status, user) = self
+            .call(
+                "POST",
+                "/api/users/register/",
+                None,
+                Some(json!({"username": name, "email": format!("{name}@example.com"), "password": format!("password-{name}")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {name}: {user}");
+        let (status, tokens) = self
+            .call(
+                "POST",
+                "/api/users/token/",
+                None,
+                Some(json!({"username": name, "password": format!("password-{name}")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {name}: {tokens}");
+        TestUser {
+            id: user["id"].as_i64().expect("id"),
+            access: tokens["access"].as_str().expect("access").to_owned(),
+            refresh: tokens["refresh"].as_str().expect("refresh").to_owned(),
+        }
+    }
+
+    /// Creates a room as `owner`; returns its id.
+    pub(crate) async fn room(&self, owner: &TestUser, name: &str, kind: &str, invited: &[&TestUser]) -> i64 {
+        let ids: Vec<i64> = invited.iter().map(|u| u.id).collect();
+        let (status, room) = self
+            .post(
+                "/chat/create-room/",
+                &owner.access,
+                json!({"name": name, "type": kind, "invited_users": ids}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create room: {room}");
+        room["id"].as_i64().expect("room id")
+    }
+
+    /// Sends over HTTP; returns the seq.
+    pub(crate) async fn send(&self, user: &TestUser, room: i64, body: &str) -> i64 {
+        let (status, sent) = self
+            .post("/chat/send/", &user.access, json!({"room": room, "message": body}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "send: {sent}");
+        sent["seq"].as_i64().expect("seq")
+    }
+
+    /// Opens a WebSocket at `path` with `?token=`.
+    pub(crate) async fn ws(&self, path: &str, user: &TestUser) -> WsClient {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.ws_raw(&format!("{path}{sep}token={}", user.access)).await.expect("websocket opens")
+    }
+
+    /// Opens a WebSocket, returning the HTTP status of a refused handshake.
+    pub(crate) async fn ws_raw(&self, path_and_query: &str) -> Result<WsClient, (u16, Value)> {
+        match tokio_tungstenite::connect_async(self.ws_url(path_and_query)).await {
+            Ok((stream, _)) => Ok(WsClient { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err((status, body))
+            }
+            Err(e) => panic!("websocket connect failed: {e}"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.shutdown_token().cancel();
+        }
+    }
+}
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub(crate) struct TestUser {
+    pub(crate) id: i64,
+    pub(crate) access: String,
+    pub(crate) refresh: String,
+}
+
+/// How long a test waits for a frame that should come.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A WebSocket client speaking JSON frames.
+pub(crate) struct WsClient {
+    pub(crate) stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the next thing on a socket was.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Frame(Value),
+    Closed(Option<CloseFrame>),
+}
+
+impl WsClient {
+    pub(crate) async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub(crate) async fn send_text(&mut self, text: &str) {
+        self.stream.send(WsMessage::text(text)).await.expect("frame sent");
+    }
+
+    /// The next frame or close, skipping control frames.
+    pub(crate) async fn next(&mut self) -> Incoming {
+        loop {
+            let msg = tokio::time::timeout(FRAME_TIMEOUT, self.stream.next())
+                .await
+                .expect("a frame within the timeout");
+            match msg {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Incoming::Frame(serde_json::from_str(&t).expect("server frames are JSON"));
+                }
+                Some(Ok(WsMessage::Close(frame))) => return Incoming::Closed(frame),
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Ok(other)) => panic!("unexpected message {other:?}"),
+                Some(Err(_)) | None => return Incoming::Closed(None),
+            }
+        }
+    }
+
+    /// The next JSON frame; panics on close.
+    pub(crate) async fn frame(&mut self) -> Value {
+        match self.next().await {
+            Incoming::Frame(v) => v,
+            Incoming::Closed(c) => panic!("socket closed ({c:?}) while a frame was expected"),
+        }
+    }
+
+    /// The next frame, which must have `"type": ty`.
+    pub(crate) async fn expect(&mut self, ty: &str) -> Value {
+        let f = self.frame().await;
+        assert_eq!(f["type"], ty, "expected a {ty} frame, got {f}");
+        f
+    }
+
+    /// The close code the server ends with (skipping frames before it).
+    pub(crate) async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.next().await {
+                Incoming::Frame(_) => {}
+                Incoming::Closed(c) => return c.map(|c| u16::from(c.code)),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for a while (a ping round trip proves the
+    /// server processed everything sent before it).
+    pub(crate) async fn expect_quiet(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        let f = self.frame().await;
+        assert_eq!(f["type"], "pong", "expected nothing before the pong, got {f}");
+    }
+
+    /// Subscribes and returns the `subscribed` frame, collecting replayed
+    /// messages into `replayed`.
+    pub(crate) async fn subscribe(&mut self, room: Value, after_seq: Option<i64>) -> (Vec<Value>, Value) {
+        let mut frame = json!({"type": "subscribe", "room": room});
+        if let Some(a) = after_seq {
+            frame["after_seq"] = json!(a);
+        }
+        self.send(frame).await;
+        let mut replayed = Vec::new();
+        loop {
+            let f = self.frame().await;
+            match f["type"].as_str() {
+                Some("message") => replayed.push(f["message"].clone()),
+                Some("subscribed") => return (replayed, f),
+                _ => panic!("unexpected frame while subscribing: {f}"),
+            }
+        }
+    }
+
+    pub(crate) async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}

@@ -1,0 +1,402 @@
+//! The WebSocket half: chatting, handshake refusals, bad frames, resume by
+//! seq, replay racing live sends, slow sockets, deleted rooms, shutdown.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Incoming, TestServer, each_backend};
+
+each_backend!(
+    two_users_chat_in_a_bound_room,
+    multi_room_socket,
+    handshake_refusals,
+    bad_frames_are_answered_and_the_socket_stays_open,
+    oversized_frame_closes_1009,
+    resume_after_disconnect_loses_nothing,
+    replay_racing_live_sends_has_no_gap_or_duplicate,
+    client_id_is_idempotent_over_websocket,
+    deleted_room_notifies_and_closes_bound_sockets,
+    auto_create_rooms,
+    shutdown_closes_1001,
+    rate_limit,
+);
+
+async fn two_users_chat_in_a_bound_room(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "testroom", "private", &[&bob]).await;
+    s.post("/chat/join-room/", &bob.access, json!({"room_id": room})).await;
+
+    let mut a = s.ws("/ws/chat/testroom/", &ann).await;
+    let mut b = s.ws(&format!("/ws/chat/{room}/"), &bob).await;
+    assert_eq!(a.expect("subscribed").await["last_seq"], 0);
+    b.expect("subscribed").await;
+
+    a.send(json!({"message": "Hello, World!"})).await;
+    let ack = a.expect("ack").await;
+    assert_eq!(ack["client_id"], Value::Null);
+    assert_eq!(ack["message"]["body"], "Hello, World!");
+    assert_eq!(ack["message"]["seq"], 1);
+
+    let got = b.expect("message").await["message"].clone();
+    assert_eq!(got["body"], "Hello, World!");
+    assert_eq!(got["sender"], ann.id);
+    assert_eq!(got["sender_name"], "ann");
+    assert_eq!(got["room"], room);
+    assert_eq!(got["seq"], 1);
+    assert_eq!(got["is_read"], false);
+    assert_eq!(got["id"], ack["message"]["id"]);
+
+    b.send(json!({"type": "send", "body": "hi ann", "client_id": "b-1"})).await;
+    assert_eq!(b.expect("ack").await["client_id"], "b-1");
+    assert_eq!(a.expect("message").await["message"]["body"], "hi ann");
+    // Neither got its own message back.
+    a.expect_quiet().await;
+    b.expect_quiet().await;
+
+    // A read receipt reaches the other side.
+    b.send(json!({"type": "read", "room": room, "seq": 1})).await;
+    let read = a.expect("read").await;
+    assert_eq!(read, json!({"type": "read", "room": room, "user": bob.id, "seq": 1}));
+
+    b.send(json!({"type": "typing", "room": room})).await;
+    assert_eq!(a.expect("typing").await, json!({"type": "typing", "room": room, "user": bob.id}));
+
+    // HTTP sends reach sockets too.
+    s.send(&ann, room, "via http").await;
+    assert_eq!(b.expect("message").await["message"]["body"], "via http");
+    assert_eq!(a.expect("message").await["message"]["body"], "via http", "no socket sent it");
+}
+
+async fn multi_room_socket(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let one = s.room(&ann, "one", "public", &[]).await;
+    let two = s.room(&ann, "two", "public", &[]).await;
+
+    let mut b = s.ws("/ws/", &bob).await;
+    // Subscribing to a public room joins it.
+    let (_, sub) = b.subscribe(json!(one), None).await;
+    assert_eq!(sub, json!({"type": "subscribed", "room": one, "last_seq": 0}));
+    let (_, sub) = b.subscribe(json!("two"), None).await;
+    assert_eq!(sub["room"], two);
+    let (_, detail) = s.get(&format!("/chat/rooms/{one}/"), &ann.access).await;
+    assert_eq!(detail["members"], json!(["ann", "bob"]));
+
+    s.send(&ann, one, "in one").await;
+    s.send(&ann, two, "in two").await;
+    let m1 = b.expect("message").await;
+    let m2 = b.expect("message").await;
+    assert_eq!((m1["message"]["room"].clone(), m2["message"]["room"].clone()), (json!(one), json!(two)));
+
+    b.send(json!({"type": "unsubscribe", "room": one})).await;
+    b.expect_quiet().await;
+    s.send(&ann, one, "not for bob's socket").await;
+    s.send(&ann, two, "still for bob").await;
+    assert_eq!(b.expect("message").await["message"]["body"], "still for bob");
+
+    // Sending on /ws/ needs a room; the documents' form needs a bound socket.
+    b.send(json!({"type": "send", "body": "where?"})).await;
+    assert_eq!(b.expect("error").await["code"], "invalid_input");
+    b.send(json!({"message": "where?"})).await;
+    assert_eq!(b.expect("error").await["code"], "invalid_input");
+    b.send(json!({"type": "send", "room": two, "body": "to two", "client_id": "x"})).await;
+    assert_eq!(b.expect("ack").await["message"]["seq"], 2);
+}
+
+async fn handshake_refusals(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let eve = s.user("eve").await;
+    s.room(&ann, "private-room", "private", &[&bob]).await;
+
+    let status = |r: Result<crate::support::WsClient, (u16, Value)>| match r {
+        Ok(_) => panic!("handshake should be refused"),
+        Err((status, body)) => (status, body["code"].as_str().unwrap_or("").to_owned()),
+    };
+    assert_eq!(status(s.ws_raw("/ws/").await), (401, "unauthorized".into()));
+    assert_eq!(status(s.ws_raw("/ws/?token=garbage").await), (401, "unauthorized".into()));
+    assert_eq!(status(s.ws_raw("/ws/chat/private-room/").await), (401, "unauthorized".into()));
+    let with = |u: &crate::support::TestUser, path: &str| format!("{path}?token={}", u.access);
+    // Invited but not joined: forbidden.
+    assert_eq!(status(s.ws_raw(&with(&bob, "/ws/chat/private-room/")).await), (403, "not_member".into()));
+    // A stranger to a private room learns nothing more than "not found".
+    assert_eq!(status(s.ws_raw(&with(&eve, "/ws/chat/private-room/")).await), (404, "room_not_found".into()));
+    assert_eq!(status(s.ws_raw(&with(&eve, "/ws/chat/no-such-room/")).await), (404, "room_not_found".into()));
+
+    // On /ws/, the same rules answer as error frames.
+    let mut e = s.ws("/ws/", &eve).await;
+    e.send(json!({"type": "subscribe", "room": "private-room"})).await;
+    assert_eq!(e.expect("error").await["code"], "room_not_found");
+    e.send(json!({"type": "send", "room": "private-room", "body": "let me in"})).await;
+    assert_eq!(e.expect("error").await["code"], "room_not_found");
+    e.send(json!({"type": "read", "room": "private-room", "seq": 1})).await;
+    assert_eq!(e.expect("error").await["code"], "room_not_found");
+    let mut b = s.ws("/ws/", &bob).await;
+    b.send(json!({"type": "subscribe", "room": "private-room"})).await;
+    assert_eq!(b.expect("error").await["code"], "not_member");
+
+    // The token can also come in the Authorization header.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = s.ws_url("/ws/").into_client_request().expect("request");
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {}", ann.access).parse().expect("header"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("header auth works");
+    use futures_util::{SinkExt as _, StreamExt as _};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"ping"}"#)).await.expect("send");
+    let pong = ws.next().await.expect("frame").expect("ok");
+    assert_eq!(pong.into_text().expect("text").as_str(), r#"{"type":"pong"}"#);
+}
+
+async fn bad_frames_are_answered_and_the_socket_stays_open(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.max_message_chars = 20).await;
+    let ann = s.user("ann").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+    let mut a = s.ws("/ws/chat/lobby/", &ann).await;
+    a.expect("subscribed").await;
+
+    let cases: [(&str, &str); 10] = [
+        ("{not json", "invalid_json"),
+        ("[1,2,3]", "invalid_json"),
+        ("42", "invalid_json"),
+        (r#"{"type":"shout","room":1}"#, "unknown_type"),
+        (r#"{"type":"subscribe"}"#, "invalid_input"),
+        (r#"{"type":"read","room":1,"seq":"x"}"#, "invalid_input"),
+        (r#"{"message": 5}"#, "invalid_input"),
+        (r#"{"message": "   "}"#, "empty_body"),
+        (r#"{"message": "this body is far longer than twenty characters"}"#, "body_too_long"),
+        (r#"{"type":"subscribe","room":"nowhere"}"#, "room_not_found"),
+    ];
+    for (text, code) in cases {
+        a.send_text(text).await;
+        let err = a.expect("error").await;
+        assert_eq!(err["code"], code, "for {text}: {err}");
+        assert!(err["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    a.send(json!({"type": "send", "body": "", "client_id": "c-9"})).await;
+    let err = a.expect("error").await;
+    assert_eq!(err, json!({"type": "error", "code": "empty_body", "error": "Message body cannot be empty", "client_id": "c-9"}));
+
+    use futures_util::SinkExt as _;
+    a.stream
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send binary");
+    assert_eq!(a.expect("error").await["code"], "invalid_json");
+
+    // Still open and working, and nothing bad was stored.
+    a.send(json!({"message": "still here"})).await;
+    assert_eq!(a.expect("ack").await["message"]["seq"], 1);
+    let (_, h) = s.get(&format!("/chat/history/?room={room}"), &ann.access).await;
+    assert_eq!(h["chat_history"].as_array().expect("array").len(), 1);
+}
+
+async fn oversized_frame_closes_1009(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.max_frame_bytes = 1024).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    s.room(&ann, "lobby", "public", &[]).await;
+    let mut a = s.ws("/ws/chat/lobby/", &ann).await;
+    a.expect("subscribed").await;
+    let mut b = s.ws("/ws/chat/lobby/", &bob).await;
+    b.expect("subscribed").await;
+    a.send(json!({"message": "x".repeat(4096)})).await;
+    assert_eq!(a.close_code().await, Some(1009));
+    // Everyone else carries on.
+    s.send(&ann, 1, "after").await;
+    assert_eq!(b.expect("message").await["message"]["body"], "after");
+}
+
+async fn resume_after_disconnect_loses_nothing(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+
+    let mut b = s.ws("/ws/", &bob).await;
+    b.subscribe(json!(room), None).await;
+    for i in 1..=3 {
+        s.send(&ann, room, &format!("m{i}")).await;
+    }
+    let mut last = 0;
+    for i in 1..=3 {
+        let m = b.expect("message").await;
+        assert_eq!(m["message"]["seq"], i);
+        last = m["message"]["seq"].as_i64().expect("seq");
+    }
+    b.close().await;
+
+    for i in 4..=9 {
+        s.send(&ann, room, &format!("m{i}")).await;
+    }
+    let mut b = s.ws("/ws/", &bob).await;
+    let (replayed, sub) = b.subscribe(json!(room), Some(last)).await;
+    let seqs: Vec<i64> = replayed.iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, vec![4, 5, 6, 7, 8, 9]);
+    assert_eq!(replayed[0]["body"], "m4");
+    assert_eq!(sub["last_seq"], 9);
+    s.send(&ann, room, "m10").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 10);
+    b.expect_quiet().await;
+
+    // A bound socket resumes the same way.
+    let mut c = s.ws(&format!("/ws/chat/{room}/?after_seq=8"), &bob).await;
+    assert_eq!(c.expect("message").await["message"]["seq"], 9);
+    assert_eq!(c.expect("message").await["message"]["seq"], 10);
+    assert_eq!(c.expect("subscribed").await["last_seq"], 10);
+}
+
+async fn replay_racing_live_sends_has_no_gap_or_duplicate(backend: Backend) {
+    const TOTAL: i64 = 300;
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "busy", "public", &[]).await;
+    s.post("/chat/join-room/", &bob.access, json!({"room_id": room})).await;
+
+    // Four writers over HTTP while bob subscribes from the start mid-burst.
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let url = s.url("/chat/send/");
+        let token = ann.access.clone();
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..TOTAL / 4 {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"room": room, "message": format!("w{w}-{i}")}))
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let mut b = s.ws("/ws/", &bob).await;
+    let (replayed, sub) = b.subscribe(json!(room), Some(0)).await;
+    let mut seqs: Vec<i64> = replayed.iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(sub["last_seq"], seqs.last().copied().unwrap_or(0));
+    while seqs.len() < TOTAL as usize {
+        let m = b.expect("message").await;
+        seqs.push(m["message"]["seq"].as_i64().expect("seq"));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "every seq once, in order");
+    b.expect_quiet().await;
+}
+
+async fn client_id_is_idempotent_over_websocket(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+    let mut b = s.ws("/ws/", &bob).await;
+    b.subscribe(json!(room), None).await;
+    let mut a = s.ws("/ws/", &ann).await;
+    a.send(json!({"type": "send", "room": room, "body": "once", "client_id": "k1"})).await;
+    let first = a.expect("ack").await;
+    // A retry, e.g. after a lost ack, on a new socket.
+    let mut a2 = s.ws("/ws/", &ann).await;
+    a2.send(json!({"type": "send", "room": room, "body": "once", "client_id": "k1"})).await;
+    let second = a2.expect("ack").await;
+    assert_eq!(first["message"]["id"], second["message"]["id"]);
+    assert_eq!(first["message"]["seq"], second["message"]["seq"]);
+    assert_eq!(b.expect("message").await["message"]["body"], "once");
+    b.expect_quiet().await;
+}
+
+async fn deleted_room_notifies_and_closes_bound_sockets(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "doomed", "public", &[]).await;
+    let other = s.room(&ann, "survivor", "public", &[]).await;
+    let mut bound = s.ws("/ws/chat/doomed/", &bob).await;
+    bound.expect("subscribed").await;
+    let mut multi = s.ws("/ws/", &bob).await;
+    multi.subscribe(json!(room), None).await;
+    multi.subscribe(json!(other), None).await;
+
+    let (status, _) = s.call("DELETE", &format!("/chat/rooms/{room}/"), Some(&ann.access), None).await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(bound.expect("room_deleted").await, json!({"type": "room_deleted", "room": room}));
+    assert_eq!(bound.close_code().await, Some(4409));
+    assert_eq!(multi.expect("room_deleted").await["room"], room);
+    // The multi-room socket stays open for its other rooms.
+    s.send(&ann, other, "still here").await;
+    assert_eq!(multi.expect("message").await["message"]["body"], "still here");
+}
+
+async fn auto_create_rooms(backend: Backend) {
+    let off = TestServer::start(backend).await;
+    let ann = off.user("ann").await;
+    assert!(matches!(
+        off.ws_raw(&format!("/ws/chat/brand-new/?token={}", ann.access)).await,
+        Err((404, _))
+    ));
+
+    let on = TestServer::start_with(backend, |c| c.auto_create_rooms = true).await;
+    let ann = on.user("ann").await;
+    let bob = on.user("bob").await;
+    let mut a = on.ws("/ws/chat/brand-new/", &ann).await;
+    a.expect("subscribed").await;
+    let mut b = on.ws("/ws/chat/brand-new/", &bob).await;
+    b.expect("subscribed").await;
+    a.send(json!({"message": "first!"})).await;
+    a.expect("ack").await;
+    assert_eq!(b.expect("message").await["message"]["body"], "first!");
+    let (_, rooms) = on.get("/chat/rooms/", &bob.access).await;
+    assert_eq!(rooms[0]["name"], "brand-new");
+    assert_eq!(rooms[0]["type"], "public");
+    // Ids are never auto-created.
+    assert!(matches!(on.ws_raw(&format!("/ws/chat/999/?token={}", ann.access)).await, Err((404, _))));
+}
+
+async fn shutdown_closes_1001(backend: Backend) {
+    let mut s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    s.room(&ann, "lobby", "public", &[]).await;
+    let mut a = s.ws("/ws/chat/lobby/", &ann).await;
+    a.expect("subscribed").await;
+    let mut m = s.ws("/ws/", &ann).await;
+    s.stop().await;
+    assert_eq!(a.close_code().await, Some(1001));
+    assert!(matches!(m.next().await, Incoming::Closed(Some(c)) if u16::from(c.code) == 1001));
+}
+
+async fn rate_limit(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.rate_limit = 2).await;
+    let ann = s.user("ann").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+    let mut a = s.ws("/ws/", &ann).await;
+    // Burst of five seconds' worth: 10 pass, the rest are refused.
+    for i in 0..15 {
+        a.send(json!({"type": "send", "room": room, "body": format!("m{i}"), "client_id": format!("c{i}")})).await;
+    }
+    let mut acked = BTreeSet::new();
+    let mut limited = BTreeSet::new();
+    for _ in 0..15 {
+        let f = a.frame().await;
+        let id = f["client_id"].as_str().expect("client_id").to_owned();
+        match f["type"].as_str() {
+            Some("ack") => acked.insert(id),
+            Some("error") => {
+                assert_eq!(f["code"], "rate_limited");
+                limited.insert(id)
+            }
+            _ => panic!("unexpected {f}"),
+        };
+    }
+    assert!((10..=11).contains(&acked.len()), "acked {acked:?}");
+    assert_eq!(acked.len() + limited.len(), 15);
+    let (_, h) = s.get(&format!("/chat/history/?room={room}"), &ann.access).await;
+    assert_eq!(h["chat_history"].as_array().expect("array").len(), acked.len());
+}
