@@ -28,6 +28,8 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod memory;
+mod sql;
+pub mod sqlite;
 
 /// A user as stored, password hash included. Never sent to clients as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,12 +344,9 @@ pub async fn connect(
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(memory::MemoryStorage::new())),
-        "sqlite" => {
-            let _ = options;
-            Err(StorageError::Backend(
-                "the sqlite:// backend is not built yet".into(),
-            ))
-        }
+        "sqlite" => Ok(Arc::new(
+            sqlite::SqliteStorage::connect(url, options).await?,
+        )),
         _ => Err(StorageError::Backend(
             format!("unsupported storage URL {url:?}: expected memory://, sqlite://PATH").into(),
         )),

@@ -1,0 +1,253 @@
+//! The DML the SQL backends share, and how they recognise a broken unique
+//! rule.
+//!
+//! Every statement here is plain SQL that SQLite (3.35 or later, for
+//! `RETURNING`) and PostgreSQL both run unchanged: `$N` placeholders,
+//! `RETURNING`, `ON CONFLICT`, `CASE` instead of `MIN(a, b)`/`LEAST`, no
+//! `FOR UPDATE`. Only the DDL differs per backend (`migrations/<backend>/`).
+//! Column lists are macros so that `concat!` can splice them into constants.
+
+use sqlx::error::DatabaseError;
+
+use super::Conflict;
+
+macro_rules! user_columns {
+    () => {
+        "id, username, email, display_name, password_hash, created_at"
+    };
+}
+
+macro_rules! room_columns {
+    () => {
+        "id, name, kind, creator_id, created_at, last_seq"
+    };
+}
+
+/// A message row with its sender's display name; needs `messages m` joined
+/// with `users u`.
+macro_rules! message_columns {
+    () => {
+        "m.id, m.room_id, m.seq, m.sender_id, u.display_name AS sender_name, \
+         m.body, m.created_at, m.client_id"
+    };
+}
+
+// Users
+
+pub(crate) const INSERT_USER: &str = "INSERT INTO users \
+    (username, email, display_name, password_hash, created_at) \
+    VALUES ($1, $2, $3, $4, $5) RETURNING id";
+
+pub(crate) const USER_BY_ID: &str =
+    concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+
+pub(crate) const USER_BY_USERNAME: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE username = $1"
+);
+
+/// `$1` lowercased by the caller, as stored.
+pub(crate) const USER_BY_EMAIL: &str =
+    concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1");
+
+pub(crate) const USERS_AFTER: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+);
+
+/// `users WHERE id IN (…)`: the caller appends the placeholder list and `)`.
+/// One list works on both backends, where `= ANY($1)` would be Postgres only.
+pub(crate) const USERS_BY_IDS_PREFIX: &str =
+    concat!("SELECT ", user_columns!(), " FROM users WHERE id IN (");
+
+// Refresh tokens
+
+pub(crate) const INSERT_REFRESH_TOKEN: &str =
+    "INSERT INTO refresh_tokens (id, user_id, family, expires_at) VALUES ($1, $2, $3, $4)";
+
+/// Spends a live token. One statement, so that of two concurrent uses only
+/// one finds `NOT spent` and gets the row back.
+pub(crate) const SPEND_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET spent = TRUE \
+    WHERE id = $1 AND NOT spent RETURNING user_id, family, expires_at";
+
+pub(crate) const REFRESH_TOKEN: &str =
+    "SELECT user_id, family, expires_at FROM refresh_tokens WHERE id = $1";
+
+pub(crate) const REVOKE_REFRESH_FAMILY: &str =
+    "UPDATE refresh_tokens SET spent = TRUE WHERE family = $1 AND NOT spent";
+
+// Server secrets
+
+pub(crate) const INSERT_SERVER_SECRET: &str =
+    "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+pub(crate) const SERVER_SECRET: &str = "SELECT value FROM server_secrets WHERE name = $1";
+
+// Rooms and members
+
+pub(crate) const INSERT_ROOM: &str =
+    "INSERT INTO rooms (name, kind, creator_id, created_at) VALUES ($1, $2, $3, $4) RETURNING id";
+
+/// A member row with an explicit position, for a room being created.
+pub(crate) const INSERT_MEMBER: &str = "INSERT INTO room_members \
+    (room_id, user_id, state, read_seq, position) VALUES ($1, $2, $3, $4, $5) \
+    ON CONFLICT (room_id, user_id) DO NOTHING";
+
+pub(crate) const ROOM_BY_ID: &str =
+    concat!("SELECT ", room_columns!(), " FROM rooms WHERE id = $1");
+
+pub(crate) const ROOM_BY_NAME: &str =
+    concat!("SELECT ", room_columns!(), " FROM rooms WHERE name = $1");
+
+pub(crate) const ROOM_EXISTS: &str = "SELECT id FROM rooms WHERE id = $1";
+
+/// Members and messages go with it (`ON DELETE CASCADE`).
+pub(crate) const DELETE_ROOM: &str = "DELETE FROM rooms WHERE id = $1";
+
+pub(crate) const ROOM_PEOPLE: &str = "SELECT m.user_id, u.username, m.state, m.read_seq \
+    FROM room_members m JOIN users u ON u.id = m.user_id \
+    WHERE m.room_id = $1 \
+    ORDER BY CASE m.state WHEN 'member' THEN 0 ELSE 1 END, m.position";
+
+pub(crate) const MEMBERSHIP: &str =
+    "SELECT state FROM room_members WHERE room_id = $1 AND user_id = $2";
+
+/// Makes `$2` a member of room `$1` at the end of the member order, its mark
+/// at the room's `last_seq`, whether it was invited or absent. Returns a row
+/// only if something changed: none when already a member or when the room
+/// does not exist (the `SELECT` is empty). The `WHERE` on the `SELECT` also
+/// keeps SQLite's parser from reading `ON CONFLICT` as a join constraint.
+pub(crate) const JOIN_ROOM: &str = "INSERT INTO room_members \
+    (room_id, user_id, state, read_seq, position) \
+    SELECT r.id, $2, 'member', r.last_seq, \
+        (SELECT COALESCE(MAX(p.position), 0) + 1 FROM room_members p WHERE p.room_id = r.id) \
+    FROM rooms r WHERE r.id = $1 \
+    ON CONFLICT (room_id, user_id) DO UPDATE \
+    SET state = 'member', read_seq = excluded.read_seq, position = excluded.position \
+    WHERE room_members.state = 'invited' \
+    RETURNING user_id";
+
+/// Invites `$2` to room `$1` unless already there, after everyone else.
+/// The aggregate always yields one row, even for a room with nobody in it.
+pub(crate) const INVITE: &str = "INSERT INTO room_members \
+    (room_id, user_id, state, read_seq, position) \
+    SELECT $1, $2, 'invited', 0, COALESCE(MAX(position), 0) + 1 \
+    FROM room_members WHERE room_id = $1 \
+    ON CONFLICT (room_id, user_id) DO NOTHING";
+
+pub(crate) const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE room_id = $1 AND user_id = $2";
+
+/// A user's rooms, newest activity first. The last message is the row at
+/// `seq = last_seq` (one index probe), joined for members only; the `l_`
+/// columns are NULL otherwise.
+pub(crate) const USER_ROOMS: &str = "SELECT \
+        r.id, r.name, r.kind, r.creator_id, r.created_at, r.last_seq, \
+        m.state, m.read_seq, \
+        (SELECT COUNT(*) FROM room_members c \
+            WHERE c.room_id = r.id AND c.state = 'member') AS member_count, \
+        l.id AS l_id, l.sender_id AS l_sender_id, lu.display_name AS l_sender_name, \
+        l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id \
+    FROM room_members m \
+    JOIN rooms r ON r.id = m.room_id \
+    LEFT JOIN messages l \
+        ON m.state = 'member' AND l.room_id = r.id AND l.seq = r.last_seq \
+    LEFT JOIN users lu ON lu.id = l.sender_id \
+    WHERE m.user_id = $1 \
+    ORDER BY COALESCE(r.last_message_at, r.created_at) DESC, r.id DESC";
+
+// Messages
+
+/// The first statement of an append: taking the next seq is a write, so the
+/// transaction holds the write lock (SQLite) or the room's row lock
+/// (Postgres) before it reads anything, and concurrent appends to one room
+/// queue here instead of racing for the same seq.
+pub(crate) const NEXT_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1, last_message_at = $2 WHERE id = $1 RETURNING last_seq";
+
+/// Returns no row when `(sender_id, client_id)` is taken; the caller then
+/// rolls back, giving the seq back. `DO NOTHING` rather than catching the
+/// error, since an error aborts a Postgres transaction.
+pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages \
+    (room_id, seq, sender_id, body, client_id, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING id";
+
+pub(crate) const MESSAGE_BY_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = $1"
+);
+
+pub(crate) const MESSAGE_BY_CLIENT_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.sender_id = $1 AND m.client_id = $2"
+);
+
+/// The sender has read its own message and everything below it. Invitees
+/// keep their 0.
+pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members SET read_seq = $3 \
+    WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
+
+/// Upward from `$2` (exclusive), below `$3`: the `(room_id, seq)` index in
+/// order. `$4` is the page size plus one, to learn whether there is more.
+pub(crate) const HISTORY_AFTER: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.room_id = $1 AND m.seq > $2 AND m.seq < $3 \
+      ORDER BY m.seq LIMIT $4"
+);
+
+/// Downward from `$2` (exclusive): the same index backwards; the caller
+/// reverses the page. `$3` is the page size plus one.
+pub(crate) const HISTORY_BEFORE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.room_id = $1 AND m.seq < $2 \
+      ORDER BY m.seq DESC LIMIT $3"
+);
+
+// Read marks
+
+pub(crate) const MEMBER_READ_MARK: &str = "SELECT m.read_seq, r.last_seq \
+    FROM room_members m JOIN rooms r ON r.id = m.room_id \
+    WHERE m.room_id = $1 AND m.user_id = $2 AND m.state = 'member'";
+
+/// Only ever forward, even if another writer moved the mark meanwhile.
+pub(crate) const ADVANCE_READ_MARK: &str = "UPDATE room_members SET read_seq = $3 \
+    WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
+
+pub(crate) const READ_MARKS: &str = "SELECT user_id, read_seq FROM room_members \
+    WHERE room_id = $1 AND state = 'member' ORDER BY position";
+
+/// Unread messages over all of a user's rooms, from the room rows alone:
+/// appending moves the sender's mark to its message, so every message
+/// above a member's mark is someone else's and the count is exactly
+/// `last_seq - read_seq` per room, with no scan of any history. The cast
+/// keeps the type an integer on Postgres, where `SUM(bigint)` is numeric.
+pub(crate) const UNREAD_TOTAL: &str = "SELECT CAST(COALESCE(SUM(r.last_seq - m.read_seq), 0) AS BIGINT) AS unread \
+    FROM room_members m JOIN rooms r ON r.id = m.room_id \
+    WHERE m.user_id = $1 AND m.state = 'member'";
+
+pub(crate) const PING: &str = "SELECT 1";
+
+/// Which rule a unique violation broke, from the constraint name (Postgres
+/// reports it) or the message (SQLite names `table.column`). `None` for a
+/// rule the API has no conflict for, such as a reused token id.
+pub(crate) fn conflict_of(error: &dyn DatabaseError) -> Option<Conflict> {
+    let text = error.constraint().unwrap_or_else(|| error.message());
+    let names = |key: &str, column: &str| text.contains(key) || text.contains(column);
+    if names("users_username_key", "users.username") {
+        Some(Conflict::Username)
+    } else if names("users_email_key", "users.email") {
+        Some(Conflict::Email)
+    } else if names("rooms_name_key", "rooms.name") {
+        Some(Conflict::RoomName)
+    } else {
+        None
+    }
+}
