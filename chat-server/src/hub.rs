@@ -170,10 +170,10 @@ impl Hub {
 
     /// Removes a socket from a room.
     pub async fn leave(&self, room: RoomId, conn: ConnId) {
-        if self.fanout.remove(room, conn) {
-            if let Err(e) = self.sync_broker(room).await {
-                tracing::warn!(%room, error = %e, "broker unsubscribe failed");
-            }
+        if self.fanout.remove(room, conn)
+            && let Err(e) = self.sync_broker(room).await
+        {
+            tracing::warn!(%room, error = %e, "broker unsubscribe failed");
         }
     }
 

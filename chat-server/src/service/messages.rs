@@ -83,13 +83,13 @@ impl ChatService {
         origin: Option<ConnId>,
     ) -> ApiResult<Sent> {
         self.check_body(&body)?;
-        if let Some(id) = &client_id {
-            if id.is_empty() || id.chars().count() > MAX_CLIENT_ID_CHARS {
-                return Err(ApiError::invalid_field(
-                    "client_id",
-                    format!("must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
-                ));
-            }
+        if let Some(id) = &client_id
+            && (id.is_empty() || id.chars().count() > MAX_CLIENT_ID_CHARS)
+        {
+            return Err(ApiError::invalid_field(
+                "client_id",
+                format!("must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
+            ));
         }
         let appended = self
             .storage

@@ -44,6 +44,9 @@ pub struct Bound {
 /// Events written per flush, so that one busy room cannot starve reads.
 const MAX_BATCH: usize = 128;
 
+/// How long a closing socket may take to accept its close frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the loop does after handling something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -116,6 +119,11 @@ pub async fn run<S, R, E>(
         Some(b) => s.subscribe(b.room, b.after_seq).await,
         None => Flow::Continue,
     };
+    if flow != Flow::Gone
+        && let Err(f) = s.flush().await
+    {
+        flow = f;
+    }
     while flow == Flow::Continue {
         flow = tokio::select! {
             biased;
@@ -151,8 +159,13 @@ pub async fn run<S, R, E>(
                 }
             },
         };
-        if flow != Flow::Gone && s.flush().await.is_err() {
-            flow = Flow::Gone;
+        if flow != Flow::Gone
+            && let Err(f) = s.flush().await
+        {
+            // Keep a close already decided (its frames went out or not).
+            if flow == Flow::Continue || f == Flow::Gone {
+                flow = f;
+            }
         }
     }
     if let Flow::Close(code) = flow {
@@ -161,13 +174,27 @@ pub async fn run<S, R, E>(
             code: code.code(),
             reason: Utf8Bytes::from_static(code.reason()),
         }));
-        let _ = s.sink.send(close).await;
+        // A client that is not reading cannot take the close frame either:
+        // give it a while, then drop the connection.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.sink.send(close)).await;
     }
     let hub = s.state.service.hub().clone();
     for room in s.rooms.keys() {
         hub.leave(*room, s.conn).await;
     }
     tracing::debug!(conn = s.conn.0, %user, "socket closed");
+}
+
+/// Feeds every pending frame and flushes once: one write for the batch.
+async fn write_all<S>(sink: &mut S, out: &mut Vec<WsMessage>) -> Result<(), S::Error>
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    for msg in out.drain(..) {
+        sink.feed(msg).await?;
+    }
+    // With nothing to write this still sends a pong tungstenite queued.
+    sink.flush().await
 }
 
 /// Whether a read failed because a frame or message exceeded the limit.
@@ -199,19 +226,21 @@ where
         });
     }
 
-    /// Writes everything pending in one batch.
-    async fn flush(&mut self) -> Result<(), ()> {
-        if self.out.is_empty() {
-            // A ping may have queued a pong inside tungstenite.
-            return self.sink.flush().await.map_err(|_| ());
-        }
-        for msg in self.out.drain(..) {
-            if let Err(e) = self.sink.feed(msg).await {
+    /// Writes everything pending in one batch. A client that stops reading
+    /// blocks the write; the wait ends when the socket is flagged too slow
+    /// (its queue filled meanwhile) or the server shuts down.
+    async fn flush(&mut self) -> Result<(), Flow> {
+        let too_slow = self.too_slow.clone();
+        let shutdown = self.state.shutdown.clone();
+        tokio::select! {
+            biased;
+            result = write_all(&mut self.sink, &mut self.out) => result.map_err(|e| {
                 tracing::debug!(conn = self.conn.0, error = %e, "socket write failed");
-                return Err(());
-            }
+                Flow::Gone
+            }),
+            () = too_slow.cancelled() => Err(Flow::Close(CloseCode::TooSlow)),
+            () = shutdown.cancelled() => Err(Flow::Close(CloseCode::GoingAway)),
         }
-        self.sink.flush().await.map_err(|_| ())
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
@@ -320,10 +349,10 @@ where
     /// A room the user is a member of: the subscribed one if it is, else
     /// checked through the service.
     async fn member_room(&self, room: &RoomRef) -> Result<RoomRecord, ApiError> {
-        if let Some(id) = room.as_id() {
-            if let Some(cursor) = self.rooms.get(&id) {
-                return Ok(cursor.room.clone());
-            }
+        if let Some(id) = room.as_id()
+            && let Some(cursor) = self.rooms.get(&id)
+        {
+            return Ok(cursor.room.clone());
         }
         self.state.service.member_room(self.user, room).await
     }
@@ -343,10 +372,10 @@ where
             .await
         {
             Ok(sent) => {
-                if let Some(cursor) = self.rooms.get_mut(&record.id) {
-                    if sent.message.seq > cursor.delivered {
-                        cursor.own.insert(sent.message.seq);
-                    }
+                if let Some(cursor) = self.rooms.get_mut(&record.id)
+                    && sent.message.seq > cursor.delivered
+                {
+                    cursor.own.insert(sent.message.seq);
                 }
                 self.push(&ServerFrame::Ack {
                     client_id,
@@ -454,9 +483,7 @@ where
             if !has_more {
                 return Ok(());
             }
-            if self.flush().await.is_err() {
-                return Err(Flow::Gone);
-            }
+            self.flush().await?;
         }
     }
 
@@ -472,10 +499,10 @@ where
                 if seq <= cursor.delivered {
                     return Flow::Continue;
                 }
-                if seq > cursor.delivered + 1 {
-                    if let Err(flow) = self.catch_up(event.room, Some(seq)).await {
-                        return flow;
-                    }
+                if seq > cursor.delivered + 1
+                    && let Err(flow) = self.catch_up(event.room, Some(seq)).await
+                {
+                    return flow;
                 }
                 let mine = event.origin == Some(self.conn);
                 if let Some(cursor) = self.rooms.get_mut(&event.room) {

@@ -6,10 +6,18 @@ use serde_json::{Value, json};
 
 use crate::support::{Backend, TestServer, each_backend};
 
-each_backend!(create_room_and_its_errors, join_rules, list_detail_invite_leave, delete_room);
+each_backend!(
+    create_room_and_its_errors,
+    join_rules,
+    list_detail_invite_leave,
+    delete_room
+);
 
 fn err(body: &Value) -> (&str, &str) {
-    (body["code"].as_str().unwrap_or(""), body["error"].as_str().unwrap_or(""))
+    (
+        body["code"].as_str().unwrap_or(""),
+        body["error"].as_str().unwrap_or(""),
+    )
 }
 
 async fn create_room_and_its_errors(backend: Backend) {
@@ -18,7 +26,11 @@ async fn create_room_and_its_errors(backend: Backend) {
     let bob = s.user("bob").await;
 
     let (status, room) = s
-        .post("/chat/create-room/", &ann.access, json!({"name": "Room Name", "invited_users": [bob.id]}))
+        .post(
+            "/chat/create-room/",
+            &ann.access,
+            json!({"name": "Room Name", "invited_users": [bob.id]}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(room["name"], "Room Name");
@@ -28,7 +40,13 @@ async fn create_room_and_its_errors(backend: Backend) {
     assert_eq!(room["members"], json!(["ann"]));
     assert!(room["created_at"].is_string());
 
-    let (status, body) = s.post("/chat/create-room/", &ann.access, json!({"name": "Room Name"})).await;
+    let (status, body) = s
+        .post(
+            "/chat/create-room/",
+            &ann.access,
+            json!({"name": "Room Name"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err(&body), ("room_name_taken", "Room name already exists"));
 
@@ -45,7 +63,11 @@ async fn create_room_and_its_errors(backend: Backend) {
         json!({"name": "a".repeat(65)}),
     ] {
         let (status, body) = s.post("/chat/create-room/", &ann.access, bad.clone()).await;
-        assert_eq!((status, err(&body).0), (StatusCode::BAD_REQUEST, "invalid_input"), "{bad}");
+        assert_eq!(
+            (status, err(&body).0),
+            (StatusCode::BAD_REQUEST, "invalid_input"),
+            "{bad}"
+        );
     }
 }
 
@@ -58,28 +80,49 @@ async fn join_rules(backend: Backend) {
     let private = s.room(&ann, "secret", "private", &[&bob]).await;
     let game = s.room(&ann, "chess", "game", &[]).await;
 
-    let (status, joined) = s.post("/chat/join-room/", &eve.access, json!({"room_id": public})).await;
+    let (status, joined) = s
+        .post("/chat/join-room/", &eve.access, json!({"room_id": public}))
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(joined, json!({"id": public, "name": "lobby", "type": "public", "members": ["ann", "eve"]}));
+    assert_eq!(
+        joined,
+        json!({"id": public, "name": "lobby", "type": "public", "members": ["ann", "eve"]})
+    );
 
     for room in [private, game] {
-        let (status, body) = s.post("/chat/join-room/", &eve.access, json!({"room_id": room})).await;
+        let (status, body) = s
+            .post("/chat/join-room/", &eve.access, json!({"room_id": room}))
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(err(&body), ("not_authorized", "You are not authorized to join this room"));
+        assert_eq!(
+            err(&body),
+            ("not_authorized", "You are not authorized to join this room")
+        );
     }
 
-    let (status, joined) = s.post("/chat/join-room/", &bob.access, json!({"room_id": private})).await;
+    let (status, joined) = s
+        .post("/chat/join-room/", &bob.access, json!({"room_id": private}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(joined["members"], json!(["ann", "bob"]));
     // Joining again is harmless.
-    let (status, _) = s.post("/chat/join-room/", &bob.access, json!({"room_id": private})).await;
+    let (status, _) = s
+        .post("/chat/join-room/", &bob.access, json!({"room_id": private}))
+        .await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, body) = s.post("/chat/join-room/", &bob.access, json!({"room_id": 424242})).await;
+    let (status, body) = s
+        .post("/chat/join-room/", &bob.access, json!({"room_id": 424242}))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(err(&body), ("room_not_found", "Room not found"));
-    let (status, body) = s.post("/chat/join-room/", &bob.access, json!({"room": 1})).await;
-    assert_eq!((status, err(&body).0), (StatusCode::BAD_REQUEST, "invalid_input"));
+    let (status, body) = s
+        .post("/chat/join-room/", &bob.access, json!({"room": 1}))
+        .await;
+    assert_eq!(
+        (status, err(&body).0),
+        (StatusCode::BAD_REQUEST, "invalid_input")
+    );
 }
 
 async fn list_detail_invite_leave(backend: Backend) {
@@ -107,7 +150,11 @@ async fn list_detail_invite_leave(backend: Backend) {
     assert_eq!(detail["members"], json!(["ann"]));
     assert_eq!(detail["invited_users"], json!(["bob"]));
     let (status, body) = s.get(&format!("/chat/rooms/{team}/"), &eve.access).await;
-    assert_eq!((status, err(&body).0), (StatusCode::NOT_FOUND, "room_not_found"), "hidden from strangers");
+    assert_eq!(
+        (status, err(&body).0),
+        (StatusCode::NOT_FOUND, "room_not_found"),
+        "hidden from strangers"
+    );
     let (status, _) = s.get(&format!("/chat/rooms/{lobby}"), &eve.access).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = s.get("/chat/rooms/abc/", &eve.access).await;
@@ -115,22 +162,42 @@ async fn list_detail_invite_leave(backend: Backend) {
 
     // Invite: members only.
     let (status, body) = s
-        .post(&format!("/chat/rooms/{team}/invite/"), &bob.access, json!({"user_ids": [eve.id]}))
+        .post(
+            &format!("/chat/rooms/{team}/invite/"),
+            &bob.access,
+            json!({"user_ids": [eve.id]}),
+        )
         .await;
-    assert_eq!((status, err(&body).0), (StatusCode::FORBIDDEN, "not_member"));
+    assert_eq!(
+        (status, err(&body).0),
+        (StatusCode::FORBIDDEN, "not_member")
+    );
     let (status, body) = s
-        .post(&format!("/chat/rooms/{team}/invite/"), &eve.access, json!({"user_ids": [eve.id]}))
+        .post(
+            &format!("/chat/rooms/{team}/invite/"),
+            &eve.access,
+            json!({"user_ids": [eve.id]}),
+        )
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "a stranger learns nothing: {body}");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a stranger learns nothing: {body}"
+    );
     let (status, room) = s
-        .post(&format!("/chat/rooms/{team}/invite/"), &ann.access, json!({"user_ids": [eve.id, bob.id]}))
+        .post(
+            &format!("/chat/rooms/{team}/invite/"),
+            &ann.access,
+            json!({"user_ids": [eve.id, bob.id]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(room["invited_users"], json!(["bob", "eve"]));
 
     // Bob joins: the room lists with unread 0 (he joined after the message)
     // and its last message.
-    s.post("/chat/join-room/", &bob.access, json!({"room_id": team})).await;
+    s.post("/chat/join-room/", &bob.access, json!({"room_id": team}))
+        .await;
     s.send(&ann, team, "welcome bob").await;
     let (_, rooms) = s.get("/chat/rooms/", &bob.access).await;
     let team_entry = rooms
@@ -148,12 +215,30 @@ async fn list_detail_invite_leave(backend: Backend) {
     assert_eq!(team_entry["last_message"]["is_read"], false);
 
     // Leave: 204, then the room is no longer readable nor listed.
-    let (status, body) = s.call("POST", &format!("/chat/rooms/{team}/leave/"), Some(&bob.access), None).await;
+    let (status, body) = s
+        .call(
+            "POST",
+            &format!("/chat/rooms/{team}/leave/"),
+            Some(&bob.access),
+            None,
+        )
+        .await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
-    let (status, body) = s.get(&format!("/chat/history/?room={team}"), &bob.access).await;
-    assert_eq!((status, err(&body).0), (StatusCode::NOT_FOUND, "room_not_found"));
+    let (status, body) = s
+        .get(&format!("/chat/history/?room={team}"), &bob.access)
+        .await;
+    assert_eq!(
+        (status, err(&body).0),
+        (StatusCode::NOT_FOUND, "room_not_found")
+    );
     let (_, rooms) = s.get("/chat/rooms/", &bob.access).await;
-    assert!(rooms.as_array().expect("array").iter().all(|r| r["id"] != team));
+    assert!(
+        rooms
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|r| r["id"] != team)
+    );
 }
 
 async fn delete_room(backend: Backend) {
@@ -161,16 +246,46 @@ async fn delete_room(backend: Backend) {
     let ann = s.user("ann").await;
     let bob = s.user("bob").await;
     let room = s.room(&ann, "doomed", "public", &[]).await;
-    s.post("/chat/join-room/", &bob.access, json!({"room_id": room})).await;
+    s.post("/chat/join-room/", &bob.access, json!({"room_id": room}))
+        .await;
     s.send(&ann, room, "last words").await;
 
-    let (status, body) = s.call("DELETE", &format!("/chat/rooms/{room}/"), Some(&bob.access), None).await;
-    assert_eq!((status, err(&body).0), (StatusCode::FORBIDDEN, "not_authorized"));
-    let (status, _) = s.call("DELETE", &format!("/chat/rooms/{room}/"), Some(&ann.access), None).await;
+    let (status, body) = s
+        .call(
+            "DELETE",
+            &format!("/chat/rooms/{room}/"),
+            Some(&bob.access),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, err(&body).0),
+        (StatusCode::FORBIDDEN, "not_authorized")
+    );
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/chat/rooms/{room}/"),
+            Some(&ann.access),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = s.get(&format!("/chat/history/?room={room}"), &ann.access).await;
-    assert_eq!((status, err(&body).0), (StatusCode::NOT_FOUND, "room_not_found"));
-    let (status, _) = s.call("DELETE", &format!("/chat/rooms/{room}/"), Some(&ann.access), None).await;
+    let (status, body) = s
+        .get(&format!("/chat/history/?room={room}"), &ann.access)
+        .await;
+    assert_eq!(
+        (status, err(&body).0),
+        (StatusCode::NOT_FOUND, "room_not_found")
+    );
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/chat/rooms/{room}/"),
+            Some(&ann.access),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // The name is free again, and the new room starts at seq 1.
     let again = s.room(&ann, "doomed", "public", &[]).await;

@@ -56,6 +56,11 @@ impl TestServer {
     /// A server on `backend` after `tune` adjusts the configuration.
     pub(crate) async fn start_with(backend: Backend, tune: impl FnOnce(&mut Config)) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // `RUST_LOG=chat_server=debug cargo test …` shows the server's side.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         let storage_url = match backend {
             Backend::Memory => "memory://".to_owned(),
@@ -93,7 +98,13 @@ impl TestServer {
     }
 
     /// Any HTTP call; returns the status and the JSON body (`Null` if none).
-    pub(crate) async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
@@ -149,7 +160,13 @@ impl TestServer {
     }
 
     /// Creates a room as `owner`; returns its id.
-    pub(crate) async fn room(&self, owner: &TestUser, name: &str, kind: &str, invited: &[&TestUser]) -> i64 {
+    pub(crate) async fn room(
+        &self,
+        owner: &TestUser,
+        name: &str,
+        kind: &str,
+        invited: &[&TestUser],
+    ) -> i64 {
         let ids: Vec<i64> = invited.iter().map(|u| u.id).collect();
         let (status, room) = self
             .post(
@@ -165,7 +182,11 @@ impl TestServer {
     /// Sends over HTTP; returns the seq.
     pub(crate) async fn send(&self, user: &TestUser, room: i64, body: &str) -> i64 {
         let (status, sent) = self
-            .post("/chat/send/", &user.access, json!({"room": room, "message": body}))
+            .post(
+                "/chat/send/",
+                &user.access,
+                json!({"room": room, "message": body}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "send: {sent}");
         sent["seq"].as_i64().expect("seq")
@@ -174,7 +195,9 @@ impl TestServer {
     /// Opens a WebSocket at `path` with `?token=`.
     pub(crate) async fn ws(&self, path: &str, user: &TestUser) -> WsClient {
         let sep = if path.contains('?') { '&' } else { '?' };
-        self.ws_raw(&format!("{path}{sep}token={}", user.access)).await.expect("websocket opens")
+        self.ws_raw(&format!("{path}{sep}token={}", user.access))
+            .await
+            .expect("websocket opens")
     }
 
     /// Opens a WebSocket, returning the HTTP status of a refused handshake.
@@ -232,7 +255,10 @@ impl WsClient {
     }
 
     pub(crate) async fn send_text(&mut self, text: &str) {
-        self.stream.send(WsMessage::text(text)).await.expect("frame sent");
+        self.stream
+            .send(WsMessage::text(text))
+            .await
+            .expect("frame sent");
     }
 
     /// The next frame or close, skipping control frames.
@@ -243,7 +269,9 @@ impl WsClient {
                 .expect("a frame within the timeout");
             match msg {
                 Some(Ok(WsMessage::Text(t))) => {
-                    return Incoming::Frame(serde_json::from_str(&t).expect("server frames are JSON"));
+                    return Incoming::Frame(
+                        serde_json::from_str(&t).expect("server frames are JSON"),
+                    );
                 }
                 Some(Ok(WsMessage::Close(frame))) => return Incoming::Closed(frame),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
@@ -283,12 +311,19 @@ impl WsClient {
     pub(crate) async fn expect_quiet(&mut self) {
         self.send(json!({"type": "ping"})).await;
         let f = self.frame().await;
-        assert_eq!(f["type"], "pong", "expected nothing before the pong, got {f}");
+        assert_eq!(
+            f["type"], "pong",
+            "expected nothing before the pong, got {f}"
+        );
     }
 
     /// Subscribes and returns the `subscribed` frame, collecting replayed
     /// messages into `replayed`.
-    pub(crate) async fn subscribe(&mut self, room: Value, after_seq: Option<i64>) -> (Vec<Value>, Value) {
+    pub(crate) async fn subscribe(
+        &mut self,
+        room: Value,
+        after_seq: Option<i64>,
+    ) -> (Vec<Value>, Value) {
         let mut frame = json!({"type": "subscribe", "room": room});
         if let Some(a) = after_seq {
             frame["after_seq"] = json!(a);

@@ -5,7 +5,12 @@ use serde_json::json;
 
 use crate::support::{Backend, TestServer, each_backend};
 
-each_backend!(register_validates_and_refuses_duplicates, login_refresh_logout, users_list_and_privacy, unauthenticated_calls_are_refused);
+each_backend!(
+    register_validates_and_refuses_duplicates,
+    login_refresh_logout,
+    users_list_and_privacy,
+    unauthenticated_calls_are_refused
+);
 
 async fn register_validates_and_refuses_duplicates(backend: Backend) {
     let s = TestServer::start(backend).await;
@@ -22,7 +27,12 @@ async fn register_validates_and_refuses_duplicates(backend: Backend) {
     assert_eq!(user["email"], "ann@example.com");
     assert_eq!(user["display_name"], "Ann A.");
     assert!(user["id"].as_i64().expect("id") > 0);
-    assert!(user["created_at"].as_str().expect("created_at").ends_with('Z'));
+    assert!(
+        user["created_at"]
+            .as_str()
+            .expect("created_at")
+            .ends_with('Z')
+    );
     assert!(user.get("password").is_none() && user.get("password_hash").is_none());
 
     // Without the trailing slash too.
@@ -34,7 +44,10 @@ async fn register_validates_and_refuses_duplicates(backend: Backend) {
             Some(json!({"username": "ann", "email": "other@example.com", "password": "password1"})),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("username_taken")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("username_taken"))
+    );
     let (status, body) = s
         .call(
             "POST",
@@ -43,7 +56,10 @@ async fn register_validates_and_refuses_duplicates(backend: Backend) {
             Some(json!({"username": "ann2", "email": "ANN@example.com", "password": "password1"})),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("email_taken")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("email_taken"))
+    );
 
     let (status, body) = s
         .call(
@@ -56,11 +72,26 @@ async fn register_validates_and_refuses_duplicates(backend: Backend) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], "invalid_input");
     for field in ["username", "email", "password"] {
-        assert!(body["fields"][field].is_string(), "{field} reported: {body}");
+        assert!(
+            body["fields"][field].is_string(),
+            "{field} reported: {body}"
+        );
     }
-    let (status, body) = s.call("POST", "/api/users/register/", None, Some(json!({"username": "bob"}))).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_input")));
-    let (status, body) = s.call("POST", "/api/users/register/", None, Some(json!("{"))).await;
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/users/register/",
+            None,
+            Some(json!({"username": "bob"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    let (status, body) = s
+        .call("POST", "/api/users/register/", None, Some(json!("{")))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
@@ -70,7 +101,12 @@ async fn login_refresh_logout(backend: Backend) {
 
     // By email, case-insensitively.
     let (status, tokens) = s
-        .call("POST", "/api/users/token/", None, Some(json!({"email": "ANN@example.com", "password": "password-ann"})))
+        .call(
+            "POST",
+            "/api/users/token/",
+            None,
+            Some(json!({"email": "ANN@example.com", "password": "password-ann"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tokens["token_type"], "Bearer");
@@ -83,7 +119,10 @@ async fn login_refresh_logout(backend: Backend) {
     ] {
         let (status, err) = s.call("POST", "/api/users/token/", None, Some(body)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(err, json!({"error": "Invalid username or password", "code": "invalid_credentials"}));
+        assert_eq!(
+            err,
+            json!({"error": "Invalid username or password", "code": "invalid_credentials"})
+        );
     }
 
     let (status, me) = s.get("/api/users/me/", &ann.access).await;
@@ -94,41 +133,96 @@ async fn login_refresh_logout(backend: Backend) {
     // Refresh rotates: the new pair works, the spent token does not, and
     // presenting it again revokes the family (the new refresh token too).
     let (status, next) = s
-        .call("POST", "/api/users/token/refresh/", None, Some(json!({"refresh": ann.refresh})))
+        .call(
+            "POST",
+            "/api/users/token/refresh/",
+            None,
+            Some(json!({"refresh": ann.refresh})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{next}");
     let next_refresh = next["refresh"].as_str().expect("refresh").to_owned();
     assert_ne!(next_refresh, ann.refresh);
-    let (status, _) = s.get("/api/users/me/", next["access"].as_str().expect("access")).await;
+    let (status, _) = s
+        .get("/api/users/me/", next["access"].as_str().expect("access"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, err) = s
-        .call("POST", "/api/users/token/refresh/", None, Some(json!({"refresh": ann.refresh})))
+        .call(
+            "POST",
+            "/api/users/token/refresh/",
+            None,
+            Some(json!({"refresh": ann.refresh})),
+        )
         .await;
-    assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_token")));
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
     let (status, _) = s
-        .call("POST", "/api/users/token/refresh/", None, Some(json!({"refresh": next_refresh})))
+        .call(
+            "POST",
+            "/api/users/token/refresh/",
+            None,
+            Some(json!({"refresh": next_refresh})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "reuse revoked the family");
 
     // An access token is not a refresh token.
     let (status, _) = s
-        .call("POST", "/api/users/token/refresh/", None, Some(json!({"refresh": ann.access})))
+        .call(
+            "POST",
+            "/api/users/token/refresh/",
+            None,
+            Some(json!({"refresh": ann.access})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Logout: 204, then that refresh token no longer works.
     let (_, fresh) = s
-        .call("POST", "/api/users/token/", None, Some(json!({"username": "ann", "password": "password-ann"})))
+        .call(
+            "POST",
+            "/api/users/token/",
+            None,
+            Some(json!({"username": "ann", "password": "password-ann"})),
+        )
         .await;
     let refresh = fresh["refresh"].as_str().expect("refresh");
-    let (status, body) = s.call("POST", "/api/users/logout/", None, Some(json!({"refresh": refresh}))).await;
-    assert_eq!((status, body), (StatusCode::NO_CONTENT, serde_json::Value::Null));
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/users/logout/",
+            None,
+            Some(json!({"refresh": refresh})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NO_CONTENT, serde_json::Value::Null)
+    );
     let (status, _) = s
-        .call("POST", "/api/users/token/refresh/", None, Some(json!({"refresh": refresh})))
+        .call(
+            "POST",
+            "/api/users/token/refresh/",
+            None,
+            Some(json!({"refresh": refresh})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, err) = s.call("POST", "/api/users/logout/", None, Some(json!({"refresh": "garbage"}))).await;
-    assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_token")));
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/users/logout/",
+            None,
+            Some(json!({"refresh": "garbage"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
 }
 
 async fn users_list_and_privacy(backend: Backend) {
@@ -140,20 +234,38 @@ async fn users_list_and_privacy(backend: Backend) {
     let (status, users) = s.get("/api/users/", &ann.access).await;
     assert_eq!(status, StatusCode::OK);
     let users = users.as_array().expect("array");
-    let ids: Vec<i64> = users.iter().map(|u| u["id"].as_i64().expect("id")).collect();
+    let ids: Vec<i64> = users
+        .iter()
+        .map(|u| u["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(ids, vec![ann.id, bob.id, cat.id]);
     assert_eq!(users[0]["email"], "ann@example.com", "own email shown");
-    assert!(users[1].get("email").is_none(), "others' email hidden: {}", users[1]);
+    assert!(
+        users[1].get("email").is_none(),
+        "others' email hidden: {}",
+        users[1]
+    );
 
-    let (_, page) = s.get(&format!("/api/users/?after={}&limit=1", ann.id), &ann.access).await;
+    let (_, page) = s
+        .get(
+            &format!("/api/users/?after={}&limit=1", ann.id),
+            &ann.access,
+        )
+        .await;
     let page = page.as_array().expect("array");
     assert_eq!(page.len(), 1);
     assert_eq!(page[0]["id"], bob.id);
 
     let (status, err) = s.get("/api/users/?limit=0", &ann.access).await;
-    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_input")));
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
     let (status, err) = s.get("/api/users/?limit=abc", &ann.access).await;
-    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_input")));
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
 }
 
 async fn unauthenticated_calls_are_refused(backend: Backend) {
@@ -170,13 +282,25 @@ async fn unauthenticated_calls_are_refused(backend: Backend) {
         let (status, err) = s.call(method, path, None, Some(json!({}))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
         assert_eq!(err["code"], "unauthorized", "{method} {path}");
-        let (status, _) = s.call(method, path, Some("not-a-jwt"), Some(json!({}))).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with garbage");
+        let (status, _) = s
+            .call(method, path, Some("not-a-jwt"), Some(json!({})))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with garbage"
+        );
     }
     let (status, err) = s.call("GET", "/no/such/path", None, None).await;
-    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, err) = s.call("DELETE", "/api/users/me/", None, None).await;
-    assert_eq!((status, err["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
 
     let (status, health) = s.call("GET", "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);

@@ -27,7 +27,8 @@ async fn two_users_chat_in_a_bound_room(backend: Backend) {
     let ann = s.user("ann").await;
     let bob = s.user("bob").await;
     let room = s.room(&ann, "testroom", "private", &[&bob]).await;
-    s.post("/chat/join-room/", &bob.access, json!({"room_id": room})).await;
+    s.post("/chat/join-room/", &bob.access, json!({"room_id": room}))
+        .await;
 
     let mut a = s.ws("/ws/chat/testroom/", &ann).await;
     let mut b = s.ws(&format!("/ws/chat/{room}/"), &bob).await;
@@ -49,25 +50,42 @@ async fn two_users_chat_in_a_bound_room(backend: Backend) {
     assert_eq!(got["is_read"], false);
     assert_eq!(got["id"], ack["message"]["id"]);
 
-    b.send(json!({"type": "send", "body": "hi ann", "client_id": "b-1"})).await;
+    b.send(json!({"type": "send", "body": "hi ann", "client_id": "b-1"}))
+        .await;
     assert_eq!(b.expect("ack").await["client_id"], "b-1");
     assert_eq!(a.expect("message").await["message"]["body"], "hi ann");
     // Neither got its own message back.
     a.expect_quiet().await;
     b.expect_quiet().await;
 
-    // A read receipt reaches the other side.
-    b.send(json!({"type": "read", "room": room, "seq": 1})).await;
-    let read = a.expect("read").await;
-    assert_eq!(read, json!({"type": "read", "room": room, "user": bob.id, "seq": 1}));
-
-    b.send(json!({"type": "typing", "room": room})).await;
-    assert_eq!(a.expect("typing").await, json!({"type": "typing", "room": room, "user": bob.id}));
-
     // HTTP sends reach sockets too.
     s.send(&ann, room, "via http").await;
     assert_eq!(b.expect("message").await["message"]["body"], "via http");
-    assert_eq!(a.expect("message").await["message"]["body"], "via http", "no socket sent it");
+    assert_eq!(
+        a.expect("message").await["message"]["body"],
+        "via http",
+        "no socket sent it"
+    );
+
+    // A read receipt reaches the other side. (Bob's own send already moved
+    // his mark to 2, so reading 2 again would change nothing.)
+    b.send(json!({"type": "read", "room": room, "seq": 3}))
+        .await;
+    let read = a.expect("read").await;
+    assert_eq!(
+        read,
+        json!({"type": "read", "room": room, "user": bob.id, "seq": 3})
+    );
+    b.send(json!({"type": "read", "room": room, "seq": 2}))
+        .await;
+    b.expect_quiet().await;
+    a.expect_quiet().await;
+
+    b.send(json!({"type": "typing", "room": room})).await;
+    assert_eq!(
+        a.expect("typing").await,
+        json!({"type": "typing", "room": room, "user": bob.id})
+    );
 }
 
 async fn multi_room_socket(backend: Backend) {
@@ -80,7 +98,10 @@ async fn multi_room_socket(backend: Backend) {
     let mut b = s.ws("/ws/", &bob).await;
     // Subscribing to a public room joins it.
     let (_, sub) = b.subscribe(json!(one), None).await;
-    assert_eq!(sub, json!({"type": "subscribed", "room": one, "last_seq": 0}));
+    assert_eq!(
+        sub,
+        json!({"type": "subscribed", "room": one, "last_seq": 0})
+    );
     let (_, sub) = b.subscribe(json!("two"), None).await;
     assert_eq!(sub["room"], two);
     let (_, detail) = s.get(&format!("/chat/rooms/{one}/"), &ann.access).await;
@@ -90,21 +111,28 @@ async fn multi_room_socket(backend: Backend) {
     s.send(&ann, two, "in two").await;
     let m1 = b.expect("message").await;
     let m2 = b.expect("message").await;
-    assert_eq!((m1["message"]["room"].clone(), m2["message"]["room"].clone()), (json!(one), json!(two)));
+    assert_eq!(
+        (m1["message"]["room"].clone(), m2["message"]["room"].clone()),
+        (json!(one), json!(two))
+    );
 
     b.send(json!({"type": "unsubscribe", "room": one})).await;
     b.expect_quiet().await;
     s.send(&ann, one, "not for bob's socket").await;
     s.send(&ann, two, "still for bob").await;
-    assert_eq!(b.expect("message").await["message"]["body"], "still for bob");
+    assert_eq!(
+        b.expect("message").await["message"]["body"],
+        "still for bob"
+    );
 
     // Sending on /ws/ needs a room; the documents' form needs a bound socket.
     b.send(json!({"type": "send", "body": "where?"})).await;
     assert_eq!(b.expect("error").await["code"], "invalid_input");
     b.send(json!({"message": "where?"})).await;
     assert_eq!(b.expect("error").await["code"], "invalid_input");
-    b.send(json!({"type": "send", "room": two, "body": "to two", "client_id": "x"})).await;
-    assert_eq!(b.expect("ack").await["message"]["seq"], 2);
+    b.send(json!({"type": "send", "room": two, "body": "to two", "client_id": "x"}))
+        .await;
+    assert_eq!(b.expect("ack").await["message"]["seq"], 3);
 }
 
 async fn handshake_refusals(backend: Backend) {
@@ -119,37 +147,67 @@ async fn handshake_refusals(backend: Backend) {
         Err((status, body)) => (status, body["code"].as_str().unwrap_or("").to_owned()),
     };
     assert_eq!(status(s.ws_raw("/ws/").await), (401, "unauthorized".into()));
-    assert_eq!(status(s.ws_raw("/ws/?token=garbage").await), (401, "unauthorized".into()));
-    assert_eq!(status(s.ws_raw("/ws/chat/private-room/").await), (401, "unauthorized".into()));
+    assert_eq!(
+        status(s.ws_raw("/ws/?token=garbage").await),
+        (401, "unauthorized".into())
+    );
+    assert_eq!(
+        status(s.ws_raw("/ws/chat/private-room/").await),
+        (401, "unauthorized".into())
+    );
     let with = |u: &crate::support::TestUser, path: &str| format!("{path}?token={}", u.access);
     // Invited but not joined: forbidden.
-    assert_eq!(status(s.ws_raw(&with(&bob, "/ws/chat/private-room/")).await), (403, "not_member".into()));
+    assert_eq!(
+        status(s.ws_raw(&with(&bob, "/ws/chat/private-room/")).await),
+        (403, "not_member".into())
+    );
     // A stranger to a private room learns nothing more than "not found".
-    assert_eq!(status(s.ws_raw(&with(&eve, "/ws/chat/private-room/")).await), (404, "room_not_found".into()));
-    assert_eq!(status(s.ws_raw(&with(&eve, "/ws/chat/no-such-room/")).await), (404, "room_not_found".into()));
+    assert_eq!(
+        status(s.ws_raw(&with(&eve, "/ws/chat/private-room/")).await),
+        (404, "room_not_found".into())
+    );
+    assert_eq!(
+        status(s.ws_raw(&with(&eve, "/ws/chat/no-such-room/")).await),
+        (404, "room_not_found".into())
+    );
 
     // On /ws/, the same rules answer as error frames.
     let mut e = s.ws("/ws/", &eve).await;
-    e.send(json!({"type": "subscribe", "room": "private-room"})).await;
+    e.send(json!({"type": "subscribe", "room": "private-room"}))
+        .await;
     assert_eq!(e.expect("error").await["code"], "room_not_found");
-    e.send(json!({"type": "send", "room": "private-room", "body": "let me in"})).await;
+    e.send(json!({"type": "send", "room": "private-room", "body": "let me in"}))
+        .await;
     assert_eq!(e.expect("error").await["code"], "room_not_found");
-    e.send(json!({"type": "read", "room": "private-room", "seq": 1})).await;
+    e.send(json!({"type": "read", "room": "private-room", "seq": 1}))
+        .await;
     assert_eq!(e.expect("error").await["code"], "room_not_found");
     let mut b = s.ws("/ws/", &bob).await;
-    b.send(json!({"type": "subscribe", "room": "private-room"})).await;
+    b.send(json!({"type": "subscribe", "room": "private-room"}))
+        .await;
     assert_eq!(b.expect("error").await["code"], "not_member");
 
     // The token can also come in the Authorization header.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut req = s.ws_url("/ws/").into_client_request().expect("request");
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {}", ann.access).parse().expect("header"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("header auth works");
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", ann.access).parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("header auth works");
     use futures_util::{SinkExt as _, StreamExt as _};
-    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"ping"}"#)).await.expect("send");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"ping"}"#,
+    ))
+    .await
+    .expect("send");
     let pong = ws.next().await.expect("frame").expect("ok");
-    assert_eq!(pong.into_text().expect("text").as_str(), r#"{"type":"pong"}"#);
+    assert_eq!(
+        pong.into_text().expect("text").as_str(),
+        r#"{"type":"pong"}"#
+    );
 }
 
 async fn bad_frames_are_answered_and_the_socket_stays_open(backend: Backend) {
@@ -168,7 +226,10 @@ async fn bad_frames_are_answered_and_the_socket_stays_open(backend: Backend) {
         (r#"{"type":"read","room":1,"seq":"x"}"#, "invalid_input"),
         (r#"{"message": 5}"#, "invalid_input"),
         (r#"{"message": "   "}"#, "empty_body"),
-        (r#"{"message": "this body is far longer than twenty characters"}"#, "body_too_long"),
+        (
+            r#"{"message": "this body is far longer than twenty characters"}"#,
+            "body_too_long",
+        ),
         (r#"{"type":"subscribe","room":"nowhere"}"#, "room_not_found"),
     ];
     for (text, code) in cases {
@@ -177,13 +238,19 @@ async fn bad_frames_are_answered_and_the_socket_stays_open(backend: Backend) {
         assert_eq!(err["code"], code, "for {text}: {err}");
         assert!(err["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    a.send(json!({"type": "send", "body": "", "client_id": "c-9"})).await;
+    a.send(json!({"type": "send", "body": "", "client_id": "c-9"}))
+        .await;
     let err = a.expect("error").await;
-    assert_eq!(err, json!({"type": "error", "code": "empty_body", "error": "Message body cannot be empty", "client_id": "c-9"}));
+    assert_eq!(
+        err,
+        json!({"type": "error", "code": "empty_body", "error": "Message body cannot be empty", "client_id": "c-9"})
+    );
 
     use futures_util::SinkExt as _;
     a.stream
-        .send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3]))
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1u8, 2, 3,
+        ]))
         .await
         .expect("send binary");
     assert_eq!(a.expect("error").await["code"], "invalid_json");
@@ -191,7 +258,9 @@ async fn bad_frames_are_answered_and_the_socket_stays_open(backend: Backend) {
     // Still open and working, and nothing bad was stored.
     a.send(json!({"message": "still here"})).await;
     assert_eq!(a.expect("ack").await["message"]["seq"], 1);
-    let (_, h) = s.get(&format!("/chat/history/?room={room}"), &ann.access).await;
+    let (_, h) = s
+        .get(&format!("/chat/history/?room={room}"), &ann.access)
+        .await;
     assert_eq!(h["chat_history"].as_array().expect("array").len(), 1);
 }
 
@@ -235,7 +304,10 @@ async fn resume_after_disconnect_loses_nothing(backend: Backend) {
     }
     let mut b = s.ws("/ws/", &bob).await;
     let (replayed, sub) = b.subscribe(json!(room), Some(last)).await;
-    let seqs: Vec<i64> = replayed.iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
+    let seqs: Vec<i64> = replayed
+        .iter()
+        .map(|m| m["seq"].as_i64().expect("seq"))
+        .collect();
     assert_eq!(seqs, vec![4, 5, 6, 7, 8, 9]);
     assert_eq!(replayed[0]["body"], "m4");
     assert_eq!(sub["last_seq"], 9);
@@ -256,7 +328,8 @@ async fn replay_racing_live_sends_has_no_gap_or_duplicate(backend: Backend) {
     let ann = s.user("ann").await;
     let bob = s.user("bob").await;
     let room = s.room(&ann, "busy", "public", &[]).await;
-    s.post("/chat/join-room/", &bob.access, json!({"room_id": room})).await;
+    s.post("/chat/join-room/", &bob.access, json!({"room_id": room}))
+        .await;
 
     // Four writers over HTTP while bob subscribes from the start mid-burst.
     let mut writers = Vec::new();
@@ -280,7 +353,10 @@ async fn replay_racing_live_sends_has_no_gap_or_duplicate(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     let mut b = s.ws("/ws/", &bob).await;
     let (replayed, sub) = b.subscribe(json!(room), Some(0)).await;
-    let mut seqs: Vec<i64> = replayed.iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
+    let mut seqs: Vec<i64> = replayed
+        .iter()
+        .map(|m| m["seq"].as_i64().expect("seq"))
+        .collect();
     assert_eq!(sub["last_seq"], seqs.last().copied().unwrap_or(0));
     while seqs.len() < TOTAL as usize {
         let m = b.expect("message").await;
@@ -289,7 +365,11 @@ async fn replay_racing_live_sends_has_no_gap_or_duplicate(backend: Backend) {
     for w in writers {
         w.await.expect("writer");
     }
-    assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "every seq once, in order");
+    assert_eq!(
+        seqs,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "every seq once, in order"
+    );
     b.expect_quiet().await;
 }
 
@@ -301,11 +381,13 @@ async fn client_id_is_idempotent_over_websocket(backend: Backend) {
     let mut b = s.ws("/ws/", &bob).await;
     b.subscribe(json!(room), None).await;
     let mut a = s.ws("/ws/", &ann).await;
-    a.send(json!({"type": "send", "room": room, "body": "once", "client_id": "k1"})).await;
+    a.send(json!({"type": "send", "room": room, "body": "once", "client_id": "k1"}))
+        .await;
     let first = a.expect("ack").await;
     // A retry, e.g. after a lost ack, on a new socket.
     let mut a2 = s.ws("/ws/", &ann).await;
-    a2.send(json!({"type": "send", "room": room, "body": "once", "client_id": "k1"})).await;
+    a2.send(json!({"type": "send", "room": room, "body": "once", "client_id": "k1"}))
+        .await;
     let second = a2.expect("ack").await;
     assert_eq!(first["message"]["id"], second["message"]["id"]);
     assert_eq!(first["message"]["seq"], second["message"]["seq"]);
@@ -325,21 +407,35 @@ async fn deleted_room_notifies_and_closes_bound_sockets(backend: Backend) {
     multi.subscribe(json!(room), None).await;
     multi.subscribe(json!(other), None).await;
 
-    let (status, _) = s.call("DELETE", &format!("/chat/rooms/{room}/"), Some(&ann.access), None).await;
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/chat/rooms/{room}/"),
+            Some(&ann.access),
+            None,
+        )
+        .await;
     assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
-    assert_eq!(bound.expect("room_deleted").await, json!({"type": "room_deleted", "room": room}));
+    assert_eq!(
+        bound.expect("room_deleted").await,
+        json!({"type": "room_deleted", "room": room})
+    );
     assert_eq!(bound.close_code().await, Some(4409));
     assert_eq!(multi.expect("room_deleted").await["room"], room);
     // The multi-room socket stays open for its other rooms.
     s.send(&ann, other, "still here").await;
-    assert_eq!(multi.expect("message").await["message"]["body"], "still here");
+    assert_eq!(
+        multi.expect("message").await["message"]["body"],
+        "still here"
+    );
 }
 
 async fn auto_create_rooms(backend: Backend) {
     let off = TestServer::start(backend).await;
     let ann = off.user("ann").await;
     assert!(matches!(
-        off.ws_raw(&format!("/ws/chat/brand-new/?token={}", ann.access)).await,
+        off.ws_raw(&format!("/ws/chat/brand-new/?token={}", ann.access))
+            .await,
         Err((404, _))
     ));
 
@@ -357,7 +453,11 @@ async fn auto_create_rooms(backend: Backend) {
     assert_eq!(rooms[0]["name"], "brand-new");
     assert_eq!(rooms[0]["type"], "public");
     // Ids are never auto-created.
-    assert!(matches!(on.ws_raw(&format!("/ws/chat/999/?token={}", ann.access)).await, Err((404, _))));
+    assert!(matches!(
+        on.ws_raw(&format!("/ws/chat/999/?token={}", ann.access))
+            .await,
+        Err((404, _))
+    ));
 }
 
 async fn shutdown_closes_1001(backend: Backend) {
@@ -397,6 +497,81 @@ async fn rate_limit(backend: Backend) {
     }
     assert!((10..=11).contains(&acked.len()), "acked {acked:?}");
     assert_eq!(acked.len() + limited.len(), 15);
-    let (_, h) = s.get(&format!("/chat/history/?room={room}"), &ann.access).await;
-    assert_eq!(h["chat_history"].as_array().expect("array").len(), acked.len());
+    let (_, h) = s
+        .get(&format!("/chat/history/?room={room}"), &ann.access)
+        .await;
+    assert_eq!(
+        h["chat_history"].as_array().expect("array").len(),
+        acked.len()
+    );
+}
+
+/// A socket whose client stops reading is closed with 4408 once its queue
+/// fills; it got a gap-free prefix, and resuming from its last seq delivers
+/// the rest: nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_socket_closes_4408_and_resumes_without_loss() {
+    const WRITERS: i64 = 4;
+    const PER_WRITER: i64 = 750;
+    let s = TestServer::start_with(Backend::Memory, |c| c.socket_queue = 4).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "firehose", "public", &[]).await;
+    let mut slow = s.ws(&format!("/ws/chat/{room}/"), &bob).await;
+    slow.expect("subscribed").await;
+
+    // ~12 MB of frames: more than the kernel buffers between server and
+    // client hold, so the server's writes block and the queue overflows.
+    let filler = "x".repeat(3_900);
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let url = s.url("/chat/send/");
+        let token = ann.access.clone();
+        let filler = filler.clone();
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..PER_WRITER {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"room": room, "message": format!("{w}-{i}-{filler}")}))
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+
+    let mut seqs = Vec::new();
+    let code = loop {
+        match slow.next().await {
+            Incoming::Frame(f) if f["type"] == "message" => {
+                seqs.push(f["message"]["seq"].as_i64().expect("seq"))
+            }
+            Incoming::Frame(f) => panic!("unexpected {f}"),
+            Incoming::Closed(c) => break c.map(|c| u16::from(c.code)),
+        }
+    };
+    assert_eq!(code, Some(4408));
+    let total = WRITERS * PER_WRITER;
+    assert!((seqs.len() as i64) < total, "the socket was cut short");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "a gap-free prefix"
+    );
+
+    let mut resumed = s.ws("/ws/", &bob).await;
+    let (replayed, sub) = resumed.subscribe(json!(room), seqs.last().copied()).await;
+    seqs.extend(replayed.iter().map(|m| m["seq"].as_i64().expect("seq")));
+    assert_eq!(sub["last_seq"], total);
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "everything, once, in order"
+    );
 }
