@@ -40,7 +40,9 @@ pub enum ClientFrame {
 /// The typed frames as serde sees them; [`ClientFrame`] adds the untyped
 /// `{"message"}` form on top.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+// Unknown keys are ignored, so newer clients can add fields without
+// breaking older servers.
+#[serde(tag = "type", rename_all = "snake_case")]
 enum Typed {
     Send {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1293,3 +1293,21 @@ fn close_codes_round_trip() {
     assert_eq!(CloseCode::from_code(1002), None);
     assert_eq!(CloseCode::from_code(4000), None);
 }
+
+/// Extra keys are ignored, so a newer client's additions do not break an
+/// older server.
+#[test]
+fn unknown_keys_in_client_frames_are_ignored() {
+    let frame = ClientFrame::from_json(r#"{"type":"ping","id":1}"#).expect("extra key ignored");
+    assert_eq!(frame, ClientFrame::Ping);
+    let frame = ClientFrame::from_json(r#"{"type":"send","room":3,"body":"hi","trace":"x"}"#)
+        .expect("extra key ignored");
+    assert_eq!(
+        frame,
+        ClientFrame::Send {
+            room: Some(RoomRef::Id(RoomId(3))),
+            body: "hi".to_owned(),
+            client_id: None
+        }
+    );
+}
