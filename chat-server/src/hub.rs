@@ -10,11 +10,14 @@
 //! is lost because storage holds every message.
 //!
 //! The hub also keeps the broker subscribed to exactly the rooms that have
-//! local sockets: subscribe on the first, unsubscribe after the last.
+//! local sockets: subscribe on the first, unsubscribe after the last. And it
+//! announces presence: a user is `online` in a room from their first socket
+//! in it to their last (counted per instance; see ARCHITECTURE.md).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use chat_core::frame::{PresenceStatus, ServerFrame};
 use chat_core::{RoomId, UserId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,38 +58,38 @@ impl Fanout {
         self.rooms().contains_key(&room)
     }
 
-    /// Adds a socket to a room; `false` if it was there already.
-    fn add(&self, room: RoomId, sub: Subscriber) -> bool {
+    /// Adds a socket to a room. `None` if it was there already, else
+    /// whether it is its user's first socket in the room here.
+    fn add(&self, room: RoomId, sub: Subscriber) -> Option<bool> {
         let mut rooms = self.rooms();
         let current = rooms.get(&room).map(|s| &s[..]).unwrap_or(&[]);
         if current.iter().any(|s| s.conn == sub.conn) {
-            return false;
+            return None;
         }
+        let first = !current.iter().any(|s| s.user == sub.user);
         let next: Arc<[Subscriber]> = current
             .iter()
             .cloned()
             .chain(std::iter::once(sub))
             .collect();
         rooms.insert(room, next);
-        true
+        Some(first)
     }
 
-    /// Removes a socket from a room; `false` if it was not there.
-    fn remove(&self, room: RoomId, conn: ConnId) -> bool {
+    /// Removes a socket from a room. `None` if it was not there, else its
+    /// user and whether that was the user's last socket in the room here.
+    fn remove(&self, room: RoomId, conn: ConnId) -> Option<(UserId, bool)> {
         let mut rooms = self.rooms();
-        let Some(current) = rooms.get(&room) else {
-            return false;
-        };
-        if !current.iter().any(|s| s.conn == conn) {
-            return false;
-        }
+        let current = rooms.get(&room)?;
+        let user = current.iter().find(|s| s.conn == conn)?.user;
         let next: Arc<[Subscriber]> = current.iter().filter(|s| s.conn != conn).cloned().collect();
+        let last = !next.iter().any(|s| s.user == user);
         if next.is_empty() {
             rooms.remove(&room);
         } else {
             rooms.insert(room, next);
         }
-        true
+        Some((user, last))
     }
 
     /// Number of sockets in a room on this instance.
@@ -100,20 +103,23 @@ impl EventSink for Fanout {
         let Some(subscribers) = self.subscribers(event.room) else {
             return;
         };
+        let mut delivered = 0u64;
         for sub in subscribers.iter() {
             match sub.queue.try_send(event.clone()) {
-                Ok(()) => {}
+                Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if !sub.too_slow.is_cancelled() {
                         tracing::info!(conn = sub.conn.0, user = %sub.user, room = %event.room,
                             "socket queue full, closing it as too slow");
                         sub.too_slow.cancel();
+                        metrics::counter!(crate::metrics::SLOW_SOCKETS).increment(1);
                     }
                 }
                 // The session is ending and will leave the room itself.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+        metrics::counter!(crate::metrics::DELIVERIES).increment(delivered);
     }
 }
 
@@ -157,23 +163,49 @@ impl Hub {
 
     /// Adds a socket to a room. When this returns `Ok`, every event published
     /// to the room from now on reaches the socket's queue. On a broker error
-    /// the socket is not added.
+    /// the socket is not added. A user's first socket in the room announces
+    /// them `online`.
     pub async fn join(&self, room: RoomId, sub: Subscriber) -> Result<(), BrokerError> {
-        let conn = sub.conn;
-        self.fanout.add(room, sub);
+        let (conn, user) = (sub.conn, sub.user);
+        let Some(first) = self.fanout.add(room, sub) else {
+            return Ok(());
+        };
         if let Err(e) = self.sync_broker(room).await {
             self.fanout.remove(room, conn);
             return Err(e);
         }
+        if first {
+            self.presence(room, user, PresenceStatus::Online, Some(conn))
+                .await;
+        }
         Ok(())
     }
 
-    /// Removes a socket from a room.
+    /// Removes a socket from a room. A user's last socket leaving announces
+    /// them `offline`.
     pub async fn leave(&self, room: RoomId, conn: ConnId) {
-        if self.fanout.remove(room, conn)
-            && let Err(e) = self.sync_broker(room).await
-        {
+        let Some((user, last)) = self.fanout.remove(room, conn) else {
+            return;
+        };
+        if let Err(e) = self.sync_broker(room).await {
             tracing::warn!(%room, error = %e, "broker unsubscribe failed");
+        }
+        if last {
+            self.presence(room, user, PresenceStatus::Offline, None)
+                .await;
+        }
+    }
+
+    async fn presence(
+        &self,
+        room: RoomId,
+        user: UserId,
+        status: PresenceStatus,
+        origin: Option<ConnId>,
+    ) {
+        let frame = ServerFrame::Presence { room, user, status };
+        if let Err(e) = self.publish(Event::notice(room, origin, &frame)).await {
+            tracing::warn!(%room, %user, error = %e, "presence publish failed");
         }
     }
 
@@ -222,6 +254,26 @@ mod tests {
         (sub, rx)
     }
 
+    /// The next message event, skipping presence notices.
+    async fn next_message(rx: &mut mpsc::Receiver<Arc<Event>>) -> Option<i64> {
+        loop {
+            let e = rx.recv().await?;
+            if e.kind == EventKind::Message {
+                return e.seq;
+            }
+        }
+    }
+
+    fn messages_now(rx: &mut mpsc::Receiver<Arc<Event>>) -> Vec<i64> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if e.kind == EventKind::Message {
+                out.extend(e.seq);
+            }
+        }
+        out
+    }
+
     fn event(room: i64, seq: i64) -> Event {
         Event {
             room: RoomId(room),
@@ -242,9 +294,9 @@ mod tests {
         hub.join(RoomId(1), b).await.expect("join");
         hub.join(RoomId(2), c).await.expect("join");
         hub.publish(event(1, 1)).await.expect("publish");
-        assert_eq!(ra.recv().await.expect("event").seq, Some(1));
-        assert_eq!(rb.recv().await.expect("event").seq, Some(1));
-        assert!(rc.try_recv().is_err());
+        assert_eq!(next_message(&mut ra).await, Some(1));
+        assert_eq!(next_message(&mut rb).await, Some(1));
+        assert!(messages_now(&mut rc).is_empty());
     }
 
     #[tokio::test]
@@ -256,13 +308,45 @@ mod tests {
         assert_eq!(hub.fanout().local_sockets(RoomId(1)), 0);
         assert!(hub.subscribed.lock().await.is_empty());
         hub.publish(event(1, 1)).await.expect("publish");
-        assert!(ra.try_recv().is_err());
+        assert!(messages_now(&mut ra).is_empty());
+    }
+
+    #[tokio::test]
+    async fn presence_follows_a_users_first_and_last_socket() {
+        let hub = hub();
+        let (watcher, mut rw) = subscriber(1, 16);
+        hub.join(RoomId(1), watcher).await.expect("join");
+        let (mut a1, _r1) = subscriber(2, 16);
+        let (mut a2, _r2) = subscriber(3, 16);
+        a1.user = UserId(50);
+        a2.user = UserId(50);
+        hub.join(RoomId(1), a1.clone()).await.expect("join");
+        hub.join(RoomId(1), a2.clone()).await.expect("join");
+        hub.leave(RoomId(1), a1.conn).await;
+        hub.leave(RoomId(1), a2.conn).await;
+        let mut seen = Vec::new();
+        while let Ok(e) = rw.try_recv() {
+            // The session skips notices its own socket caused.
+            if e.origin != Some(ConnId(1)) {
+                seen.push(e.frame.as_str().to_owned());
+            }
+        }
+        // User 50 once online (two sockets) and once offline (after the
+        // second leaves).
+        assert_eq!(
+            seen,
+            vec![
+                r#"{"type":"presence","room":1,"user":50,"status":"online"}"#,
+                r#"{"type":"presence","room":1,"user":50,"status":"offline"}"#,
+            ]
+        );
     }
 
     #[tokio::test]
     async fn a_full_queue_flags_the_socket_too_slow() {
         let hub = hub();
-        let (slow, _keep) = subscriber(1, 2);
+        // Room for the fast socket's own presence notice and two messages.
+        let (slow, _keep) = subscriber(1, 3);
         let (fast, mut rf) = subscriber(2, 16);
         let flag = slow.too_slow.clone();
         hub.join(RoomId(1), slow).await.expect("join");
@@ -272,7 +356,7 @@ mod tests {
         }
         assert!(flag.is_cancelled());
         for seq in 1..=3 {
-            assert_eq!(rf.recv().await.expect("event").seq, Some(seq));
+            assert_eq!(next_message(&mut rf).await, Some(seq));
         }
     }
 }

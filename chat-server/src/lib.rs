@@ -17,6 +17,7 @@
 //!   instances, and its backends.
 //! - [`hub`]: local fan-out from the broker to this instance's sockets.
 //! - [`auth`]: argon2 passwords, JWT tokens. [`error`]: the error body.
+//! - [`metrics`]: Prometheus series and `GET /metrics`.
 //!
 //! Embedding, on a free port with in-memory storage:
 //!
@@ -39,6 +40,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod storage;

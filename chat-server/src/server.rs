@@ -98,6 +98,7 @@ impl Server {
     /// the background. Bind to port 0 to get a free port ([`Self::local_addr`]).
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        crate::metrics::init();
         let storage = storage::connect(
             &config.storage_url,
             &StorageOptions {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use chat_core::api::ComponentState;
+use chat_core::frame::ServerFrame;
 use chat_core::{RoomId, Seq, UserId};
 
 #[cfg(any(test, feature = "testing"))]
@@ -57,6 +58,27 @@ pub struct Event {
     pub origin: Option<ConnId>,
     /// The server frame JSON sent to sockets (empty for `MemberLeft`).
     pub frame: Utf8Bytes,
+}
+
+impl Event {
+    /// A notice (read receipt, typing, presence) for everyone in the room
+    /// but `origin`.
+    pub fn notice(room: RoomId, origin: Option<ConnId>, frame: &ServerFrame) -> Self {
+        Self {
+            room,
+            kind: EventKind::Notice,
+            seq: None,
+            origin,
+            frame: encode(frame),
+        }
+    }
+}
+
+/// Serializes a frame once for every socket that gets it.
+pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    // Serializing these plain structs cannot fail; were it to, an empty
+    // frame is skipped by clients rather than taking the server down.
+    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
 }
 
 /// Where a broker hands the events of subscribed rooms. Implemented by the

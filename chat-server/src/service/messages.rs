@@ -8,8 +8,7 @@ use chat_core::message::Message;
 use chat_core::{ErrorCode, RoomId, RoomRef, Seq, Timestamp, UserId};
 
 use super::ChatService;
-use super::rooms::frame_text;
-use crate::broker::{ConnId, Event, EventKind};
+use crate::broker::{ConnId, Event, EventKind, encode};
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{self, NewMessage, ReadMark, RoomRecord, StoredMessage};
 
@@ -114,6 +113,7 @@ impl ChatService {
                 created: false,
             });
         }
+        metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
         // A new message: nobody else has read it yet.
         let message = to_wire(appended.message, false);
         self.publish_quietly(Event {
@@ -121,7 +121,7 @@ impl ChatService {
             kind: EventKind::Message,
             seq: Some(message.seq),
             origin,
-            frame: frame_text(&ServerFrame::Message {
+            frame: encode(&ServerFrame::Message {
                 message: message.clone(),
             }),
         })
@@ -223,18 +223,13 @@ impl ChatService {
                 other => other.into(),
             })?;
         if mark.advanced() {
-            self.publish_quietly(Event {
+            let frame = ServerFrame::Read {
                 room,
-                kind: EventKind::Notice,
-                seq: None,
-                origin,
-                frame: frame_text(&ServerFrame::Read {
-                    room,
-                    user,
-                    seq: mark.current,
-                }),
-            })
-            .await;
+                user,
+                seq: mark.current,
+            };
+            self.publish_quietly(Event::notice(room, origin, &frame))
+                .await;
         }
         Ok(mark)
     }

@@ -10,7 +10,7 @@ use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem, RoomType};
 use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
 
 use super::ChatService;
-use crate::broker::{Event, EventKind};
+use crate::broker::{Event, EventKind, encode};
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{Conflict, MemberState, NewRoom, RoomRecord, StorageError};
 
@@ -288,7 +288,7 @@ impl ChatService {
                 kind: EventKind::RoomDeleted,
                 seq: None,
                 origin: None,
-                frame: frame_text(&ServerFrame::RoomDeleted { room: record.id }),
+                frame: encode(&ServerFrame::RoomDeleted { room: record.id }),
             })
             .await;
         }
@@ -381,13 +381,6 @@ pub(crate) fn unread(last_seq: i64, read_seq: i64) -> u64 {
 
 pub(crate) fn room_not_found() -> ApiError {
     ApiError::new(ErrorCode::RoomNotFound)
-}
-
-/// Serializes a frame once for every socket that gets it.
-pub(crate) fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
-    // Serializing these plain structs cannot fail; an empty frame would only
-    // be skipped by clients.
-    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
 }
 
 /// 1–64 characters after trimming, not all digits (they would read as an

@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use chat_core::frame::{ClientFrame, ServerFrame};
@@ -25,12 +26,11 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{ConnId, Event, EventKind};
+use crate::broker::{ConnId, Event, EventKind, encode as frame_text};
 use crate::error::ApiError;
 use crate::hub::Subscriber;
 use crate::server::AppState;
 use crate::service::messages::MAX_HISTORY_PAGE;
-use crate::service::rooms::frame_text;
 use crate::storage::{HistoryQuery, RoomRecord};
 
 /// A socket bound to one room at the handshake.
@@ -40,6 +40,9 @@ pub struct Bound {
     /// Replay messages above this first (optional, as on `subscribe`).
     pub after_seq: Option<Seq>,
 }
+
+/// At most one `typing` notice per room per socket in this interval.
+pub const TYPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Events written per flush, so that one busy room cannot starve reads.
 const MAX_BATCH: usize = 128;
@@ -75,6 +78,8 @@ struct Session<S> {
     queue: mpsc::Sender<Arc<Event>>,
     too_slow: CancellationToken,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// When each room last heard this socket was typing.
+    typing_sent: HashMap<RoomId, Instant>,
     sink: S,
     out: Vec<WsMessage>,
 }
@@ -108,10 +113,12 @@ pub async fn run<S, R, E>(
         queue,
         too_slow: CancellationToken::new(),
         limiter,
+        typing_sent: HashMap::new(),
         sink,
         out: Vec::new(),
     };
     tracing::debug!(conn = s.conn.0, %user, "socket open");
+    let _open = ConnectionGauge::open();
     let shutdown = s.state.shutdown.clone();
     let too_slow = s.too_slow.clone();
 
@@ -183,6 +190,22 @@ pub async fn run<S, R, E>(
         hub.leave(*room, s.conn).await;
     }
     tracing::debug!(conn = s.conn.0, %user, "socket closed");
+}
+
+/// Counts a socket in the connections gauge for as long as it lives.
+struct ConnectionGauge;
+
+impl ConnectionGauge {
+    fn open() -> Self {
+        metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
+    }
 }
 
 /// Feeds every pending frame and flushes once: one write for the batch.
@@ -321,17 +344,23 @@ where
                 }
                 match self.member_room(&room).await {
                     Ok(record) => {
-                        let event = Event {
-                            room: record.id,
-                            kind: EventKind::Notice,
-                            seq: None,
-                            origin: Some(self.conn),
-                            frame: frame_text(&ServerFrame::Typing {
+                        // Clients send typing on keystrokes; the room hears
+                        // of it at most once per interval per socket, and
+                        // the extra frames are dropped without an error.
+                        let now = Instant::now();
+                        let due = self
+                            .typing_sent
+                            .get(&record.id)
+                            .is_none_or(|at| now.duration_since(*at) >= TYPING_INTERVAL);
+                        if due {
+                            self.typing_sent.insert(record.id, now);
+                            let frame = ServerFrame::Typing {
                                 room: record.id,
                                 user: self.user,
-                            }),
-                        };
-                        self.state.service.publish_quietly(event).await;
+                            };
+                            let event = Event::notice(record.id, Some(self.conn), &frame);
+                            self.state.service.publish_quietly(event).await;
+                        }
                     }
                     Err(e) => self.push_error(&e, None),
                 }

@@ -2,6 +2,8 @@
 //! driven over real HTTP and WebSocket connections, on every storage backend.
 
 mod messages;
+mod operations;
+mod presence;
 mod rooms;
 mod support;
 mod users;

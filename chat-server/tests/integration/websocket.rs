@@ -31,9 +31,13 @@ async fn two_users_chat_in_a_bound_room(backend: Backend) {
         .await;
 
     let mut a = s.ws("/ws/chat/testroom/", &ann).await;
-    let mut b = s.ws(&format!("/ws/chat/{room}/"), &bob).await;
     assert_eq!(a.expect("subscribed").await["last_seq"], 0);
+    let mut b = s.ws(&format!("/ws/chat/{room}/"), &bob).await;
     b.expect("subscribed").await;
+    assert_eq!(
+        a.expect("presence").await,
+        json!({"type": "presence", "room": room, "user": bob.id, "status": "online"})
+    );
 
     a.send(json!({"message": "Hello, World!"})).await;
     let ack = a.expect("ack").await;
@@ -275,6 +279,11 @@ async fn oversized_frame_closes_1009(backend: Backend) {
     b.expect("subscribed").await;
     a.send(json!({"message": "x".repeat(4096)})).await;
     assert_eq!(a.close_code().await, Some(1009));
+    assert_eq!(
+        b.expect("presence").await["status"],
+        "offline",
+        "ann's socket is gone"
+    );
     // Everyone else carries on.
     s.send(&ann, 1, "after").await;
     assert_eq!(b.expect("message").await["message"]["body"], "after");
@@ -446,6 +455,7 @@ async fn auto_create_rooms(backend: Backend) {
     a.expect("subscribed").await;
     let mut b = on.ws("/ws/chat/brand-new/", &bob).await;
     b.expect("subscribed").await;
+    a.expect("presence").await;
     a.send(json!({"message": "first!"})).await;
     a.expect("ack").await;
     assert_eq!(b.expect("message").await["message"]["body"], "first!");
@@ -557,6 +567,20 @@ async fn slow_socket_closes_4408_and_resumes_without_loss() {
         }
     };
     assert_eq!(code, Some(4408));
+    let metrics = reqwest::get(s.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let slow = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chat_slow_sockets_closed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        slow.is_some_and(|n| n >= 1.0),
+        "the drop is counted: {slow:?}"
+    );
     let total = WRITERS * PER_WRITER;
     assert!((seqs.len() as i64) < total, "the socket was cut short");
     assert_eq!(

@@ -1,0 +1,91 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+//!
+//! The `metrics` facade has one recorder per process, so every server in a
+//! process (tests start many) shares these series. An application that
+//! embeds the server and installed its own recorder keeps it: the server's
+//! series then go there and `/metrics` is empty.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections (gauge).
+pub const CONNECTIONS: &str = "chat_connections";
+/// Messages stored (counter); retries of a stored `client_id` do not count.
+pub const MESSAGES_STORED: &str = "chat_messages_stored_total";
+/// Events queued to sockets by the fan-out (counter).
+pub const DELIVERIES: &str = "chat_deliveries_total";
+/// Sockets closed with 4408 because they could not keep up (counter).
+pub const SLOW_SOCKETS: &str = "chat_slow_sockets_closed_total";
+/// HTTP request latency by method, route and status (histogram).
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+
+const HTTP_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the process-wide recorder on first use.
+fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "another metrics recorder is installed; /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn describe() {
+    metrics::describe_gauge!(CONNECTIONS, "Open WebSocket connections");
+    metrics::describe_counter!(MESSAGES_STORED, "Messages stored");
+    metrics::describe_counter!(DELIVERIES, "Events queued to sockets by the fan-out");
+    metrics::describe_counter!(SLOW_SOCKETS, "Sockets closed with 4408 for falling behind");
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by method, route and status"
+    );
+}
+
+/// Makes sure the recorder exists before the first series is touched.
+pub fn init() {
+    let _ = handle();
+}
+
+/// `GET /metrics`.
+pub async fn render() -> Response {
+    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Middleware timing every HTTP request, labelled by the matched route (not
+/// the raw path, which would make a series per room id).
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route, "status" => status)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
