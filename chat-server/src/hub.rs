@@ -92,6 +92,14 @@ impl Fanout {
         Some((user, last))
     }
 
+    /// Users with at least one socket in the room on this instance, by id.
+    pub fn online_users(&self, room: RoomId) -> Vec<UserId> {
+        let mut users: Vec<UserId> = self.subscribers(room).map_or_else(Vec::new, |s| s.iter().map(|s| s.user).collect());
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
     /// Number of sockets in a room on this instance.
     pub fn local_sockets(&self, room: RoomId) -> usize {
         self.subscribers(room).map_or(0, |s| s.len())

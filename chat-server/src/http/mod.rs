@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::server::AppState;
 
+mod conversations;
 pub mod extract;
 mod health;
 mod messages;
@@ -42,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/rooms/{id}/leave", post(rooms::leave))
         .route("/chat/history", get(messages::history))
         .route("/chat/send", post(messages::send))
+        .route("/api/chats/conversations", get(conversations::list))
+        .route("/api/chats/conversations/create", post(conversations::create))
+        .route("/api/chats/conversations/{id}", get(conversations::detail))
+        .route("/api/chats/unread-count", get(conversations::unread_count))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::metrics::render))
         .merge(crate::ws::routes())

@@ -14,7 +14,7 @@ use crate::server::AppState;
 
 /// A room id from the path; anything else is an unknown room.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct RoomPath(RoomId);
+pub(super) struct RoomPath(pub(super) RoomId);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RoomPath {
     type Rejection = ApiError;

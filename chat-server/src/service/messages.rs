@@ -17,19 +17,24 @@ pub const MAX_HISTORY_PAGE: u32 = 200;
 const DEFAULT_HISTORY_PAGE: u32 = 50;
 const MAX_CLIENT_ID_CHARS: usize = 128;
 
+/// The contract's `is_read`, in one place. For a message someone else sent:
+/// whether the viewer has read it (`own_mark`). For the viewer's own
+/// message: whether another member has (`others_mark`, the highest mark
+/// among the other members).
+pub fn is_read(viewer: UserId, sender: UserId, seq: Seq, own_mark: Seq, others_mark: Seq) -> bool {
+    if sender == viewer { others_mark >= seq } else { own_mark >= seq }
+}
+
 /// Everyone's read marks in a room, to tell each viewer what is read.
 #[derive(Debug, Clone, Default)]
 pub struct ReadMarks(Vec<(UserId, Seq)>);
 
 impl ReadMarks {
-    /// For a message someone else sent: whether `viewer` has read it. For
-    /// the viewer's own message: whether another member has.
+    /// [`is_read`] for `viewer` with the room's marks.
     pub fn is_read(&self, viewer: UserId, m: &StoredMessage) -> bool {
-        if m.sender == viewer {
-            self.0.iter().any(|(u, s)| *u != viewer && *s >= m.seq)
-        } else {
-            self.0.iter().any(|(u, s)| *u == viewer && *s >= m.seq)
-        }
+        let own = self.0.iter().find(|(u, _)| *u == viewer).map_or(0, |(_, s)| *s);
+        let others = self.0.iter().filter(|(u, _)| *u != viewer).map(|(_, s)| *s).max().unwrap_or(0);
+        is_read(viewer, m.sender, m.seq, own, others)
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`users`]: accounts and tokens.
 //! - [`rooms`]: rooms, membership and the access rule.
 //! - [`messages`]: send, history and read marks.
+//! - [`conversations`]: one-to-one rooms and unread totals.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::auth::Tokens;
 use crate::hub::Hub;
 use crate::storage::Storage;
 
+pub mod conversations;
 pub mod messages;
 pub mod rooms;
 pub mod users;

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use axum::extract::ws::Utf8Bytes;
 use chat_core::api::{CreateRoomRequest, InviteRequest};
+use chat_core::message::LastMessage;
 use chat_core::frame::ServerFrame;
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem, RoomType};
 use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
@@ -12,7 +13,7 @@ use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
 use super::ChatService;
 use crate::broker::{Event, EventKind, encode};
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{Conflict, MemberState, NewRoom, RoomRecord, StorageError};
+use crate::storage::{Conflict, MemberState, NewRoom, RoomRecord, StorageError, UserRoom};
 
 /// How a user stands towards a room, which decides every answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,25 +183,7 @@ impl ChatService {
             .filter(|r| r.room.kind != RoomType::Direct)
         {
             let member = r.state == MemberState::Member;
-            let last_message = match (&r.last_message, member) {
-                (Some(m), true) => {
-                    let is_read = if m.sender == user {
-                        // Whether another member has read it needs the room's
-                        // marks; the list only fetches them for own messages.
-                        let marks = self.storage.read_marks(r.room.id).await?;
-                        marks.iter().any(|(u, s)| *u != user && *s >= m.seq)
-                    } else {
-                        m.seq <= r.read_seq
-                    };
-                    Some(chat_core::message::LastMessage {
-                        body: m.body.clone(),
-                        created_at: m.created_at,
-                        sender_id: m.sender,
-                        is_read,
-                    })
-                }
-                _ => None,
-            };
+            let last_message = if member { last_message_view(user, &r) } else { None };
             out.push(RoomListItem {
                 id: r.room.id,
                 name: r.room.name.clone(),
@@ -371,6 +354,16 @@ impl ChatService {
         }
         Ok(wanted)
     }
+}
+
+/// The newest message of a listed room as `viewer` sees it.
+pub(crate) fn last_message_view(viewer: UserId, r: &UserRoom) -> Option<LastMessage> {
+    r.last_message.as_ref().map(|m| LastMessage {
+        body: m.body.clone(),
+        created_at: m.created_at,
+        sender_id: m.sender,
+        is_read: super::messages::is_read(viewer, m.sender, m.seq, r.read_seq, r.others_read_seq),
+    })
 }
 
 /// Messages from others above a member's read mark. Exact because sending

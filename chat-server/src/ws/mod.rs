@@ -5,6 +5,8 @@
 //! - `/ws/`: one socket for many rooms (`subscribe` / `unsubscribe`).
 //! - `/ws/chat/{room}/`: bound to one room by name or id; connecting joins a
 //!   public room and marks the room read.
+//! - `/ws/users/{user_id}/`: bound to the conversation with that user,
+//!   created if needed; connecting marks it read.
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -17,6 +19,7 @@ use chat_core::{ErrorCode, RoomRef, Seq, UserId};
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::storage::RoomRecord;
 use crate::http::extract::ApiQuery;
 use crate::server::AppState;
 
@@ -37,6 +40,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ws", get(multi))
         .route("/ws/chat/{room}", get(bound))
+        .route("/ws/users/{user_id}", get(direct))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,33 +76,52 @@ async fn bound(
         Err(e) => return e.into_response(),
     };
     let service = &state.service;
-    let room = match service
-        .open_room(
-            user,
-            &RoomRef::parse(&room),
-            service.limits().auto_create_rooms,
-        )
+    match service
+        .open_room(user, &RoomRef::parse(&room), service.limits().auto_create_rooms)
         .await
     {
-        Ok(room) => room,
+        Ok(room) => accept_bound(state, upgrade, user, room, params.after_seq).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `/ws/users/{user_id}/`: bound to the conversation with that user,
+/// created if needed.
+async fn direct(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(other): Path<String>,
+    ApiQuery(params): ApiQuery<WsParams>,
+    upgrade: Upgrade,
+) -> Response {
+    let user = match handshake(&state, &headers, params.token.as_deref()) {
+        Ok(user) => user,
         Err(e) => return e.into_response(),
     };
-    // The documents' behaviour: opening a room's socket reads it.
-    if let Err(e) = service.mark_read(user, room.id, Seq::MAX, None).await {
-        return e.into_response();
+    let Ok(other) = other.parse::<i64>() else {
+        return ApiError::new(ErrorCode::UserNotFound).into_response();
+    };
+    match state.service.open_conversation(user, UserId(other)).await {
+        Ok(opened) => accept_bound(state, upgrade, user, opened.room, params.after_seq).await,
+        Err(e) => e.into_response(),
     }
-    if params.after_seq.is_some_and(|s| s < 0) {
+}
+
+/// The documents' behaviour for a bound socket: opening it reads the room.
+async fn accept_bound(
+    state: AppState,
+    upgrade: Upgrade,
+    user: UserId,
+    room: RoomRecord,
+    after_seq: Option<Seq>,
+) -> Response {
+    if after_seq.is_some_and(|s| s < 0) {
         return ApiError::invalid_field("after_seq", "must not be negative").into_response();
     }
-    accept(
-        state,
-        upgrade,
-        user,
-        Some(Bound {
-            room,
-            after_seq: params.after_seq,
-        }),
-    )
+    if let Err(e) = state.service.mark_read(user, room.id, Seq::MAX, None).await {
+        return e.into_response();
+    }
+    accept(state, upgrade, user, Some(Bound { room, after_seq }))
 }
 
 /// Checks the token (`?token=` or `Authorization: Bearer`) and the origin.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
-use chat_core::frame::{ClientFrame, ServerFrame};
+use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::{CloseCode, ErrorCode, RoomId, RoomRef, Seq, UserId};
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -417,6 +417,7 @@ where
 
     /// Starts (or restarts) delivering a room: listen first, then replay
     /// what is stored above `after_seq`, so nothing falls between the two.
+    /// After `subscribed`, a `presence` frame for each user already online.
     async fn subscribe(&mut self, room: RoomRecord, after_seq: Option<Seq>) -> Flow {
         let id = room.id;
         if !self.rooms.contains_key(&id) {
@@ -468,6 +469,16 @@ where
         }
         let last_seq = self.rooms.get(&id).map_or(start, |c| c.delivered);
         self.push(&ServerFrame::Subscribed { room: id, last_seq });
+        // Who is here already; changes arrive as they happen.
+        for user in self.state.service.hub().fanout().online_users(id) {
+            if user != self.user {
+                self.push(&ServerFrame::Presence {
+                    room: id,
+                    user,
+                    status: PresenceStatus::Online,
+                });
+            }
+        }
         Flow::Continue
     }
 

@@ -34,6 +34,13 @@ async fn presence_follows_the_last_socket(backend: Backend) {
     assert_eq!(a.expect("presence").await, offline);
     a.expect_quiet().await;
 
+    // A newcomer learns who is already here.
+    let cat = s.user("cat").await;
+    let mut c = s.ws("/ws/", &cat).await;
+    let (_, _, here) = c.subscribe_seeing(json!(room), None).await;
+    assert_eq!(here, vec![json!({"type": "presence", "room": room, "user": ann.id, "status": "online"})]);
+    assert_eq!(a.expect("presence").await["user"], cat.id);
+
     // Unsubscribing is leaving too.
     let mut b3 = s.ws("/ws/", &bob).await;
     b3.subscribe(json!(room), None).await;

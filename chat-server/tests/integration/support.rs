@@ -318,24 +318,43 @@ impl WsClient {
     }
 
     /// Subscribes and returns the `subscribed` frame, collecting replayed
-    /// messages into `replayed`.
-    pub(crate) async fn subscribe(
-        &mut self,
-        room: Value,
-        after_seq: Option<i64>,
-    ) -> (Vec<Value>, Value) {
+    /// messages into `replayed`. The presence snapshot that follows is
+    /// consumed (see [`Self::subscribe_seeing`]).
+    pub(crate) async fn subscribe(&mut self, room: Value, after_seq: Option<i64>) -> (Vec<Value>, Value) {
+        let (replayed, sub, _online) = self.subscribe_seeing(room, after_seq).await;
+        (replayed, sub)
+    }
+
+    /// Like [`Self::subscribe`], also returning the `presence` frames of the
+    /// users already online, read up to a ping barrier.
+    pub(crate) async fn subscribe_seeing(&mut self, room: Value, after_seq: Option<i64>) -> (Vec<Value>, Value, Vec<Value>) {
         let mut frame = json!({"type": "subscribe", "room": room});
         if let Some(a) = after_seq {
             frame["after_seq"] = json!(a);
         }
         self.send(frame).await;
         let mut replayed = Vec::new();
-        loop {
+        let sub = loop {
             let f = self.frame().await;
             match f["type"].as_str() {
                 Some("message") => replayed.push(f["message"].clone()),
-                Some("subscribed") => return (replayed, f),
+                Some("subscribed") => break f,
                 _ => panic!("unexpected frame while subscribing: {f}"),
+            }
+        };
+        (replayed, sub, self.presence_snapshot().await)
+    }
+
+    /// The `presence` frames already sent, read up to a ping barrier.
+    pub(crate) async fn presence_snapshot(&mut self) -> Vec<Value> {
+        self.send(json!({"type": "ping"})).await;
+        let mut online = Vec::new();
+        loop {
+            let f = self.frame().await;
+            match f["type"].as_str() {
+                Some("presence") => online.push(f),
+                Some("pong") => return online,
+                _ => panic!("unexpected frame after subscribing: {f}"),
             }
         }
     }

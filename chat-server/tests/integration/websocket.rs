@@ -35,6 +35,11 @@ async fn two_users_chat_in_a_bound_room(backend: Backend) {
     let mut b = s.ws(&format!("/ws/chat/{room}/"), &bob).await;
     b.expect("subscribed").await;
     assert_eq!(
+        b.expect("presence").await,
+        json!({"type": "presence", "room": room, "user": ann.id, "status": "online"}),
+        "who is already here"
+    );
+    assert_eq!(
         a.expect("presence").await,
         json!({"type": "presence", "room": room, "user": bob.id, "status": "online"})
     );
@@ -277,6 +282,7 @@ async fn oversized_frame_closes_1009(backend: Backend) {
     a.expect("subscribed").await;
     let mut b = s.ws("/ws/chat/lobby/", &bob).await;
     b.expect("subscribed").await;
+    assert_eq!(b.expect("presence").await["status"], "online");
     a.send(json!({"message": "x".repeat(4096)})).await;
     assert_eq!(a.close_code().await, Some(1009));
     assert_eq!(
@@ -455,6 +461,7 @@ async fn auto_create_rooms(backend: Backend) {
     a.expect("subscribed").await;
     let mut b = on.ws("/ws/chat/brand-new/", &bob).await;
     b.expect("subscribed").await;
+    b.expect("presence").await;
     a.expect("presence").await;
     a.send(json!({"message": "first!"})).await;
     a.expect("ack").await;
