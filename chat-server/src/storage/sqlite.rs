@@ -845,6 +845,9 @@ impl Storage for SqliteStorage {
 }
 
 #[cfg(test)]
+mod scale_tests;
+
+#[cfg(test)]
 mod tests {
     use super::SqliteStorage;
     use crate::storage::conformance::TestStore;
