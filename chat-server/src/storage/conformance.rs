@@ -31,9 +31,9 @@ use chat_core::room::RoomType;
 use chat_core::{RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, Conflict, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
-    RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StoredMessage, TokenUse,
-    UserRecord,
+    Appended, Conflict, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom,
+    NewUser, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StoredMessage,
+    TokenUse, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -101,6 +101,15 @@ macro_rules! storage_conformance_tests {
             invite,
             leave_room,
             user_rooms,
+            user_rooms_others_read_seq,
+            direct_room_create_then_get,
+            direct_room_pair_is_unordered,
+            direct_room_concurrent_create,
+            direct_room_distinct_pairs,
+            direct_room_with_oneself,
+            find_direct_room,
+            user_conversations,
+            direct_room_delete_frees_pair,
             append_assigns_seq,
             append_concurrent_seq,
             append_client_id_idempotent,
@@ -1048,6 +1057,455 @@ pub async fn user_rooms(store: Arc<dyn Storage>) {
             .await
             .expect("rooms")
             .is_empty()
+    );
+}
+
+pub async fn user_rooms_others_read_seq(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let lobby = room(store, "lobby", alice.id, &[dave.id]).await;
+    let alone = room(store, "alone", alice.id, &[]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    store.join_room(lobby.id, carol.id).await.expect("join");
+    for i in 1..=6 {
+        send(store, lobby.id, alice.id, &format!("m{i}")).await;
+    }
+    send(store, alone.id, alice.id, "to myself").await;
+    store.mark_read(lobby.id, bob.id, 2).await.expect("mark");
+    store.mark_read(lobby.id, carol.id, 4).await.expect("mark");
+
+    let others_of = |rooms: &[UserRoom], id: RoomId| {
+        rooms
+            .iter()
+            .find(|r| r.room.id == id)
+            .map(|r| (r.read_seq, r.others_read_seq))
+            .expect("room is listed")
+    };
+    let rooms = store.user_rooms(alice.id).await.expect("rooms");
+    assert_eq!(
+        others_of(&rooms, lobby.id),
+        (6, 4),
+        "the best of bob's 2 and carol's 4, not alice's own 6"
+    );
+    assert_eq!(
+        others_of(&rooms, alone.id),
+        (1, 0),
+        "nobody else: 0, not her own mark"
+    );
+    let rooms = store.user_rooms(carol.id).await.expect("rooms");
+    assert_eq!(others_of(&rooms, lobby.id), (4, 6), "alice sent all six");
+    let rooms = store.user_rooms(dave.id).await.expect("rooms");
+    assert_eq!(
+        others_of(&rooms, lobby.id),
+        (0, 0),
+        "invitees learn nothing of the room's progress"
+    );
+
+    // Bob's own message moves his mark, and so alice's view of the others.
+    send(store, lobby.id, bob.id, "b1").await;
+    let rooms = store.user_rooms(alice.id).await.expect("rooms");
+    assert_eq!(others_of(&rooms, lobby.id), (6, 7));
+    let rooms = store.user_rooms(bob.id).await.expect("rooms");
+    assert_eq!(others_of(&rooms, lobby.id), (7, 6));
+}
+
+// Conversations
+
+async fn direct(store: &dyn Storage, a: UserId, b: UserId, at_micros: i64) -> (RoomRecord, bool) {
+    store
+        .direct_room(a, b, at(at_micros))
+        .await
+        .expect("direct room")
+}
+
+pub async fn direct_room_create_then_get(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+
+    let (created, fresh) = direct(store, bob.id, alice.id, 50).await;
+    assert!(fresh, "the first call creates it");
+    assert!(created.id.get() > 0);
+    assert_eq!(created.kind, RoomType::Direct);
+    assert_eq!(created.creator, bob.id, "the caller who asked first");
+    assert_eq!(created.created_at, at(50));
+    assert_eq!(created.last_seq, 0);
+    assert_eq!(
+        created.name,
+        format!("direct/{}/{}", alice.id, bob.id),
+        "lower id first, whoever asked"
+    );
+    assert_eq!(
+        store.room(created.id).await.expect("room"),
+        Some(created.clone()),
+        "what was returned is what was stored"
+    );
+    assert_eq!(
+        store.room_people(created.id).await.expect("people"),
+        vec![
+            person(&bob, MemberState::Member, 0),
+            person(&alice, MemberState::Member, 0),
+        ],
+        "both are members at once, marks at 0, creator first"
+    );
+
+    send(store, created.id, alice.id, "hi").await;
+    let (again, fresh) = direct(store, bob.id, alice.id, 99).await;
+    assert!(!fresh, "the second call finds it");
+    assert_eq!(again.id, created.id);
+    assert_eq!(
+        (again.creator, again.created_at, again.last_seq),
+        (bob.id, at(50), 1),
+        "the stored room, not a new description of it"
+    );
+    assert_eq!(
+        store.read_marks(created.id).await.expect("marks"),
+        vec![(bob.id, 0), (alice.id, 1)],
+        "getting it touches no mark"
+    );
+}
+
+pub async fn direct_room_pair_is_unordered(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+
+    let (first, fresh) = direct(store, alice.id, bob.id, 10).await;
+    assert!(fresh);
+    let (second, fresh) = direct(store, bob.id, alice.id, 20).await;
+    assert!(!fresh, "(b, a) is the same pair as (a, b)");
+    assert_eq!(second, first);
+    assert_eq!(second.creator, alice.id);
+    assert_eq!(
+        store.user_rooms(bob.id).await.expect("rooms").len(),
+        1,
+        "one room, not one per direction"
+    );
+}
+
+pub async fn direct_room_concurrent_create(store: Arc<dyn Storage>) {
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let (a, b) = if i % 2 == 0 {
+                (alice.id, bob.id)
+            } else {
+                (bob.id, alice.id)
+            };
+            tokio::spawn(async move { store.direct_room(a, b, at(i)).await.expect("direct room") })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task"));
+    }
+    assert_eq!(
+        results.iter().filter(|(_, created)| *created).count(),
+        1,
+        "exactly one call creates it"
+    );
+    let (winner, _) = results
+        .iter()
+        .find(|(_, created)| *created)
+        .expect("one was created");
+    assert!(
+        results.iter().all(|(room, _)| room == winner),
+        "all get the same room: {results:?}"
+    );
+    assert_eq!(
+        store.room_people(winner.id).await.expect("people").len(),
+        2,
+        "members were added once"
+    );
+    let rooms = store.user_rooms(alice.id).await.expect("rooms");
+    assert_eq!(rooms.len(), 1, "no second room for the pair");
+    assert_eq!(rooms[0].room.id, winner.id);
+}
+
+pub async fn direct_room_distinct_pairs(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+
+    let (ab, _) = direct(store, alice.id, bob.id, 1).await;
+    let (ac, fresh_ac) = direct(store, alice.id, carol.id, 2).await;
+    let (cb, fresh_cb) = direct(store, carol.id, bob.id, 3).await;
+    assert!(fresh_ac && fresh_cb, "a new pair is a new conversation");
+    let ids: HashSet<RoomId> = [ab.id, ac.id, cb.id].into_iter().collect();
+    assert_eq!(ids.len(), 3, "one room per pair");
+    assert_eq!(
+        store
+            .room_people(cb.id)
+            .await
+            .expect("people")
+            .iter()
+            .map(|p| p.user)
+            .collect::<Vec<_>>(),
+        vec![carol.id, bob.id],
+        "only the pair"
+    );
+    assert_eq!(store.user_rooms(alice.id).await.expect("rooms").len(), 2);
+    assert_eq!(store.user_rooms(bob.id).await.expect("rooms").len(), 2);
+    assert_eq!(store.user_rooms(carol.id).await.expect("rooms").len(), 2);
+}
+
+pub async fn direct_room_with_oneself(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let result = store.direct_room(alice.id, alice.id, at(1)).await;
+    assert!(
+        matches!(result, Err(StorageError::Backend(_))),
+        "got {result:?}"
+    );
+    assert!(
+        store.user_rooms(alice.id).await.expect("rooms").is_empty(),
+        "nothing was stored"
+    );
+    assert_eq!(
+        store
+            .find_direct_room(alice.id, alice.id)
+            .await
+            .expect("find"),
+        None
+    );
+}
+
+pub async fn find_direct_room(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    // A group room with both in it is not their conversation.
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+
+    assert_eq!(
+        store
+            .find_direct_room(alice.id, bob.id)
+            .await
+            .expect("find"),
+        None
+    );
+    let (made, _) = direct(store, bob.id, alice.id, 5).await;
+    assert_eq!(
+        store
+            .find_direct_room(alice.id, bob.id)
+            .await
+            .expect("find"),
+        Some(made.clone())
+    );
+    assert_eq!(
+        store
+            .find_direct_room(bob.id, alice.id)
+            .await
+            .expect("find"),
+        Some(made.clone()),
+        "either order"
+    );
+    assert_eq!(
+        store
+            .find_direct_room(alice.id, carol.id)
+            .await
+            .expect("find"),
+        None,
+        "alice's conversation with bob is not one with carol"
+    );
+    assert_eq!(
+        store
+            .find_direct_room(alice.id, UserId(987_654))
+            .await
+            .expect("find"),
+        None
+    );
+
+    send(store, made.id, alice.id, "one").await;
+    let found = store
+        .find_direct_room(alice.id, bob.id)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found.last_seq, 1, "the current row");
+}
+
+pub async fn user_conversations(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let loner = user(store, "loner").await;
+
+    // Creation and message times chosen so that activity order differs
+    // from creation order and id order.
+    let (with_bob, _) = direct(store, alice.id, bob.id, 100).await;
+    let (with_carol, _) = direct(store, carol.id, alice.id, 300).await;
+    let (with_dave, _) = direct(store, alice.id, dave.id, 200).await;
+    let (bob_carol, _) = direct(store, bob.id, carol.id, 900).await;
+    // Group rooms, even one with a single other member and newer activity,
+    // are not conversations.
+    let lobby = room_at(store, "lobby", alice.id, &[], at(50)).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let mut late = message(lobby.id, bob.id, "group talk", None);
+    late.created_at = at(5_000);
+    store.append(late).await.expect("append");
+
+    let mut first = message(with_bob.id, alice.id, "hi bob", None);
+    first.created_at = at(400);
+    store.append(first).await.expect("append");
+    let mut reply = message(with_bob.id, bob.id, "hi alice", Some("r-1"));
+    reply.created_at = at(500);
+    let reply = store.append(reply).await.expect("append").message;
+    let mut mine = message(with_dave.id, alice.id, "ping dave", None);
+    mine.created_at = at(450);
+    let mine = store.append(mine).await.expect("append").message;
+    let mut other = message(bob_carol.id, bob.id, "not alice's", None);
+    other.created_at = at(6_000);
+    store.append(other).await.expect("append");
+
+    let list = store.user_conversations(alice.id).await.expect("list");
+    let order: Vec<(RoomId, UserId)> = list.iter().map(|c| (c.room.room.id, c.other.id)).collect();
+    assert_eq!(
+        order,
+        vec![
+            (with_bob.id, bob.id),
+            (with_dave.id, dave.id),
+            (with_carol.id, carol.id),
+        ],
+        "newest activity first: 500, 450, then created at 300"
+    );
+
+    let Conversation { room, other } = &list[0];
+    assert_eq!(other, &bob, "the whole user row of the other side");
+    assert_eq!(room.room.kind, RoomType::Direct);
+    assert_eq!(room.room.last_seq, 2);
+    assert_eq!(room.state, MemberState::Member);
+    assert_eq!(room.member_count, 2);
+    assert_eq!(room.read_seq, 1, "her own message, not bob's reply");
+    assert_eq!(room.others_read_seq, 2, "bob's reply moved his mark");
+    assert_eq!(room.last_message.as_ref(), Some(&reply));
+    assert_eq!(reply.body, "hi alice");
+    assert_eq!(reply.sender_name, "bob display");
+
+    let dave_row = &list[1].room;
+    assert_eq!(dave_row.last_message.as_ref(), Some(&mine));
+    assert_eq!(
+        (dave_row.read_seq, dave_row.others_read_seq),
+        (1, 0),
+        "dave has not read it yet"
+    );
+    let carol_row = &list[2].room;
+    assert_eq!(carol_row.last_message, None);
+    assert_eq!((carol_row.read_seq, carol_row.others_read_seq), (0, 0));
+    assert_eq!(carol_row.room, with_carol);
+
+    // Dave reads: alice can now tell her message was seen.
+    store
+        .mark_read(with_dave.id, dave.id, 1)
+        .await
+        .expect("mark");
+    let list = store.user_conversations(alice.id).await.expect("list");
+    assert_eq!(list[1].room.room.id, with_dave.id);
+    assert_eq!(list[1].room.others_read_seq, 1);
+
+    // The same rooms from the other side name alice.
+    let from_bob = store.user_conversations(bob.id).await.expect("list");
+    let from_bob: Vec<(RoomId, UserId, Seq, Seq)> = from_bob
+        .iter()
+        .map(|c| {
+            (
+                c.room.room.id,
+                c.other.id,
+                c.room.read_seq,
+                c.room.others_read_seq,
+            )
+        })
+        .collect();
+    assert_eq!(
+        from_bob,
+        vec![
+            (bob_carol.id, carol.id, 1, 0),
+            (with_bob.id, alice.id, 2, 1)
+        ]
+    );
+    let from_dave = store.user_conversations(dave.id).await.expect("list");
+    assert_eq!(from_dave.len(), 1);
+    assert_eq!(from_dave[0].other, alice);
+    assert_eq!(from_dave[0].room.read_seq, 1);
+    assert_eq!(from_dave[0].room.others_read_seq, 1);
+
+    assert!(
+        store
+            .user_conversations(loner.id)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no conversations, no rows"
+    );
+
+    // user_rooms still lists conversations, beside the group room.
+    let kinds: Vec<(RoomId, RoomType)> = store
+        .user_rooms(alice.id)
+        .await
+        .expect("rooms")
+        .iter()
+        .map(|r| (r.room.id, r.room.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (lobby.id, RoomType::Private),
+            (with_bob.id, RoomType::Direct),
+            (with_dave.id, RoomType::Direct),
+            (with_carol.id, RoomType::Direct),
+        ]
+    );
+}
+
+pub async fn direct_room_delete_frees_pair(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (old, _) = direct(store, alice.id, bob.id, 1).await;
+    send(store, old.id, alice.id, "soon gone").await;
+
+    assert!(store.delete_room(old.id).await.expect("delete"));
+    assert_eq!(
+        store
+            .find_direct_room(alice.id, bob.id)
+            .await
+            .expect("find"),
+        None
+    );
+    assert!(
+        store
+            .user_conversations(bob.id)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let (fresh, created) = direct(store, bob.id, alice.id, 2).await;
+    assert!(created, "the pair is free again");
+    assert_ne!(fresh.id, old.id, "ids are not reused");
+    assert_eq!(fresh.name, old.name, "and so is the name");
+    assert_eq!(fresh.creator, bob.id);
+    assert_eq!(fresh.last_seq, 0, "no history carried over");
+    assert_eq!(
+        store.read_marks(fresh.id).await.expect("marks"),
+        vec![(bob.id, 0), (alice.id, 0)]
+    );
+    assert_eq!(
+        store
+            .find_direct_room(alice.id, bob.id)
+            .await
+            .expect("find"),
+        Some(fresh)
     );
 }
 

@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chat_core::room::RoomType;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, Conflict, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
-    ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StoredMessage,
-    TokenUse, UserRecord, UserRoom,
+    Appended, Conflict, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom,
+    NewUser, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError,
+    StoredMessage, TokenUse, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -60,6 +61,8 @@ struct State {
     secrets: HashMap<String, String>,
     rooms: BTreeMap<RoomId, RoomRow>,
     room_names: HashMap<String, RoomId>,
+    /// The unique pair index of conversations, lower id first.
+    direct_pairs: HashMap<(UserId, UserId), RoomId>,
     /// The unique `(sender, client_id)` index: where the original lives.
     client_ids: HashMap<(UserId, String), (RoomId, Seq)>,
 }
@@ -74,6 +77,8 @@ struct TokenRow {
 struct RoomRow {
     record: RoomRecord,
     last_message_at: Option<Timestamp>,
+    /// The pair, lower id first, for a conversation made by `direct_room`.
+    direct: Option<(UserId, UserId)>,
     /// Kept in `position` order, so members and invitees each come out in
     /// the order they joined or were invited.
     members: Vec<MemberRow>,
@@ -137,6 +142,52 @@ impl State {
         let row = self.rooms.get(&room)?;
         let index = usize::try_from(seq.checked_sub(1)?).ok()?;
         Some(self.stored(room, seq, row.messages.get(index)?))
+    }
+
+    /// The room list entry of `member` in `room`.
+    fn user_room(&self, room: &RoomRow, member: &MemberRow) -> UserRoom {
+        let is_member = member.state == MemberState::Member;
+        UserRoom {
+            room: room.record.clone(),
+            state: member.state,
+            read_seq: member.read_seq,
+            member_count: room
+                .members
+                .iter()
+                .filter(|m| m.state == MemberState::Member)
+                .count() as u64,
+            others_read_seq: if is_member {
+                room.members
+                    .iter()
+                    .filter(|m| m.user != member.user)
+                    .map(|m| m.read_seq)
+                    .max()
+                    .unwrap_or(0)
+            } else {
+                0
+            },
+            last_message: if is_member {
+                self.message(room.record.id, room.record.last_seq)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// `user`'s rooms among `rooms`, by the SQL backends' order: activity,
+    /// newest first, then the newer room first so that ties are
+    /// deterministic.
+    fn by_activity<'a>(
+        rooms: impl Iterator<Item = &'a RoomRow>,
+        user: UserId,
+    ) -> Vec<(&'a RoomRow, &'a MemberRow)> {
+        let mut rooms: Vec<_> = rooms
+            .filter_map(|r| r.member(user).map(|m| (r, m)))
+            .collect();
+        rooms.sort_by(|(a, _), (b, _)| {
+            (b.activity(), b.record.id).cmp(&(a.activity(), a.record.id))
+        });
+        rooms
     }
 }
 
@@ -300,6 +351,7 @@ impl Storage for MemoryStorage {
         let mut row = RoomRow {
             record: record.clone(),
             last_message_at: None,
+            direct: None,
             members: vec![MemberRow {
                 user: room.creator,
                 state: MemberState::Member,
@@ -342,6 +394,9 @@ impl Storage for MemoryStorage {
             return Ok(false);
         };
         state.room_names.remove(&row.record.name);
+        if let Some(pair) = row.direct {
+            state.direct_pairs.remove(&pair);
+        }
         // The cascade a database would run: the room's messages take their
         // `(sender, client_id)` entries with them.
         state.client_ids.retain(|_, (room, _)| *room != id);
@@ -444,31 +499,92 @@ impl Storage for MemoryStorage {
 
     async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError> {
         let state = self.lock();
-        let mut rooms: Vec<(&RoomRow, &MemberRow)> = state
-            .rooms
-            .values()
-            .filter_map(|r| r.member(user).map(|m| (r, m)))
-            .collect();
-        // Same order as the SQL backends: activity, newest first, then the
-        // newer room first so that ties are deterministic.
-        rooms.sort_by(|(a, _), (b, _)| {
-            (b.activity(), b.record.id).cmp(&(a.activity(), a.record.id))
-        });
-        Ok(rooms
+        Ok(State::by_activity(state.rooms.values(), user)
             .into_iter()
-            .map(|(r, m)| UserRoom {
-                room: r.record.clone(),
-                state: m.state,
-                read_seq: m.read_seq,
-                member_count: r
-                    .members
-                    .iter()
-                    .filter(|m| m.state == MemberState::Member)
-                    .count() as u64,
-                last_message: match m.state {
-                    MemberState::Member => state.message(r.record.id, r.record.last_seq),
-                    MemberState::Invited => None,
-                },
+            .map(|(r, m)| state.user_room(r, m))
+            .collect())
+    }
+
+    async fn direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+        created_at: Timestamp,
+    ) -> Result<(RoomRecord, bool), StorageError> {
+        let (lo, hi) = super::direct_pair(a, b).ok_or_else(super::self_conversation)?;
+        let mut state = self.lock();
+        if let Some(existing) = state
+            .direct_pairs
+            .get(&(lo, hi))
+            .and_then(|id| state.rooms.get(id))
+        {
+            return Ok((existing.record.clone(), false));
+        }
+        let name = super::direct_name(lo, hi);
+        // What the SQL insert would hit: the name is unique too.
+        if state.room_names.contains_key(&name) {
+            return Err(StorageError::Conflict(Conflict::RoomName));
+        }
+        state.require_user(a)?;
+        state.require_user(b)?;
+        state.last_room_id += 1;
+        let record = RoomRecord {
+            id: RoomId(state.last_room_id),
+            name,
+            kind: RoomType::Direct,
+            creator: a,
+            created_at,
+            last_seq: 0,
+        };
+        let member = |user| MemberRow {
+            user,
+            state: MemberState::Member,
+            read_seq: 0,
+        };
+        let row = RoomRow {
+            record: record.clone(),
+            last_message_at: None,
+            direct: Some((lo, hi)),
+            members: vec![member(a), member(b)],
+            last_position: 2,
+            messages: Vec::new(),
+        };
+        state.room_names.insert(record.name.clone(), record.id);
+        state.direct_pairs.insert((lo, hi), record.id);
+        state.rooms.insert(record.id, row);
+        Ok((record, true))
+    }
+
+    async fn find_direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<Option<RoomRecord>, StorageError> {
+        let Some(pair) = super::direct_pair(a, b) else {
+            return Ok(None);
+        };
+        let state = self.lock();
+        Ok(state
+            .direct_pairs
+            .get(&pair)
+            .and_then(|id| state.rooms.get(id))
+            .map(|r| r.record.clone()))
+    }
+
+    async fn user_conversations(&self, user: UserId) -> Result<Vec<Conversation>, StorageError> {
+        let state = self.lock();
+        let conversations = state.rooms.values().filter(|r| r.direct.is_some());
+        Ok(State::by_activity(conversations, user)
+            .into_iter()
+            .filter_map(|(r, m)| {
+                let (lo, hi) = r.direct?;
+                let other = if lo == user { hi } else { lo };
+                // An inner join on the SQL side: no row without the user.
+                let other = state.users.get(&other)?.clone();
+                Some(Conversation {
+                    room: state.user_room(r, m),
+                    other,
+                })
             })
             .collect())
     }

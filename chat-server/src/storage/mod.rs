@@ -122,9 +122,24 @@ pub struct UserRoom {
     pub state: MemberState,
     pub read_seq: Seq,
     pub member_count: u64,
+    /// The highest read mark among the other members, 0 if there are none;
+    /// always 0 for invitees, who may not see the room's progress yet. Lets
+    /// the service tell whether the user's own last message was read by
+    /// someone without reading every room's marks. A member who joined
+    /// after a message counts as having read it (joining starts at
+    /// `last_seq`).
+    pub others_read_seq: Seq,
     /// The newest message; `None` for an empty room and always for invitees
     /// (they may not read the room yet).
     pub last_message: Option<StoredMessage>,
+}
+
+/// One conversation of a user's list: the room as [`UserRoom`] sees it from
+/// that user, and the other participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub room: UserRoom,
+    pub other: UserRecord,
 }
 
 /// A message as stored. `is_read` depends on the viewer and is worked out by
@@ -290,8 +305,37 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes a member or invitee. `false` if `user` was neither.
     async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError>;
     /// Every room where `user` is a member or invited, newest activity
-    /// first (last message time, else creation time).
+    /// first (last message time, else creation time). Conversations
+    /// included; callers filter by kind.
     async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError>;
+
+    // Conversations
+
+    /// Creates or gets the conversation between `a` and `b`; `true` when
+    /// this call created it. A new one is a [`RoomType::Direct`] room named
+    /// `direct/{lo}/{hi}` (the two ids in order, a name no group room can
+    /// take), with `a` as creator and both users as members with read mark
+    /// 0. An existing one is returned as it is. The pair is unordered and
+    /// unique, enforced by the store: of concurrent calls for one pair, from
+    /// either side, exactly one sees `true` and all get the same room. The
+    /// caller makes sure both users exist; `a == b` is rejected (`Backend`).
+    async fn direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+        created_at: Timestamp,
+    ) -> Result<(RoomRecord, bool), StorageError>;
+    /// The conversation between `a` and `b`, in either order (never one for
+    /// `a == b`).
+    async fn find_direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<Option<RoomRecord>, StorageError>;
+    /// Every conversation `user` is in (made by [`Storage::direct_room`];
+    /// a direct room made by `create_room` has no pair and is not one),
+    /// newest activity first like [`Storage::user_rooms`], in one query.
+    async fn user_conversations(&self, user: UserId) -> Result<Vec<Conversation>, StorageError>;
 
     // Messages
 
@@ -321,6 +365,27 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A cheap round trip to the database.
     async fn ping(&self) -> Result<(), StorageError>;
+}
+
+/// A conversation's key: the pair in id order, so that `(a, b)` and `(b, a)`
+/// name the same one. `None` for a user paired with themself.
+pub(crate) fn direct_pair(a: UserId, b: UserId) -> Option<(UserId, UserId)> {
+    match a.cmp(&b) {
+        std::cmp::Ordering::Less => Some((a, b)),
+        std::cmp::Ordering::Greater => Some((b, a)),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
+/// The error for `direct_room(a, a)`, which the contract rules out.
+pub(crate) fn self_conversation() -> StorageError {
+    StorageError::Backend("a conversation needs two different users".into())
+}
+
+/// A conversation's room name. The `/` keeps it out of the group rooms'
+/// namespace; users never see it.
+pub(crate) fn direct_name(lo: UserId, hi: UserId) -> String {
+    format!("direct/{lo}/{hi}")
 }
 
 /// Options every backend understands.

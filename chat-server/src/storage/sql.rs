@@ -139,23 +139,99 @@ pub(crate) const INVITE: &str = "INSERT INTO room_members \
 
 pub(crate) const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE room_id = $1 AND user_id = $2";
 
-/// A user's rooms, newest activity first. The last message is the row at
-/// `seq = last_seq` (one index probe), joined for members only; the `l_`
+/// The columns of a [`super::UserRoom`], for `room_members m` (the user's
+/// row) joined with `rooms r` and `last_message_join!`.
+///
+/// Both subqueries are correlated: they search `room_members` by its
+/// primary key `(room_id, user_id)` on the `room_id` prefix (SQLite: `SEARCH
+/// c USING PRIMARY KEY (room_id=?)`), reading only that room's member rows,
+/// never the whole table. `others_read_seq` stays 0 for invitees, as their
+/// last message stays NULL.
+macro_rules! user_room_columns {
+    () => {
+        "r.id, r.name, r.kind, r.creator_id, r.created_at, r.last_seq, \
+         m.state, m.read_seq, \
+         (SELECT COUNT(*) FROM room_members c \
+             WHERE c.room_id = r.id AND c.state = 'member') AS member_count, \
+         CASE WHEN m.state = 'member' THEN \
+             (SELECT COALESCE(MAX(o.read_seq), 0) FROM room_members o \
+                 WHERE o.room_id = r.id AND o.user_id <> m.user_id) \
+         ELSE 0 END AS others_read_seq, \
+         l.id AS l_id, l.sender_id AS l_sender_id, lu.display_name AS l_sender_name, \
+         l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id"
+    };
+}
+
+/// The last message is the row at `seq = last_seq`: one probe of the
+/// `(room_id, seq)` index per room, joined for members only; the `l_`
 /// columns are NULL otherwise.
-pub(crate) const USER_ROOMS: &str = "SELECT \
-        r.id, r.name, r.kind, r.creator_id, r.created_at, r.last_seq, \
-        m.state, m.read_seq, \
-        (SELECT COUNT(*) FROM room_members c \
-            WHERE c.room_id = r.id AND c.state = 'member') AS member_count, \
-        l.id AS l_id, l.sender_id AS l_sender_id, lu.display_name AS l_sender_name, \
-        l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id \
-    FROM room_members m \
-    JOIN rooms r ON r.id = m.room_id \
-    LEFT JOIN messages l \
-        ON m.state = 'member' AND l.room_id = r.id AND l.seq = r.last_seq \
-    LEFT JOIN users lu ON lu.id = l.sender_id \
-    WHERE m.user_id = $1 \
-    ORDER BY COALESCE(r.last_message_at, r.created_at) DESC, r.id DESC";
+macro_rules! last_message_join {
+    () => {
+        " LEFT JOIN messages l \
+              ON m.state = 'member' AND l.room_id = r.id AND l.seq = r.last_seq \
+          LEFT JOIN users lu ON lu.id = l.sender_id "
+    };
+}
+
+/// Newest activity first; the newer room first on a tie, so that the order
+/// is total.
+macro_rules! by_activity {
+    () => {
+        " ORDER BY COALESCE(r.last_message_at, r.created_at) DESC, r.id DESC"
+    };
+}
+
+/// A user's rooms. `room_members` is entered by its `user_id` index.
+pub(crate) const USER_ROOMS: &str = concat!(
+    "SELECT ",
+    user_room_columns!(),
+    " FROM room_members m JOIN rooms r ON r.id = m.room_id",
+    last_message_join!(),
+    "WHERE m.user_id = $1",
+    by_activity!()
+);
+
+// Conversations
+
+/// Creates the conversation of the pair `($4, $5)`, lowest id first, unless
+/// it exists: then it returns no row and the caller reads the existing one
+/// with [`DIRECT_ROOM_BY_PAIR`] in the same transaction. Two concurrent
+/// calls for one pair cannot both insert: SQLite runs one write transaction
+/// at a time, and on Postgres the second insert waits for the first to
+/// commit and then does nothing, after which its next statement (read
+/// committed) sees the committed room. The target names the partial unique
+/// index, so a clash on anything else (the name) is still an error, not a
+/// silent miss. `DO NOTHING` rather than catching the error, since an error
+/// aborts a Postgres transaction.
+pub(crate) const INSERT_DIRECT_ROOM: &str = "INSERT INTO rooms \
+    (name, kind, creator_id, created_at, direct_lo, direct_hi) \
+    VALUES ($1, 'direct', $2, $3, $4, $5) \
+    ON CONFLICT (direct_lo, direct_hi) WHERE direct_lo IS NOT NULL DO NOTHING \
+    RETURNING id";
+
+/// `$1` is the lower id. Searches the pair's unique index.
+pub(crate) const DIRECT_ROOM_BY_PAIR: &str = concat!(
+    "SELECT ",
+    room_columns!(),
+    " FROM rooms WHERE direct_lo = $1 AND direct_hi = $2"
+);
+
+/// A user's conversations, each with the other user's row, in one query:
+/// the other is whichever of the pair the user is not. Only rooms with a
+/// pair are conversations.
+pub(crate) const USER_CONVERSATIONS: &str = concat!(
+    "SELECT ",
+    user_room_columns!(),
+    ", p.id AS p_id, p.username AS p_username, p.email AS p_email, \
+       p.display_name AS p_display_name, p.password_hash AS p_password_hash, \
+       p.created_at AS p_created_at \
+     FROM room_members m JOIN rooms r ON r.id = m.room_id \
+     JOIN users p ON p.id = \
+         CASE WHEN r.direct_lo = m.user_id THEN r.direct_hi ELSE r.direct_lo END",
+    last_message_join!(),
+    "WHERE m.user_id = $1 AND r.direct_lo IS NOT NULL",
+    by_activity!()
+);
 
 // Messages
 

@@ -34,8 +34,8 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use super::sql;
 use super::{
-    Appended, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser, ReadMark,
-    RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StorageOptions,
+    Appended, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
+    ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StorageOptions,
     StoredMessage, TokenUse, UserRecord, UserRoom,
 };
 
@@ -194,13 +194,24 @@ fn corrupt(what: String) -> StorageError {
 }
 
 fn user_from(row: &SqliteRow) -> Result<UserRecord, StorageError> {
+    prefixed_user_from(row, "")
+}
+
+/// A user whose columns are aliased `{prefix}id`, `{prefix}username`…, for
+/// a row that also carries another table's `id`.
+fn prefixed_user_from(row: &SqliteRow, prefix: &str) -> Result<UserRecord, StorageError> {
+    let get = |column: &str| format!("{prefix}{column}");
     Ok(UserRecord {
-        id: UserId(row.try_get("id").map_err(map_err)?),
-        username: row.try_get("username").map_err(map_err)?,
-        email: row.try_get("email").map_err(map_err)?,
-        display_name: row.try_get("display_name").map_err(map_err)?,
-        password_hash: row.try_get("password_hash").map_err(map_err)?,
-        created_at: Timestamp::from_unix_micros(row.try_get("created_at").map_err(map_err)?),
+        id: UserId(row.try_get(get("id").as_str()).map_err(map_err)?),
+        username: row.try_get(get("username").as_str()).map_err(map_err)?,
+        email: row.try_get(get("email").as_str()).map_err(map_err)?,
+        display_name: row.try_get(get("display_name").as_str()).map_err(map_err)?,
+        password_hash: row
+            .try_get(get("password_hash").as_str())
+            .map_err(map_err)?,
+        created_at: Timestamp::from_unix_micros(
+            row.try_get(get("created_at").as_str()).map_err(map_err)?,
+        ),
     })
 }
 
@@ -260,6 +271,7 @@ fn user_room_from(row: &SqliteRow) -> Result<UserRoom, StorageError> {
         state: member_state(row.try_get("state").map_err(map_err)?)?,
         read_seq: row.try_get("read_seq").map_err(map_err)?,
         member_count: u64::try_from(member_count).unwrap_or(0),
+        others_read_seq: row.try_get("others_read_seq").map_err(map_err)?,
         last_message,
         room,
     })
@@ -571,6 +583,90 @@ impl Storage for SqliteStorage {
         rows.iter().map(user_room_from).collect()
     }
 
+    async fn direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+        created_at: Timestamp,
+    ) -> Result<(RoomRecord, bool), StorageError> {
+        let (lo, hi) = super::direct_pair(a, b).ok_or_else(super::self_conversation)?;
+        let name = super::direct_name(lo, hi);
+        let mut tx = self.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(sql::INSERT_DIRECT_ROOM)
+            .bind(&name)
+            .bind(a.get())
+            .bind(created_at.unix_micros())
+            .bind(lo.get())
+            .bind(hi.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some(id) = id else {
+            let row = sqlx::query(sql::DIRECT_ROOM_BY_PAIR)
+                .bind(lo.get())
+                .bind(hi.get())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            tx.rollback().await.map_err(map_err)?;
+            return Ok((room_from(&row)?, false));
+        };
+        for (position, user) in (1_i64..).zip([a, b]) {
+            sqlx::query(sql::INSERT_MEMBER)
+                .bind(id)
+                .bind(user.get())
+                .bind(state_text(MemberState::Member))
+                .bind(0_i64)
+                .bind(position)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        let room = RoomRecord {
+            id: RoomId(id),
+            name,
+            kind: RoomType::Direct,
+            creator: a,
+            created_at,
+            last_seq: 0,
+        };
+        Ok((room, true))
+    }
+
+    async fn find_direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<Option<RoomRecord>, StorageError> {
+        let Some((lo, hi)) = super::direct_pair(a, b) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(sql::DIRECT_ROOM_BY_PAIR)
+            .bind(lo.get())
+            .bind(hi.get())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(room_from).transpose()
+    }
+
+    async fn user_conversations(&self, user: UserId) -> Result<Vec<Conversation>, StorageError> {
+        let rows = sqlx::query(sql::USER_CONVERSATIONS)
+            .bind(user.get())
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Conversation {
+                    room: user_room_from(row)?,
+                    other: prefixed_user_from(row, "p_")?,
+                })
+            })
+            .collect()
+    }
+
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {
         let mut tx = self.begin().await?;
         let seq: Option<Seq> = sqlx::query_scalar(sql::NEXT_SEQ)
@@ -747,6 +843,9 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod scale_tests;
 
 #[cfg(test)]
 mod tests {
