@@ -94,7 +94,9 @@ impl Fanout {
 
     /// Users with at least one socket in the room on this instance, by id.
     pub fn online_users(&self, room: RoomId) -> Vec<UserId> {
-        let mut users: Vec<UserId> = self.subscribers(room).map_or_else(Vec::new, |s| s.iter().map(|s| s.user).collect());
+        let mut users: Vec<UserId> = self
+            .subscribers(room)
+            .map_or_else(Vec::new, |s| s.iter().map(|s| s.user).collect());
         users.sort_unstable();
         users.dedup();
         users

@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chat_core::Seq;
-use chat_core::conversation::{ConversationDetail, ConversationSummary, CreateConversationRequest, UnreadCount};
+use chat_core::conversation::{
+    ConversationDetail, ConversationSummary, CreateConversationRequest, UnreadCount,
+};
 use serde::Deserialize;
 
 use super::extract::{ApiJson, ApiQuery, Caller};
@@ -33,7 +35,11 @@ pub(super) async fn detail(
     RoomPath(id): RoomPath,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<ConversationDetail>> {
-    state.service.conversation(user, id, q.before, q.limit).await.map(Json)
+    state
+        .service
+        .conversation(user, id, q.before, q.limit)
+        .await
+        .map(Json)
 }
 
 /// 201 when the conversation was created, 200 when it existed.
@@ -43,10 +49,17 @@ pub(super) async fn create(
     ApiJson(req): ApiJson<CreateConversationRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let created = state.service.create_conversation(user, req.user_id).await?;
-    let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(created)))
 }
 
-pub(super) async fn unread_count(State(state): State<AppState>, Caller(user): Caller) -> ApiResult<Json<UnreadCount>> {
+pub(super) async fn unread_count(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<UnreadCount>> {
     state.service.unread_count(user).await.map(Json)
 }

@@ -44,7 +44,10 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/history", get(messages::history))
         .route("/chat/send", post(messages::send))
         .route("/api/chats/conversations", get(conversations::list))
-        .route("/api/chats/conversations/create", post(conversations::create))
+        .route(
+            "/api/chats/conversations/create",
+            post(conversations::create),
+        )
         .route("/api/chats/conversations/{id}", get(conversations::detail))
         .route("/api/chats/unread-count", get(conversations::unread_count))
         .route("/healthz", get(health::healthz))

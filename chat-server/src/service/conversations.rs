@@ -2,7 +2,9 @@
 //! members, at most one per pair (the storage enforces it). Every room rule
 //! applies to them; strangers get "not found", never a hint they exist.
 
-use chat_core::conversation::{ConversationDetail, ConversationSummary, CreateConversationResponse, UnreadCount};
+use chat_core::conversation::{
+    ConversationDetail, ConversationSummary, CreateConversationResponse, UnreadCount,
+};
 use chat_core::room::RoomType;
 use chat_core::user::OtherUser;
 use chat_core::{ErrorCode, RoomId, Seq, Timestamp, UserId};
@@ -25,24 +27,42 @@ pub struct OpenedConversation {
 
 impl ChatService {
     /// Create-or-get the conversation between `user` and `other`.
-    pub async fn open_conversation(&self, user: UserId, other: UserId) -> ApiResult<OpenedConversation> {
+    pub async fn open_conversation(
+        &self,
+        user: UserId,
+        other: UserId,
+    ) -> ApiResult<OpenedConversation> {
         if other == user {
-            return Err(ApiError::invalid_field("user_id", "You cannot start a conversation with yourself"));
+            return Err(ApiError::invalid_field(
+                "user_id",
+                "You cannot start a conversation with yourself",
+            ));
         }
         let other = self
             .storage
             .user(other)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound))?;
-        let (room, created) = self.storage.direct_room(user, other.id, Timestamp::now()).await?;
+        let (room, created) = self
+            .storage
+            .direct_room(user, other.id, Timestamp::now())
+            .await?;
         if created {
             tracing::info!(room = %room.id, a = %user, b = %other.id, "conversation created");
         }
-        Ok(OpenedConversation { room, other, created })
+        Ok(OpenedConversation {
+            room,
+            other,
+            created,
+        })
     }
 
     /// `POST /api/chats/conversations/create/`.
-    pub async fn create_conversation(&self, user: UserId, other: UserId) -> ApiResult<CreateConversationResponse> {
+    pub async fn create_conversation(
+        &self,
+        user: UserId,
+        other: UserId,
+    ) -> ApiResult<CreateConversationResponse> {
         let opened = self.open_conversation(user, other).await?;
         Ok(CreateConversationResponse {
             id: opened.room.id,

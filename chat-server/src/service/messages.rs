@@ -22,7 +22,11 @@ const MAX_CLIENT_ID_CHARS: usize = 128;
 /// message: whether another member has (`others_mark`, the highest mark
 /// among the other members).
 pub fn is_read(viewer: UserId, sender: UserId, seq: Seq, own_mark: Seq, others_mark: Seq) -> bool {
-    if sender == viewer { others_mark >= seq } else { own_mark >= seq }
+    if sender == viewer {
+        others_mark >= seq
+    } else {
+        own_mark >= seq
+    }
 }
 
 /// Everyone's read marks in a room, to tell each viewer what is read.
@@ -32,8 +36,18 @@ pub struct ReadMarks(Vec<(UserId, Seq)>);
 impl ReadMarks {
     /// [`is_read`] for `viewer` with the room's marks.
     pub fn is_read(&self, viewer: UserId, m: &StoredMessage) -> bool {
-        let own = self.0.iter().find(|(u, _)| *u == viewer).map_or(0, |(_, s)| *s);
-        let others = self.0.iter().filter(|(u, _)| *u != viewer).map(|(_, s)| *s).max().unwrap_or(0);
+        let own = self
+            .0
+            .iter()
+            .find(|(u, _)| *u == viewer)
+            .map_or(0, |(_, s)| *s);
+        let others = self
+            .0
+            .iter()
+            .filter(|(u, _)| *u != viewer)
+            .map(|(_, s)| *s)
+            .max()
+            .unwrap_or(0);
         is_read(viewer, m.sender, m.seq, own, others)
     }
 }

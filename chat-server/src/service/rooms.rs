@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use axum::extract::ws::Utf8Bytes;
 use chat_core::api::{CreateRoomRequest, InviteRequest};
-use chat_core::message::LastMessage;
 use chat_core::frame::ServerFrame;
+use chat_core::message::LastMessage;
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem, RoomType};
 use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
 
@@ -183,7 +183,11 @@ impl ChatService {
             .filter(|r| r.room.kind != RoomType::Direct)
         {
             let member = r.state == MemberState::Member;
-            let last_message = if member { last_message_view(user, &r) } else { None };
+            let last_message = if member {
+                last_message_view(user, &r)
+            } else {
+                None
+            };
             out.push(RoomListItem {
                 id: r.room.id,
                 name: r.room.name.clone(),

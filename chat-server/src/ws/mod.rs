@@ -19,9 +19,9 @@ use chat_core::{ErrorCode, RoomRef, Seq, UserId};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::storage::RoomRecord;
 use crate::http::extract::ApiQuery;
 use crate::server::AppState;
+use crate::storage::RoomRecord;
 
 pub mod session;
 
@@ -34,6 +34,10 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Bytes buffered before tungstenite writes on its own; the session flushes
 /// after every batch anyway.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Frames up to this multiple of the message limit are read whole before
+/// being refused with 1009.
+const FRAME_CEILING_FACTOR: usize = 4;
 
 /// The WebSocket routes.
 pub fn routes() -> Router<AppState> {
@@ -77,7 +81,11 @@ async fn bound(
     };
     let service = &state.service;
     match service
-        .open_room(user, &RoomRef::parse(&room), service.limits().auto_create_rooms)
+        .open_room(
+            user,
+            &RoomRef::parse(&room),
+            service.limits().auto_create_rooms,
+        )
         .await
     {
         Ok(room) => accept_bound(state, upgrade, user, room, params.after_seq).await,
@@ -175,7 +183,12 @@ fn accept(state: AppState, upgrade: Upgrade, user: UserId, bound: Option<Bound>)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(max)
-        .max_frame_size(max)
+        // tungstenite checks the frame limit on the header and stops reading,
+        // leaving the payload unread; closing then resets the connection and
+        // the client may never see the 1009. The message limit is checked
+        // after the frame is read, so the close is clean. Frames beyond the
+        // ceiling are still cut at the header.
+        .max_frame_size(max.saturating_mul(FRAME_CEILING_FACTOR))
         .on_upgrade(move |socket| async move {
             use futures_util::StreamExt as _;
             let (sink, stream) = socket.split();

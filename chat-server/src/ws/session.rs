@@ -50,6 +50,9 @@ const MAX_BATCH: usize = 128;
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a closed socket waits for the client's close reply.
+const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the loop does after handling something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -183,7 +186,14 @@ pub async fn run<S, R, E>(
         }));
         // A client that is not reading cannot take the close frame either:
         // give it a while, then drop the connection.
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.sink.send(close)).await;
+        if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, s.sink.send(close)).await {
+            // Finish the closing handshake: read (and discard) until the
+            // client answers or goes. Dropping a socket with unread input
+            // makes the kernel reset it, and a reset can destroy the close
+            // frame before the client reads it.
+            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+        }
     }
     let hub = s.state.service.hub().clone();
     for room in s.rooms.keys() {

@@ -38,7 +38,10 @@ async fn presence_follows_the_last_socket(backend: Backend) {
     let cat = s.user("cat").await;
     let mut c = s.ws("/ws/", &cat).await;
     let (_, _, here) = c.subscribe_seeing(json!(room), None).await;
-    assert_eq!(here, vec![json!({"type": "presence", "room": room, "user": ann.id, "status": "online"})]);
+    assert_eq!(
+        here,
+        vec![json!({"type": "presence", "room": room, "user": ann.id, "status": "online"})]
+    );
     assert_eq!(a.expect("presence").await["user"], cat.id);
 
     // Unsubscribing is leaving too.

@@ -203,7 +203,10 @@ impl TestServer {
     /// Opens a WebSocket, returning the HTTP status of a refused handshake.
     pub(crate) async fn ws_raw(&self, path_and_query: &str) -> Result<WsClient, (u16, Value)> {
         match tokio_tungstenite::connect_async(self.ws_url(path_and_query)).await {
-            Ok((stream, _)) => Ok(WsClient { stream }),
+            Ok((stream, _)) => Ok(WsClient {
+                stream,
+                pending: Default::default(),
+            }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
                 let body = resp
@@ -240,6 +243,8 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A WebSocket client speaking JSON frames.
 pub(crate) struct WsClient {
     pub(crate) stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read ahead (past a barrier) and not yet consumed.
+    pending: std::collections::VecDeque<Value>,
 }
 
 /// What the next thing on a socket was.
@@ -263,6 +268,9 @@ impl WsClient {
 
     /// The next frame or close, skipping control frames.
     pub(crate) async fn next(&mut self) -> Incoming {
+        if let Some(f) = self.pending.pop_front() {
+            return Incoming::Frame(f);
+        }
         loop {
             let msg = tokio::time::timeout(FRAME_TIMEOUT, self.stream.next())
                 .await
@@ -320,14 +328,22 @@ impl WsClient {
     /// Subscribes and returns the `subscribed` frame, collecting replayed
     /// messages into `replayed`. The presence snapshot that follows is
     /// consumed (see [`Self::subscribe_seeing`]).
-    pub(crate) async fn subscribe(&mut self, room: Value, after_seq: Option<i64>) -> (Vec<Value>, Value) {
+    pub(crate) async fn subscribe(
+        &mut self,
+        room: Value,
+        after_seq: Option<i64>,
+    ) -> (Vec<Value>, Value) {
         let (replayed, sub, _online) = self.subscribe_seeing(room, after_seq).await;
         (replayed, sub)
     }
 
     /// Like [`Self::subscribe`], also returning the `presence` frames of the
     /// users already online, read up to a ping barrier.
-    pub(crate) async fn subscribe_seeing(&mut self, room: Value, after_seq: Option<i64>) -> (Vec<Value>, Value, Vec<Value>) {
+    pub(crate) async fn subscribe_seeing(
+        &mut self,
+        room: Value,
+        after_seq: Option<i64>,
+    ) -> (Vec<Value>, Value, Vec<Value>) {
         let mut frame = json!({"type": "subscribe", "room": room});
         if let Some(a) = after_seq {
             frame["after_seq"] = json!(a);
@@ -345,18 +361,22 @@ impl WsClient {
         (replayed, sub, self.presence_snapshot().await)
     }
 
-    /// The `presence` frames already sent, read up to a ping barrier.
+    /// The `presence` frames already sent, read up to a ping barrier; live
+    /// frames met on the way stay queued for [`Self::next`].
     pub(crate) async fn presence_snapshot(&mut self) -> Vec<Value> {
         self.send(json!({"type": "ping"})).await;
         let mut online = Vec::new();
+        let mut live = Vec::new();
         loop {
             let f = self.frame().await;
             match f["type"].as_str() {
-                Some("presence") => online.push(f),
-                Some("pong") => return online,
-                _ => panic!("unexpected frame after subscribing: {f}"),
+                Some("presence") if live.is_empty() => online.push(f),
+                Some("pong") => break,
+                _ => live.push(f),
             }
         }
+        self.pending.extend(live);
+        online
     }
 
     pub(crate) async fn close(mut self) {
