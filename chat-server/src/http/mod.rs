@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::server::AppState;
 
+mod docs;
 pub mod extract;
 mod health;
 mod messages;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/send", post(messages::send))
         .route("/healthz", get(health::healthz))
         .merge(crate::ws::routes())
+        .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
