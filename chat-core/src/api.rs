@@ -8,6 +8,7 @@ use crate::{MessageId, RoomId, Seq, UserId};
 
 /// `POST /api/users/register/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct RegisterRequest {
     pub username: String,
     pub email: String,
@@ -18,6 +19,7 @@ pub struct RegisterRequest {
 
 /// `POST /api/users/token/`: log in by username or by email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct TokenRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -28,6 +30,7 @@ pub struct TokenRequest {
 
 /// The answer of the token and refresh calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct TokenResponse {
     pub access: String,
     pub refresh: String,
@@ -39,25 +42,34 @@ pub struct TokenResponse {
 
 /// `POST /api/users/token/refresh/` and `POST /api/users/logout/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct RefreshRequest {
     pub refresh: String,
 }
 
 /// Query of `GET /api/users/`: keyset paging by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 pub struct ListUsersQuery {
+    /// 1..=200, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only users with an id above this (the last id of the previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<UserId>,
 }
 
 /// `POST /chat/create-room/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct CreateRoomRequest {
-    /// Required; optional here so that its absence gets the contract's
-    /// `room_name_required` instead of a generic parse error.
+    /// 1–64 characters, not all digits. Required: a missing or blank name
+    /// gets 400 `room_name_required` (an `Option` so that it gets that code
+    /// instead of a generic parse error).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(required = true))]
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub name: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<RoomType>,
@@ -67,25 +79,32 @@ pub struct CreateRoomRequest {
 
 /// `POST /chat/join-room/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct JoinRoomRequest {
     pub room_id: RoomId,
 }
 
 /// `POST /chat/rooms/{id}/invite/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct InviteRequest {
     pub user_ids: Vec<UserId>,
 }
 
 /// Query of `GET /chat/history/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 pub struct HistoryQuery {
+    /// The room's id or name.
     pub room: RoomRef,
     /// Only messages with `seq` below this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
     pub before: Option<Seq>,
     /// Only messages with `seq` above this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
     pub after: Option<Seq>,
     /// 1..=200, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +113,7 @@ pub struct HistoryQuery {
 
 /// The answer of `GET /chat/history/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct HistoryResponse {
     /// Oldest first.
     pub chat_history: Vec<Message>,
@@ -103,6 +123,7 @@ pub struct HistoryResponse {
 
 /// `POST /chat/send/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct SendRequest {
     pub room: RoomRef,
     pub message: String,
@@ -112,15 +133,18 @@ pub struct SendRequest {
 
 /// The answer of `POST /chat/send/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct SendResponse {
     /// Always `"Message sent!"`.
     pub message: String,
     pub id: MessageId,
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
     pub seq: Seq,
 }
 
 /// The state of one dependency in `GET /healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentState {
     Ok,
@@ -129,6 +153,7 @@ pub enum ComponentState {
 
 /// The answer of `GET /healthz` (200 when everything is up, 503 otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct Health {
     /// `"ok"` or `"degraded"`.
     pub status: String,

@@ -8,6 +8,7 @@ use crate::{RoomId, Timestamp, UserId};
 
 /// One entry of `GET /api/chats/conversations/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct ConversationSummary {
     pub id: RoomId,
     pub other_user: OtherUser,
@@ -18,6 +19,7 @@ pub struct ConversationSummary {
 
 /// The answer of `GET /api/chats/conversations/{id}/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct ConversationDetail {
     pub id: RoomId,
     pub other_user: OtherUser,
@@ -28,6 +30,7 @@ pub struct ConversationDetail {
 
 /// The body of `POST /api/chats/conversations/create/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct CreateConversationRequest {
     pub user_id: UserId,
 }
@@ -35,6 +38,7 @@ pub struct CreateConversationRequest {
 /// The answer of `POST /api/chats/conversations/create/` (201 when created,
 /// 200 when it existed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct CreateConversationResponse {
     pub id: RoomId,
     pub other_user: OtherUser,
@@ -44,6 +48,7 @@ pub struct CreateConversationResponse {
 
 /// The answer of `GET /api/chats/unread-count/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct UnreadCount {
     pub unread_count: u64,
 }

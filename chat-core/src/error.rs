@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// `{"error": "<human sentence>", "code": "<snake_case code>"}`, plus
 /// `"fields"` for validation errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct ErrorBody {
     pub error: String,
     pub code: ErrorCode,
@@ -30,6 +31,7 @@ impl ErrorBody {
 
 /// Machine-readable error codes. Clients match on these, never on sentences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {

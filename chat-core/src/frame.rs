@@ -40,10 +40,14 @@ pub enum ClientFrame {
 /// The typed frames as serde sees them; [`ClientFrame`] adds the untyped
 /// `{"message"}` form on top.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 // Unknown keys are ignored, so newer clients can add fields without
 // breaking older servers.
 #[serde(tag = "type", rename_all = "snake_case")]
+// The doc comments below are what the frame schema shows.
 enum Typed {
+    /// Send a message. `room` is required on `/ws/`; a repeated `client_id`
+    /// stores nothing new and acknowledges the original message.
     Send {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<RoomRef>,
@@ -51,21 +55,25 @@ enum Typed {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
+    /// Start receiving a room. With `after_seq`, every stored message above it
+    /// comes first, in order, then live ones, with no gap and no duplicate.
     Subscribe {
         room: RoomRef,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "schema", schema(value_type = Option<i64>))]
         after_seq: Option<Seq>,
     },
-    Unsubscribe {
-        room: RoomRef,
-    },
+    /// Stop receiving a room.
+    Unsubscribe { room: RoomRef },
+    /// Mark a room read up to `seq`.
     Read {
         room: RoomRef,
+        #[cfg_attr(feature = "schema", schema(value_type = i64))]
         seq: Seq,
     },
-    Typing {
-        room: RoomRef,
-    },
+    /// Tell the room the sender is typing.
+    Typing { room: RoomRef },
+    /// Answered with `pong`.
     Ping,
 }
 
@@ -182,8 +190,83 @@ impl<'de> Deserialize<'de> for ClientFrame {
     }
 }
 
+// By hand, like the serde impls: `oneOf` the untyped `{"message"}` form and
+// each typed frame, the typed ones taken from the derive on `Typed`.
+#[cfg(feature = "schema")]
+const CLIENT_FRAME_DOC: &str = "A frame a client sends: `{\"message\": \"text\"}` (send to the socket's bound room) or one of the typed frames. Unknown keys are ignored.";
+
+#[cfg(feature = "schema")]
+const TEXT_FRAME_DOC: &str = "Send `message` to the socket's bound room (`/ws/chat/{room}/`, `/ws/users/{user_id}/`). The form of the documents' clients: it has no `type`.";
+
+#[cfg(feature = "schema")]
+impl utoipa::PartialSchema for ClientFrame {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+        let text = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("message", ObjectBuilder::new().schema_type(Type::String))
+            .required("message")
+            .description(Some(TEXT_FRAME_DOC));
+        let mut frames = OneOfBuilder::new()
+            .description(Some(CLIENT_FRAME_DOC))
+            .item(text);
+        match <Typed as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::OneOf(typed)) => {
+                for item in typed.items {
+                    frames = frames.item(item);
+                }
+            }
+            other => frames = frames.item(other),
+        }
+        frames.into()
+    }
+}
+
+#[cfg(feature = "schema")]
+impl utoipa::ToSchema for ClientFrame {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <Typed as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ClientFrame {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ClientFrame".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let text = serde_json::json!({
+            "description": TEXT_FRAME_DOC,
+            "type": "object",
+            "properties": {"message": {"type": "string"}},
+            "required": ["message"],
+            // With a `type` the frame is read as a typed frame, whatever
+            // `message` holds; this keeps the `oneOf` branches disjoint.
+            "not": {"required": ["type"]},
+        });
+        let typed = <Typed as schemars::JsonSchema>::json_schema(generator).to_value();
+        let mut frames = vec![text];
+        match typed.get("oneOf").and_then(serde_json::Value::as_array) {
+            Some(variants) => frames.extend(variants.iter().cloned()),
+            None => frames.push(typed),
+        }
+        schemars::json_schema!({
+            "description": CLIENT_FRAME_DOC,
+            "oneOf": frames,
+        })
+    }
+}
+
 /// Whether a user is connected to a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
     Online,
@@ -192,6 +275,7 @@ pub enum PresenceStatus {
 
 /// A frame the server sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// A new message, to every subscribed socket except the sending one.
@@ -202,11 +286,16 @@ pub enum ServerFrame {
         message: Message,
     },
     /// After a subscribe and its replay.
-    Subscribed { room: RoomId, last_seq: Seq },
+    Subscribed {
+        room: RoomId,
+        #[cfg_attr(feature = "schema", schema(value_type = i64))]
+        last_seq: Seq,
+    },
     /// `user` has read `room` up to `seq`.
     Read {
         room: RoomId,
         user: UserId,
+        #[cfg_attr(feature = "schema", schema(value_type = i64))]
         seq: Seq,
     },
     /// `user` is typing in `room`.

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub i64);
@@ -30,21 +30,49 @@ macro_rules! id_type {
                 Self(v)
             }
         }
+
+        // By hand because the derives cannot put `minimum` on a newtype's
+        // inner field, and the contract says ids are positive.
+        #[cfg(feature = "schema")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(1))
+                    .description(Some($doc))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "schema")]
+        impl utoipa::ToSchema for $name {}
+
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": 1,
+                    "description": $doc,
+                })
+            }
+        }
     };
 }
 
+id_type!(UserId, "A user's id.");
 id_type!(
-    /// A user's id.
-    UserId
+    RoomId,
+    "A room's id. Conversations are rooms too and share this id space."
 );
-id_type!(
-    /// A room's id. Conversations are rooms too and share this id space.
-    RoomId
-);
-id_type!(
-    /// A message's id, unique across rooms.
-    MessageId
-);
+id_type!(MessageId, "A message's id, unique across rooms.");
 
 /// A message's position in its room: 1, 2, 3… without gaps, in commit order.
 /// `0` means "before the first message".

@@ -5,6 +5,12 @@
 //! protocol (server, client, FFI, benches, tests) depends on this crate and on
 //! nothing else to agree on the format.
 //!
+//! The optional feature `schema` derives `utoipa::ToSchema` and
+//! `schemars::JsonSchema` on the wire types, for the server's OpenAPI
+//! (`/schema/`) and frame JSON Schema (`/schema/ws/`). Ids are integers ≥ 1,
+//! [`Timestamp`] a `date-time` string, [`frame::ClientFrame`] `oneOf` the
+//! `{"message"}` form and each typed frame.
+//!
 //! Layout:
 //! - [`ids`]: typed ids and the per-room sequence number.
 //! - [`time`]: [`Timestamp`], RFC 3339 UTC on the wire.

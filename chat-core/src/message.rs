@@ -6,10 +6,12 @@ use crate::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 /// A stored message as a given viewer sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct Message {
     pub id: MessageId,
     pub room: RoomId,
     /// Position in the room: 1, 2, 3… without gaps, in commit order.
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
     pub seq: Seq,
     pub sender: UserId,
     pub sender_name: String,
@@ -24,6 +26,7 @@ pub struct Message {
 
 /// The short form of a message used in room and conversation lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct LastMessage {
     pub body: String,
     pub created_at: Timestamp,

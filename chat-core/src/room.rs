@@ -10,6 +10,7 @@ use crate::{RoomId, Timestamp};
 
 /// Who may join a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RoomType {
     /// Anyone may join.
@@ -56,6 +57,7 @@ impl fmt::Display for RoomType {
 /// `"room": "lobby"`). A string of digits is an id, since room names may not
 /// be all digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum RoomRef {
     Id(RoomId),
@@ -106,6 +108,7 @@ impl fmt::Display for RoomRef {
 
 /// A room with its people: the answer of create, detail and invite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct Room {
     pub id: RoomId,
     pub name: String,
@@ -122,6 +125,7 @@ pub struct Room {
 
 /// The answer of `POST /chat/join-room/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct JoinedRoom {
     pub id: RoomId,
     pub name: String,
@@ -132,6 +136,7 @@ pub struct JoinedRoom {
 
 /// How the caller stands in a listed room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Membership {
     Member,
@@ -141,6 +146,7 @@ pub enum Membership {
 
 /// One entry of `GET /chat/rooms/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct RoomListItem {
     pub id: RoomId,
     pub name: String,

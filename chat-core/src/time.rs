@@ -65,6 +65,44 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+// By hand: the wire form is a string, which no derive can see through the
+// hand-written serde impls above.
+#[cfg(feature = "schema")]
+const TIMESTAMP_DOC: &str =
+    "RFC 3339 time in UTC, e.g. `2026-02-24T10:30:00Z` (microsecond precision).";
+
+#[cfg(feature = "schema")]
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some(TIMESTAMP_DOC))
+            .examples(["2026-02-24T10:30:00Z"])
+            .into()
+    }
+}
+
+#[cfg(feature = "schema")]
+impl utoipa::ToSchema for Timestamp {}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "description": TIMESTAMP_DOC,
+            "examples": ["2026-02-24T10:30:00Z"],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use crate::{Timestamp, UserId};
 /// A user. `email` and `created_at` are shown only to the user themself;
 /// everyone else sees `id`, `username` and `display_name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct User {
     pub id: UserId,
     pub username: String,
@@ -19,6 +20,7 @@ pub struct User {
 
 /// The other participant of a conversation, as the documents showed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct OtherUser {
     pub id: UserId,
     pub name: String,

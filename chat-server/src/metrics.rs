@@ -68,7 +68,17 @@ pub fn init() {
     let _ = handle();
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics
+///
+/// Text exposition format: connections, messages stored, deliveries, slow
+/// sockets closed, HTTP latency by route.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 pub async fn render() -> Response {
     let body = handle().map(PrometheusHandle::render).unwrap_or_default();
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

@@ -7,6 +7,19 @@ use chat_core::api::{ComponentState, Health};
 
 use crate::server::AppState;
 
+/// Health
+///
+/// The state of storage and broker. No token needed.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Storage and broker are up", body = Health),
+        (status = 503, description = "Storage or broker is down (`status` is `degraded`)", body = Health),
+    )
+)]
 pub(super) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let storage = match state.service.storage().ping().await {
         Ok(()) => ComponentState::Ok,

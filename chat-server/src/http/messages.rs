@@ -4,12 +4,34 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use chat_core::ErrorBody;
 use chat_core::api::{HistoryQuery, HistoryResponse, SendRequest, SendResponse};
 
+use super::docs;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::error::ApiResult;
 use crate::server::AppState;
 
+/// A room's history
+///
+/// A page of messages, oldest first. Without bounds, the newest page; with
+/// `after`, the page following that seq; with `before`, the page preceding it.
+#[utoipa::path(
+    get,
+    path = "/chat/history/",
+    operation_id = "history",
+    tag = "messages",
+    params(HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of messages, oldest first", body = HistoryResponse),
+        (status = 400, description = "`invalid_input`: `limit` outside 1..=200, a negative bound, or a malformed parameter", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_member`: the caller may see the room but has not joined it", body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn history(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -18,8 +40,28 @@ pub(super) async fn history(
     state.service.history(user, q).await.map(Json)
 }
 
-/// 201 with the message's id and seq; a repeated `client_id` answers the
-/// same with the original's, so a retry is safe.
+/// Send a message
+///
+/// To a room the caller is a member of. Sockets subscribed to the room get
+/// it as a `message` frame. A repeated `client_id` stores nothing new and
+/// answers 201 with the original's id and seq, so a retry is safe.
+#[utoipa::path(
+    post,
+    path = "/chat/send/",
+    operation_id = "send_message",
+    tag = "messages",
+    request_body = SendRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored: `{\"message\": \"Message sent!\", \"id\", \"seq\"}`", body = SendResponse),
+        (status = 400, description = "`empty_body`: \"Message body cannot be empty\"; `body_too_long`; `invalid_input`: a bad `client_id` or field; `invalid_json`", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_member`: the caller may see the room but has not joined it", body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn send(
     State(state): State<AppState>,
     Caller(user): Caller,

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 
 mod conversations;
+mod docs;
 pub mod extract;
 mod health;
 mod messages;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::metrics::render))
         .merge(crate::ws::routes())
+        .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::metrics::track_http))

@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chat_core::api::{CreateRoomRequest, InviteRequest, JoinRoomRequest};
 use chat_core::room::{JoinedRoom, Room, RoomListItem};
-use chat_core::{ErrorCode, RoomId};
+use chat_core::{ErrorBody, ErrorCode, RoomId};
 
+use super::docs;
 use super::extract::{ApiJson, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
@@ -30,6 +31,26 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RoomPath {
     }
 }
 
+/// Create a room
+///
+/// The caller becomes its creator and first member; `invited_users` may
+/// join it. `type` defaults to `private`.
+#[utoipa::path(
+    post,
+    path = "/chat/create-room/",
+    operation_id = "create_room",
+    tag = "rooms",
+    request_body = CreateRoomRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The new room", body = Room),
+        (status = 400, description = "`room_name_required`: \"Room name is required\"; `invalid_input`: a bad name or type, or an unknown user id; `invalid_json`", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "`room_name_taken`: \"Room name already exists\"", body = ErrorBody),
+        (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -39,6 +60,27 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(room)))
 }
 
+/// Join a room
+///
+/// Any user may join a `public` room; `private` and `game` rooms only
+/// users invited to them. Joining twice is not an error.
+#[utoipa::path(
+    post,
+    path = "/chat/join-room/",
+    operation_id = "join_room",
+    tag = "rooms",
+    request_body = JoinRoomRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The room with its members", body = JoinedRoom),
+        (status = 400, description = docs::INVALID_BODY, body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_authorized`: \"You are not authorized to join this room\" (not invited)", body = ErrorBody),
+        (status = 404, description = "`room_not_found`: \"Room not found\"", body = ErrorBody),
+        (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn join(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -47,6 +89,22 @@ pub(super) async fn join(
     state.service.join_room(user, req.room_id).await.map(Json)
 }
 
+/// The caller's rooms
+///
+/// Group rooms the caller is a member of or invited to, with unread counts
+/// and the newest message. Conversations have their own list.
+#[utoipa::path(
+    get,
+    path = "/chat/rooms/",
+    operation_id = "list_rooms",
+    tag = "rooms",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The rooms, newest activity first", body = Vec<RoomListItem>),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -54,6 +112,23 @@ pub(super) async fn list(
     state.service.list_rooms(user).await.map(Json)
 }
 
+/// A room
+///
+/// Visible to members, invited users, and anyone for a `public` room.
+#[utoipa::path(
+    get,
+    path = "/chat/rooms/{id}/",
+    operation_id = "room_detail",
+    tag = "rooms",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The room with its members and invited users", body = Room),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn detail(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -62,6 +137,27 @@ pub(super) async fn detail(
     state.service.room_detail(user, room).await.map(Json)
 }
 
+/// Invite users to a room
+///
+/// Members only. Invited users may then join the room.
+#[utoipa::path(
+    post,
+    path = "/chat/rooms/{id}/invite/",
+    operation_id = "invite_to_room",
+    tag = "rooms",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    request_body = InviteRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The room with its members and invited users", body = Room),
+        (status = 400, description = "`invalid_input`: an unknown user id, or the room is a conversation; `invalid_json`", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_member`: the caller has not joined the room", body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn invite(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -71,6 +167,25 @@ pub(super) async fn invite(
     state.service.invite(user, room, req).await.map(Json)
 }
 
+/// Leave a room
+///
+/// Members and invited users; the caller's sockets stop receiving the room.
+/// Leaving a room one is not in is not an error.
+#[utoipa::path(
+    post,
+    path = "/chat/rooms/{id}/leave/",
+    operation_id = "leave_room",
+    tag = "rooms",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Left"),
+        (status = 400, description = "`invalid_input`: a conversation cannot be left", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn leave(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -80,6 +195,25 @@ pub(super) async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Delete a room
+///
+/// The creator only. The room's history is gone and connected sockets get
+/// `room_deleted` (bound sockets then close with 4409).
+#[utoipa::path(
+    delete,
+    path = "/chat/rooms/{id}/",
+    operation_id = "delete_room",
+    tag = "rooms",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_authorized`: the caller is not the creator", body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Caller(user): Caller,

@@ -2,6 +2,7 @@
 //! driven over real HTTP and WebSocket connections, on every storage backend.
 
 mod conversations;
+mod docs;
 mod messages;
 mod operations;
 mod presence;
