@@ -72,14 +72,17 @@ impl Default for Config {
     about = "A real-time chat server (HTTP + WebSocket)."
 )]
 pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML configuration file; its keys are the long flag names with `_`.
-    #[arg(long, env = "CHAT_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "CHAT_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8000].
     #[arg(long, env = "CHAT_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Storage URL: sqlite://PATH or memory:// [default: sqlite://chat.db].
-    #[arg(long = "storage", env = "CHAT_STORAGE_URL", value_name = "URL")]
+    /// Storage URL: sqlite://PATH, postgres://… or memory:// [default: sqlite://chat.db].
+    #[arg(long = "storage", env = "CHAT_STORAGE_URL", value_name = "URL", global = true)]
     pub storage_url: Option<String>,
     /// Broker URL: local:// [default: local://].
     #[arg(long = "broker", env = "CHAT_BROKER_URL", value_name = "URL")]
@@ -128,6 +131,17 @@ pub struct Cli {
     /// Pooled storage connections [default: 8].
     #[arg(long, env = "CHAT_STORAGE_POOL_SIZE", value_name = "N")]
     pub storage_pool_size: Option<u32>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Serve HTTP and WebSocket (the default).
+    Serve,
+    /// Apply pending storage migrations and exit. Safe to run from several
+    /// instances at once: PostgreSQL migrations take an advisory lock, and
+    /// SQLite serializes writers. `serve` applies them too.
+    Migrate,
 }
 
 /// The TOML file: the same settings as the flags, snake_case.
@@ -335,6 +349,14 @@ mod tests {
             Config::from_cli(parse(&["--config", path])),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn migrate_takes_the_storage_flag_after_it() {
+        let cli = parse(&["migrate", "--storage", "memory://"]);
+        assert_eq!(cli.command, Some(Command::Migrate));
+        assert_eq!(Config::from_cli(cli).expect("valid").storage_url, "memory://");
+        assert_eq!(parse(&[]).command, None);
     }
 
     #[test]

@@ -46,6 +46,6 @@ pub mod service;
 pub mod storage;
 pub mod ws;
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Command, Config};
 pub use error::ApiError;
 pub use server::{Server, StartError};

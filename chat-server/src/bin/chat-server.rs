@@ -1,5 +1,5 @@
 //! The `chat-server` binary: parse configuration, set up logs, run the
-//! library's server until SIGINT or SIGTERM.
+//! library's server until SIGINT or SIGTERM (or `migrate` and exit).
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -8,7 +8,12 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     init_logs();
     let cli = chat_server::Cli::parse();
+    let command = cli.command.clone().unwrap_or(chat_server::Command::Serve);
     let config = chat_server::Config::from_cli(cli)?;
+    if command == chat_server::Command::Migrate {
+        chat_server::server::migrate(&config).await?;
+        return Ok(());
+    }
     let server = chat_server::Server::start(config).await?;
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
