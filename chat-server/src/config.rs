@@ -82,7 +82,12 @@ pub struct Cli {
     #[arg(long, env = "CHAT_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Storage URL: sqlite://PATH, postgres://… or memory:// [default: sqlite://chat.db].
-    #[arg(long = "storage", env = "CHAT_STORAGE_URL", value_name = "URL", global = true)]
+    #[arg(
+        long = "storage",
+        env = "CHAT_STORAGE_URL",
+        value_name = "URL",
+        global = true
+    )]
     pub storage_url: Option<String>,
     /// Broker URL: local:// [default: local://].
     #[arg(long = "broker", env = "CHAT_BROKER_URL", value_name = "URL")]
@@ -355,7 +360,10 @@ mod tests {
     fn migrate_takes_the_storage_flag_after_it() {
         let cli = parse(&["migrate", "--storage", "memory://"]);
         assert_eq!(cli.command, Some(Command::Migrate));
-        assert_eq!(Config::from_cli(cli).expect("valid").storage_url, "memory://");
+        assert_eq!(
+            Config::from_cli(cli).expect("valid").storage_url,
+            "memory://"
+        );
         assert_eq!(parse(&[]).command, None);
     }
 

@@ -17,6 +17,82 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub(crate) enum Backend {
     Memory,
     Sqlite,
+    /// The machine's PostgreSQL, in a schema of the test's own.
+    Postgres,
+}
+
+/// The PostgreSQL the tests use (`CHAT_TEST_POSTGRES_URL`, default the
+/// machine's `test` database).
+pub(crate) fn postgres_base_url() -> String {
+    std::env::var("CHAT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A schema created for one test and dropped when the test ends.
+pub(crate) struct PgSchema {
+    pub(crate) name: String,
+}
+
+impl PgSchema {
+    /// Creates a fresh schema; panics with how to start PostgreSQL if it
+    /// does not answer.
+    pub(crate) async fn create() -> Self {
+        use sqlx::Connection as _;
+        let base = postgres_base_url();
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {base} does not answer ({e}). Start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 or point CHAT_TEST_POSTGRES_URL at one."
+                )
+            });
+        let name = format!("chat_e2e_{:016x}", rand::random::<u64>());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create schema");
+        Self { name }
+    }
+
+    /// A storage URL whose connections live in this schema.
+    pub(crate) fn url(&self) -> String {
+        self.url_via(&postgres_base_url())
+    }
+
+    /// The same, through another base URL (e.g. a proxy's).
+    pub(crate) fn url_via(&self, base: &str) -> String {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options[search_path]={}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot block on its own
+        // futures: do the cleanup on a thread with a runtime of its own.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_base_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {name} CASCADE"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Runs each named `async fn(Backend)` once per storage backend.
@@ -33,6 +109,11 @@ macro_rules! each_backend {
                 async fn sqlite() {
                     super::$name($crate::support::Backend::Sqlite).await
                 }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
             }
         )*
     };
@@ -45,6 +126,8 @@ pub(crate) struct TestServer {
     pub(crate) addr: std::net::SocketAddr,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
+    // Declared after `server` so the schema outlives the server's pool.
+    _schema: Option<PgSchema>,
 }
 
 impl TestServer {
@@ -62,10 +145,28 @@ impl TestServer {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
-        let storage_url = match backend {
-            Backend::Memory => "memory://".to_owned(),
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("chat.db").display()),
+        let (storage_url, schema) = match backend {
+            Backend::Memory => ("memory://".to_owned(), None),
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("chat.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let schema = PgSchema::create().await;
+                (schema.url(), Some(schema))
+            }
         };
+        Self::start_on(storage_url, schema, dir, tune).await
+    }
+
+    /// A server on an explicit storage URL (the schema, if any, is dropped
+    /// with the server).
+    pub(crate) async fn start_on(
+        storage_url: String,
+        schema: Option<PgSchema>,
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             storage_url,
@@ -79,6 +180,7 @@ impl TestServer {
             addr,
             http: reqwest::Client::new(),
             _dir: dir,
+            _schema: schema,
         }
     }
 
