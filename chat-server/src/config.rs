@@ -16,8 +16,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `sqlite://PATH`, `memory://`.
     pub storage_url: String,
-    /// `local://`.
+    /// `local://`, `redis://…`, `rediss://…`.
     pub broker_url: String,
+    /// Prefix of the broker's keys and channels.
+    pub broker_prefix: String,
+    /// CA certificate (PEM) for a `rediss://` broker with a private CA.
+    pub broker_tls_ca: Option<PathBuf>,
     /// HS256 secret. `None`: one is generated once and kept in storage, so
     /// every instance sharing the storage agrees on it.
     pub jwt_secret: Option<String>,
@@ -49,6 +53,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             storage_url: "sqlite://chat.db".to_owned(),
             broker_url: "local://".to_owned(),
+            broker_prefix: "chat".to_owned(),
+            broker_tls_ca: None,
             jwt_secret: None,
             allowed_origins: None,
             auto_create_rooms: false,
@@ -89,9 +95,15 @@ pub struct Cli {
         global = true
     )]
     pub storage_url: Option<String>,
-    /// Broker URL: local:// [default: local://].
+    /// Broker URL: local://, redis://… or rediss://… [default: local://].
     #[arg(long = "broker", env = "CHAT_BROKER_URL", value_name = "URL")]
     pub broker_url: Option<String>,
+    /// Prefix of every broker key and channel, to share one Redis [default: chat].
+    #[arg(long, env = "CHAT_BROKER_PREFIX", value_name = "PREFIX")]
+    pub broker_prefix: Option<String>,
+    /// CA certificate (PEM) that signs a rediss:// broker's certificate [default: system roots].
+    #[arg(long, env = "CHAT_BROKER_TLS_CA", value_name = "FILE")]
+    pub broker_tls_ca: Option<PathBuf>,
     /// JWT signing secret [default: generated once and kept in storage].
     #[arg(
         long,
@@ -156,6 +168,8 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     storage: Option<String>,
     broker: Option<String>,
+    broker_prefix: Option<String>,
+    broker_tls_ca: Option<PathBuf>,
     jwt_secret: Option<String>,
     allowed_origins: Option<Vec<String>>,
     auto_create_rooms: Option<bool>,
@@ -201,6 +215,11 @@ impl Config {
             listen: cli.listen.or(file.listen).unwrap_or(d.listen),
             storage_url: cli.storage_url.or(file.storage).unwrap_or(d.storage_url),
             broker_url: cli.broker_url.or(file.broker).unwrap_or(d.broker_url),
+            broker_prefix: cli
+                .broker_prefix
+                .or(file.broker_prefix)
+                .unwrap_or(d.broker_prefix),
+            broker_tls_ca: cli.broker_tls_ca.or(file.broker_tls_ca),
             jwt_secret: cli.jwt_secret.or(file.jwt_secret),
             allowed_origins: cli
                 .allowed_origins

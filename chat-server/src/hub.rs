@@ -22,7 +22,7 @@ use chat_core::{RoomId, UserId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerError, ConnId, Event, EventSink};
+use crate::broker::{Broker, BrokerError, ConnId, Event, EventKind, EventSink};
 
 /// A socket's place in a room.
 #[derive(Debug, Clone)]
@@ -131,6 +131,23 @@ impl EventSink for Fanout {
         }
         metrics::counter!(crate::metrics::DELIVERIES).increment(delivered);
     }
+
+    fn resync(&self) {
+        let rooms: Vec<RoomId> = self.rooms().keys().copied().collect();
+        tracing::info!(
+            rooms = rooms.len(),
+            "broker reconnected, catching every room up from storage"
+        );
+        for room in rooms {
+            self.deliver(Arc::new(Event {
+                room,
+                kind: EventKind::Resync,
+                seq: None,
+                origin: None,
+                frame: axum::extract::ws::Utf8Bytes::from_static(""),
+            }));
+        }
+    }
 }
 
 /// Local sockets per room plus the broker subscriptions that feed them.
@@ -219,9 +236,19 @@ impl Hub {
         }
     }
 
-    /// Publishes an event to every instance's sockets in its room.
+    /// Publishes an event to every instance's sockets in its room. If the
+    /// broker cannot take it, this instance's sockets still get it (other
+    /// instances catch up from storage when the broker is back); the error
+    /// is returned for the caller to log.
     pub async fn publish(&self, event: Event) -> Result<(), BrokerError> {
-        self.broker.publish(Arc::new(event)).await
+        let event = Arc::new(event);
+        match self.broker.publish(event.clone()).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.fanout.deliver(event);
+                Err(e)
+            }
+        }
     }
 
     async fn sync_broker(&self, room: RoomId) -> Result<(), BrokerError> {
@@ -244,7 +271,6 @@ mod tests {
     use axum::extract::ws::Utf8Bytes;
 
     use super::*;
-    use crate::broker::EventKind;
     use crate::broker::local::LocalBroker;
 
     fn hub() -> Hub {
@@ -350,6 +376,27 @@ mod tests {
                 r#"{"type":"presence","room":1,"user":50,"status":"offline"}"#,
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn resync_asks_every_socket_of_every_room_to_catch_up() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 8);
+        let (b, mut rb) = subscriber(2, 8);
+        hub.join(RoomId(1), a).await.expect("join");
+        hub.join(RoomId(2), b).await.expect("join");
+        hub.fanout().resync();
+        let resyncs = |rx: &mut mpsc::Receiver<Arc<Event>>| {
+            let mut rooms = Vec::new();
+            while let Ok(e) = rx.try_recv() {
+                if e.kind == EventKind::Resync {
+                    rooms.push(e.room);
+                }
+            }
+            rooms
+        };
+        assert_eq!(resyncs(&mut ra), vec![RoomId(1)]);
+        assert_eq!(resyncs(&mut rb), vec![RoomId(2)]);
     }
 
     #[tokio::test]

@@ -124,7 +124,15 @@ impl Server {
             }
         };
         let fanout = Arc::new(Fanout::default());
-        let broker = broker::connect(&config.broker_url, fanout.clone()).await?;
+        let broker = broker::connect(
+            &config.broker_url,
+            &broker::BrokerOptions {
+                prefix: config.broker_prefix.clone(),
+                tls_ca: config.broker_tls_ca.clone(),
+            },
+            fanout.clone(),
+        )
+        .await?;
         let hub = Arc::new(Hub::new(fanout, broker));
         let tokens = Tokens::new(
             secret.as_bytes(),

@@ -15,10 +15,16 @@ use super::{Broker, ConnId, Event, EventKind, EventSink};
 #[derive(Debug, Default)]
 pub struct RecordingSink {
     events: Mutex<Vec<Arc<Event>>>,
+    resyncs: std::sync::atomic::AtomicUsize,
     notify: Notify,
 }
 
 impl RecordingSink {
+    /// How many times the broker asked for a resync.
+    pub fn resyncs(&self) -> usize {
+        self.resyncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Everything delivered so far.
     pub fn events(&self) -> Vec<Arc<Event>> {
         self.events
@@ -49,6 +55,12 @@ impl EventSink for RecordingSink {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(event);
+        self.notify.notify_waiters();
+    }
+
+    fn resync(&self) {
+        self.resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 }

@@ -45,6 +45,10 @@ pub enum EventKind {
     /// `user` left or was removed: their sockets drop the room, nobody else
     /// gets a frame.
     MemberLeft(UserId),
+    /// Made by the hub, never published: events of the room may have been
+    /// lost in transit (the broker reconnected), so sockets catch up from
+    /// storage.
+    Resync,
 }
 
 /// One thing that happened in a room, serialized once for every socket.
@@ -86,6 +90,30 @@ pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
 pub trait EventSink: Send + Sync + 'static {
     /// An event for a room this instance subscribed to.
     fn deliver(&self, event: Arc<Event>);
+    /// The broker lost its connection and has it back (resubscribed): events
+    /// published in between may never arrive, so every room catches up from
+    /// storage.
+    fn resync(&self);
+}
+
+/// Options every broker understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerOptions {
+    /// Prefix of every key and channel, so that several deployments can
+    /// share one Redis.
+    pub prefix: String,
+    /// PEM file of the CA that signs a `rediss://` server's certificate, for
+    /// self-signed setups; the system roots are used otherwise.
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "chat".to_owned(),
+            tls_ca: None,
+        }
+    }
 }
 
 /// Broker failures.
@@ -117,7 +145,12 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Opens the broker a URL names (`local://`), delivering to `sink`.
-pub async fn connect(url: &str, sink: Arc<dyn EventSink>) -> Result<Arc<dyn Broker>, BrokerError> {
+pub async fn connect(
+    url: &str,
+    options: &BrokerOptions,
+    sink: Arc<dyn EventSink>,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    let _ = options;
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "local" => Ok(Arc::new(local::LocalBroker::new(sink))),

@@ -580,6 +580,14 @@ where
                 }
                 Flow::Continue
             }
+            EventKind::Resync => {
+                // Whatever was published while the broker was away is in
+                // storage: deliver what lies above the cursor.
+                if let Err(flow) = self.catch_up(event.room, None).await {
+                    return flow;
+                }
+                Flow::Continue
+            }
             EventKind::MemberLeft(user) => {
                 if *user == self.user {
                     self.drop_room(event.room).await;
