@@ -1,6 +1,7 @@
 //! End-to-end tests: a real server started from the library on port 0,
 //! driven over real HTTP and WebSocket connections, on every storage backend.
 
+mod cluster;
 mod conversations;
 mod docs;
 mod messages;
@@ -8,6 +9,7 @@ mod operations;
 mod outage;
 mod presence;
 mod proxy;
+mod redis_server;
 mod rooms;
 mod support;
 mod users;

@@ -1,0 +1,191 @@
+//! Several server instances behind one address: they share PostgreSQL and
+//! Redis, and clients on different instances chat in one room as if there
+//! were one server.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::redis_server::RedisServer;
+use crate::support::{PgSchema, TestServer, TestUser, WsClient};
+
+/// Two servers on one PostgreSQL schema and one Redis (own prefix).
+async fn two_instances(redis_url: &str) -> (TestServer, TestServer) {
+    let schema = PgSchema::create().await;
+    let url = schema.url();
+    let prefix = format!("chat-test-{:08x}", rand::random::<u32>());
+    let tune = |c: &mut chat_server::Config| {
+        c.broker_url = redis_url.to_owned();
+        c.broker_prefix = prefix.clone();
+    };
+    // Started one after the other, so the second finds the JWT secret the
+    // first stored and both accept each other's tokens.
+    let a = TestServer::start_on(
+        url.clone(),
+        Some(schema),
+        tempfile::tempdir().expect("dir"),
+        tune,
+    )
+    .await;
+    let b = TestServer::start_on(url, None, tempfile::tempdir().expect("dir"), tune).await;
+    (a, b)
+}
+
+/// Sends over a socket and returns the acknowledged seq.
+async fn send_acked(ws: &mut WsClient, room: i64, body: &str) -> i64 {
+    ws.send(json!({"type": "send", "room": room, "body": body, "client_id": body}))
+        .await;
+    loop {
+        let f = ws.frame().await;
+        if f["type"] == "ack" {
+            return f["message"]["seq"].as_i64().expect("seq");
+        }
+        assert_ne!(f["type"], "error", "{f}");
+    }
+}
+
+/// Reads messages until `n` arrived; returns (seq, body) in arrival order.
+async fn messages(ws: &mut WsClient, n: usize) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = ws.frame().await;
+        if f["type"] == "message" {
+            let m = &f["message"];
+            out.push((
+                m["seq"].as_i64().expect("seq"),
+                m["body"].as_str().expect("body").to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_two_instances_get_every_message_once_in_order() {
+    let (a, b) = two_instances("redis://127.0.0.1:6379").await;
+    let ann = a.user("ann").await;
+    let bob = b.user("bob").await;
+    let cat = a.user("cat").await;
+    let room = a.room(&ann, "shared", "public", &[]).await;
+
+    let mut ann_ws = a.ws("/ws/", &ann).await;
+    let mut bob_ws = b.ws("/ws/", &bob).await;
+    let mut cat_ws = b.ws("/ws/", &cat).await;
+    let mut watch_a = a.ws("/ws/", &cat).await;
+    for ws in [&mut ann_ws, &mut bob_ws, &mut cat_ws, &mut watch_a] {
+        ws.subscribe(json!(room), None).await;
+    }
+
+    // Both instances publish at once: ann's sends go through A, bob's
+    // through B, interleaved.
+    const EACH: usize = 60;
+    let sender = |s: &TestServer, u: &TestUser, tag: &'static str| {
+        let url = s.url("/chat/send/");
+        let token = u.access.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..EACH {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"room": room, "message": format!("{tag}{i}")}))
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(resp.status(), StatusCode::CREATED);
+            }
+        })
+    };
+    let s1 = sender(&a, &ann, "a");
+    let s2 = sender(&b, &bob, "b");
+    s1.await.expect("sender");
+    s2.await.expect("sender");
+
+    let expected: Vec<i64> = (1..=(2 * EACH) as i64).collect();
+    let mut seen = HashMap::new();
+    for (name, ws) in [
+        ("ann@A", &mut ann_ws),
+        ("bob@B", &mut bob_ws),
+        ("cat@B", &mut cat_ws),
+        ("cat@A", &mut watch_a),
+    ] {
+        let got = messages(ws, 2 * EACH).await;
+        let seqs: Vec<i64> = got.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, expected, "{name}: every message once, in seq order");
+        ws.expect_quiet().await;
+        seen.insert(name, got);
+    }
+    // And everyone saw the same message at each seq.
+    assert!(seen.values().all(|v| *v == seen["ann@A"]));
+    // Each sender's own messages keep their order.
+    let order = |tag: &str| -> Vec<usize> {
+        seen["ann@A"]
+            .iter()
+            .filter(|(_, b)| b.starts_with(tag))
+            .map(|(_, b)| b[1..].parse().expect("index"))
+            .collect()
+    };
+    assert_eq!(order("a"), (0..EACH).collect::<Vec<_>>());
+    assert_eq!(order("b"), (0..EACH).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_keeps_sockets_and_catches_up_when_back() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = two_instances(&redis.url()).await;
+    let ann = a.user("ann").await;
+    let bob = b.user("bob").await;
+    let room = a.room(&ann, "lobby", "public", &[]).await;
+    let mut on_a = a.ws("/ws/", &bob).await;
+    on_a.subscribe(json!(room), None).await;
+    let mut on_b = b.ws("/ws/", &bob).await;
+    on_b.subscribe(json!(room), None).await;
+    let mut sender = a.ws("/ws/", &ann).await;
+    sender.subscribe(json!(room), None).await;
+
+    assert_eq!(send_acked(&mut sender, room, "before").await, 1);
+    assert_eq!(messages(&mut on_a, 1).await[0].0, 1);
+    assert_eq!(messages(&mut on_b, 1).await[0].0, 1);
+
+    redis.kill();
+    let mut down = false;
+    for _ in 0..100 {
+        let (_, health) = a.call("GET", "/healthz", None, None).await;
+        if health["broker"] == "unavailable" {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down, "healthz reports the broker down");
+    let (status, _) = a.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Sends still store and acknowledge; this instance's sockets still get
+    // them; every socket stays open.
+    assert_eq!(send_acked(&mut sender, room, "during-1").await, 2);
+    assert_eq!(send_acked(&mut sender, room, "during-2").await, 3);
+    let local: Vec<i64> = messages(&mut on_a, 2).await.iter().map(|m| m.0).collect();
+    assert_eq!(local, vec![2, 3]);
+
+    redis.restart().await;
+    // B never heard of 2 and 3 over Redis: its broker reconnects, resyncs,
+    // and its socket catches up from storage, in order.
+    let caught_up: Vec<i64> = messages(&mut on_b, 2).await.iter().map(|m| m.0).collect();
+    assert_eq!(caught_up, vec![2, 3]);
+    for s in [&a, &b] {
+        let (status, health) = s.call("GET", "/healthz", None, None).await;
+        assert_eq!(
+            (status, health["broker"].clone()),
+            (StatusCode::OK, Value::from("ok"))
+        );
+    }
+    // And live delivery across instances works again.
+    assert_eq!(send_acked(&mut sender, room, "after").await, 4);
+    assert_eq!(messages(&mut on_b, 1).await[0].0, 4);
+    assert_eq!(messages(&mut on_a, 1).await[0].0, 4);
+    on_a.expect_quiet().await;
+    on_b.expect_quiet().await;
+}
