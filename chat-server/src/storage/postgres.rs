@@ -20,7 +20,11 @@
 //! `Unavailable` within seconds rather than as a hang, and every pooled
 //! connection is pinged before it is handed out, so the pool drops the
 //! connections a restarted or failed-over database killed and opens fresh
-//! ones by itself.
+//! ones by itself. Instances × pool size must stay below the server's
+//! `max_connections` (100 by default, a few kept for superusers): past it,
+//! new sessions are refused (SQLSTATE 53300) and requests see
+//! `Unavailable`. Sessions run with `jit=off` unless the URL sets `jit`
+//! (why: `connect_options`).
 //!
 //! Transactions run at PostgreSQL's default, read committed. The DML is the
 //! one [`super::sql`] shares with SQLite; where SQLite's single writer

@@ -533,7 +533,9 @@ fn unavailable_sqlstates() {
 }
 
 /// Concurrent `mark_read`s of one member: exactly one reports each step
-/// forward, and the mark never goes back.
+/// forward, and the mark never goes back. Without the row lock of
+/// `sql::PG_MEMBER_READ_MARK`, several reported the same step in the first
+/// rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_mark_read_reports_each_advance_once() {
     let schema = TestSchema::create().await;
@@ -585,7 +587,8 @@ async fn concurrent_mark_read_reports_each_advance_once() {
     }
 }
 
-/// Concurrent joins get distinct positions and marks at the last seq.
+/// Concurrent joins get distinct positions and marks no higher than the
+/// last seq. Without `sql::PG_LOCK_ROOM` they shared positions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_joins_get_distinct_positions() {
     const JOINERS: usize = 12;
@@ -669,4 +672,57 @@ async fn admin_pool(schema: &TestSchema) -> sqlx::PgPool {
         .connect(&schema.url())
         .await
         .expect("admin pool")
+}
+
+/// Many rounds of a pair's conversation created from both sides at once.
+/// Without `PG_LOCK_DIRECT_PAIR` some calls failed with
+/// `Conflict(RoomName)` within a few dozen rounds (both inserts passed the
+/// pair index's check, then met on the name); see `sql::INSERT_DIRECT_ROOM`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_room_races_never_fail() {
+    const ROUNDS: usize = 100;
+    const CALLERS: usize = 12;
+    let schema = TestSchema::create().await;
+    let store: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::connect(&schema.url(), &pool_of(CALLERS as u32))
+            .await
+            .expect("connect"),
+    );
+    for round in 0..ROUNDS {
+        let a = store
+            .create_user(new_user(&format!("a{round}")))
+            .await
+            .expect("user")
+            .id;
+        let b = store
+            .create_user(new_user(&format!("b{round}")))
+            .await
+            .expect("user")
+            .id;
+        let start = Arc::new(Barrier::new(CALLERS));
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                let start = Arc::clone(&start);
+                let (x, y) = if i % 2 == 0 { (a, b) } else { (b, a) };
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store
+                        .direct_room(x, y, Timestamp::from_unix_micros(1))
+                        .await
+                })
+            })
+            .collect();
+        let mut rooms = HashSet::new();
+        let mut created = 0;
+        for task in tasks {
+            let (room, new) = task
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+            rooms.insert(room.id);
+            created += usize::from(new);
+        }
+        assert_eq!((created, rooms.len()), (1, 1), "round {round}");
+    }
 }
