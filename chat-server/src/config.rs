@@ -14,7 +14,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// `sqlite://PATH`, `memory://`.
+    /// `sqlite://PATH`, `memory://`, `postgres://USER@HOST/DB` (also
+    /// `postgresql://`; `?sslmode=require` for TLS).
     pub storage_url: String,
     /// `local://`, `redis://…`, `rediss://…`.
     pub broker_url: String,
@@ -87,7 +88,7 @@ pub struct Cli {
     /// Address to listen on [default: 127.0.0.1:8000].
     #[arg(long, env = "CHAT_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Storage URL: sqlite://PATH, postgres://… or memory:// [default: sqlite://chat.db].
+    /// Storage URL: sqlite://PATH, postgres://USER@HOST/DB or memory:// [default: sqlite://chat.db].
     #[arg(
         long = "storage",
         env = "CHAT_STORAGE_URL",

@@ -219,12 +219,10 @@ impl Server {
     }
 }
 
-/// Applies the storage's pending migrations (connecting does it) and checks
-/// the database answers: `chat-server migrate`.
+/// Applies the storage's pending migrations and checks the database
+/// answers: `chat-server migrate`.
 pub async fn migrate(config: &Config) -> Result<(), StartError> {
-    let storage =
-        storage::connect(&config.storage_url, &StorageOptions { max_connections: 1 }).await?;
-    storage.ping().await?;
+    storage::migrate(&config.storage_url).await?;
     tracing::info!(storage = %redact_url(&config.storage_url), "storage migrated");
     Ok(())
 }

@@ -4,9 +4,13 @@
 //! Storage is the truth. The broker only carries hints that something new
 //! exists; whoever misses a hint catches up from here by `seq`.
 //!
-//! Backends, one file each: [`memory`] (`memory://`, for tests and demos) and
-//! [`sqlite`] (`sqlite://PATH`, the embedded default). Every backend runs the
-//! one [`conformance`] suite.
+//! Backends, one file each: [`memory`] (`memory://`, for tests and demos),
+//! [`sqlite`] (`sqlite://PATH`, the embedded default) and [`postgres`]
+//! (`postgres://…` or `postgresql://…`, for several instances sharing one
+//! database). The SQL backends share their DML and row decoding (`sql.rs`)
+//! and keep their DDL apart (`migrations/sqlite/`, `migrations/postgres/`),
+//! applied at connect or by [`migrate`]. Every backend runs the one
+//! [`conformance`] suite.
 //!
 //! Invariants every backend keeps (the conformance suite checks each):
 //! - `seq` is assigned in the same transaction as the insert: a room's
@@ -28,6 +32,7 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
 mod sql;
 pub mod sqlite;
 
@@ -401,19 +406,52 @@ impl Default for StorageOptions {
     }
 }
 
-/// Opens the backend a URL names: `memory://`, `sqlite://PATH`.
+/// Opens the backend a URL names: `memory://`, `sqlite://PATH`,
+/// `postgres://…` (or `postgresql://…`). SQL databases are migrated first.
 pub async fn connect(
     url: &str,
     options: &StorageOptions,
 ) -> Result<Arc<dyn Storage>, StorageError> {
-    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-    match scheme {
+    match scheme(url) {
         "memory" => Ok(Arc::new(memory::MemoryStorage::new())),
         "sqlite" => Ok(Arc::new(
             sqlite::SqliteStorage::connect(url, options).await?,
         )),
-        _ => Err(StorageError::Backend(
-            format!("unsupported storage URL {url:?}: expected memory://, sqlite://PATH").into(),
+        "postgres" | "postgresql" => Ok(Arc::new(
+            postgres::PostgresStorage::connect(url, options).await?,
         )),
+        _ => Err(unsupported(url)),
     }
+}
+
+/// Applies the migrations the database at `url` lacks, and nothing else:
+/// for a deploy step that runs before the servers start. Servers migrate at
+/// connect anyway; this only moves the work (and its failures) earlier.
+/// Nothing to do for `memory://`.
+pub async fn migrate(url: &str) -> Result<(), StorageError> {
+    match scheme(url) {
+        "memory" => Ok(()),
+        // Opening a SQLite file migrates it; the pools close on drop.
+        "sqlite" => sqlite::SqliteStorage::connect(url, &StorageOptions::default())
+            .await
+            .map(drop),
+        "postgres" | "postgresql" => postgres::PostgresStorage::migrate(url).await,
+        _ => Err(unsupported(url)),
+    }
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map(|(s, _)| s).unwrap_or("")
+}
+
+fn unsupported(url: &str) -> StorageError {
+    // Only the scheme: the rest of a URL may hold a password.
+    StorageError::Backend(
+        format!(
+            "unsupported storage URL scheme {:?}: expected memory://, sqlite://PATH, \
+             postgres://…",
+            scheme(url)
+        )
+        .into(),
+    )
 }

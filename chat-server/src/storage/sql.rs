@@ -1,15 +1,29 @@
-//! The DML the SQL backends share, and how they recognise a broken unique
-//! rule.
+//! The DML the SQL backends share, how they decode its rows, and how they
+//! recognise a broken unique rule.
 //!
 //! Every statement here is plain SQL that SQLite (3.35 or later, for
 //! `RETURNING`) and PostgreSQL both run unchanged: `$N` placeholders,
 //! `RETURNING`, `ON CONFLICT`, `CASE` instead of `MIN(a, b)`/`LEAST`, no
 //! `FOR UPDATE`. Only the DDL differs per backend (`migrations/<backend>/`).
 //! Column lists are macros so that `concat!` can splice them into constants.
+//!
+//! The few statements named `PG_…` are the exception: row locks that
+//! PostgreSQL needs where SQLite's single writer already serializes, each
+//! with the reason beside it. SQLite has no `FOR UPDATE` and never runs them.
+//!
+//! Both schemas keep every column to an integer, text or boolean of the same
+//! meaning (times are integer microseconds on both), so one set of row
+//! decoders, generic over the backend's row type, serves both.
 
+use chat_core::room::RoomType;
+use chat_core::{MessageId, RoomId, Timestamp, UserId};
 use sqlx::error::DatabaseError;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::Conflict;
+use super::{
+    Conflict, HistoryPage, HistoryQuery, MemberState, RefreshTokenRecord, RoomPerson, RoomRecord,
+    StorageError, StoredMessage, UserRecord, UserRoom,
+};
 
 macro_rules! user_columns {
     () => {
@@ -62,6 +76,20 @@ pub(crate) const USERS_AFTER: &str = concat!(
 pub(crate) const USERS_BY_IDS_PREFIX: &str =
     concat!("SELECT ", user_columns!(), " FROM users WHERE id IN (");
 
+/// Ids per `IN (…)` list, well below the bound-parameter limits of SQLite
+/// (32,766) and PostgreSQL (65,535).
+pub(crate) const IDS_PER_QUERY: usize = 500;
+
+/// [`USERS_BY_IDS_PREFIX`] completed for `count` ids (`$1` to `$count`), in
+/// id order.
+pub(crate) fn users_by_ids(count: usize) -> String {
+    let placeholders: Vec<String> = (1..=count).map(|i| format!("${i}")).collect();
+    format!(
+        "{USERS_BY_IDS_PREFIX}{}) ORDER BY id",
+        placeholders.join(", ")
+    )
+}
+
 // Refresh tokens
 
 pub(crate) const INSERT_REFRESH_TOKEN: &str =
@@ -102,6 +130,19 @@ pub(crate) const ROOM_BY_NAME: &str =
     concat!("SELECT ", room_columns!(), " FROM rooms WHERE name = $1");
 
 pub(crate) const ROOM_EXISTS: &str = "SELECT id FROM rooms WHERE id = $1";
+
+/// PostgreSQL: takes the room's row lock for the rest of the transaction, or
+/// returns no row if the room is gone. `join_room` and `invite` run it
+/// first. It queues them behind any append in flight (which holds the same
+/// lock from its `NEXT_SEQ` until commit) and behind each other, so that a
+/// joiner's mark is the `last_seq` of the last committed message, not one
+/// an append is about to move past, and two arrivals never read the same
+/// `MAX(position)` and share a position. On SQLite the single writer gives
+/// both for free. `NO KEY UPDATE`, the strength an `UPDATE` of non-key
+/// columns takes, rather than `UPDATE`: it does not block the `KEY SHARE`
+/// locks that inserting members or messages takes on the room through
+/// their foreign keys.
+pub(crate) const PG_LOCK_ROOM: &str = "SELECT id FROM rooms WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Members and messages go with it (`ON DELETE CASCADE`).
 pub(crate) const DELETE_ROOM: &str = "DELETE FROM rooms WHERE id = $1";
@@ -203,11 +244,29 @@ pub(crate) const USER_ROOMS: &str = concat!(
 /// index, so a clash on anything else (the name) is still an error, not a
 /// silent miss. `DO NOTHING` rather than catching the error, since an error
 /// aborts a Postgres transaction.
+///
+/// On PostgreSQL that wait happens only if the second insert's check of the
+/// pair's index comes after the first insert's entry: if both check before
+/// either has inserted, both go on to insert, and the second then clashes
+/// on `rooms_name_key` (derived from the pair, and checked before the
+/// pair's index, which is newer), which `DO NOTHING` does not cover because
+/// only the named index is its arbiter. [`PG_LOCK_DIRECT_PAIR`] closes that
+/// window.
 pub(crate) const INSERT_DIRECT_ROOM: &str = "INSERT INTO rooms \
     (name, kind, creator_id, created_at, direct_lo, direct_hi) \
     VALUES ($1, 'direct', $2, $3, $4, $5) \
     ON CONFLICT (direct_lo, direct_hi) WHERE direct_lo IS NOT NULL DO NOTHING \
     RETURNING id";
+
+/// PostgreSQL: the first statement of `direct_room`, with `$1` the lower id
+/// of the pair. Locking that user's row queues the creations of one pair
+/// (and of any pair sharing its lower id: rare and brief) behind each
+/// other, so the later one's insert, in a fresh read-committed snapshot,
+/// sees the committed room and does nothing; see [`INSERT_DIRECT_ROOM`].
+/// Nothing updates `users` rows and `NO KEY UPDATE` leaves the foreign-key
+/// checks' `KEY SHARE` locks alone, so it blocks nothing else. No row if
+/// the user does not exist; the insert then fails on its foreign key.
+pub(crate) const PG_LOCK_DIRECT_PAIR: &str = "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
 /// `$1` is the lower id. Searches the pair's unique index.
 pub(crate) const DIRECT_ROOM_BY_PAIR: &str = concat!(
@@ -287,11 +346,49 @@ pub(crate) const HISTORY_BEFORE: &str = concat!(
       ORDER BY m.seq DESC LIMIT $3"
 );
 
+/// The page for `query` from the rows [`HISTORY_AFTER`] or
+/// [`HISTORY_BEFORE`] returned when asked for `limit + 1`.
+pub(crate) fn history_page(
+    rows: &[impl Columns],
+    query: &HistoryQuery,
+) -> Result<HistoryPage, StorageError> {
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    // The extra row only tells that there is more; it is the farthest from
+    // the starting bound in both directions, so dropping the tail keeps the
+    // page adjacent to the bound.
+    let has_more = rows.len() > limit;
+    let mut messages = rows
+        .iter()
+        .take(limit)
+        .map(message_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if query.after.is_none() {
+        messages.reverse();
+    }
+    Ok(HistoryPage { messages, has_more })
+}
+
 // Read marks
 
-pub(crate) const MEMBER_READ_MARK: &str = "SELECT m.read_seq, r.last_seq \
-    FROM room_members m JOIN rooms r ON r.id = m.room_id \
-    WHERE m.room_id = $1 AND m.user_id = $2 AND m.state = 'member'";
+macro_rules! member_read_mark {
+    () => {
+        "SELECT m.read_seq, r.last_seq \
+         FROM room_members m JOIN rooms r ON r.id = m.room_id \
+         WHERE m.room_id = $1 AND m.user_id = $2 AND m.state = 'member'"
+    };
+}
+
+/// The mark and the room's `last_seq`, read before moving the mark.
+pub(crate) const MEMBER_READ_MARK: &str = member_read_mark!();
+
+/// PostgreSQL: [`MEMBER_READ_MARK`] locking the member's row until commit.
+/// Under read committed, two concurrent `mark_read`s would otherwise both
+/// read the old mark and both report having moved it (a read receipt sent
+/// twice), or one would report a mark that the other had already passed.
+/// With the lock the second waits, then reads the row as the first left it.
+/// Only the member row is locked (`OF m`): the room row stays free for
+/// appends, and a `last_seq` read a moment early only keeps the mark lower.
+pub(crate) const PG_MEMBER_READ_MARK: &str = concat!(member_read_mark!(), " FOR UPDATE OF m");
 
 /// Only ever forward, even if another writer moved the mark meanwhile.
 pub(crate) const ADVANCE_READ_MARK: &str = "UPDATE room_members SET read_seq = $3 \
@@ -326,4 +423,166 @@ pub(crate) fn conflict_of(error: &dyn DatabaseError) -> Option<Conflict> {
     } else {
         None
     }
+}
+
+// Rows
+
+/// Typed column access over either backend's rows: every column of both
+/// schemas is an integer or a text, possibly NULL.
+pub(crate) trait Columns {
+    fn int(&self, column: &str) -> Result<i64, StorageError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StorageError>;
+    fn text(&self, column: &str) -> Result<String, StorageError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StorageError>;
+}
+
+impl<R> Columns for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database>,
+    i64: Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    String: Type<R::Database>,
+{
+    fn int(&self, column: &str) -> Result<i64, StorageError> {
+        self.try_get(column).map_err(decode_err)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StorageError> {
+        self.try_get(column).map_err(decode_err)
+    }
+
+    fn text(&self, column: &str) -> Result<String, StorageError> {
+        self.try_get(column).map_err(decode_err)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StorageError> {
+        self.try_get(column).map_err(decode_err)
+    }
+}
+
+/// A column missing or of the wrong type: the schema and the code disagree.
+fn decode_err(error: sqlx::Error) -> StorageError {
+    StorageError::Backend(Box::new(error))
+}
+
+fn corrupt(what: String) -> StorageError {
+    StorageError::Backend(what.into())
+}
+
+pub(crate) fn user_from(row: &impl Columns) -> Result<UserRecord, StorageError> {
+    prefixed_user_from(row, "")
+}
+
+/// A user whose columns are aliased `{prefix}id`, `{prefix}username`…, for
+/// a row that also carries another table's `id`.
+pub(crate) fn prefixed_user_from(
+    row: &impl Columns,
+    prefix: &str,
+) -> Result<UserRecord, StorageError> {
+    let get = |column: &str| format!("{prefix}{column}");
+    Ok(UserRecord {
+        id: UserId(row.int(&get("id"))?),
+        username: row.text(&get("username"))?,
+        email: row.text(&get("email"))?,
+        display_name: row.text(&get("display_name"))?,
+        password_hash: row.text(&get("password_hash"))?,
+        created_at: Timestamp::from_unix_micros(row.int(&get("created_at"))?),
+    })
+}
+
+fn room_kind(text: &str) -> Result<RoomType, StorageError> {
+    RoomType::parse(text).ok_or_else(|| corrupt(format!("unknown room kind {text:?}")))
+}
+
+pub(crate) fn member_state(text: &str) -> Result<MemberState, StorageError> {
+    match text {
+        "member" => Ok(MemberState::Member),
+        "invited" => Ok(MemberState::Invited),
+        _ => Err(corrupt(format!("unknown member state {text:?}"))),
+    }
+}
+
+/// How a [`MemberState`] is stored in `room_members.state`.
+pub(crate) fn state_text(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Member => "member",
+        MemberState::Invited => "invited",
+    }
+}
+
+pub(crate) fn room_from(row: &impl Columns) -> Result<RoomRecord, StorageError> {
+    Ok(RoomRecord {
+        id: RoomId(row.int("id")?),
+        name: row.text("name")?,
+        kind: room_kind(&row.text("kind")?)?,
+        creator: UserId(row.int("creator_id")?),
+        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+        last_seq: row.int("last_seq")?,
+    })
+}
+
+pub(crate) fn message_from(row: &impl Columns) -> Result<StoredMessage, StorageError> {
+    Ok(StoredMessage {
+        id: MessageId(row.int("id")?),
+        room: RoomId(row.int("room_id")?),
+        seq: row.int("seq")?,
+        sender: UserId(row.int("sender_id")?),
+        sender_name: row.text("sender_name")?,
+        body: row.text("body")?,
+        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+        client_id: row.opt_text("client_id")?,
+    })
+}
+
+/// A row of [`USER_ROOMS`] or [`USER_CONVERSATIONS`].
+pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageError> {
+    let room = room_from(row)?;
+    let last_message = match row.opt_int("l_id")? {
+        None => None,
+        Some(id) => Some(StoredMessage {
+            id: MessageId(id),
+            room: room.id,
+            seq: room.last_seq,
+            sender: UserId(row.int("l_sender_id")?),
+            sender_name: row.text("l_sender_name")?,
+            body: row.text("l_body")?,
+            created_at: Timestamp::from_unix_micros(row.int("l_created_at")?),
+            client_id: row.opt_text("l_client_id")?,
+        }),
+    };
+    Ok(UserRoom {
+        state: member_state(&row.text("state")?)?,
+        read_seq: row.int("read_seq")?,
+        member_count: u64::try_from(row.int("member_count")?).unwrap_or(0),
+        others_read_seq: row.int("others_read_seq")?,
+        last_message,
+        room,
+    })
+}
+
+/// A row of [`ROOM_PEOPLE`].
+pub(crate) fn person_from(row: &impl Columns) -> Result<RoomPerson, StorageError> {
+    Ok(RoomPerson {
+        user: UserId(row.int("user_id")?),
+        username: row.text("username")?,
+        state: member_state(&row.text("state")?)?,
+        read_seq: row.int("read_seq")?,
+    })
+}
+
+/// A row of [`READ_MARKS`].
+pub(crate) fn read_mark_from(row: &impl Columns) -> Result<(UserId, i64), StorageError> {
+    Ok((UserId(row.int("user_id")?), row.int("read_seq")?))
+}
+
+/// A row of [`SPEND_REFRESH_TOKEN`] or [`REFRESH_TOKEN`] for token `id`.
+pub(crate) fn token_from(id: &str, row: &impl Columns) -> Result<RefreshTokenRecord, StorageError> {
+    Ok(RefreshTokenRecord {
+        id: id.to_owned(),
+        user: UserId(row.int("user_id")?),
+        family: row.text("family")?,
+        expires_at: Timestamp::from_unix_micros(row.int("expires_at")?),
+    })
 }

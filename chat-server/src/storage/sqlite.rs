@@ -24,28 +24,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
-use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
+use chat_core::{RoomId, Seq, Timestamp, UserId};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Sqlite, Transaction};
 
-use super::sql;
+use super::sql::{
+    self, Columns, member_state, message_from, person_from, prefixed_user_from, read_mark_from,
+    room_from, state_text, token_from, user_from, user_room_from,
+};
 use super::{
     Appended, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
     ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StorageOptions,
-    StoredMessage, TokenUse, UserRecord, UserRoom,
+    TokenUse, UserRecord, UserRoom,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Ids per `IN (…)` list, well below SQLite's limit on bound parameters.
-const IDS_PER_QUERY: usize = 500;
 
 /// The SQLite backend: one write connection, a pool of read connections.
 #[derive(Debug, Clone)]
@@ -189,110 +188,6 @@ fn migrate_err(error: sqlx::migrate::MigrateError) -> StorageError {
     }
 }
 
-fn corrupt(what: String) -> StorageError {
-    StorageError::Backend(what.into())
-}
-
-fn user_from(row: &SqliteRow) -> Result<UserRecord, StorageError> {
-    prefixed_user_from(row, "")
-}
-
-/// A user whose columns are aliased `{prefix}id`, `{prefix}username`…, for
-/// a row that also carries another table's `id`.
-fn prefixed_user_from(row: &SqliteRow, prefix: &str) -> Result<UserRecord, StorageError> {
-    let get = |column: &str| format!("{prefix}{column}");
-    Ok(UserRecord {
-        id: UserId(row.try_get(get("id").as_str()).map_err(map_err)?),
-        username: row.try_get(get("username").as_str()).map_err(map_err)?,
-        email: row.try_get(get("email").as_str()).map_err(map_err)?,
-        display_name: row.try_get(get("display_name").as_str()).map_err(map_err)?,
-        password_hash: row
-            .try_get(get("password_hash").as_str())
-            .map_err(map_err)?,
-        created_at: Timestamp::from_unix_micros(
-            row.try_get(get("created_at").as_str()).map_err(map_err)?,
-        ),
-    })
-}
-
-fn room_kind(text: &str) -> Result<RoomType, StorageError> {
-    RoomType::parse(text).ok_or_else(|| corrupt(format!("unknown room kind {text:?}")))
-}
-
-fn member_state(text: &str) -> Result<MemberState, StorageError> {
-    match text {
-        "member" => Ok(MemberState::Member),
-        "invited" => Ok(MemberState::Invited),
-        _ => Err(corrupt(format!("unknown member state {text:?}"))),
-    }
-}
-
-fn room_from(row: &SqliteRow) -> Result<RoomRecord, StorageError> {
-    Ok(RoomRecord {
-        id: RoomId(row.try_get("id").map_err(map_err)?),
-        name: row.try_get("name").map_err(map_err)?,
-        kind: room_kind(row.try_get("kind").map_err(map_err)?)?,
-        creator: UserId(row.try_get("creator_id").map_err(map_err)?),
-        created_at: Timestamp::from_unix_micros(row.try_get("created_at").map_err(map_err)?),
-        last_seq: row.try_get("last_seq").map_err(map_err)?,
-    })
-}
-
-fn message_from(row: &SqliteRow) -> Result<StoredMessage, StorageError> {
-    Ok(StoredMessage {
-        id: MessageId(row.try_get("id").map_err(map_err)?),
-        room: RoomId(row.try_get("room_id").map_err(map_err)?),
-        seq: row.try_get("seq").map_err(map_err)?,
-        sender: UserId(row.try_get("sender_id").map_err(map_err)?),
-        sender_name: row.try_get("sender_name").map_err(map_err)?,
-        body: row.try_get("body").map_err(map_err)?,
-        created_at: Timestamp::from_unix_micros(row.try_get("created_at").map_err(map_err)?),
-        client_id: row.try_get("client_id").map_err(map_err)?,
-    })
-}
-
-fn user_room_from(row: &SqliteRow) -> Result<UserRoom, StorageError> {
-    let room = room_from(row)?;
-    let last_message = match row.try_get::<Option<i64>, _>("l_id").map_err(map_err)? {
-        None => None,
-        Some(id) => Some(StoredMessage {
-            id: MessageId(id),
-            room: room.id,
-            seq: room.last_seq,
-            sender: UserId(row.try_get("l_sender_id").map_err(map_err)?),
-            sender_name: row.try_get("l_sender_name").map_err(map_err)?,
-            body: row.try_get("l_body").map_err(map_err)?,
-            created_at: Timestamp::from_unix_micros(row.try_get("l_created_at").map_err(map_err)?),
-            client_id: row.try_get("l_client_id").map_err(map_err)?,
-        }),
-    };
-    let member_count: i64 = row.try_get("member_count").map_err(map_err)?;
-    Ok(UserRoom {
-        state: member_state(row.try_get("state").map_err(map_err)?)?,
-        read_seq: row.try_get("read_seq").map_err(map_err)?,
-        member_count: u64::try_from(member_count).unwrap_or(0),
-        others_read_seq: row.try_get("others_read_seq").map_err(map_err)?,
-        last_message,
-        room,
-    })
-}
-
-fn token_from(id: &str, row: &SqliteRow) -> Result<RefreshTokenRecord, StorageError> {
-    Ok(RefreshTokenRecord {
-        id: id.to_owned(),
-        user: UserId(row.try_get("user_id").map_err(map_err)?),
-        family: row.try_get("family").map_err(map_err)?,
-        expires_at: Timestamp::from_unix_micros(row.try_get("expires_at").map_err(map_err)?),
-    })
-}
-
-fn state_text(state: MemberState) -> &'static str {
-    match state {
-        MemberState::Member => "member",
-        MemberState::Invited => "invited",
-    }
-}
-
 #[async_trait]
 impl Storage for SqliteStorage {
     async fn create_user(&self, user: NewUser) -> Result<UserRecord, StorageError> {
@@ -350,13 +245,8 @@ impl Storage for SqliteStorage {
         ids.dedup();
         let mut users = Vec::with_capacity(ids.len());
         // Sorted chunks come back in order when each is read in id order.
-        for chunk in ids.chunks(IDS_PER_QUERY) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let text = format!(
-                "{}{}) ORDER BY id",
-                sql::USERS_BY_IDS_PREFIX,
-                placeholders.join(", ")
-            );
+        for chunk in ids.chunks(sql::IDS_PER_QUERY) {
+            let text = sql::users_by_ids(chunk.len());
             let mut query = sqlx::query(AssertSqlSafe(text));
             for id in chunk {
                 query = query.bind(*id);
@@ -491,16 +381,7 @@ impl Storage for SqliteStorage {
             .fetch_all(&self.read)
             .await
             .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok(RoomPerson {
-                    user: UserId(row.try_get("user_id").map_err(map_err)?),
-                    username: row.try_get("username").map_err(map_err)?,
-                    state: member_state(row.try_get("state").map_err(map_err)?)?,
-                    read_seq: row.try_get("read_seq").map_err(map_err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(person_from).collect()
     }
 
     async fn membership(
@@ -730,7 +611,6 @@ impl Storage for SqliteStorage {
         room: RoomId,
         query: HistoryQuery,
     ) -> Result<HistoryPage, StorageError> {
-        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
         let fetch = i64::from(query.limit) + 1;
         let before = query.before.unwrap_or(Seq::MAX);
         let rows = match query.after {
@@ -754,19 +634,7 @@ impl Storage for SqliteStorage {
         }
         .map_err(map_err)?;
 
-        // The extra row only tells that there is more; it is the farthest
-        // from the starting bound in both directions, so dropping the tail
-        // keeps the page adjacent to the bound.
-        let has_more = rows.len() > limit;
-        let mut messages = rows
-            .iter()
-            .take(limit)
-            .map(message_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        if query.after.is_none() {
-            messages.reverse();
-        }
-        Ok(HistoryPage { messages, has_more })
+        sql::history_page(&rows, &query)
     }
 
     async fn mark_read(
@@ -783,8 +651,8 @@ impl Storage for SqliteStorage {
             .await
             .map_err(map_err)?
             .ok_or(StorageError::NotFound)?;
-        let previous: Seq = row.try_get("read_seq").map_err(map_err)?;
-        let last_seq: Seq = row.try_get("last_seq").map_err(map_err)?;
+        let previous: Seq = row.int("read_seq")?;
+        let last_seq: Seq = row.int("last_seq")?;
         let target = seq.min(last_seq);
         if target <= previous {
             tx.rollback().await.map_err(map_err)?;
@@ -813,14 +681,7 @@ impl Storage for SqliteStorage {
             .fetch_all(&self.read)
             .await
             .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    UserId(row.try_get("user_id").map_err(map_err)?),
-                    row.try_get("read_seq").map_err(map_err)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(read_mark_from).collect()
     }
 
     async fn unread_total(&self, user: UserId) -> Result<u64, StorageError> {

@@ -1,0 +1,728 @@
+//! The conformance suite and the PostgreSQL specifics, each test in a schema
+//! of its own ([`TestSchema`]) on the machine's server.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_core::{RoomId, Seq, Timestamp, UserId};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use tokio::sync::Barrier;
+
+use super::testing::{TestSchema, admin};
+use super::{PostgresStorage, connect_options, is_unavailable, map_err};
+use crate::storage::conformance::TestStore;
+use crate::storage::{
+    self, HistoryQuery, NewMessage, NewRoom, NewUser, Storage, StorageError, StorageOptions,
+};
+
+crate::storage_conformance_tests!(async {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    TestStore::with_guard(store, schema)
+});
+
+fn pool_of(max_connections: u32) -> StorageOptions {
+    StorageOptions { max_connections }
+}
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        username: name.to_owned(),
+        email: format!("{name}@example.com"),
+        display_name: name.to_owned(),
+        password_hash: "hash".to_owned(),
+        created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+    }
+}
+
+async fn lobby(store: &dyn Storage, creator: UserId) -> RoomId {
+    store
+        .create_room(NewRoom {
+            name: "lobby".to_owned(),
+            kind: chat_core::room::RoomType::Public,
+            creator,
+            invited: Vec::new(),
+            created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+        })
+        .await
+        .expect("room")
+        .id
+}
+
+/// `writers` tasks, each appending `each` messages `"{tag}{w}:{i}"` in turn
+/// through `store`; returns each writer's seqs in the order it got them.
+fn spawn_writers(
+    store: Arc<dyn Storage>,
+    room: RoomId,
+    sender: UserId,
+    tag: &'static str,
+    writers: usize,
+    each: usize,
+    start: Arc<Barrier>,
+) -> Vec<tokio::task::JoinHandle<Vec<Seq>>> {
+    (0..writers)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                let mut seqs = Vec::with_capacity(each);
+                for i in 0..each {
+                    let appended = store
+                        .append(NewMessage {
+                            room,
+                            sender,
+                            body: format!("{tag}{w}:{i}"),
+                            client_id: Some(format!("{tag}{w}:{i}")),
+                            created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+                        })
+                        .await
+                        .expect("append");
+                    assert!(appended.created);
+                    seqs.push(appended.message.seq);
+                }
+                seqs
+            })
+        })
+        .collect()
+}
+
+/// Every message of `room` by paging history upward, as `(seq, body)`.
+async fn whole_history(store: &dyn Storage, room: RoomId) -> Vec<(Seq, String)> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .history(
+                room,
+                HistoryQuery {
+                    before: None,
+                    after: Some(after),
+                    limit: 200,
+                },
+            )
+            .await
+            .expect("history");
+        all.extend(page.messages.iter().map(|m| (m.seq, m.body.clone())));
+        after = page.messages.last().map_or(after, |m| m.seq);
+        if !page.has_more {
+            return all;
+        }
+    }
+}
+
+/// Checks what concurrent writers produced: seqs exactly 1..=total, each
+/// writer's own in increasing order, and history agreeing in seq order
+/// with every writer's messages in the order it sent them.
+async fn assert_gap_free(
+    store: &dyn Storage,
+    room: RoomId,
+    per_writer: Vec<(String, Vec<Seq>)>,
+    each: usize,
+) {
+    let total = per_writer.len() * each;
+    let mut all = Vec::with_capacity(total);
+    for (writer, seqs) in &per_writer {
+        assert_eq!(seqs.len(), each);
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "writer {writer}: its messages got increasing seqs"
+        );
+        all.extend_from_slice(seqs);
+    }
+    all.sort_unstable();
+    let expected: Vec<Seq> = (1..=Seq::try_from(total).expect("total")).collect();
+    assert_eq!(all, expected, "seqs are 1..={total}: no gap, no duplicate");
+    assert_eq!(
+        store
+            .room(room)
+            .await
+            .expect("room")
+            .expect("exists")
+            .last_seq,
+        Seq::try_from(total).expect("total")
+    );
+
+    let history = whole_history(store, room).await;
+    assert_eq!(
+        history.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        expected,
+        "history returns every message in seq order"
+    );
+    let bodies: HashSet<&str> = history.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(bodies.len(), total, "every message stored once");
+    for (writer, _) in &per_writer {
+        let own: Vec<usize> = history
+            .iter()
+            .filter_map(|(_, b)| b.strip_prefix(&format!("{writer}:")))
+            .map(|i| i.parse().expect("index"))
+            .collect();
+        assert_eq!(
+            own,
+            (0..each).collect::<Vec<_>>(),
+            "writer {writer}: seq order is its sending order"
+        );
+    }
+}
+
+/// 50 writers on 50 connections of one pool, 40 messages each, all into
+/// one room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_writers_on_one_room_get_gap_free_seqs() {
+    const WRITERS: usize = 50;
+    const EACH: usize = 40;
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &pool_of(50))
+        .await
+        .expect("connect");
+    let store: Arc<dyn Storage> = Arc::new(store);
+    let alice = store.create_user(new_user("alice")).await.expect("user").id;
+    let room = lobby(&*store, alice).await;
+
+    let start = Arc::new(Barrier::new(WRITERS));
+    let tasks = spawn_writers(Arc::clone(&store), room, alice, "w", WRITERS, EACH, start);
+    let mut per_writer = Vec::new();
+    for (w, task) in tasks.into_iter().enumerate() {
+        per_writer.push((format!("w{w}"), task.await.expect("writer")));
+    }
+    assert_gap_free(&*store, room, per_writer, EACH).await;
+    assert_eq!(
+        store.unread_total(alice).await.expect("unread"),
+        0,
+        "the sender's mark followed its messages"
+    );
+}
+
+/// Two stores with a pool each, as two server instances would have,
+/// appending to one room at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_append_to_one_room_gap_free() {
+    const WRITERS: usize = 16;
+    const EACH: usize = 30;
+    let schema = TestSchema::create().await;
+    let first: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::connect(&schema.url(), &pool_of(16))
+            .await
+            .expect("connect"),
+    );
+    let second: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::connect(&schema.url(), &pool_of(16))
+            .await
+            .expect("connect"),
+    );
+    let alice = first.create_user(new_user("alice")).await.expect("user").id;
+    let bob = first.create_user(new_user("bob")).await.expect("user").id;
+    let room = lobby(&*first, alice).await;
+    assert!(second.join_room(room, bob).await.expect("join"));
+
+    let start = Arc::new(Barrier::new(2 * WRITERS));
+    let a = spawn_writers(
+        Arc::clone(&first),
+        room,
+        alice,
+        "a",
+        WRITERS,
+        EACH,
+        Arc::clone(&start),
+    );
+    let b = spawn_writers(Arc::clone(&second), room, bob, "b", WRITERS, EACH, start);
+    let mut per_writer = Vec::new();
+    for (tag, tasks) in [("a", a), ("b", b)] {
+        for (w, task) in tasks.into_iter().enumerate() {
+            per_writer.push((format!("{tag}{w}"), task.await.expect("writer")));
+        }
+    }
+    assert_gap_free(&*second, room, per_writer, EACH).await;
+}
+
+/// Several instances starting at once on a fresh schema: every connect
+/// succeeds and each migration is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_connects_migrate_once() {
+    const INSTANCES: usize = 8;
+    let schema = TestSchema::create().await;
+    let url = Arc::new(schema.url());
+    let start = Arc::new(Barrier::new(INSTANCES));
+    let tasks: Vec<_> = (0..INSTANCES)
+        .map(|_| {
+            let url = Arc::clone(&url);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                PostgresStorage::connect(&url, &pool_of(2)).await
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for task in tasks {
+        stores.push(task.await.expect("task").expect("every connect succeeds"));
+    }
+
+    let mut conn = admin(&url).await;
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .expect("migrations table");
+    let expected: Vec<(i64, bool)> = super::MIGRATOR.iter().map(|m| (m.version, true)).collect();
+    assert_eq!(expected.len(), 2, "0001_init and 0002_direct_rooms");
+    assert_eq!(applied, expected, "each migration recorded once");
+    drop(conn);
+
+    // Every instance sees the same, complete schema.
+    let alice = stores[0]
+        .create_user(new_user("alice"))
+        .await
+        .expect("user");
+    let room = lobby(&stores[1], alice.id).await;
+    let bob = stores[2].create_user(new_user("bob")).await.expect("user");
+    let (direct, created) = stores[3]
+        .direct_room(alice.id, bob.id, Timestamp::from_unix_micros(1))
+        .await
+        .expect("direct");
+    assert!(created);
+    assert_eq!(
+        stores[INSTANCES - 1]
+            .room(room)
+            .await
+            .expect("room")
+            .map(|r| r.id),
+        Some(room)
+    );
+    assert_eq!(
+        stores[INSTANCES - 1]
+            .find_direct_room(bob.id, alice.id)
+            .await
+            .expect("find")
+            .map(|r| r.id),
+        Some(direct.id)
+    );
+
+    // A later start applies nothing and still works.
+    PostgresStorage::migrate(&url).await.expect("migrate again");
+    storage::migrate(&url)
+        .await
+        .expect("migrate through dispatch");
+    let again = storage::connect(&url, &pool_of(1))
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        again.user(alice.id).await.expect("user"),
+        Some(alice),
+        "data kept"
+    );
+}
+
+#[tokio::test]
+async fn sslmode_in_the_url_selects_tls() {
+    let modes = [
+        ("", PgSslMode::Prefer),
+        ("?sslmode=disable", PgSslMode::Disable),
+        ("?sslmode=require", PgSslMode::Require),
+        ("?sslmode=verify-ca", PgSslMode::VerifyCa),
+        ("?sslmode=verify-full", PgSslMode::VerifyFull),
+    ];
+    for (query, mode) in modes {
+        let url = format!("postgres://chat:secret@db.example.com:6432/chat{query}");
+        let options = connect_options(&url).expect("parses");
+        assert_eq!(
+            format!("{:?}", options.get_ssl_mode()),
+            format!("{mode:?}"),
+            "{url}"
+        );
+        assert_eq!(options.get_host(), "db.example.com");
+        assert_eq!(options.get_port(), 6432);
+        assert_eq!(options.get_database(), Some("chat"));
+        assert_eq!(options.get_application_name(), Some("chat-server"));
+    }
+    let options =
+        connect_options("postgresql://h/d?sslmode=require&application_name=mine").expect("parses");
+    assert!(matches!(options.get_ssl_mode(), PgSslMode::Require));
+    assert_eq!(options.get_application_name(), Some("mine"), "the URL wins");
+
+    let options = connect_options(
+        "postgres://h/d?options=-c%20search_path%3Dchat_test_x&sslmode=verify-full&sslrootcert=/ca.pem",
+    )
+    .expect("parses");
+    assert_eq!(
+        options.get_options(),
+        Some("-c search_path=chat_test_x -c jit=off"),
+        "our default added to the URL's options"
+    );
+    assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
+    let options = connect_options("postgres://h/d?options=-c%20jit%3Don").expect("parses");
+    assert_eq!(
+        options.get_options(),
+        Some("-c jit=on"),
+        "the URL's choice kept"
+    );
+    assert!(PgConnectOptions::from_str("postgres://h/d?sslmode=sometimes").is_err());
+    let err = PostgresStorage::migrate("postgres://h/d?sslmode=sometimes")
+        .await
+        .expect_err("bad sslmode");
+    assert!(matches!(err, StorageError::Backend(_)), "got {err:?}");
+}
+
+/// Debian's PostgreSQL listens with TLS on (a self-signed "snakeoil"
+/// certificate), so `sslmode=require` is tested for real: the session is
+/// encrypted, through rustls. `verify-full` must refuse that certificate,
+/// which no trusted CA signed.
+#[tokio::test]
+async fn sslmode_require_connects_over_tls() {
+    let schema = TestSchema::create().await;
+    let mut conn = admin(&schema.url()).await;
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut conn)
+        .await
+        .expect("show ssl");
+    assert_eq!(
+        ssl, "on",
+        "the test server has ssl=off; Debian's default is on (ssl_cert_file = snakeoil), \
+         which this test relies on"
+    );
+    drop(conn);
+
+    let url = format!("{}&sslmode=require", schema.url());
+    let store = PostgresStorage::connect(&url, &pool_of(1))
+        .await
+        .expect("connect with sslmode=require");
+    let (ssl, version): (bool, Option<String>) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pg_stat_ssl");
+    assert!(ssl, "the session is encrypted");
+    assert!(
+        version.as_deref().is_some_and(|v| v.starts_with("TLS")),
+        "{version:?}"
+    );
+
+    let url = format!("{}&sslmode=verify-full", schema.url());
+    let err = PostgresStorage::connect(&url, &pool_of(1))
+        .await
+        .expect_err("a self-signed certificate is not trusted");
+    assert!(
+        matches!(err, StorageError::Backend(_)),
+        "a TLS failure is configuration, not an outage: {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn dead_database_is_unavailable_quickly() {
+    // Nothing listens on port 1: every attempt is refused, and the pool
+    // retries until its acquire timeout.
+    let started = Instant::now();
+    let err = PostgresStorage::connect("postgres://postgres@127.0.0.1:1/test", &pool_of(2))
+        .await
+        .expect_err("nothing listens there");
+    let took = started.elapsed();
+    assert!(
+        matches!(err, StorageError::Unavailable(_)),
+        "got {err:?} after {took:?}"
+    );
+    assert!(
+        took < super::ACQUIRE_TIMEOUT + Duration::from_secs(3),
+        "took {took:?}"
+    );
+}
+
+/// A restart or failover kills every session; the pool notices on the next
+/// acquire and reconnects, without a restart of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_recovers_after_its_sessions_are_killed() {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &pool_of(4))
+        .await
+        .expect("connect");
+    let alice = store.create_user(new_user("alice")).await.expect("user");
+    // Several sessions open at once, so that the pool holds more than one.
+    let (a, b, c) = tokio::join!(store.ping(), store.ping(), store.ping());
+    for result in [a, b, c] {
+        result.expect("ping");
+    }
+
+    let mut conn = admin(&schema.url()).await;
+    // Our own admin session has the schema's application name too.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(schema.name())
+    .fetch_all(&mut conn)
+    .await
+    .expect("terminate");
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+    drop(conn);
+
+    assert_eq!(
+        store.user(alice.id).await.expect("the pool reconnects"),
+        Some(alice)
+    );
+    store.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn errors_map_to_the_contract() {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &pool_of(2))
+        .await
+        .expect("connect");
+
+    // A session killed under a query: 57P01 (or the socket closing first).
+    let err = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&store.pool)
+        .await
+        .map_err(map_err)
+        .expect_err("the session ends");
+    assert!(matches!(err, StorageError::Unavailable(_)), "got {err:?}");
+
+    let err = sqlx::query("SELECT * FROM no_such_table")
+        .execute(&store.pool)
+        .await
+        .map_err(map_err)
+        .expect_err("no table");
+    assert!(matches!(err, StorageError::Backend(_)), "got {err:?}");
+
+    let alice = store.create_user(new_user("alice")).await.expect("user");
+    let mut twin = new_user("alice");
+    twin.email = "other@example.com".to_owned();
+    let err = store.create_user(twin).await.expect_err("taken");
+    assert!(
+        matches!(err, StorageError::Conflict(storage::Conflict::Username)),
+        "{err:?}"
+    );
+    // A unique rule the API has no conflict for stays `Backend`.
+    let token = storage::RefreshTokenRecord {
+        id: "t-1".to_owned(),
+        user: alice.id,
+        family: "f".to_owned(),
+        expires_at: Timestamp::from_unix_micros(1),
+    };
+    store
+        .insert_refresh_token(token.clone())
+        .await
+        .expect("token");
+    let err = store
+        .insert_refresh_token(token)
+        .await
+        .expect_err("reused id");
+    assert!(matches!(err, StorageError::Backend(_)), "{err:?}");
+}
+
+#[test]
+fn unavailable_sqlstates() {
+    for code in [
+        "08000", "08001", "08006", "08P01", "57P01", "57P02", "57P03",
+    ] {
+        assert!(is_unavailable(code), "{code}");
+    }
+    for code in ["53000", "53100", "53200", "53300", "53400"] {
+        assert!(is_unavailable(code), "{code}");
+    }
+    // Unique, foreign key, syntax, serialization, query canceled.
+    for code in ["23505", "23503", "42601", "40001", "57014", "57000"] {
+        assert!(!is_unavailable(code), "{code}");
+    }
+}
+
+/// Concurrent `mark_read`s of one member: exactly one reports each step
+/// forward, and the mark never goes back. Without the row lock of
+/// `sql::PG_MEMBER_READ_MARK`, several reported the same step in the first
+/// rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_mark_read_reports_each_advance_once() {
+    let schema = TestSchema::create().await;
+    let store: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::connect(&schema.url(), &pool_of(16))
+            .await
+            .expect("connect"),
+    );
+    let alice = store.create_user(new_user("alice")).await.expect("user").id;
+    let bob = store.create_user(new_user("bob")).await.expect("user").id;
+    let room = lobby(&*store, alice).await;
+    assert!(store.join_room(room, bob).await.expect("join"));
+    for i in 0..20 {
+        store
+            .append(NewMessage {
+                room,
+                sender: alice,
+                body: format!("m{i}"),
+                client_id: None,
+                created_at: Timestamp::from_unix_micros(1),
+            })
+            .await
+            .expect("append");
+    }
+
+    for round in 0..10 {
+        let target: Seq = 2 * (round + 1);
+        let start = Arc::new(Barrier::new(12));
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let start = Arc::clone(&start);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.mark_read(room, bob, target).await.expect("mark")
+                })
+            })
+            .collect();
+        let mut advanced = 0;
+        for task in tasks {
+            let mark = task.await.expect("task");
+            assert_eq!(mark.current, target, "round {round}: {mark:?}");
+            if mark.advanced() {
+                advanced += 1;
+                assert_eq!(mark.previous, target - 2, "round {round}");
+            }
+        }
+        assert_eq!(advanced, 1, "round {round}: one call moved the mark");
+    }
+}
+
+/// Concurrent joins get distinct positions and marks no higher than the
+/// last seq. Without `sql::PG_LOCK_ROOM` they shared positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_joins_get_distinct_positions() {
+    const JOINERS: usize = 12;
+    let schema = TestSchema::create().await;
+    let store: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::connect(&schema.url(), &pool_of(JOINERS as u32))
+            .await
+            .expect("connect"),
+    );
+    let alice = store.create_user(new_user("alice")).await.expect("user").id;
+    let room = lobby(&*store, alice).await;
+    let mut joiners = Vec::new();
+    for i in 0..JOINERS {
+        joiners.push(
+            store
+                .create_user(new_user(&format!("u{i}")))
+                .await
+                .expect("user")
+                .id,
+        );
+    }
+    let start = Arc::new(Barrier::new(JOINERS + 1));
+    let mut tasks: Vec<_> = joiners
+        .iter()
+        .map(|&user| {
+            let store = Arc::clone(&store);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                assert!(store.join_room(room, user).await.expect("join"));
+            })
+        })
+        .collect();
+    // An append racing the joins: whoever joins after it starts at seq 1.
+    let appender = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            start.wait().await;
+            store
+                .append(NewMessage {
+                    room,
+                    sender: alice,
+                    body: "hi".to_owned(),
+                    client_id: None,
+                    created_at: Timestamp::from_unix_micros(1),
+                })
+                .await
+                .expect("append");
+        })
+    };
+    tasks.push(appender);
+    for task in tasks {
+        task.await.expect("task");
+    }
+
+    let positions: Vec<i64> = sqlx::query_scalar(
+        "SELECT position FROM room_members WHERE room_id = $1 ORDER BY position",
+    )
+    .bind(room.get())
+    .fetch_all(&admin_pool(&schema).await)
+    .await
+    .expect("positions");
+    let expected: Vec<i64> = (1..=i64::try_from(JOINERS + 1).expect("count")).collect();
+    assert_eq!(positions, expected, "one position each, no tie, no hole");
+    let people = store.room_people(room).await.expect("people");
+    assert_eq!(people.len(), JOINERS + 1);
+    assert!(
+        people.iter().all(|p| p.read_seq <= 1),
+        "nobody starts past the last message: {people:?}"
+    );
+    assert_eq!(
+        store.unread_total(alice).await.expect("unread"),
+        0,
+        "the sender read its own"
+    );
+}
+
+async fn admin_pool(schema: &TestSchema) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&schema.url())
+        .await
+        .expect("admin pool")
+}
+
+/// Many rounds of a pair's conversation created from both sides at once.
+/// Without `PG_LOCK_DIRECT_PAIR` some calls failed with
+/// `Conflict(RoomName)` within a few dozen rounds (both inserts passed the
+/// pair index's check, then met on the name); see `sql::INSERT_DIRECT_ROOM`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_room_races_never_fail() {
+    const ROUNDS: usize = 100;
+    const CALLERS: usize = 12;
+    let schema = TestSchema::create().await;
+    let store: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::connect(&schema.url(), &pool_of(CALLERS as u32))
+            .await
+            .expect("connect"),
+    );
+    for round in 0..ROUNDS {
+        let a = store
+            .create_user(new_user(&format!("a{round}")))
+            .await
+            .expect("user")
+            .id;
+        let b = store
+            .create_user(new_user(&format!("b{round}")))
+            .await
+            .expect("user")
+            .id;
+        let start = Arc::new(Barrier::new(CALLERS));
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                let start = Arc::clone(&start);
+                let (x, y) = if i % 2 == 0 { (a, b) } else { (b, a) };
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store
+                        .direct_room(x, y, Timestamp::from_unix_micros(1))
+                        .await
+                })
+            })
+            .collect();
+        let mut rooms = HashSet::new();
+        let mut created = 0;
+        for task in tasks {
+            let (room, new) = task
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+            rooms.insert(room.id);
+            created += usize::from(new);
+        }
+        assert_eq!((created, rooms.len()), (1, 1), "round {round}");
+    }
+}
