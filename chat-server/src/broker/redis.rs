@@ -5,9 +5,11 @@
 //!   One connection taken from the pool is shared by every publish, so
 //!   concurrent publishes pipeline on it; each message is one `PUBLISH` to
 //!   its room's channel `{prefix}:room:{id}`, however many members the room
-//!   has. A connection error drops the shared connection and the next
-//!   publish takes a fresh one from the pool, which pings it first
-//!   (`test_on_check_out`) and so replaces a dead one.
+//!   has. A connection error drops the shared connection and the publish is
+//!   tried once more on a fresh one from the pool, which pings it first
+//!   (`test_on_check_out`) and so replaces a dead one. (Pinging on every
+//!   publish instead would double the commands; bb8-redis never reports a
+//!   multiplexed connection broken by itself.)
 //! - **Subscriptions** live on one dedicated pub/sub connection, owned by a
 //!   background task. `subscribe`/`unsubscribe` are requests to that task,
 //!   answered once Redis confirmed; the task keeps the set of rooms and
@@ -116,10 +118,14 @@ impl RedisBroker {
         let first = open_pubsub(&client)
             .await
             .map_err(|e| BrokerError::Unavailable(Box::new(e)))?;
+        // bb8-redis takes connection info, not a client. The info of a client
+        // from `build_with_tls` carries the parsed CA, so the pool's
+        // connections trust the same CA as the pub/sub one.
         let manager = RedisConnectionManager::new(client.get_connection_info().clone())
             .map_err(|e| BrokerError::Backend(Box::new(e)))?;
-        // Two connections at most: publishes share one (see `Commands`); the
-        // second lets a replacement be made while the old one is still out.
+        // Small: publishes share one connection (see `Commands`) and hold a
+        // pooled one only while it is validated; the second covers a
+        // checkout that overlaps another's validation.
         let pool = bb8::Pool::builder()
             .max_size(2)
             .min_idle(Some(1))
@@ -165,11 +171,12 @@ impl Broker for RedisBroker {
     async fn publish(&self, event: Arc<Event>) -> Result<(), BrokerError> {
         let payload = encode_event(&event)?;
         let subscribed = self.shared.subscribed.load(Ordering::Acquire);
-        // Both connections failed: Redis is down. Trying again would only
-        // delay the sender's acknowledgement; the subscription task's
-        // reconnect ends this. (Either connection alone failing is not
-        // enough: the other one may see Redis fine, and a publish that could
-        // have reached other instances must not be dropped.)
+        // The pub/sub connection is lost and a command or a fresh connection
+        // failed too: Redis is down. Trying again would only delay the
+        // sender's acknowledgement; the subscription task's reconnect ends
+        // this. (The pub/sub connection alone failing is not enough: Redis
+        // may be fine, and a publish that could have reached other
+        // instances must not be dropped.)
         if self.shared.commands.is_down() && !subscribed {
             return Err(BrokerError::Unavailable(
                 "redis is unreachable; reconnecting".into(),
@@ -282,7 +289,8 @@ struct Commands {
     // clone, never across an await.
     current: Mutex<Option<(u64, MultiplexedConnection)>>,
     generation: AtomicU64,
-    /// The last command failed on its connection: Redis may be down.
+    /// The last command, or the subscription task's last reconnect attempt,
+    /// failed on its connection: Redis may be down.
     down: AtomicBool,
     /// A background probe is checking whether Redis is back.
     probing: AtomicBool,
@@ -591,6 +599,9 @@ impl Subscriptions {
             let (mut pubsub, stream) = match opened {
                 Ok(pubsub) => pubsub.split(),
                 Err(error) => {
+                    // A fresh connection failed: publishes need not try their
+                    // own until this task gets through.
+                    self.shared.commands.down.store(true, Ordering::Release);
                     tracing::debug!(%error, "redis broker reconnect failed");
                     continue;
                 }
