@@ -131,6 +131,11 @@ impl RedisBroker {
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
             .test_on_check_out(true)
+            // The pooled connection sits idle in the pool while its clone
+            // does the work: reaping it for idleness or age would only open
+            // a second socket beside the one in use.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .error_sink(Box::new(LogErrors))
             .build_unchecked(manager);
         let shared = Arc::new(Shared {
