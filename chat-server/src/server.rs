@@ -98,6 +98,10 @@ impl Server {
     /// the background. Bind to port 0 to get a free port ([`Self::local_addr`]).
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        // One rustls crypto provider for the process (ring): the redis client
+        // builds its TLS config from the process default. Already installed
+        // (by an embedding application or an earlier server) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         crate::metrics::init();
         let storage = storage::connect(
             &config.storage_url,

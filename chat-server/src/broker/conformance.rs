@@ -1,15 +1,36 @@
-//! The one test suite every [`Broker`] runs. A backend supplies a factory
-//! `|sink| async { Arc<dyn Broker> }` and invokes
+//! The one test suite every [`Broker`] runs. A backend supplies a [`Bus`]
+//! (a factory of broker instances that see each other, like servers sharing
+//! one Redis) and invokes
 //! [`broker_conformance_tests!`](crate::broker_conformance_tests).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use chat_core::RoomId;
+use chat_core::api::ComponentState;
 use tokio::sync::Notify;
 
 use super::{Broker, ConnId, Event, EventKind, EventSink};
+
+/// Makes broker instances for one test. Every instance made by one bus
+/// receives the events the others publish (one Redis and key prefix, or one
+/// in-process [`LocalBus`](super::local::LocalBus)); buses of different
+/// tests never see each other.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// A new broker instance delivering to `sink`. Panics if it cannot be
+    /// made: a conformance test never passes without its backend.
+    async fn broker(&self, sink: Arc<dyn EventSink>) -> Arc<dyn Broker>;
+}
+
+/// A new instance on `bus` with a sink of its own.
+pub async fn instance(bus: &dyn Bus) -> (Arc<dyn Broker>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let broker = bus.broker(sink.clone()).await;
+    (broker, sink)
+}
 
 /// A sink that records what it is given.
 #[derive(Debug, Default)]
@@ -67,17 +88,30 @@ impl EventSink for RecordingSink {
 
 /// A message event with a recognizable frame.
 pub fn message_event(room: i64, seq: i64) -> Arc<Event> {
+    message_from(7, room, seq)
+}
+
+/// A message event caused by connection `origin`.
+pub fn message_from(origin: u64, room: i64, seq: i64) -> Arc<Event> {
     Arc::new(Event {
         room: RoomId(room),
         kind: EventKind::Message,
         seq: Some(seq),
-        origin: Some(ConnId(7)),
-        frame: Utf8Bytes::from(format!(r#"{{"type":"message","room":{room},"seq":{seq}}}"#)),
+        origin: Some(ConnId(origin)),
+        frame: Utf8Bytes::from(format!(
+            r#"{{"type":"message","room":{room},"seq":{seq},"origin":{origin}}}"#
+        )),
     })
 }
 
+/// `(room, seq)` of each event, to compare with what was sent.
+fn rooms_and_seqs(events: &[Arc<Event>]) -> Vec<(i64, Option<i64>)> {
+    events.iter().map(|e| (e.room.0, e.seq)).collect()
+}
+
 /// A subscribed room receives published events intact.
-pub async fn delivers_to_subscribed_room(broker: Arc<dyn Broker>, sink: Arc<RecordingSink>) {
+pub async fn delivers_to_subscribed_room(bus: &dyn Bus) {
+    let (broker, sink) = instance(bus).await;
     broker.subscribe(RoomId(1)).await.expect("subscribe");
     let sent = message_event(1, 1);
     broker.publish(sent.clone()).await.expect("publish");
@@ -88,7 +122,8 @@ pub async fn delivers_to_subscribed_room(broker: Arc<dyn Broker>, sink: Arc<Reco
 
 /// Events of rooms that are not subscribed are not delivered, and
 /// unsubscribing stops delivery.
-pub async fn ignores_unsubscribed_rooms(broker: Arc<dyn Broker>, sink: Arc<RecordingSink>) {
+pub async fn ignores_unsubscribed_rooms(bus: &dyn Bus) {
+    let (broker, sink) = instance(bus).await;
     broker.subscribe(RoomId(1)).await.expect("subscribe");
     broker.publish(message_event(2, 1)).await.expect("publish");
     broker.publish(message_event(1, 1)).await.expect("publish");
@@ -107,7 +142,8 @@ pub async fn ignores_unsubscribed_rooms(broker: Arc<dyn Broker>, sink: Arc<Recor
 }
 
 /// Subscribing twice delivers once; one unsubscribe ends it.
-pub async fn subscribe_is_idempotent(broker: Arc<dyn Broker>, sink: Arc<RecordingSink>) {
+pub async fn subscribe_is_idempotent(bus: &dyn Bus) {
+    let (broker, sink) = instance(bus).await;
     broker.subscribe(RoomId(1)).await.expect("subscribe");
     broker.subscribe(RoomId(1)).await.expect("subscribe again");
     broker.publish(message_event(1, 1)).await.expect("publish");
@@ -124,7 +160,8 @@ pub async fn subscribe_is_idempotent(broker: Arc<dyn Broker>, sink: Arc<Recordin
 }
 
 /// One publisher's events for a room arrive in publish order.
-pub async fn keeps_publish_order(broker: Arc<dyn Broker>, sink: Arc<RecordingSink>) {
+pub async fn keeps_publish_order(bus: &dyn Bus) {
+    let (broker, sink) = instance(bus).await;
     broker.subscribe(RoomId(1)).await.expect("subscribe");
     for seq in 1..=200 {
         broker
@@ -138,7 +175,8 @@ pub async fn keeps_publish_order(broker: Arc<dyn Broker>, sink: Arc<RecordingSin
 }
 
 /// Every kind of event survives the trip with its fields.
-pub async fn carries_every_kind(broker: Arc<dyn Broker>, sink: Arc<RecordingSink>) {
+pub async fn carries_every_kind(bus: &dyn Bus) {
+    let (broker, sink) = instance(bus).await;
     broker.subscribe(RoomId(4)).await.expect("subscribe");
     let kinds = [
         EventKind::Message,
@@ -164,27 +202,167 @@ pub async fn carries_every_kind(broker: Arc<dyn Broker>, sink: Arc<RecordingSink
     assert_eq!(got, sent);
 }
 
-/// Expands to one `#[tokio::test]` per conformance test. `$make` is a
-/// closure `|sink: Arc<dyn EventSink>| async { Arc<dyn Broker> }`.
+/// The trait's contract after a quiet spell: once `subscribe` returns, the
+/// very next event is delivered, whether it comes from this instance or
+/// from another one.
+pub async fn subscribe_after_quiet_period_delivers(bus: &dyn Bus) {
+    let (a, sink_a) = instance(bus).await;
+    let (b, sink_b) = instance(bus).await;
+    // Nothing is published for a while: no earlier traffic can have made a
+    // subscription ready by chance.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.subscribe(RoomId(11)).await.expect("subscribe a");
+    a.publish(message_event(11, 1)).await.expect("publish");
+    assert_eq!(
+        rooms_and_seqs(&sink_a.wait_for(1).await),
+        vec![(11, Some(1))]
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.subscribe(RoomId(11)).await.expect("subscribe b");
+    a.publish(message_event(11, 2)).await.expect("publish");
+    // b subscribed after seq 1 was published, so its first event is seq 2.
+    assert_eq!(
+        rooms_and_seqs(&sink_b.wait_for(1).await),
+        vec![(11, Some(2))]
+    );
+    assert_eq!(
+        rooms_and_seqs(&sink_a.wait_for(2).await),
+        vec![(11, Some(1)), (11, Some(2))]
+    );
+}
+
+/// Two instances publishing to one room at the same time: each sees every
+/// event of both, once, and each publisher's events in its order.
+pub async fn two_instances_see_each_other_in_publish_order(bus: &dyn Bus) {
+    const EACH: i64 = 100;
+    let (a, sink_a) = instance(bus).await;
+    let (b, sink_b) = instance(bus).await;
+    a.subscribe(RoomId(5)).await.expect("subscribe a");
+    b.subscribe(RoomId(5)).await.expect("subscribe b");
+    let publish_all = |broker: Arc<dyn Broker>, origin: u64| async move {
+        for seq in 1..=EACH {
+            broker
+                .publish(message_from(origin, 5, seq))
+                .await
+                .expect("publish");
+        }
+    };
+    tokio::join!(publish_all(a.clone(), 1), publish_all(b.clone(), 2));
+    // A marker after everything else: a's events arrive in a's order, so
+    // once it is in, every one of a's events is too.
+    a.publish(message_from(9, 5, 0))
+        .await
+        .expect("publish marker");
+    for (name, sink) in [("a", &sink_a), ("b", &sink_b)] {
+        let got = sink.wait_for(2 * EACH as usize + 1).await;
+        for origin in [1, 2] {
+            let seqs: Vec<i64> = got
+                .iter()
+                .filter(|e| e.origin == Some(ConnId(origin)))
+                .filter_map(|e| e.seq)
+                .collect();
+            assert_eq!(
+                seqs,
+                (1..=EACH).collect::<Vec<_>>(),
+                "{name} sees publisher {origin}'s events once each, in order"
+            );
+        }
+        assert_eq!(got.len(), 2 * EACH as usize + 1, "{name}: {got:?}");
+    }
+}
+
+/// Unsubscribing one room leaves this instance's other rooms, and another
+/// instance's subscription to the same room, alone.
+pub async fn unsubscribe_leaves_other_rooms(bus: &dyn Bus) {
+    let (a, sink_a) = instance(bus).await;
+    let (b, sink_b) = instance(bus).await;
+    for room in [21, 22, 23] {
+        a.subscribe(RoomId(room)).await.expect("subscribe a");
+    }
+    b.subscribe(RoomId(22)).await.expect("subscribe b");
+    a.unsubscribe(RoomId(22)).await.expect("unsubscribe");
+    for room in [21, 22, 23] {
+        a.publish(message_event(room, 1)).await.expect("publish");
+    }
+    // A marker on a still-subscribed room, published last, proves that the
+    // room-22 event had time to arrive at a had it been delivered.
+    a.publish(message_event(23, 2))
+        .await
+        .expect("publish marker");
+    assert_eq!(
+        rooms_and_seqs(&sink_a.wait_for(3).await),
+        vec![(21, Some(1)), (23, Some(1)), (23, Some(2))]
+    );
+    assert_eq!(
+        rooms_and_seqs(&sink_b.wait_for(1).await),
+        vec![(22, Some(1))]
+    );
+}
+
+/// A 64 KiB frame (multi-byte characters included) arrives byte for byte.
+pub async fn large_frame_arrives_intact(bus: &dyn Bus) {
+    let (broker, sink) = instance(bus).await;
+    broker.subscribe(RoomId(6)).await.expect("subscribe");
+    let mut text = String::new();
+    let mut i = 0u32;
+    while text.len() < 64 * 1024 {
+        // ASCII, two-, three- and four-byte characters, so that a cut in the
+        // wrong place cannot go unnoticed.
+        text.push_str(&format!("{i} é ✓ 🦀 "));
+        i += 1;
+    }
+    let frame = format!(r#"{{"type":"message","text":"{text}"}}"#);
+    assert!(frame.len() >= 64 * 1024);
+    let sent = Arc::new(Event {
+        room: RoomId(6),
+        kind: EventKind::Message,
+        seq: Some(1),
+        origin: Some(ConnId(u64::MAX)),
+        frame: Utf8Bytes::from(frame),
+    });
+    broker.publish(sent.clone()).await.expect("publish");
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0].frame.len(), sent.frame.len());
+    assert_eq!(*got[0], *sent);
+}
+
+/// A healthy broker says so, before and after carrying events.
+pub async fn state_is_ok_when_healthy(bus: &dyn Bus) {
+    let (broker, sink) = instance(bus).await;
+    assert_eq!(broker.state(), ComponentState::Ok);
+    broker.subscribe(RoomId(8)).await.expect("subscribe");
+    broker.publish(message_event(8, 1)).await.expect("publish");
+    sink.wait_for(1).await;
+    assert_eq!(broker.state(), ComponentState::Ok);
+}
+
+/// Expands to one `#[tokio::test]` per conformance test. `$bus` is a
+/// closure `|| async { impl Bus }`, called once per test, so that each test
+/// gets a bus (key prefix, server) of its own.
 #[macro_export]
 macro_rules! broker_conformance_tests {
-    ($make:expr) => {
-        $crate::broker_conformance_tests!(@tests $make;
+    ($bus:expr) => {
+        $crate::broker_conformance_tests!(@tests $bus;
             delivers_to_subscribed_room,
             ignores_unsubscribed_rooms,
             subscribe_is_idempotent,
             keeps_publish_order,
             carries_every_kind,
+            subscribe_after_quiet_period_delivers,
+            two_instances_see_each_other_in_publish_order,
+            unsubscribe_leaves_other_rooms,
+            large_frame_arrives_intact,
+            state_is_ok_when_healthy,
         );
     };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
+    (@tests $bus:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let sink = ::std::sync::Arc::new($crate::broker::conformance::RecordingSink::default());
-                let make = $make;
-                let broker = make(sink.clone() as ::std::sync::Arc<dyn $crate::broker::EventSink>).await;
-                $crate::broker::conformance::$name(broker, sink).await;
+                let make = $bus;
+                let bus = make().await;
+                $crate::broker::conformance::$name(&bus).await;
             }
         )*
     };

@@ -10,8 +10,9 @@
 //! unsubscribes when the last one leaves (see [`crate::hub`]), so a broker
 //! carries one subscription per room per instance, never one per socket.
 //!
-//! Backends, one file each: [`local`] (`local://`, in-process). Every backend
-//! runs the one [`conformance`] suite.
+//! Backends, one file each: [`local`] (`local://`, in-process) and
+//! [`redis`](self::redis) (`redis://`, `rediss://`, between instances). Every
+//! backend runs the one [`conformance`] suite.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use chat_core::{RoomId, Seq, UserId};
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod local;
+pub mod redis;
 
 /// Identifies one WebSocket connection across every instance, so that the
 /// socket that sent a message can skip its own broadcast.
@@ -144,18 +146,22 @@ pub trait Broker: Send + Sync + 'static {
     fn state(&self) -> ComponentState;
 }
 
-/// Opens the broker a URL names (`local://`), delivering to `sink`.
+/// Opens the broker a URL names (`local://`, `redis://…`, `rediss://…`),
+/// delivering to `sink`.
 pub async fn connect(
     url: &str,
     options: &BrokerOptions,
     sink: Arc<dyn EventSink>,
 ) -> Result<Arc<dyn Broker>, BrokerError> {
-    let _ = options;
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "local" => Ok(Arc::new(local::LocalBroker::new(sink))),
+        "redis" | "rediss" => Ok(Arc::new(
+            self::redis::RedisBroker::connect(url, options, sink).await?,
+        )),
         _ => Err(BrokerError::Backend(
-            format!("unsupported broker URL {url:?}: expected local://").into(),
+            format!("unsupported broker URL {url:?}: expected local://, redis:// or rediss://")
+                .into(),
         )),
     }
 }

@@ -225,10 +225,13 @@ fn map_err(error: sqlx::Error) -> StorageError {
         }
         // Refused, reset or dropped connections, a pool that could not get
         // a connection in time (the database down or overloaded), a pool
-        // shut down.
+        // shut down. A protocol error is the wire breaking mid-exchange: a
+        // connection cut during the startup's SSLRequest reads as an
+        // "unexpected response" byte, not as an I/O error.
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => StorageError::Unavailable(Box::new(error)),
         other => StorageError::Backend(Box::new(other)),
     }

@@ -483,6 +483,13 @@ async fn errors_map_to_the_contract() {
         .expect_err("the session ends");
     assert!(matches!(err, StorageError::Unavailable(_)), "got {err:?}");
 
+    // A connection cut during its startup (the server vanishing, or a
+    // proxy in between) surfaces as a protocol error: still "unavailable".
+    let err = map_err(sqlx::Error::Protocol(
+        "unexpected response from SSLRequest: 0x00".into(),
+    ));
+    assert!(matches!(err, StorageError::Unavailable(_)), "got {err:?}");
+
     let err = sqlx::query("SELECT * FROM no_such_table")
         .execute(&store.pool)
         .await
