@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::redis_server::RedisServer;
 use crate::support::{PgSchema, TestServer, TestUser, WsClient};
