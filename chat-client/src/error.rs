@@ -177,8 +177,11 @@ impl ClientError {
     /// failures, 429, 503 and other 5xx. Never for 4xx answers, which would
     /// only be repeated.
     ///
-    /// Retrying [`send`](crate::ChatClient::send) is safe: it reuses its
-    /// `client_id`, so the server stores the message at most once.
+    /// A network failure may come after the server acted: retrying
+    /// [`send`](crate::ChatClient::send) with the same `client_id` stores the
+    /// message at most once, but retrying e.g.
+    /// [`create_room`](crate::ChatClient::create_room) may then answer
+    /// `room_name_taken`.
     ///
     /// ```
     /// use chat_client::ClientError;

@@ -8,7 +8,7 @@
 //! say what to do next, and whose [`code`](ClientError::code) is the
 //! server's.
 //!
-//! TLS is rustls with the *ring* provider (no OpenSSL); the system's trust
+//! Calls are `async` and need a tokio runtime. TLS is rustls with the *ring* provider (no OpenSSL); the system's trust
 //! store is used, plus any CA given to [`ClientOptions::root_ca_pem`].
 //!
 //! # Tutorial
