@@ -1,0 +1,141 @@
+//! Messages over HTTP: `/chat/history/` and `/chat/send/`.
+
+use chat_core::api::{HistoryResponse, SendRequest, SendResponse};
+use chat_core::{RoomRef, Seq};
+
+use crate::client::Req;
+use crate::{ChatClient, ClientError};
+
+/// Which page of a room's history [`ChatClient::history`] fetches. The
+/// default is the newest 50 messages.
+///
+/// ```
+/// use chat_client::HistoryQuery;
+///
+/// // The 20 messages before seq 100 (scrolling back).
+/// let older = HistoryQuery::new().before(100).limit(20);
+/// // Everything after seq 41, in pages of 200 (catching up).
+/// let newer = HistoryQuery::new().after(41).limit(200);
+/// # let _ = (older, newer);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    before: Option<Seq>,
+    after: Option<Seq>,
+    limit: Option<u32>,
+}
+
+impl HistoryQuery {
+    /// The newest page, of the server's default size (50).
+    ///
+    /// ```
+    /// assert_eq!(chat_client::HistoryQuery::new(), Default::default());
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only messages with `seq` below this.
+    ///
+    /// ```
+    /// let q = chat_client::HistoryQuery::new().before(10);
+    /// # let _ = q;
+    /// ```
+    pub fn before(mut self, seq: Seq) -> Self {
+        self.before = Some(seq);
+        self
+    }
+
+    /// Only messages with `seq` above this.
+    ///
+    /// ```
+    /// let q = chat_client::HistoryQuery::new().after(10);
+    /// # let _ = q;
+    /// ```
+    pub fn after(mut self, seq: Seq) -> Self {
+        self.after = Some(seq);
+        self
+    }
+
+    /// At most this many messages (1..=200).
+    ///
+    /// ```
+    /// let q = chat_client::HistoryQuery::new().limit(100);
+    /// # let _ = q;
+    /// ```
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+impl ChatClient {
+    /// One page of a room's messages, oldest first, and whether more lie
+    /// beyond it in the direction paged (`GET /chat/history/`). `room` is an
+    /// id or a name.
+    ///
+    /// Errors: [`NotFound`](crate::ErrorKind::NotFound) with
+    /// `room_not_found` for an unknown room or one the caller is not in.
+    ///
+    /// ```no_run
+    /// use chat_client::HistoryQuery;
+    ///
+    /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
+    /// // Scroll back through the whole room.
+    /// let mut page = client.history("lobby", HistoryQuery::new()).await?;
+    /// while page.has_more {
+    ///     let oldest = page.chat_history[0].seq;
+    ///     page = client.history("lobby", HistoryQuery::new().before(oldest)).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn history(
+        &self,
+        room: impl Into<RoomRef>,
+        query: HistoryQuery,
+    ) -> Result<HistoryResponse, ClientError> {
+        self.call(
+            Req::get("chat/history/")
+                .query("room", Some(room.into()))
+                .query("before", query.before)
+                .query("after", query.after)
+                .query("limit", query.limit),
+        )
+        .await
+    }
+
+    /// Sends a message over HTTP (`POST /chat/send/`); `room` is an id or a
+    /// name. Returns the stored message's id and `seq`.
+    ///
+    /// `client_id` is the idempotency key: the server stores a repeated
+    /// `client_id` from the same user once and answers with the original
+    /// message. When `None`, a random one (a UUID v4) is generated for this
+    /// call and reused by the client's own refresh-and-retry, so that retry
+    /// never duplicates the message. To retry after an error yourself, pass
+    /// your own `client_id` and send it again with the same one.
+    ///
+    /// Errors: [`InvalidInput`](crate::ErrorKind::InvalidInput) with
+    /// `empty_body` or `body_too_long`; [`Forbidden`](crate::ErrorKind::Forbidden)
+    /// or [`NotFound`](crate::ErrorKind::NotFound) for a room the caller is
+    /// not in.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
+    /// let sent = client.send("lobby", "hello, world", Some("my-key-1".into())).await?;
+    /// println!("stored as #{} in the room", sent.seq);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(
+        &self,
+        room: impl Into<RoomRef>,
+        body: &str,
+        client_id: Option<String>,
+    ) -> Result<SendResponse, ClientError> {
+        let request = SendRequest {
+            room: room.into(),
+            message: body.to_owned(),
+            client_id: Some(client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
+        };
+        self.call(Req::post("chat/send/").json(&request)?).await
+    }
+}

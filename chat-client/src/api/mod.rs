@@ -1,0 +1,9 @@
+//! The typed calls, one file per resource of `PROTOCOL.md`, each an
+//! `impl ChatClient` block.
+
+mod conversations;
+mod messages;
+mod rooms;
+mod users;
+
+pub use messages::HistoryQuery;

@@ -1,0 +1,222 @@
+//! The whole API, happy path.
+
+use chat_client::chat_core::room::Membership;
+use chat_client::{CreateRoomRequest, HistoryQuery, RoomRef, RoomType};
+
+use crate::support::{TestServer, password};
+
+#[tokio::test]
+async fn users_and_tokens() {
+    let server = TestServer::start().await;
+    let (alice, alice_user) = server.user("alice").await;
+    let (_bob, bob_user) = server.user("bob").await;
+
+    let me = alice.me().await.expect("me");
+    assert_eq!(me.id, alice_user.id);
+    assert_eq!(me.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(me.display_name, "alice display");
+
+    let all = alice.users(None, None).await.expect("users");
+    let names: Vec<_> = all.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(all[1].email, None, "others' emails are hidden");
+    let page = alice
+        .users(Some(alice_user.id), Some(1))
+        .await
+        .expect("second page");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, bob_user.id);
+
+    // Login by email gives a working session too.
+    let by_email = server.client();
+    by_email
+        .login_with_email("bob@example.com", &password("bob"))
+        .await
+        .expect("login by email");
+    assert_eq!(by_email.me().await.expect("me").id, bob_user.id);
+
+    // An explicit refresh replaces both tokens.
+    let before = alice.tokens().expect("logged in");
+    let after = alice.refresh().await.expect("refresh");
+    assert_ne!(before.refresh, after.refresh);
+    assert_eq!(alice.tokens(), Some(after));
+    alice.me().await.expect("the refreshed session works");
+
+    alice.logout().await.expect("logout");
+    assert!(alice.tokens().is_none());
+    alice.logout().await.expect("logging out twice is a no-op");
+}
+
+#[tokio::test]
+async fn rooms_messages_and_conversations() {
+    let server = TestServer::start().await;
+    let (alice, alice_user) = server.user("alice").await;
+    let (bob, bob_user) = server.user("bob").await;
+    let (carol, carol_user) = server.user("carol").await;
+
+    // A public room: created, joined by bob.
+    let lobby = alice
+        .create_room(CreateRoomRequest {
+            name: Some("lobby".into()),
+            kind: Some(RoomType::Public),
+            ..Default::default()
+        })
+        .await
+        .expect("create lobby");
+    assert_eq!(lobby.kind, RoomType::Public);
+    assert_eq!(lobby.creator, "alice");
+    assert_eq!(lobby.members, ["alice"]);
+    let joined = bob.join_room(lobby.id).await.expect("join a public room");
+    assert_eq!(joined.id, lobby.id);
+    assert!(joined.members.contains(&"bob".to_owned()));
+
+    // A private room with an invitation at creation and one later.
+    let den = alice
+        .create_room(CreateRoomRequest {
+            name: Some("den".into()),
+            invited_users: vec![bob_user.id],
+            ..Default::default()
+        })
+        .await
+        .expect("create den");
+    assert_eq!(den.kind, RoomType::Private);
+    assert_eq!(den.invited_users, ["bob"]);
+    let den = alice
+        .invite(den.id, &[carol_user.id])
+        .await
+        .expect("invite carol");
+    assert!(den.invited_users.contains(&"carol".to_owned()));
+    let carol_rooms = carol.rooms().await.expect("carol's rooms");
+    assert_eq!(carol_rooms.len(), 1);
+    assert_eq!(carol_rooms[0].membership, Membership::Invited);
+    carol
+        .leave_room(den.id)
+        .await
+        .expect("decline the invitation");
+    assert!(carol.rooms().await.expect("carol's rooms").is_empty());
+    bob.join_room(den.id).await.expect("join when invited");
+    assert_eq!(
+        alice.room(den.id).await.expect("room detail").members,
+        ["alice", "bob"]
+    );
+
+    // Messages: by id and by name, idempotent with a client_id.
+    let first = alice
+        .send(lobby.id, "hello", None)
+        .await
+        .expect("send by id");
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.message, "Message sent!");
+    let second = bob
+        .send("lobby", "hi alice", Some("bob-1".into()))
+        .await
+        .expect("send by name");
+    let again = bob
+        .send("lobby", "hi alice", Some("bob-1".into()))
+        .await
+        .expect("repeat the same client_id");
+    assert_eq!((again.id, again.seq), (second.id, second.seq));
+    for i in 3..=5 {
+        alice
+            .send(lobby.id, &format!("message {i}"), None)
+            .await
+            .expect("send");
+    }
+
+    let newest = bob
+        .history(lobby.id, HistoryQuery::new().limit(2))
+        .await
+        .expect("newest page");
+    let seqs: Vec<_> = newest.chat_history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [4, 5]);
+    assert!(newest.has_more);
+    let older = bob
+        .history(
+            RoomRef::from("lobby"),
+            HistoryQuery::new().before(4).limit(10),
+        )
+        .await
+        .expect("older page");
+    let seqs: Vec<_> = older.chat_history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(!older.has_more);
+    assert_eq!(older.chat_history[1].client_id.as_deref(), Some("bob-1"));
+    assert!(
+        older.chat_history[0].client_id.is_some(),
+        "a client_id is generated when none is given"
+    );
+    let after = bob
+        .history(lobby.id, HistoryQuery::new().after(3))
+        .await
+        .expect("catch-up page");
+    let seqs: Vec<_> = after.chat_history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [4, 5]);
+
+    // Unread counts: sending moved bob's read mark to his own message (seq
+    // 2), so alice's three after it are unread.
+    assert_eq!(bob.unread_count().await.expect("unread"), 3);
+    let bob_lobby = bob
+        .rooms()
+        .await
+        .expect("bob's rooms")
+        .into_iter()
+        .find(|r| r.id == lobby.id)
+        .expect("lobby listed");
+    assert_eq!(bob_lobby.unread_count, 3);
+    assert_eq!(
+        bob_lobby.last_message.expect("last message").body,
+        "message 5"
+    );
+
+    // Conversations: created once, then found.
+    let conv = alice
+        .create_conversation(carol_user.id)
+        .await
+        .expect("create conversation");
+    assert!(conv.created);
+    assert_eq!(conv.other_user.id, carol_user.id);
+    let same = carol
+        .create_conversation(alice_user.id)
+        .await
+        .expect("get conversation");
+    assert!(!same.created);
+    assert_eq!(same.id, conv.id);
+    for i in 1..=3 {
+        alice
+            .send(conv.id, &format!("dm {i}"), None)
+            .await
+            .expect("send to the conversation");
+    }
+    let list = carol.conversations().await.expect("conversations");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].unread_count, 3);
+    assert_eq!(list[0].other_user.id, alice_user.id);
+    let detail = carol
+        .conversation(conv.id, None, Some(2))
+        .await
+        .expect("conversation detail");
+    let bodies: Vec<_> = detail.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["dm 2", "dm 3"]);
+    let earlier = carol
+        .conversation(conv.id, Some(2), None)
+        .await
+        .expect("earlier page");
+    let bodies: Vec<_> = earlier.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["dm 1"]);
+
+    // Leaving and deleting.
+    bob.leave_room(lobby.id).await.expect("leave");
+    assert!(
+        bob.rooms()
+            .await
+            .expect("bob's rooms")
+            .iter()
+            .all(|r| r.id != lobby.id)
+    );
+    alice
+        .delete_room(lobby.id)
+        .await
+        .expect("delete by creator");
+    let gone = alice.room(lobby.id).await.expect_err("deleted room");
+    assert_eq!(gone.kind(), chat_client::ErrorKind::NotFound);
+}
