@@ -93,18 +93,21 @@
 mod api;
 mod auth;
 mod client;
+mod connection;
 mod error;
 mod options;
 
 pub use api::HistoryQuery;
 pub use auth::Tokens;
 pub use client::ChatClient;
+pub use connection::{ConnectOptions, Connection, ConnectionState, Event};
 pub use error::{ClientError, ErrorKind};
 pub use options::ClientOptions;
 
 /// The wire types, for matching on what the calls return.
 pub use chat_core;
 pub use chat_core::api::{CreateRoomRequest, HistoryResponse, RegisterRequest, SendResponse};
+pub use chat_core::frame::PresenceStatus;
 pub use chat_core::conversation::{
     ConversationDetail, ConversationSummary, CreateConversationResponse,
 };
