@@ -107,9 +107,9 @@ pub use options::ClientOptions;
 /// The wire types, for matching on what the calls return.
 pub use chat_core;
 pub use chat_core::api::{CreateRoomRequest, HistoryResponse, RegisterRequest, SendResponse};
-pub use chat_core::frame::PresenceStatus;
 pub use chat_core::conversation::{
     ConversationDetail, ConversationSummary, CreateConversationResponse,
 };
+pub use chat_core::frame::PresenceStatus;
 pub use chat_core::room::{JoinedRoom, Room, RoomListItem};
 pub use chat_core::{ErrorCode, Message, RoomId, RoomRef, RoomType, Seq, User, UserId};

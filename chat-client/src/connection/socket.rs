@@ -63,8 +63,7 @@ async fn handshake(client: &ChatClient, token: &str) -> Result<Ws, ClientError> 
     } else {
         None
     };
-    let connect =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
     match tokio::time::timeout(options.connect_timeout, connect).await {
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(tungstenite::Error::Http(response))) => {

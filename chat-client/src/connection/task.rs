@@ -450,7 +450,11 @@ impl Actor {
         };
         let after_seq = match &op {
             Some(Op {
-                kind: OpKind::Subscribe { room: wanted, after_seq },
+                kind:
+                    OpKind::Subscribe {
+                        room: wanted,
+                        after_seq,
+                    },
                 ..
             }) => {
                 if let RoomRef::Name(name) = wanted {
@@ -545,7 +549,9 @@ impl Actor {
                 return;
             };
             let space = self.options.event_capacity - self.outbox.len();
-            let limit = u32::try_from(space).unwrap_or(FILL_PAGE).clamp(1, FILL_PAGE);
+            let limit = u32::try_from(space)
+                .unwrap_or(FILL_PAGE)
+                .clamp(1, FILL_PAGE);
             let query = HistoryQuery::new()
                 .after(room.cursor)
                 .before(room.behind.saturating_add(1))
