@@ -2,7 +2,7 @@
 //! and a restarted server.
 //!
 //! Not tested: close code 4401 (the server does not yet close sockets when
-//! their token expires) and 1009.
+//! their token expires).
 
 use std::time::Duration;
 
@@ -232,8 +232,18 @@ async fn socket_drop_mid_burst_loses_and_repeats_nothing() {
     let mut conn = sub.connect().await.expect("connect through the proxy");
     conn.subscribe(room).await.expect("subscribe");
 
+    // The first half runs while the socket is cut partway through it; the
+    // second half is sent only once the socket is cut, so it can reach the
+    // subscriber only by the resubscribe's replay or the gap fill.
+    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
     let burst = tokio::spawn(async move {
+        let mut cut = Some(cut_rx);
         for i in 1..=BURST {
+            if i == BURST / 2 + 1
+                && let Some(cut) = cut.take()
+            {
+                cut.await.expect("the test signals the cut");
+            }
             sender
                 .send(room, &format!("burst {i}"), None)
                 .await
@@ -243,6 +253,7 @@ async fn socket_drop_mid_burst_loses_and_repeats_nothing() {
 
     let (mut seen, _) = messages_until(&mut conn, room, 100).await;
     proxy.cut();
+    cut_tx.send(()).expect("the burst task waits");
     let restore = {
         let proxy = proxy.clone();
         tokio::spawn(async move {
@@ -278,6 +289,30 @@ async fn socket_drop_mid_burst_loses_and_repeats_nothing() {
         .expect("history");
     assert_eq!(seqs(&tail.chat_history), [BURST + 1, BURST + 2]);
     assert!(!tail.has_more);
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_fails_its_send_and_the_connection_recovers() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit = 0;
+        c.max_frame_bytes = 16 * 1024;
+    })
+    .await;
+    let (alice, _) = server.user("alice").await;
+    let room = public_room(&alice, "big").await;
+    let mut conn = alice.connect().await.expect("connect");
+    conn.subscribe(room).await.expect("subscribe");
+    let e = conn
+        .send(room, "x".repeat(32 * 1024))
+        .await
+        .expect_err("the server closes 1009");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let sent = conn.send(room, "small").await.expect("send after 1009");
+    assert_eq!(sent.seq, 1);
+    let (seen, states) = messages_until(&mut conn, room, 1).await;
+    assert_eq!(seqs(&seen), [1]);
+    assert!(states.contains(&ConnectionState::Connected), "{states:?}");
     conn.close().await;
 }
 
