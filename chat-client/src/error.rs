@@ -49,6 +49,10 @@ pub enum ErrorKind {
     Protocol,
     /// The client was built with invalid options (bad base URL, bad CA PEM).
     Config,
+    /// The live [`Connection`](crate::Connection) was closed for good (by
+    /// [`Connection::close`](crate::Connection::close), or because the
+    /// session could not be refreshed): open a new one.
+    Closed,
 }
 
 impl ErrorKind {
@@ -89,6 +93,7 @@ impl fmt::Display for ErrorKind {
             Self::Network => "network error",
             Self::Protocol => "protocol error",
             Self::Config => "configuration error",
+            Self::Closed => "connection closed",
         })
     }
 }
@@ -150,6 +155,18 @@ pub enum ClientError {
     /// Invalid client options.
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// [`Connection::send`](crate::Connection::send) found the offline queue
+    /// (sends not yet acknowledged) full. Kind
+    /// [`Unavailable`](ErrorKind::Unavailable): retry once earlier sends
+    /// have been acknowledged.
+    #[error("the connection's send queue is full ({limit} unacknowledged sends)")]
+    QueueFull {
+        /// The bound, [`ConnectOptions::queue_limit`](crate::ConnectOptions::queue_limit).
+        limit: usize,
+    },
+    /// The live connection is closed for good.
+    #[error("the connection is closed")]
+    Closed,
 }
 
 impl ClientError {
@@ -170,6 +187,8 @@ impl ClientError {
             Self::Protocol { .. } => ErrorKind::Protocol,
             Self::NotLoggedIn => ErrorKind::Unauthorized,
             Self::Config(_) => ErrorKind::Config,
+            Self::QueueFull { .. } => ErrorKind::Unavailable,
+            Self::Closed => ErrorKind::Closed,
         }
     }
 
@@ -267,6 +286,17 @@ impl ClientError {
         Self::Network {
             timeout: e.is_timeout(),
             source: Box::new(e),
+        }
+    }
+
+    /// An `error` frame of the live connection, as if the same call had
+    /// been made over HTTP (the status is the code's HTTP status).
+    pub(crate) fn from_frame(code: ErrorCode, message: String) -> Self {
+        Self::Api {
+            status: code.http_status(),
+            code: Some(code),
+            message,
+            fields: None,
         }
     }
 

@@ -93,12 +93,14 @@
 mod api;
 mod auth;
 mod client;
+mod connection;
 mod error;
 mod options;
 
 pub use api::HistoryQuery;
 pub use auth::Tokens;
 pub use client::ChatClient;
+pub use connection::{ConnectOptions, Connection, ConnectionState, Event};
 pub use error::{ClientError, ErrorKind};
 pub use options::ClientOptions;
 
@@ -108,5 +110,6 @@ pub use chat_core::api::{CreateRoomRequest, HistoryResponse, RegisterRequest, Se
 pub use chat_core::conversation::{
     ConversationDetail, ConversationSummary, CreateConversationResponse,
 };
+pub use chat_core::frame::PresenceStatus;
 pub use chat_core::room::{JoinedRoom, Room, RoomListItem};
 pub use chat_core::{ErrorCode, Message, RoomId, RoomRef, RoomType, Seq, User, UserId};

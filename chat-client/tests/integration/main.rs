@@ -1,7 +1,9 @@
 //! End-to-end tests of the client against a real server started in-process
-//! on `memory://` storage.
+//! on `memory://` storage (a temporary SQLite file for the restart test).
 
 mod errors;
 mod flow;
+mod live;
+mod proxy;
 mod refresh;
 mod support;

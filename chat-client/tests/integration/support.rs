@@ -29,6 +29,15 @@ impl TestServer {
         Self { server }
     }
 
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Stops the server: its sockets are closed with 1001.
+    pub(crate) async fn shutdown(self) {
+        self.server.shutdown().await.expect("server shuts down");
+    }
+
     pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.server.local_addr())
     }

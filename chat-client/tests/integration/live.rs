@@ -1,0 +1,371 @@
+//! The live [`Connection`]: events, sends, and recovery from dropped sockets
+//! and a restarted server.
+//!
+//! Not tested: close code 4401 (the server does not yet close sockets when
+//! their token expires).
+
+use std::time::Duration;
+
+use chat_client::{
+    ChatClient, Connection, ConnectionState, CreateRoomRequest, ErrorKind, Event, HistoryQuery,
+    Message, PresenceStatus, RoomId, RoomType, Seq,
+};
+
+use crate::proxy::Proxy;
+use crate::support::TestServer;
+
+/// Generous bound on any single wait: a hang fails instead of blocking CI.
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn next(conn: &mut Connection) -> Event {
+    tokio::time::timeout(WAIT, conn.next_event())
+        .await
+        .expect("an event within the bound")
+        .expect("the connection is still open")
+}
+
+/// The next event `pick` accepts, skipping the others.
+async fn next_matching<T>(conn: &mut Connection, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    loop {
+        if let Some(found) = pick(next(conn).await) {
+            return found;
+        }
+    }
+}
+
+/// Message events until `room` reaches `last`, plus every state change seen.
+async fn messages_until(
+    conn: &mut Connection,
+    room: RoomId,
+    last: Seq,
+) -> (Vec<Message>, Vec<ConnectionState>) {
+    let mut messages = Vec::new();
+    let mut states = Vec::new();
+    while messages.last().is_none_or(|m: &Message| m.seq < last) {
+        match next(conn).await {
+            Event::Message(m) if m.room == room => messages.push(m),
+            Event::StateChanged(s) => states.push(s),
+            _ => {}
+        }
+    }
+    (messages, states)
+}
+
+fn seqs(messages: &[Message]) -> Vec<Seq> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+async fn public_room(client: &ChatClient, name: &str) -> RoomId {
+    client
+        .create_room(CreateRoomRequest {
+            name: Some(name.into()),
+            kind: Some(RoomType::Public),
+            ..Default::default()
+        })
+        .await
+        .expect("create a public room")
+        .id
+}
+
+async fn no_rate_limit() -> TestServer {
+    TestServer::start_with(|c| c.rate_limit = 0).await
+}
+
+#[tokio::test]
+async fn events_sends_and_errors() {
+    let server = no_rate_limit().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, bob_user) = server.user("bob").await;
+    let (carol, _) = server.user("carol").await;
+    let lobby = public_room(&alice, "lobby").await;
+
+    let mut a = alice.connect().await.expect("alice connects");
+    assert_eq!(a.state(), ConnectionState::Connected);
+    assert_eq!(a.subscribe(lobby).await.expect("subscribe by id"), lobby);
+    let mut b = bob.connect().await.expect("bob connects");
+    assert_eq!(
+        b.subscribe("lobby").await.expect("subscribe by name joins"),
+        lobby
+    );
+
+    // Presence of bob, seen by alice.
+    next_matching(&mut a, |e| match e {
+        Event::Presence {
+            room,
+            user,
+            status: PresenceStatus::Online,
+        } => (room == lobby && user == bob_user.id).then_some(()),
+        _ => None,
+    })
+    .await;
+
+    // A message over HTTP, then one over bob's socket.
+    bob.send(lobby, "over http", None).await.expect("http send");
+    let sent = b.send(lobby, "over the socket").await.expect("socket send");
+    assert_eq!(sent.seq, 2);
+    assert_eq!(sent.body, "over the socket");
+    assert_eq!(sent.sender, bob_user.id);
+    assert!(sent.client_id.is_some(), "a client_id is generated");
+
+    // Alice's own sends come back once, in order, among the others.
+    let mine = a.send("lobby", "mine").await.expect("alice sends");
+    assert_eq!(mine.seq, 3);
+    let (seen, _) = messages_until(&mut a, lobby, 3).await;
+    assert_eq!(seqs(&seen), [1, 2, 3]);
+    assert_eq!(seen[2], mine);
+    let (bob_seen, _) = messages_until(&mut b, lobby, 3).await;
+    assert_eq!(seqs(&bob_seen), [1, 2, 3], "bob's own send once, in order");
+
+    // Read marks and typing.
+    b.mark_read(lobby, 3).await.expect("mark read");
+    let read = next_matching(&mut a, |e| match e {
+        Event::Read { room, user, seq } if room == lobby => Some((user, seq)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(read, (bob_user.id, 3));
+    b.typing(lobby).await.expect("typing");
+    let typing = next_matching(&mut a, |e| match e {
+        Event::Typing { room, user } if room == lobby => Some(user),
+        _ => None,
+    })
+    .await;
+    assert_eq!(typing, bob_user.id);
+
+    // Errors come back as the HTTP call's would.
+    let private = carol
+        .create_room(CreateRoomRequest {
+            name: Some("carols".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("carol's private room")
+        .id;
+    let e = a
+        .send(private, "let me in")
+        .await
+        .expect_err("not a member");
+    assert!(
+        matches!(e.kind(), ErrorKind::Forbidden | ErrorKind::NotFound),
+        "{e:?}"
+    );
+    assert!(e.code().is_some());
+    let e = a.send(lobby, "   ").await.expect_err("empty body");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let e = a.subscribe("no-such-room").await.expect_err("unknown room");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = a.subscribe(private).await.expect_err("private room");
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::Forbidden | ErrorKind::NotFound
+    ));
+    let e = a
+        .mark_read(private, 1)
+        .await
+        .expect_err("read a foreign room");
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::Forbidden | ErrorKind::NotFound
+    ));
+    // The connection goes on after errors.
+    let after = a
+        .send(lobby, "still here")
+        .await
+        .expect("send after errors");
+    assert_eq!(after.seq, 4);
+
+    // Deleting the room ends both subscriptions.
+    alice.delete_room(lobby).await.expect("delete");
+    let deleted = next_matching(&mut b, |e| match e {
+        Event::RoomDeleted { room } => Some(room),
+        _ => None,
+    })
+    .await;
+    assert_eq!(deleted, lobby);
+
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_events_and_close_ends_the_stream() {
+    let server = no_rate_limit().await;
+    let (alice, _) = server.user("alice").await;
+    let first = public_room(&alice, "first").await;
+    let second = public_room(&alice, "second").await;
+    let mut a = alice.connect().await.expect("connect");
+    a.subscribe(first).await.expect("subscribe first");
+    a.subscribe(second).await.expect("subscribe second");
+    a.unsubscribe("first").await.expect("unsubscribe");
+    alice.send(first, "unseen", None).await.expect("send");
+    alice.send(second, "seen", None).await.expect("send");
+    let m = next_matching(&mut a, |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!((m.room, m.body.as_str()), (second, "seen"));
+    // Replay from the start of a room.
+    a.subscribe_from(first, 0).await.expect("subscribe from 0");
+    let m = next_matching(&mut a, |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!((m.room, m.seq, m.body.as_str()), (first, 1, "unseen"));
+    a.close().await;
+}
+
+#[tokio::test]
+async fn socket_drop_mid_burst_loses_and_repeats_nothing() {
+    const BURST: Seq = 1_000;
+    let server = no_rate_limit().await;
+    let (sender, _) = server.user("sender").await;
+    let (direct, _) = server.user("subscriber").await;
+    let room = public_room(&sender, "burst").await;
+    direct.join_room(room).await.expect("join");
+
+    // The subscriber talks to the server through a proxy the test can cut.
+    let proxy = Proxy::start(server.addr()).await;
+    let sub = ChatClient::new(&format!("http://{}", proxy.addr)).expect("client");
+    sub.set_tokens(direct.tokens());
+    let mut conn = sub.connect().await.expect("connect through the proxy");
+    conn.subscribe(room).await.expect("subscribe");
+
+    // The first half runs while the socket is cut partway through it; the
+    // second half is sent only once the socket is cut, so it can reach the
+    // subscriber only by the resubscribe's replay or the gap fill.
+    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
+    let burst = tokio::spawn(async move {
+        let mut cut = Some(cut_rx);
+        for i in 1..=BURST {
+            if i == BURST / 2 + 1
+                && let Some(cut) = cut.take()
+            {
+                cut.await.expect("the test signals the cut");
+            }
+            sender
+                .send(room, &format!("burst {i}"), None)
+                .await
+                .expect("http send");
+        }
+    });
+
+    let (mut seen, _) = messages_until(&mut conn, room, 100).await;
+    proxy.cut();
+    cut_tx.send(()).expect("the burst task waits");
+    let restore = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            proxy.restore();
+        })
+    };
+    // Sent while cut: queued, then stored once after the restore.
+    let (one, two) = tokio::join!(conn.send(room, "queued 1"), conn.send(room, "queued 2"));
+    let (one, two) = (one.expect("queued send 1"), two.expect("queued send 2"));
+    restore.await.expect("restore task");
+    burst.await.expect("burst task");
+
+    let (rest, states) = messages_until(&mut conn, room, BURST + 2).await;
+    seen.extend(rest);
+    assert_eq!(seqs(&seen), (1..=BURST + 2).collect::<Vec<_>>());
+    assert!(
+        states
+            .iter()
+            .any(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+        "{states:?}"
+    );
+    assert_eq!(states.last(), Some(&ConnectionState::Connected));
+    for mine in [&one, &two] {
+        let copies: Vec<_> = seen.iter().filter(|m| m.body == mine.body).collect();
+        assert_eq!(copies, [mine], "{} delivered once", mine.body);
+    }
+
+    // Stored once each: the room holds exactly BURST + 2 messages.
+    let tail = direct
+        .history(room, HistoryQuery::new().after(BURST).limit(200))
+        .await
+        .expect("history");
+    assert_eq!(seqs(&tail.chat_history), [BURST + 1, BURST + 2]);
+    assert!(!tail.has_more);
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_fails_its_send_and_the_connection_recovers() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit = 0;
+        c.max_frame_bytes = 16 * 1024;
+    })
+    .await;
+    let (alice, _) = server.user("alice").await;
+    let room = public_room(&alice, "big").await;
+    let mut conn = alice.connect().await.expect("connect");
+    conn.subscribe(room).await.expect("subscribe");
+    let e = conn
+        .send(room, "x".repeat(32 * 1024))
+        .await
+        .expect_err("the server closes 1009");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let sent = conn.send(room, "small").await.expect("send after 1009");
+    assert_eq!(sent.seq, 1);
+    let (seen, states) = messages_until(&mut conn, room, 1).await;
+    assert_eq!(seqs(&seen), [1]);
+    assert!(states.contains(&ConnectionState::Connected), "{states:?}");
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn server_restart_resumes_from_the_cursor() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("sqlite://{}", dir.path().join("chat.db").display());
+    let tune_storage = storage.clone();
+    let first = TestServer::start_with(move |c| {
+        c.storage_url = tune_storage;
+        c.rate_limit = 0;
+    })
+    .await;
+    let addr = first.addr();
+    let (alice, _) = first.user("alice").await;
+    let (bob, _) = first.user("bob").await;
+    let room = public_room(&alice, "durable").await;
+    bob.join_room(room).await.expect("join");
+
+    let mut conn = alice.connect().await.expect("connect");
+    conn.subscribe(room).await.expect("subscribe");
+    for i in 1..=5 {
+        bob.send(room, &format!("before {i}"), None)
+            .await
+            .expect("send");
+    }
+    let (mut seen, _) = messages_until(&mut conn, room, 5).await;
+
+    first.shutdown().await;
+    let second = TestServer::start_with(move |c| {
+        c.listen = addr;
+        c.storage_url = storage;
+        c.rate_limit = 0;
+    })
+    .await;
+    assert_eq!(second.addr(), addr);
+    for i in 1..=5 {
+        bob.send(room, &format!("after {i}"), None)
+            .await
+            .expect("send");
+    }
+    let (rest, states) = messages_until(&mut conn, room, 10).await;
+    seen.extend(rest);
+    assert_eq!(seqs(&seen), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        states.first(),
+        Some(&ConnectionState::Reconnecting { attempt: 1 })
+    );
+    assert_eq!(states.last(), Some(&ConnectionState::Connected));
+    assert_eq!(conn.state(), ConnectionState::Connected);
+
+    // The resumed connection sends too.
+    let sent = conn.send(room, "back").await.expect("send after restart");
+    assert_eq!(sent.seq, 11);
+    conn.close().await;
+}
