@@ -34,9 +34,16 @@ fn answer(body: &str) -> Option<String> {
 
 /// `NdM`: N dice of M faces, 1 ≤ N ≤ 100, 2 ≤ M ≤ 1000.
 fn roll(spec: &str) -> String {
-    let parsed = spec
-        .split_once('d')
-        .and_then(|(n, m)| Some((if n.is_empty() { 1 } else { n.parse::<u32>().ok()? }, m.parse::<u32>().ok()?)));
+    let parsed = spec.split_once('d').and_then(|(n, m)| {
+        Some((
+            if n.is_empty() {
+                1
+            } else {
+                n.parse::<u32>().ok()?
+            },
+            m.parse::<u32>().ok()?,
+        ))
+    });
     match parsed {
         Some((n, m)) if (1..=100).contains(&n) && (2..=1000).contains(&m) => {
             let dice: Vec<u32> = (0..n).map(|_| rand::random_range(1..=m)).collect();
@@ -55,16 +62,19 @@ async fn main() -> anyhow::Result<()> {
     let room = ensure_room(&client, &cli.session.room).await?;
     let mut conn = client.connect().await?;
     let room = conn.subscribe(room).await?;
-    println!("command bot {} ready in room {room}; try /help", me.username);
+    println!(
+        "command bot {} ready in room {room}; try /help",
+        me.username
+    );
     while let Some(event) = conn.next_event().await {
         let Event::Message(m) = event else { continue };
         if m.sender == me.id || m.room != room {
             continue;
         }
-        if let Some(reply) = answer(&m.body) {
-            if let Err(e) = conn.send(room, reply).await {
-                eprintln!("could not answer message {}: {e}", m.seq);
-            }
+        if let Some(reply) = answer(&m.body)
+            && let Err(e) = conn.send(room, reply).await
+        {
+            eprintln!("could not answer message {}: {e}", m.seq);
         }
     }
     Ok(())
@@ -86,7 +96,11 @@ mod tests {
     fn dice_stay_in_range() {
         for _ in 0..100 {
             let text = roll("3d4");
-            let total: u32 = text.rsplit("= ").next().and_then(|t| t.parse().ok()).expect("a total");
+            let total: u32 = text
+                .rsplit("= ")
+                .next()
+                .and_then(|t| t.parse().ok())
+                .expect("a total");
             assert!((3..=12).contains(&total), "{text}");
         }
         assert!(roll("0d6").starts_with("cannot roll"));

@@ -36,14 +36,19 @@ async fn main() -> anyhow::Result<()> {
     // Subscribing joins a public room and starts the live stream; the page
     // fetched after it may overlap the first live messages, which are then
     // skipped by seq.
-    let page = client.history(room, HistoryQuery::new().limit(cli.last)).await?;
+    let page = client
+        .history(room, HistoryQuery::new().limit(cli.last))
+        .await?;
     let mut names: HashMap<UserId, String> = HashMap::new();
     for m in &page.chat_history {
         names.insert(m.sender, m.sender_name.clone());
         println!("[{}] {}: {}", m.seq, m.sender_name, m.body);
     }
     let shown = page.chat_history.last().map_or(0, |m| m.seq);
-    println!("-- {} in room {room}; type to send, Ctrl-D to quit --", me.username);
+    println!(
+        "-- {} in room {room}; type to send, Ctrl-D to quit --",
+        me.username
+    );
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
