@@ -39,7 +39,13 @@ async fn main() -> anyhow::Result<()> {
     let page = client
         .history(room, HistoryQuery::new().limit(cli.last))
         .await?;
-    let mut names: HashMap<UserId, String> = HashMap::new();
+    // Names for presence and typing lines (the first page of users is
+    // plenty for a demo; senders of messages are learned as they come).
+    let mut names: HashMap<UserId, String> = client
+        .users(None, Some(200))
+        .await
+        .map(|users| users.into_iter().map(|u| (u.id, u.display_name)).collect())
+        .unwrap_or_default();
     for m in &page.chat_history {
         names.insert(m.sender, m.sender_name.clone());
         println!("[{}] {}: {}", m.seq, m.sender_name, m.body);
