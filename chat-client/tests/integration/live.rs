@@ -323,6 +323,33 @@ async fn a_slow_reader_gets_everything_from_history() {
 }
 
 #[tokio::test]
+async fn keepalive_pings_do_not_disturb_answers() {
+    let server = no_rate_limit().await;
+    let (alice, _) = server.user("alice").await;
+    let room = public_room(&alice, "quiet").await;
+    let mut conn = alice
+        .connect_with(ConnectOptions::default().keepalive(Duration::from_millis(10)))
+        .await
+        .expect("connect");
+    for round in 1..=20 {
+        conn.subscribe(room).await.expect("subscribe");
+        let sent = conn.send(room, format!("m{round}")).await.expect("send");
+        conn.mark_read(room, sent.seq).await.expect("read");
+        let e = conn.mark_read(RoomId::from(9_999), 1).await;
+        assert!(
+            e.is_err(),
+            "an unknown room's read fails, not a ping's pong"
+        );
+        // Let a few pings go by.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (seen, states) = messages_until(&mut conn, room, 20).await;
+    assert_eq!(seqs(&seen), (1..=20).collect::<Vec<_>>());
+    assert!(states.is_empty(), "the socket stayed up: {states:?}");
+    conn.close().await;
+}
+
+#[tokio::test]
 async fn an_oversized_frame_fails_its_send_and_the_connection_recovers() {
     let server = TestServer::start_with(|c| {
         c.rate_limit = 0;
