@@ -70,7 +70,10 @@ impl ConnectOptions {
 
     /// How many events wait for [`Connection::next_event`] before the
     /// connection stops buffering messages (it fetches them from history
-    /// once the application catches up). Default 1,024.
+    /// once the application catches up) and typing notices (dropped). Read
+    /// marks, presence and state changes are still kept, as they cannot be
+    /// fetched again. The socket is read either way, so acks keep coming.
+    /// Default 1,024.
     ///
     /// ```
     /// let o = chat_client::ConnectOptions::default().event_capacity(64);
