@@ -8,6 +8,28 @@
 //! say what to do next, and whose [`code`](ClientError::code) is the
 //! server's.
 //!
+//! A [`Connection`] ([`ChatClient::connect`]) is the live side: one WebSocket
+//! for many rooms, whose [`Event`]s carry every message of each subscribed
+//! room exactly once and in order, across dropped sockets and server
+//! restarts (it reconnects by itself and resumes each room by `seq`).
+//!
+//! ```no_run
+//! use chat_client::{ChatClient, Event};
+//!
+//! # async fn live(client: ChatClient) -> Result<(), chat_client::ClientError> {
+//! let mut conn = client.connect().await?;
+//! let lobby = conn.subscribe("lobby").await?;
+//! conn.send(lobby, "hi all").await?;
+//! while let Some(event) = conn.next_event().await {
+//!     match event {
+//!         Event::Message(m) => println!("{}: {}", m.sender_name, m.body),
+//!         Event::StateChanged(state) => println!("({state:?})"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Calls are `async` and need a tokio runtime. TLS is rustls with the *ring* provider (no OpenSSL); the system's trust
 //! store is used, plus any CA given to [`ClientOptions::root_ca_pem`].
 //!
@@ -86,6 +108,8 @@
 //! - [`ChatClient`] (`client.rs`): construction, session, the request helper.
 //! - `api/`: the typed calls, one file per resource (users and tokens, rooms,
 //!   messages, conversations), as `impl ChatClient` blocks.
+//! - [`Connection`] (`connection/`): the live socket, its background task
+//!   (cursors, gap fill, offline queue, reconnect) and the handshake.
 //! - [`ClientOptions`] (`options.rs`): timeouts, TLS trust, user agent.
 //! - [`Tokens`] (`auth.rs`): the session and its single-flight refresh.
 //! - [`ClientError`], [`ErrorKind`] (`error.rs`).

@@ -36,17 +36,19 @@ pub struct ConnectOptions {
     pub(crate) event_capacity: usize,
     pub(crate) min_backoff: Duration,
     pub(crate) max_backoff: Duration,
+    pub(crate) keepalive: Duration,
 }
 
 impl Default for ConnectOptions {
     /// 1,000 unacknowledged sends, 1,024 buffered events, backoff from
-    /// 100 ms to 10 s.
+    /// 100 ms to 10 s, a ping every 20 s.
     fn default() -> Self {
         Self {
             queue_limit: 1_000,
             event_capacity: 1_024,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            keepalive: Duration::from_secs(20),
         }
     }
 }
@@ -68,7 +70,10 @@ impl ConnectOptions {
 
     /// How many events wait for [`Connection::next_event`] before the
     /// connection stops buffering messages (it fetches them from history
-    /// once the application catches up). Default 1,024.
+    /// once the application catches up) and typing notices (dropped). Read
+    /// marks, presence and state changes are still kept, as they cannot be
+    /// fetched again. The socket is read either way, so acks keep coming.
+    /// Default 1,024.
     ///
     /// ```
     /// let o = chat_client::ConnectOptions::default().event_capacity(64);
@@ -94,6 +99,21 @@ impl ConnectOptions {
         self.max_backoff = max.max(min);
         self
     }
+
+    /// Pings the server this often; a socket silent for two intervals is
+    /// taken for dead and reconnected (a peer that vanished without closing
+    /// the TCP connection is otherwise noticed only when a write fails).
+    /// Default 20 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let o = chat_client::ConnectOptions::default().keepalive(Duration::from_secs(5));
+    /// # let _ = o;
+    /// ```
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = interval.max(Duration::from_millis(10));
+        self
+    }
 }
 
 /// Where a [`Connection`] stands. Changes are also delivered in order as
@@ -114,7 +134,8 @@ impl ConnectOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionState {
-    /// Opening the first socket.
+    /// Opening the first socket. ([`ChatClient::connect`] resolves once it
+    /// is open, so a [`Connection`] starts [`Connected`](Self::Connected).)
     Connecting,
     /// The socket is open; sends go out at once.
     Connected,
@@ -320,6 +341,7 @@ impl Connection {
     /// Like [`subscribe`](Self::subscribe), but first delivers every stored
     /// message above `after_seq`, in order, then live ones: to resume from
     /// the last message the application saw (0 for the whole history).
+    /// Messages this connection already delivered are not repeated.
     ///
     /// ```no_run
     /// # async fn demo(mut conn: chat_client::Connection) -> Result<(), chat_client::ClientError> {

@@ -64,6 +64,8 @@ enum OpKind {
     },
     /// `read`, `typing` or `unsubscribe`, followed by a `ping`.
     Other(ClientFrame),
+    /// A bare `ping`, to notice a dead peer.
+    Keepalive,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ enum Step {
     Command(Command),
     Frame(Option<WsResult>),
     Reconnect,
+    Keepalive,
 }
 
 /// Why the socket went away.
@@ -136,6 +139,9 @@ pub(super) struct Actor {
     attempt: u32,
     /// The server closed with 4401: refresh before reconnecting.
     refresh_first: bool,
+    /// When the current socket last delivered a frame, and when to ping it.
+    last_heard: Instant,
+    next_ping: Instant,
 }
 
 impl Actor {
@@ -149,7 +155,6 @@ impl Actor {
     ) -> Self {
         Self {
             client,
-            options,
             commands,
             events,
             state,
@@ -165,6 +170,9 @@ impl Actor {
             reconnect_at: None,
             attempt: 0,
             refresh_first: false,
+            last_heard: Instant::now(),
+            next_ping: Instant::now() + options.keepalive,
+            options,
         }
     }
 
@@ -176,6 +184,7 @@ impl Actor {
             let connected = ws.is_some();
             let reconnect_at = self.reconnect_at;
             let fill_retry_at = self.fill_retry_at;
+            let next_ping = self.next_ping;
             // Decide in the `select!`, act after it: the branches' futures
             // borrow `self` until it ends.
             let step = tokio::select! {
@@ -195,6 +204,7 @@ impl Actor {
                 },
                 frame = next_frame(&mut ws), if connected => Step::Frame(frame),
                 () = sleep_until(reconnect_at), if !connected => Step::Reconnect,
+                () = tokio::time::sleep_until(next_ping), if connected => Step::Keepalive,
                 () = sleep_until(fill_retry_at), if fill_retry_at.is_some() => {
                     self.fill_retry_at = None;
                     Step::Idle
@@ -209,7 +219,13 @@ impl Actor {
                     }
                 }
                 Step::Frame(frame) => {
+                    self.last_heard = Instant::now();
                     if let Err(gone) = self.frame(frame) {
+                        self.dropped(&mut ws, gone);
+                    }
+                }
+                Step::Keepalive => {
+                    if let Err(gone) = self.keepalive(&mut ws).await {
                         self.dropped(&mut ws, gone);
                     }
                 }
@@ -313,6 +329,23 @@ impl Actor {
             }
             Command::Close => Ok(()),
         }
+    }
+
+    /// Pings the server, or gives the socket up when it has been silent
+    /// for two intervals (the last ping went unanswered).
+    async fn keepalive(&mut self, ws: &mut Option<Ws>) -> Result<(), Gone> {
+        let now = Instant::now();
+        self.next_ping = now + self.options.keepalive;
+        if now.duration_since(self.last_heard) >= self.options.keepalive * 2 {
+            tracing::debug!("no answer to the last ping; dropping the socket");
+            return Err(Gone::Closed(None));
+        }
+        let op = Op {
+            kind: OpKind::Keepalive,
+            reply: None,
+            answered: false,
+        };
+        self.push_op(op, ws).await
     }
 
     /// Queues `op` and, when connected, writes it.
@@ -501,7 +534,7 @@ impl Actor {
                     }
                 }
             }
-            OpKind::Other(_) => {
+            OpKind::Other(_) | OpKind::Keepalive => {
                 if !front.answered {
                     front.answered = true;
                     if let Some(reply) = front.reply.take() {
@@ -660,6 +693,8 @@ impl Actor {
                 self.refresh_first = false;
                 self.token = token;
                 *ws = Some(socket);
+                self.last_heard = Instant::now();
+                self.next_ping = self.last_heard + self.options.keepalive;
                 self.attempt = 0;
                 self.set_state(ConnectionState::Connected, true);
                 if let Err(gone) = self.resume(ws).await {
@@ -745,6 +780,7 @@ impl Op {
                 after_seq: *after_seq,
             }],
             OpKind::Other(frame) => vec![frame.clone(), ClientFrame::Ping],
+            OpKind::Keepalive => vec![ClientFrame::Ping],
         }
     }
 }

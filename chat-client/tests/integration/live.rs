@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use chat_client::{
-    ChatClient, Connection, ConnectionState, CreateRoomRequest, ErrorKind, Event, HistoryQuery,
-    Message, PresenceStatus, RoomId, RoomType, Seq,
+    ChatClient, ConnectOptions, Connection, ConnectionState, CreateRoomRequest, ErrorKind, Event,
+    HistoryQuery, Message, PresenceStatus, RoomId, RoomType, Seq,
 };
 
 use crate::proxy::Proxy;
@@ -289,6 +289,64 @@ async fn socket_drop_mid_burst_loses_and_repeats_nothing() {
         .expect("history");
     assert_eq!(seqs(&tail.chat_history), [BURST + 1, BURST + 2]);
     assert!(!tail.has_more);
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_everything_from_history() {
+    const COUNT: Seq = 300;
+    let server = no_rate_limit().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let room = public_room(&alice, "busy").await;
+    bob.join_room(room).await.expect("join");
+    // Room for 8 events: the rest is dropped on arrival and fetched from
+    // history as the application catches up.
+    let mut conn = alice
+        .connect_with(ConnectOptions::default().event_capacity(8))
+        .await
+        .expect("connect");
+    conn.subscribe(room).await.expect("subscribe");
+    for i in 1..=COUNT {
+        bob.send(room, &format!("m{i}"), None).await.expect("send");
+    }
+    // Acks keep flowing while nobody reads events.
+    let own = conn
+        .send(room, "own")
+        .await
+        .expect("send while not reading");
+    assert_eq!(own.seq, COUNT + 1);
+    let (seen, _) = messages_until(&mut conn, room, COUNT + 1).await;
+    assert_eq!(seqs(&seen), (1..=COUNT + 1).collect::<Vec<_>>());
+    assert_eq!(seen.last(), Some(&own));
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn keepalive_pings_do_not_disturb_answers() {
+    let server = no_rate_limit().await;
+    let (alice, _) = server.user("alice").await;
+    let room = public_room(&alice, "quiet").await;
+    let mut conn = alice
+        .connect_with(ConnectOptions::default().keepalive(Duration::from_millis(10)))
+        .await
+        .expect("connect");
+    for round in 1..=20 {
+        conn.subscribe(room).await.expect("subscribe");
+        let sent = conn.send(room, format!("m{round}")).await.expect("send");
+        conn.mark_read(room, sent.seq).await.expect("read");
+        let e = conn.mark_read(RoomId::from(9_999), 1).await;
+        assert!(
+            e.is_err(),
+            "an unknown room's read fails, not a ping's pong"
+        );
+        // Let a few pings go by.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // (With a 10 ms interval a busy machine may take the socket for dead
+    // and reconnect; the answers and the order must hold either way.)
+    let (seen, _) = messages_until(&mut conn, room, 20).await;
+    assert_eq!(seqs(&seen), (1..=20).collect::<Vec<_>>());
     conn.close().await;
 }
 
