@@ -1,0 +1,123 @@
+//! Return codes, the per-thread last error, and the library's strings.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::ffi::{CString, c_char};
+
+use ::chat_client::{ClientError, ErrorKind};
+
+/// The result of every call. On anything but `CHAT_OK`,
+/// `chat_last_error_message()` says why.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum chat_code {
+    /// Success.
+    CHAT_OK = 0,
+    /// An argument was NULL, not UTF-8, or otherwise unusable.
+    CHAT_INVALID_ARG = 1,
+    /// The server rejected the input (validation failed).
+    CHAT_INVALID_INPUT = 2,
+    /// Not logged in, or the session expired; log in again.
+    CHAT_UNAUTHORIZED = 3,
+    /// Logged in but not allowed.
+    CHAT_FORBIDDEN = 4,
+    /// The room, user or message does not exist.
+    CHAT_NOT_FOUND = 5,
+    /// Already exists (username taken, ...).
+    CHAT_CONFLICT = 6,
+    /// Too many requests; retry later.
+    CHAT_RATE_LIMITED = 7,
+    /// The server could not be reached or the connection broke.
+    CHAT_NETWORK = 8,
+    /// The server is temporarily unavailable; retry later.
+    CHAT_UNAVAILABLE = 9,
+    /// The server failed.
+    CHAT_SERVER = 10,
+    /// Any other failure (protocol error, bad configuration, ...).
+    CHAT_OTHER = 11,
+    /// The connection was closed.
+    CHAT_CLOSED = 13,
+    /// A panic was caught inside the library (a bug); the handle involved
+    /// may be unusable but can still be freed.
+    CHAT_PANIC = 12,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// Records `message` as this thread's last error.
+pub(crate) fn set_last_error(message: impl Into<String>) {
+    let mut bytes = message.into().into_bytes();
+    bytes.retain(|&b| b != 0);
+    let message = CString::new(bytes).unwrap_or_default();
+    LAST_ERROR.with(|last| *last.borrow_mut() = Some(message));
+}
+
+/// Records `message` and returns `code`.
+pub(crate) fn fail(code: chat_code, message: impl Into<String>) -> chat_code {
+    set_last_error(message);
+    code
+}
+
+/// Records a caught panic's message.
+pub(crate) fn set_panic(payload: Box<dyn Any + Send>) {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    set_last_error(format!("panic inside chat-ffi: {what}"));
+}
+
+/// The code of a client error, its message recorded as the last error.
+pub(crate) fn client_error(error: &ClientError) -> chat_code {
+    let code = match error.kind() {
+        ErrorKind::InvalidInput => chat_code::CHAT_INVALID_INPUT,
+        ErrorKind::Unauthorized => chat_code::CHAT_UNAUTHORIZED,
+        ErrorKind::Forbidden => chat_code::CHAT_FORBIDDEN,
+        ErrorKind::NotFound => chat_code::CHAT_NOT_FOUND,
+        ErrorKind::Conflict => chat_code::CHAT_CONFLICT,
+        ErrorKind::RateLimited => chat_code::CHAT_RATE_LIMITED,
+        ErrorKind::Network => chat_code::CHAT_NETWORK,
+        ErrorKind::Unavailable => chat_code::CHAT_UNAVAILABLE,
+        ErrorKind::Closed => chat_code::CHAT_CLOSED,
+        ErrorKind::Config => chat_code::CHAT_INVALID_ARG,
+        ErrorKind::Server => chat_code::CHAT_SERVER,
+        _ => chat_code::CHAT_OTHER,
+    };
+    fail(code, error.to_string())
+}
+
+/// Copies `s` into a new C string owned by the caller (NUL bytes dropped).
+pub(crate) fn to_c_string(s: impl Into<String>) -> *mut c_char {
+    let mut bytes = s.into().into_bytes();
+    bytes.retain(|&b| b != 0);
+    CString::new(bytes).unwrap_or_default().into_raw()
+}
+
+ffi_fn! {
+    /// The reason of the last failed call on this thread, as a new string
+    /// the caller frees with `chat_string_free`; NULL if no call on this
+    /// thread has failed yet.
+    fn chat_last_error_message() -> *mut c_char {
+        LAST_ERROR.with(|last| match &*last.borrow() {
+            Some(message) => message.clone().into_raw(),
+            None => std::ptr::null_mut(),
+        })
+    } ?= std::ptr::null_mut()
+}
+
+ffi_fn! {
+    /// Frees a string returned by this library. NULL is ignored. Passing any
+    /// other pointer, or the same one twice, is undefined behaviour.
+    fn chat_string_free(s: *mut c_char) {
+        if !s.is_null() {
+            // SAFETY: the caller promises `s` came from this library, which
+            // made every returned string with `CString::into_raw`, and that it
+            // is freed once.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    }
+}
