@@ -83,28 +83,33 @@ fn put_client(out: *mut *mut chat_client, result: Result<chat_client, chat_code>
     }
 }
 
-ffi_fn! {
-    /// Creates a client for the server at `base_url` (e.g.
-    /// `"https://chat.example.com"`) with default options, into `*out`.
-    /// Free it with `chat_client_free`.
-    fn chat_client_new(base_url: *const c_char, out: *mut *mut chat_client) -> chat_code {
+/// Creates a client for the server at `base_url` (e.g.
+/// `"https://chat.example.com"`) with default options, into `*out`.
+/// Free it with `chat_client_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_client_new(
+    base_url: *const c_char,
+    out: *mut *mut chat_client,
+) -> chat_code {
+    ffi_guard!({
         let base_url = c_str!(base_url, "base_url");
         non_null!(out, "out");
         put_client(out, chat_client::new(base_url, ClientOptions::default()))
-    }
+    })
 }
 
-ffi_fn! {
-    /// Like `chat_client_new`, with TLS options: `root_ca_pem` (may be NULL)
-    /// is a PEM CA certificate trusted in addition to the system's;
-    /// `danger_accept_invalid_certs` turns off certificate checks (tests
-    /// only).
-    fn chat_client_new_with_tls(
-        base_url: *const c_char,
-        root_ca_pem: *const c_char,
-        danger_accept_invalid_certs: bool,
-        out: *mut *mut chat_client,
-    ) -> chat_code {
+/// Like `chat_client_new`, with TLS options: `root_ca_pem` (may be NULL)
+/// is a PEM CA certificate trusted in addition to the system's;
+/// `danger_accept_invalid_certs` turns off certificate checks (tests
+/// only).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_client_new_with_tls(
+    base_url: *const c_char,
+    root_ca_pem: *const c_char,
+    danger_accept_invalid_certs: bool,
+    out: *mut *mut chat_client,
+) -> chat_code {
+    ffi_guard!({
         let base_url = c_str!(base_url, "base_url");
         non_null!(out, "out");
         let root_ca_pem = match opt_str(root_ca_pem, "root_ca_pem") {
@@ -117,31 +122,36 @@ ffi_fn! {
             options = options.root_ca_pem(pem.as_bytes().to_vec());
         }
         put_client(out, chat_client::new(base_url, options))
-    }
+    })
 }
 
-ffi_fn! {
-    /// Frees a client and stops its runtime. NULL is ignored. Connections
-    /// made from it keep the runtime alive until they are freed. Must not be
-    /// called from a callback of this library.
-    fn chat_client_free(client: *mut chat_client) {
-        if !client.is_null() {
-            // SAFETY: the caller promises a handle from `chat_client_new`,
-            // freed once.
-            drop(unsafe { Box::from_raw(client) });
-        }
-    }
+/// Frees a client and stops its runtime. NULL is ignored. Connections
+/// made from it keep the runtime alive until they are freed. Must not be
+/// called from a callback of this library.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_client_free(client: *mut chat_client) {
+    ffi_guard!(
+        {
+            if !client.is_null() {
+                // SAFETY: the caller promises a handle from `chat_client_new`,
+                // freed once.
+                drop(unsafe { Box::from_raw(client) });
+            }
+        },
+        ()
+    )
 }
 
-ffi_fn! {
-    /// Creates an account. `display_name` may be NULL.
-    fn chat_register(
-        client: *const chat_client,
-        username: *const c_char,
-        email: *const c_char,
-        password: *const c_char,
-        display_name: *const c_char,
-    ) -> chat_code {
+/// Creates an account. `display_name` may be NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_register(
+    client: *const chat_client,
+    username: *const c_char,
+    email: *const c_char,
+    password: *const c_char,
+    display_name: *const c_char,
+) -> chat_code {
+    ffi_guard!({
         let client = client_ref!(client);
         let username = c_str!(username, "username");
         let email = c_str!(email, "email");
@@ -160,47 +170,60 @@ ffi_fn! {
             Ok(_) => chat_code::CHAT_OK,
             Err(e) => client_error(&e),
         }
-    }
+    })
 }
 
-ffi_fn! {
-    /// Logs in by username; the session is kept in the client.
-    fn chat_login(client: *const chat_client, username: *const c_char, password: *const c_char) -> chat_code {
+/// Logs in by username; the session is kept in the client.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_login(
+    client: *const chat_client,
+    username: *const c_char,
+    password: *const c_char,
+) -> chat_code {
+    ffi_guard!({
         let client = client_ref!(client);
         let username = c_str!(username, "username");
         let password = c_str!(password, "password");
-        match client.runtime.block_on(client.client.login(username, password)) {
+        match client
+            .runtime
+            .block_on(client.client.login(username, password))
+        {
             Ok(_) => chat_code::CHAT_OK,
             Err(e) => client_error(&e),
         }
-    }
+    })
 }
 
-ffi_fn! {
-    /// Ends the session on the server and forgets it.
-    fn chat_logout(client: *const chat_client) -> chat_code {
+/// Ends the session on the server and forgets it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_logout(client: *const chat_client) -> chat_code {
+    ffi_guard!({
         let client = client_ref!(client);
         match client.runtime.block_on(client.client.logout()) {
             Ok(()) => chat_code::CHAT_OK,
             Err(e) => client_error(&e),
         }
-    }
+    })
 }
 
-ffi_fn! {
-    /// Sends `body` to `room` (an id in decimal, or a name) over HTTP and
-    /// blocks until the server stored it; `*out_seq` (may be NULL) receives
-    /// its `seq` in the room.
-    fn chat_send_http(
-        client: *const chat_client,
-        room: *const c_char,
-        body: *const c_char,
-        out_seq: *mut i64,
-    ) -> chat_code {
+/// Sends `body` to `room` (an id in decimal, or a name) over HTTP and
+/// blocks until the server stored it; `*out_seq` (may be NULL) receives
+/// its `seq` in the room.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_send_http(
+    client: *const chat_client,
+    room: *const c_char,
+    body: *const c_char,
+    out_seq: *mut i64,
+) -> chat_code {
+    ffi_guard!({
         let client = client_ref!(client);
         let room = c_str!(room, "room");
         let body = c_str!(body, "body");
-        match client.runtime.block_on(client.client.send(RoomRef::parse(room), body, None)) {
+        match client
+            .runtime
+            .block_on(client.client.send(RoomRef::parse(room), body, None))
+        {
             Ok(sent) => {
                 if !out_seq.is_null() {
                     // SAFETY: not NULL; the caller promises writable memory.
@@ -210,28 +233,29 @@ ffi_fn! {
             }
             Err(e) => client_error(&e),
         }
-    }
+    })
 }
 
-ffi_fn! {
-    /// A page of `room`'s history as JSON text into `*out_json` (free it with
-    /// `chat_string_free`): `{"chat_history":[message...],"has_more":bool}`,
-    /// oldest first, each message as the server's wire format.
-    ///
-    /// `before` / `after` (`seq`s; 0 or less for none) and `limit` (0 for
-    /// the server's default) select the page.
-    ///
-    /// JSON rather than an array of C structs: the wire format is already
-    /// versioned and may grow fields without breaking callers, and there is
-    /// no struct layout (nor its ownership rules) to keep stable in the ABI.
-    fn chat_history_json(
-        client: *const chat_client,
-        room: *const c_char,
-        before: i64,
-        after: i64,
-        limit: u32,
-        out_json: *mut *mut c_char,
-    ) -> chat_code {
+/// A page of `room`'s history as JSON text into `*out_json` (free it with
+/// `chat_string_free`): `{"chat_history":[message...],"has_more":bool}`,
+/// oldest first, each message as the server's wire format.
+///
+/// `before` / `after` (`seq`s; 0 or less for none) and `limit` (0 for
+/// the server's default) select the page.
+///
+/// JSON rather than an array of C structs: the wire format is already
+/// versioned and may grow fields without breaking callers, and there is
+/// no struct layout (nor its ownership rules) to keep stable in the ABI.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_history_json(
+    client: *const chat_client,
+    room: *const c_char,
+    before: i64,
+    after: i64,
+    limit: u32,
+    out_json: *mut *mut c_char,
+) -> chat_code {
+    ffi_guard!({
         let client = client_ref!(client);
         let room = c_str!(room, "room");
         non_null!(out_json, "out_json");
@@ -245,7 +269,10 @@ ffi_fn! {
         if limit > 0 {
             query = query.limit(limit);
         }
-        let page = match client.runtime.block_on(client.client.history(RoomRef::parse(room), query)) {
+        let page = match client
+            .runtime
+            .block_on(client.client.history(RoomRef::parse(room), query))
+        {
             Ok(page) => page,
             Err(e) => return client_error(&e),
         };
@@ -256,15 +283,19 @@ ffi_fn! {
                 unsafe { *out_json = to_c_string(json) };
                 chat_code::CHAT_OK
             }
-            Err(e) => fail(chat_code::CHAT_OTHER, format!("cannot encode the history: {e}")),
+            Err(e) => fail(
+                chat_code::CHAT_OTHER,
+                format!("cannot encode the history: {e}"),
+            ),
         }
-    }
+    })
 }
 
-ffi_fn! {
-    /// The number of unread messages over all of the user's rooms, into
-    /// `*out`.
-    fn chat_unread_count(client: *const chat_client, out: *mut u64) -> chat_code {
+/// The number of unread messages over all of the user's rooms, into
+/// `*out`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_unread_count(client: *const chat_client, out: *mut u64) -> chat_code {
+    ffi_guard!({
         let client = client_ref!(client);
         non_null!(out, "out");
         match client.runtime.block_on(client.client.unread_count()) {
@@ -276,5 +307,5 @@ ffi_fn! {
             }
             Err(e) => client_error(&e),
         }
-    }
+    })
 }

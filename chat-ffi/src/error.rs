@@ -97,27 +97,35 @@ pub(crate) fn to_c_string(s: impl Into<String>) -> *mut c_char {
     CString::new(bytes).unwrap_or_default().into_raw()
 }
 
-ffi_fn! {
-    /// The reason of the last failed call on this thread, as a new string
-    /// the caller frees with `chat_string_free`; NULL if no call on this
-    /// thread has failed yet.
-    fn chat_last_error_message() -> *mut c_char {
-        LAST_ERROR.with(|last| match &*last.borrow() {
-            Some(message) => message.clone().into_raw(),
-            None => std::ptr::null_mut(),
-        })
-    } ?= std::ptr::null_mut()
+/// The reason of the last failed call on this thread, as a new string
+/// the caller frees with `chat_string_free`; NULL if no call on this
+/// thread has failed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_last_error_message() -> *mut c_char {
+    ffi_guard!(
+        {
+            LAST_ERROR.with(|last| match &*last.borrow() {
+                Some(message) => message.clone().into_raw(),
+                None => std::ptr::null_mut(),
+            })
+        },
+        std::ptr::null_mut()
+    )
 }
 
-ffi_fn! {
-    /// Frees a string returned by this library. NULL is ignored. Passing any
-    /// other pointer, or the same one twice, is undefined behaviour.
-    fn chat_string_free(s: *mut c_char) {
-        if !s.is_null() {
-            // SAFETY: the caller promises `s` came from this library, which
-            // made every returned string with `CString::into_raw`, and that it
-            // is freed once.
-            drop(unsafe { CString::from_raw(s) });
-        }
-    }
+/// Frees a string returned by this library. NULL is ignored. Passing any
+/// other pointer, or the same one twice, is undefined behaviour.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_string_free(s: *mut c_char) {
+    ffi_guard!(
+        {
+            if !s.is_null() {
+                // SAFETY: the caller promises `s` came from this library, which
+                // made every returned string with `CString::into_raw`, and that it
+                // is freed once.
+                drop(unsafe { CString::from_raw(s) });
+            }
+        },
+        ()
+    )
 }

@@ -1,51 +1,31 @@
-//! The wrapper of every export.
+//! The guard around the body of every export.
+//!
+//! The exports are plain `pub unsafe extern "C" fn` items (so that cbindgen,
+//! which does not expand macros, sees them); each body is wrapped in
+//! `ffi_guard!`.
 
-/// Defines an `extern "C"` function whose body runs inside `catch_unwind`;
-/// a panic is recorded as the last error and becomes `$on_panic`.
-///
-/// The body may `return` early with any value of the return type.
-macro_rules! ffi_fn {    (
-        $(#[$doc:meta])*
-        fn $name:ident($($arg:ident: $arg_ty:ty),* $(,)?) -> chat_code $body:block
-    ) => {
-        ffi_fn! {
-            $(#[$doc])*
-            fn $name($($arg: $arg_ty),*) -> $crate::error::chat_code $body ?= $crate::error::chat_code::CHAT_PANIC
-        }
+/// Runs `$body` (a block, which may `return` early) inside `catch_unwind`;
+/// a panic is recorded as the last error and becomes `$on_panic`
+/// (`CHAT_PANIC` when omitted).
+macro_rules! ffi_guard {
+    ($body:block) => {
+        ffi_guard!($body, $crate::error::chat_code::CHAT_PANIC)
     };
-
-    (
-        $(#[$doc:meta])*
-        fn $name:ident($($arg:ident: $arg_ty:ty),* $(,)?) -> $ret:ty $body:block ?= $on_panic:expr
-    ) => {
-        $(#[$doc])*
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($($arg: $arg_ty),*) -> $ret {
-            let result = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(
-                move || -> $ret { $body },
-            ));
-            match result {
-                Ok(value) => value,
-                Err(payload) => {
-                    $crate::error::set_panic(payload);
-                    $on_panic
-                }
+    ($body:block, $on_panic:expr) => {{
+        #[allow(clippy::redundant_closure_call)]
+        let result = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(move || $body));
+        match result {
+            Ok(value) => value,
+            Err(payload) => {
+                $crate::error::set_panic(payload);
+                $on_panic
             }
         }
-    };
-    (
-        $(#[$doc:meta])*
-        fn $name:ident($($arg:ident: $arg_ty:ty),* $(,)?) $body:block
-    ) => {
-        ffi_fn! {
-            $(#[$doc])*
-            fn $name($($arg: $arg_ty),*) -> () $body ?= ()
-        }
-    };
+    }};
 }
 
 /// Returns `CHAT_INVALID_ARG` (with a reason naming `$name`) from the
-/// enclosing export when `$ptr` is NULL.
+/// enclosing guarded body when `$ptr` is NULL.
 macro_rules! non_null {
     ($ptr:expr, $name:literal) => {
         if $ptr.is_null() {
@@ -58,7 +38,7 @@ macro_rules! non_null {
 }
 
 /// Reads a C string argument as `&str`, or returns `CHAT_INVALID_ARG` from
-/// the enclosing export when it is NULL or not UTF-8.
+/// the enclosing guarded body when it is NULL or not UTF-8.
 macro_rules! c_str {
     ($ptr:expr, $name:literal) => {{
         non_null!($ptr, $name);
