@@ -1,0 +1,144 @@
+/* A C program over chat.h, run by tests/c_abi.rs against a real server.
+ *
+ * argv: base URL, room name. The harness has registered "alice" and "bob"
+ * (password "password-<name>"), created the public room and made both
+ * members. Every return code is checked; every handle and string is freed,
+ * so that valgrind reports no leak. Exit 0 on success, 1 on a failed check. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+
+static int failures = 0;
+
+/* Checks that `call` returned `want`; prints the library's reason if not. */
+#define EXPECT(want, call)                                                        \
+  do {                                                                            \
+    enum chat_code got_ = (call);                                                 \
+    if (got_ != (want)) {                                                         \
+      char *why_ = chat_last_error_message();                                     \
+      fprintf(stderr, "%s:%d: %s returned %d, want %d (%s)\n", __FILE__, __LINE__, \
+              #call, (int)got_, (int)(want), why_ ? why_ : "no reason");          \
+      chat_string_free(why_);                                                     \
+      failures++;                                                                 \
+    }                                                                             \
+  } while (0)
+
+#define CHECK(cond)                                                       \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+      failures++;                                                         \
+    }                                                                     \
+  } while (0)
+
+static int count_occurrences(const char *haystack, const char *needle) {
+  int n = 0;
+  for (const char *p = haystack; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+  return n;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: %s BASE_URL ROOM\n", argv[0]);
+    return 2;
+  }
+  const char *url = argv[1];
+  const char *room = argv[2];
+
+  /* Invalid arguments: NULL and bytes that are not UTF-8. */
+  chat_client *bad = NULL;
+  EXPECT(CHAT_INVALID_ARG, chat_client_new(NULL, &bad));
+  EXPECT(CHAT_INVALID_ARG, chat_client_new(url, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_client_new("http://\xff\xfe/", &bad));
+  CHECK(bad == NULL);
+  char *reason = chat_last_error_message();
+  CHECK(reason != NULL && strstr(reason, "UTF-8") != NULL);
+  chat_string_free(reason);
+  EXPECT(CHAT_INVALID_ARG, chat_login(NULL, "alice", "x"));
+  chat_string_free(NULL);
+  chat_client_free(NULL);
+
+  chat_client *alice = NULL, *bob = NULL, *carol = NULL;
+  EXPECT(CHAT_OK, chat_client_new(url, &alice));
+  EXPECT(CHAT_OK, chat_client_new_with_tls(url, NULL, false, &bob));
+  EXPECT(CHAT_OK, chat_client_new(url, &carol));
+  if (!alice || !bob || !carol) {
+    fprintf(stderr, "no client\n");
+    return 1;
+  }
+
+  /* Registration: a fresh user, then a taken name. */
+  EXPECT(CHAT_OK, chat_register(carol, "carol", "carol@example.com", "password-carol", NULL));
+  EXPECT(CHAT_CONFLICT, chat_register(carol, "carol", "carol2@example.com", "password-carol", "C"));
+  EXPECT(CHAT_INVALID_ARG, chat_register(carol, "dave", NULL, "password-dave", NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_login(carol, "carol", "\xc3\x28"));
+  EXPECT(CHAT_UNAUTHORIZED, chat_login(carol, "carol", "wrong password"));
+  EXPECT(CHAT_OK, chat_login(carol, "carol", "password-carol"));
+  EXPECT(CHAT_OK, chat_logout(carol));
+
+  EXPECT(CHAT_OK, chat_login(alice, "alice", "password-alice"));
+  EXPECT(CHAT_OK, chat_login(bob, "bob", "password-bob"));
+
+  /* Messages over HTTP, blocking until stored. */
+  int64_t seq1 = 0, seq2 = 0, seq3 = 0;
+  EXPECT(CHAT_OK, chat_send_http(alice, room, "hello from C", &seq1));
+  EXPECT(CHAT_OK, chat_send_http(alice, room, "second", &seq2));
+  EXPECT(CHAT_OK, chat_send_http(bob, room, "hi alice", &seq3));
+  CHECK(seq1 > 0 && seq2 == seq1 + 1 && seq3 == seq2 + 1);
+  EXPECT(CHAT_OK, chat_send_http(bob, room, "no seq wanted", NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_send_http(bob, room, NULL, NULL));
+  EXPECT(CHAT_INVALID_INPUT, chat_send_http(bob, room, "", NULL));
+  EXPECT(CHAT_NOT_FOUND, chat_send_http(bob, "no-such-room", "hi", NULL));
+
+  /* History as JSON text. */
+  char *json = NULL;
+  EXPECT(CHAT_OK, chat_history_json(bob, room, 0, 0, 0, &json));
+  CHECK(json != NULL);
+  if (json) {
+    CHECK(strstr(json, "\"chat_history\"") != NULL);
+    CHECK(strstr(json, "hello from C") != NULL);
+    CHECK(strstr(json, "hi alice") != NULL);
+    CHECK(count_occurrences(json, "\"seq\"") == 4);
+  }
+  chat_string_free(json);
+  json = NULL;
+  EXPECT(CHAT_OK, chat_history_json(alice, room, 0, seq1, 1, &json));
+  if (json) {
+    CHECK(strstr(json, "hello from C") == NULL);
+    CHECK(strstr(json, "second") != NULL);
+    CHECK(count_occurrences(json, "\"seq\"") == 1);
+    CHECK(strstr(json, "\"has_more\":true") != NULL);
+  }
+  chat_string_free(json);
+  EXPECT(CHAT_INVALID_ARG, chat_history_json(alice, room, 0, 0, 0, NULL));
+
+  /* Unread counts: a send marks the room read up to it. Alice's last read is
+   * her "second"; Bob's two later messages are unread for her. Bob sent last,
+   * so he has read everything. */
+  uint64_t unread_alice = 99, unread_bob = 99;
+  EXPECT(CHAT_OK, chat_unread_count(alice, &unread_alice));
+  EXPECT(CHAT_OK, chat_unread_count(bob, &unread_bob));
+  printf("unread: alice=%llu bob=%llu\n", (unsigned long long)unread_alice,
+         (unsigned long long)unread_bob);
+  CHECK(unread_alice == 2);
+  CHECK(unread_bob == 0);
+  EXPECT(CHAT_INVALID_ARG, chat_unread_count(bob, NULL));
+
+  /* After logout the session is gone. */
+  EXPECT(CHAT_OK, chat_logout(bob));
+  EXPECT(CHAT_UNAUTHORIZED, chat_unread_count(bob, &unread_bob));
+
+  chat_client_free(alice);
+  chat_client_free(bob);
+  chat_client_free(carol);
+
+  if (failures) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("smoke: all checks passed\n");
+  return 0;
+}

@@ -1,0 +1,133 @@
+//! The C ABI seen from C: the committed header is fresh, and a C program
+//! built with the system compiler drives a real server through it (under
+//! valgrind when the machine has it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chat_client::{ChatClient, CreateRoomRequest, RegisterRequest, RoomType};
+use chat_server::{Config, Server};
+
+const ROOM: &str = "c-lobby";
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of the cdylib this test was built with: the test binary is
+/// in `<target>/<profile>/deps/`, the library in `<target>/<profile>/`.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary under <profile>/deps")
+        .to_path_buf();
+    assert!(
+        dir.join("libchat_ffi.so").exists(),
+        "libchat_ffi.so not found in {}",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn header_is_fresh() {
+    let config = cbindgen::Config::from_file(crate_dir().join("cbindgen.toml"))
+        .expect("cbindgen.toml is valid");
+    let fresh = tempfile::NamedTempFile::new().expect("temp file");
+    cbindgen::generate_with_config(crate_dir(), config)
+        .expect("cbindgen generates the header")
+        .write_to_file(fresh.path());
+    let fresh = std::fs::read_to_string(fresh.path()).expect("fresh header");
+    let committed =
+        std::fs::read_to_string(crate_dir().join("include/chat.h")).expect("committed header");
+    assert!(
+        fresh == committed,
+        "chat-ffi/include/chat.h is stale: build chat-ffi (build.rs regenerates it) and commit it"
+    );
+}
+
+async fn register(base_url: &str, name: &str) -> ChatClient {
+    let client = ChatClient::new(base_url).expect("client");
+    client
+        .register(RegisterRequest {
+            username: name.to_owned(),
+            email: format!("{name}@example.com"),
+            password: format!("password-{name}"),
+            display_name: None,
+        })
+        .await
+        .expect("registration");
+    client
+        .login(name, &format!("password-{name}"))
+        .await
+        .expect("login");
+    client
+}
+
+/// Builds `tests/c/smoke.c` against the cdylib; returns the executable.
+fn build_smoke() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chat-ffi-smoke");
+    let lib_dir = lib_dir();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()))
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-I"])
+        .arg(crate_dir().join("include"))
+        .arg(crate_dir().join("tests/c/smoke.c"))
+        .arg("-o")
+        .arg(&out)
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-lchat_ffi")
+        .status()
+        .expect("the C compiler runs");
+    assert!(status.success(), "tests/c/smoke.c does not compile");
+    out
+}
+
+#[test]
+fn c_program_against_a_real_server() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = runtime.block_on(async {
+        Server::start(Config {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            storage_url: "memory://".to_owned(),
+            jwt_secret: Some("ffi-tests-secret".to_owned()),
+            ..Config::default()
+        })
+        .await
+        .expect("server starts")
+    });
+    let base_url = format!("http://{}", server.local_addr());
+    runtime.block_on(async {
+        let alice = register(&base_url, "alice").await;
+        let bob = register(&base_url, "bob").await;
+        let room = alice
+            .create_room(CreateRoomRequest {
+                name: Some(ROOM.to_owned()),
+                kind: Some(RoomType::Public),
+                ..Default::default()
+            })
+            .await
+            .expect("room");
+        bob.join_room(room.id).await.expect("bob joins");
+    });
+
+    let smoke = build_smoke();
+    let output = Command::new(&smoke)
+        .args([&base_url, ROOM])
+        .output()
+        .expect("smoke runs");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "smoke.c failed: {:?}",
+        output.status
+    );
+}
