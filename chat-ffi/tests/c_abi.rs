@@ -66,9 +66,10 @@ async fn register(base_url: &str, name: &str) -> ChatClient {
     client
 }
 
-/// Builds `tests/c/smoke.c` against the cdylib; returns the executable.
-fn build_smoke() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chat-ffi-smoke");
+/// Builds `tests/c/smoke.c` against the cdylib as `name` (one per test, as
+/// tests run in parallel); returns the executable.
+fn build_smoke(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let lib_dir = lib_dir();
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()))
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-I"])
@@ -86,8 +87,10 @@ fn build_smoke() -> PathBuf {
     out
 }
 
-#[test]
-fn c_program_against_a_real_server() {
+/// Starts a fresh server with "alice" and "bob" members of the public room
+/// [`ROOM`], runs the C program against it (behind `wrapper`, e.g.
+/// valgrind) and returns its output.
+fn run_smoke(smoke: &Path, wrapper: &[&str]) -> std::process::Output {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,17 +120,60 @@ fn c_program_against_a_real_server() {
             .expect("room");
         bob.join_room(room.id).await.expect("bob joins");
     });
-
-    let smoke = build_smoke();
-    let output = Command::new(&smoke)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(smoke);
+            command
+        }
+        None => Command::new(smoke),
+    };
+    let output = command
         .args([&base_url, ROOM])
         .output()
         .expect("smoke runs");
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+#[test]
+fn c_program_against_a_real_server() {
+    let smoke = build_smoke("chat-ffi-smoke");
+    let output = run_smoke(&smoke, &[]);
     assert!(
         output.status.success(),
         "smoke.c failed: {:?}",
+        output.status
+    );
+}
+
+/// The same program under valgrind: no leak (definite or possible), no
+/// invalid read or write. Fails (rather than passing silently) when
+/// valgrind is missing.
+#[test]
+fn c_program_under_valgrind() {
+    let valgrind = Path::new("/usr/bin/valgrind");
+    assert!(
+        valgrind.exists(),
+        "valgrind not found at /usr/bin/valgrind; install it (apt-get install valgrind)"
+    );
+    let smoke = build_smoke("chat-ffi-smoke-valgrind");
+    let suppressions = crate_dir().join("tests/c/valgrind.supp");
+    let suppressions = format!("--suppressions={}", suppressions.display());
+    let output = run_smoke(
+        &smoke,
+        &[
+            "/usr/bin/valgrind",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,possible",
+            "--error-exitcode=3",
+            &suppressions,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "smoke.c under valgrind failed: {:?}",
         output.status
     );
 }
