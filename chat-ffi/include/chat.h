@@ -87,6 +87,28 @@ typedef enum chat_code {
  */
 typedef struct chat_client chat_client;
 
+/*
+ A live connection (opaque). Created by `chat_connect`, freed by
+ `chat_connection_free`.
+ */
+typedef struct chat_connection chat_connection;
+
+/*
+ Receives each event of a connection as JSON text (valid only during the
+ call; copy what you keep), with the userdata given at registration.
+
+ Runs on a thread owned by the library, one call at a time per
+ connection. It must not call the blocking functions of this library
+ (`chat_connection_*`, `chat_login`, ...) nor free the connection.
+
+ The JSON is an object with a `"type"`: `"message"` (`"message"`: the
+ wire message), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
+ `user`), `"presence"` (`room`, `user`, `status`), `"room_deleted"`
+ (`room`), `"state"` (`state`: `"connecting"`, `"connected"`,
+ `"reconnecting"`, `"closed"`), or `"other"` for kinds added later.
+ */
+typedef void (*chat_event_callback)(void *userdata, const char *event_json);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -171,6 +193,55 @@ enum chat_code chat_history_json(const struct chat_client *client,
  `*out`.
  */
 enum chat_code chat_unread_count(const struct chat_client *client, uint64_t *out);
+
+/*
+ Opens a live connection for the logged-in `client` into `*out`; blocks
+ until the first socket is open. Free it with `chat_connection_free`
+ (before or after the client: it keeps the runtime alive).
+ */
+enum chat_code chat_connect(const struct chat_client *client, struct chat_connection **out);
+
+/*
+ Closes and frees a connection. NULL is ignored. Blocks until the event
+ thread has stopped: once it returns, no callback of this connection
+ runs, and its userdata may be freed. Must not be called from a callback.
+ */
+void chat_connection_free(struct chat_connection *conn);
+
+/*
+ Subscribes to `room` (an id in decimal, or a name); blocks until the
+ server confirmed. `*out_room_id` (may be NULL) receives the room's id.
+ */
+enum chat_code chat_subscribe(const struct chat_connection *conn,
+                              const char *room,
+                              int64_t *out_room_id);
+
+/*
+ Sends `body` to `room` over the connection and blocks until the server
+ acknowledged it; `*out_seq` (may be NULL) receives its `seq`. Events
+ are not delivered while it waits (they are buffered).
+ */
+enum chat_code chat_connection_send(const struct chat_connection *conn,
+                                    const char *room,
+                                    const char *body,
+                                    int64_t *out_seq);
+
+/*
+ Marks room `room_id` read up to `seq`; blocks until the server took it.
+ */
+enum chat_code chat_mark_read(const struct chat_connection *conn, int64_t room_id, int64_t seq);
+
+/*
+ Registers `callback` (with `userdata`) for the connection's events,
+ replacing any previous one; NULL unregisters. Events are read only while
+ a callback is registered (they wait in the connection's buffer before).
+ Returns once the event thread has switched: after it returns the
+ previous callback is not called again. Must not be called from a
+ callback.
+ */
+enum chat_code chat_connection_set_event_callback(const struct chat_connection *conn,
+                                                  chat_event_callback callback,
+                                                  void *userdata);
 
 /*
  The reason of the last failed call on this thread, as a new string

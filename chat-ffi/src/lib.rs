@@ -33,7 +33,9 @@
 mod macros;
 
 pub mod client;
+pub mod connection;
 pub mod error;
 
 pub use client::*;
+pub use connection::*;
 pub use error::*;

@@ -1,0 +1,316 @@
+//! `chat_connection`: the live side (one WebSocket for many rooms), its
+//! events delivered to a C callback from a library-owned thread.
+//!
+//! A task on the client's runtime (the "pump") owns the
+//! [`Connection`]: it runs the blocking calls' commands one at a time and,
+//! while a callback is registered, hands each event to it. Callbacks thus
+//! run on one of the runtime's worker threads (named `chat-ffi`), one at a
+//! time per connection, never on the caller's thread.
+
+use std::ffi::{CString, c_char, c_void};
+use std::sync::Arc;
+
+use ::chat_client::{ClientError, Connection, Event, Message, RoomId, RoomRef, Seq};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::chat_client;
+use crate::error::{chat_code, client_error, fail};
+
+/// Receives each event of a connection as JSON text (valid only during the
+/// call; copy what you keep), with the userdata given at registration.
+///
+/// Runs on a thread owned by the library, one call at a time per
+/// connection. It must not call the blocking functions of this library
+/// (`chat_connection_*`, `chat_login`, ...) nor free the connection.
+///
+/// The JSON is an object with a `"type"`: `"message"` (`"message"`: the
+/// wire message), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
+/// `user`), `"presence"` (`room`, `user`, `status`), `"room_deleted"`
+/// (`room`), `"state"` (`state`: `"connecting"`, `"connected"`,
+/// `"reconnecting"`, `"closed"`), or `"other"` for kinds added later.
+#[allow(non_camel_case_types)]
+pub type chat_event_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, event_json: *const c_char)>;
+
+/// A live connection (opaque). Created by `chat_connect`, freed by
+/// `chat_connection_free`.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct chat_connection {
+    runtime: Arc<Runtime>,
+    commands: Option<mpsc::UnboundedSender<Command>>,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A registered callback and its userdata.
+#[derive(Debug, Clone, Copy)]
+struct Callback {
+    f: unsafe extern "C" fn(*mut c_void, *const c_char),
+    userdata: *mut c_void,
+}
+
+// SAFETY: the C caller promises, by registering it, that the callback may
+// be called with `userdata` from the library's thread.
+unsafe impl Send for Callback {}
+
+#[derive(Debug)]
+enum Command {
+    Subscribe(String, oneshot::Sender<Result<RoomId, ClientError>>),
+    Send(
+        String,
+        String,
+        oneshot::Sender<Result<Message, ClientError>>,
+    ),
+    MarkRead(RoomId, Seq, oneshot::Sender<Result<(), ClientError>>),
+    SetCallback(Option<Callback>, oneshot::Sender<()>),
+}
+
+/// Owns the connection until the command channel closes (the handle was
+/// freed), then closes it.
+async fn pump(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut callback: Option<Callback> = None;
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => break,
+                Some(Command::Subscribe(room, reply)) => {
+                    let _ = reply.send(conn.subscribe(RoomRef::parse(&room)).await);
+                }
+                Some(Command::Send(room, body, reply)) => {
+                    let _ = reply.send(conn.send(RoomRef::parse(&room), body).await);
+                }
+                Some(Command::MarkRead(room, seq, reply)) => {
+                    let _ = reply.send(conn.mark_read(room, seq).await);
+                }
+                Some(Command::SetCallback(new, reply)) => {
+                    callback = new;
+                    let _ = reply.send(());
+                }
+            },
+            event = conn.next_event(), if callback.is_some() => {
+                let Some(event) = event else { break };
+                if let Some(cb) = callback {
+                    deliver(cb, &event);
+                }
+            }
+        }
+    }
+    conn.close().await;
+}
+
+fn deliver(cb: Callback, event: &Event) {
+    let json = event_json(event).to_string();
+    let Ok(json) = CString::new(json) else { return };
+    // A panic must not unwind out of the pump (it would end delivery
+    // silently); a callback that unwinds is the caller's bug and aborts.
+    // SAFETY: the caller registered `f` with `userdata` for this purpose;
+    // `json` outlives the call.
+    unsafe { (cb.f)(cb.userdata, json.as_ptr()) };
+}
+
+fn event_json(event: &Event) -> Value {
+    match event {
+        Event::Message(m) => json!({ "type": "message", "message": m }),
+        Event::Read { room, user, seq } => {
+            json!({ "type": "read", "room": room, "user": user, "seq": seq })
+        }
+        Event::Typing { room, user } => json!({ "type": "typing", "room": room, "user": user }),
+        Event::Presence { room, user, status } => {
+            json!({ "type": "presence", "room": room, "user": user, "status": status })
+        }
+        Event::RoomDeleted { room } => json!({ "type": "room_deleted", "room": room }),
+        Event::StateChanged(state) => {
+            let state = match state {
+                ::chat_client::ConnectionState::Connecting => "connecting",
+                ::chat_client::ConnectionState::Connected => "connected",
+                ::chat_client::ConnectionState::Reconnecting { .. } => "reconnecting",
+                ::chat_client::ConnectionState::Closed => "closed",
+                _ => "other",
+            };
+            json!({ "type": "state", "state": state })
+        }
+        _ => json!({ "type": "other" }),
+    }
+}
+
+impl chat_connection {
+    /// Sends `command` to the pump and blocks for its answer.
+    fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, chat_code> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.commands.as_ref().map(|c| c.send(command(reply)));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(fail(chat_code::CHAT_CLOSED, "the connection is closed"));
+        }
+        self.runtime
+            .block_on(answer)
+            .map_err(|_| fail(chat_code::CHAT_CLOSED, "the connection is closed"))
+    }
+}
+
+impl Drop for chat_connection {
+    fn drop(&mut self) {
+        // Closing the channel ends the pump, which closes the connection.
+        self.commands = None;
+        if let Some(pump) = self.pump.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // On a runtime thread (a callback, against the contract):
+                // waiting would panic; the pump ends on its own.
+                return;
+            }
+            // Waiting for the pump guarantees no callback runs after free.
+            let _ = self.runtime.block_on(pump);
+        }
+    }
+}
+
+/// Borrows the connection behind `$ptr`, or returns `CHAT_INVALID_ARG`.
+macro_rules! conn_ref {
+    ($ptr:expr) => {{
+        non_null!($ptr, "conn");
+        // SAFETY: not NULL; the caller promises a live handle from
+        // `chat_connect`, not freed during this call.
+        unsafe { &*$ptr }
+    }};
+}
+
+/// Opens a live connection for the logged-in `client` into `*out`; blocks
+/// until the first socket is open. Free it with `chat_connection_free`
+/// (before or after the client: it keeps the runtime alive).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_connect(
+    client: *const chat_client,
+    out: *mut *mut chat_connection,
+) -> chat_code {
+    ffi_guard!({
+        non_null!(client, "client");
+        non_null!(out, "out");
+        // SAFETY: not NULL; the caller promises a live client handle.
+        let client = unsafe { &*client };
+        let conn = match client.runtime.block_on(client.client.connect()) {
+            Ok(conn) => conn,
+            Err(e) => return client_error(&e),
+        };
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let pump = client.runtime.spawn(pump(conn, receiver));
+        let handle = chat_connection {
+            runtime: Arc::clone(&client.runtime),
+            commands: Some(commands),
+            pump: Some(pump),
+        };
+        // SAFETY: not NULL (checked above); the caller promises writable
+        // memory.
+        unsafe { *out = Box::into_raw(Box::new(handle)) };
+        chat_code::CHAT_OK
+    })
+}
+
+/// Closes and frees a connection. NULL is ignored. Blocks until the event
+/// thread has stopped: once it returns, no callback of this connection
+/// runs, and its userdata may be freed. Must not be called from a callback.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_connection_free(conn: *mut chat_connection) {
+    ffi_guard!(
+        {
+            if !conn.is_null() {
+                // SAFETY: the caller promises a handle from `chat_connect`,
+                // freed once.
+                drop(unsafe { Box::from_raw(conn) });
+            }
+        },
+        ()
+    )
+}
+
+/// Subscribes to `room` (an id in decimal, or a name); blocks until the
+/// server confirmed. `*out_room_id` (may be NULL) receives the room's id.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_subscribe(
+    conn: *const chat_connection,
+    room: *const c_char,
+    out_room_id: *mut i64,
+) -> chat_code {
+    ffi_guard!({
+        let conn = conn_ref!(conn);
+        let room = c_str!(room, "room").to_owned();
+        match conn.call(|reply| Command::Subscribe(room, reply)) {
+            Ok(Ok(id)) => {
+                if !out_room_id.is_null() {
+                    // SAFETY: not NULL; the caller promises writable memory.
+                    unsafe { *out_room_id = id.0 };
+                }
+                chat_code::CHAT_OK
+            }
+            Ok(Err(e)) => client_error(&e),
+            Err(code) => code,
+        }
+    })
+}
+
+/// Sends `body` to `room` over the connection and blocks until the server
+/// acknowledged it; `*out_seq` (may be NULL) receives its `seq`. Events
+/// are not delivered while it waits (they are buffered).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_connection_send(
+    conn: *const chat_connection,
+    room: *const c_char,
+    body: *const c_char,
+    out_seq: *mut i64,
+) -> chat_code {
+    ffi_guard!({
+        let conn = conn_ref!(conn);
+        let room = c_str!(room, "room").to_owned();
+        let body = c_str!(body, "body").to_owned();
+        match conn.call(|reply| Command::Send(room, body, reply)) {
+            Ok(Ok(message)) => {
+                if !out_seq.is_null() {
+                    // SAFETY: not NULL; the caller promises writable memory.
+                    unsafe { *out_seq = message.seq };
+                }
+                chat_code::CHAT_OK
+            }
+            Ok(Err(e)) => client_error(&e),
+            Err(code) => code,
+        }
+    })
+}
+
+/// Marks room `room_id` read up to `seq`; blocks until the server took it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_mark_read(
+    conn: *const chat_connection,
+    room_id: i64,
+    seq: i64,
+) -> chat_code {
+    ffi_guard!({
+        let conn = conn_ref!(conn);
+        match conn.call(|reply| Command::MarkRead(RoomId(room_id), seq, reply)) {
+            Ok(Ok(())) => chat_code::CHAT_OK,
+            Ok(Err(e)) => client_error(&e),
+            Err(code) => code,
+        }
+    })
+}
+
+/// Registers `callback` (with `userdata`) for the connection's events,
+/// replacing any previous one; NULL unregisters. Events are read only while
+/// a callback is registered (they wait in the connection's buffer before).
+/// Returns once the event thread has switched: after it returns the
+/// previous callback is not called again. Must not be called from a
+/// callback.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_connection_set_event_callback(
+    conn: *const chat_connection,
+    callback: chat_event_callback,
+    userdata: *mut c_void,
+) -> chat_code {
+    ffi_guard!({
+        let conn = conn_ref!(conn);
+        let callback = callback.map(|f| Callback { f, userdata });
+        match conn.call(|reply| Command::SetCallback(callback, reply)) {
+            Ok(()) => chat_code::CHAT_OK,
+            Err(code) => code,
+        }
+    })
+}
