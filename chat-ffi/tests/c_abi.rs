@@ -14,21 +14,44 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory of the cdylib this test was built with: the test binary is
-/// in `<target>/<profile>/deps/`, the library in `<target>/<profile>/`.
+/// The directory of the cdylib: `<target>/<profile>/`, where the test binary
+/// is in `<target>/<profile>/deps/`. `cargo test` builds the crate as an
+/// rlib only, so the cdylib is built (or found up to date) here with the
+/// same cargo, target directory and profile.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test binary");
-    let dir = exe
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binary under <profile>/deps")
         .to_path_buf();
+    let target_dir = profile_dir.parent().expect("<target>/<profile>");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "chat-ffi",
+            "--lib",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(crate_dir());
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("cargo runs");
+    assert!(status.success(), "cargo build -p chat-ffi --lib failed");
     assert!(
-        dir.join("libchat_ffi.so").exists(),
+        profile_dir.join("libchat_ffi.so").exists(),
         "libchat_ffi.so not found in {}",
-        dir.display()
+        profile_dir.display()
     );
-    dir
+    profile_dir
 }
 
 #[test]
@@ -81,6 +104,7 @@ fn build_smoke(name: &str) -> PathBuf {
         .arg(&lib_dir)
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
         .arg("-lchat_ffi")
+        .arg("-lpthread")
         .status()
         .expect("the C compiler runs");
     assert!(status.success(), "tests/c/smoke.c does not compile");

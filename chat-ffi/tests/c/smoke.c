@@ -5,9 +5,13 @@
  * members. Every return code is checked; every handle and string is freed,
  * so that valgrind reports no leak. Exit 0 on success, 1 on a failed check. */
 
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chat.h"
 
@@ -38,6 +42,39 @@ static int count_occurrences(const char *haystack, const char *needle) {
   int n = 0;
   for (const char *p = haystack; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
   return n;
+}
+
+/* What a connection's callback saw; it runs on a library thread. */
+struct inbox {
+  pthread_mutex_t lock;
+  int messages;
+  int with_live_body;
+  int64_t last_seq;
+};
+
+static void on_event(void *userdata, const char *event_json) {
+  struct inbox *inbox = userdata;
+  pthread_mutex_lock(&inbox->lock);
+  if (strstr(event_json, "\"type\":\"message\"") != NULL) {
+    inbox->messages++;
+    if (strstr(event_json, "live from alice") != NULL) inbox->with_live_body++;
+    const char *seq = strstr(event_json, "\"seq\":");
+    if (seq) inbox->last_seq = strtoll(seq + 6, NULL, 10);
+  }
+  pthread_mutex_unlock(&inbox->lock);
+}
+
+/* Waits up to 5 s for the inbox to hold `want` messages. */
+static int wait_for_messages(struct inbox *inbox, int want) {
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&inbox->lock);
+    int have = inbox->messages;
+    pthread_mutex_unlock(&inbox->lock);
+    if (have >= want) return have;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    nanosleep(&tick, NULL);
+  }
+  return -1;
 }
 
 int main(int argc, char **argv) {
@@ -126,6 +163,69 @@ int main(int argc, char **argv) {
   CHECK(unread_alice == 2);
   CHECK(unread_bob == 0);
   EXPECT(CHAT_INVALID_ARG, chat_unread_count(bob, NULL));
+
+  /* Live: Bob's connection delivers through a callback what Alice's sends. */
+  struct inbox inbox = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+  chat_connection *alice_conn = NULL, *bob_conn = NULL;
+  EXPECT(CHAT_INVALID_ARG, chat_connect(NULL, &bob_conn));
+  EXPECT(CHAT_OK, chat_connect(alice, &alice_conn));
+  EXPECT(CHAT_OK, chat_connect(bob, &bob_conn));
+  if (!alice_conn || !bob_conn) {
+    fprintf(stderr, "no connection\n");
+    return 1;
+  }
+  int64_t room_id = 0, room_id_again = 0;
+  EXPECT(CHAT_OK, chat_subscribe(bob_conn, room, &room_id));
+  EXPECT(CHAT_OK, chat_subscribe(alice_conn, room, &room_id_again));
+  CHECK(room_id > 0 && room_id == room_id_again);
+  EXPECT(CHAT_INVALID_ARG, chat_connection_set_event_callback(NULL, on_event, &inbox));
+  EXPECT(CHAT_OK, chat_connection_set_event_callback(bob_conn, on_event, &inbox));
+  /* The four earlier messages are replayed from the subscription point or
+   * not, as the server decides; count from what is there now. */
+  int64_t live1 = 0, live2 = 0;
+  EXPECT(CHAT_OK, chat_connection_send(alice_conn, room, "live from alice 1", &live1));
+  EXPECT(CHAT_OK, chat_connection_send(alice_conn, room, "live from alice 2", &live2));
+  CHECK(live1 > seq3 && live2 == live1 + 1);
+  EXPECT(CHAT_INVALID_ARG, chat_connection_send(alice_conn, room, NULL, NULL));
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&inbox.lock);
+    int live = inbox.with_live_body;
+    pthread_mutex_unlock(&inbox.lock);
+    if (live >= 2) break;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    nanosleep(&tick, NULL);
+  }
+  CHECK(wait_for_messages(&inbox, 2) >= 2);
+  pthread_mutex_lock(&inbox.lock);
+  CHECK(inbox.with_live_body == 2);
+  CHECK(inbox.last_seq == live2);
+  pthread_mutex_unlock(&inbox.lock);
+
+  /* Bob has two unread; marking read up to the last clears them. */
+  EXPECT(CHAT_OK, chat_unread_count(bob, &unread_bob));
+  CHECK(unread_bob == 2);
+  EXPECT(CHAT_OK, chat_mark_read(bob_conn, room_id, live2));
+  EXPECT(CHAT_OK, chat_unread_count(bob, &unread_bob));
+  CHECK(unread_bob == 0);
+
+  /* Unregistering: no callback after it returns. */
+  EXPECT(CHAT_OK, chat_connection_set_event_callback(bob_conn, NULL, NULL));
+  pthread_mutex_lock(&inbox.lock);
+  int seen = inbox.messages;
+  pthread_mutex_unlock(&inbox.lock);
+  EXPECT(CHAT_OK, chat_connection_send(alice_conn, room, "unseen", NULL));
+  struct timespec settle = {0, 200 * 1000 * 1000};
+  nanosleep(&settle, NULL);
+  pthread_mutex_lock(&inbox.lock);
+  CHECK(inbox.messages == seen);
+  pthread_mutex_unlock(&inbox.lock);
+
+  /* Freeing joins the event thread; `inbox` may go after it. */
+  EXPECT(CHAT_OK, chat_connection_set_event_callback(bob_conn, on_event, &inbox));
+  chat_connection_free(bob_conn);
+  chat_connection_free(alice_conn);
+  chat_connection_free(NULL);
+  pthread_mutex_destroy(&inbox.lock);
 
   /* After logout the session is gone. */
   EXPECT(CHAT_OK, chat_logout(bob));
