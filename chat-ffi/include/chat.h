@@ -94,6 +94,17 @@ typedef struct chat_client chat_client;
 typedef struct chat_connection chat_connection;
 
 /*
+ Completes a `chat_connection_send_async`: `code` is `CHAT_OK` and `seq`
+ the message's `seq`, or a failure with `error_message` (else NULL) saying
+ why; the string is valid only during the call. Runs on the library's
+ thread, with the same restrictions as `chat_event_callback`.
+ */
+typedef void (*chat_send_callback)(void *userdata,
+                                   enum chat_code code,
+                                   int64_t seq,
+                                   const char *error_message);
+
+/*
  Receives each event of a connection as JSON text (valid only during the
  call; copy what you keep), with the userdata given at registration.
 
@@ -225,6 +236,19 @@ enum chat_code chat_connection_send(const struct chat_connection *conn,
                                     const char *room,
                                     const char *body,
                                     int64_t *out_seq);
+
+/*
+ Queues `body` for `room` and returns at once; `done` is called with the
+ outcome (the server's ack, or the failure) from the library's thread.
+ Every queued send completes exactly once, at the latest before
+ `chat_connection_free` returns (it waits for queued sends). On any code
+ but `CHAT_OK`, `done` is not called.
+ */
+enum chat_code chat_connection_send_async(const struct chat_connection *conn,
+                                          const char *room,
+                                          const char *body,
+                                          chat_send_callback done,
+                                          void *userdata);
 
 /*
  Marks room `room_id` read up to `seq`; blocks until the server took it.

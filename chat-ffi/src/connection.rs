@@ -34,6 +34,20 @@ use crate::error::{chat_code, client_error, fail};
 pub type chat_event_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, event_json: *const c_char)>;
 
+/// Completes a `chat_connection_send_async`: `code` is `CHAT_OK` and `seq`
+/// the message's `seq`, or a failure with `error_message` (else NULL) saying
+/// why; the string is valid only during the call. Runs on the library's
+/// thread, with the same restrictions as `chat_event_callback`.
+#[allow(non_camel_case_types)]
+pub type chat_send_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        code: chat_code,
+        seq: i64,
+        error_message: *const c_char,
+    ),
+>;
+
 /// A live connection (opaque). Created by `chat_connect`, freed by
 /// `chat_connection_free`.
 #[allow(non_camel_case_types)]
@@ -55,8 +69,19 @@ struct Callback {
 // be called with `userdata` from the library's thread.
 unsafe impl Send for Callback {}
 
+/// A send completion and its userdata.
+#[derive(Debug, Clone, Copy)]
+struct Completion {
+    f: unsafe extern "C" fn(*mut c_void, chat_code, i64, *const c_char),
+    userdata: *mut c_void,
+}
+
+// SAFETY: as for `Callback`.
+unsafe impl Send for Completion {}
+
 #[derive(Debug)]
 enum Command {
+    SendAsync(String, String, Completion),
     Subscribe(String, oneshot::Sender<Result<RoomId, ClientError>>),
     Send(
         String,
@@ -80,6 +105,10 @@ async fn pump(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Comman
                 }
                 Some(Command::Send(room, body, reply)) => {
                     let _ = reply.send(conn.send(RoomRef::parse(&room), body).await);
+                }
+                Some(Command::SendAsync(room, body, done)) => {
+                    let result = conn.send(RoomRef::parse(&room), body).await;
+                    complete(done, result);
                 }
                 Some(Command::MarkRead(room, seq, reply)) => {
                     let _ = reply.send(conn.mark_read(room, seq).await);
@@ -108,6 +137,21 @@ fn deliver(cb: Callback, event: &Event) {
     // SAFETY: the caller registered `f` with `userdata` for this purpose;
     // `json` outlives the call.
     unsafe { (cb.f)(cb.userdata, json.as_ptr()) };
+}
+
+fn complete(done: Completion, result: Result<Message, ClientError>) {
+    let (code, seq, error) = match result {
+        Ok(message) => (chat_code::CHAT_OK, message.seq, None),
+        Err(e) => {
+            let code = client_error(&e);
+            let message = e.to_string().replace('\0', "");
+            (code, 0, CString::new(message).ok())
+        }
+    };
+    let error_ptr = error.as_ref().map_or(std::ptr::null(), |e| e.as_ptr());
+    // SAFETY: the caller registered `f` with `userdata` for this call;
+    // `error` outlives it.
+    unsafe { (done.f)(done.userdata, code, seq, error_ptr) };
 }
 
 fn event_json(event: &Event) -> Value {
@@ -272,6 +316,34 @@ pub unsafe extern "C" fn chat_connection_send(
             }
             Ok(Err(e)) => client_error(&e),
             Err(code) => code,
+        }
+    })
+}
+
+/// Queues `body` for `room` and returns at once; `done` is called with the
+/// outcome (the server's ack, or the failure) from the library's thread.
+/// Every queued send completes exactly once, at the latest before
+/// `chat_connection_free` returns (it waits for queued sends). On any code
+/// but `CHAT_OK`, `done` is not called.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_connection_send_async(
+    conn: *const chat_connection,
+    room: *const c_char,
+    body: *const c_char,
+    done: chat_send_callback,
+    userdata: *mut c_void,
+) -> chat_code {
+    ffi_guard!({
+        let conn = conn_ref!(conn);
+        let room = c_str!(room, "room").to_owned();
+        let body = c_str!(body, "body").to_owned();
+        let Some(f) = done else {
+            return fail(chat_code::CHAT_INVALID_ARG, "`done` is NULL");
+        };
+        let command = Command::SendAsync(room, body, Completion { f, userdata });
+        match conn.commands.as_ref().map(|c| c.send(command)) {
+            Some(Ok(())) => chat_code::CHAT_OK,
+            _ => fail(chat_code::CHAT_CLOSED, "the connection is closed"),
         }
     })
 }

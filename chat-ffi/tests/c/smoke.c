@@ -64,6 +64,28 @@ static void on_event(void *userdata, const char *event_json) {
   pthread_mutex_unlock(&inbox->lock);
 }
 
+/* What the completions of non-blocking sends saw. */
+struct sends {
+  pthread_mutex_t lock;
+  int done;
+  int ok;
+  int64_t last_seq;
+};
+
+static void on_sent(void *userdata, enum chat_code code, int64_t seq, const char *error) {
+  struct sends *sends = userdata;
+  pthread_mutex_lock(&sends->lock);
+  sends->done++;
+  if (code == CHAT_OK && error == NULL && seq > sends->last_seq) {
+    sends->ok++;
+    sends->last_seq = seq;
+  } else {
+    fprintf(stderr, "async send: code %d seq %lld (%s)\n", (int)code, (long long)seq,
+            error ? error : "no reason");
+  }
+  pthread_mutex_unlock(&sends->lock);
+}
+
 /* Waits up to 5 s for the inbox to hold `want` messages. */
 static int wait_for_messages(struct inbox *inbox, int want) {
   for (int i = 0; i < 500; i++) {
@@ -220,10 +242,19 @@ int main(int argc, char **argv) {
   CHECK(inbox.messages == seen);
   pthread_mutex_unlock(&inbox.lock);
 
-  /* Freeing joins the event thread; `inbox` may go after it. */
+  /* Non-blocking sends: each completes once, before free returns. */
+  struct sends sends = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+  EXPECT(CHAT_INVALID_ARG, chat_connection_send_async(alice_conn, room, "x", NULL, &sends));
+  EXPECT(CHAT_OK, chat_connection_send_async(alice_conn, room, "async 1", on_sent, &sends));
+  EXPECT(CHAT_OK, chat_connection_send_async(alice_conn, room, "async 2", on_sent, &sends));
+  EXPECT(CHAT_OK, chat_connection_send_async(alice_conn, room, "async 3", on_sent, &sends));
+
+  /* Freeing joins the event thread; `inbox` and `sends` may go after it. */
   EXPECT(CHAT_OK, chat_connection_set_event_callback(bob_conn, on_event, &inbox));
   chat_connection_free(bob_conn);
   chat_connection_free(alice_conn);
+  CHECK(sends.done == 3 && sends.ok == 3);
+  pthread_mutex_destroy(&sends.lock);
   chat_connection_free(NULL);
   pthread_mutex_destroy(&inbox.lock);
 
