@@ -94,6 +94,12 @@ typedef struct chat_client chat_client;
 typedef struct chat_connection chat_connection;
 
 /*
+ An event callback's registration (opaque). Created by `chat_listen`;
+ `chat_listener_free` unregisters it.
+ */
+typedef struct chat_listener chat_listener;
+
+/*
  Completes a `chat_connection_send_async`: `code` is `CHAT_OK` and `seq`
  the message's `seq`, or a failure with `error_message` (else NULL) saying
  why; the string is valid only during the call. Runs on the library's
@@ -256,16 +262,25 @@ enum chat_code chat_connection_send_async(const struct chat_connection *conn,
 enum chat_code chat_mark_read(const struct chat_connection *conn, int64_t room_id, int64_t seq);
 
 /*
- Registers `callback` (with `userdata`) for the connection's events,
- replacing any previous one; NULL unregisters. Events are read only while
- a callback is registered (they wait in the connection's buffer before).
- Returns once the event thread has switched: after it returns the
- previous callback is not called again. Must not be called from a
- callback.
+ Registers `callback` for every event of the connection, with `userdata`
+ passed back, into `*out`; free the registration with
+ `chat_listener_free`. Events are read only while at least one callback
+ is registered (they wait in the connection's buffer before). Callbacks
+ run on a library thread, one at a time, in registration order.
  */
-enum chat_code chat_connection_set_event_callback(const struct chat_connection *conn,
-                                                  chat_event_callback callback,
-                                                  void *userdata);
+enum chat_code chat_listen(const struct chat_connection *conn,
+                           chat_event_callback callback,
+                           void *userdata,
+                           struct chat_listener **out);
+
+/*
+ Unregisters and frees a registration. NULL is ignored. Blocks until the
+ event thread has dropped the callback: once it returns, the callback is
+ not called again and its userdata may be freed. May be called before or
+ after `chat_connection_free`; must not be called from a callback of
+ another connection.
+ */
+void chat_listener_free(struct chat_listener *listener);
 
 /*
  The reason of the last failed call on this thread, as a new string

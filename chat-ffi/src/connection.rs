@@ -89,13 +89,15 @@ enum Command {
         oneshot::Sender<Result<Message, ClientError>>,
     ),
     MarkRead(RoomId, Seq, oneshot::Sender<Result<(), ClientError>>),
-    SetCallback(Option<Callback>, oneshot::Sender<()>),
+    Listen(Callback, oneshot::Sender<u64>),
+    Unlisten(u64, oneshot::Sender<()>),
 }
 
 /// Owns the connection until the command channel closes (the handle was
 /// freed), then closes it.
 async fn pump(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let mut callback: Option<Callback> = None;
+    let mut listeners: Vec<(u64, Callback)> = Vec::new();
+    let mut next_id = 0_u64;
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -113,15 +115,20 @@ async fn pump(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Comman
                 Some(Command::MarkRead(room, seq, reply)) => {
                     let _ = reply.send(conn.mark_read(room, seq).await);
                 }
-                Some(Command::SetCallback(new, reply)) => {
-                    callback = new;
+                Some(Command::Listen(callback, reply)) => {
+                    next_id += 1;
+                    listeners.push((next_id, callback));
+                    let _ = reply.send(next_id);
+                }
+                Some(Command::Unlisten(id, reply)) => {
+                    listeners.retain(|(listener, _)| *listener != id);
                     let _ = reply.send(());
                 }
             },
-            event = conn.next_event(), if callback.is_some() => {
+            event = conn.next_event(), if !listeners.is_empty() => {
                 let Some(event) = event else { break };
-                if let Some(cb) = callback {
-                    deliver(cb, &event);
+                for (_, callback) in &listeners {
+                    deliver(*callback, &event);
                 }
             }
         }
@@ -365,24 +372,85 @@ pub unsafe extern "C" fn chat_mark_read(
     })
 }
 
-/// Registers `callback` (with `userdata`) for the connection's events,
-/// replacing any previous one; NULL unregisters. Events are read only while
-/// a callback is registered (they wait in the connection's buffer before).
-/// Returns once the event thread has switched: after it returns the
-/// previous callback is not called again. Must not be called from a
-/// callback.
+/// An event callback's registration (opaque). Created by `chat_listen`;
+/// `chat_listener_free` unregisters it.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct chat_listener {
+    runtime: Arc<Runtime>,
+    // Weak: a registration does not keep the connection's event thread alive.
+    commands: mpsc::WeakUnboundedSender<Command>,
+    id: u64,
+}
+
+impl Drop for chat_listener {
+    fn drop(&mut self) {
+        let Some(commands) = self.commands.upgrade() else {
+            return; // The connection is gone, and its event thread with it.
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = commands.send(Command::Unlisten(self.id, reply));
+        drop(commands);
+        if sent.is_ok() && tokio::runtime::Handle::try_current().is_err() {
+            // Once the event thread answers, it no longer calls this one.
+            let _ = self.runtime.block_on(answer);
+        }
+    }
+}
+
+/// Registers `callback` for every event of the connection, with `userdata`
+/// passed back, into `*out`; free the registration with
+/// `chat_listener_free`. Events are read only while at least one callback
+/// is registered (they wait in the connection's buffer before). Callbacks
+/// run on a library thread, one at a time, in registration order.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn chat_connection_set_event_callback(
+pub unsafe extern "C" fn chat_listen(
     conn: *const chat_connection,
     callback: chat_event_callback,
     userdata: *mut c_void,
+    out: *mut *mut chat_listener,
 ) -> chat_code {
     ffi_guard!({
         let conn = conn_ref!(conn);
-        let callback = callback.map(|f| Callback { f, userdata });
-        match conn.call(|reply| Command::SetCallback(callback, reply)) {
-            Ok(()) => chat_code::CHAT_OK,
+        non_null!(out, "out");
+        let Some(f) = callback else {
+            return fail(chat_code::CHAT_INVALID_ARG, "`callback` is NULL");
+        };
+        let Some(commands) = conn.commands.as_ref().map(mpsc::UnboundedSender::downgrade) else {
+            return fail(chat_code::CHAT_CLOSED, "the connection is closed");
+        };
+        match conn.call(|reply| Command::Listen(Callback { f, userdata }, reply)) {
+            Ok(id) => {
+                let listener = chat_listener {
+                    runtime: Arc::clone(&conn.runtime),
+                    commands,
+                    id,
+                };
+                // SAFETY: not NULL (checked above); the caller promises
+                // writable memory.
+                unsafe { *out = Box::into_raw(Box::new(listener)) };
+                chat_code::CHAT_OK
+            }
             Err(code) => code,
         }
     })
+}
+
+/// Unregisters and frees a registration. NULL is ignored. Blocks until the
+/// event thread has dropped the callback: once it returns, the callback is
+/// not called again and its userdata may be freed. May be called before or
+/// after `chat_connection_free`; must not be called from a callback of
+/// another connection.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_listener_free(listener: *mut chat_listener) {
+    ffi_guard!(
+        {
+            if !listener.is_null() {
+                // SAFETY: the caller promises a handle from `chat_listen`,
+                // freed once.
+                drop(unsafe { Box::from_raw(listener) });
+            }
+        },
+        ()
+    )
 }

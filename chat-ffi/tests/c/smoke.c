@@ -200,8 +200,10 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_OK, chat_subscribe(bob_conn, room, &room_id));
   EXPECT(CHAT_OK, chat_subscribe(alice_conn, room, &room_id_again));
   CHECK(room_id > 0 && room_id == room_id_again);
-  EXPECT(CHAT_INVALID_ARG, chat_connection_set_event_callback(NULL, on_event, &inbox));
-  EXPECT(CHAT_OK, chat_connection_set_event_callback(bob_conn, on_event, &inbox));
+  chat_listener *listener = NULL, *late = NULL;
+  EXPECT(CHAT_INVALID_ARG, chat_listen(NULL, on_event, &inbox, &listener));
+  EXPECT(CHAT_INVALID_ARG, chat_listen(bob_conn, NULL, &inbox, &listener));
+  EXPECT(CHAT_OK, chat_listen(bob_conn, on_event, &inbox, &listener));
   /* The four earlier messages are replayed from the subscription point or
    * not, as the server decides; count from what is there now. */
   int64_t live1 = 0, live2 = 0;
@@ -231,7 +233,7 @@ int main(int argc, char **argv) {
   CHECK(unread_bob == 0);
 
   /* Unregistering: no callback after it returns. */
-  EXPECT(CHAT_OK, chat_connection_set_event_callback(bob_conn, NULL, NULL));
+  chat_listener_free(listener);
   pthread_mutex_lock(&inbox.lock);
   int seen = inbox.messages;
   pthread_mutex_unlock(&inbox.lock);
@@ -249,9 +251,12 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_OK, chat_connection_send_async(alice_conn, room, "async 2", on_sent, &sends));
   EXPECT(CHAT_OK, chat_connection_send_async(alice_conn, room, "async 3", on_sent, &sends));
 
-  /* Freeing joins the event thread; `inbox` and `sends` may go after it. */
-  EXPECT(CHAT_OK, chat_connection_set_event_callback(bob_conn, on_event, &inbox));
+  /* Freeing joins the event thread; `inbox` and `sends` may go after it. A
+   * registration may outlive its connection and is freed after it. */
+  EXPECT(CHAT_OK, chat_listen(bob_conn, on_event, &inbox, &late));
   chat_connection_free(bob_conn);
+  chat_listener_free(late);
+  chat_listener_free(NULL);
   chat_connection_free(alice_conn);
   CHECK(sends.done == 3 && sends.ok == 3);
   pthread_mutex_destroy(&sends.lock);
