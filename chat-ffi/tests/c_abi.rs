@@ -67,7 +67,7 @@ fn header_is_fresh() {
         std::fs::read_to_string(crate_dir().join("include/chat.h")).expect("committed header");
     assert!(
         fresh == committed,
-        "chat-ffi/include/chat.h is stale: build chat-ffi (build.rs regenerates it) and commit it"
+        "chat-ffi/include/chat.h is stale: build chat-ffi outside CI (`cargo build -p chat-ffi` without `CI` set regenerates it) and commit it"
     );
 }
 
