@@ -129,3 +129,64 @@ pub unsafe extern "C" fn chat_string_free(s: *mut c_char) {
         ()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+
+    use super::*;
+
+    fn maybe_panic(panic: bool) -> chat_code {
+        ffi_guard!({
+            if panic {
+                panic!("boom");
+            }
+            chat_code::CHAT_OK
+        })
+    }
+
+    /// Takes and frees the last error message.
+    fn last_error() -> Option<String> {
+        // SAFETY: no arguments.
+        let message = unsafe { chat_last_error_message() };
+        if message.is_null() {
+            return None;
+        }
+        // SAFETY: a NUL-terminated string from this library.
+        let text = unsafe { CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: returned by this library, freed once.
+        unsafe { chat_string_free(message) };
+        Some(text)
+    }
+
+    #[test]
+    fn a_panic_becomes_chat_panic_with_its_message() {
+        assert_eq!(maybe_panic(false), chat_code::CHAT_OK);
+        assert_eq!(maybe_panic(true), chat_code::CHAT_PANIC);
+        let message = last_error().expect("a reason after a panic");
+        assert!(message.contains("boom"), "{message}");
+    }
+
+    #[test]
+    fn the_last_error_is_per_thread_and_survives_reading() {
+        std::thread::spawn(|| {
+            assert_eq!(last_error(), None);
+            assert_eq!(
+                fail(chat_code::CHAT_OTHER, "a\0b reason"),
+                chat_code::CHAT_OTHER
+            );
+            assert_eq!(last_error().as_deref(), Some("ab reason"));
+            assert_eq!(last_error().as_deref(), Some("ab reason"));
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
+    fn freeing_null_is_a_no_op() {
+        // SAFETY: NULL is allowed.
+        unsafe { chat_string_free(std::ptr::null_mut()) };
+    }
+}
