@@ -247,7 +247,9 @@ enum chat_code chat_connection_send(const struct chat_connection *conn,
  Queues `body` for `room` and returns at once; `done` is called with the
  outcome (the server's ack, or the failure) from the library's thread.
  Every queued send completes exactly once, at the latest before
- `chat_connection_free` returns (it waits for queued sends). On any code
+ `chat_connection_free` returns; sends not yet acknowledged by then
+ complete with `CHAT_CLOSED` (the message may or may not have been
+ stored). On any code
  but `CHAT_OK`, `done` is not called.
  */
 enum chat_code chat_connection_send_async(const struct chat_connection *conn,

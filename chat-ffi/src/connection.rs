@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ::chat_client::{ClientError, Connection, Event, Message, RoomId, RoomRef, Seq};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::chat_client;
 use crate::error::{chat_code, client_error, fail};
@@ -55,6 +55,8 @@ pub type chat_send_callback = Option<
 pub struct chat_connection {
     runtime: Arc<Runtime>,
     commands: Option<mpsc::UnboundedSender<Command>>,
+    // Dropped on free: the pump stops waiting for acks and ends.
+    stop: Option<watch::Sender<()>>,
     pump: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -93,27 +95,52 @@ enum Command {
     Unlisten(u64, oneshot::Sender<()>),
 }
 
-/// Owns the connection until the command channel closes (the handle was
-/// freed), then closes it.
-async fn pump(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Command>) {
+/// Resolves once the handle is freed (its `watch::Sender` dropped).
+async fn stopped(stop: &mut watch::Receiver<()>) {
+    while stop.changed().await.is_ok() {}
+}
+
+/// `fut`, or `Closed` if the handle is freed first (a send waiting for a
+/// reconnect must not make `chat_connection_free` hang).
+async fn or_stopped<T>(
+    stop: &mut watch::Receiver<()>,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::select! {
+        result = fut => result,
+        () = stopped(stop) => Err(ClientError::Closed),
+    }
+}
+
+/// Owns the connection until the handle is freed, then fails what is still
+/// queued with `Closed` and closes the connection.
+async fn pump(
+    mut conn: Connection,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut stop: watch::Receiver<()>,
+) {
     let mut listeners: Vec<(u64, Callback)> = Vec::new();
     let mut next_id = 0_u64;
     loop {
         tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
             command = commands.recv() => match command {
                 None => break,
                 Some(Command::Subscribe(room, reply)) => {
-                    let _ = reply.send(conn.subscribe(RoomRef::parse(&room)).await);
+                    let result = or_stopped(&mut stop, conn.subscribe(RoomRef::parse(&room))).await;
+                    let _ = reply.send(result);
                 }
                 Some(Command::Send(room, body, reply)) => {
-                    let _ = reply.send(conn.send(RoomRef::parse(&room), body).await);
+                    let result = or_stopped(&mut stop, conn.send(RoomRef::parse(&room), body)).await;
+                    let _ = reply.send(result);
                 }
                 Some(Command::SendAsync(room, body, done)) => {
-                    let result = conn.send(RoomRef::parse(&room), body).await;
+                    let result = or_stopped(&mut stop, conn.send(RoomRef::parse(&room), body)).await;
                     complete(done, result);
                 }
                 Some(Command::MarkRead(room, seq, reply)) => {
-                    let _ = reply.send(conn.mark_read(room, seq).await);
+                    let _ = reply.send(or_stopped(&mut stop, conn.mark_read(room, seq)).await);
                 }
                 Some(Command::Listen(callback, reply)) => {
                     next_id += 1;
@@ -131,6 +158,13 @@ async fn pump(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Comman
                     deliver(*callback, &event);
                 }
             }
+        }
+    }
+    // Queued sends still complete, each exactly once, as closed.
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        if let Command::SendAsync(_, _, done) = command {
+            complete(done, Err(ClientError::Closed));
         }
     }
     conn.close().await;
@@ -202,7 +236,9 @@ impl chat_connection {
 
 impl Drop for chat_connection {
     fn drop(&mut self) {
-        // Closing the channel ends the pump, which closes the connection.
+        // Stopping and closing the channel end the pump, which closes the
+        // connection.
+        self.stop = None;
         self.commands = None;
         if let Some(pump) = self.pump.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -244,10 +280,12 @@ pub unsafe extern "C" fn chat_connect(
             Err(e) => return client_error(&e),
         };
         let (commands, receiver) = mpsc::unbounded_channel();
-        let pump = client.runtime.spawn(pump(conn, receiver));
+        let (stop, stop_receiver) = watch::channel(());
+        let pump = client.runtime.spawn(pump(conn, receiver, stop_receiver));
         let handle = chat_connection {
             runtime: Arc::clone(&client.runtime),
             commands: Some(commands),
+            stop: Some(stop),
             pump: Some(pump),
         };
         // SAFETY: not NULL (checked above); the caller promises writable
@@ -330,7 +368,9 @@ pub unsafe extern "C" fn chat_connection_send(
 /// Queues `body` for `room` and returns at once; `done` is called with the
 /// outcome (the server's ack, or the failure) from the library's thread.
 /// Every queued send completes exactly once, at the latest before
-/// `chat_connection_free` returns (it waits for queued sends). On any code
+/// `chat_connection_free` returns; sends not yet acknowledged by then
+/// complete with `CHAT_CLOSED` (the message may or may not have been
+/// stored). On any code
 /// but `CHAT_OK`, `done` is not called.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn chat_connection_send_async(
