@@ -41,12 +41,11 @@ impl ChatService {
 
     /// Finds a room by id or name.
     pub async fn find_room(&self, room: &RoomRef) -> ApiResult<Option<RoomRecord>> {
-        Ok(match room.as_id() {
-            Some(id) => self.storage.room(id).await?,
-            None => match room {
-                RoomRef::Name(name) => self.storage.room_by_name(name).await?,
-                RoomRef::Id(id) => self.storage.room(*id).await?,
-            },
+        // A name made of digits is an id: names may not be all digits.
+        Ok(match (room.as_id(), room) {
+            (Some(id), _) => self.storage.room(id).await?,
+            (None, RoomRef::Name(name)) => self.storage.room_by_name(name).await?,
+            (None, RoomRef::Id(id)) => self.storage.room(*id).await?,
         })
     }
 
