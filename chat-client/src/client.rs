@@ -176,17 +176,23 @@ impl ChatClient {
     /// An access token that does not expire within the refresh margin,
     /// refreshing first if needed. (What a WebSocket connection presents.)
     pub(crate) async fn access_token(&self) -> Result<String, ClientError> {
+        self.fresh_tokens().await.map(|t| t.access)
+    }
+
+    /// The session's tokens, refreshed first if the access token expires
+    /// within the refresh margin (single-flight, like every refresh).
+    pub(crate) async fn fresh_tokens(&self) -> Result<Tokens, ClientError> {
         let tokens = self.inner.auth.get().ok_or(ClientError::NotLoggedIn)?;
         if !tokens.expires_within(self.inner.options.refresh_margin) {
-            return Ok(tokens.access);
+            return Ok(tokens);
         }
         match self.refresh_after(Some(&tokens.access)).await {
-            Ok(fresh) => Ok(fresh.access),
+            Ok(fresh) => Ok(fresh),
             // A proactive refresh that could not reach the server: the old
             // token still works until it actually expires.
             Err(e) if e.is_retryable() && !tokens.expires_within(std::time::Duration::ZERO) => {
                 tracing::debug!(error = %e, "token refresh failed; using the current token");
-                Ok(tokens.access)
+                Ok(tokens)
             }
             Err(e) => Err(e),
         }

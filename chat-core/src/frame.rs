@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::message::Message;
 use crate::room::RoomRef;
-use crate::{RoomId, Seq, UserId};
+use crate::{RoomId, Seq, Timestamp, UserId};
 
 /// A frame a client sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ClientFrame {
     /// `{"message": "text"}`: the documents' form, sending to the socket's
     /// bound room.
@@ -35,6 +35,48 @@ pub enum ClientFrame {
     Typing { room: RoomRef },
     /// `{"type":"ping"}`.
     Ping,
+    /// `{"type":"auth","token"}`: a fresh access token for this socket, so
+    /// that it outlives the token it was opened with (else it is closed
+    /// with 4401 when that one expires).
+    Auth { token: String },
+}
+
+// By hand: an `auth` frame's token is a secret and must not reach logs.
+impl std::fmt::Debug for ClientFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text { message } => f.debug_struct("Text").field("message", message).finish(),
+            Self::Send {
+                room,
+                body,
+                client_id,
+            } => f
+                .debug_struct("Send")
+                .field("room", room)
+                .field("body", body)
+                .field("client_id", client_id)
+                .finish(),
+            Self::Subscribe { room, after_seq } => f
+                .debug_struct("Subscribe")
+                .field("room", room)
+                .field("after_seq", after_seq)
+                .finish(),
+            Self::Unsubscribe { room } => {
+                f.debug_struct("Unsubscribe").field("room", room).finish()
+            }
+            Self::Read { room, seq } => f
+                .debug_struct("Read")
+                .field("room", room)
+                .field("seq", seq)
+                .finish(),
+            Self::Typing { room } => f.debug_struct("Typing").field("room", room).finish(),
+            Self::Ping => f.write_str("Ping"),
+            Self::Auth { .. } => f
+                .debug_struct("Auth")
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
 }
 
 /// The typed frames as serde sees them; [`ClientFrame`] adds the untyped
@@ -75,9 +117,21 @@ enum Typed {
     Typing { room: RoomRef },
     /// Answered with `pong`.
     Ping,
+    /// Re-authenticate the socket with a fresh access token of the same
+    /// user before the current one expires. Answered with `authenticated`,
+    /// or an `invalid_token` error (the socket keeps its old expiry).
+    Auth { token: String },
 }
 
-const TYPES: &[&str] = &["send", "subscribe", "unsubscribe", "read", "typing", "ping"];
+const TYPES: &[&str] = &[
+    "send",
+    "subscribe",
+    "unsubscribe",
+    "read",
+    "typing",
+    "ping",
+    "auth",
+];
 
 /// Why a client frame was refused; the server answers it with an `error`
 /// frame and keeps the socket open.
@@ -152,6 +206,7 @@ impl From<Typed> for ClientFrame {
             Typed::Read { room, seq } => Self::Read { room, seq },
             Typed::Typing { room } => Self::Typing { room },
             Typed::Ping => Self::Ping,
+            Typed::Auth { token } => Self::Auth { token },
         }
     }
 }
@@ -178,6 +233,7 @@ impl Serialize for ClientFrame {
             Self::Read { room, seq } => Typed::Read { room, seq },
             Self::Typing { room } => Typed::Typing { room },
             Self::Ping => Typed::Ping,
+            Self::Auth { token } => Typed::Auth { token },
         };
         typed.serialize(s)
     }
@@ -310,6 +366,9 @@ pub enum ServerFrame {
     RoomDeleted { room: RoomId },
     /// The answer to `ping`.
     Pong,
+    /// The answer to `auth`: the socket now lives until `expires_at` (plus
+    /// a few seconds of leeway) unless another `auth` extends it.
+    Authenticated { expires_at: Timestamp },
     /// A refused frame; the socket stays open.
     Error {
         code: ErrorCode,

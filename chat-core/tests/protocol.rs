@@ -1023,6 +1023,35 @@ fn client_ping() {
     assert_eq!(client_frame(r#"{"type": "ping"}"#), ClientFrame::Ping);
 }
 
+#[test]
+fn client_auth() {
+    assert_eq!(
+        client_frame(r#"{"type": "auth", "token": "eyJ.a.b"}"#),
+        ClientFrame::Auth {
+            token: "eyJ.a.b".to_owned()
+        }
+    );
+}
+
+#[test]
+fn client_auth_hides_its_token_from_debug() {
+    let frame = ClientFrame::Auth {
+        token: "secret.jwt.value".to_owned(),
+    };
+    let shown = format!("{frame:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(shown.contains("Auth"));
+}
+
+#[test]
+fn client_auth_needs_a_string_token() {
+    assert_eq!(frame_error(r#"{"type": "auth"}"#), ErrorCode::InvalidInput);
+    assert_eq!(
+        frame_error(r#"{"type": "auth", "token": 5}"#),
+        ErrorCode::InvalidInput
+    );
+}
+
 // ---------------------------------------------------------------------------
 // WebSocket: client frames that are refused (the socket stays open)
 // ---------------------------------------------------------------------------
@@ -1200,6 +1229,18 @@ fn server_room_deleted() {
 fn server_pong() {
     let frame: ServerFrame = round_trip(r#"{"type": "pong"}"#);
     assert_eq!(frame, ServerFrame::Pong);
+}
+
+#[test]
+fn server_authenticated() {
+    let frame: ServerFrame =
+        round_trip(r#"{"type": "authenticated", "expires_at": "2026-02-24T10:45:00Z"}"#);
+    assert_eq!(
+        frame,
+        ServerFrame::Authenticated {
+            expires_at: ts("2026-02-24T10:45:00Z")
+        }
+    );
 }
 
 #[test]

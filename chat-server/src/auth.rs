@@ -59,6 +59,16 @@ pub struct AccessToken {
     pub user: UserId,
     /// Unix seconds.
     pub expires_at: u64,
+    /// Issued by another service (RS256/ES256): its subject may name a user
+    /// this server does not have, so callers check that it exists.
+    pub external: bool,
+}
+
+impl AccessToken {
+    /// When the token expires, as a timestamp.
+    pub fn expiry(&self) -> Timestamp {
+        unix_timestamp(self.expires_at)
+    }
 }
 
 /// Why a token was refused. The reason is for logs; clients only learn
@@ -67,6 +77,8 @@ pub struct AccessToken {
 pub enum TokenError {
     #[error("malformed, badly signed or expired token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("token algorithm {0:?} is not accepted")]
+    Algorithm(Algorithm),
     #[error("a {0:?} token where another kind was expected")]
     WrongKind(TokenKind),
     #[error("token subject is not a user id")]
@@ -75,12 +87,107 @@ pub enum TokenError {
     Sign(jsonwebtoken::errors::Error),
 }
 
-/// Issues and verifies tokens with one HS256 secret.
+/// A public key (PEM) of another service that issues access tokens: an RSA
+/// key verifies RS256 tokens, an EC P-256 key ES256 tokens.
+#[derive(Clone)]
+pub struct PublicKey {
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A public key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+/// Length of an uncompressed SEC1 P-256 point (0x04, x, y).
+const P256_POINT_LEN: usize = 65;
+
+impl PublicKey {
+    /// Reads a PEM public key (`PUBLIC KEY`, or `RSA PUBLIC KEY`). Tokens it
+    /// verifies must carry `issuer` and `audience` when those are given.
+    pub fn from_pem(
+        pem: &[u8],
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<Self, KeyError> {
+        // The PEM decides the algorithm; a token's header never does.
+        let (algorithm, decoding) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            (Algorithm::RS256, key)
+        } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            match key.try_get_as_bytes() {
+                Ok(point) if point.len() == P256_POINT_LEN && point[0] == 0x04 => {}
+                _ => {
+                    return Err(KeyError(
+                        "the EC public key is not an uncompressed P-256 key (ES256)".into(),
+                    ));
+                }
+            }
+            (Algorithm::ES256, key)
+        } else {
+            return Err(KeyError(
+                "not a PEM RSA or EC P-256 public key (\"-----BEGIN PUBLIC KEY-----\")".into(),
+            ));
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Self {
+            algorithm,
+            decoding,
+            validation,
+        })
+    }
+
+    /// RS256 or ES256.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+}
+
+/// The claims read from another service's access token.
+#[derive(Debug, Deserialize)]
+struct ExternalClaims {
+    sub: String,
+    exp: u64,
+    /// Our own kinds, if the issuer uses them: only `access` is accepted.
+    #[serde(default)]
+    typ: Option<String>,
+}
+
+/// Issues and verifies tokens: HS256 with one secret for its own, and
+/// optionally another service's RS256/ES256 access tokens.
 #[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    external: Option<PublicKey>,
     access_ttl: Duration,
     refresh_ttl: Duration,
 }
@@ -90,12 +197,14 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
+            .field("external", &self.external)
             .finish_non_exhaustive()
     }
 }
 
-/// Seconds of clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 5;
+/// Seconds of clock skew tolerated on `exp` and `nbf` (also the grace a
+/// socket gets past its token's expiry).
+pub const LEEWAY_SECS: u64 = 5;
 
 impl Tokens {
     /// Tokens signed with `secret` (HS256 only: the algorithm is pinned, so a
@@ -109,11 +218,17 @@ impl Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            external: None,
             access_ttl,
             refresh_ttl,
         }
     }
 
+    /// Also accepts access tokens signed by `key`'s private half.
+    pub fn with_public_key(mut self, key: PublicKey) -> Self {
+        self.external = Some(key);
+        self
+    }
     /// How long access tokens live.
     pub fn access_ttl(&self) -> Duration {
         self.access_ttl
@@ -169,7 +284,8 @@ impl Tokens {
         Ok((token, claims))
     }
 
-    /// Verifies signature, expiry and kind of a token.
+    /// Verifies signature, expiry and kind of one of this server's own
+    /// (HS256) tokens.
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
         if data.claims.typ != kind {
@@ -181,15 +297,56 @@ impl Tokens {
         Ok(data.claims)
     }
 
-    /// Verifies an access token.
+    /// Verifies an access token: this server's own (HS256), or another
+    /// service's (RS256/ES256) when a public key is configured. The key is
+    /// chosen from an allow-list by the header's `alg`, and the key's type
+    /// must match it: an HS256 token is only ever checked against the
+    /// secret, so a token "signed" with the public key as an HMAC secret
+    /// fails; `none` and every other algorithm are refused.
     pub fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
-        let claims = self.verify(token, TokenKind::Access)?;
-        let user = claims.user().ok_or(TokenError::BadSubject)?;
-        Ok(AccessToken {
-            user,
-            expires_at: claims.exp,
-        })
+        let header = jsonwebtoken::decode_header(token)?;
+        match (header.alg, &self.external) {
+            (Algorithm::HS256, _) => {
+                let claims = self.verify(token, TokenKind::Access)?;
+                let user = claims.user().ok_or(TokenError::BadSubject)?;
+                Ok(AccessToken {
+                    user,
+                    expires_at: claims.exp,
+                    external: false,
+                })
+            }
+            (alg @ (Algorithm::RS256 | Algorithm::ES256), Some(key)) if key.algorithm == alg => {
+                let data =
+                    jsonwebtoken::decode::<ExternalClaims>(token, &key.decoding, &key.validation)?;
+                if data.claims.typ.as_deref().is_some_and(|t| t != "access") {
+                    return Err(TokenError::WrongKind(TokenKind::Refresh));
+                }
+                let user = data
+                    .claims
+                    .sub
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|id| *id > 0)
+                    .map(UserId)
+                    .ok_or(TokenError::BadSubject)?;
+                Ok(AccessToken {
+                    user,
+                    expires_at: data.claims.exp,
+                    external: true,
+                })
+            }
+            (alg, _) => Err(TokenError::Algorithm(alg)),
+        }
     }
+}
+
+/// Unix seconds as a timestamp.
+pub fn unix_timestamp(secs: u64) -> Timestamp {
+    Timestamp::from_unix_micros(
+        i64::try_from(secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000),
+    )
 }
 
 /// Seconds since the Unix epoch.
@@ -311,6 +468,88 @@ mod tests {
             t.verify_access(&token),
             Err(TokenError::Invalid(_))
         ));
+    }
+
+    fn own_claims(exp_offset: i64, nbf_offset: i64) -> Claims {
+        let now = unix_now() as i64;
+        Claims {
+            sub: "7".into(),
+            iat: now as u64,
+            nbf: (now + nbf_offset) as u64,
+            exp: (now + exp_offset) as u64,
+            jti: "x".into(),
+            typ: TokenKind::Access,
+            fam: None,
+        }
+    }
+
+    #[test]
+    fn expiry_and_not_before_get_a_small_leeway() {
+        let t = tokens();
+        let sign = |c: &Claims| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), c, &t.encoding).expect("signs")
+        };
+        assert!(
+            t.verify_access(&sign(&own_claims(-2, -10))).is_ok(),
+            "exp 2 s ago"
+        );
+        assert!(
+            t.verify_access(&sign(&own_claims(60, 2))).is_ok(),
+            "nbf in 2 s"
+        );
+        assert!(
+            t.verify_access(&sign(&own_claims(-30, -60))).is_err(),
+            "exp 30 s ago"
+        );
+        assert!(
+            t.verify_access(&sign(&own_claims(90, 30))).is_err(),
+            "nbf in 30 s"
+        );
+    }
+
+    #[test]
+    fn other_hmac_algorithms_are_refused_even_with_the_secret() {
+        let t = tokens();
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let token = jsonwebtoken::encode(&Header::new(alg), &own_claims(60, 0), &t.encoding)
+                .expect("signs");
+            assert!(
+                matches!(t.verify_access(&token), Err(TokenError::Algorithm(a)) if a == alg),
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_key_algorithms_without_a_key_are_refused() {
+        // The header alone must not pick a verifier: with no public key
+        // configured an RS256 header is refused before any signature check.
+        use base64::Engine as _;
+        let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let claims = serde_json::to_string(&own_claims(60, 0)).expect("json");
+        for header in [
+            r#"{"alg":"RS256","typ":"JWT"}"#,
+            r#"{"alg":"ES256","typ":"JWT"}"#,
+        ] {
+            let token = format!("{}.{}.{}", encode(header), encode(&claims), encode("sig"));
+            assert!(matches!(
+                tokens().verify_access(&token),
+                Err(TokenError::Algorithm(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_public_key_that_is_not_one_is_refused() {
+        assert!(PublicKey::from_pem(b"junk", None, None).is_err());
+        assert!(
+            PublicKey::from_pem(
+                b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                None,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]

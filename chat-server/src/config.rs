@@ -26,14 +26,31 @@ pub struct Config {
     /// HS256 secret. `None`: one is generated once and kept in storage, so
     /// every instance sharing the storage agrees on it.
     pub jwt_secret: Option<String>,
+    /// PEM public key of another service whose access tokens are accepted
+    /// too: an RSA key verifies RS256, an EC P-256 key ES256.
+    pub jwt_public_key: Option<PathBuf>,
+    /// The `iss` those tokens must carry, if set.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` those tokens must carry, if set.
+    pub jwt_audience: Option<String>,
+    /// Failed logins per minute per account (burst: as many) before
+    /// `POST /api/users/token/` answers 429; 0 turns the limit off.
+    pub login_attempts_per_account: u32,
+    /// Failed logins per minute per client address (burst: as many); 0 = off.
+    pub login_attempts_per_address: u32,
     /// Origins allowed to open WebSockets and make CORS calls; `None` allows
     /// any.
     pub allowed_origins: Option<Vec<String>>,
+    /// HTTPS and WSS instead of plain HTTP and WS; `None` serves plain.
+    pub tls: Option<TlsConfig>,
     /// Whether connecting to an unknown room name creates it (as `public`).
     pub auto_create_rooms: bool,
     /// Messages per second per connection (burst: five seconds' worth);
     /// 0 turns the limit off.
     pub rate_limit: u32,
+    /// Messages per second per user over all their sockets and HTTP sends on
+    /// this instance (burst: five seconds' worth); 0 turns the limit off.
+    pub user_rate_limit: u32,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     /// Longest message body, in characters.
@@ -57,9 +74,16 @@ impl Default for Config {
             broker_prefix: "chat".to_owned(),
             broker_tls_ca: None,
             jwt_secret: None,
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            login_attempts_per_account: 5,
+            login_attempts_per_address: 20,
             allowed_origins: None,
+            tls: None,
             auto_create_rooms: false,
             rate_limit: 50,
+            user_rate_limit: 0,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
             max_message_chars: 4_000,
@@ -69,6 +93,18 @@ impl Default for Config {
             storage_pool_size: 8,
         }
     }
+}
+
+/// Where the server's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsConfig {
+    /// A PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
+    /// PKCS#1 or SEC1), read at start and again on
+    /// [`Server::reload_tls`](crate::Server::reload_tls).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A development CA and a `localhost` certificate it signs, generated at
+    /// start and never reloaded.
+    SelfSigned,
 }
 
 /// The command line. Every option also reads an environment variable.
@@ -113,6 +149,21 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub jwt_secret: Option<String>,
+    /// PEM public key (RSA → RS256, EC P-256 → ES256) of a service whose access tokens are accepted too.
+    #[arg(long, env = "CHAT_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Issuer (`iss`) that public-key tokens must carry [default: not checked].
+    #[arg(long, env = "CHAT_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// Audience (`aud`) that public-key tokens must carry [default: not checked].
+    #[arg(long, env = "CHAT_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// Failed logins per minute per account before 429, burst as many; 0 = off [default: 5].
+    #[arg(long, env = "CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT", value_name = "N")]
+    pub login_attempts_per_account: Option<u32>,
+    /// Failed logins per minute per client address before 429, burst as many; 0 = off [default: 20].
+    #[arg(long, env = "CHAT_LOGIN_ATTEMPTS_PER_ADDRESS", value_name = "N")]
+    pub login_attempts_per_address: Option<u32>,
     /// Comma-separated origins allowed for WebSocket and CORS [default: any].
     #[arg(
         long,
@@ -121,6 +172,16 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub allowed_origins: Option<Vec<String>>,
+    /// PEM certificate chain (leaf first) for HTTPS and WSS; needs --tls-key [default: plain HTTP].
+    #[arg(long, env = "CHAT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); reread with the certificate on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a development certificate for localhost, generated at start.
+    #[arg(long, env = "CHAT_TLS_SELF_SIGNED", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub tls_self_signed: Option<bool>,
     /// Create unknown rooms (as public) when a bound socket connects to them.
     #[arg(long, env = "CHAT_AUTO_CREATE_ROOMS", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
@@ -128,6 +189,9 @@ pub struct Cli {
     /// Messages per second per connection, burst of 5 s worth; 0 = off [default: 50].
     #[arg(long, env = "CHAT_RATE_LIMIT", value_name = "N")]
     pub rate_limit: Option<u32>,
+    /// Messages per second per user over all their sockets and HTTP sends, burst of 5 s worth; 0 = off [default: 0].
+    #[arg(long, env = "CHAT_USER_RATE_LIMIT", value_name = "N")]
+    pub user_rate_limit: Option<u32>,
     /// Access token lifetime in seconds [default: 900].
     #[arg(long, env = "CHAT_ACCESS_TOKEN_TTL", value_name = "SECS")]
     pub access_token_ttl: Option<u64>,
@@ -172,9 +236,18 @@ struct FileConfig {
     broker_prefix: Option<String>,
     broker_tls_ca: Option<PathBuf>,
     jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    login_attempts_per_account: Option<u32>,
+    login_attempts_per_address: Option<u32>,
     allowed_origins: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_self_signed: Option<bool>,
     auto_create_rooms: Option<bool>,
     rate_limit: Option<u32>,
+    user_rate_limit: Option<u32>,
     access_token_ttl: Option<u64>,
     refresh_token_ttl: Option<u64>,
     max_message_chars: Option<usize>,
@@ -222,15 +295,37 @@ impl Config {
                 .unwrap_or(d.broker_prefix),
             broker_tls_ca: cli.broker_tls_ca.or(file.broker_tls_ca),
             jwt_secret: cli.jwt_secret.or(file.jwt_secret),
+            jwt_public_key: cli.jwt_public_key.or(file.jwt_public_key),
+            jwt_issuer: cli.jwt_issuer.or(file.jwt_issuer),
+            jwt_audience: cli.jwt_audience.or(file.jwt_audience),
+            login_attempts_per_account: cli
+                .login_attempts_per_account
+                .or(file.login_attempts_per_account)
+                .unwrap_or(d.login_attempts_per_account),
+            login_attempts_per_address: cli
+                .login_attempts_per_address
+                .or(file.login_attempts_per_address)
+                .unwrap_or(d.login_attempts_per_address),
             allowed_origins: cli
                 .allowed_origins
                 .or(file.allowed_origins)
                 .filter(|o| !o.is_empty()),
+            tls: tls_config(
+                cli.tls_cert.or(file.tls_cert),
+                cli.tls_key.or(file.tls_key),
+                cli.tls_self_signed
+                    .or(file.tls_self_signed)
+                    .unwrap_or(false),
+            )?,
             auto_create_rooms: cli
                 .auto_create_rooms
                 .or(file.auto_create_rooms)
                 .unwrap_or(d.auto_create_rooms),
             rate_limit: cli.rate_limit.or(file.rate_limit).unwrap_or(d.rate_limit),
+            user_rate_limit: cli
+                .user_rate_limit
+                .or(file.user_rate_limit)
+                .unwrap_or(d.user_rate_limit),
             access_token_ttl: secs(
                 cli.access_token_ttl.or(file.access_token_ttl),
                 d.access_token_ttl,
@@ -283,12 +378,43 @@ impl Config {
                 "token lifetimes must be at least 1 second".into(),
             ));
         }
+        if self.jwt_public_key.is_none()
+            && (self.jwt_issuer.is_some() || self.jwt_audience.is_some())
+        {
+            return Err(ConfigError::Invalid(
+                "jwt_issuer and jwt_audience apply to jwt_public_key tokens: set jwt_public_key"
+                    .into(),
+            ));
+        }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 16) {
             return Err(ConfigError::Invalid(
                 "jwt_secret must be at least 16 bytes".into(),
             ));
         }
         Ok(())
+    }
+}
+
+/// The TLS settings, merged: a certificate and its key, or self-signed, or
+/// neither.
+fn tls_config(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: bool,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    match (cert, key, self_signed) {
+        (None, None, false) => Ok(None),
+        (None, None, true) => Ok(Some(TlsConfig::SelfSigned)),
+        (Some(cert), Some(key), false) => Ok(Some(TlsConfig::Files { cert, key })),
+        (Some(_), None, _) => Err(ConfigError::Invalid(
+            "tls_cert needs tls_key (the certificate's private key)".into(),
+        )),
+        (None, Some(_), _) => Err(ConfigError::Invalid(
+            "tls_key needs tls_cert (the certificate chain it belongs to)".into(),
+        )),
+        (Some(_), Some(_), true) => Err(ConfigError::Invalid(
+            "tls_self_signed cannot be combined with tls_cert and tls_key: choose one".into(),
+        )),
     }
 }
 
@@ -385,6 +511,112 @@ mod tests {
             "memory://"
         );
         assert_eq!(parse(&[]).command, None);
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key() {
+        let c =
+            Config::from_cli(parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])).expect("valid");
+        assert_eq!(
+            c.tls,
+            Some(TlsConfig::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        let c = Config::from_cli(parse(&["--tls-self-signed"])).expect("valid");
+        assert_eq!(c.tls, Some(TlsConfig::SelfSigned));
+        assert_eq!(Config::from_cli(parse(&[])).expect("valid").tls, None);
+    }
+
+    #[test]
+    fn tls_halves_and_mixtures_are_refused() {
+        let err = |args: &[&str]| match Config::from_cli(parse(args)) {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("{args:?} should be refused, got {other:?}"),
+        };
+        assert!(err(&["--tls-cert", "c.pem"]).contains("tls_key"));
+        assert!(err(&["--tls-key", "k.pem"]).contains("tls_cert"));
+        assert!(
+            err(&[
+                "--tls-self-signed",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem"
+            ])
+            .contains("tls_self_signed")
+        );
+    }
+
+    #[test]
+    fn tls_from_the_file_and_flags_over_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"/etc/chat/cert.pem\"\ntls_key = \"/etc/chat/key.pem\"\n",
+        )
+        .expect("write");
+        let path = path.to_str().expect("utf-8 path");
+        let c = Config::from_cli(parse(&["--config", path])).expect("valid");
+        assert_eq!(
+            c.tls,
+            Some(TlsConfig::Files {
+                cert: "/etc/chat/cert.pem".into(),
+                key: "/etc/chat/key.pem".into()
+            })
+        );
+        let c =
+            Config::from_cli(parse(&["--config", path, "--tls-cert", "other.pem"])).expect("valid");
+        assert!(
+            matches!(c.tls, Some(TlsConfig::Files { cert, .. }) if cert == Path::new("other.pem"))
+        );
+    }
+
+    #[test]
+    fn auth_settings_from_file_env_style_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.toml");
+        std::fs::write(
+            &path,
+            "jwt_public_key = \"/etc/chat/issuer.pem\"\njwt_issuer = \"https://id.example\"\n\
+             login_attempts_per_account = 3\nuser_rate_limit = 4\n",
+        )
+        .expect("write");
+        let path = path.to_str().expect("utf-8 path");
+        let c = Config::from_cli(parse(&[
+            "--config",
+            path,
+            "--jwt-audience",
+            "chat",
+            "--login-attempts-per-address",
+            "0",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.jwt_public_key,
+            Some(PathBuf::from("/etc/chat/issuer.pem"))
+        );
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://id.example"));
+        assert_eq!(c.jwt_audience.as_deref(), Some("chat"));
+        assert_eq!(c.login_attempts_per_account, 3);
+        assert_eq!(c.login_attempts_per_address, 0);
+        assert_eq!(c.user_rate_limit, 4);
+        let d = Config::from_cli(parse(&[])).expect("valid");
+        assert_eq!(
+            (
+                d.login_attempts_per_account,
+                d.login_attempts_per_address,
+                d.user_rate_limit
+            ),
+            (5, 20, 0)
+        );
+    }
+
+    #[test]
+    fn issuer_without_public_key_is_refused() {
+        assert!(Config::from_cli(parse(&["--jwt-issuer", "https://id.example"])).is_err());
     }
 
     #[test]

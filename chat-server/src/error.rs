@@ -19,6 +19,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: Cow<'static, str>,
     pub fields: Option<BTreeMap<String, String>>,
+    /// Seconds until trying again makes sense (`Retry-After` on HTTP).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             code,
             message: Cow::Borrowed(code.default_message()),
             fields: None,
+            retry_after: None,
         }
     }
 
@@ -37,6 +40,7 @@ impl ApiError {
             code,
             message: message.into(),
             fields: None,
+            retry_after: None,
         }
     }
 
@@ -51,6 +55,17 @@ impl ApiError {
             code: ErrorCode::InvalidInput,
             message: Cow::Owned(format!("Invalid input: {message}")),
             fields: Some(fields),
+            retry_after: None,
+        }
+    }
+
+    /// `rate_limited`, to be tried again after `wait` (rounded up to whole
+    /// seconds).
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(ErrorCode::RateLimited)
         }
     }
 
@@ -100,7 +115,13 @@ impl From<StorageError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -18,6 +18,8 @@
 //! - [`hub`]: local fan-out from the broker to this instance's sockets.
 //! - [`auth`]: argon2 passwords, JWT tokens. [`error`]: the error body.
 //! - [`metrics`]: Prometheus series and `GET /metrics`.
+//! - [`tls`]: HTTPS/WSS termination, certificate reload, the development
+//!   certificate.
 //!
 //! Embedding, on a free port with in-memory storage:
 //!
@@ -44,8 +46,9 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
 pub mod ws;
 
-pub use config::{Cli, Command, Config};
+pub use config::{Cli, Command, Config, TlsConfig};
 pub use error::ApiError;
 pub use server::{Server, StartError};

@@ -7,18 +7,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::ServiceExt;
 use axum::extract::Request;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
-use crate::auth::Tokens;
+use crate::auth::{PublicKey, Tokens};
 use crate::broker::{self, BrokerError, ConnId};
 use crate::config::Config;
 use crate::hub::{Fanout, Hub};
 use crate::service::{ChatService, Limits};
 use crate::storage::{self, StorageError, StorageOptions};
+use crate::tls::{Tls, TlsError};
 
 /// Limits the HTTP and WebSocket layers enforce.
 #[derive(Debug, Clone)]
@@ -27,6 +29,7 @@ pub struct ServerLimits {
     pub max_frame_bytes: usize,
     pub socket_queue: usize,
     pub rate_limit: u32,
+    /// In the form browsers send (see `http::origin`); `None` allows any.
     pub allowed_origins: Option<Vec<String>>,
 }
 
@@ -83,6 +86,8 @@ pub enum StartError {
     },
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running server.
@@ -90,6 +95,7 @@ pub enum StartError {
 pub struct Server {
     addr: SocketAddr,
     state: AppState,
+    tls: Option<Tls>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -103,6 +109,9 @@ impl Server {
         // (by an embedding application or an earlier server) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         crate::metrics::init();
+        // Before storage: a bad certificate path should fail fast, not after
+        // migrations.
+        let tls = config.tls.as_ref().map(Tls::new).transpose()?;
         let storage = storage::connect(
             &config.storage_url,
             &StorageOptions {
@@ -138,11 +147,17 @@ impl Server {
         )
         .await?;
         let hub = Arc::new(Hub::new(fanout, broker));
-        let tokens = Tokens::new(
+        let mut tokens = Tokens::new(
             secret.as_bytes(),
             config.access_token_ttl,
             config.refresh_token_ttl,
         );
+        if let Some(path) = &config.jwt_public_key {
+            let key = read_public_key(path, &config)?;
+            tracing::info!(algorithm = ?key.algorithm(), path = %path.display(),
+                "accepting access tokens signed by the configured public key");
+            tokens = tokens.with_public_key(key);
+        }
         let service = Arc::new(ChatService::new(
             storage,
             hub,
@@ -150,6 +165,9 @@ impl Server {
             Limits {
                 max_message_chars: config.max_message_chars,
                 auto_create_rooms: config.auto_create_rooms,
+                user_rate_limit: config.user_rate_limit,
+                login_attempts_per_account: config.login_attempts_per_account,
+                login_attempts_per_address: config.login_attempts_per_address,
             },
         ));
         let state = AppState {
@@ -159,7 +177,7 @@ impl Server {
                 max_frame_bytes: config.max_frame_bytes,
                 socket_queue: config.socket_queue,
                 rate_limit: config.rate_limit,
-                allowed_origins: config.allowed_origins.clone(),
+                allowed_origins: crate::http::origin::normalize(config.allowed_origins.as_deref()),
             }),
             shutdown: CancellationToken::new(),
             conn_ids: Arc::new(ConnIds::new()),
@@ -177,18 +195,47 @@ impl Server {
         })?;
         let app =
             NormalizePathLayer::trim_trailing_slash().layer(crate::http::router(state.clone()));
+        // Client addresses reach handlers as `ConnectInfo<SocketAddr>` on
+        // both paths.
+        let app = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
         let shutdown = state.shutdown.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-            )
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        });
-        tracing::info!(%addr, storage = %redact_url(&config.storage_url), broker = %redact_url(&config.broker_url),
+        let graceful = async move { shutdown.cancelled().await };
+        let task = match &tls {
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }),
+            Some(tls) => {
+                // axum provides `ConnectInfo<SocketAddr>` for its own TCP
+                // listener and for any listener wrapped by `tap_io`; the tap
+                // itself has nothing to do.
+                let listener = tls
+                    .listen(listener)
+                    .map_err(|source| StartError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?
+                    .tap_io(|_| {});
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(graceful)
+                        .await
+                })
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, %scheme, storage = %redact_url(&config.storage_url), broker = %redact_url(&config.broker_url),
             "chat-server listening");
-        Ok(Self { addr, state, task })
+        if let Some(tls) = &tls {
+            log_certificate(tls, addr);
+        }
+        Ok(Self {
+            addr,
+            state,
+            tls,
+            task,
+        })
     }
 
     /// The address the server listens on.
@@ -217,10 +264,76 @@ impl Server {
         }
     }
 
+    /// The TLS state (`None` when serving plain HTTP): a handle that reloads
+    /// the certificate, e.g. from a SIGHUP handler, while the server runs.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// Rereads `--tls-cert` and `--tls-key`: new connections get the new
+    /// certificate, open ones keep going. On error the old certificate
+    /// stays. Returns the new certificate's SHA-256 fingerprint.
+    pub fn reload_tls(&self) -> Result<String, TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Err(TlsError::NotConfigured),
+        }
+    }
+
+    /// The development CA (PEM) a client must trust with
+    /// `--tls-self-signed`; `None` otherwise.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().and_then(Tls::ca_pem)
+    }
+
+    /// SHA-256 fingerprint of the certificate new connections get.
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.tls.as_ref().map(Tls::fingerprint)
+    }
+
     /// A token that shuts the server down when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.state.shutdown.clone()
     }
+}
+
+/// Logs what a client needs to check the certificate: its fingerprint and,
+/// for the development certificate, where its CA was written.
+fn log_certificate(tls: &Tls, addr: SocketAddr) {
+    let fingerprint = tls.fingerprint();
+    let Some(ca) = tls.ca_pem() else {
+        tracing::info!(sha256 = %fingerprint, "TLS certificate loaded");
+        return;
+    };
+    // One file per port, so that several development servers do not
+    // overwrite each other's CA.
+    let path = std::env::temp_dir().join(format!("chat-server-dev-ca-{}.pem", addr.port()));
+    match std::fs::write(&path, ca) {
+        Ok(()) => tracing::warn!(sha256 = %fingerprint, ca = %path.display(),
+            "TLS with a self-signed development certificate for localhost: not for production; \
+             clients trust it with the CA file (curl --cacert FILE https://localhost:{}/healthz)",
+            addr.port()),
+        Err(e) => tracing::warn!(sha256 = %fingerprint, error = %e, ca = %path.display(),
+            "TLS with a self-signed development certificate; its CA could not be written"),
+    }
+}
+
+/// The `--jwt-public-key` PEM, with the issuer and audience its tokens must
+/// carry.
+fn read_public_key(path: &std::path::Path, config: &Config) -> Result<PublicKey, StartError> {
+    let invalid = |why: String| {
+        StartError::Config(crate::config::ConfigError::Invalid(format!(
+            "jwt_public_key {}: {why}",
+            path.display()
+        )))
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    PublicKey::from_pem(
+        &pem,
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+    )
+    .map_err(|e| invalid(e.to_string()))
 }
 
 /// Applies the storage's pending migrations and checks the database

@@ -38,8 +38,10 @@ impl ChatClient {
     /// (`POST /chat/join-room/`). Joining a room twice is fine.
     ///
     /// Errors: [`NotFound`](crate::ErrorKind::NotFound) with
-    /// `room_not_found`; [`Forbidden`](crate::ErrorKind::Forbidden) with
-    /// `not_authorized` when not invited.
+    /// `room_not_found` for an unknown room and for a private one the caller
+    /// is not invited to (the server does not tell them apart);
+    /// [`Forbidden`](crate::ErrorKind::Forbidden) with `not_authorized` for
+    /// the creator of a private room who left it.
     ///
     /// ```no_run
     /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
@@ -69,7 +71,7 @@ impl ChatClient {
     /// One room with its members and invited users (`GET /chat/rooms/{id}/`).
     ///
     /// Errors: [`NotFound`](crate::ErrorKind::NotFound) for an unknown room,
-    /// or a non-public room the caller is not in.
+    /// or a non-public room the caller is not a member of (invited or not).
     ///
     /// ```no_run
     /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {

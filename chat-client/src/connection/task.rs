@@ -16,13 +16,21 @@
 //! an `error`; `read`, `typing` and `unsubscribe` only get an `error` when
 //! they fail, so each is followed by a `ping` whose `pong` says "done". The
 //! queue of those pending operations ([`Actor::ops`]) is then matched in
-//! order.
+//! order. `auth` (the socket's token renewal) is answered by
+//! `authenticated` or an `error`, and sits in the same queue.
+//!
+//! Token renewal: ahead of the socket's token expiry (by the refresh margin,
+//! or half the time left if shorter) a task refreshes the session through the
+//! client's single-flight refresh and the loop sends `auth` with the new
+//! access token. A failed or refused renewal is retried a few times; past
+//! that, and when the expiry is unknown, the server's 4401 close followed by
+//! a refresh and a reconnect is the fallback.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chat_core::frame::{ClientFrame, ServerFrame};
-use chat_core::{CloseCode, ErrorCode, Message, RoomId, RoomRef, Seq};
+use chat_core::{CloseCode, ErrorCode, Message, RoomId, RoomRef, Seq, Timestamp};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -30,12 +38,17 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::socket::{self, Ws};
 use super::{Command, ConnectOptions, ConnectionState, Event};
-use crate::{ChatClient, ClientError, ErrorKind, HistoryQuery};
+use crate::{ChatClient, ClientError, ErrorKind, HistoryQuery, Tokens};
 
 /// History pages fetched to fill a gap (the server's maximum).
 const FILL_PAGE: u32 = 200;
 /// Pause before retrying a gap fill whose history call failed.
 const FILL_RETRY: Duration = Duration::from_millis(500);
+/// Pause before retrying a failed renewal of the socket's token (times the
+/// failures so far).
+const REAUTH_RETRY: Duration = Duration::from_secs(1);
+/// Renewals tried in a row before leaving it to the server's 4401.
+const MAX_REAUTH_FAILURES: u32 = 3;
 
 /// A subscribed room.
 #[derive(Debug)]
@@ -66,6 +79,20 @@ enum OpKind {
     Other(ClientFrame),
     /// A bare `ping`, to notice a dead peer.
     Keepalive,
+    /// `auth` with a fresh token, answered by `authenticated` or an error.
+    Auth {
+        token: Secret,
+        expires_at: Option<SystemTime>,
+    },
+}
+
+/// A token, kept out of debug output.
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug)]
@@ -105,6 +132,10 @@ enum Step {
     Frame(Option<WsResult>),
     Reconnect,
     Keepalive,
+    /// Time to fetch a fresh token for the live socket.
+    Reauth,
+    /// The fresh token (or why there is none).
+    Refreshed(Result<Tokens, ClientError>),
 }
 
 /// Why the socket went away.
@@ -142,6 +173,14 @@ pub(super) struct Actor {
     /// When the current socket last delivered a frame, and when to ping it.
     last_heard: Instant,
     next_ping: Instant,
+    /// When to renew the socket's token with an `auth` frame, before the
+    /// server closes it with 4401 (which stays the fallback).
+    reauth_at: Option<Instant>,
+    /// A token refresh for the renewal, running beside the loop so that
+    /// the socket is read meanwhile.
+    refreshing: Option<oneshot::Receiver<Result<Tokens, ClientError>>>,
+    /// Renewals refused or failed in a row; the next one refreshes first.
+    reauth_failures: u32,
 }
 
 impl Actor {
@@ -172,12 +211,16 @@ impl Actor {
             refresh_first: false,
             last_heard: Instant::now(),
             next_ping: Instant::now() + options.keepalive,
+            reauth_at: None,
+            refreshing: None,
+            reauth_failures: 0,
             options,
         }
     }
 
     pub(super) async fn run(mut self, ws: Ws) {
         let mut ws = Some(ws);
+        self.socket_opened();
         loop {
             self.fill().await;
             let has_events = !self.outbox.is_empty();
@@ -185,6 +228,8 @@ impl Actor {
             let reconnect_at = self.reconnect_at;
             let fill_retry_at = self.fill_retry_at;
             let next_ping = self.next_ping;
+            let reauth_at = self.reauth_at.filter(|_| self.refreshing.is_none());
+            let refreshing = self.refreshing.is_some();
             // Decide in the `select!`, act after it: the branches' futures
             // borrow `self` until it ends.
             let step = tokio::select! {
@@ -205,6 +250,8 @@ impl Actor {
                 frame = next_frame(&mut ws), if connected => Step::Frame(frame),
                 () = sleep_until(reconnect_at), if !connected => Step::Reconnect,
                 () = tokio::time::sleep_until(next_ping), if connected => Step::Keepalive,
+                () = sleep_until(reauth_at), if connected && reauth_at.is_some() => Step::Reauth,
+                result = refreshed(&mut self.refreshing), if refreshing => Step::Refreshed(result),
                 () = sleep_until(fill_retry_at), if fill_retry_at.is_some() => {
                     self.fill_retry_at = None;
                     Step::Idle
@@ -226,6 +273,13 @@ impl Actor {
                 }
                 Step::Keepalive => {
                     if let Err(gone) = self.keepalive(&mut ws).await {
+                        self.dropped(&mut ws, gone);
+                    }
+                }
+                Step::Reauth => self.start_refresh(),
+                Step::Refreshed(result) => {
+                    self.refreshing = None;
+                    if let Err(gone) = self.reauthenticate(result, &mut ws).await {
                         self.dropped(&mut ws, gone);
                     }
                 }
@@ -348,6 +402,133 @@ impl Actor {
         self.push_op(op, ws).await
     }
 
+    // ---- renewing the socket's token --------------------------------
+
+    /// A socket just opened with `self.token`: plan its renewal from the
+    /// session's expiry for that token (unknown expiry: no renewal, the
+    /// server's 4401 and a reconnect cover it).
+    fn socket_opened(&mut self) {
+        self.reauth_failures = 0;
+        let expires_at = self
+            .client
+            .tokens()
+            .filter(|t| t.access == self.token)
+            .and_then(|t| t.expires_at);
+        self.plan_reauth(expires_at);
+    }
+
+    /// Renews ahead of `expires_at` by the refresh margin, or by half the
+    /// time left when that is shorter, so a lifetime below the margin
+    /// does not renew in a loop.
+    fn plan_reauth(&mut self, expires_at: Option<SystemTime>) {
+        self.reauth_at = expires_at.map(|at| {
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            let lead = self.client.options().get_refresh_margin().min(left / 2);
+            Instant::now() + (left - lead)
+        });
+    }
+
+    fn start_refresh(&mut self) {
+        self.reauth_at = None;
+        let client = self.client.clone();
+        // After a refusal the session's token may be the refused one:
+        // refresh it whatever its expiry says.
+        let force = (self.reauth_failures > 0).then(|| self.token.clone());
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let result = match force {
+                Some(stale) => match client.refresh_after(Some(&stale)).await {
+                    Ok(_) => client.fresh_tokens().await,
+                    Err(e) => Err(e),
+                },
+                None => client.fresh_tokens().await,
+            };
+            let _ = tx.send(result);
+        });
+        self.refreshing = Some(rx);
+    }
+
+    async fn reauthenticate(
+        &mut self,
+        result: Result<Tokens, ClientError>,
+        ws: &mut Option<Ws>,
+    ) -> Result<(), Gone> {
+        if ws.is_none() {
+            // Reconnecting opens the next socket with a fresh token anyway.
+            return Ok(());
+        }
+        match result {
+            Ok(tokens) if tokens.access == self.token => {
+                // Nothing newer (the refresh failed softly): try again later.
+                tracing::debug!("no fresher token to renew the socket with yet");
+                self.reauth_later();
+                Ok(())
+            }
+            Ok(tokens) => {
+                let op = Op {
+                    kind: OpKind::Auth {
+                        token: Secret(tokens.access),
+                        expires_at: tokens.expires_at,
+                    },
+                    reply: None,
+                    answered: false,
+                };
+                self.push_op(op, ws).await
+            }
+            Err(e) if e.kind() == ErrorKind::Unauthorized => {
+                // The session is gone: the server's 4401 ends this socket
+                // and the reconnect reports it.
+                tracing::warn!(error = %e, "cannot renew the socket's token");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "token refresh for the socket failed; retrying");
+                self.reauth_later();
+                Ok(())
+            }
+        }
+    }
+
+    /// After a failed or refused renewal: a few more tries, then leave it
+    /// to the 4401 fallback.
+    fn reauth_later(&mut self) {
+        self.reauth_failures += 1;
+        if self.reauth_failures <= MAX_REAUTH_FAILURES {
+            self.reauth_at = Some(Instant::now() + REAUTH_RETRY * self.reauth_failures);
+        }
+    }
+
+    /// `authenticated`: the socket now runs on the token of the `auth` at
+    /// the head of the queue.
+    fn authenticated(&mut self, server_expiry: Timestamp) {
+        match self.ops.front() {
+            Some(Op {
+                kind: OpKind::Auth { .. },
+                ..
+            }) => {}
+            _ => {
+                tracing::warn!("authenticated without a pending auth");
+                return;
+            }
+        }
+        let Some(Op {
+            kind: OpKind::Auth { token, expires_at },
+            ..
+        }) = self.ops.pop_front()
+        else {
+            return;
+        };
+        self.token = token.0;
+        self.reauth_failures = 0;
+        let expires_at = expires_at.or_else(|| {
+            let micros = u64::try_from(server_expiry.unix_micros()).ok()?;
+            Some(SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
+        });
+        self.plan_reauth(expires_at);
+    }
+
     /// Queues `op` and, when connected, writes it.
     async fn push_op(&mut self, op: Op, ws: &mut Option<Ws>) -> Result<(), Gone> {
         let frames = op.frames();
@@ -438,6 +619,7 @@ impl Actor {
                     .push_back(Event::Presence { room, user, status });
             }
             ServerFrame::RoomDeleted { room } => self.room_gone(room),
+            ServerFrame::Authenticated { expires_at } => self.authenticated(expires_at),
         }
         Ok(())
     }
@@ -533,6 +715,11 @@ impl Actor {
                         }
                     }
                 }
+            }
+            OpKind::Auth { .. } => {
+                self.ops.pop_front();
+                tracing::warn!(%code, error, "the server refused the socket's new token");
+                self.reauth_later();
             }
             OpKind::Other(_) | OpKind::Keepalive => {
                 if !front.answered {
@@ -696,6 +883,8 @@ impl Actor {
                 self.last_heard = Instant::now();
                 self.next_ping = self.last_heard + self.options.keepalive;
                 self.attempt = 0;
+                self.refreshing = None;
+                self.socket_opened();
                 self.set_state(ConnectionState::Connected, true);
                 if let Err(gone) = self.resume(ws).await {
                     self.dropped(ws, gone);
@@ -781,6 +970,9 @@ impl Op {
             }],
             OpKind::Other(frame) => vec![frame.clone(), ClientFrame::Ping],
             OpKind::Keepalive => vec![ClientFrame::Ping],
+            OpKind::Auth { token, .. } => vec![ClientFrame::Auth {
+                token: token.0.clone(),
+            }],
         }
     }
 }
@@ -788,6 +980,15 @@ impl Op {
 async fn next_frame(ws: &mut Option<Ws>) -> Option<WsResult> {
     match ws {
         Some(socket) => socket.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn refreshed(
+    rx: &mut Option<oneshot::Receiver<Result<Tokens, ClientError>>>,
+) -> Result<Tokens, ClientError> {
+    match rx {
+        Some(rx) => rx.await.unwrap_or(Err(ClientError::Closed)),
         None => std::future::pending().await,
     }
 }

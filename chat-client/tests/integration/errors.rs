@@ -100,8 +100,9 @@ async fn server_errors_keep_kind_code_and_sentence() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 
     // A stranger to a private room.
+    // Not invited: the same answer as for a room that does not exist.
     let e = stranger.join_room(den.id).await.expect_err("not invited");
-    assert_error(&e, ErrorKind::Forbidden, ErrorCode::NotAuthorized, 403);
+    assert_error(&e, ErrorKind::NotFound, ErrorCode::RoomNotFound, 404);
     let e = stranger.room(den.id).await.expect_err("not a member");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     let e = stranger

@@ -1,8 +1,6 @@
 //! The live [`Connection`]: events, sends, and recovery from dropped sockets
-//! and a restarted server.
-//!
-//! Not tested: close code 4401 (the server does not yet close sockets when
-//! their token expires).
+//! and a restarted server. (Token expiry, `auth` renewals and the 4401
+//! fallback: `reauth.rs`.)
 
 use std::time::Duration;
 

@@ -5,5 +5,6 @@ mod errors;
 mod flow;
 mod live;
 mod proxy;
+mod reauth;
 mod refresh;
 mod support;

@@ -1,5 +1,6 @@
 //! The `chat-server` binary: parse configuration, set up logs, run the
-//! library's server until SIGINT or SIGTERM (or `migrate` and exit).
+//! library's server until SIGINT or SIGTERM (or `migrate` and exit); SIGHUP
+//! reloads the TLS certificate.
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -15,6 +16,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let server = chat_server::Server::start(config).await?;
+    #[cfg(unix)]
+    reload_on_sighup(server.tls().cloned())?;
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -35,6 +38,32 @@ fn init_logs() {
     } else {
         builder.init();
     }
+}
+
+/// Rereads the certificate files on every SIGHUP; a bad file is logged and
+/// the old certificate kept. Without TLS the signal is only logged (rather
+/// than ending the process, SIGHUP's default).
+#[cfg(unix)]
+fn reload_on_sighup(tls: Option<chat_server::tls::Tls>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.as_ref().map(chat_server::tls::Tls::reload) {
+                Some(Ok(sha256)) => tracing::info!(%sha256, "SIGHUP: TLS certificate reloaded"),
+                Some(Err(chat_server::tls::TlsError::NotReloadable)) => {
+                    tracing::info!(
+                        "SIGHUP: the self-signed development certificate is not reloaded"
+                    );
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one");
+                }
+                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn wait_for_signal() {

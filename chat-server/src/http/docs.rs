@@ -58,7 +58,7 @@ pub(super) const PAYLOAD_TOO_LARGE: &str =
     "`payload_too_large`: the body is over the server's size limit";
 pub(super) const STORAGE_UNAVAILABLE: &str =
     "`storage_unavailable`: storage cannot be reached; retry later";
-pub(super) const ROOM_NOT_FOUND: &str = "`room_not_found`: no such room, or it is not public and the caller is neither member nor invited";
+pub(super) const ROOM_NOT_FOUND: &str = "`room_not_found`: no such room, or it is not public and the caller is neither member nor invited (answered exactly as for a room that does not exist)";
 
 /// Where the OpenAPI document is served; Swagger UI loads it from here.
 const OPENAPI_PATH: &str = "/schema/";
@@ -75,6 +75,9 @@ Authenticated calls take `Authorization: Bearer <access token>` from `POST /api/
 - `/ws/`: one socket for many rooms (`subscribe` to each).
 - `/ws/chat/{room}/`: bound to one room, by name or id.
 - `/ws/users/{user_id}/`: bound to the conversation with that user.
+
+A socket lives as long as its access token (plus 5 s of leeway), then closes with 4401; \
+send `{\"type\":\"auth\",\"token\"}` with a fresh access token before that to keep it open.
 
 Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/schema/ws/) \
 (`{\"client\": frame}` validates a client frame, `{\"server\": frame}` a server frame). \

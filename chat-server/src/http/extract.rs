@@ -3,7 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chat_core::{ErrorCode, UserId};
@@ -25,11 +27,31 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
-        let access = state.service.tokens().verify_access(token).map_err(|e| {
-            tracing::debug!(error = %e, "access token refused");
-            ApiError::new(ErrorCode::Unauthorized)
-        })?;
+        let access = state
+            .service
+            .authenticate(token, ErrorCode::Unauthorized)
+            .await?;
         Ok(Self(access.user))
+    }
+}
+
+/// The client's address, when the server was started with connect info
+/// (`Server::start` is; a router embedded elsewhere may not be, and then
+/// per-address limits do not apply). Proxies' forwarding headers are not
+/// trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
     }
 }
 

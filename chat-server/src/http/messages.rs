@@ -27,8 +27,7 @@ use crate::server::AppState;
         (status = 200, description = "One page of messages, oldest first", body = HistoryResponse),
         (status = 400, description = "`invalid_input`: `limit` outside 1..=200, a negative bound, or a malformed parameter", body = ErrorBody),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
-        (status = 403, description = "`not_member`: the caller may see the room but has not joined it", body = ErrorBody),
-        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 404, description = "`room_not_found`: no such room, or the caller is not a member of it", body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
     )
 )]
@@ -59,6 +58,7 @@ pub(super) async fn history(
         (status = 403, description = "`not_member`: the caller may see the room but has not joined it", body = ErrorBody),
         (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
         (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the caller sends faster than `--user-rate-limit` allows; nothing was stored; `Retry-After` says when to try again", body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
     )
 )]

@@ -21,6 +21,7 @@ mod docs;
 pub mod extract;
 mod health;
 mod messages;
+pub(crate) mod origin;
 mod rooms;
 mod users;
 
@@ -72,10 +73,16 @@ async fn method_not_allowed() -> Response {
     ApiError::new(ErrorCode::MethodNotAllowed).into_response()
 }
 
+/// CORS for browsers on other origins: any origin by default, else the
+/// allow-list (a refused origin gets no `Access-Control-Allow-Origin`, so
+/// the browser withholds the answer).
 fn cors(allowed: Option<&[String]>) -> CorsLayer {
     let origin = match allowed {
         None => AllowOrigin::from(Any),
-        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+        Some(list) => {
+            let list = list.to_vec();
+            AllowOrigin::predicate(move |o: &HeaderValue, _| origin::allowed(Some(&list), o))
+        }
     };
     CorsLayer::new()
         .allow_origin(origin)

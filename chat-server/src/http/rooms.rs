@@ -75,8 +75,8 @@ pub(super) async fn create(
         (status = 200, description = "The room with its members", body = JoinedRoom),
         (status = 400, description = docs::INVALID_BODY, body = ErrorBody),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
-        (status = 403, description = "`not_authorized`: \"You are not authorized to join this room\" (not invited)", body = ErrorBody),
-        (status = 404, description = "`room_not_found`: \"Room not found\"", body = ErrorBody),
+        (status = 403, description = "`not_authorized`: \"You are not authorized to join this room\": the creator of a private or game room, after leaving it (not invited)", body = ErrorBody),
+        (status = 404, description = "`room_not_found`: \"Room not found\": no such room, or a private, game or direct room the caller is not invited to (answered like a missing room so that joining cannot probe for them)", body = ErrorBody),
         (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
     )
@@ -125,7 +125,7 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "The room with its members and invited users", body = Room),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
-        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 404, description = "`room_not_found`: no such room, or the caller is not a member of a room that is not public (invitees included)", body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
     )
 )]
@@ -209,7 +209,7 @@ pub(super) async fn leave(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
-        (status = 403, description = "`not_authorized`: the caller is not the creator", body = ErrorBody),
+        (status = 403, description = "`not_authorized`: the caller is not the creator (the creator may delete even after leaving)", body = ErrorBody),
         (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
     )

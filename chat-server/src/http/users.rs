@@ -10,7 +10,7 @@ use chat_core::api::{
 use chat_core::{ErrorBody, User};
 
 use super::docs;
-use super::extract::{ApiJson, ApiQuery, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller, ClientAddr};
 use crate::error::ApiResult;
 use crate::server::AppState;
 
@@ -54,15 +54,17 @@ pub(super) async fn register(
         (status = 200, description = "An access and a refresh token", body = TokenResponse),
         (status = 400, description = docs::INVALID_BODY, body = ErrorBody),
         (status = 401, description = "`invalid_credentials`: \"Invalid username or password\", the same whether or not the user exists", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed attempts for this account or from this address; `Retry-After` says when to try again (even the right password is refused until then)", body = ErrorBody),
         (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
     )
 )]
 pub(super) async fn token(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    state.service.login(req).await.map(Json)
+    state.service.login(req, addr).await.map(Json)
 }
 
 /// Refresh tokens

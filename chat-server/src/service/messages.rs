@@ -109,6 +109,9 @@ impl ChatService {
                 format!("must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
             ));
         }
+        if let Err(wait) = self.user_rate.check(user) {
+            return Err(ApiError::rate_limited(wait));
+        }
         let appended = self
             .storage
             .append(NewMessage {
@@ -180,7 +183,15 @@ impl ChatService {
                 "seq bounds must not be negative",
             ));
         }
-        let record = self.member_room(user, &q.room).await?;
+        // The contract answers 404 to every non-member here, even one who
+        // may see the room (an invitee, anyone for a public room).
+        let record = self
+            .member_room(user, &q.room)
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::NotMember => super::rooms::room_not_found(),
+                _ => e,
+            })?;
         let (messages, has_more) = self
             .page(
                 user,

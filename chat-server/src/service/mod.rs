@@ -16,6 +16,7 @@ use crate::storage::Storage;
 pub mod conversations;
 pub mod messages;
 pub mod rooms;
+pub mod throttle;
 pub mod users;
 
 pub use rooms::Access;
@@ -27,6 +28,12 @@ pub struct Limits {
     pub max_message_chars: usize,
     /// Whether a bound socket to an unknown room name creates it.
     pub auto_create_rooms: bool,
+    /// Messages per second per user (all sockets and HTTP); 0 = off.
+    pub user_rate_limit: u32,
+    /// Failed logins per minute per account; 0 = off.
+    pub login_attempts_per_account: u32,
+    /// Failed logins per minute per client address; 0 = off.
+    pub login_attempts_per_address: u32,
 }
 
 /// The chat service: storage, fan-out and tokens behind the contract's
@@ -36,6 +43,8 @@ pub struct ChatService {
     hub: Arc<Hub>,
     tokens: Tokens,
     limits: Limits,
+    login_throttle: throttle::LoginThrottle,
+    user_rate: throttle::UserRate,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -53,6 +62,11 @@ impl ChatService {
             storage,
             hub,
             tokens,
+            login_throttle: throttle::LoginThrottle::new(
+                limits.login_attempts_per_account,
+                limits.login_attempts_per_address,
+            ),
+            user_rate: throttle::UserRate::new(limits.user_rate_limit),
             limits,
         }
     }

@@ -80,11 +80,12 @@ impl ChatService {
         };
         match self.access(user, &record).await? {
             Access::Member => Ok(record),
-            Access::PublicStranger => {
+            // Anyone may join a public room, whether invited to it or not.
+            Access::PublicStranger | Access::Invited if record.kind == RoomType::Public => {
                 self.storage.join_room(record.id, user).await?;
                 Ok(record)
             }
-            Access::Invited => Err(ApiError::new(ErrorCode::NotMember)),
+            Access::Invited | Access::PublicStranger => Err(ApiError::new(ErrorCode::NotMember)),
             Access::Hidden => Err(room_not_found()),
         }
     }
@@ -157,9 +158,14 @@ impl ChatService {
             Access::Invited | Access::PublicStranger => {
                 self.storage.join_room(record.id, user).await?;
             }
-            // A conversation is never joinable, and does not admit it exists.
-            Access::Hidden if record.kind == RoomType::Direct => return Err(room_not_found()),
-            Access::Hidden => return Err(ApiError::new(ErrorCode::NotAuthorized)),
+            // The creator knows the room exists (they left it): telling
+            // them they may not come back reveals nothing.
+            Access::Hidden if record.creator == user => {
+                return Err(ApiError::new(ErrorCode::NotAuthorized));
+            }
+            // Answered exactly like a room that does not exist: 403 here
+            // would tell a stranger that a private room has this id.
+            Access::Hidden => return Err(room_not_found()),
         }
         let view = self.room_view(&record).await?;
         Ok(JoinedRoom {
@@ -210,10 +216,14 @@ impl ChatService {
         Ok(out)
     }
 
-    /// `GET /chat/rooms/{id}/`: members, invitees and anyone for a public
-    /// room; 404 for everyone else.
+    /// `GET /chat/rooms/{id}/`: members, and anyone for a public room; 404
+    /// for non-members of other rooms, invitees included (the contract's
+    /// rule; an invitee has the room in its list and gets it from joining).
     pub async fn room_detail(&self, user: UserId, room: RoomId) -> ApiResult<Room> {
-        let record = self.visible_room(user, room).await?;
+        let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
+        if record.kind != RoomType::Public && self.access(user, &record).await? != Access::Member {
+            return Err(room_not_found());
+        }
         self.room_view(&record).await
     }
 
@@ -260,8 +270,13 @@ impl ChatService {
     /// `DELETE /chat/rooms/{id}/`: the creator deletes the room and its
     /// history; connected sockets get `room_deleted`.
     pub async fn delete_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
-        let record = self.visible_room(user, room).await?;
+        let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
+        // The creator may delete even after leaving; anyone else must see
+        // the room to be told they may not.
         if record.creator != user {
+            if self.access(user, &record).await? == Access::Hidden {
+                return Err(room_not_found());
+            }
             return Err(ApiError::with_message(
                 ErrorCode::NotAuthorized,
                 "You are not authorized to delete this room",

@@ -2,6 +2,7 @@
 //! users up.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use chat_core::api::{
     ListUsersQuery, RefreshRequest, RegisterRequest, TokenRequest, TokenResponse,
@@ -9,13 +10,29 @@ use chat_core::api::{
 use chat_core::{ErrorCode, Timestamp, User, UserId};
 
 use super::ChatService;
-use crate::auth::{self, TokenKind};
+use super::throttle::AccountKey;
+use crate::auth::{self, AccessToken, TokenKind};
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{Conflict, NewUser, StorageError, TokenUse, UserRecord};
 
 const MAX_PAGE: u32 = 200;
 
 impl ChatService {
+    /// Verifies an access token for HTTP (`refusal` = `unauthorized`) or a
+    /// socket's `auth` frame (`invalid_token`). Another service's token must
+    /// name a user this server has.
+    pub async fn authenticate(&self, token: &str, refusal: ErrorCode) -> ApiResult<AccessToken> {
+        let access = self.tokens.verify_access(token).map_err(|e| {
+            tracing::debug!(error = %e, "access token refused");
+            ApiError::new(refusal)
+        })?;
+        if access.external && self.storage.user(access.user).await?.is_none() {
+            tracing::debug!(user = %access.user, "external token for an unknown user");
+            return Err(ApiError::new(refusal));
+        }
+        Ok(access)
+    }
+
     /// `POST /api/users/register/`.
     pub async fn register(&self, req: RegisterRequest) -> ApiResult<User> {
         let username = req.username.trim().to_owned();
@@ -88,14 +105,32 @@ impl ChatService {
     }
 
     /// `POST /api/users/token/`. Unknown user and wrong password get the same
-    /// answer, after the same amount of work.
-    pub async fn login(&self, req: TokenRequest) -> ApiResult<TokenResponse> {
-        let user = match (&req.username, &req.email) {
-            (Some(name), _) => self.storage.user_by_username(name.trim()).await?,
+    /// answer, after the same amount of work. Failed attempts are counted
+    /// per account and per client address; while either is locked the
+    /// answer is 429 `rate_limited`, whatever the password, and no password
+    /// is checked.
+    pub async fn login(
+        &self,
+        req: TokenRequest,
+        client: Option<IpAddr>,
+    ) -> ApiResult<TokenResponse> {
+        if let Some(wait) = self.login_throttle.address_locked(client) {
+            return Err(login_locked(wait));
+        }
+        let (user, key) = match (&req.username, &req.email) {
+            (Some(name), _) => {
+                let name = name.trim();
+                (
+                    self.storage.user_by_username(name).await?,
+                    AccountKey::Username(name.to_owned()),
+                )
+            }
             (None, Some(email)) => {
-                self.storage
-                    .user_by_email(&email.trim().to_lowercase())
-                    .await?
+                let email = email.trim().to_lowercase();
+                (
+                    self.storage.user_by_email(&email).await?,
+                    AccountKey::Email(email),
+                )
             }
             (None, None) => {
                 return Err(ApiError::invalid_field(
@@ -104,8 +139,13 @@ impl ChatService {
                 ));
             }
         };
+        let key = user.as_ref().map_or(key, |u| AccountKey::User(u.id));
+        if let Some(wait) = self.login_throttle.account_locked(&key) {
+            return Err(login_locked(wait));
+        }
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         if !auth::verify_password(req.password, hash).await {
+            self.login_throttle.failed(&key, client);
             return Err(ApiError::new(ErrorCode::InvalidCredentials));
         }
         let user = user.ok_or_else(|| ApiError::new(ErrorCode::InvalidCredentials))?;
@@ -191,6 +231,14 @@ impl ChatService {
         }
         let users = self.storage.users(q.after, limit).await?;
         Ok(users.iter().map(|u| view_for(u, viewer)).collect())
+    }
+}
+
+/// The answer while an account or address is locked.
+fn login_locked(wait: std::time::Duration) -> ApiError {
+    ApiError {
+        message: "Too many failed login attempts, try again later".into(),
+        ..ApiError::rate_limited(wait)
     }
 }
 

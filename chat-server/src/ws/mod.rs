@@ -14,10 +14,11 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, on};
 use chat_core::{ErrorCode, RoomRef, Seq, UserId};
 use serde::Deserialize;
 
+use crate::auth::AccessToken;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::server::AppState;
@@ -39,12 +40,15 @@ const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// being refused with 1009.
 const FRAME_CEILING_FACTOR: usize = 4;
 
-/// The WebSocket routes.
+/// The WebSocket routes. A WebSocket opens with `GET` + `Upgrade` on
+/// HTTP/1.1 and with `CONNECT` (RFC 8441) on HTTP/2, which browsers use when
+/// HTTPS negotiated h2.
 pub fn routes() -> Router<AppState> {
+    let upgrade = MethodFilter::GET.or(MethodFilter::CONNECT);
     Router::new()
-        .route("/ws", get(multi))
-        .route("/ws/chat/{room}", get(bound))
-        .route("/ws/users/{user_id}", get(direct))
+        .route("/ws", on(upgrade, multi))
+        .route("/ws/chat/{room}", on(upgrade, bound))
+        .route("/ws/users/{user_id}", on(upgrade, direct))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,11 +65,11 @@ async fn multi(
     ApiQuery(params): ApiQuery<WsParams>,
     upgrade: Upgrade,
 ) -> Response {
-    let user = match handshake(&state, &headers, params.token.as_deref()) {
-        Ok(user) => user,
+    let access = match handshake(&state, &headers, params.token.as_deref()).await {
+        Ok(access) => access,
         Err(e) => return e.into_response(),
     };
-    accept(state, upgrade, user, None)
+    accept(state, upgrade, access, None)
 }
 
 async fn bound(
@@ -75,10 +79,11 @@ async fn bound(
     ApiQuery(params): ApiQuery<WsParams>,
     upgrade: Upgrade,
 ) -> Response {
-    let user = match handshake(&state, &headers, params.token.as_deref()) {
-        Ok(user) => user,
+    let access = match handshake(&state, &headers, params.token.as_deref()).await {
+        Ok(access) => access,
         Err(e) => return e.into_response(),
     };
+    let user = access.user;
     let service = &state.service;
     match service
         .open_room(
@@ -88,7 +93,7 @@ async fn bound(
         )
         .await
     {
-        Ok(room) => accept_bound(state, upgrade, user, room, params.after_seq).await,
+        Ok(room) => accept_bound(state, upgrade, access, room, params.after_seq).await,
         Err(e) => e.into_response(),
     }
 }
@@ -102,15 +107,16 @@ async fn direct(
     ApiQuery(params): ApiQuery<WsParams>,
     upgrade: Upgrade,
 ) -> Response {
-    let user = match handshake(&state, &headers, params.token.as_deref()) {
-        Ok(user) => user,
+    let access = match handshake(&state, &headers, params.token.as_deref()).await {
+        Ok(access) => access,
         Err(e) => return e.into_response(),
     };
+    let user = access.user;
     let Ok(other) = other.parse::<i64>() else {
         return ApiError::new(ErrorCode::UserNotFound).into_response();
     };
     match state.service.open_conversation(user, UserId(other)).await {
-        Ok(opened) => accept_bound(state, upgrade, user, opened.room, params.after_seq).await,
+        Ok(opened) => accept_bound(state, upgrade, access, opened.room, params.after_seq).await,
         Err(e) => e.into_response(),
     }
 }
@@ -119,25 +125,36 @@ async fn direct(
 async fn accept_bound(
     state: AppState,
     upgrade: Upgrade,
-    user: UserId,
+    access: AccessToken,
     room: RoomRecord,
     after_seq: Option<Seq>,
 ) -> Response {
+    let user = access.user;
     if after_seq.is_some_and(|s| s < 0) {
         return ApiError::invalid_field("after_seq", "must not be negative").into_response();
     }
     if let Err(e) = state.service.mark_read(user, room.id, Seq::MAX, None).await {
         return e.into_response();
     }
-    accept(state, upgrade, user, Some(Bound { room, after_seq }))
+    accept(state, upgrade, access, Some(Bound { room, after_seq }))
 }
 
-/// Checks the token (`?token=` or `Authorization: Bearer`) and the origin.
-fn handshake(
+/// Checks the origin, then the token (`?token=` or `Authorization:
+/// Bearer`). The origin comes first so that a page of a foreign site learns
+/// nothing about the token it holds.
+async fn handshake(
     state: &AppState,
     headers: &HeaderMap,
     query_token: Option<&str>,
-) -> Result<UserId, ApiError> {
+) -> Result<AccessToken, ApiError> {
+    if let Some(origin) = headers.get(ORIGIN)
+        && !crate::http::origin::allowed(state.limits.allowed_origins.as_deref(), origin)
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::NotAuthorized,
+            "Origin not allowed",
+        ));
+    }
     let header_token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -148,23 +165,19 @@ fn handshake(
         .or(header_token)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
-    let access = state.service.tokens().verify_access(token).map_err(|e| {
-        tracing::debug!(error = %e, "websocket token refused");
-        ApiError::new(ErrorCode::Unauthorized)
-    })?;
-    if let (Some(allowed), Some(origin)) = (&state.limits.allowed_origins, headers.get(ORIGIN)) {
-        let origin = origin.to_str().unwrap_or("");
-        if !allowed.iter().any(|a| a == origin) {
-            return Err(ApiError::with_message(
-                ErrorCode::NotAuthorized,
-                "Origin not allowed",
-            ));
-        }
-    }
-    Ok(access.user)
+    let access = state
+        .service
+        .authenticate(token, ErrorCode::Unauthorized)
+        .await?;
+    Ok(access)
 }
 
-fn accept(state: AppState, upgrade: Upgrade, user: UserId, bound: Option<Bound>) -> Response {
+fn accept(
+    state: AppState,
+    upgrade: Upgrade,
+    access: AccessToken,
+    bound: Option<Bound>,
+) -> Response {
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(e) => {
@@ -192,6 +205,6 @@ fn accept(state: AppState, upgrade: Upgrade, user: UserId, bound: Option<Bound>)
         .on_upgrade(move |socket| async move {
             use futures_util::StreamExt as _;
             let (sink, stream) = socket.split();
-            session::run(state, user, bound, sink, stream).await;
+            session::run(state, access, bound, sink, stream).await;
         })
 }

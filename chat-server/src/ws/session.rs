@@ -26,12 +26,14 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AccessToken, LEEWAY_SECS, unix_timestamp};
 use crate::broker::{ConnId, Event, EventKind, encode as frame_text};
 use crate::error::ApiError;
 use crate::hub::Subscriber;
 use crate::server::AppState;
+use crate::service::Access;
 use crate::service::messages::MAX_HISTORY_PAGE;
-use crate::storage::{HistoryQuery, RoomRecord};
+use crate::storage::{HistoryQuery, MemberState, RoomRecord};
 
 /// A socket bound to one room at the handshake.
 #[derive(Debug, Clone)]
@@ -75,6 +77,9 @@ struct Cursor {
 struct Session<S> {
     state: AppState,
     user: UserId,
+    /// When the newest token this socket presented expires (Unix seconds);
+    /// the socket is closed with 4401 once that plus the leeway passes.
+    expires_at: u64,
     conn: ConnId,
     bound: Option<RoomId>,
     rooms: HashMap<RoomId, Cursor>,
@@ -88,11 +93,12 @@ struct Session<S> {
 }
 
 /// Runs a socket until the client leaves, the server shuts down (1001), the
-/// socket falls behind (4408), its bound room is deleted (4409) or a frame is
-/// too large (1009).
+/// socket falls behind (4408), its bound room is deleted (4409), a frame is
+/// too large (1009) or its token expires without an `auth` frame renewing it
+/// (4401).
 pub async fn run<S, R, E>(
     state: AppState,
-    user: UserId,
+    access: AccessToken,
     bound: Option<Bound>,
     sink: S,
     mut stream: R,
@@ -107,10 +113,12 @@ pub async fn run<S, R, E>(
         let burst = NonZeroU32::new(state.limits.rate_limit.saturating_mul(5)).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
+    let user = access.user;
     let mut s = Session {
         conn: state.next_conn_id(),
         state,
         user,
+        expires_at: access.expires_at,
         bound: bound.as_ref().map(|b| b.room.id),
         rooms: HashMap::new(),
         queue,
@@ -124,6 +132,9 @@ pub async fn run<S, R, E>(
     let _open = ConnectionGauge::open();
     let shutdown = s.state.shutdown.clone();
     let too_slow = s.too_slow.clone();
+    let mut expires_at = s.expires_at;
+    let expiry = tokio::time::sleep_until(expiry_deadline(expires_at));
+    tokio::pin!(expiry);
 
     let mut flow = match bound {
         Some(b) => s.subscribe(b.room, b.after_seq).await,
@@ -139,6 +150,7 @@ pub async fn run<S, R, E>(
             biased;
             () = shutdown.cancelled() => Flow::Close(CloseCode::GoingAway),
             () = too_slow.cancelled() => Flow::Close(CloseCode::TooSlow),
+            () = &mut expiry => Flow::Close(CloseCode::TokenExpired),
             Some(event) = events.recv() => {
                 let mut flow = s.on_event(&event).await;
                 while flow == Flow::Continue && s.out.len() < MAX_BATCH {
@@ -177,6 +189,10 @@ pub async fn run<S, R, E>(
                 flow = f;
             }
         }
+        if s.expires_at != expires_at {
+            expires_at = s.expires_at;
+            expiry.as_mut().reset(expiry_deadline(expires_at));
+        }
     }
     if let Flow::Close(code) = flow {
         tracing::debug!(conn = s.conn.0, code = code.code(), "closing socket");
@@ -200,6 +216,18 @@ pub async fn run<S, R, E>(
         hub.leave(*room, s.conn).await;
     }
     tracing::debug!(conn = s.conn.0, %user, "socket closed");
+}
+
+/// The instant a socket whose token expires at `exp` (Unix seconds) is
+/// closed: the token verifier's own leeway past `exp`, so a socket lives
+/// exactly as long as its token would still be accepted.
+fn expiry_deadline(exp: u64) -> tokio::time::Instant {
+    let close_at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp.saturating_add(LEEWAY_SECS));
+    let left = close_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::Instant::now() + left
 }
 
 /// Counts a socket in the connections gauge for as long as it lives.
@@ -324,15 +352,11 @@ where
                     Err(e) => self.push_error(&e, None),
                 }
             }
-            ClientFrame::Unsubscribe { room } => match self.state.service.find_room(&room).await {
-                Ok(Some(record)) => {
-                    if self.rooms.remove(&record.id).is_some() {
-                        self.state.service.hub().leave(record.id, self.conn).await;
-                    }
+            ClientFrame::Unsubscribe { room } => {
+                if let Err(e) = self.unsubscribe(&room).await {
+                    self.push_error(&e, None);
                 }
-                Ok(None) => self.push_error(&ApiError::new(ErrorCode::RoomNotFound), None),
-                Err(e) => self.push_error(&e, None),
-            },
+            }
             ClientFrame::Read { room, seq } => {
                 let result = match self.member_room(&room).await {
                     Ok(record) => {
@@ -376,8 +400,30 @@ where
                 }
             }
             ClientFrame::Ping => self.push(&ServerFrame::Pong),
+            ClientFrame::Auth { token } => self.reauthenticate(&token).await,
         }
         Flow::Continue
+    }
+
+    /// `auth`: a valid access token of this socket's user extends its life
+    /// to that token's expiry. Anything else is `invalid_token`, and the
+    /// socket keeps the expiry it had.
+    async fn reauthenticate(&mut self, token: &str) {
+        let service = self.state.service.clone();
+        match service.authenticate(token, ErrorCode::InvalidToken).await {
+            Ok(access) if access.user == self.user => {
+                self.expires_at = self.expires_at.max(access.expires_at);
+                self.push(&ServerFrame::Authenticated {
+                    expires_at: unix_timestamp(self.expires_at),
+                });
+            }
+            Ok(access) => {
+                tracing::debug!(conn = self.conn.0, user = %self.user, other = %access.user,
+                    "auth frame with another user's token");
+                self.push_error(&ApiError::new(ErrorCode::InvalidToken), None);
+            }
+            Err(e) => self.push_error(&e, None),
+        }
     }
 
     /// Whether the per-connection rate limit lets one more message through.
@@ -423,6 +469,25 @@ where
             }
             Err(e) => self.push_error(&e, client_id),
         }
+    }
+
+    /// Stops delivering a room. Not being subscribed is harmless, but a
+    /// room hidden from the caller answers like one that does not exist:
+    /// otherwise unsubscribing would tell which private rooms exist.
+    async fn unsubscribe(&mut self, room: &RoomRef) -> Result<(), ApiError> {
+        let service = &self.state.service;
+        let record = service
+            .find_room(room)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::RoomNotFound))?;
+        if self.rooms.remove(&record.id).is_some() {
+            service.hub().leave(record.id, self.conn).await;
+            return Ok(());
+        }
+        if service.access(self.user, &record).await? == Access::Hidden {
+            return Err(ApiError::new(ErrorCode::RoomNotFound));
+        }
+        Ok(())
     }
 
     /// Starts (or restarts) delivering a room: listen first, then replay
@@ -490,6 +555,26 @@ where
             }
         }
         Flow::Continue
+    }
+
+    /// After a broker outage: whether the room was deleted (4409) or the
+    /// user left it (1000) meanwhile, which the socket may not have heard.
+    /// If storage cannot tell, the socket closes 4408 and resumes later.
+    async fn lost_while_away(&self, room: RoomId) -> Result<Option<CloseCode>, Flow> {
+        let storage = self.state.service.storage();
+        let still = match storage.room(room).await {
+            Ok(None) => return Ok(Some(CloseCode::RoomDeleted)),
+            Ok(Some(_)) => storage.membership(room, self.user).await,
+            Err(e) => Err(e),
+        };
+        match still {
+            Ok(Some(MemberState::Member)) => Ok(None),
+            Ok(_) => Ok(Some(CloseCode::Normal)),
+            Err(e) => {
+                tracing::warn!(conn = self.conn.0, %room, error = %e, "membership check after resync failed");
+                Err(Flow::Close(CloseCode::TooSlow))
+            }
+        }
     }
 
     async fn drop_room(&mut self, room: RoomId) {
@@ -582,7 +667,23 @@ where
             }
             EventKind::Resync => {
                 // Whatever was published while the broker was away is in
-                // storage: deliver what lies above the cursor.
+                // storage: deliver what lies above the cursor, if the user
+                // may still read it (the events that said otherwise may
+                // have been lost with the broker).
+                match self.lost_while_away(event.room).await {
+                    Ok(None) => {}
+                    Ok(Some(code)) => {
+                        if code == CloseCode::RoomDeleted {
+                            self.push(&ServerFrame::RoomDeleted { room: event.room });
+                        }
+                        self.drop_room(event.room).await;
+                        if self.bound == Some(event.room) {
+                            return Flow::Close(code);
+                        }
+                        return Flow::Continue;
+                    }
+                    Err(flow) => return flow,
+                }
                 if let Err(flow) = self.catch_up(event.room, None).await {
                     return flow;
                 }

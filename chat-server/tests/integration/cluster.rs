@@ -195,3 +195,68 @@ async fn redis_outage_keeps_sockets_and_catches_up_when_back() {
     on_a.expect_quiet().await;
     on_b.expect_quiet().await;
 }
+
+/// A member who leaves while Redis is down: the instance holding their
+/// socket never hears of it over the broker, so when Redis is back the
+/// catch-up must check membership instead of replaying what was said
+/// after they left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_leaves_during_a_redis_outage_hears_nothing_after() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = two_instances(&redis.url()).await;
+    let ann = a.user("ann").await;
+    let bob = b.user("bob").await;
+    let cat = b.user("cat").await;
+    let room = a.room(&ann, "inner", "private", &[&bob, &cat]).await;
+    for u in [&bob, &cat] {
+        let (status, _) = b
+            .post("/chat/join-room/", &u.access, json!({"room_id": room}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut bob_on_b = b.ws("/ws/", &bob).await;
+    bob_on_b.subscribe(json!(room), None).await;
+    let mut bob_bound_on_b = b.ws(&format!("/ws/chat/{room}/"), &bob).await;
+    bob_bound_on_b.expect("subscribed").await;
+    let mut cat_on_b = b.ws("/ws/", &cat).await;
+    cat_on_b.subscribe(json!(room), None).await;
+    let mut sender = a.ws("/ws/", &ann).await;
+    sender.subscribe(json!(room), None).await;
+    assert_eq!(send_acked(&mut sender, room, "before").await, 1);
+    assert_eq!(messages(&mut bob_on_b, 1).await[0].0, 1);
+    assert_eq!(messages(&mut cat_on_b, 1).await[0].0, 1);
+
+    redis.kill();
+    let mut down = false;
+    for _ in 0..100 {
+        let (_, health) = a.call("GET", "/healthz", None, None).await;
+        if health["broker"] == "unavailable" {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down, "healthz reports the broker down");
+    // Bob leaves through A: B's sockets of his cannot hear of it.
+    let (status, _) = a
+        .call(
+            "POST",
+            &format!("/chat/rooms/{room}/leave/"),
+            Some(&bob.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(send_acked(&mut sender, room, "after bob left").await, 2);
+
+    redis.restart().await;
+    // Cat, still a member on B, catches up: B has resynced every socket.
+    assert_eq!(
+        messages(&mut cat_on_b, 1).await[0].1,
+        "after bob left".to_owned()
+    );
+    // Bob's bound socket is closed as if he had heard himself leave, and his
+    // /ws/ socket heard nothing.
+    assert_eq!(bob_bound_on_b.close_code().await, Some(1000));
+    bob_on_b.expect_quiet().await;
+}

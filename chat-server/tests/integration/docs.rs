@@ -38,7 +38,15 @@ const CALLS: &[(&str, &str, bool)] = &[
     ("get", "/healthz", false),
 ];
 
-const CLIENT_TYPES: &[&str] = &["send", "subscribe", "unsubscribe", "read", "typing", "ping"];
+const CLIENT_TYPES: &[&str] = &[
+    "send",
+    "subscribe",
+    "unsubscribe",
+    "read",
+    "typing",
+    "ping",
+    "auth",
+];
 const SERVER_TYPES: &[&str] = &[
     "message",
     "ack",
@@ -48,6 +56,7 @@ const SERVER_TYPES: &[&str] = &[
     "presence",
     "room_deleted",
     "pong",
+    "authenticated",
     "error",
 ];
 
@@ -447,6 +456,9 @@ async fn real_frames_match_the_frame_schema() {
         },
         ClientFrame::Typing { room },
         ClientFrame::Ping,
+        ClientFrame::Auth {
+            token: "a.b.c".to_owned(),
+        },
     ];
     for frame in &client_frames {
         validator.client(&serde_json::to_value(frame).expect("serializes"));
@@ -456,6 +468,7 @@ async fn real_frames_match_the_frame_schema() {
         json!({"type": "send"}),
         json!({"type": "subscribe"}),
         json!({"type": "read", "room": 1}),
+        json!({"type": "auth"}),
         json!({"type": "nope"}),
         json!({"message": 5}),
         json!({}),
@@ -507,6 +520,9 @@ async fn real_frames_match_the_frame_schema() {
         },
         ServerFrame::RoomDeleted { room: RoomId(2) },
         ServerFrame::Pong,
+        ServerFrame::Authenticated {
+            expires_at: Timestamp::parse("2026-02-24T10:45:00Z").expect("time"),
+        },
         ServerFrame::error(ErrorCode::RateLimited),
     ];
     for frame in &server_frames {
@@ -565,6 +581,11 @@ async fn real_frames_match_the_frame_schema() {
     b.send(ping.clone()).await;
     sent.push(ping);
     received.push(b.expect("pong").await);
+
+    let auth = json!({"type": "auth", "token": bob.access});
+    b.send(auth.clone()).await;
+    sent.push(auth);
+    received.push(b.expect("authenticated").await);
 
     let (status, _) = s
         .call(

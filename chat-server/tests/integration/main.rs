@@ -1,16 +1,21 @@
 //! End-to-end tests: a real server started from the library on port 0,
 //! driven over real HTTP and WebSocket connections, on every storage backend.
 
+mod auth;
+mod authorization;
 mod cluster;
 mod conversations;
 mod docs;
+mod limits;
 mod messages;
 mod operations;
+mod origins;
 mod outage;
 mod presence;
 mod proxy;
 mod redis_server;
 mod rooms;
 mod support;
+mod tls;
 mod users;
 mod websocket;

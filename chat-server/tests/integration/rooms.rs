@@ -89,16 +89,33 @@ async fn join_rules(backend: Backend) {
         json!({"id": public, "name": "lobby", "type": "public", "members": ["ann", "eve"]})
     );
 
+    // Not invited: answered like a room that does not exist, so that
+    // join-room cannot probe which ids are private rooms.
     for room in [private, game] {
         let (status, body) = s
             .post("/chat/join-room/", &eve.access, json!({"room_id": room}))
             .await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(
-            err(&body),
-            ("not_authorized", "You are not authorized to join this room")
-        );
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(err(&body), ("room_not_found", "Room not found"));
     }
+    // The creator who left a private room knows it exists: refused plainly.
+    let (status, _) = s
+        .call(
+            "POST",
+            &format!("/chat/rooms/{game}/leave/"),
+            Some(&ann.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = s
+        .post("/chat/join-room/", &ann.access, json!({"room_id": game}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        err(&body),
+        ("not_authorized", "You are not authorized to join this room")
+    );
 
     let (status, joined) = s
         .post("/chat/join-room/", &bob.access, json!({"room_id": private}))
@@ -144,11 +161,18 @@ async fn list_detail_invite_leave(backend: Backend) {
     assert_eq!(rooms[0]["unread_count"], 0);
     assert_eq!(rooms[0]["last_message"], Value::Null);
 
-    // Detail: members, invitees, and anyone for a public room.
-    let (status, detail) = s.get(&format!("/chat/rooms/{team}/"), &bob.access).await;
+    // Detail: members, and anyone for a public room; not an invitee of a
+    // private one (the contract: 404 for non-members of non-public rooms).
+    let (status, detail) = s.get(&format!("/chat/rooms/{team}/"), &ann.access).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(detail["members"], json!(["ann"]));
     assert_eq!(detail["invited_users"], json!(["bob"]));
+    let (status, body) = s.get(&format!("/chat/rooms/{team}/"), &bob.access).await;
+    assert_eq!(
+        (status, err(&body).0),
+        (StatusCode::NOT_FOUND, "room_not_found"),
+        "an invitee is not a member"
+    );
     let (status, body) = s.get(&format!("/chat/rooms/{team}/"), &eve.access).await;
     assert_eq!(
         (status, err(&body).0),

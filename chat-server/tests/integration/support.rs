@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use chat_server::{Config, Server};
+use std::sync::Arc;
+
+use chat_server::{Config, Server, TlsConfig};
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -124,6 +126,11 @@ pub(crate) use each_backend;
 pub(crate) struct TestServer {
     server: Option<Server>,
     pub(crate) addr: std::net::SocketAddr,
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` with TLS (a name,
+    /// so that clients check the certificate against it).
+    base: String,
+    /// The CA the test clients trust, with TLS.
+    ca_pem: Option<String>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
     // Declared after `server` so the schema outlives the server's pool.
@@ -159,6 +166,40 @@ impl TestServer {
         Self::start_on(storage_url, schema, dir, tune).await
     }
 
+    /// A server on memory storage serving HTTPS and WSS with `tls`; the test
+    /// clients trust `ca_pem`, or the generated CA when self-signed.
+    pub(crate) async fn start_tls(
+        tls: TlsConfig,
+        ca_pem: Option<String>,
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start_on("memory://".to_owned(), None, dir, |c| {
+            c.tls = Some(tls);
+            tune(c);
+        })
+        .await;
+        let ca = ca_pem
+            .or_else(|| server.server().tls_ca_pem().map(str::to_owned))
+            .expect("a CA to trust");
+        server.http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA PEM")])
+            .build()
+            .expect("HTTPS client");
+        server.ca_pem = Some(ca);
+        server
+    }
+
+    /// The running server.
+    pub(crate) fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// The CA the test clients trust (TLS servers only).
+    pub(crate) fn ca_pem(&self) -> &str {
+        self.ca_pem.as_deref().expect("a TLS server")
+    }
+
     /// A server on an explicit storage URL (the schema, if any, is dropped
     /// with the server).
     pub(crate) async fn start_on(
@@ -175,9 +216,15 @@ impl TestServer {
         tune(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let addr = server.local_addr();
+        let base = match server.tls() {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
         Self {
             server: Some(server),
             addr,
+            base,
+            ca_pem: None,
             http: reqwest::Client::new(),
             _dir: dir,
             _schema: schema,
@@ -192,11 +239,11 @@ impl TestServer {
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}{path}", self.base)
     }
 
     pub(crate) fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+        format!("ws{}{path}", self.base.trim_start_matches("http"))
     }
 
     /// Any HTTP call; returns the status and the JSON body (`Null` if none).
@@ -304,11 +351,23 @@ impl TestServer {
 
     /// Opens a WebSocket, returning the HTTP status of a refused handshake.
     pub(crate) async fn ws_raw(&self, path_and_query: &str) -> Result<WsClient, (u16, Value)> {
-        match tokio_tungstenite::connect_async(self.ws_url(path_and_query)).await {
-            Ok((stream, _)) => Ok(WsClient {
-                stream,
-                pending: Default::default(),
-            }),
+        self.ws_request(self.ws_url(path_and_query)).await
+    }
+
+    /// Opens a WebSocket with a request of the test's making (extra
+    /// headers), trusting the test CA on a TLS server.
+    pub(crate) async fn ws_request(
+        &self,
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<WsClient, (u16, Value)> {
+        let connector = self
+            .ca_pem
+            .as_deref()
+            .map(|ca| tokio_tungstenite::Connector::Rustls(tls_client(ca, &[])));
+        match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+            .await
+        {
+            Ok((stream, _)) => Ok(WsClient::new(stream)),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
                 let body = resp
@@ -329,6 +388,26 @@ impl Drop for TestServer {
             server.shutdown_token().cancel();
         }
     }
+}
+
+/// A rustls client trusting only `ca_pem` (not the system's roots),
+/// offering `alpn`.
+pub(crate) fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
 
 /// A registered, logged-in user.
@@ -357,6 +436,13 @@ pub(crate) enum Incoming {
 }
 
 impl WsClient {
+    pub(crate) fn new(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self {
+            stream,
+            pending: Default::default(),
+        }
+    }
+
     pub(crate) async fn send(&mut self, frame: Value) {
         self.send_text(&frame.to_string()).await;
     }

@@ -1,0 +1,909 @@
+//! Who may do what: every HTTP call and WebSocket path that names a room,
+//! tried by every role on every kind of room, each answer checked against
+//! one table (`expected`) derived from PROTOCOL.md.
+//!
+//! Roles: a stranger (registered, unrelated), an invitee who never joined, a
+//! member, a removed member (joined, then left with
+//! `POST /chat/rooms/{id}/leave/`; the contract has no kick), the creator,
+//! and the creator after leaving their own room. Kinds: public, private, game
+//! and direct. A conversation has only its two participants (the one who
+//! opened it is its creator, the other its member); nobody is invited to
+//! one, and nobody leaves one (400 `invalid_input`), so the invitee, removed
+//! and left-creator rows do not exist for it.
+//!
+//! The rules, PROTOCOL.md first and, where it is silent, the answer that
+//! leaks nothing:
+//!
+//! - A private, game or direct room the caller does not belong to is
+//!   *hidden*: every call answers exactly what it answers for an id or name
+//!   that does not exist (same status, code, sentence, handshake status,
+//!   error frame). `404 room_not_found` "Room not found" everywhere. The
+//!   matrix compares each such answer with the one for a nonexistent id
+//!   and a nonexistent name (`direct/{a}/{b}` of two users without a
+//!   conversation included: those names are guessable).
+//! - Leaving erases the membership, so a removed member is a stranger again:
+//!   the server keeps no trace to answer them differently.
+//! - `POST /chat/join-room/` lists both 404 `room_not_found` and 403
+//!   `not_authorized` "You are not authorized to join this room". A 403 for
+//!   a hidden room next to a 404 for a missing one would tell a stranger
+//!   which ids are private rooms, so a hidden room answers 404. The 403 is
+//!   kept for the one caller who can be refused without learning anything:
+//!   the creator of a private or game room who left it (not invited, so not
+//!   allowed back, and they know the room exists).
+//! - `GET /chat/rooms/{id}/`: 404 for non-members of non-public rooms, as the
+//!   contract says, invitees included (their list shows the room).
+//! - `GET /chat/history/`: 404 `room_not_found` for every non-member, as the
+//!   contract says ("404 room_not_found / not a member"), public rooms
+//!   included. `POST /chat/send/` and the `send`, `read`, `typing` frames:
+//!   403 `not_member` for a room the caller may see (public, or invited),
+//!   404 for a hidden one.
+//! - Invite: 403 `not_member` unless a member, for a room the caller may see;
+//!   404 when hidden; 400 `invalid_input` for a conversation.
+//! - Leave: 204 for anyone who may see the room (idempotent); 404 when
+//!   hidden; 400 `invalid_input` for a conversation.
+//! - Delete: 204 for the creator (even after leaving), 403 `not_authorized`
+//!   for anyone else who may see the room, 404 when hidden.
+//! - `GET /api/chats/conversations/{id}/`: 404 unless a participant, and for
+//!   any id that is not a conversation.
+//! - WebSocket: `/ws/chat/{room}/` and `subscribe` join a public room
+//!   (invitees too: anyone may join a public room); an invitee of another
+//!   room gets 403 / `not_member`; hidden is 404 / `room_not_found`.
+//!   `unsubscribe` of a room one is not subscribed to is a silent no-op,
+//!   except that a hidden room answers `room_not_found` like a missing one.
+//! - Lists show a room only to its members and invitees (`GET /chat/rooms/`,
+//!   without content for invitees), a conversation only to its participants,
+//!   and the unread total counts only memberships.
+//! - A refused socket never receives a room's messages, read marks, typing
+//!   or presence, and a member's socket stops receiving them when they
+//!   leave (a bound one is closed).
+//!
+//! Known and contract-fixed: room names are one namespace, so
+//! `POST /chat/create-room/` answers 409 `room_name_taken` for a private
+//! room's name, and with `auto_create_rooms` on, `/ws/chat/{name}/` creates
+//! a missing name but answers 404 for a hidden one; ids are sequential.
+//! None of these tells what kind of room it is or who is in it.
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestServer, TestUser, WsClient, each_backend};
+
+each_backend!(http_matrix, ws_matrix, refused_sockets_hear_nothing, lists);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Public,
+    Private,
+    Game,
+    Direct,
+}
+
+const KINDS: [Kind; 4] = [Kind::Public, Kind::Private, Kind::Game, Kind::Direct];
+
+impl Kind {
+    fn wire(self) -> &'static str {
+        match self {
+            Kind::Public => "public",
+            Kind::Private => "private",
+            Kind::Game => "game",
+            Kind::Direct => "direct",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Stranger,
+    Invited,
+    Member,
+    Removed,
+    Creator,
+    LeftCreator,
+}
+
+impl Role {
+    fn of(kind: Kind) -> &'static [Role] {
+        match kind {
+            Kind::Direct => &[Role::Stranger, Role::Member, Role::Creator],
+            _ => &[
+                Role::Stranger,
+                Role::Invited,
+                Role::Member,
+                Role::Removed,
+                Role::Creator,
+                Role::LeftCreator,
+            ],
+        }
+    }
+}
+
+/// How the contract sees a role in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Member,
+    Invited,
+    /// Not in a public room: may see and join it.
+    Outsider,
+    /// Not in any other room: it does not exist for them.
+    Hidden,
+}
+
+fn standing(kind: Kind, role: Role) -> Standing {
+    match (role, kind) {
+        (Role::Member | Role::Creator, _) => Standing::Member,
+        (Role::Invited, _) => Standing::Invited,
+        (Role::Stranger | Role::Removed | Role::LeftCreator, Kind::Public) => Standing::Outsider,
+        (Role::Stranger | Role::Removed | Role::LeftCreator, _) => Standing::Hidden,
+    }
+}
+
+/// How a call names its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    Id,
+    Name,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Detail,
+    Join,
+    Invite,
+    Leave,
+    Delete,
+    Conversation,
+    History(By),
+    Send(By),
+    /// The handshake of `/ws/chat/{room}/`.
+    Bound(By),
+    /// Frames on `/ws/`.
+    Subscribe(By),
+    SubscribeAfterSeq(By),
+    Unsubscribe(By),
+    SendFrame(By),
+    Read(By),
+    Typing(By),
+}
+
+const HTTP_CALLS: [Call; 10] = [
+    Call::Detail,
+    Call::Join,
+    Call::Invite,
+    Call::Leave,
+    Call::Delete,
+    Call::Conversation,
+    Call::History(By::Id),
+    Call::History(By::Name),
+    Call::Send(By::Id),
+    Call::Send(By::Name),
+];
+
+const WS_CALLS: [Call; 14] = [
+    Call::Bound(By::Id),
+    Call::Bound(By::Name),
+    Call::Subscribe(By::Id),
+    Call::Subscribe(By::Name),
+    Call::SubscribeAfterSeq(By::Id),
+    Call::SubscribeAfterSeq(By::Name),
+    Call::Unsubscribe(By::Id),
+    Call::Unsubscribe(By::Name),
+    Call::SendFrame(By::Id),
+    Call::SendFrame(By::Name),
+    Call::Read(By::Id),
+    Call::Read(By::Name),
+    Call::Typing(By::Id),
+    Call::Typing(By::Name),
+];
+
+/// What a cell must answer: a success status (101 for a handshake, 200 for
+/// a frame answered without error) or a refusal with its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Ok(u16),
+    Err(u16, &'static str),
+}
+
+const NOT_FOUND: Expect = Expect::Err(404, "room_not_found");
+const NOT_MEMBER: Expect = Expect::Err(403, "not_member");
+
+/// The table: (kind, role, call) → answer.
+fn expected(kind: Kind, role: Role, call: Call) -> Expect {
+    use Standing as S;
+    let st = standing(kind, role);
+    let direct = kind == Kind::Direct;
+    let public = kind == Kind::Public;
+    match call {
+        Call::Detail => match st {
+            S::Member => Expect::Ok(200),
+            S::Invited | S::Outsider if public => Expect::Ok(200),
+            _ => NOT_FOUND,
+        },
+        Call::Join => match st {
+            S::Hidden if role == Role::LeftCreator => Expect::Err(403, "not_authorized"),
+            S::Hidden => NOT_FOUND,
+            _ => Expect::Ok(200),
+        },
+        Call::Invite => match st {
+            S::Member if direct => Expect::Err(400, "invalid_input"),
+            S::Member => Expect::Ok(200),
+            S::Invited | S::Outsider => NOT_MEMBER,
+            S::Hidden => NOT_FOUND,
+        },
+        Call::Leave => match st {
+            S::Member if direct => Expect::Err(400, "invalid_input"),
+            S::Hidden => NOT_FOUND,
+            _ => Expect::Ok(204),
+        },
+        Call::Delete => match (role, st) {
+            (Role::Creator | Role::LeftCreator, _) => Expect::Ok(204),
+            (_, S::Hidden) => NOT_FOUND,
+            _ => Expect::Err(403, "not_authorized"),
+        },
+        Call::Conversation => match st {
+            S::Member if direct => Expect::Ok(200),
+            _ => NOT_FOUND,
+        },
+        Call::History(_) => match st {
+            S::Member => Expect::Ok(200),
+            _ => NOT_FOUND,
+        },
+        Call::Send(_) => match st {
+            S::Member => Expect::Ok(201),
+            S::Hidden => NOT_FOUND,
+            _ => NOT_MEMBER,
+        },
+        Call::Bound(_) | Call::Subscribe(_) | Call::SubscribeAfterSeq(_) => {
+            let ok = if matches!(call, Call::Bound(_)) {
+                101
+            } else {
+                200
+            };
+            match st {
+                S::Member | S::Outsider => Expect::Ok(ok),
+                S::Invited if public => Expect::Ok(ok),
+                S::Invited => NOT_MEMBER,
+                S::Hidden => NOT_FOUND,
+            }
+        }
+        Call::Unsubscribe(_) => match st {
+            S::Hidden => NOT_FOUND,
+            _ => Expect::Ok(200),
+        },
+        Call::SendFrame(_) | Call::Read(_) | Call::Typing(_) => match st {
+            S::Member => Expect::Ok(200),
+            S::Hidden => NOT_FOUND,
+            _ => NOT_MEMBER,
+        },
+    }
+}
+
+/// The sentences PROTOCOL.md fixes for the codes the matrix meets.
+fn sentence(call: Call, code: &str) -> Option<&'static str> {
+    match (call, code) {
+        (_, "room_not_found") => Some("Room not found"),
+        (Call::Join, "not_authorized") => Some("You are not authorized to join this room"),
+        _ => None,
+    }
+}
+
+/// Everyone the matrix needs, registered once per test.
+struct World {
+    s: TestServer,
+    creator: TestUser,
+    invited: TestUser,
+    member: TestUser,
+    removed: TestUser,
+    stranger: TestUser,
+    /// Only ever the target of invitations.
+    guest: TestUser,
+    rooms_made: std::cell::Cell<u32>,
+    /// The cell running: a fresh `client_id` for each (a repeated one would
+    /// only be acknowledged, not sent).
+    cell: std::cell::Cell<u32>,
+}
+
+/// A room as a call names it.
+#[derive(Debug, Clone)]
+struct Target {
+    id: i64,
+    name: String,
+}
+
+/// What came back, in one shape for HTTP and WebSocket: the status (101 for
+/// an accepted handshake; for a frame, the HTTP status of its error code, or
+/// 200) and the body (the error frames, for a frame).
+#[derive(Debug, Clone, PartialEq)]
+struct Answer {
+    status: u16,
+    body: Value,
+    /// Frame types of a successful WebSocket exchange, for its checks.
+    frames: Vec<String>,
+}
+
+impl World {
+    async fn new(backend: Backend) -> Self {
+        let s = TestServer::start(backend).await;
+        Self {
+            creator: s.user("creator").await,
+            invited: s.user("invited").await,
+            member: s.user("member").await,
+            removed: s.user("removed").await,
+            stranger: s.user("stranger").await,
+            guest: s.user("guest").await,
+            s,
+            rooms_made: std::cell::Cell::new(0),
+            cell: std::cell::Cell::new(0),
+        }
+    }
+
+    fn user(&self, role: Role) -> &TestUser {
+        match role {
+            Role::Stranger => &self.stranger,
+            Role::Invited => &self.invited,
+            Role::Member => &self.member,
+            Role::Removed => &self.removed,
+            Role::Creator | Role::LeftCreator => &self.creator,
+        }
+    }
+
+    /// A fresh room of `kind` where each role stands as its name says, with
+    /// one message from the creator. There is one conversation per pair, so
+    /// the creator deletes the previous one to start afresh.
+    async fn room(&self, kind: Kind, role: Role) -> Target {
+        let s = &self.s;
+        if kind == Kind::Direct {
+            let open = || {
+                s.post(
+                    "/api/chats/conversations/create/",
+                    &self.creator.access,
+                    json!({"user_id": self.member.id}),
+                )
+            };
+            let (_, mut conv) = open().await;
+            if conv["created"] == false {
+                let old = &conv["id"];
+                let (status, body) = s
+                    .call(
+                        "DELETE",
+                        &format!("/chat/rooms/{old}/"),
+                        Some(&self.creator.access),
+                        None,
+                    )
+                    .await;
+                assert_eq!(status, 204, "delete the old conversation: {body}");
+                conv = open().await.1;
+            }
+            assert_eq!(conv["created"], true, "a fresh conversation: {conv}");
+            let id = conv["id"].as_i64().expect("conversation id");
+            s.send(&self.creator, id, "between us").await;
+            let (lo, hi) = sorted(self.creator.id, self.member.id);
+            return Target {
+                id,
+                name: format!("direct/{lo}/{hi}"),
+            };
+        }
+        let n = self.rooms_made.get() + 1;
+        self.rooms_made.set(n);
+        let name = format!("{}-{n}", kind.wire());
+        let id = s
+            .room(
+                &self.creator,
+                &name,
+                kind.wire(),
+                &[&self.invited, &self.member, &self.removed],
+            )
+            .await;
+        for who in [&self.member, &self.removed] {
+            let (status, body) = s
+                .post("/chat/join-room/", &who.access, json!({"room_id": id}))
+                .await;
+            assert_eq!(status, 200, "join {name}: {body}");
+        }
+        s.send(&self.creator, id, "members only").await;
+        let mut leavers = vec![&self.removed];
+        if role == Role::LeftCreator {
+            leavers.push(&self.creator);
+        }
+        for who in leavers {
+            let (status, body) = s
+                .call(
+                    "POST",
+                    &format!("/chat/rooms/{id}/leave/"),
+                    Some(&who.access),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 204, "leave {name}: {body}");
+        }
+        Target { id, name }
+    }
+
+    /// Rooms that do not exist, by id and by name: a plain name, and the
+    /// name a conversation between two users without one would have.
+    fn ghosts(&self) -> Vec<Target> {
+        let (lo, hi) = sorted(self.stranger.id, self.guest.id);
+        vec![
+            Target {
+                id: 999_999_999,
+                name: "no-such-room".to_owned(),
+            },
+            Target {
+                id: 999_999_998,
+                name: format!("direct/{lo}/{hi}"),
+            },
+        ]
+    }
+
+    async fn http(&self, user: &TestUser, call: Call, t: &Target) -> Answer {
+        let s = &self.s;
+        let id = t.id;
+        let by = |by: By| match by {
+            By::Id => json!(id),
+            By::Name => json!(t.name),
+        };
+        let (status, body) = match call {
+            Call::Detail => s.get(&format!("/chat/rooms/{id}/"), &user.access).await,
+            Call::Join => {
+                s.post("/chat/join-room/", &user.access, json!({"room_id": id}))
+                    .await
+            }
+            Call::Invite => {
+                s.post(
+                    &format!("/chat/rooms/{id}/invite/"),
+                    &user.access,
+                    json!({"user_ids": [self.guest.id]}),
+                )
+                .await
+            }
+            Call::Leave => {
+                s.call(
+                    "POST",
+                    &format!("/chat/rooms/{id}/leave/"),
+                    Some(&user.access),
+                    None,
+                )
+                .await
+            }
+            Call::Delete => {
+                s.call(
+                    "DELETE",
+                    &format!("/chat/rooms/{id}/"),
+                    Some(&user.access),
+                    None,
+                )
+                .await
+            }
+            Call::Conversation => {
+                s.get(&format!("/api/chats/conversations/{id}/"), &user.access)
+                    .await
+            }
+            Call::History(b) => {
+                let room = match b {
+                    By::Id => id.to_string(),
+                    By::Name => t.name.replace('/', "%2F"),
+                };
+                s.get(&format!("/chat/history/?room={room}"), &user.access)
+                    .await
+            }
+            Call::Send(b) => {
+                s.post(
+                    "/chat/send/",
+                    &user.access,
+                    json!({"room": by(b), "message": "knock knock"}),
+                )
+                .await
+            }
+            _ => unreachable!("{call:?} is a WebSocket call"),
+        };
+        Answer {
+            status: status.as_u16(),
+            body,
+            frames: Vec::new(),
+        }
+    }
+
+    async fn ws(&self, user: &TestUser, call: Call, t: &Target) -> Answer {
+        let room = |by: By| match by {
+            By::Id => json!(t.id),
+            By::Name => json!(t.name),
+        };
+        let frame = match call {
+            Call::Bound(b) => {
+                let room = match b {
+                    By::Id => t.id.to_string(),
+                    By::Name => t.name.replace('/', "%2F"),
+                };
+                let path = format!("/ws/chat/{room}/?token={}", user.access);
+                return match self.s.ws_raw(&path).await {
+                    Ok(socket) => {
+                        socket.close().await;
+                        Answer {
+                            status: 101,
+                            body: Value::Null,
+                            frames: Vec::new(),
+                        }
+                    }
+                    Err((status, body)) => Answer {
+                        status,
+                        body,
+                        frames: Vec::new(),
+                    },
+                };
+            }
+            Call::Subscribe(b) => json!({"type": "subscribe", "room": room(b)}),
+            Call::SubscribeAfterSeq(b) => {
+                json!({"type": "subscribe", "room": room(b), "after_seq": 0})
+            }
+            Call::Unsubscribe(b) => json!({"type": "unsubscribe", "room": room(b)}),
+            Call::SendFrame(b) => {
+                json!({"type": "send", "room": room(b), "body": "knock knock", "client_id": format!("k{}", self.cell.get())})
+            }
+            Call::Read(b) => json!({"type": "read", "room": room(b), "seq": 1}),
+            Call::Typing(b) => json!({"type": "typing", "room": room(b)}),
+            _ => unreachable!("{call:?} is an HTTP call"),
+        };
+        let mut socket = self.s.ws("/ws/", user).await;
+        socket.send(frame).await;
+        let frames = until_pong(&mut socket).await;
+        socket.close().await;
+        let errors: Vec<&Value> = frames.iter().filter(|f| f["type"] == "error").collect();
+        match errors.first() {
+            Some(e) => Answer {
+                status: frame_status(e["code"].as_str().unwrap_or("")),
+                body: Value::Array(frames.clone()),
+                frames: Vec::new(),
+            },
+            None => Answer {
+                status: 200,
+                body: Value::Null,
+                frames: frames
+                    .iter()
+                    .map(|f| f["type"].as_str().unwrap_or("").to_owned())
+                    .collect(),
+            },
+        }
+    }
+
+    async fn answer(&self, user: &TestUser, call: Call, t: &Target) -> Answer {
+        if HTTP_CALLS.contains(&call) {
+            self.http(user, call, t).await
+        } else {
+            self.ws(user, call, t).await
+        }
+    }
+
+    /// Runs every cell of `calls`: a fresh room per cell (calls change
+    /// membership), the answer against the table, and for every "not found"
+    /// cell the answer for rooms that do not exist.
+    async fn run(&self, calls: &[Call]) {
+        let mut cells = 0;
+        let mut wrong = Vec::new();
+        for kind in KINDS {
+            for &role in Role::of(kind) {
+                for &call in calls {
+                    self.cell.set(self.cell.get() + 1);
+                    let cell = format!("{kind:?} room, {role:?}, {call:?}");
+                    let target = self.room(kind, role).await;
+                    let user = self.user(role);
+                    let got = self.answer(user, call, &target).await;
+                    let want = expected(kind, role, call);
+                    if let Err(what) = check(call, want, &got) {
+                        wrong.push(format!("{cell}: expected {want:?}, got {what}"));
+                    }
+                    if want == NOT_FOUND {
+                        for ghost in self.ghosts() {
+                            let missing = self.answer(user, call, &ghost).await;
+                            if got != missing {
+                                wrong.push(format!(
+                                    "{cell}: differs from a room that does not exist: {got:?} here, {missing:?} for {ghost:?}"
+                                ));
+                            }
+                        }
+                    }
+                    cells += 1;
+                }
+            }
+        }
+        assert_eq!(cells, 21 * calls.len(), "every cell ran");
+        assert!(
+            wrong.is_empty(),
+            "{} of {cells} cells are wrong:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+    }
+}
+
+fn sorted(a: i64, b: i64) -> (i64, i64) {
+    (a.min(b), a.max(b))
+}
+
+/// The HTTP status a frame's error code stands for.
+fn frame_status(code: &str) -> u16 {
+    match code {
+        "invalid_input" => 400,
+        "not_member" | "not_authorized" => 403,
+        "room_not_found" => 404,
+        _ => 0,
+    }
+}
+
+/// Frames up to the answer to a ping sent now (which proves the server
+/// handled everything sent before it).
+async fn until_pong(socket: &mut WsClient) -> Vec<Value> {
+    socket.send(json!({"type": "ping"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let f = socket.frame().await;
+        if f["type"] == "pong" {
+            return frames;
+        }
+        frames.push(f);
+    }
+}
+
+/// What is wrong with an answer, if anything.
+fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
+    let ensure = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
+    match want {
+        Expect::Ok(status) => {
+            ensure(got.status == status, format!("{} {}", got.status, got.body))?;
+            let frames: Vec<&str> = got.frames.iter().map(String::as_str).collect();
+            let frames_ok = match call {
+                Call::Subscribe(_) => frames == ["subscribed"],
+                // The creator's message, replayed before `subscribed`.
+                Call::SubscribeAfterSeq(_) => frames == ["message", "subscribed"],
+                Call::SendFrame(_) => frames == ["ack"],
+                Call::Unsubscribe(_) | Call::Read(_) | Call::Typing(_) => frames.is_empty(),
+                _ => true,
+            };
+            ensure(frames_ok, format!("frames {frames:?}"))?;
+            match call {
+                Call::History(_) => ensure(
+                    got.body["chat_history"][0]["seq"] == 1,
+                    format!("history {}", got.body),
+                ),
+                Call::Detail => ensure(
+                    got.body["members"].is_array(),
+                    format!("detail {}", got.body),
+                ),
+                _ => Ok(()),
+            }
+        }
+        Expect::Err(status, code) => {
+            ensure(got.status == status, format!("{} {}", got.status, got.body))?;
+            // An HTTP body, or the error frame, alone, of a WebSocket call.
+            let body = match &got.body {
+                Value::Array(frames) => {
+                    ensure(
+                        frames.len() == 1,
+                        format!("more than the error: {frames:?}"),
+                    )?;
+                    frames[0].clone()
+                }
+                other => other.clone(),
+            };
+            ensure(body["code"] == code, format!("{body}"))?;
+            ensure(body["error"].is_string(), format!("{body}"))?;
+            match sentence(call, code) {
+                Some(text) => ensure(body["error"] == text, format!("{body}")),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+async fn http_matrix(backend: Backend) {
+    World::new(backend).await.run(&HTTP_CALLS).await;
+}
+
+async fn ws_matrix(backend: Backend) {
+    World::new(backend).await.run(&WS_CALLS).await;
+}
+
+/// Sockets of refused roles (and of a member who then leaves) never receive
+/// a room's messages, read marks, typing or presence, while a member's
+/// socket sees each of them.
+async fn refused_sockets_hear_nothing(backend: Backend) {
+    let w = World::new(backend).await;
+    let s = &w.s;
+    for kind in KINDS {
+        let t = w.room(kind, Role::Member).await;
+        let mut deaf: Vec<(String, WsClient)> = Vec::new();
+        // A member who leaves: their /ws/ socket drops the room, their
+        // bound socket is closed.
+        if kind != Kind::Direct {
+            let (status, _) = s
+                .post(
+                    &format!("/chat/rooms/{}/invite/", t.id),
+                    &w.creator.access,
+                    json!({"user_ids": [w.removed.id]}),
+                )
+                .await;
+            assert_eq!(status, 200);
+            let (status, _) = s
+                .post(
+                    "/chat/join-room/",
+                    &w.removed.access,
+                    json!({"room_id": t.id}),
+                )
+                .await;
+            assert_eq!(status, 200);
+            let mut multi = s.ws("/ws/", &w.removed).await;
+            multi.subscribe(json!(t.id), None).await;
+            let mut bound = s.ws(&format!("/ws/chat/{}/", t.id), &w.removed).await;
+            bound.expect("subscribed").await;
+            let (status, _) = s
+                .call(
+                    "POST",
+                    &format!("/chat/rooms/{}/leave/", t.id),
+                    Some(&w.removed.access),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 204);
+            assert_eq!(
+                bound.close_code().await,
+                Some(1000),
+                "{kind:?}: a bound socket of a member who left is closed"
+            );
+            // Past this barrier the socket has dropped the room (and its
+            // presence went out before the member below subscribes).
+            let heard = until_pong(&mut multi).await;
+            assert!(heard.is_empty(), "{kind:?}: leaving is silent: {heard:?}");
+            deaf.push((format!("{kind:?}: removed member's /ws/"), multi));
+        }
+        // Refused subscribers: they try by id and by name, and stay.
+        for &role in Role::of(kind) {
+            if matches!(expected(kind, role, Call::Subscribe(By::Id)), Expect::Ok(_))
+                || role == Role::LeftCreator
+            {
+                continue;
+            }
+            let user = w.user(role);
+            let mut socket = s.ws("/ws/", user).await;
+            for room in [json!(t.id), json!(t.name)] {
+                socket
+                    .send(json!({"type": "subscribe", "room": room}))
+                    .await;
+                let refusal = socket.expect("error").await;
+                assert!(
+                    ["room_not_found", "not_member"]
+                        .contains(&refusal["code"].as_str().unwrap_or("")),
+                    "{kind:?}, {role:?}: {refusal}"
+                );
+            }
+            deaf.push((format!("{kind:?}: {role:?} refused on /ws/"), socket));
+        }
+        // A stranger's own conversations with each participant.
+        for other in [&w.creator, &w.member] {
+            let mut socket = s.ws(&format!("/ws/users/{}/", other.id), &w.stranger).await;
+            let sub = socket.expect("subscribed").await;
+            assert_ne!(sub["room"], t.id, "a different conversation");
+            deaf.push((
+                format!("{kind:?}: stranger on /ws/users/{}/", other.id),
+                socket,
+            ));
+        }
+        // While a participant's /ws/users/{other}/ is bound to this one.
+        if kind == Kind::Direct {
+            let mut socket = s
+                .ws(&format!("/ws/users/{}/", w.creator.id), &w.member)
+                .await;
+            assert_eq!(socket.expect("subscribed").await["room"], t.id);
+            socket.close().await;
+        }
+
+        // The member watches while the creator comes online, writes, types
+        // and leaves, and the member's other socket reads.
+        let mut watch = s.ws("/ws/", &w.member).await;
+        watch.subscribe(json!(t.id), None).await;
+        let mut creator = s.ws("/ws/", &w.creator).await;
+        creator.subscribe(json!(t.id), None).await;
+        let online = watch.expect("presence").await;
+        assert_eq!(online["status"], "online", "{online}");
+        creator
+            .send(json!({"type": "send", "room": t.id, "body": "secret plans", "client_id": format!("{kind:?}")}))
+            .await;
+        let ack = creator.expect("ack").await;
+        let seq = ack["message"]["seq"].as_i64().expect("seq");
+        assert_eq!(
+            watch.expect("message").await["message"]["body"],
+            "secret plans"
+        );
+        let mut reader = s.ws("/ws/", &w.member).await;
+        reader
+            .send(json!({"type": "read", "room": t.id, "seq": seq}))
+            .await;
+        assert_eq!(watch.expect("read").await["seq"], seq);
+        creator.send(json!({"type": "typing", "room": t.id})).await;
+        watch.expect("typing").await;
+        creator.close().await;
+        let offline = watch.expect("presence").await;
+        assert_eq!(offline["status"], "offline", "{offline}");
+
+        // Every event was delivered to the member: anything meant for the
+        // deaf sockets is queued before their pong.
+        for (who, mut socket) in deaf {
+            let heard = until_pong(&mut socket).await;
+            assert!(heard.is_empty(), "{who} heard {heard:?}");
+            socket.close().await;
+        }
+        reader.close().await;
+        watch.close().await;
+    }
+}
+
+/// The room list, the conversation list and the unread total show a room
+/// only to those the contract lets see it.
+async fn lists(backend: Backend) {
+    let w = World::new(backend).await;
+    let s = &w.s;
+    for kind in KINDS {
+        for &role in Role::of(kind) {
+            let cell = format!("{kind:?} room, {role:?}");
+            let t = w.room(kind, role).await;
+            let user = w.user(role);
+            let unread = || async {
+                let (status, body) = s.get("/api/chats/unread-count/", &user.access).await;
+                assert_eq!(status, 200, "{body}");
+                body["unread_count"].as_i64().expect("unread_count")
+            };
+            let before = unread().await;
+            // From someone else than a member asking (sending moves one's
+            // own read mark): each member has exactly one more unread.
+            let sender = if role == Role::Member {
+                &w.creator
+            } else {
+                &w.member
+            };
+            s.send(sender, t.id, "news").await;
+            let after = unread().await;
+            let counts = standing(kind, role) == Standing::Member;
+            assert_eq!(after - before, i64::from(counts), "{cell}: unread total");
+
+            let (status, rooms) = s.get("/chat/rooms/", &user.access).await;
+            assert_eq!(status, 200);
+            let listed: Vec<&Value> = rooms
+                .as_array()
+                .expect("array")
+                .iter()
+                .filter(|r| r["id"] == t.id)
+                .collect();
+            let (status, convs) = s.get("/api/chats/conversations/", &user.access).await;
+            assert_eq!(status, 200);
+            let conversations = convs
+                .as_array()
+                .expect("array")
+                .iter()
+                .filter(|c| c["id"] == t.id)
+                .count();
+            let st = standing(kind, role);
+            match (kind, st) {
+                (Kind::Direct, Standing::Member) => {
+                    assert!(
+                        listed.is_empty(),
+                        "{cell}: conversations have their own list"
+                    );
+                    assert_eq!(conversations, 1, "{cell}");
+                }
+                (_, Standing::Member) => {
+                    assert_eq!(listed.len(), 1, "{cell}");
+                    assert_eq!(listed[0]["membership"], "member", "{cell}");
+                    assert_eq!(listed[0]["last_message"]["body"], "news", "{cell}");
+                    assert_eq!(conversations, 0, "{cell}");
+                }
+                (_, Standing::Invited) => {
+                    assert_eq!(listed.len(), 1, "{cell}");
+                    assert_eq!(listed[0]["membership"], "invited", "{cell}");
+                    assert_eq!(listed[0]["last_message"], Value::Null, "{cell}: no content");
+                    assert_eq!(listed[0]["unread_count"], 0, "{cell}");
+                    assert_eq!(conversations, 0, "{cell}");
+                }
+                (_, Standing::Outsider | Standing::Hidden) => {
+                    assert!(listed.is_empty(), "{cell}: {listed:?}");
+                    assert_eq!(conversations, 0, "{cell}");
+                }
+            }
+        }
+    }
+}
