@@ -128,6 +128,15 @@ impl ChatService {
                 other => other.into(),
             })?;
         if !appended.created {
+            // The contract makes `client_id` unique per sender, not per room:
+            // acknowledging another room's message would tell the client its
+            // new message was stored when it was not.
+            if appended.message.room != room.id {
+                return Err(ApiError::invalid_field(
+                    "client_id",
+                    "already used for a message in another room",
+                ));
+            }
             let marks = ReadMarks(self.storage.read_marks(room.id).await?);
             let is_read = marks.is_read(user, &appended.message);
             return Ok(Sent {

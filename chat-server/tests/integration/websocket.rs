@@ -410,6 +410,29 @@ async fn client_id_is_idempotent_over_websocket(backend: Backend) {
     assert_eq!(first["message"]["seq"], second["message"]["seq"]);
     assert_eq!(b.expect("message").await["message"]["body"], "once");
     b.expect_quiet().await;
+
+    // The same client_id in another room is refused, not acknowledged with
+    // the first room's message (which would pass for a stored send).
+    let other = s.room(&ann, "elsewhere", "public", &[]).await;
+    a2.send(json!({"type": "send", "room": other, "body": "twice", "client_id": "k1"}))
+        .await;
+    let refused = a2.expect("error").await;
+    assert_eq!(refused["code"], "invalid_input");
+    assert_eq!(refused["client_id"], "k1");
+    let (status, body) = s
+        .call(
+            "POST",
+            "/chat/send/",
+            Some(&ann.access),
+            Some(json!({"room": other, "message": "twice", "client_id": "k1"})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_input");
+    let (_, history) = s
+        .get(&format!("/chat/history/?room={other}"), &ann.access)
+        .await;
+    assert_eq!(history["chat_history"], json!([]), "nothing stored");
 }
 
 async fn deleted_room_notifies_and_closes_bound_sockets(backend: Backend) {
