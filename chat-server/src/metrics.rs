@@ -22,8 +22,12 @@ pub const MESSAGES_STORED: &str = "chat_messages_stored_total";
 pub const DELIVERIES: &str = "chat_deliveries_total";
 /// Sockets closed with 4408 because they could not keep up (counter).
 pub const SLOW_SOCKETS: &str = "chat_slow_sockets_closed_total";
+/// Appends committed together by group commit (histogram; Postgres).
+pub const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
 /// HTTP request latency by method, route and status (histogram).
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 const HTTP_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -36,6 +40,11 @@ fn handle() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(APPEND_BATCH_SIZE.to_owned()),
+                    BATCH_BUCKETS,
+                )
                 .ok()?;
             match builder.install_recorder() {
                 Ok(handle) => {
@@ -56,6 +65,10 @@ fn describe() {
     metrics::describe_counter!(MESSAGES_STORED, "Messages stored");
     metrics::describe_counter!(DELIVERIES, "Events queued to sockets by the fan-out");
     metrics::describe_counter!(SLOW_SOCKETS, "Sockets closed with 4408 for falling behind");
+    metrics::describe_histogram!(
+        APPEND_BATCH_SIZE,
+        "Appends committed together in one transaction"
+    );
     metrics::describe_histogram!(
         HTTP_DURATION,
         metrics::Unit::Seconds,

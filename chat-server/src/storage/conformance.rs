@@ -23,7 +23,7 @@
 //! store, so that a backend cannot pass by being consistently wrong.
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -116,6 +116,7 @@ macro_rules! storage_conformance_tests {
             append_concurrent_duplicates,
             append_missing_room,
             append_unknown_sender,
+            append_mixed_burst,
             history_empty,
             history_pagination,
             history_walk,
@@ -1769,6 +1770,131 @@ pub async fn append_unknown_sender(store: Arc<dyn Storage>) {
         "the failed append used no seq"
     );
     assert_eq!(send(store, lobby.id, alice.id, "two").await.seq, 2);
+}
+
+/// Many appends at once, as group commit batches them: three rooms, two
+/// senders, retried `client_id`s, a deleted room and an unknown sender in
+/// the same burst. Each answer is that message's own, as if it had come
+/// alone.
+pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
+    const PER_ROOM: usize = 40;
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let rooms = [
+        room(&*store, "one", alice.id, &[bob.id]).await.id,
+        room(&*store, "two", alice.id, &[bob.id]).await.id,
+        room(&*store, "three", alice.id, &[]).await.id,
+    ];
+    let gone = room(&*store, "gone", alice.id, &[]).await.id;
+    store.delete_room(gone).await.expect("delete");
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Expect {
+        Stored,
+        Repeat,
+        NotFound,
+        Error,
+    }
+    let mut plan: Vec<(NewMessage, Expect)> = Vec::new();
+    for (r, room) in rooms.iter().enumerate() {
+        for i in 0..PER_ROOM {
+            let sender = if i % 2 == 0 { alice.id } else { bob.id };
+            plan.push((
+                message(
+                    *room,
+                    sender,
+                    &format!("{r}:{i}"),
+                    Some(&format!("c-{r}-{i}")),
+                ),
+                Expect::Stored,
+            ));
+            if i % 10 == 3 {
+                // The same send again, racing the first.
+                plan.push((
+                    message(
+                        *room,
+                        sender,
+                        &format!("{r}:{i}"),
+                        Some(&format!("c-{r}-{i}")),
+                    ),
+                    Expect::Repeat,
+                ));
+            }
+        }
+    }
+    plan.push((
+        message(gone, alice.id, "void", Some("c-gone")),
+        Expect::NotFound,
+    ));
+    plan.push((
+        message(rooms[0], UserId(987_654), "ghost", None),
+        Expect::Error,
+    ));
+
+    let start = Arc::new(tokio::sync::Barrier::new(plan.len()));
+    let tasks: Vec<_> = plan
+        .iter()
+        .cloned()
+        .map(|(m, expect)| {
+            let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+            tokio::spawn(async move {
+                start.wait().await;
+                (m.client_id.clone(), expect, store.append(m).await)
+            })
+        })
+        .collect();
+    let mut by_client_id: HashMap<String, Vec<Appended>> = HashMap::new();
+    for task in tasks {
+        let (client_id, expect, result) = task.await.expect("task");
+        match (expect, result) {
+            (Expect::Stored | Expect::Repeat, Ok(a)) => {
+                let id = client_id.expect("planned with a client id");
+                assert_eq!(a.message.client_id.as_deref(), Some(id.as_str()));
+                by_client_id.entry(id).or_default().push(a);
+            }
+            (Expect::NotFound, Err(StorageError::NotFound)) => {}
+            (Expect::Error, Err(_)) => {}
+            (expect, got) => panic!("expected {expect:?}, got {got:?}"),
+        }
+    }
+    for (id, answers) in &by_client_id {
+        assert_eq!(
+            answers.iter().filter(|a| a.created).count(),
+            1,
+            "{id} stored once"
+        );
+        assert!(
+            answers.windows(2).all(|w| w[0].message == w[1].message),
+            "{id}: every answer is the one stored message"
+        );
+    }
+    for (r, room) in rooms.iter().enumerate() {
+        assert_eq!(last_seq(&*store, *room).await, PER_ROOM as Seq, "room {r}");
+        let p = page(&*store, *room, None, Some(0), 200).await;
+        assert_eq!(
+            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            (1..=PER_ROOM as Seq).collect::<Vec<_>>(),
+            "room {r}: no gap, no duplicate"
+        );
+        for m in &p.messages {
+            let id = m.client_id.as_deref().expect("client id");
+            let answered = &by_client_id[id][0].message;
+            assert_eq!(answered, m, "the answer is what history holds");
+            assert_eq!(m.body.split(':').next(), Some(r.to_string().as_str()));
+        }
+        // The creator, a member, has read up to her own newest message.
+        let newest = p
+            .messages
+            .iter()
+            .filter(|m| m.sender == alice.id)
+            .map(|m| m.seq)
+            .max();
+        assert_eq!(
+            Some(read_seq_of(&*store, *room, alice.id).await),
+            newest,
+            "room {r}"
+        );
+    }
 }
 
 pub async fn history_empty(store: Arc<dyn Storage>) {

@@ -31,6 +31,7 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod group_commit;
 pub mod memory;
 pub mod postgres;
 mod sql;

@@ -38,6 +38,10 @@
 //!   A repeated `(sender, client_id)` makes the insert do nothing (after
 //!   waiting for a concurrent insert of the same pair to commit or roll
 //!   back) and the transaction rolls back, seq increment included.
+//!   Concurrent appends of one instance are group-committed
+//!   (`group_commit.rs`, `postgres/batch.rs`): a batch locks its rooms in id
+//!   order, then numbers, inserts and commits all its messages at once,
+//!   with the same guarantees and one commit for the lot.
 //! - `join_room`, `invite`: lock the room row first (`PG_LOCK_ROOM`).
 //! - `mark_read`: locks the member row while it reads the old mark
 //!   (`PG_MEMBER_READ_MARK`).
@@ -60,6 +64,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
+use super::group_commit::GroupCommit;
 use super::sql::{
     self, Columns, member_state, message_from, person_from, prefixed_user_from, read_mark_from,
     room_from, state_text, token_from, user_from, user_room_from,
@@ -70,6 +75,7 @@ use super::{
     TokenUse, UserRecord, UserRoom,
 };
 
+mod batch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -88,6 +94,8 @@ const APPLICATION_NAME: &str = "chat-server";
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
     pool: PgPool,
+    /// Appends go through group commit (see `group_commit.rs`).
+    appends: GroupCommit,
 }
 
 impl PostgresStorage {
@@ -108,7 +116,8 @@ impl PostgresStorage {
             // Connections open on demand; the migration above has shown
             // that the database answers.
             .connect_lazy_with(connect);
-        Ok(Self { pool })
+        let appends = GroupCommit::start(batch::PgAppender { pool: pool.clone() });
+        Ok(Self { pool, appends })
     }
 
     /// Applies the migrations the database at `url` lacks, and nothing else.
@@ -146,6 +155,72 @@ impl PostgresStorage {
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StorageError> {
         self.pool.begin().await.map_err(map_err)
     }
+}
+
+/// One append in its own transaction; what group commit falls back to.
+async fn append_one(pool: &PgPool, message: NewMessage) -> Result<Appended, StorageError> {
+    let mut tx = pool.begin().await.map_err(map_err)?;
+    // First statement: the room's row lock, held to commit, serializes
+    // every append to this room (see the module doc).
+    let seq: Option<Seq> = sqlx::query_scalar(sql::NEXT_SEQ)
+        .bind(message.room.get())
+        .bind(message.created_at.unix_micros())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let Some(seq) = seq else {
+        tx.rollback().await.map_err(map_err)?;
+        return Err(StorageError::NotFound);
+    };
+
+    // An error here (an unknown sender) drops `tx`, which rolls back
+    // the seq with it.
+    let id: Option<i64> = sqlx::query_scalar(sql::INSERT_MESSAGE)
+        .bind(message.room.get())
+        .bind(seq)
+        .bind(message.sender.get())
+        .bind(&message.body)
+        .bind(message.client_id.as_deref())
+        .bind(message.created_at.unix_micros())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let Some(id) = id else {
+        // A repeat of `(sender, client_id)`: the insert waited for any
+        // concurrent holder of the pair to commit, so this statement's
+        // fresh snapshot sees the original. Rolling back gives the seq
+        // back, so the room keeps no gap.
+        let original = sqlx::query(sql::MESSAGE_BY_CLIENT_ID)
+            .bind(message.sender.get())
+            .bind(message.client_id.as_deref())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.rollback().await.map_err(map_err)?;
+        return Ok(Appended {
+            message: message_from(&original)?,
+            created: false,
+        });
+    };
+
+    sqlx::query(sql::ADVANCE_SENDER_MARK)
+        .bind(message.room.get())
+        .bind(message.sender.get())
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let stored = sqlx::query(sql::MESSAGE_BY_ID)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let stored = message_from(&stored)?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(Appended {
+        message: stored,
+        created: true,
+    })
 }
 
 /// The connect options `url` names, with our defaults for what it leaves
@@ -629,68 +704,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {
-        let mut tx = self.begin().await?;
-        // First statement: the room's row lock, held to commit, serializes
-        // every append to this room (see the module doc).
-        let seq: Option<Seq> = sqlx::query_scalar(sql::NEXT_SEQ)
-            .bind(message.room.get())
-            .bind(message.created_at.unix_micros())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some(seq) = seq else {
-            tx.rollback().await.map_err(map_err)?;
-            return Err(StorageError::NotFound);
-        };
-
-        // An error here (an unknown sender) drops `tx`, which rolls back
-        // the seq with it.
-        let id: Option<i64> = sqlx::query_scalar(sql::INSERT_MESSAGE)
-            .bind(message.room.get())
-            .bind(seq)
-            .bind(message.sender.get())
-            .bind(&message.body)
-            .bind(message.client_id.as_deref())
-            .bind(message.created_at.unix_micros())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some(id) = id else {
-            // A repeat of `(sender, client_id)`: the insert waited for any
-            // concurrent holder of the pair to commit, so this statement's
-            // fresh snapshot sees the original. Rolling back gives the seq
-            // back, so the room keeps no gap.
-            let original = sqlx::query(sql::MESSAGE_BY_CLIENT_ID)
-                .bind(message.sender.get())
-                .bind(message.client_id.as_deref())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            tx.rollback().await.map_err(map_err)?;
-            return Ok(Appended {
-                message: message_from(&original)?,
-                created: false,
-            });
-        };
-
-        sqlx::query(sql::ADVANCE_SENDER_MARK)
-            .bind(message.room.get())
-            .bind(message.sender.get())
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let stored = sqlx::query(sql::MESSAGE_BY_ID)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let stored = message_from(&stored)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Appended {
-            message: stored,
-            created: true,
-        })
+        self.appends.append(message).await
     }
 
     async fn history(

@@ -733,3 +733,147 @@ async fn direct_room_races_never_fail() {
         assert_eq!((created, rooms.len()), (1, 1), "round {round}");
     }
 }
+
+fn batch_message(room: RoomId, sender: UserId, body: &str, client_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        room,
+        sender,
+        body: body.to_owned(),
+        client_id: client_id.map(str::to_owned),
+        created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+    }
+}
+
+/// The batch statement on its own: seqs per room in arrival order after
+/// what is there, the sender's mark, a deleted room answered alone, and the
+/// rows handed back as history has them.
+#[tokio::test]
+async fn one_batch_numbers_each_room_in_arrival_order() {
+    use crate::storage::group_commit::BatchAppend as _;
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let alice = store.create_user(new_user("alice")).await.expect("user").id;
+    let bob = store.create_user(new_user("bob")).await.expect("user").id;
+    let one = lobby(&store, alice).await;
+    let two = store
+        .create_room(NewRoom {
+            name: "two".to_owned(),
+            kind: chat_core::room::RoomType::Public,
+            creator: bob,
+            invited: vec![],
+            created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+        })
+        .await
+        .expect("room")
+        .id;
+    store
+        .append(batch_message(one, alice, "before", None))
+        .await
+        .expect("append");
+    let gone = store
+        .create_room(NewRoom {
+            name: "gone".to_owned(),
+            kind: chat_core::room::RoomType::Public,
+            creator: alice,
+            invited: vec![],
+            created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+        })
+        .await
+        .expect("room")
+        .id;
+    store.delete_room(gone).await.expect("delete");
+
+    let appender = super::batch::PgAppender {
+        pool: store.pool.clone(),
+    };
+    let batch = [
+        batch_message(one, alice, "a1", Some("k-a1")),
+        batch_message(two, bob, "b1", None),
+        batch_message(gone, alice, "lost", None),
+        batch_message(one, alice, "a2", None),
+        batch_message(two, bob, "b2", Some("k-b2")),
+    ];
+    let results = appender.append_batch(&batch).await.expect("batch");
+    let seqs: Vec<Option<(RoomId, Seq)>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|a| (a.message.room, a.message.seq)))
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![
+            Some((one, 2)),
+            Some((two, 1)),
+            None,
+            Some((one, 3)),
+            Some((two, 2))
+        ]
+    );
+    assert!(matches!(results[2], Err(StorageError::NotFound)));
+    for (sent, result) in batch.iter().zip(&results) {
+        if let Ok(a) = result {
+            assert!(a.created);
+            assert_eq!(a.message.body, sent.body);
+            assert_eq!(a.message.client_id, sent.client_id);
+            assert_eq!(
+                a.message.sender_name,
+                if sent.sender == alice { "alice" } else { "bob" }
+            );
+        }
+    }
+    let history = whole_history(&store, one).await;
+    assert_eq!(
+        history,
+        vec![
+            (1, "before".to_owned()),
+            (2, "a1".to_owned()),
+            (3, "a2".to_owned())
+        ]
+    );
+    let marks = store.read_marks(one).await.expect("marks");
+    assert!(
+        marks.contains(&(alice, 3)),
+        "the sender's mark moved to its newest message: {marks:?}"
+    );
+    assert_eq!(
+        store.room(two).await.expect("room").expect("two").last_seq,
+        2
+    );
+}
+
+/// A batch holding a repeated `client_id` stores nothing: group commit then
+/// appends its messages one by one.
+#[tokio::test]
+async fn a_batch_with_a_repeat_rolls_back_whole() {
+    use crate::storage::group_commit::BatchAppend as _;
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let alice = store.create_user(new_user("alice")).await.expect("user").id;
+    let one = lobby(&store, alice).await;
+    store
+        .append(batch_message(one, alice, "first", Some("k-1")))
+        .await
+        .expect("append");
+    let appender = super::batch::PgAppender {
+        pool: store.pool.clone(),
+    };
+    let batch = [
+        batch_message(one, alice, "new", Some("k-2")),
+        batch_message(one, alice, "first", Some("k-1")),
+    ];
+    appender
+        .append_batch(&batch)
+        .await
+        .expect_err("the repeat fails the batch");
+    assert_eq!(
+        whole_history(&store, one).await,
+        vec![(1, "first".to_owned())]
+    );
+    assert_eq!(
+        store.room(one).await.expect("room").expect("one").last_seq,
+        1
+    );
+}

@@ -1,0 +1,133 @@
+//! Group commit for appends: concurrent appends share one transaction, so
+//! one commit (one fsync) makes a whole batch durable instead of each
+//! message paying for its own.
+//!
+//! One committer task per storage takes the appends in arrival order. While
+//! a batch commits, new appends queue; the next batch takes all of them (up
+//! to [`MAX_BATCH`]). A lone append goes alone, at once, so a quiet server
+//! adds no latency. Every caller still hears back only after its message
+//! committed: durability is unchanged, only the fsyncs are shared.
+//!
+//! A batch is all or nothing. When it fails for a reason that may belong to
+//! one message alone (a repeated `client_id`, an unknown sender, a
+//! deadlock), it rolls back and each of its appends runs again on its own,
+//! so one bad message never costs the others theirs. When the database is
+//! unreachable every append of the batch hears so at once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Appended, NewMessage, StorageError};
+
+/// The most appends one transaction takes. Bounds the statement's size and
+/// the time any one caller waits for the others.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Appends queued before callers wait for room in the queue.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// What a backend provides for group commit.
+#[async_trait]
+pub(crate) trait BatchAppend: Send + Sync + 'static {
+    /// One append in its own transaction: the reference behaviour.
+    async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError>;
+
+    /// Several appends in one transaction, answered in order, each `Ok` or
+    /// the error of that message alone (its room was deleted). `Err`: the
+    /// transaction rolled back and nothing of the batch was stored.
+    async fn append_batch(
+        &self,
+        batch: &[NewMessage],
+    ) -> Result<Vec<Result<Appended, StorageError>>, StorageError>;
+}
+
+type Reply = oneshot::Sender<Result<Appended, StorageError>>;
+
+/// The handle appends go through; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::Sender<(NewMessage, Reply)>,
+}
+
+impl GroupCommit {
+    /// Starts the committer task on the current tokio runtime. It ends when
+    /// the last handle is dropped, after answering what was queued.
+    pub(crate) fn start(backend: impl BatchAppend) -> Self {
+        let (queue, appends) = mpsc::channel(QUEUE);
+        tokio::spawn(commit_loop(Arc::new(backend), appends));
+        Self { queue }
+    }
+
+    /// Appends `message`, returning once it is committed (or refused).
+    pub(crate) async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((message, reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// The committer task is gone: its runtime shut down under it.
+fn gone() -> StorageError {
+    StorageError::Unavailable("the append committer has stopped".into())
+}
+
+async fn commit_loop<B: BatchAppend>(
+    backend: Arc<B>,
+    mut appends: mpsc::Receiver<(NewMessage, Reply)>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while appends.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (messages, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+        metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages.len() as f64);
+        for (reply, result) in replies.into_iter().zip(commit(&*backend, messages).await) {
+            // A caller that stopped waiting still has its message stored.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Commits `messages` as one batch, or one by one if the batch fails for a
+/// reason that may be one message's.
+async fn commit<B: BatchAppend>(
+    backend: &B,
+    messages: Vec<NewMessage>,
+) -> Vec<Result<Appended, StorageError>> {
+    if messages.len() > 1 {
+        match backend.append_batch(&messages).await {
+            Ok(results) if results.len() == messages.len() => return results,
+            Ok(results) => {
+                tracing::error!(
+                    sent = messages.len(),
+                    answered = results.len(),
+                    "append batch answered the wrong number of messages"
+                );
+                return messages.iter().map(|_| Err(miscount())).collect();
+            }
+            Err(StorageError::Unavailable(e)) => {
+                let why = e.to_string();
+                return messages
+                    .iter()
+                    .map(|_| Err(StorageError::Unavailable(why.clone().into())))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, size = messages.len(),
+                    "append batch rolled back; appending one by one");
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(messages.len());
+    for message in messages {
+        results.push(backend.append_one(message).await);
+    }
+    results
+}
+
+fn miscount() -> StorageError {
+    StorageError::Backend("append batch answered the wrong number of messages".into())
+}
