@@ -17,6 +17,11 @@
 //! never closed, since the database lives only as long as a connection to
 //! it does.
 //!
+//! Concurrent appends are group-committed (`super::group_commit`): the
+//! appends queued while one write transaction runs share the next one
+//! (`sqlite/batch.rs`), so they pay for taking the write lock and writing a
+//! commit record once.
+//!
 //! The DML lives in [`super::sql`], shared with the other SQL backends.
 
 use std::str::FromStr;
@@ -31,15 +36,18 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Sqlite, Transaction};
 
+use super::group_commit::GroupCommit;
 use super::sql::{
-    self, Columns, member_state, message_from, person_from, prefixed_user_from, read_mark_from,
-    room_from, state_text, token_from, user_from, user_room_from,
+    self, Columns, member_state, person_from, prefixed_user_from, read_mark_from, room_from,
+    state_text, token_from, user_from, user_room_from,
 };
 use super::{
     Appended, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
     ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StorageOptions,
     TokenUse, UserRecord, UserRoom,
 };
+
+mod batch;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -51,6 +59,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStorage {
     write: SqlitePool,
     read: SqlitePool,
+    appends: GroupCommit,
 }
 
 impl SqliteStorage {
@@ -77,6 +86,9 @@ impl SqliteStorage {
             let pool = writer.connect_with(base).await.map_err(map_err)?;
             MIGRATOR.run(&pool).await.map_err(migrate_err)?;
             return Ok(Self {
+                appends: GroupCommit::start(batch::SqliteAppender {
+                    write: pool.clone(),
+                }),
                 write: pool.clone(),
                 read: pool,
             });
@@ -95,7 +107,14 @@ impl SqliteStorage {
             .connect_with(base.read_only(true))
             .await
             .map_err(map_err)?;
-        Ok(Self { write, read })
+        let appends = GroupCommit::start(batch::SqliteAppender {
+            write: write.clone(),
+        });
+        Ok(Self {
+            write,
+            read,
+            appends,
+        })
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front:
@@ -549,61 +568,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {
-        let mut tx = self.begin().await?;
-        let seq: Option<Seq> = sqlx::query_scalar(sql::NEXT_SEQ)
-            .bind(message.room.get())
-            .bind(message.created_at.unix_micros())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some(seq) = seq else {
-            return Err(StorageError::NotFound);
-        };
-
-        let id: Option<i64> = sqlx::query_scalar(sql::INSERT_MESSAGE)
-            .bind(message.room.get())
-            .bind(seq)
-            .bind(message.sender.get())
-            .bind(&message.body)
-            .bind(message.client_id.as_deref())
-            .bind(message.created_at.unix_micros())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some(id) = id else {
-            // A repeat of `(sender, client_id)`: hand back the original and
-            // undo the seq we took, so the room keeps no gap.
-            let original = sqlx::query(sql::MESSAGE_BY_CLIENT_ID)
-                .bind(message.sender.get())
-                .bind(message.client_id.as_deref())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            tx.rollback().await.map_err(map_err)?;
-            return Ok(Appended {
-                message: message_from(&original)?,
-                created: false,
-            });
-        };
-
-        sqlx::query(sql::ADVANCE_SENDER_MARK)
-            .bind(message.room.get())
-            .bind(message.sender.get())
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let stored = sqlx::query(sql::MESSAGE_BY_ID)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let stored = message_from(&stored)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Appended {
-            message: stored,
-            created: true,
-        })
+        self.appends.append(message).await
     }
 
     async fn history(
