@@ -35,7 +35,9 @@ mod macros;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod rooms;
 
 pub use client::*;
 pub use connection::*;
 pub use error::*;
+pub use rooms::*;
