@@ -1,7 +1,8 @@
 //! The C ABI seen from C: the committed header is fresh, and C programs
 //! built with the system compiler drive a real server through it (plain,
-//! over TLS, and under valgrind).
+//! over TLS, and under valgrind), as does the C example.
 
+mod example;
 mod smoke;
 mod support;
 mod tls;
