@@ -1,6 +1,6 @@
 //! The C ABI seen from C: the committed header is fresh, and C programs
 //! built with the system compiler drive a real server through it (plain,
-//! over TLS, and under valgrind), as does the C example.
+//! over TLS, under valgrind and AddressSanitizer), as does the C example.
 
 mod example;
 mod smoke;
