@@ -15,6 +15,12 @@ pub(crate) fn crate_dir() -> PathBuf {
 /// is in `<target>/<profile>/deps/`. `cargo test` builds the crate as an
 /// rlib only, so the cdylib is built (or found up to date) here with the
 /// same cargo, target directory and profile.
+///
+/// The nested cargo must see the build as `cargo test` did, or each
+/// invocation rebuilds what the other just built: `--tests` resolves
+/// dependency features with the dev-dependencies, and the variables cargo
+/// set for this test process are removed (a build script that watches
+/// `CARGO_MANIFEST_DIR`, as ring's does, would otherwise see it change).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test binary");
     let profile_dir = exe
@@ -31,10 +37,34 @@ fn lib_dir() -> PathBuf {
             "-p",
             "chat-ffi",
             "--lib",
+            "--tests",
             "--target-dir",
         ])
         .arg(target_dir)
         .current_dir(crate_dir());
+    for (name, _) in std::env::vars_os() {
+        // What cargo sets for a test process (the cargo reference,
+        // "Environment variables Cargo sets for crates"); the user's own
+        // CARGO_* configuration stays.
+        let set_for_tests = name.to_str().is_some_and(|name| {
+            matches!(
+                name,
+                "OUT_DIR"
+                    | "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            ) || name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+        });
+        if set_for_tests {
+            cargo.env_remove(name);
+        }
+    }
     if profile_dir
         .file_name()
         .is_some_and(|name| name == "release")
@@ -42,7 +72,10 @@ fn lib_dir() -> PathBuf {
         cargo.arg("--release");
     }
     let status = cargo.status().expect("cargo runs");
-    assert!(status.success(), "cargo build -p chat-ffi --lib failed");
+    assert!(
+        status.success(),
+        "cargo build -p chat-ffi --lib --tests failed"
+    );
     assert!(
         profile_dir.join("libchat_ffi.so").exists(),
         "libchat_ffi.so not found in {}",
