@@ -80,6 +80,47 @@ typedef enum chat_code {
 } chat_code;
 
 /*
+ The state of a connection's socket, from `chat_connection_state`. The
+ same changes arrive as `"state"` events through `chat_listen`.
+ */
+typedef enum chat_state {
+  /*
+   Opening the first socket.
+   */
+  CHAT_STATE_CONNECTING = 0,
+  /*
+   The socket is open; sends go out at once.
+   */
+  CHAT_STATE_CONNECTED = 1,
+  /*
+   The socket dropped and is being reopened; sends wait for it.
+   */
+  CHAT_STATE_RECONNECTING = 2,
+  /*
+   Closed for good.
+   */
+  CHAT_STATE_CLOSED = 3,
+} chat_state;
+
+/*
+ Who may join a room made by `chat_create_room` (PROTOCOL.md, Rooms).
+ */
+typedef enum chat_room_type {
+  /*
+   Anyone may join.
+   */
+  CHAT_ROOM_PUBLIC = 0,
+  /*
+   Only invited users may join (the server's default).
+   */
+  CHAT_ROOM_PRIVATE = 1,
+  /*
+   Like private; kept apart for game lobbies.
+   */
+  CHAT_ROOM_GAME = 2,
+} chat_room_type;
+
+/*
  A client of one chat-rs server (opaque). Created by `chat_client_new`,
  freed by `chat_client_free`. It owns a multi-thread tokio runtime on
  which its calls run; the blocking calls may be made from any thread
@@ -116,7 +157,9 @@ typedef void (*chat_send_callback)(void *userdata,
 
  Runs on a thread owned by the library, one call at a time per
  connection. It must not call the blocking functions of this library
- (`chat_connection_*`, `chat_login`, ...) nor free the connection.
+ (`chat_connection_send`, `chat_login`, ...) nor free a handle; it may
+ call `chat_connection_send_async`, `chat_string_free` and
+ `chat_last_error_message`, which do not block.
 
  The JSON is an object with a `"type"`: `"message"` (`"message"`: the
  wire message), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
@@ -147,6 +190,16 @@ enum chat_code chat_client_new_with_tls(const char *base_url,
                                         const char *root_ca_pem,
                                         bool danger_accept_invalid_certs,
                                         struct chat_client **out);
+
+/*
+ Like `chat_client_new_with_tls`, the CA read from the PEM file at
+ `root_ca_path` (e.g. one shipped with an app or written by a server
+ started with `--tls-self-signed`). A file that cannot be read is
+ `CHAT_INVALID_ARG`.
+ */
+enum chat_code chat_client_new_with_ca_file(const char *base_url,
+                                            const char *root_ca_path,
+                                            struct chat_client **out);
 
 /*
  Frees a client and stops its runtime. NULL is ignored. Connections
@@ -234,6 +287,20 @@ enum chat_code chat_subscribe(const struct chat_connection *conn,
                               int64_t *out_room_id);
 
 /*
+ Stops receiving `room` (an id in decimal, or a name); blocks until the
+ server confirmed. Once it returns, no event of the room is delivered.
+ The caller stays a member (see `chat_leave_room`).
+ */
+enum chat_code chat_unsubscribe(const struct chat_connection *conn, const char *room);
+
+/*
+ The connection's current state, into `*out`. Answered between the
+ connection's other blocking calls: while a `chat_connection_send` waits
+ for a reconnect, this waits too (the state events do not).
+ */
+enum chat_code chat_connection_state(const struct chat_connection *conn, enum chat_state *out);
+
+/*
  Sends `body` to `room` over the connection and blocks until the server
  acknowledged it; `*out_seq` (may be NULL) receives its `seq`. Events
  are not delivered while it waits (they are buffered).
@@ -296,6 +363,51 @@ char *chat_last_error_message(void);
  other pointer, or the same one twice, is undefined behaviour.
  */
 void chat_string_free(char *s);
+
+/*
+ Creates a room named `name` of type `kind` (a `chat_room_type`); the
+ caller becomes its creator and first member. `*out_room_id` (may be
+ NULL) receives its id. A taken name is `CHAT_CONFLICT`; a blank one
+ `CHAT_INVALID_INPUT`; a `kind` outside `chat_room_type`
+ `CHAT_INVALID_ARG`.
+ */
+enum chat_code chat_create_room(const struct chat_client *client,
+                                const char *name,
+                                int32_t kind,
+                                int64_t *out_room_id);
+
+/*
+ Joins room `room_id`: a public one, or a private one the caller was
+ invited to. Joining twice is fine. An unknown room, or a private one
+ without an invitation, is `CHAT_NOT_FOUND` (the server does not tell
+ them apart). (Subscribing to a public room on a connection also joins
+ it.)
+ */
+enum chat_code chat_join_room(const struct chat_client *client, int64_t room_id);
+
+/*
+ Leaves room `room_id`, or declines an invitation to it.
+ */
+enum chat_code chat_leave_room(const struct chat_client *client, int64_t room_id);
+
+/*
+ The rooms the caller is a member of or invited to, as JSON text into
+ `*out_json` (free it with `chat_string_free`): an array of
+ `{"id","name","type","creator","membership","member_count",
+ "unread_count","last_message","created_at"}` (`GET /chat/rooms/` of
+ PROTOCOL.md). Every room's unread count in one call.
+ */
+enum chat_code chat_rooms_json(const struct chat_client *client, char **out_json);
+
+/*
+ The number of messages from others above the caller's read mark in room
+ `room_id`, into `*out` (0 while only invited). A room the caller is
+ neither a member of nor invited to is `CHAT_NOT_FOUND`. One request per
+ call: for every room at once use `chat_rooms_json`.
+ */
+enum chat_code chat_room_unread_count(const struct chat_client *client,
+                                      int64_t room_id,
+                                      uint64_t *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ::chat_client::{ChatClient, ClientOptions, HistoryQuery, RegisterRequest, RoomRef};
 use tokio::runtime::Runtime;
 
-use crate::error::{chat_code, client_error, fail, to_c_string};
+use crate::error::{chat_code, client_error, fail, put_json};
 
 /// A client of one chat-rs server (opaque). Created by `chat_client_new`,
 /// freed by `chat_client_free`. It owns a multi-thread tokio runtime on
@@ -43,18 +43,8 @@ impl chat_client {
     }
 }
 
-/// Borrows the client behind `$ptr`, or returns `CHAT_INVALID_ARG`.
-macro_rules! client_ref {
-    ($ptr:expr) => {{
-        non_null!($ptr, "client");
-        // SAFETY: not NULL; the caller promises a live handle from
-        // `chat_client_new`, not freed during this call.
-        unsafe { &*$ptr }
-    }};
-}
-
 /// Reads an optional C string: NULL is `None`.
-fn opt_str(ptr: *const c_char, name: &str) -> Result<Option<&str>, chat_code> {
+pub(crate) fn opt_str(ptr: *const c_char, name: &str) -> Result<Option<&str>, chat_code> {
     if ptr.is_null() {
         return Ok(None);
     }
@@ -122,6 +112,36 @@ pub unsafe extern "C" fn chat_client_new_with_tls(
             options = options.root_ca_pem(pem.as_bytes().to_vec());
         }
         put_client(out, chat_client::new(base_url, options))
+    })
+}
+
+/// Like `chat_client_new_with_tls`, the CA read from the PEM file at
+/// `root_ca_path` (e.g. one shipped with an app or written by a server
+/// started with `--tls-self-signed`). A file that cannot be read is
+/// `CHAT_INVALID_ARG`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_client_new_with_ca_file(
+    base_url: *const c_char,
+    root_ca_path: *const c_char,
+    out: *mut *mut chat_client,
+) -> chat_code {
+    ffi_guard!({
+        let base_url = c_str!(base_url, "base_url");
+        let path = c_str!(root_ca_path, "root_ca_path");
+        non_null!(out, "out");
+        let pem = match std::fs::read(path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                return fail(
+                    chat_code::CHAT_INVALID_ARG,
+                    format!("cannot read the CA file {path}: {e}"),
+                );
+            }
+        };
+        put_client(
+            out,
+            chat_client::new(base_url, ClientOptions::default().root_ca_pem(pem)),
+        )
     })
 }
 
@@ -276,18 +296,7 @@ pub unsafe extern "C" fn chat_history_json(
             Ok(page) => page,
             Err(e) => return client_error(&e),
         };
-        match serde_json::to_string(&page) {
-            Ok(json) => {
-                // SAFETY: not NULL (checked above); the caller promises
-                // writable memory.
-                unsafe { *out_json = to_c_string(json) };
-                chat_code::CHAT_OK
-            }
-            Err(e) => fail(
-                chat_code::CHAT_OTHER,
-                format!("cannot encode the history: {e}"),
-            ),
-        }
+        put_json(out_json, serde_json::to_string(&page), "the history")
     })
 }
 

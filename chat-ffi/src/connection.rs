@@ -10,20 +10,24 @@
 use std::ffi::{CString, c_char, c_void};
 use std::sync::Arc;
 
-use ::chat_client::{ClientError, Connection, Event, Message, RoomId, RoomRef, Seq};
+use ::chat_client::{
+    ClientError, Connection, ConnectionState, Event, Message, RoomId, RoomRef, Seq,
+};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::chat_client;
-use crate::error::{chat_code, client_error, fail};
+use crate::error::{chat_code, client_error, describe, fail};
 
 /// Receives each event of a connection as JSON text (valid only during the
 /// call; copy what you keep), with the userdata given at registration.
 ///
 /// Runs on a thread owned by the library, one call at a time per
 /// connection. It must not call the blocking functions of this library
-/// (`chat_connection_*`, `chat_login`, ...) nor free the connection.
+/// (`chat_connection_send`, `chat_login`, ...) nor free a handle; it may
+/// call `chat_connection_send_async`, `chat_string_free` and
+/// `chat_last_error_message`, which do not block.
 ///
 /// The JSON is an object with a `"type"`: `"message"` (`"message"`: the
 /// wire message), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
@@ -85,6 +89,8 @@ unsafe impl Send for Completion {}
 enum Command {
     SendAsync(String, String, Completion),
     Subscribe(String, oneshot::Sender<Result<RoomId, ClientError>>),
+    Unsubscribe(String, oneshot::Sender<Result<(), ClientError>>),
+    State(oneshot::Sender<ConnectionState>),
     Send(
         String,
         String,
@@ -130,6 +136,13 @@ async fn pump(
                 Some(Command::Subscribe(room, reply)) => {
                     let result = or_stopped(&mut stop, conn.subscribe(RoomRef::parse(&room))).await;
                     let _ = reply.send(result);
+                }
+                Some(Command::Unsubscribe(room, reply)) => {
+                    let result = or_stopped(&mut stop, conn.unsubscribe(RoomRef::parse(&room))).await;
+                    let _ = reply.send(result);
+                }
+                Some(Command::State(reply)) => {
+                    let _ = reply.send(conn.state());
                 }
                 Some(Command::Send(room, body, reply)) => {
                     let result = or_stopped(&mut stop, conn.send(RoomRef::parse(&room), body)).await;
@@ -185,7 +198,7 @@ fn complete(done: Completion, result: Result<Message, ClientError>) {
         Ok(message) => (chat_code::CHAT_OK, message.seq, None),
         Err(e) => {
             let code = client_error(&e);
-            let message = e.to_string().replace('\0', "");
+            let message = describe(&e).replace('\0', "");
             (code, 0, CString::new(message).ok())
         }
     };
@@ -208,10 +221,10 @@ fn event_json(event: &Event) -> Value {
         Event::RoomDeleted { room } => json!({ "type": "room_deleted", "room": room }),
         Event::StateChanged(state) => {
             let state = match state {
-                ::chat_client::ConnectionState::Connecting => "connecting",
-                ::chat_client::ConnectionState::Connected => "connected",
-                ::chat_client::ConnectionState::Reconnecting { .. } => "reconnecting",
-                ::chat_client::ConnectionState::Closed => "closed",
+                ConnectionState::Connecting => "connecting",
+                ConnectionState::Connected => "connected",
+                ConnectionState::Reconnecting { .. } => "reconnecting",
+                ConnectionState::Closed => "closed",
                 _ => "other",
             };
             json!({ "type": "state", "state": state })
@@ -334,6 +347,68 @@ pub unsafe extern "C" fn chat_subscribe(
             Ok(Err(e)) => client_error(&e),
             Err(code) => code,
         }
+    })
+}
+
+/// Stops receiving `room` (an id in decimal, or a name); blocks until the
+/// server confirmed. Once it returns, no event of the room is delivered.
+/// The caller stays a member (see `chat_leave_room`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_unsubscribe(
+    conn: *const chat_connection,
+    room: *const c_char,
+) -> chat_code {
+    ffi_guard!({
+        let conn = conn_ref!(conn);
+        let room = c_str!(room, "room").to_owned();
+        match conn.call(|reply| Command::Unsubscribe(room, reply)) {
+            Ok(Ok(())) => chat_code::CHAT_OK,
+            Ok(Err(e)) => client_error(&e),
+            Err(code) => code,
+        }
+    })
+}
+
+/// The state of a connection's socket, from `chat_connection_state`. The
+/// same changes arrive as `"state"` events through `chat_listen`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum chat_state {
+    /// Opening the first socket.
+    CHAT_STATE_CONNECTING = 0,
+    /// The socket is open; sends go out at once.
+    CHAT_STATE_CONNECTED = 1,
+    /// The socket dropped and is being reopened; sends wait for it.
+    CHAT_STATE_RECONNECTING = 2,
+    /// Closed for good.
+    CHAT_STATE_CLOSED = 3,
+}
+
+/// The connection's current state, into `*out`. Answered between the
+/// connection's other blocking calls: while a `chat_connection_send` waits
+/// for a reconnect, this waits too (the state events do not).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_connection_state(
+    conn: *const chat_connection,
+    out: *mut chat_state,
+) -> chat_code {
+    ffi_guard!({
+        let conn = conn_ref!(conn);
+        non_null!(out, "out");
+        let state = match conn.call(Command::State) {
+            Ok(ConnectionState::Connecting) => chat_state::CHAT_STATE_CONNECTING,
+            Ok(ConnectionState::Connected) => chat_state::CHAT_STATE_CONNECTED,
+            Ok(ConnectionState::Reconnecting { .. }) => chat_state::CHAT_STATE_RECONNECTING,
+            // A state added to the client later: nearest is "not usable".
+            Ok(_) => chat_state::CHAT_STATE_CLOSED,
+            // The event thread has ended: the connection is closed.
+            Err(_) => chat_state::CHAT_STATE_CLOSED,
+        };
+        // SAFETY: not NULL (checked above); the caller promises writable
+        // memory.
+        unsafe { *out = state };
+        chat_code::CHAT_OK
     })
 }
 

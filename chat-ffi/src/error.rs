@@ -87,7 +87,24 @@ pub(crate) fn client_error(error: &ClientError) -> chat_code {
         ErrorKind::Server => chat_code::CHAT_SERVER,
         _ => chat_code::CHAT_OTHER,
     };
-    fail(code, error.to_string())
+    fail(code, describe(error))
+}
+
+/// The error and its causes, outermost first: a C caller has no other way
+/// to reach the cause (e.g. which certificate check failed under "network
+/// error"). A cause whose text its parent already shows is skipped.
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Copies `s` into a new C string owned by the caller (NUL bytes dropped).
@@ -95,6 +112,25 @@ pub(crate) fn to_c_string(s: impl Into<String>) -> *mut c_char {
     let mut bytes = s.into().into_bytes();
     bytes.retain(|&b| b != 0);
     CString::new(bytes).unwrap_or_default().into_raw()
+}
+
+/// Writes `json` (an encoding of `what`) to `*out` as a new C string, or
+/// records why it could not be encoded. `out` must have been checked not
+/// NULL.
+pub(crate) fn put_json(
+    out: *mut *mut c_char,
+    json: Result<String, serde_json::Error>,
+    what: &str,
+) -> chat_code {
+    match json {
+        Ok(json) => {
+            // SAFETY: checked not NULL by the caller; the C caller promises
+            // writable memory.
+            unsafe { *out = to_c_string(json) };
+            chat_code::CHAT_OK
+        }
+        Err(e) => fail(chat_code::CHAT_OTHER, format!("cannot encode {what}: {e}")),
+    }
 }
 
 /// The reason of the last failed call on this thread, as a new string
@@ -182,6 +218,39 @@ mod tests {
         })
         .join()
         .expect("thread");
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn a_description_shows_each_new_cause() {
+        let error = Layer(
+            "network error: no answer",
+            Some(Box::new(Layer(
+                "no answer",
+                Some(Box::new(Layer(
+                    "invalid peer certificate: UnknownIssuer",
+                    None,
+                ))),
+            ))),
+        );
+        assert_eq!(
+            describe(&error),
+            "network error: no answer: invalid peer certificate: UnknownIssuer"
+        );
     }
 
     #[test]

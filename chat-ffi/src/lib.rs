@@ -4,6 +4,14 @@
 //! `build.rs` (outside CI) and committed; the test `header_is_fresh` fails when the
 //! committed header differs from a fresh generation.
 //!
+//! Layout: `client.rs` (the client handle, its runtime, accounts, HTTP
+//! messages and history), `rooms.rs` (create, join, leave, list, unread
+//! per room), `connection.rs` (the live connection, its event thread,
+//! callbacks and listeners), `error.rs` (codes, the per-thread last error,
+//! returned strings), `macros.rs` (the guard and argument checks around
+//! every export). The guide for callers (ownership, threads, Swift,
+//! Kotlin/JNI) is `README.md` beside this crate's manifest.
+//!
 //! Conventions (hyper's `src/ffi/` is the model):
 //!
 //! - Every function returns a [`chat_code`]; on any code other than
@@ -35,7 +43,9 @@ mod macros;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod rooms;
 
 pub use client::*;
 pub use connection::*;
 pub use error::*;
+pub use rooms::*;

@@ -55,3 +55,13 @@ macro_rules! c_str {
         }
     }};
 }
+
+/// Borrows the client behind `$ptr`, or returns `CHAT_INVALID_ARG`.
+macro_rules! client_ref {
+    ($ptr:expr) => {{
+        non_null!($ptr, "client");
+        // SAFETY: not NULL; the caller promises a live handle from
+        // `chat_client_new`, not freed during this call.
+        unsafe { &*$ptr }
+    }};
+}

@@ -49,6 +49,8 @@ struct inbox {
   pthread_mutex_t lock;
   int messages;
   int with_live_body;
+  int after_unsubscribe;
+  int after_resubscribe;
   int64_t last_seq;
 };
 
@@ -58,6 +60,8 @@ static void on_event(void *userdata, const char *event_json) {
   if (strstr(event_json, "\"type\":\"message\"") != NULL) {
     inbox->messages++;
     if (strstr(event_json, "live from alice") != NULL) inbox->with_live_body++;
+    if (strstr(event_json, "after unsubscribe") != NULL) inbox->after_unsubscribe++;
+    if (strstr(event_json, "after resubscribe") != NULL) inbox->after_resubscribe++;
     const char *seq = strstr(event_json, "\"seq\":");
     if (seq) inbox->last_seq = strtoll(seq + 6, NULL, 10);
   }
@@ -188,8 +192,70 @@ int main(int argc, char **argv) {
   CHECK(unread_bob == 0);
   EXPECT(CHAT_INVALID_ARG, chat_unread_count(bob, NULL));
 
+  /* Rooms: a public one anyone may join, a private one only the invited. */
+  int64_t pub_id = 0, priv_id = 0;
+  EXPECT(CHAT_OK, chat_create_room(alice, "c-public", CHAT_ROOM_PUBLIC, &pub_id));
+  EXPECT(CHAT_OK, chat_create_room(alice, "c-private", CHAT_ROOM_PRIVATE, &priv_id));
+  CHECK(pub_id > 0 && priv_id > 0 && pub_id != priv_id);
+  EXPECT(CHAT_OK, chat_create_room(alice, "c-game", CHAT_ROOM_GAME, NULL));
+  EXPECT(CHAT_CONFLICT, chat_create_room(bob, "c-public", CHAT_ROOM_PUBLIC, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_create_room(bob, "c-bad-kind", 7, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_create_room(bob, NULL, CHAT_ROOM_PUBLIC, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_create_room(NULL, "c-x", CHAT_ROOM_PUBLIC, NULL));
+  EXPECT(CHAT_INVALID_INPUT, chat_create_room(bob, "", CHAT_ROOM_PUBLIC, NULL));
+  EXPECT(CHAT_OK, chat_join_room(bob, pub_id));
+  EXPECT(CHAT_OK, chat_join_room(bob, pub_id));
+  EXPECT(CHAT_NOT_FOUND, chat_join_room(bob, priv_id));
+  EXPECT(CHAT_NOT_FOUND, chat_join_room(bob, 999999));
+  EXPECT(CHAT_INVALID_ARG, chat_join_room(bob, 0));
+  EXPECT(CHAT_INVALID_ARG, chat_join_room(NULL, pub_id));
+
+  /* The room list as JSON: Bob sees the lobby and the public room he
+   * joined, not Alice's private one. */
+  char *rooms = NULL;
+  EXPECT(CHAT_OK, chat_rooms_json(bob, &rooms));
+  CHECK(rooms != NULL);
+  if (rooms) {
+    CHECK(rooms[0] == '[');
+    CHECK(strstr(rooms, "\"name\":\"c-public\"") != NULL);
+    CHECK(strstr(rooms, "\"name\":\"c-lobby\"") != NULL);
+    CHECK(strstr(rooms, "c-private") == NULL);
+    CHECK(count_occurrences(rooms, "\"unread_count\"") == 2);
+  }
+  chat_string_free(rooms);
+  rooms = NULL;
+  EXPECT(CHAT_OK, chat_rooms_json(alice, &rooms));
+  if (rooms) {
+    CHECK(strstr(rooms, "\"type\":\"private\"") != NULL);
+    CHECK(strstr(rooms, "\"type\":\"game\"") != NULL);
+    CHECK(count_occurrences(rooms, "\"unread_count\"") == 4);
+  }
+  chat_string_free(rooms);
+  EXPECT(CHAT_INVALID_ARG, chat_rooms_json(alice, NULL));
+
+  /* Per-room unread counts: Alice's two messages are unread for Bob in the
+   * public room only. */
+  uint64_t room_unread = 99;
+  EXPECT(CHAT_OK, chat_send_http(alice, "c-public", "public one", NULL));
+  EXPECT(CHAT_OK, chat_send_http(alice, "c-public", "public two", NULL));
+  EXPECT(CHAT_OK, chat_room_unread_count(bob, pub_id, &room_unread));
+  CHECK(room_unread == 2);
+  EXPECT(CHAT_OK, chat_room_unread_count(alice, pub_id, &room_unread));
+  CHECK(room_unread == 0);
+  EXPECT(CHAT_NOT_FOUND, chat_room_unread_count(bob, priv_id, &room_unread));
+  EXPECT(CHAT_INVALID_ARG, chat_room_unread_count(bob, pub_id, NULL));
+  EXPECT(CHAT_OK, chat_unread_count(bob, &unread_bob));
+  CHECK(unread_bob == 2);
+
+  /* Leaving: the room and its unread messages are no longer Bob's. */
+  EXPECT(CHAT_OK, chat_leave_room(bob, pub_id));
+  EXPECT(CHAT_NOT_FOUND, chat_room_unread_count(bob, pub_id, &room_unread));
+  EXPECT(CHAT_OK, chat_unread_count(bob, &unread_bob));
+  CHECK(unread_bob == 0);
+  EXPECT(CHAT_INVALID_ARG, chat_leave_room(bob, -3));
+
   /* Live: Bob's connection delivers through a callback what Alice's sends. */
-  struct inbox inbox = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+  struct inbox inbox = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0};
   chat_connection *alice_conn = NULL, *bob_conn = NULL;
   EXPECT(CHAT_INVALID_ARG, chat_connect(NULL, &bob_conn));
   EXPECT(CHAT_OK, chat_connect(alice, &alice_conn));
@@ -202,6 +268,11 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_OK, chat_subscribe(bob_conn, room, &room_id));
   EXPECT(CHAT_OK, chat_subscribe(alice_conn, room, &room_id_again));
   CHECK(room_id > 0 && room_id == room_id_again);
+  enum chat_state state = CHAT_STATE_CLOSED;
+  EXPECT(CHAT_OK, chat_connection_state(bob_conn, &state));
+  CHECK(state == CHAT_STATE_CONNECTED);
+  EXPECT(CHAT_INVALID_ARG, chat_connection_state(bob_conn, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_connection_state(NULL, &state));
   chat_listener *listener = NULL, *late = NULL;
   EXPECT(CHAT_INVALID_ARG, chat_listen(NULL, on_event, &inbox, &listener));
   EXPECT(CHAT_INVALID_ARG, chat_listen(bob_conn, NULL, &inbox, &listener));
@@ -266,6 +337,31 @@ int main(int argc, char **argv) {
   /* One more, freed at once: it completes (stored, or CHAT_CLOSED) before
    * free returns. */
   EXPECT(CHAT_OK, chat_connection_send_async(alice_conn, room, "async 4", on_sent, &sends));
+
+  /* Unsubscribing: no event of the room after it returns. The socket keeps
+   * its order, so once the message sent after resubscribing has arrived,
+   * the one sent in between would have arrived before it. */
+  chat_listener *again = NULL;
+  EXPECT(CHAT_OK, chat_listen(bob_conn, on_event, &inbox, &again));
+  EXPECT(CHAT_INVALID_ARG, chat_unsubscribe(bob_conn, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_unsubscribe(NULL, room));
+  EXPECT(CHAT_OK, chat_unsubscribe(bob_conn, room));
+  EXPECT(CHAT_OK, chat_connection_send(alice_conn, room, "after unsubscribe", NULL));
+  EXPECT(CHAT_OK, chat_subscribe(bob_conn, room, NULL));
+  EXPECT(CHAT_OK, chat_connection_send(alice_conn, room, "after resubscribe", NULL));
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&inbox.lock);
+    int heard = inbox.after_resubscribe;
+    pthread_mutex_unlock(&inbox.lock);
+    if (heard) break;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    nanosleep(&tick, NULL);
+  }
+  pthread_mutex_lock(&inbox.lock);
+  CHECK(inbox.after_resubscribe == 1);
+  CHECK(inbox.after_unsubscribe == 0);
+  pthread_mutex_unlock(&inbox.lock);
+  chat_listener_free(again);
 
   /* Freeing joins the event thread; `inbox` and `sends` may go after it. A
    * registration may outlive its connection and is freed after it. */
