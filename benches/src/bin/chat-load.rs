@@ -309,8 +309,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let per_socket = |before: Option<u64>, after: Option<u64>| {
             before
                 .zip(after)
-                .filter(|_| connected > 0)
-                .map(|(b, a)| a.saturating_sub(b) as f64 / connected as f64)
+                // RSS that fell (memory from setup given back, such as
+                // password hashing buffers) hides the sockets' share: no
+                // figure rather than a wrong one.
+                .filter(|(b, a)| connected > 0 && a >= b)
+                .map(|(b, a)| (a - b) as f64 / connected as f64)
         };
         let server_per = per_socket(server_rss_before, server_after);
         let own_per = per_socket(own_rss_before, own_after);
