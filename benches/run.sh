@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The documented load scenarios, each one command, chat-rs against the
+# reference server in the same run. Release builds; server pinned to core 0,
+# generator to core 1 (taskset). Every figure is printed beside the
+# reference's and as a ratio to it; the raw `RESULT {json}` lines are kept
+# in $OUT/results.jsonl.
+#
+#   benches/run.sh W1 sqlite      # 10 rooms x 50 sockets, 5 senders/room @ 20 msg/s, 100 B
+#   benches/run.sh W2 sqlite      # 1 room x 1,000 sockets, rate stepped to saturation
+#   benches/run.sh W3 sqlite      # 10,000 idle sockets: server RSS per socket
+#   W3_SOCKETS=19000 benches/run.sh W3 sqlite
+#   benches/run.sh W4 postgres    # 50 writers appending (append-bench; reference: memory://)
+#   benches/run.sh all all        # every scenario on sqlite, postgres, redis2
+#
+# Backends: sqlite (temp file), postgres (fresh schema in $PG_URL, dropped
+# after), redis2 (two instances on PostgreSQL sharing the Redis broker at
+# $REDIS_URL; sockets alternate between them), all.
+# Knobs (environment): W1_SECS, W2_SECS (per step), W2_RATE (first step,
+# msg/s per sender), W2_SENDERS, W3_SOCKETS, W3_IDLE_SECS, OUT (results
+# directory, default a temp dir that is kept), CARGO_TARGET_DIR.
+set -euo pipefail
+
+SCENARIOS=${1:-all}
+BACKENDS=${2:-sqlite}
+[[ $SCENARIOS == all ]] && SCENARIOS="W1 W2 W3 W4"
+[[ $BACKENDS == all ]] && BACKENDS="sqlite postgres redis2"
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+W1_SECS=${W1_SECS:-20}
+W2_SECS=${W2_SECS:-10}
+W2_RATE=${W2_RATE:-2}
+W2_SENDERS=${W2_SENDERS:-10}
+W3_SOCKETS=${W3_SOCKETS:-10000}
+W3_IDLE_SECS=${W3_IDLE_SECS:-10}
+SERVER_CPU=0
+LOAD_CPU=1
+REF_PORT=18100
+CHAT_PORT=18000
+SECRET=run-sh-secret-0123456789abcdef
+
+# Sockets need descriptors on both sides (and the server one per socket).
+ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d -t chat-bench.XXXXXX)
+OUT=${OUT:-$(mktemp -d -t chat-bench-results.XXXXXX)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+PIDS=()
+SCHEMAS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for s in "${SCHEMAS[@]}"; do psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== building (release)" >&2
+(cd "$ROOT" && cargo build --release --locked -p chat-bench -p chat-server --bins >&2)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+echo "== machine: $CPU, $(nproc) cores; server on core $SERVER_CPU, generator on core $LOAD_CPU; results in $OUT" >&2
+
+wait_http() { # url
+    for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "no answer from $1" >&2; return 1
+}
+wait_tcp() { # port
+    for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+    echo "nothing listening on $1" >&2; return 1
+}
+stop() { # pid...
+    for pid in "$@"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+}
+
+# Starts chat-server instances for a backend; sets SERVER_PIDS and URLS.
+start_chat() { # backend
+    local storage broker=local:// n=1 prefix="bench$RANDOM"
+    case $1 in
+        sqlite) storage="sqlite://$WORK/chat-$RANDOM.db" ;;
+        postgres|redis2)
+            command -v psql >/dev/null || { echo "psql not found: $1 needs it" >&2; return 1; }
+            local schema="chat_run_$RANDOM$RANDOM"
+            psql -q "$PG_URL" -c "CREATE SCHEMA $schema" >/dev/null
+            SCHEMAS+=("$schema")
+            storage="$PG_URL?options[search_path]=$schema"
+            [[ $1 == redis2 ]] && { broker=$REDIS_URL; n=2; } ;;
+        *) echo "unknown backend $1" >&2; return 1 ;;
+    esac
+    SERVER_PIDS=(); URLS=()
+    for i in $(seq 1 $n); do
+        local port=$((CHAT_PORT + i))
+        RUST_LOG=${RUST_LOG:-warn} taskset -c $SERVER_CPU "$BIN/chat-server" \
+            --listen "127.0.0.1:$port" --storage "$storage" --broker "$broker" --broker-prefix "$prefix" \
+            --jwt-secret "$SECRET" --rate-limit 0 --user-rate-limit 0 \
+            --login-attempts-per-account 0 --login-attempts-per-address 0 \
+            --access-token-ttl 7200 --storage-pool-size 16 >"$OUT/server-$1-$i.log" 2>&1 &
+        SERVER_PIDS+=($!); PIDS+=($!)
+        wait_http "http://127.0.0.1:$port/healthz"
+        URLS+=(--url "http://127.0.0.1:$port")
+    done
+}
+
+start_ref() {
+    taskset -c $SERVER_CPU "$BIN/chat-reference" --listen "127.0.0.1:$REF_PORT" >"$OUT/reference.log" 2>&1 &
+    REF_PID=$!; PIDS+=($!)
+    wait_tcp $REF_PORT
+}
+
+# Runs chat-load on the generator core, keeps its RESULT line tagged with
+# the scenario and backend.
+load() { # scenario backend args...
+    local scenario=$1 backend=$2; shift 2
+    echo "-- $scenario $backend: chat-load $*" >&2
+    taskset -c $LOAD_CPU "$BIN/chat-load" --label "$scenario" "$@" | tee "$WORK/load.out"
+    grep '^RESULT ' "$WORK/load.out" | sed 's/^RESULT //' | jq -c --arg b "$backend" '. + {backend: $b}' >>"$RESULTS"
+}
+
+pids_args() { local a=(); for p in "$@"; do a+=(--server-pid "$p"); done; echo "${a[@]}"; }
+
+W1_ARGS=(--mode run --rooms 10 --sockets 500 --senders 5 --rate 20 --body-bytes 100 --duration "$W1_SECS" --users 50)
+W2_ARGS=(--mode step --rooms 1 --sockets 1000 --senders "$W2_SENDERS" --rate "$W2_RATE" --step-factor 1.5 --p99-limit-ms 100 --body-bytes 100 --duration "$W2_SECS" --users 50 --grace 3)
+# Few users, hashed one at a time: password hashing leaves hundreds of MiB
+# in the server's allocator, which later sockets reuse, hiding their cost.
+W3_ARGS=(--mode idle --rooms 10 --sockets "$W3_SOCKETS" --users 4 --register-parallel 1 --idle-secs "$W3_IDLE_SECS" --connect-rate 2000)
+
+scenario_args() { # scenario -> name of the args array
+    case $1 in W1) echo "W1_ARGS[@]" ;; W2) echo "W2_ARGS[@]" ;; W3) echo "W3_ARGS[@]" ;; esac
+}
+
+run_socket_scenario() { # scenario
+    local s=$1 ref_name
+    ref_name=$(scenario_args "$s")
+    start_ref
+    # shellcheck disable=SC2046
+    load "$s" reference --reference --url "http://127.0.0.1:$REF_PORT" $(pids_args "$REF_PID") "${!ref_name}"
+    stop "$REF_PID"
+    for b in $BACKENDS; do
+        start_chat "$b"
+        # shellcheck disable=SC2046
+        load "$s" "$b" "${URLS[@]}" $(pids_args "${SERVER_PIDS[@]}") "${!ref_name}"
+        stop "${SERVER_PIDS[@]}"
+    done
+}
+
+run_w4() {
+    local url
+    echo "-- W4 memory (reference)" >&2
+    taskset -c $LOAD_CPU "$BIN/append-bench" --storage memory:// --writers 50 --messages 200 | tee "$WORK/w4.out"
+    grep '^{' "$WORK/w4.out" | jq -c '. + {scenario: "W4", target: "reference", backend: "memory"}' >>"$RESULTS"
+    for b in $BACKENDS; do
+        case $b in
+            sqlite) url="sqlite://$WORK/append.db" ;;
+            postgres) url=$PG_URL ;;
+            *) continue ;; # one process appending: a broker changes nothing
+        esac
+        echo "-- W4 $b" >&2
+        taskset -c $LOAD_CPU "$BIN/append-bench" --storage "$url" --writers 50 --messages 200 | tee "$WORK/w4.out"
+        grep '^{' "$WORK/w4.out" | jq -c --arg b "$b" '. + {scenario: "W4", target: "chat-rs", backend: $b}' >>"$RESULTS"
+    done
+}
+
+for s in $SCENARIOS; do
+    case $s in
+        W1|W2|W3) run_socket_scenario "$s" ;;
+        W4) run_w4 ;;
+        *) echo "unknown scenario $s (W1 W2 W3 W4 all)" >&2; exit 2 ;;
+    esac
+done
+
+# One table: each chat-rs figure beside the reference's of the same
+# scenario, and their ratio (for latency and memory, lower is better).
+echo
+echo "machine: $CPU, $(nproc) cores"
+jq -rs -f "$ROOT/benches/summary.jq" "$RESULTS"
+echo "raw results: $RESULTS"
