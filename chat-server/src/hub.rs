@@ -9,16 +9,26 @@
 //! it is flagged, closes with 4408, and its client resumes by `seq`. Nothing
 //! is lost because storage holds every message.
 //!
+//! Messages reach sockets in seq order. Appends that commit together (group
+//! commit), or on two instances, may be published in another order than
+//! their seqs; a socket that saw seq n+2 before n+1 would read the gap from
+//! storage, and a thousand sockets doing so at once would swamp it. So the
+//! hub puts a room's messages back in order once, for all its sockets: one
+//! that arrives ahead of its predecessor waits (at most [`REORDER_WAIT`])
+//! for it. After that wait the gap is real (a publish was lost) and each
+//! socket fills it from storage as before.
+//!
 //! The hub also keeps the broker subscribed to exactly the rooms that have
 //! local sockets: subscribe on the first, unsubscribe after the last. And it
 //! announces presence: a user is `online` in a room from their first socket
 //! in it to their last (counted per instance; see ARCHITECTURE.md).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use chat_core::frame::{PresenceStatus, ServerFrame};
-use chat_core::{RoomId, UserId};
+use chat_core::{RoomId, Seq, UserId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,17 +45,54 @@ pub struct Subscriber {
     pub too_slow: CancellationToken,
 }
 
+/// The longest a message waits for the one before it. Long enough for the
+/// callers of one group commit to publish (microseconds apart) and for two
+/// instances' publishes to cross Redis; short enough to be a hiccup when a
+/// publish really was lost.
+pub const REORDER_WAIT: Duration = Duration::from_millis(50);
+
+/// Messages held ahead of a gap beyond which the hub stops waiting.
+const MAX_HELD: usize = 1024;
+
 /// The rooms of this instance and their local sockets. It is the broker's
 /// [`EventSink`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fanout {
     // Each room's subscribers sit in an immutable slice that joins and leaves
     // replace: delivery holds the lock only to clone an Arc, never while
     // pushing to a thousand queues.
     rooms: Mutex<HashMap<RoomId, Arc<[Subscriber]>>>,
+    // Per room, so that putting one room in order never waits on another.
+    order: Mutex<HashMap<RoomId, Arc<Mutex<Order>>>>,
+    // For the timers that release held messages.
+    me: Weak<Fanout>,
+}
+
+/// A room's message order on this instance.
+#[derive(Debug, Default)]
+struct Order {
+    /// The seq expected next; unknown until the room's first message here.
+    next: Option<Seq>,
+    /// Messages that arrived ahead of `next`, by seq.
+    held: BTreeMap<Seq, Arc<Event>>,
+    /// A release timer is running for `held`.
+    timer: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Fanout {
+    /// An empty fan-out.
+    pub fn new() -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            rooms: Mutex::default(),
+            order: Mutex::default(),
+            me: me.clone(),
+        })
+    }
+
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Arc<[Subscriber]>>> {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -86,6 +133,8 @@ impl Fanout {
         let last = !next.iter().any(|s| s.user == user);
         if next.is_empty() {
             rooms.remove(&room);
+            // Whoever joins later starts from storage; nothing to keep.
+            lock(&self.order).remove(&room);
         } else {
             rooms.insert(room, next);
         }
@@ -108,8 +157,9 @@ impl Fanout {
     }
 }
 
-impl EventSink for Fanout {
-    fn deliver(&self, event: Arc<Event>) {
+impl Fanout {
+    /// Pushes an event onto the queue of every socket of its room.
+    fn push(&self, event: Arc<Event>) {
         let Some(subscribers) = self.subscribers(event.room) else {
             return;
         };
@@ -132,6 +182,88 @@ impl EventSink for Fanout {
         metrics::counter!(crate::metrics::DELIVERIES).increment(delivered);
     }
 
+    fn order_of(&self, room: RoomId) -> Arc<Mutex<Order>> {
+        lock(&self.order).entry(room).or_default().clone()
+    }
+
+    /// Delivers a message in seq order: at once if it is the next one (and
+    /// then whatever it was holding up), later if it came early.
+    fn deliver_in_order(&self, event: Arc<Event>, seq: Seq) {
+        let order = self.order_of(event.room);
+        // Held through the pushes: two publishers of one room must not
+        // overtake each other between deciding the order and pushing.
+        let mut order = lock(&order);
+        match order.next {
+            Some(next) if seq > next => {
+                let room = event.room;
+                order.held.insert(seq, event);
+                if order.held.len() > MAX_HELD {
+                    self.release(&mut order);
+                } else if !order.timer {
+                    order.timer = true;
+                    self.release_later(room);
+                }
+            }
+            // A late one (its gap was given up on) or a repeat: sockets
+            // drop what they already have.
+            Some(next) if seq < next => self.push(event),
+            _ => {
+                self.push(event);
+                let mut next = seq + 1;
+                while let Some(event) = order.held.remove(&next) {
+                    next += 1;
+                    self.push(event);
+                }
+                order.next = Some(next);
+            }
+        }
+    }
+
+    /// Gives up waiting: delivers everything held, in seq order. Sockets
+    /// fill the gaps from storage.
+    fn release(&self, order: &mut Order) {
+        for (seq, event) in std::mem::take(&mut order.held) {
+            order.next = Some(seq + 1);
+            self.push(event);
+        }
+    }
+
+    fn release_later(&self, room: RoomId) {
+        let me = self.me.clone();
+        let released = move || {
+            let Some(fanout) = me.upgrade() else { return };
+            // Gone when the room's last socket left meanwhile.
+            let order = lock(&fanout.order).get(&room).cloned();
+            if let Some(order) = order {
+                let mut order = lock(&order);
+                order.timer = false;
+                fanout.release(&mut order);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(REORDER_WAIT).await;
+                    released();
+                });
+            }
+            // No runtime to wait on: better early than never.
+            Err(_) => released(),
+        }
+    }
+}
+
+impl EventSink for Fanout {
+    fn deliver(&self, event: Arc<Event>) {
+        if !self.has_subscribers(event.room) {
+            return;
+        }
+        match (&event.kind, event.seq) {
+            (EventKind::Message, Some(seq)) => self.deliver_in_order(event, seq),
+            _ => self.push(event),
+        }
+    }
+
     fn resync(&self) {
         let rooms: Vec<RoomId> = self.rooms().keys().copied().collect();
         tracing::info!(
@@ -139,7 +271,12 @@ impl EventSink for Fanout {
             "broker reconnected, catching every room up from storage"
         );
         for room in rooms {
-            self.deliver(Arc::new(Event {
+            // What was held waits for nothing now: every socket catches up.
+            let order = lock(&self.order).remove(&room);
+            if let Some(order) = order {
+                self.release(&mut lock(&order));
+            }
+            self.push(Arc::new(Event {
                 room,
                 kind: EventKind::Resync,
                 seq: None,
@@ -274,7 +411,7 @@ mod tests {
     use crate::broker::local::LocalBroker;
 
     fn hub() -> Hub {
-        let fanout = Arc::new(Fanout::default());
+        let fanout = Fanout::new();
         let broker = Arc::new(LocalBroker::new(fanout.clone()));
         Hub::new(fanout, broker)
     }
@@ -333,6 +470,60 @@ mod tests {
         assert_eq!(next_message(&mut ra).await, Some(1));
         assert_eq!(next_message(&mut rb).await, Some(1));
         assert!(messages_now(&mut rc).is_empty());
+    }
+
+    #[tokio::test]
+    async fn messages_published_out_of_order_reach_sockets_in_order() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 64);
+        let (b, mut rb) = subscriber(2, 64);
+        hub.join(RoomId(1), a).await.expect("join");
+        hub.join(RoomId(1), b).await.expect("join");
+        for seq in [1, 3, 4, 2, 6, 5, 7] {
+            hub.publish(event(1, seq)).await.expect("publish");
+        }
+        // Restored by the arrivals alone, without waiting.
+        assert_eq!(messages_now(&mut ra), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(messages_now(&mut rb), [1, 2, 3, 4, 5, 6, 7]);
+        // A repeat or a late one goes through; sockets drop what they have.
+        hub.publish(event(1, 3)).await.expect("publish");
+        assert_eq!(messages_now(&mut ra), [3]);
+    }
+
+    #[tokio::test]
+    async fn a_gap_never_filled_is_given_up_after_the_wait() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 64);
+        hub.join(RoomId(1), a).await.expect("join");
+        hub.publish(event(1, 1)).await.expect("publish");
+        hub.publish(event(1, 4)).await.expect("publish");
+        hub.publish(event(1, 3)).await.expect("publish");
+        assert_eq!(messages_now(&mut ra), [1]);
+        // Seq 2 was lost: after the wait 3 and 4 go out in order, and the
+        // socket reads 2 from storage.
+        for seq in [3, 4] {
+            let next = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ra)).await;
+            assert_eq!(next.ok().flatten(), Some(seq));
+        }
+        hub.publish(event(1, 5)).await.expect("publish");
+        assert_eq!(messages_now(&mut ra), [5]);
+    }
+
+    #[tokio::test]
+    async fn rooms_are_ordered_independently() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 64);
+        let (b, mut rb) = subscriber(2, 64);
+        hub.join(RoomId(1), a).await.expect("join");
+        hub.join(RoomId(2), b).await.expect("join");
+        hub.publish(event(1, 10)).await.expect("publish");
+        hub.publish(event(1, 12)).await.expect("publish");
+        hub.publish(event(2, 1)).await.expect("publish");
+        hub.publish(event(2, 2)).await.expect("publish");
+        assert_eq!(messages_now(&mut ra), [10]);
+        assert_eq!(messages_now(&mut rb), [1, 2]);
+        hub.publish(event(1, 11)).await.expect("publish");
+        assert_eq!(messages_now(&mut ra), [11, 12]);
     }
 
     #[tokio::test]

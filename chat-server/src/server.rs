@@ -136,7 +136,7 @@ impl Server {
                 secret
             }
         };
-        let fanout = Arc::new(Fanout::default());
+        let fanout = Fanout::new();
         let broker = broker::connect(
             &config.broker_url,
             &broker::BrokerOptions {
@@ -202,6 +202,11 @@ impl Server {
         let graceful = async move { shutdown.cancelled().await };
         let task = match &tls {
             None => tokio::spawn(async move {
+                // Frames are batched and flushed by the session already;
+                // Nagle would only hold the last write of a batch back.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, app)
                     .with_graceful_shutdown(graceful)
                     .await

@@ -292,6 +292,8 @@ async fn accept_loop(
                 continue;
             }
         };
+        // As on the plain listener: the session batches its writes.
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
