@@ -357,9 +357,22 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Argon2 runs at most this many at once: one per core. Each takes 19 MiB
+/// and a core for tens of milliseconds; a burst of sign-ups or logins
+/// beyond the cores would only queue on the CPU anyway, but on the blocking
+/// pool it would also grow a thread (and an allocator arena that keeps its
+/// memory) per request.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 /// Hashes a password with argon2id and a random salt (argon2 draws it). CPU-heavy (tens of
 /// milliseconds by design), so it runs on the blocking pool.
 pub async fn hash_password(password: String) -> Result<String, PasswordError> {
+    let _turn = HASHING
+        .acquire()
+        .await
+        .map_err(|e| PasswordError(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -374,6 +387,9 @@ pub async fn hash_password(password: String) -> Result<String, PasswordError> {
 /// checks against a fixed dummy hash, so that the answer takes as long
 /// whether or not the user exists.
 pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+    let Ok(_turn) = HASHING.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
