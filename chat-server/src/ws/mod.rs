@@ -28,10 +28,13 @@ pub mod session;
 
 pub use session::Bound;
 
-/// Read buffer per socket. Frames are small JSON; tungstenite grows the
-/// buffer for the rare big one, so a small start keeps idle sockets cheap
-/// (the 128 KiB default costs ~135 KiB of RSS per idle socket).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per socket, allocated up front for every socket. Client
+/// frames are small JSON (a `send` with a 100 B body is ~150 B, so one read
+/// still takes several) and tungstenite grows the buffer for the rare big
+/// one, so a small start keeps idle sockets cheap: the 128 KiB default costs
+/// ~135 KiB of RSS per idle socket, 4 KiB about 10.8 KB, 1 KiB about 8 KB
+/// (benches/run.sh W3).
+const READ_BUFFER_BYTES: usize = 1024;
 /// Bytes buffered before tungstenite writes on its own; the session flushes
 /// after every batch anyway.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
