@@ -94,7 +94,7 @@ impl Fanout {
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Arc<[Subscriber]>>> {
-        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.rooms)
     }
 
     fn subscribers(&self, room: RoomId) -> Option<Arc<[Subscriber]>> {

@@ -117,15 +117,8 @@ impl SqliteStorage {
         })
     }
 
-    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front:
-    /// a deferred transaction that reads before writing could otherwise
-    /// find the lock taken by another process when it upgrades, and fail
-    /// with `SQLITE_BUSY` without waiting.
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StorageError> {
-        self.write
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)
+        begin_write(&self.write).await
     }
 
     async fn room_where(
@@ -164,6 +157,14 @@ fn is_in_memory(url: &str) -> bool {
 }
 
 /// Maps sqlx's errors onto the storage contract.
+/// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front: a
+/// deferred transaction that reads before writing could otherwise find the
+/// lock taken by another process when it upgrades, and fail with
+/// `SQLITE_BUSY` without waiting.
+async fn begin_write(write: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StorageError> {
+    write.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+}
+
 fn map_err(error: sqlx::Error) -> StorageError {
     match error {
         sqlx::Error::Database(db) => {

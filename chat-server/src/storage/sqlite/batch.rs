@@ -18,7 +18,7 @@ use chat_core::Seq;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 
-use super::map_err;
+use super::{begin_write, map_err};
 use crate::storage::group_commit::BatchAppend;
 use crate::storage::sql::{self, message_from};
 use crate::storage::{Appended, NewMessage, StorageError};
@@ -30,20 +30,10 @@ pub(super) struct SqliteAppender {
     pub(super) write: SqlitePool,
 }
 
-impl SqliteAppender {
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StorageError> {
-        // IMMEDIATE for the reason `SqliteStorage::begin` gives.
-        self.write
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)
-    }
-}
-
 #[async_trait]
 impl BatchAppend for SqliteAppender {
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError> {
-        let mut tx = self.begin().await?;
+        let mut tx = begin_write(&self.write).await?;
         let appended = append_in(&mut tx, &message).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(appended)
@@ -53,7 +43,7 @@ impl BatchAppend for SqliteAppender {
         &self,
         batch: &[NewMessage],
     ) -> Result<Vec<Result<Appended, StorageError>>, StorageError> {
-        let mut tx = self.begin().await?;
+        let mut tx = begin_write(&self.write).await?;
         let mut results = Vec::with_capacity(batch.len());
         for message in batch {
             match append_in(&mut tx, message).await {
