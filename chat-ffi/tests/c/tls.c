@@ -14,29 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "chat.h"
-
-static int failures = 0;
-
-#define EXPECT(want, call)                                                        \
-  do {                                                                            \
-    enum chat_code got_ = (call);                                                 \
-    if (got_ != (want)) {                                                         \
-      char *why_ = chat_last_error_message();                                     \
-      fprintf(stderr, "%s:%d: %s returned %d, want %d (%s)\n", __FILE__, __LINE__, \
-              #call, (int)got_, (int)(want), why_ ? why_ : "no reason");          \
-      chat_string_free(why_);                                                     \
-      failures++;                                                                 \
-    }                                                                             \
-  } while (0)
-
-#define CHECK(cond)                                                       \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                         \
-    }                                                                     \
-  } while (0)
+#include "check.h"
 
 /* The whole file as a NUL-terminated string (the caller frees it), or NULL. */
 static char *read_file(const char *path) {
