@@ -61,6 +61,11 @@ pub fn parse_delivery(frame: &str) -> Option<Delivery> {
     })
 }
 
+/// Whether a frame is a `message` delivery.
+pub fn is_message(frame: &str) -> bool {
+    frame.starts_with(MESSAGE_PREFIX)
+}
+
 /// Whether a frame is an `ack` (the server stored a sent message).
 pub fn is_ack(frame: &str) -> bool {
     frame.starts_with(r#"{"type":"ack""#)

@@ -30,6 +30,9 @@ use std::time::Duration;
 use chat_core::frame::{PresenceStatus, ServerFrame};
 use chat_core::{RoomId, Seq, UserId};
 use tokio::sync::mpsc;
+// The runtime's clock, so that timers and `held_since` agree (and tests can
+// pause it).
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, ConnId, Event, EventKind, EventSink};
@@ -75,6 +78,8 @@ struct Order {
     next: Option<Seq>,
     /// Messages that arrived ahead of `next`, by seq.
     held: BTreeMap<Seq, Arc<Event>>,
+    /// When the oldest message in `held` started waiting.
+    held_since: Option<Instant>,
     /// A release timer is running for `held`.
     timer: bool,
 }
@@ -197,6 +202,7 @@ impl Fanout {
             Some(next) if seq > next => {
                 let room = event.room;
                 order.held.insert(seq, event);
+                order.held_since.get_or_insert_with(Instant::now);
                 if order.held.len() > MAX_HELD {
                     self.release(&mut order);
                 } else if !order.timer {
@@ -210,11 +216,19 @@ impl Fanout {
             _ => {
                 self.push(event);
                 let mut next = seq + 1;
+                let was_held = !order.held.is_empty();
                 while let Some(event) = order.held.remove(&next) {
                     next += 1;
                     self.push(event);
                 }
                 order.next = Some(next);
+                // What is still held waits for a newer gap: its wait starts
+                // now.
+                if order.held.is_empty() {
+                    order.held_since = None;
+                } else if was_held {
+                    order.held_since = Some(Instant::now());
+                }
             }
         }
     }
@@ -222,33 +236,60 @@ impl Fanout {
     /// Gives up waiting: delivers everything held, in seq order. Sockets
     /// fill the gaps from storage.
     fn release(&self, order: &mut Order) {
+        if !order.held.is_empty() {
+            metrics::counter!(crate::metrics::REORDER_GAPS).increment(1);
+        }
+        order.held_since = None;
         for (seq, event) in std::mem::take(&mut order.held) {
             order.next = Some(seq + 1);
             self.push(event);
         }
     }
 
+    /// Releases the room's held messages once the oldest has waited
+    /// [`REORDER_WAIT`]. The held set changes while the timer sleeps (its
+    /// gap filled, a newer one opened), so the timer goes by `held_since`
+    /// when it wakes, not by when it was started: a message held a moment
+    /// ago is not given up on because an older, filled gap's timer fired.
     fn release_later(&self, room: RoomId) {
         let me = self.me.clone();
-        let released = move || {
-            let Some(fanout) = me.upgrade() else { return };
+        // `Some(deadline)`: sleep until then and look again.
+        let check = move || -> Option<Instant> {
+            let fanout = me.upgrade()?;
             // Gone when the room's last socket left meanwhile.
-            let order = lock(&fanout.order).get(&room).cloned();
-            if let Some(order) = order {
-                let mut order = lock(&order);
-                order.timer = false;
-                fanout.release(&mut order);
+            let order = lock(&fanout.order).get(&room).cloned()?;
+            let mut order = lock(&order);
+            let due = order.held_since.map(|since| since + REORDER_WAIT);
+            match due {
+                Some(due) if due > Instant::now() => Some(due),
+                _ => {
+                    order.timer = false;
+                    fanout.release(&mut order);
+                    None
+                }
             }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    tokio::time::sleep(REORDER_WAIT).await;
-                    released();
+                    let mut deadline = Instant::now() + REORDER_WAIT;
+                    loop {
+                        tokio::time::sleep_until(deadline).await;
+                        match check() {
+                            Some(next) => deadline = next,
+                            None => return,
+                        }
+                    }
                 });
             }
             // No runtime to wait on: better early than never.
-            Err(_) => released(),
+            Err(_) => {
+                if let Some(order) = lock(&self.order).get(&room).cloned() {
+                    let mut order = lock(&order);
+                    order.timer = false;
+                    self.release(&mut order);
+                }
+            }
         }
     }
 }
@@ -507,6 +548,31 @@ mod tests {
         }
         hub.publish(event(1, 5)).await.expect("publish");
         assert_eq!(messages_now(&mut ra), [5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_filled_gaps_timer_does_not_give_up_on_a_newer_gap() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 64);
+        hub.join(RoomId(1), a).await.expect("join");
+        hub.publish(event(1, 1)).await.expect("publish");
+        hub.publish(event(1, 3)).await.expect("publish");
+        tokio::time::sleep(REORDER_WAIT * 4 / 5).await;
+        hub.publish(event(1, 2)).await.expect("publish");
+        assert_eq!(messages_now(&mut ra), [1, 2, 3]);
+        // A new gap opens just before the first one's timer is due.
+        hub.publish(event(1, 5)).await.expect("publish");
+        tokio::time::sleep(REORDER_WAIT / 2).await;
+        assert_eq!(messages_now(&mut ra), Vec::<i64>::new(), "5 waits for 4");
+        hub.publish(event(1, 4)).await.expect("publish");
+        assert_eq!(messages_now(&mut ra), [4, 5]);
+        // And a gap that stays open is given up on a full wait after it
+        // opened.
+        hub.publish(event(1, 7)).await.expect("publish");
+        tokio::time::sleep(REORDER_WAIT / 2).await;
+        assert_eq!(messages_now(&mut ra), Vec::<i64>::new());
+        tokio::time::sleep(REORDER_WAIT).await;
+        assert_eq!(messages_now(&mut ra), [7]);
     }
 
     #[tokio::test]

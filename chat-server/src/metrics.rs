@@ -22,6 +22,12 @@ pub const MESSAGES_STORED: &str = "chat_messages_stored_total";
 pub const DELIVERIES: &str = "chat_deliveries_total";
 /// Sockets closed with 4408 because they could not keep up (counter).
 pub const SLOW_SOCKETS: &str = "chat_slow_sockets_closed_total";
+/// Times the hub stopped waiting for a missing message and delivered what
+/// came after it (counter): each socket of the room then reads the gap from
+/// storage.
+pub const REORDER_GAPS: &str = "chat_reorder_gaps_total";
+/// Storage reads by sockets filling a gap in a room's messages (counter).
+pub const GAP_READS: &str = "chat_socket_gap_reads_total";
 /// Appends committed together by group commit (histogram; Postgres).
 pub const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
 /// HTTP request latency by method, route and status (histogram).
@@ -65,6 +71,11 @@ fn describe() {
     metrics::describe_counter!(MESSAGES_STORED, "Messages stored");
     metrics::describe_counter!(DELIVERIES, "Events queued to sockets by the fan-out");
     metrics::describe_counter!(SLOW_SOCKETS, "Sockets closed with 4408 for falling behind");
+    metrics::describe_counter!(
+        REORDER_GAPS,
+        "Times the fan-out gave up waiting for a missing message"
+    );
+    metrics::describe_counter!(GAP_READS, "Storage reads by sockets filling a gap");
     metrics::describe_histogram!(
         APPEND_BATCH_SIZE,
         "Appends committed together in one transaction"

@@ -84,6 +84,10 @@ struct Session<S> {
     bound: Option<RoomId>,
     rooms: HashMap<RoomId, Cursor>,
     queue: mpsc::Sender<Arc<Event>>,
+    /// Cancelled when the socket falls behind (the hub does that) or the
+    /// server shuts down: a child of the shutdown token, so one future
+    /// watches both, and polling it touches only this socket's lock, not
+    /// the one every socket shares.
     too_slow: CancellationToken,
     limiter: Option<DefaultDirectRateLimiter>,
     /// When each room last heard this socket was typing.
@@ -114,6 +118,7 @@ pub async fn run<S, R, E>(
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
     let user = access.user;
+    let too_slow = state.shutdown.child_token();
     let mut s = Session {
         conn: state.next_conn_id(),
         state,
@@ -122,7 +127,7 @@ pub async fn run<S, R, E>(
         bound: bound.as_ref().map(|b| b.room.id),
         rooms: HashMap::new(),
         queue,
-        too_slow: CancellationToken::new(),
+        too_slow,
         limiter,
         typing_sent: HashMap::new(),
         sink,
@@ -130,8 +135,10 @@ pub async fn run<S, R, E>(
     };
     tracing::debug!(conn = s.conn.0, %user, "socket open");
     let _open = ConnectionGauge::open();
-    let shutdown = s.state.shutdown.clone();
-    let too_slow = s.too_slow.clone();
+    // Made once: a fresh future per turn of the loop would register with the
+    // token and deregister again every time.
+    let stop = s.too_slow.clone().cancelled_owned();
+    tokio::pin!(stop);
     let mut expires_at = s.expires_at;
     let expiry = tokio::time::sleep_until(expiry_deadline(expires_at));
     tokio::pin!(expiry);
@@ -148,8 +155,7 @@ pub async fn run<S, R, E>(
     while flow == Flow::Continue {
         flow = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Flow::Close(CloseCode::GoingAway),
-            () = too_slow.cancelled() => Flow::Close(CloseCode::TooSlow),
+            () = &mut stop => Flow::Close(s.stop_code()),
             () = &mut expiry => Flow::Close(CloseCode::TokenExpired),
             Some(event) = events.recv() => {
                 let mut flow = s.on_event(&event).await;
@@ -291,16 +297,24 @@ where
     /// blocks the write; the wait ends when the socket is flagged too slow
     /// (its queue filled meanwhile) or the server shuts down.
     async fn flush(&mut self) -> Result<(), Flow> {
-        let too_slow = self.too_slow.clone();
-        let shutdown = self.state.shutdown.clone();
+        let conn = self.conn;
         tokio::select! {
             biased;
             result = write_all(&mut self.sink, &mut self.out) => result.map_err(|e| {
-                tracing::debug!(conn = self.conn.0, error = %e, "socket write failed");
+                tracing::debug!(conn = conn.0, error = %e, "socket write failed");
                 Flow::Gone
             }),
-            () = too_slow.cancelled() => Err(Flow::Close(CloseCode::TooSlow)),
-            () = shutdown.cancelled() => Err(Flow::Close(CloseCode::GoingAway)),
+            () = self.too_slow.cancelled() => Err(Flow::Close(self.stop_code())),
+        }
+    }
+
+    /// Why `too_slow` was cancelled: the server is shutting down (1001) or
+    /// the socket fell behind (4408).
+    fn stop_code(&self) -> CloseCode {
+        if self.state.shutdown.is_cancelled() {
+            CloseCode::GoingAway
+        } else {
+            CloseCode::TooSlow
         }
     }
 
@@ -634,10 +648,11 @@ where
                 if seq <= cursor.delivered {
                     return Flow::Continue;
                 }
-                if seq > cursor.delivered + 1
-                    && let Err(flow) = self.catch_up(event.room, Some(seq)).await
-                {
-                    return flow;
+                if seq > cursor.delivered + 1 {
+                    metrics::counter!(crate::metrics::GAP_READS).increment(1);
+                    if let Err(flow) = self.catch_up(event.room, Some(seq)).await {
+                        return flow;
+                    }
                 }
                 let mine = event.origin == Some(self.conn);
                 if let Some(cursor) = self.rooms.get_mut(&event.room) {
