@@ -82,6 +82,8 @@ pub struct Counters {
     /// `error` frames answering sends (rate limited, refused).
     pub send_errors: AtomicU64,
     pub latency: Mutex<Histogram<u64>>,
+    /// Send to ack, at the sender: the store path alone, without fan-out.
+    pub ack_latency: Mutex<Histogram<u64>>,
 }
 
 impl Default for Counters {
@@ -96,6 +98,7 @@ impl Default for Counters {
             acked: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             latency: Mutex::new(latency_histogram()),
+            ack_latency: Mutex::new(latency_histogram()),
         }
     }
 }
@@ -104,6 +107,14 @@ impl Counters {
     /// The latency histogram so far, replaced by an empty one.
     pub fn take_latency(&self) -> Histogram<u64> {
         match self.latency.lock() {
+            Ok(mut h) => std::mem::replace(&mut *h, latency_histogram()),
+            Err(_) => latency_histogram(),
+        }
+    }
+
+    /// The ack latency histogram so far, replaced by an empty one.
+    pub fn take_ack_latency(&self) -> Histogram<u64> {
+        match self.ack_latency.lock() {
             Ok(mut h) => std::mem::replace(&mut *h, latency_histogram()),
             Err(_) => latency_histogram(),
         }
@@ -217,6 +228,11 @@ async fn count_answers(mut stream: SplitStream<Ws>, counters: std::sync::Arc<Cou
         if let Message::Text(t) = frame {
             if wire::is_ack(t.as_str()) {
                 counters.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = wire::ack_sent_us(t.as_str())
+                    && let Ok(mut h) = counters.ack_latency.lock()
+                {
+                    h.saturating_record(wire::now_micros().saturating_sub(sent).max(1));
+                }
             } else if wire::is_error(t.as_str()) {
                 counters.send_errors.fetch_add(1, Ordering::Relaxed);
             }

@@ -66,6 +66,16 @@ pub fn is_message(frame: &str) -> bool {
     frame.starts_with(MESSAGE_PREFIX)
 }
 
+/// When the message an `ack` answers was sent (wire clock, µs), if this
+/// generator wrote its body.
+pub fn ack_sent_us(frame: &str) -> Option<u64> {
+    if !is_ack(frame) {
+        return None;
+    }
+    let start = frame.find(BODY_KEY)? + BODY_KEY.len();
+    frame[start..].split(':').next()?.parse().ok()
+}
+
 /// Whether a frame is an `ack` (the server stored a sent message).
 pub fn is_ack(frame: &str) -> bool {
     frame.starts_with(r#"{"type":"ack""#)

@@ -30,6 +30,9 @@ pub const REORDER_GAPS: &str = "chat_reorder_gaps_total";
 pub const GAP_READS: &str = "chat_socket_gap_reads_total";
 /// Appends committed together by group commit (histogram; Postgres).
 pub const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
+/// Time from asking group commit for an append to its answer: queueing,
+/// the batch's transaction and the commit (histogram, seconds).
+pub const APPEND_DURATION: &str = "chat_append_duration_seconds";
 /// HTTP request latency by method, route and status (histogram).
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
@@ -51,6 +54,8 @@ fn handle() -> Option<&'static PrometheusHandle> {
                     Matcher::Full(APPEND_BATCH_SIZE.to_owned()),
                     BATCH_BUCKETS,
                 )
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(APPEND_DURATION.to_owned()), HTTP_BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
                 Ok(handle) => {
@@ -79,6 +84,11 @@ fn describe() {
     metrics::describe_histogram!(
         APPEND_BATCH_SIZE,
         "Appends committed together in one transaction"
+    );
+    metrics::describe_histogram!(
+        APPEND_DURATION,
+        metrics::Unit::Seconds,
+        "Time from an append's request to its commit"
     );
     metrics::describe_histogram!(
         HTTP_DURATION,

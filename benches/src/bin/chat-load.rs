@@ -119,6 +119,8 @@ struct Step {
     send_errors: u64,
     deliveries_per_s: f64,
     latency: Quantiles,
+    /// Send to ack at the sender: storing, without the fan-out.
+    ack_latency: Quantiles,
     server_cpu_pct: Option<f64>,
     /// This process: near 100 % means the generator, not the server, may be
     /// the limit.
@@ -142,6 +144,10 @@ impl Step {
             "server_rss_bytes": self.server_rss});
         if let (Some(o), Value::Object(l)) = (v.as_object_mut(), self.latency.to_json()) {
             o.extend(l);
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.insert("ack_p50_ms".into(), json!(self.ack_latency.p50));
+            o.insert("ack_p99_ms".into(), json!(self.ack_latency.p99));
         }
         v
     }
@@ -370,7 +376,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.duration
     );
     println!(
-        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
+        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
         "rate/snd",
         "deliv/s",
         "p50 ms",
@@ -378,6 +384,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "p99 ms",
         "p99.9 ms",
         "max ms",
+        "ack p99",
         "lost",
         "dup",
         "errs",
@@ -392,7 +399,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let step;
         (senders, step) = run_step(&args, rate, senders, &per_room, &counters).await?;
         println!(
-            "{:>9.1} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
+            "{:>9.1} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
             step.rate,
             step.deliveries_per_s,
             step.latency.p50,
@@ -400,6 +407,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             step.latency.p99,
             step.latency.p999,
             step.latency.max,
+            step.ack_latency.p99,
             step.lost,
             step.duplicated,
             step.send_errors,
@@ -500,6 +508,7 @@ async fn run_step(
 ) -> anyhow::Result<(Senders, Step)> {
     let count = (rate * args.duration).round().max(1.0) as u64;
     let _ = counters.take_latency();
+    let _ = counters.take_ack_latency();
     let received0 = counters.received.load(Ordering::Relaxed);
     let dup0 = counters.duplicated.load(Ordering::Relaxed);
     let errors0 = counters.send_errors.load(Ordering::Relaxed);
@@ -555,6 +564,7 @@ async fn run_step(
         send_errors: counters.send_errors.load(Ordering::Relaxed) - errors0,
         deliveries_per_s: received as f64 / span,
         latency: Quantiles::of(&counters.take_latency()),
+        ack_latency: Quantiles::of(&counters.take_ack_latency()),
         server_cpu_pct: cpu,
         generator_cpu_pct: own,
         server_rss: stats::total_rss(&args.server_pids),

@@ -86,11 +86,16 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// instead of piling up; long enough for a busy pool under a burst.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections of the append committer's own pool: it commits one batch at
+/// a time, and a batch that fails is appended again one by one.
+const APPEND_CONNECTIONS: u32 = 2;
+
 /// What the sessions are called in `pg_stat_activity` unless the URL says
 /// `application_name=…`.
 const APPLICATION_NAME: &str = "chat-server";
 
-/// The PostgreSQL backend: one pool for reads and writes.
+/// The PostgreSQL backend: one pool for reads and writes, and the append
+/// committer's own.
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
     pool: PgPool,
@@ -115,8 +120,18 @@ impl PostgresStorage {
             .test_before_acquire(true)
             // Connections open on demand; the migration above has shown
             // that the database answers.
-            .connect_lazy_with(connect);
-        let appends = GroupCommit::start(batch::PgAppender { pool: pool.clone() });
+            .connect_lazy_with(connect.clone());
+        // Appends have their own connections, opened on the committer's
+        // thread (a socket answers to the runtime that opened it): reads
+        // never take a connection an append is waiting for, and a batch's
+        // round trips do not wait on the server's runtime.
+        let appends = GroupCommit::start(move || batch::PgAppender {
+            pool: PgPoolOptions::new()
+                .max_connections(APPEND_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(true)
+                .connect_lazy_with(connect),
+        });
         Ok(Self { pool, appends })
     }
 

@@ -86,9 +86,10 @@ impl SqliteStorage {
             let pool = writer.connect_with(base).await.map_err(map_err)?;
             MIGRATOR.run(&pool).await.map_err(migrate_err)?;
             return Ok(Self {
-                appends: GroupCommit::start(batch::SqliteAppender {
-                    write: pool.clone(),
-                }),
+                appends: {
+                    let write = pool.clone();
+                    GroupCommit::start(move || batch::SqliteAppender { write })
+                },
                 write: pool.clone(),
                 read: pool,
             });
@@ -107,9 +108,12 @@ impl SqliteStorage {
             .connect_with(base.read_only(true))
             .await
             .map_err(map_err)?;
-        let appends = GroupCommit::start(batch::SqliteAppender {
-            write: write.clone(),
-        });
+        let appends = {
+            // sqlx runs each SQLite connection on a thread of its own, so
+            // the committer's thread can share the write pool.
+            let write = write.clone();
+            GroupCommit::start(move || batch::SqliteAppender { write })
+        };
         Ok(Self {
             write,
             read,
