@@ -6,7 +6,7 @@
 //! and commit record of every transaction, and (sqlx runs each connection on
 //! a thread of its own) a round trip between that thread and the runtime for
 //! every statement. A batch therefore runs the same few statements whatever
-//! its size: look up the repeated `client_id`s, raise each room's
+//! its size: look up the repeated `client_id`s, raise every room's
 //! `last_seq` by its number of new messages, insert them all, advance the
 //! senders' read marks. Seqs are numbered in arrival order per room, so they
 //! come out exactly as they would one by one.
@@ -17,6 +17,10 @@
 //! Nothing then has to be rolled back, so one repeat never costs the rest of
 //! the batch its transaction. Should the insert still conflict, the batch
 //! fails and group commit appends its messages one by one.
+//!
+//! The statements' text depends on the batch's size and rooms; they stay in
+//! the connection's statement cache like any other, so the sizes a busy
+//! room keeps producing are prepared once.
 
 use std::collections::HashMap;
 
@@ -103,19 +107,7 @@ async fn append_all(
     }
 
     // Each room's seqs: above its old `last_seq`, in arrival order.
-    let mut next_seq: HashMap<RoomId, Seq> = HashMap::new();
-    for (room, n, at) in &rooms {
-        let last: Option<Seq> = sqlx::query_scalar(BUMP_SEQ)
-            .bind(room.get())
-            .bind(n)
-            .bind(at)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(map_err)?;
-        if let Some(last) = last {
-            next_seq.insert(*room, last - n + 1);
-        }
-    }
+    let mut next_seq = bump_rooms(tx, &rooms).await?;
     for (fate, m) in fates.iter_mut().zip(batch) {
         if fate.is_none() {
             *fate = Some(match next_seq.get_mut(&m.room) {
@@ -172,10 +164,37 @@ async fn append_all(
     Ok(results)
 }
 
-/// Takes `$2` seqs of room `$1` at once; returns the new `last_seq`, or no
-/// row if the room is gone.
-const BUMP_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + $2, \
-    last_message_at = $3 WHERE id = $1 RETURNING last_seq";
+/// Takes each room's seqs for its new messages in one statement; returns
+/// the first new seq of every room still there (a deleted room has no row).
+async fn bump_rooms(
+    tx: &mut Transaction<'static, Sqlite>,
+    rooms: &[(RoomId, i64, i64)],
+) -> Result<HashMap<RoomId, Seq>, StorageError> {
+    let mut first = HashMap::with_capacity(rooms.len());
+    if rooms.is_empty() {
+        return Ok(first);
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "UPDATE rooms SET last_seq = last_seq + v.column2, last_message_at = v.column3 FROM (",
+    );
+    q.push_values(rooms, |mut row, (room, n, at)| {
+        row.push_bind(room.get()).push_bind(*n).push_bind(*at);
+    });
+    // SQLite's RETURNING sees only the updated table, not `v`.
+    q.push(") AS v WHERE rooms.id = v.column1 RETURNING rooms.id, rooms.last_seq");
+    let rows: Vec<(i64, Seq)> = q
+        .build_query_as()
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    for (id, last) in rows {
+        let room = RoomId(id);
+        if let Some((_, n, _)) = rooms.iter().find(|(r, ..)| *r == room) {
+            first.insert(room, last - n + 1);
+        }
+    }
+    Ok(first)
+}
 
 /// The stored messages among the batch's `(sender, client_id)` pairs.
 async fn stored_repeats(
@@ -200,12 +219,7 @@ async fn stored_repeats(
         pairs.push_unseparated(")");
     }
     q.push(")");
-    let rows = q
-        .build()
-        .persistent(false)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map_err)?;
+    let rows = q.build().fetch_all(&mut **tx).await.map_err(map_err)?;
     for row in &rows {
         let message = message_from(row)?;
         if let Some(client_id) = message.client_id.clone() {
@@ -241,12 +255,7 @@ async fn insert(
         " RETURNING id, room_id, seq, sender_id, body, created_at, client_id, \
          (SELECT u.display_name FROM users u WHERE u.id = sender_id) AS sender_name",
     );
-    let rows = q
-        .build()
-        .persistent(false)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map_err)?;
+    let rows = q.build().fetch_all(&mut **tx).await.map_err(map_err)?;
     for row in &rows {
         let message = message_from(row)?;
         stored.insert((message.room, message.seq), message);
@@ -282,11 +291,7 @@ async fn advance_marks(
         ") AS v WHERE room_members.room_id = v.column1 AND room_members.user_id = v.column2 \
          AND room_members.state = 'member' AND room_members.read_seq < v.column3",
     );
-    q.build()
-        .persistent(false)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+    q.build().execute(&mut **tx).await.map_err(map_err)?;
     Ok(())
 }
 
