@@ -64,25 +64,17 @@ impl GroupCommit {
     /// Starts the committer on a thread of its own, with the backend that
     /// `make` builds there (so that a connection pool it opens belongs to
     /// that thread's runtime). It ends when the last handle is dropped,
-    /// after answering what was queued. If no thread can be started, the
-    /// committer runs as a task of the current runtime instead.
+    /// after answering what was queued. If the thread or its runtime cannot
+    /// start, every append answers `Unavailable` (the committer is gone).
     pub(crate) fn start<B, F>(make: F) -> Self
     where
         B: BatchAppend,
         F: FnOnce() -> B + Send + 'static,
     {
         let (queue, appends) = mpsc::channel(QUEUE);
-        // Handed to the thread, or back here if it cannot start.
-        let job = Arc::new(std::sync::Mutex::new(Some((make, appends))));
-        let on_thread = job.clone();
         let started = std::thread::Builder::new()
             .name("chat-append".into())
             .spawn(move || {
-                let taken = on_thread
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                let Some((make, appends)) = taken else { return };
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -94,14 +86,7 @@ impl GroupCommit {
                 }
             });
         if let Err(e) = started {
-            tracing::warn!(error = %e, "no thread for the append committer; running it as a task");
-            let taken = job
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some((make, appends)) = taken {
-                tokio::spawn(commit_loop(Arc::new(make()), appends));
-            }
+            tracing::error!(error = %e, "no thread for the append committer");
         }
         Self { queue }
     }

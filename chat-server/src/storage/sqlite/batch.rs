@@ -84,7 +84,10 @@ async fn append_all(
     let mut rooms: Vec<(RoomId, i64, i64)> = Vec::new();
     for (i, m) in batch.iter().enumerate() {
         if let Some(client_id) = m.client_id.as_deref() {
-            if let Some(original) = stored.remove(&(m.sender, client_id.to_owned())) {
+            // Repeats are rare: no key is built when there are none.
+            if !stored.is_empty()
+                && let Some(original) = stored.remove(&(m.sender, client_id.to_owned()))
+            {
                 // Later repeats in the batch get the same answer.
                 first.insert((m.sender, client_id), i);
                 fates.push(Some(Fate::Stored(original)));
