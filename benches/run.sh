@@ -9,7 +9,9 @@
 #   benches/run.sh W2 sqlite      # 1 room x 1,000 sockets, rate stepped to saturation
 #   benches/run.sh W3 sqlite      # 10,000 idle sockets: server RSS per socket
 #   W3_SOCKETS=19000 benches/run.sh W3 sqlite
-#   benches/run.sh W4 postgres    # 50 writers appending (append-bench; reference: memory://)
+#   benches/run.sh W4 postgres    # 50 writers appending: 50 sockets into one room, rate
+#                                 # stepped until p99 passes 100 ms (W4ws), and the
+#                                 # storage API alone (append-bench; reference: memory://)
 #   benches/run.sh all all        # every scenario on sqlite, postgres, redis2
 #
 # Backends: sqlite (temp file), postgres (fresh schema in $PG_URL, dropped
@@ -127,6 +129,10 @@ W2_ARGS=(--mode step --rooms 1 --sockets 1000 --senders "$W2_SENDERS" --rate "$W
 # in the server's allocator, which later sockets reuse, hiding their cost.
 W3_ARGS=(--mode idle --rooms 10 --sockets "$W3_SOCKETS" --users 4 --register-parallel 1 --idle-secs "$W3_IDLE_SECS" --connect-rate 2000)
 
+# 50 sending sockets into one room and one receiver: stored (acked) sends
+# per second, the rate raised until p99 passes 100 ms.
+W4_ARGS=(--mode step --rooms 1 --sockets 1 --senders 50 --rate 40 --step-factor 1.5 --p99-limit-ms 100 --body-bytes 100 --duration "$W2_SECS" --users 50 --grace 3)
+
 scenario_args() { # scenario -> name of the args array
     case $1 in W1) echo "W1_ARGS[@]" ;; W2) echo "W2_ARGS[@]" ;; W3) echo "W3_ARGS[@]" ;; esac
 }
@@ -152,6 +158,10 @@ run_w4() {
     taskset -c $LOAD_CPU "$BIN/append-bench" --storage memory:// --writers 50 --messages 200 | tee "$WORK/w4.out"
     grep '^{' "$WORK/w4.out" | jq -c '. + {scenario: "W4", target: "reference", backend: "memory"}' >>"$RESULTS"
     for b in $BACKENDS; do
+        start_chat "$b"
+        # shellcheck disable=SC2046
+        load W4ws "$b" "${URLS[@]}" $(pids_args "${SERVER_PIDS[@]}") "${W4_ARGS[@]}"
+        stop "${SERVER_PIDS[@]}"
         case $b in
             sqlite) url="sqlite://$WORK/append.db" ;;
             postgres) url=$PG_URL ;;

@@ -12,6 +12,9 @@ def metrics:
   elif .scenario == "W3" then
     [["sockets open", .still_open], ["connect failures", .connect_failures],
      ["server bytes per socket", .server_bytes_per_socket], ["connect s", (.connect_secs * 10 | round / 10)]]
+  elif .scenario == "W4ws" then
+    [["WebSocket appends/s, 50 sockets (p99 <= 100 ms)", .acks_per_s], ["ack p50 ms", .ack_p50_ms], ["ack p99 ms", .ack_p99_ms],
+     ["server CPU %", .server_cpu_pct], ["generator CPU %", .generator_cpu_pct]]
   elif .scenario == "W4" then
     [["appends/s one room", .one_room_appends_per_s], ["p99 ms one room", .one_room_p99_ms],
      ["appends/s room per writer", .room_per_writer_appends_per_s], ["p99 ms room per writer", .room_per_writer_p99_ms]]

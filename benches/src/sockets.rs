@@ -77,6 +77,8 @@ pub struct Counters {
     pub receivers_closed: AtomicU64,
     /// Microseconds (wire clock) of the latest delivery.
     pub last_delivery_us: AtomicU64,
+    /// When the newest ack arrived (Unix micros).
+    pub last_ack_us: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
     /// `error` frames answering sends (rate limited, refused).
@@ -94,6 +96,7 @@ impl Default for Counters {
             skipped: AtomicU64::new(0),
             receivers_closed: AtomicU64::new(0),
             last_delivery_us: AtomicU64::new(0),
+            last_ack_us: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
@@ -228,6 +231,9 @@ async fn count_answers(mut stream: SplitStream<Ws>, counters: std::sync::Arc<Cou
         if let Message::Text(t) = frame {
             if wire::is_ack(t.as_str()) {
                 counters.acked.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .last_ack_us
+                    .fetch_max(wire::now_micros(), Ordering::Relaxed);
                 if let Some(sent) = wire::ack_sent_us(t.as_str())
                     && let Ok(mut h) = counters.ack_latency.lock()
                 {

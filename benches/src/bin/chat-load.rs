@@ -118,6 +118,8 @@ struct Step {
     lost: u64,
     send_errors: u64,
     deliveries_per_s: f64,
+    /// Sends acknowledged (stored) per second: W4's figure.
+    acks_per_s: f64,
     latency: Quantiles,
     /// Send to ack at the sender: storing, without the fan-out.
     ack_latency: Quantiles,
@@ -140,6 +142,7 @@ impl Step {
         let mut v = json!({"rate_per_sender": self.rate, "expected": self.expected,
             "received": self.received, "duplicated": self.duplicated, "lost": self.lost,
             "send_errors": self.send_errors, "deliveries_per_s": self.deliveries_per_s.round(),
+            "acks_per_s": self.acks_per_s.round(),
             "server_cpu_pct": self.server_cpu_pct, "generator_cpu_pct": self.generator_cpu_pct,
             "server_rss_bytes": self.server_rss});
         if let (Some(o), Value::Object(l)) = (v.as_object_mut(), self.latency.to_json()) {
@@ -376,9 +379,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.duration
     );
     println!(
-        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
+        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
         "rate/snd",
         "deliv/s",
+        "acks/s",
         "p50 ms",
         "p90 ms",
         "p99 ms",
@@ -399,9 +403,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let step;
         (senders, step) = run_step(&args, rate, senders, &per_room, &counters).await?;
         println!(
-            "{:>9.1} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
+            "{:>9.1} {:>11.0} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>7} {:>6} {:>7} {:>6} {:>8}",
             step.rate,
             step.deliveries_per_s,
+            step.acks_per_s,
             step.latency.p50,
             step.latency.p90,
             step.latency.p99,
@@ -469,6 +474,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         if let Some(h) = headline {
             o.insert("deliveries_per_s".into(), json!(h.deliveries_per_s.round()));
+            o.insert("acks_per_s".into(), json!(h.acks_per_s.round()));
+            o.insert("ack_p50_ms".into(), json!(h.ack_latency.p50));
+            o.insert("ack_p99_ms".into(), json!(h.ack_latency.p99));
             o.insert("lost".into(), json!(h.lost));
             o.insert("duplicated".into(), json!(h.duplicated));
             o.insert("server_cpu_pct".into(), json!(h.server_cpu_pct));
@@ -512,6 +520,7 @@ async fn run_step(
     let received0 = counters.received.load(Ordering::Relaxed);
     let dup0 = counters.duplicated.load(Ordering::Relaxed);
     let errors0 = counters.send_errors.load(Ordering::Relaxed);
+    let acked0 = counters.acked.load(Ordering::Relaxed);
     let cpu0 = stats::total_cpu_ticks(&args.server_pids);
     let own0 = stats::cpu_ticks(std::process::id());
     let start_us = wire::now_micros();
@@ -543,6 +552,9 @@ async fn run_step(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let wall = started.elapsed().as_secs_f64();
+    let acked = counters.acked.load(Ordering::Relaxed) - acked0;
+    let last_ack = counters.last_ack_us.load(Ordering::Relaxed);
+    let ack_span = (last_ack.saturating_sub(start_us) as f64 / 1e6).max(sent_secs);
     let received = counters.received.load(Ordering::Relaxed) - received0;
     let last = counters.last_delivery_us.load(Ordering::Relaxed);
     let span = (last.saturating_sub(start_us) as f64 / 1e6).max(sent_secs);
@@ -563,6 +575,7 @@ async fn run_step(
         lost: expected.saturating_sub(received),
         send_errors: counters.send_errors.load(Ordering::Relaxed) - errors0,
         deliveries_per_s: received as f64 / span,
+        acks_per_s: acked as f64 / ack_span,
         latency: Quantiles::of(&counters.take_latency()),
         ack_latency: Quantiles::of(&counters.take_ack_latency()),
         server_cpu_pct: cpu,

@@ -67,6 +67,14 @@ pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
     }
 }
 
+/// A message to send to a room whose access was checked.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub room: RoomId,
+    pub body: String,
+    pub client_id: Option<String>,
+}
+
 /// The result of a send.
 #[derive(Debug, Clone)]
 pub struct Sent {
@@ -100,8 +108,64 @@ impl ChatService {
         client_id: Option<String>,
         origin: Option<ConnId>,
     ) -> ApiResult<Sent> {
-        self.check_body(&body)?;
-        if let Some(id) = &client_id
+        let outgoing = Outgoing {
+            room: room.id,
+            body,
+            client_id,
+        };
+        self.send_many(user, vec![outgoing], origin)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal)))
+    }
+
+    /// Sends several messages of one user, to rooms already checked, as if
+    /// by one [`send_to`](Self::send_to) after the other: stored in their
+    /// order and answered in it, each on its own (one refused message does
+    /// not stop the others). They are appended together, so a socket's
+    /// burst waits for one commit.
+    pub async fn send_many(
+        &self,
+        user: UserId,
+        outgoing: Vec<Outgoing>,
+        origin: Option<ConnId>,
+    ) -> Vec<ApiResult<Sent>> {
+        let mut results: Vec<Option<ApiResult<Sent>>> = Vec::with_capacity(outgoing.len());
+        let mut admitted = Vec::with_capacity(outgoing.len());
+        let mut messages = Vec::with_capacity(outgoing.len());
+        for out in outgoing {
+            match self.admit(user, &out) {
+                Ok(()) => {
+                    admitted.push((results.len(), out.room));
+                    results.push(None);
+                    messages.push(NewMessage {
+                        room: out.room,
+                        sender: user,
+                        body: out.body,
+                        client_id: out.client_id,
+                        created_at: Timestamp::now(),
+                    });
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let appended = self.storage.append_many(messages).await;
+        for ((slot, room), result) in admitted.into_iter().zip(appended) {
+            let sent = self.delivered(user, room, result, origin).await;
+            if let Some(r) = results.get_mut(slot) {
+                *r = Some(sent);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal))))
+            .collect()
+    }
+
+    /// The checks a message passes before it is stored.
+    fn admit(&self, user: UserId, out: &Outgoing) -> ApiResult<()> {
+        self.check_body(&out.body)?;
+        if let Some(id) = &out.client_id
             && (id.is_empty() || id.chars().count() > MAX_CLIENT_ID_CHARS)
         {
             return Err(ApiError::invalid_field(
@@ -112,32 +176,34 @@ impl ChatService {
         if let Err(wait) = self.user_rate.check(user) {
             return Err(ApiError::rate_limited(wait));
         }
-        let appended = self
-            .storage
-            .append(NewMessage {
-                room: room.id,
-                sender: user,
-                body,
-                client_id,
-                created_at: Timestamp::now(),
-            })
-            .await
-            .map_err(|e| match e {
-                // Deleted between the access check and the append.
-                storage::StorageError::NotFound => super::rooms::room_not_found(),
-                other => other.into(),
-            })?;
+        Ok(())
+    }
+
+    /// What an append means for its sender, and for the room: a new message
+    /// is published, a repeat answered with the original.
+    async fn delivered(
+        &self,
+        user: UserId,
+        room: RoomId,
+        appended: Result<storage::Appended, storage::StorageError>,
+        origin: Option<ConnId>,
+    ) -> ApiResult<Sent> {
+        let appended = appended.map_err(|e| match e {
+            // Deleted between the access check and the append.
+            storage::StorageError::NotFound => super::rooms::room_not_found(),
+            other => other.into(),
+        })?;
         if !appended.created {
             // The contract makes `client_id` unique per sender, not per room:
             // acknowledging another room's message would tell the client its
             // new message was stored when it was not.
-            if appended.message.room != room.id {
+            if appended.message.room != room {
                 return Err(ApiError::invalid_field(
                     "client_id",
                     "already used for a message in another room",
                 ));
             }
-            let marks = ReadMarks(self.storage.read_marks(room.id).await?);
+            let marks = ReadMarks(self.storage.read_marks(room).await?);
             let is_read = marks.is_read(user, &appended.message);
             return Ok(Sent {
                 message: to_wire(appended.message, is_read),
@@ -148,7 +214,7 @@ impl ChatService {
         // A new message: nobody else has read it yet.
         let message = to_wire(appended.message, false);
         self.publish_quietly(Event {
-            room: room.id,
+            room,
             kind: EventKind::Message,
             seq: Some(message.seq),
             origin,

@@ -117,6 +117,8 @@ macro_rules! storage_conformance_tests {
             append_missing_room,
             append_unknown_sender,
             append_mixed_burst,
+            append_many_in_order,
+            append_many_concurrent,
             history_empty,
             history_pagination,
             history_walk,
@@ -230,6 +232,10 @@ async fn page(
 
 fn seqs(page: &HistoryPage) -> Vec<Seq> {
     page.messages.iter().map(|m| m.seq).collect()
+}
+
+fn bodies(page: &HistoryPage) -> Vec<&str> {
+    page.messages.iter().map(|m| m.body.as_str()).collect()
 }
 
 async fn last_seq(store: &dyn Storage, room: RoomId) -> Seq {
@@ -1895,6 +1901,103 @@ pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
             "room {r}"
         );
     }
+}
+
+/// `append_many` answers each message as one `append` after the other
+/// would: in order, each with its own result, repeats of earlier messages
+/// of the same call answered with them.
+pub async fn append_many_in_order(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await.id;
+    let other = room(store, "other", alice.id, &[]).await.id;
+    let gone = room(store, "gone", alice.id, &[]).await.id;
+    store.delete_room(gone).await.expect("delete");
+    send(store, lobby, alice.id, "before").await;
+
+    let results = store
+        .append_many(vec![
+            message(lobby, alice.id, "one", Some("c-1")),
+            message(gone, alice.id, "void", Some("c-void")),
+            message(lobby, alice.id, "two", None),
+            message(lobby, alice.id, "one again", Some("c-1")),
+            message(other, alice.id, "elsewhere", None),
+            message(lobby, UserId(987_654), "ghost", None),
+            message(lobby, alice.id, "three", Some("c-3")),
+        ])
+        .await;
+    assert_eq!(results.len(), 7, "one answer per message: {results:?}");
+    let ok = |i: usize| match &results[i] {
+        Ok(a) => a.clone(),
+        Err(e) => panic!("message {i}: {e:?}"),
+    };
+    assert!(ok(0).created);
+    assert_eq!((ok(0).message.seq, ok(0).message.body.as_str()), (2, "one"));
+    assert!(
+        matches!(results[1], Err(StorageError::NotFound)),
+        "deleted room: {:?}",
+        results[1]
+    );
+    assert_eq!((ok(2).message.seq, ok(2).created), (3, true));
+    assert!(!ok(3).created, "a repeat within the call");
+    assert_eq!(ok(3).message, ok(0).message);
+    assert_eq!(
+        (ok(4).message.room, ok(4).message.seq, ok(4).created),
+        (other, 1, true)
+    );
+    assert!(results[5].is_err(), "unknown sender: {:?}", results[5]);
+    assert_eq!(
+        (ok(6).message.seq, ok(6).message.body.as_str()),
+        (4, "three")
+    );
+    assert_eq!(
+        bodies(&page(store, lobby, None, Some(0), 50).await),
+        vec!["before", "one", "two", "three"]
+    );
+    assert!(store.append_many(Vec::new()).await.is_empty());
+}
+
+/// Two callers' `append_many` into one room at once: each caller's
+/// messages keep their order, and the room's seqs have no gap.
+pub async fn append_many_concurrent(store: Arc<dyn Storage>) {
+    const EACH: usize = 60;
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let lobby = room(&*store, "lobby", alice.id, &[bob.id]).await.id;
+    let start = Arc::new(tokio::sync::Barrier::new(2));
+    let tasks: Vec<_> = [alice.id, bob.id]
+        .into_iter()
+        .map(|sender| {
+            let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+            tokio::spawn(async move {
+                let burst = (0..EACH)
+                    .map(|i| message(lobby, sender, &i.to_string(), None))
+                    .collect();
+                start.wait().await;
+                store.append_many(burst).await
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        let results = task.await.expect("task");
+        let seqs: Vec<Seq> = results
+            .iter()
+            .map(|r| r.as_ref().expect("append").message.seq)
+            .collect();
+        assert_eq!(seqs.len(), EACH);
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one caller's messages in its order: {seqs:?}"
+        );
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.as_ref().expect("append").message.body, i.to_string());
+        }
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=2 * EACH as Seq).collect::<Vec<_>>());
+    assert_eq!(last_seq(&*store, lobby).await, 2 * EACH as Seq);
 }
 
 pub async fn history_empty(store: Arc<dyn Storage>) {

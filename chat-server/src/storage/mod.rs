@@ -348,6 +348,17 @@ pub trait Storage: Send + Sync + 'static {
     /// Stores a message with the room's next seq (see the module invariants).
     /// `NotFound` if the room is gone.
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError>;
+    /// Appends `messages` as if by one `append` after the other, in their
+    /// order, answering each in that order. Backends that group-commit queue
+    /// them all before waiting, so a burst sent over one socket waits for
+    /// one commit instead of one per message.
+    async fn append_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StorageError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.append(message).await);
+        }
+        results
+    }
     async fn history(&self, room: RoomId, query: HistoryQuery)
     -> Result<HistoryPage, StorageError>;
 

@@ -576,6 +576,10 @@ impl Storage for SqliteStorage {
         self.appends.append(message).await
     }
 
+    async fn append_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StorageError>> {
+        self.appends.append_many(messages).await
+    }
+
     async fn history(
         &self,
         room: RoomId,

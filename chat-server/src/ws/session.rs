@@ -4,6 +4,12 @@
 //! events are written, which is fine: they wait in the socket's bounded
 //! queue, and one task instead of two halves the per-socket memory.
 //!
+//! Sends that arrive together are stored together: the frames already read
+//! behind a send are taken with it (up to [`MAX_SENDS`]) and appended in one
+//! call, in order, so a client sending faster than one commit per message
+//! is not held to that rate. Each is still answered on its own and in
+//! order, and any other frame waits until the sends before it are answered.
+//!
 //! Delivery is exactly once and in `seq` order per room: each subscribed room
 //! has a cursor (`delivered`); events at or below it are dropped (a replay
 //! already sent them), and an event beyond `delivered + 1` first fills the gap
@@ -21,7 +27,7 @@ use std::time::Instant;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::{CloseCode, ErrorCode, RoomId, RoomRef, Seq, UserId};
-use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use futures_util::{FutureExt as _, Sink, SinkExt as _, Stream, StreamExt as _};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +38,7 @@ use crate::error::ApiError;
 use crate::hub::Subscriber;
 use crate::server::AppState;
 use crate::service::Access;
-use crate::service::messages::MAX_HISTORY_PAGE;
+use crate::service::messages::{MAX_HISTORY_PAGE, Outgoing};
 use crate::storage::{HistoryQuery, MemberState, RoomRecord};
 
 /// A socket bound to one room at the handshake.
@@ -49,6 +55,9 @@ pub const TYPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// Events written per flush, so that one busy room cannot starve reads.
 const MAX_BATCH: usize = 128;
 
+/// Sends read off the socket before they are stored together.
+const MAX_SENDS: usize = 64;
+
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -62,6 +71,14 @@ enum Flow {
     Close(CloseCode),
     /// The client went away; nothing to send.
     Gone,
+}
+
+/// A `send` (or `message`) frame read but not stored yet.
+#[derive(Debug)]
+struct PendingSend {
+    room: RoomRef,
+    body: String,
+    client_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -94,6 +111,9 @@ struct Session<S> {
     typing_sent: HashMap<RoomId, Instant>,
     sink: S,
     out: Vec<WsMessage>,
+    /// Sends read in one burst, stored together by `send_pending`, which
+    /// runs before anything else the client sent after them.
+    sends: Vec<PendingSend>,
 }
 
 /// Runs a socket until the client leaves, the server shuts down (1001), the
@@ -132,6 +152,7 @@ pub async fn run<S, R, E>(
         typing_sent: HashMap::new(),
         sink,
         out: Vec::new(),
+        sends: Vec::new(),
     };
     tracing::debug!(conn = s.conn.0, %user, "socket open");
     let _open = ConnectionGauge::open();
@@ -167,25 +188,20 @@ pub async fn run<S, R, E>(
                 }
                 flow
             }
-            frame = stream.next() => match frame {
-                None | Some(Ok(WsMessage::Close(_))) => Flow::Gone,
-                Some(Ok(WsMessage::Text(text))) => s.on_text(text.as_str()).await,
-                Some(Ok(WsMessage::Binary(_))) => {
-                    s.push(&ServerFrame::Error {
-                        code: ErrorCode::InvalidJson,
-                        error: "Invalid JSON: frames must be text".to_owned(),
-                        client_id: None,
-                    });
-                    Flow::Continue
+            frame = stream.next() => {
+                let mut flow = s.on_read(frame).await;
+                // A client sending faster than its messages commit finds
+                // several waiting: they are stored together, in one commit,
+                // instead of each waiting for the one before.
+                while flow == Flow::Continue && !s.sends.is_empty() && s.sends.len() < MAX_SENDS {
+                    match stream.next().now_or_never() {
+                        Some(frame) => flow = s.on_read(frame).await,
+                        None => break,
+                    }
                 }
-                // tungstenite queues the pong; the flush below sends it.
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
-                Some(Err(e)) if is_too_large(&e) => Flow::Close(CloseCode::TooLarge),
-                Some(Err(e)) => {
-                    tracing::debug!(conn = s.conn.0, error = %e, "socket read failed");
-                    Flow::Gone
-                }
-            },
+                s.send_pending().await;
+                flow
+            }
         };
         if flow != Flow::Gone
             && let Err(f) = s.flush().await
@@ -318,10 +334,84 @@ where
         }
     }
 
+    /// One read off the socket.
+    async fn on_read<E>(&mut self, frame: Option<Result<WsMessage, E>>) -> Flow
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        // Whatever the client sent before a frame is answered before it.
+        match frame {
+            Some(Ok(WsMessage::Text(text))) => self.on_text(text.as_str()).await,
+            Some(Ok(WsMessage::Binary(_))) => {
+                self.send_pending().await;
+                self.push(&ServerFrame::Error {
+                    code: ErrorCode::InvalidJson,
+                    error: "Invalid JSON: frames must be text".to_owned(),
+                    client_id: None,
+                });
+                Flow::Continue
+            }
+            // tungstenite queues the pong; the flush after this sends it.
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
+            None | Some(Ok(WsMessage::Close(_))) => {
+                self.send_pending().await;
+                Flow::Gone
+            }
+            Some(Err(e)) => {
+                self.send_pending().await;
+                if is_too_large(&e) {
+                    return Flow::Close(CloseCode::TooLarge);
+                }
+                tracing::debug!(conn = self.conn.0, error = %e, "socket read failed");
+                Flow::Gone
+            }
+        }
+    }
+
+    /// A send frame becomes a [`PendingSend`]; any other frame comes back.
+    fn as_send(&self, frame: ClientFrame) -> Result<PendingSend, ClientFrame> {
+        match frame {
+            ClientFrame::Text { message } => match self.bound {
+                Some(room) => Ok(PendingSend {
+                    room: RoomRef::Id(room),
+                    body: message,
+                    client_id: None,
+                }),
+                None => Err(ClientFrame::Text { message }),
+            },
+            ClientFrame::Send {
+                room,
+                body,
+                client_id,
+            } => match room.or(self.bound.map(RoomRef::Id)) {
+                Some(room) => Ok(PendingSend {
+                    room,
+                    body,
+                    client_id,
+                }),
+                None => Err(ClientFrame::Send {
+                    room: None,
+                    body,
+                    client_id,
+                }),
+            },
+            other => Err(other),
+        }
+    }
+
     async fn on_text(&mut self, text: &str) -> Flow {
-        let frame = match ClientFrame::from_json(text) {
-            Ok(f) => f,
+        let parsed = ClientFrame::from_json(text).map(|f| self.as_send(f));
+        let frame = match parsed {
+            Ok(Ok(send)) => {
+                self.sends.push(send);
+                return Flow::Continue;
+            }
+            Ok(Err(frame)) => {
+                self.send_pending().await;
+                frame
+            }
             Err(e) => {
+                self.send_pending().await;
                 self.push(&ServerFrame::Error {
                     code: e.code,
                     error: e.message,
@@ -331,28 +421,19 @@ where
             }
         };
         match frame {
-            ClientFrame::Text { message } => match self.bound {
-                Some(room) => self.send(RoomRef::Id(room), message, None).await,
-                None => self.push_error(
-                    &ApiError::with_message(
-                        ErrorCode::InvalidInput,
-                        "{\"message\"} frames need a socket bound to a room (/ws/chat/{room}/); \
-                         on /ws/ send {\"type\":\"send\",\"room\",\"body\"}",
-                    ),
-                    None,
+            // Frames that would be sends but name no room.
+            ClientFrame::Text { .. } => self.push_error(
+                &ApiError::with_message(
+                    ErrorCode::InvalidInput,
+                    "{\"message\"} frames need a socket bound to a room (/ws/chat/{room}/); \
+                     on /ws/ send {\"type\":\"send\",\"room\",\"body\"}",
                 ),
-            },
-            ClientFrame::Send {
-                room,
-                body,
+                None,
+            ),
+            ClientFrame::Send { client_id, .. } => self.push_error(
+                &ApiError::invalid_field("room", "is required on /ws/"),
                 client_id,
-            } => match room.or(self.bound.map(RoomRef::Id)) {
-                Some(room) => self.send(room, body, client_id).await,
-                None => self.push_error(
-                    &ApiError::invalid_field("room", "is required on /ws/"),
-                    client_id,
-                ),
-            },
+            ),
             ClientFrame::Subscribe { room, after_seq } => {
                 if after_seq.is_some_and(|s| s < 0) {
                     self.push_error(
@@ -456,32 +537,69 @@ where
         self.state.service.member_room(self.user, room).await
     }
 
-    async fn send(&mut self, room: RoomRef, body: String, client_id: Option<String>) {
-        if !self.allow() {
-            self.push_error(&ApiError::new(ErrorCode::RateLimited), client_id);
+    /// Stores the sends read so far, together, and answers each in order:
+    /// an `ack`, or the `error` that refused it.
+    async fn send_pending(&mut self) {
+        if self.sends.is_empty() {
             return;
         }
-        let record = match self.member_room(&room).await {
-            Ok(r) => r,
-            Err(e) => return self.push_error(&e, client_id),
-        };
-        let service = self.state.service.clone();
-        match service
-            .send_to(self.user, &record, body, client_id.clone(), Some(self.conn))
-            .await
-        {
-            Ok(sent) => {
-                if let Some(cursor) = self.rooms.get_mut(&record.id)
-                    && sent.message.seq > cursor.delivered
-                {
-                    cursor.own.insert(sent.message.seq);
-                }
-                self.push(&ServerFrame::Ack {
-                    client_id,
-                    message: sent.message,
-                });
+        let sends = std::mem::take(&mut self.sends);
+        // Per send: its client_id, and why it was refused before storage.
+        let mut checked = Vec::with_capacity(sends.len());
+        let mut outgoing = Vec::with_capacity(sends.len());
+        // A burst usually goes to one room: check it once.
+        let mut rooms: Vec<(RoomRef, Result<RoomRecord, ApiError>)> = Vec::new();
+        for send in sends {
+            if !self.allow() {
+                checked.push((send.client_id, Some(ApiError::new(ErrorCode::RateLimited))));
+                continue;
             }
-            Err(e) => self.push_error(&e, client_id),
+            let record = match rooms.iter().find(|(r, _)| *r == send.room) {
+                Some((_, record)) => record.clone(),
+                None => {
+                    let record = self.member_room(&send.room).await;
+                    rooms.push((send.room, record.clone()));
+                    record
+                }
+            };
+            match record {
+                Ok(record) => {
+                    checked.push((send.client_id.clone(), None));
+                    outgoing.push(Outgoing {
+                        room: record.id,
+                        body: send.body,
+                        client_id: send.client_id,
+                    });
+                }
+                Err(e) => checked.push((send.client_id, Some(e))),
+            }
+        }
+        let service = self.state.service.clone();
+        let mut results = service
+            .send_many(self.user, outgoing, Some(self.conn))
+            .await
+            .into_iter();
+        for (client_id, refused) in checked {
+            let result = match refused {
+                Some(e) => Err(e),
+                None => results
+                    .next()
+                    .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal))),
+            };
+            match result {
+                Ok(sent) => {
+                    if let Some(cursor) = self.rooms.get_mut(&sent.message.room)
+                        && sent.message.seq > cursor.delivered
+                    {
+                        cursor.own.insert(sent.message.seq);
+                    }
+                    self.push(&ServerFrame::Ack {
+                        client_id,
+                        message: sent.message,
+                    });
+                }
+                Err(e) => self.push_error(&e, client_id),
+            }
         }
     }
 

@@ -454,6 +454,18 @@ impl WsClient {
             .expect("frame sent");
     }
 
+    /// Sends several frames in one write, so that the server reads them
+    /// together.
+    pub(crate) async fn send_burst(&mut self, frames: &[String]) {
+        for text in frames {
+            self.stream
+                .feed(WsMessage::text(text.as_str()))
+                .await
+                .expect("frame queued");
+        }
+        self.stream.flush().await.expect("burst sent");
+    }
+
     /// The next frame or close, skipping control frames.
     pub(crate) async fn next(&mut self) -> Incoming {
         if let Some(f) = self.pending.pop_front() {

@@ -16,6 +16,7 @@ each_backend!(
     resume_after_disconnect_loses_nothing,
     replay_racing_live_sends_has_no_gap_or_duplicate,
     client_id_is_idempotent_over_websocket,
+    a_burst_of_sends_is_answered_in_order,
     deleted_room_notifies_and_closes_bound_sockets,
     auto_create_rooms,
     shutdown_closes_1001,
@@ -433,6 +434,73 @@ async fn client_id_is_idempotent_over_websocket(backend: Backend) {
         .get(&format!("/chat/history/?room={other}"), &ann.access)
         .await;
     assert_eq!(history["chat_history"], json!([]), "nothing stored");
+}
+
+/// Frames that arrive together are stored together, but answered exactly
+/// as if one by one: in order, each its own answer, the frames that are
+/// not sends answered between the sends around them.
+async fn a_burst_of_sends_is_answered_in_order(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+    let hidden = s.room(&bob, "bobs", "private", &[]).await;
+    let mut b = s.ws("/ws/", &bob).await;
+    b.subscribe(json!(room), None).await;
+    let mut a = s.ws("/ws/", &ann).await;
+
+    let send = |i: u32| {
+        json!({"type": "send", "room": room, "body": format!("m{i}"), "client_id": format!("c-{i}")})
+            .to_string()
+    };
+    let mut burst: Vec<String> = (0..5).map(send).collect();
+    burst.push(
+        json!({"type": "send", "room": hidden, "body": "psst", "client_id": "c-x"}).to_string(),
+    );
+    burst.push(json!({"type": "ping"}).to_string());
+    burst.extend((5..10).map(send));
+    burst.push(send(2));
+    burst.push("{not json".to_owned());
+    burst.push(send(10));
+    a.send_burst(&burst).await;
+
+    for i in 0..5 {
+        let ack = a.expect("ack").await;
+        assert_eq!(ack["client_id"], format!("c-{i}"));
+        assert_eq!(ack["message"]["seq"], i + 1);
+    }
+    let refused = a.frame().await;
+    assert_eq!(
+        (&refused["type"], &refused["code"], &refused["client_id"]),
+        (&json!("error"), &json!("room_not_found"), &json!("c-x")),
+        "{refused}"
+    );
+    assert_eq!(a.frame().await["type"], "pong");
+    for i in 5..10 {
+        let ack = a.frame().await;
+        assert_eq!(
+            (&ack["type"], &ack["client_id"]),
+            (&json!("ack"), &json!(format!("c-{i}")))
+        );
+        assert_eq!(ack["message"]["seq"], i + 1);
+    }
+    let repeat = a.frame().await;
+    assert_eq!(repeat["type"], "ack", "{repeat}");
+    assert_eq!(repeat["message"]["seq"], 3, "the original of c-2");
+    assert_eq!(a.frame().await["code"], "invalid_json");
+    let last = a.frame().await;
+    assert_eq!(
+        (&last["type"], &last["message"]["seq"]),
+        (&json!("ack"), &json!(11))
+    );
+    a.expect_quiet().await;
+
+    for i in 0..11 {
+        let m = b.expect("message").await;
+        assert_eq!(m["message"]["seq"], i + 1);
+        assert_eq!(m["message"]["body"], format!("m{i}"));
+    }
+    b.expect_quiet().await;
 }
 
 async fn deleted_room_notifies_and_closes_bound_sockets(backend: Backend) {
