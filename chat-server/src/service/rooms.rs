@@ -13,7 +13,7 @@ use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
 use super::ChatService;
 use crate::broker::{Event, EventKind, encode};
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{Conflict, MemberState, NewRoom, RoomRecord, StorageError, UserRoom};
+use crate::storage::{Conflict, MemberState, NewRoom, RoomKey, RoomRecord, StorageError, UserRoom};
 
 /// How a user stands towards a room, which decides every answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +28,21 @@ pub enum Access {
     Hidden,
 }
 
+/// The access rule: how a user in `state` (if any) stands towards `room`.
+fn access_of(room: &RoomRecord, state: Option<MemberState>) -> Access {
+    match state {
+        Some(MemberState::Member) => Access::Member,
+        Some(MemberState::Invited) => Access::Invited,
+        None if room.kind == RoomType::Public => Access::PublicStranger,
+        None => Access::Hidden,
+    }
+}
+
 impl ChatService {
     /// The caller's access to a room.
     pub async fn access(&self, user: UserId, room: &RoomRecord) -> ApiResult<Access> {
-        Ok(match self.storage.membership(room.id, user).await? {
-            Some(MemberState::Member) => Access::Member,
-            Some(MemberState::Invited) => Access::Invited,
-            None if room.kind == RoomType::Public => Access::PublicStranger,
-            None => Access::Hidden,
-        })
+        let state = self.storage.membership(room.id, user).await?;
+        Ok(access_of(room, state))
     }
 
     /// Finds a room by id or name.
@@ -49,12 +55,38 @@ impl ChatService {
         })
     }
 
+    /// Finds a room by id or name with the caller's access to it, in one
+    /// storage read.
+    pub async fn find_room_for(
+        &self,
+        user: UserId,
+        room: &RoomRef,
+    ) -> ApiResult<Option<(RoomRecord, Access)>> {
+        // As in `find_room`: a name made of digits is an id.
+        let key = match (room.as_id(), room) {
+            (Some(id), _) => RoomKey::Id(id),
+            (None, RoomRef::Name(name)) => RoomKey::Name(name),
+            (None, RoomRef::Id(id)) => RoomKey::Id(*id),
+        };
+        Ok(self
+            .storage
+            .room_for(key, user)
+            .await?
+            .map(|(record, state)| {
+                let access = access_of(&record, state);
+                (record, access)
+            }))
+    }
+
     /// A room the caller is a member of, for reading and writing: 404 if it
     /// does not exist or is hidden from the caller, 403 `not_member` if the
     /// caller could see it but has not joined.
     pub async fn member_room(&self, user: UserId, room: &RoomRef) -> ApiResult<RoomRecord> {
-        let record = self.find_room(room).await?.ok_or_else(room_not_found)?;
-        match self.access(user, &record).await? {
+        let (record, access) = self
+            .find_room_for(user, room)
+            .await?
+            .ok_or_else(room_not_found)?;
+        match access {
             Access::Member => Ok(record),
             Access::Invited | Access::PublicStranger => Err(ApiError::new(ErrorCode::NotMember)),
             Access::Hidden => Err(room_not_found()),
@@ -69,16 +101,18 @@ impl ChatService {
         room: &RoomRef,
         auto_create: bool,
     ) -> ApiResult<RoomRecord> {
-        let record = match self.find_room(room).await? {
-            Some(r) => r,
+        let (record, access) = match self.find_room_for(user, room).await? {
+            Some(found) => found,
             None => match room {
                 RoomRef::Name(name) if auto_create && room.as_id().is_none() => {
-                    self.auto_create(user, name).await?
+                    let record = self.auto_create(user, name).await?;
+                    let access = self.access(user, &record).await?;
+                    (record, access)
                 }
                 _ => return Err(room_not_found()),
             },
         };
-        match self.access(user, &record).await? {
+        match access {
             Access::Member => Ok(record),
             // Anyone may join a public room, whether invited to it or not.
             Access::PublicStranger | Access::Invited if record.kind == RoomType::Public => {

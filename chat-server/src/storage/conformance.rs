@@ -32,8 +32,8 @@ use chat_core::{RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, Conflict, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom,
-    NewUser, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StoredMessage,
-    TokenUse, UserRecord, UserRoom,
+    NewUser, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
+    StoredMessage, TokenUse, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -97,6 +97,7 @@ macro_rules! storage_conformance_tests {
             room_delete,
             room_people_ordering,
             membership_states,
+            room_for,
             join_room,
             invite,
             leave_room,
@@ -811,6 +812,58 @@ pub async fn membership_states(store: Arc<dyn Storage>) {
     assert_eq!(
         of(bob.id).await.expect("membership"),
         Some(MemberState::Member)
+    );
+}
+
+/// `room_for`: the room by id or name with one user's standing, the same
+/// as `room` (or `room_by_name`) and `membership` one after the other.
+pub async fn room_for(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    let other = room(store, "other", bob.id, &[]).await;
+    send(store, lobby.id, alice.id, "moves last_seq").await;
+    let current = store.room(lobby.id).await.expect("room").expect("lobby");
+
+    for key in [RoomKey::Id(lobby.id), RoomKey::Name("lobby")] {
+        let of = |u: UserId| store.room_for(key, u);
+        assert_eq!(
+            of(alice.id).await.expect("room_for"),
+            Some((current.clone(), Some(MemberState::Member))),
+            "{key:?}"
+        );
+        assert_eq!(
+            of(bob.id).await.expect("room_for"),
+            Some((current.clone(), Some(MemberState::Invited))),
+            "{key:?}"
+        );
+        assert_eq!(
+            of(carol.id).await.expect("room_for"),
+            Some((current.clone(), None)),
+            "{key:?}"
+        );
+    }
+    assert_eq!(current.last_seq, 1);
+    // Another room's membership does not leak into this one.
+    assert_eq!(
+        store
+            .room_for(RoomKey::Id(other.id), alice.id)
+            .await
+            .expect("room_for"),
+        Some((other.clone(), None))
+    );
+    for key in [RoomKey::Id(RoomId(987_654)), RoomKey::Name("nowhere")] {
+        assert_eq!(store.room_for(key, alice.id).await.expect("room_for"), None);
+    }
+    store.delete_room(lobby.id).await.expect("delete");
+    assert_eq!(
+        store
+            .room_for(RoomKey::Id(lobby.id), alice.id)
+            .await
+            .expect("room_for"),
+        None
     );
 }
 

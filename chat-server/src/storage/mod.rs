@@ -104,6 +104,13 @@ pub struct NewRoom {
     pub created_at: Timestamp,
 }
 
+/// A room looked up by id or by its unique name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomKey<'a> {
+    Id(RoomId),
+    Name(&'a str),
+}
+
 /// How a user stands in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MemberState {
@@ -300,6 +307,25 @@ pub trait Storage: Send + Sync + 'static {
         room: RoomId,
         user: UserId,
     ) -> Result<Option<MemberState>, StorageError>;
+    /// A room (by id or by name) and how `user` stands in it, in one read:
+    /// what every access check needs. `None` if there is no such room.
+    async fn room_for(
+        &self,
+        room: RoomKey<'_>,
+        user: UserId,
+    ) -> Result<Option<(RoomRecord, Option<MemberState>)>, StorageError> {
+        let record = match room {
+            RoomKey::Id(id) => self.room(id).await?,
+            RoomKey::Name(name) => self.room_by_name(name).await?,
+        };
+        match record {
+            Some(r) => {
+                let state = self.membership(r.id, user).await?;
+                Ok(Some((r, state)))
+            }
+            None => Ok(None),
+        }
+    }
     /// Makes `user` a member (from invited or from nothing) with its read
     /// mark at the room's current `last_seq`. Returns `false` if it already
     /// was a member (its mark is then untouched). `NotFound` if the room is

@@ -129,6 +129,15 @@ pub(crate) const ROOM_BY_ID: &str =
 pub(crate) const ROOM_BY_NAME: &str =
     concat!("SELECT ", room_columns!(), " FROM rooms WHERE name = $1");
 
+/// A room with one user's membership state (NULL when none).
+pub(crate) const ROOM_FOR_BY_ID: &str = "SELECT r.id, r.name, r.kind, r.creator_id, \
+    r.created_at, r.last_seq, m.state AS member_state FROM rooms r \
+    LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
+
+pub(crate) const ROOM_FOR_BY_NAME: &str = "SELECT r.id, r.name, r.kind, r.creator_id, \
+    r.created_at, r.last_seq, m.state AS member_state FROM rooms r \
+    LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.name = $1";
+
 pub(crate) const ROOM_EXISTS: &str = "SELECT id FROM rooms WHERE id = $1";
 
 /// PostgreSQL: takes the room's row lock for the rest of the transaction, or
@@ -530,6 +539,17 @@ pub(crate) fn room_from(row: &impl Columns) -> Result<RoomRecord, StorageError> 
         created_at: Timestamp::from_unix_micros(row.int("created_at")?),
         last_seq: row.int("last_seq")?,
     })
+}
+
+/// A row of [`ROOM_FOR_BY_ID`] or [`ROOM_FOR_BY_NAME`].
+pub(crate) fn room_for_from(
+    row: &impl Columns,
+) -> Result<(RoomRecord, Option<MemberState>), StorageError> {
+    let state = row.opt_text("member_state")?;
+    Ok((
+        room_from(row)?,
+        state.as_deref().map(member_state).transpose()?,
+    ))
 }
 
 pub(crate) fn message_from(row: &impl Columns) -> Result<StoredMessage, StorageError> {

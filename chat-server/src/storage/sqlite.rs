@@ -43,8 +43,8 @@ use super::sql::{
 };
 use super::{
     Appended, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
-    ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StorageOptions,
-    TokenUse, UserRecord, UserRoom,
+    ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
+    StorageOptions, TokenUse, UserRecord, UserRoom,
 };
 
 mod batch;
@@ -420,6 +420,23 @@ impl Storage for SqliteStorage {
             .await
             .map_err(map_err)?;
         state.as_deref().map(member_state).transpose()
+    }
+
+    async fn room_for(
+        &self,
+        room: RoomKey<'_>,
+        user: UserId,
+    ) -> Result<Option<(RoomRecord, Option<MemberState>)>, StorageError> {
+        let query = match room {
+            RoomKey::Id(id) => sqlx::query(sql::ROOM_FOR_BY_ID).bind(id.get()),
+            RoomKey::Name(name) => sqlx::query(sql::ROOM_FOR_BY_NAME).bind(name.to_owned()),
+        };
+        let row = query
+            .bind(user.get())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(sql::room_for_from).transpose()
     }
 
     async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {

@@ -608,15 +608,15 @@ where
     /// otherwise unsubscribing would tell which private rooms exist.
     async fn unsubscribe(&mut self, room: &RoomRef) -> Result<(), ApiError> {
         let service = &self.state.service;
-        let record = service
-            .find_room(room)
+        let (record, access) = service
+            .find_room_for(self.user, room)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::RoomNotFound))?;
         if self.rooms.remove(&record.id).is_some() {
             service.hub().leave(record.id, self.conn).await;
             return Ok(());
         }
-        if service.access(self.user, &record).await? == Access::Hidden {
+        if access == Access::Hidden {
             return Err(ApiError::new(ErrorCode::RoomNotFound));
         }
         Ok(())
