@@ -40,6 +40,9 @@ const QUEUE: usize = 4 * MAX_BATCH;
 /// What a backend provides for group commit.
 #[async_trait]
 pub(crate) trait BatchAppend: Send + Sync + 'static {
+    /// Runs once before the first append: open what appends will need.
+    async fn warm_up(&self) {}
+
     /// One append in its own transaction: the reference behaviour.
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError>;
 
@@ -133,6 +136,7 @@ async fn commit_loop<B: BatchAppend>(
     backend: Arc<B>,
     mut appends: mpsc::Receiver<(NewMessage, Reply)>,
 ) {
+    backend.warm_up().await;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while appends.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (messages, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
@@ -145,12 +149,15 @@ async fn commit_loop<B: BatchAppend>(
 }
 
 /// Commits `messages` as one batch, or one by one if the batch fails for a
-/// reason that may be one message's.
+/// reason that may be one message's. A lone message goes as a batch of one
+/// too: the batch takes fewer statements than the single append, which is
+/// kept for the cases a batch cannot answer (a repeated `client_id` on
+/// PostgreSQL).
 async fn commit<B: BatchAppend>(
     backend: &B,
     messages: Vec<NewMessage>,
 ) -> Vec<Result<Appended, StorageError>> {
-    if messages.len() > 1 {
+    {
         match backend.append_batch(&messages).await {
             Ok(results) if results.len() == messages.len() => return results,
             Ok(results) => {

@@ -15,13 +15,16 @@
 //! safe: sqlx's migrator holds an advisory lock while it works (see
 //! `run_migrations` below).
 //!
-//! One pool of `max_connections` serves reads and writes. Acquiring waits at
-//! most [`ACQUIRE_TIMEOUT`], so a database that is down shows as
-//! `Unavailable` within seconds rather than as a hang, and every pooled
-//! connection is pinged before it is handed out, so the pool drops the
-//! connections a restarted or failed-over database killed and opens fresh
-//! ones by itself. Instances × pool size must stay below the server's
-//! `max_connections` (100 by default, a few kept for superusers): past it,
+//! One pool of `max_connections` serves reads and every write but appends;
+//! appends go through the group committer's own connection (`batch.rs`).
+//! Acquiring waits at most [`ACQUIRE_TIMEOUT`], so a database that is down
+//! shows as `Unavailable` within seconds rather than as a hang, and every
+//! pooled connection is pinged before it is handed out, so the pool drops
+//! the connections a restarted or failed-over database killed and opens
+//! fresh ones by itself; the committer's connection is checked after an
+//! error and replaced the same way. Instances × (pool size + 1) must stay
+//! below the server's `max_connections` (100 by default, a few kept for
+//! superusers): past it,
 //! new sessions are refused (SQLSTATE 53300) and requests see
 //! `Unavailable`. Sessions run with `jit=off` unless the URL sets `jit`
 //! (why: `connect_options`).
@@ -86,10 +89,6 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// instead of piling up; long enough for a busy pool under a burst.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections of the append committer's own pool: it commits one batch at
-/// a time, and a batch that fails is appended again one by one.
-const APPEND_CONNECTIONS: u32 = 2;
-
 /// What the sessions are called in `pg_stat_activity` unless the URL says
 /// `application_name=…`.
 const APPLICATION_NAME: &str = "chat-server";
@@ -121,21 +120,11 @@ impl PostgresStorage {
             // Connections open on demand; the migration above has shown
             // that the database answers.
             .connect_lazy_with(connect.clone());
-        // Appends have their own connections, opened on the committer's
+        // Appends have a connection of their own, opened on the committer's
         // thread (a socket answers to the runtime that opened it): reads
         // never take a connection an append is waiting for, and a batch's
-        // round trips do not wait on the server's runtime.
-        let appends = GroupCommit::start(move || batch::PgAppender {
-            pool: PgPoolOptions::new()
-                .max_connections(APPEND_CONNECTIONS)
-                // Opened now, in the background: the first messages after a
-                // start would otherwise wait for a connection (W1's p99 was
-                // that wait).
-                .min_connections(1)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .test_before_acquire(true)
-                .connect_lazy_with(connect),
-        });
+        // round trip does not wait on the server's runtime.
+        let appends = GroupCommit::start(move || batch::PgAppender::new(connect));
         Ok(Self { pool, appends })
     }
 
@@ -177,8 +166,11 @@ impl PostgresStorage {
 }
 
 /// One append in its own transaction; what group commit falls back to.
-async fn append_one(pool: &PgPool, message: NewMessage) -> Result<Appended, StorageError> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+async fn append_one(
+    conn: &mut sqlx::PgConnection,
+    message: NewMessage,
+) -> Result<Appended, StorageError> {
+    let mut tx = sqlx::Connection::begin(conn).await.map_err(map_err)?;
     // First statement: the room's row lock, held to commit, serializes
     // every append to this room (see the module doc).
     let seq: Option<Seq> = sqlx::query_scalar(sql::NEXT_SEQ)

@@ -1,39 +1,52 @@
-//! The Postgres side of group commit: a batch of appends in two statements
-//! and one commit.
+//! The Postgres side of group commit: a batch of appends in one statement,
+//! on a connection the committer keeps to itself.
 //!
-//! The first statement locks the batch's rooms in id order, so two
-//! instances committing batches over the same rooms queue instead of
-//! deadlocking; a room deleted meanwhile is simply not locked. The second
-//! does everything else at once: it raises each room's `last_seq` by its
+//! The statement is its own transaction (autocommit): one round trip stores
+//! and commits the batch, where `BEGIN`, a lock, the insert and `COMMIT`
+//! took four, and a pooled connection two more (sqlx pings a connection
+//! when it is taken from the pool and again when it goes back). On a busy
+//! machine each round trip is a wake-up of the database's process, and the
+//! latency of every message is a sum of them.
+//!
+//! The statement first locks the batch's rooms in id order (the
+//! `MATERIALIZED` CTE `locked`; a room deleted meanwhile is simply not
+//! locked), so two instances committing batches over the same rooms queue
+//! instead of deadlocking: the `UPDATE` of `bumped` only touches rows
+//! `locked` already holds. Then it raises each room's `last_seq` by its
 //! number of messages, numbers the messages of a room in arrival order
-//! above the old `last_seq`, inserts them, advances the senders' read
-//! marks, and returns the stored rows. Holding the room locks to commit
-//! keeps the guarantees of a single append (see the module doc of
-//! `postgres.rs`): seqs without gap or duplicate, committed in seq order.
+//! above the old `last_seq`, inserts them, advances the senders' read marks,
+//! and returns the stored rows. At read committed, an `UPDATE` of a row that
+//! another transaction changed after this statement's snapshot works on the
+//! newest committed version once it holds the lock, so `last_seq` is never
+//! read stale. Holding the room locks to commit keeps the guarantees of a
+//! single append (see the module doc of `postgres.rs`): seqs without gap or
+//! duplicate, committed in seq order.
 //!
 //! There is no `ON CONFLICT` here: a repeated `(sender, client_id)` fails
-//! the statement, the batch rolls back, and group commit appends its
-//! messages one by one, where the single append's rules answer it.
+//! the statement, which rolls back, and group commit appends its messages
+//! one by one, where the single append's rules answer it.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgPool;
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::sync::{Mutex, MutexGuard};
 
-use super::map_err;
+use super::{ACQUIRE_TIMEOUT, map_err};
 use crate::storage::group_commit::BatchAppend;
 use crate::storage::sql::message_from;
 use crate::storage::{Appended, NewMessage, StorageError};
 
-const LOCK_ROOMS: &str = "SELECT id FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-
 const APPEND_BATCH: &str = "\
-WITH input AS (
+WITH locked AS MATERIALIZED (
+    SELECT id FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
+), input AS (
     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
         WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at, ord)
 ), counts AS (
     SELECT room_id, count(*) AS n, max(created_at) AS at FROM input GROUP BY room_id
 ), bumped AS (
     UPDATE rooms r SET last_seq = r.last_seq + c.n, last_message_at = c.at
-    FROM counts c WHERE r.id = c.room_id
+    FROM counts c JOIN locked l ON l.id = c.room_id WHERE r.id = c.room_id
     RETURNING r.id, r.last_seq - c.n AS base
 ), numbered AS (
     SELECT i.*, b.base + row_number() OVER (PARTITION BY i.room_id ORDER BY i.ord) AS seq
@@ -55,69 +68,135 @@ JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
 JOIN users u ON u.id = n.sender_id
 ORDER BY n.ord";
 
-/// What the committer task holds: the pool, not the storage, so that the
-/// storage's handle to the committer is the only thing keeping it alive.
+/// What the committer holds: how to connect, and its connection, not the
+/// storage, so that the storage's handle to the committer is the only thing
+/// keeping it alive.
 #[derive(Debug)]
 pub(super) struct PgAppender {
-    pub(super) pool: PgPool,
+    connect: PgConnectOptions,
+    /// Opened at start and again after it broke. Only the committer uses
+    /// it, one call at a time; the lock is never contended.
+    conn: Mutex<Option<PgConnection>>,
+}
+
+impl PgAppender {
+    pub(super) fn new(connect: PgConnectOptions) -> Self {
+        Self {
+            connect,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The connection, opened first if there is none (within
+    /// [`ACQUIRE_TIMEOUT`], like a pooled connection).
+    async fn connection(&self) -> Result<MutexGuard<'_, Option<PgConnection>>, StorageError> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.open().await?);
+        }
+        Ok(slot)
+    }
+
+    async fn open(&self) -> Result<PgConnection, StorageError> {
+        match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.connect)).await
+        {
+            Ok(opened) => opened.map_err(map_err),
+            Err(_) => Err(StorageError::Unavailable(
+                "timed out connecting to PostgreSQL for appends".into(),
+            )),
+        }
+    }
+}
+
+/// After a failed call: the connection is kept only if it still answers,
+/// so one the database dropped is replaced by the next call.
+async fn keep_if_alive(slot: &mut Option<PgConnection>) {
+    if let Some(conn) = slot
+        && conn.ping().await.is_err()
+    {
+        *slot = None;
+    }
+}
+
+fn no_connection() -> StorageError {
+    StorageError::Unavailable("no connection for appends".into())
 }
 
 #[async_trait]
 impl BatchAppend for PgAppender {
+    async fn warm_up(&self) {
+        // The first messages after a start would otherwise wait for the
+        // connection (W1's p99 was that wait). A database that is down now
+        // is tried again by the first append.
+        let _ = self.connection().await;
+    }
+
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError> {
-        super::append_one(&self.pool, message).await
+        let mut slot = self.connection().await?;
+        let conn = slot.as_mut().ok_or_else(no_connection)?;
+        let result = super::append_one(conn, message).await;
+        if result.is_err() {
+            keep_if_alive(&mut slot).await;
+        }
+        result
     }
 
     async fn append_batch(
         &self,
         batch: &[NewMessage],
     ) -> Result<Vec<Result<Appended, StorageError>>, StorageError> {
-        let mut rooms: Vec<i64> = batch.iter().map(|m| m.room.get()).collect();
-        rooms.sort_unstable();
-        rooms.dedup();
-        let column = |f: fn(&NewMessage) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
-
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query(LOCK_ROOMS)
-            .bind(&rooms)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let rows = sqlx::query(APPEND_BATCH)
-            .bind(column(|m| m.room.get()))
-            .bind(column(|m| m.sender.get()))
-            .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|m| m.client_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(column(|m| m.created_at.unix_micros()))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
-
-        // Every message of a room that still exists has its row; a message
-        // without one was for a deleted room.
-        let mut stored: Vec<Option<Appended>> = (0..batch.len()).map(|_| None).collect();
-        for row in &rows {
-            let ord: i64 = sqlx::Row::try_get(row, "ord").map_err(map_err)?;
-            let slot = usize::try_from(ord - 1)
-                .ok()
-                .and_then(|i| stored.get_mut(i))
-                .ok_or_else(|| {
-                    StorageError::Backend(format!("batch row {ord} out of range").into())
-                })?;
-            *slot = Some(Appended {
-                message: message_from(row)?,
-                created: true,
-            });
+        let mut slot = self.connection().await?;
+        let conn = slot.as_mut().ok_or_else(no_connection)?;
+        let result = append_batch(conn, batch).await;
+        if result.is_err() {
+            keep_if_alive(&mut slot).await;
         }
-        tx.commit().await.map_err(map_err)?;
-        Ok(stored
-            .into_iter()
-            .map(|s| s.ok_or(StorageError::NotFound))
-            .collect())
+        result
     }
+}
+
+/// One batch in one statement, its own transaction.
+async fn append_batch(
+    conn: &mut PgConnection,
+    batch: &[NewMessage],
+) -> Result<Vec<Result<Appended, StorageError>>, StorageError> {
+    let mut rooms: Vec<i64> = batch.iter().map(|m| m.room.get()).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    let column = |f: fn(&NewMessage) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
+
+    let rows = sqlx::query(APPEND_BATCH)
+        .bind(column(|m| m.room.get()))
+        .bind(column(|m| m.sender.get()))
+        .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|m| m.client_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|m| m.created_at.unix_micros()))
+        .bind(&rooms)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+
+    // Every message of a room that still exists has its row; a message
+    // without one was for a deleted room.
+    let mut stored: Vec<Option<Appended>> = (0..batch.len()).map(|_| None).collect();
+    for row in &rows {
+        let ord: i64 = sqlx::Row::try_get(row, "ord").map_err(map_err)?;
+        let slot = usize::try_from(ord - 1)
+            .ok()
+            .and_then(|i| stored.get_mut(i))
+            .ok_or_else(|| StorageError::Backend(format!("batch row {ord} out of range").into()))?;
+        *slot = Some(Appended {
+            message: message_from(row)?,
+            created: true,
+        });
+    }
+    Ok(stored
+        .into_iter()
+        .map(|s| s.ok_or(StorageError::NotFound))
+        .collect())
 }
