@@ -38,6 +38,13 @@ pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
+/// Appends: most commit well under a millisecond, so the buckets start at
+/// 0.1 ms.
+const APPEND_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+];
+
 const HTTP_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -55,7 +62,7 @@ fn handle() -> Option<&'static PrometheusHandle> {
                     BATCH_BUCKETS,
                 )
                 .ok()?
-                .set_buckets_for_metric(Matcher::Full(APPEND_DURATION.to_owned()), HTTP_BUCKETS)
+                .set_buckets_for_metric(Matcher::Full(APPEND_DURATION.to_owned()), APPEND_BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
                 Ok(handle) => {
