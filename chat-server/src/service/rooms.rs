@@ -45,16 +45,6 @@ impl ChatService {
         Ok(access_of(room, state))
     }
 
-    /// Finds a room by id or name.
-    pub async fn find_room(&self, room: &RoomRef) -> ApiResult<Option<RoomRecord>> {
-        // A name made of digits is an id: names may not be all digits.
-        Ok(match (room.as_id(), room) {
-            (Some(id), _) => self.storage.room(id).await?,
-            (None, RoomRef::Name(name)) => self.storage.room_by_name(name).await?,
-            (None, RoomRef::Id(id)) => self.storage.room(*id).await?,
-        })
-    }
-
     /// Finds a room by id or name with the caller's access to it, in one
     /// storage read.
     pub async fn find_room_for(
@@ -62,7 +52,7 @@ impl ChatService {
         user: UserId,
         room: &RoomRef,
     ) -> ApiResult<Option<(RoomRecord, Access)>> {
-        // As in `find_room`: a name made of digits is an id.
+        // A name made of digits is an id: names may not be all digits.
         let key = match (room.as_id(), room) {
             (Some(id), _) => RoomKey::Id(id),
             (None, RoomRef::Name(name)) => RoomKey::Name(name),

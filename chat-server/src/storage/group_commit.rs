@@ -157,28 +157,26 @@ async fn commit<B: BatchAppend>(
     backend: &B,
     messages: Vec<NewMessage>,
 ) -> Vec<Result<Appended, StorageError>> {
-    {
-        match backend.append_batch(&messages).await {
-            Ok(results) if results.len() == messages.len() => return results,
-            Ok(results) => {
-                tracing::error!(
-                    sent = messages.len(),
-                    answered = results.len(),
-                    "append batch answered the wrong number of messages"
-                );
-                return messages.iter().map(|_| Err(miscount())).collect();
-            }
-            Err(StorageError::Unavailable(e)) => {
-                let why = e.to_string();
-                return messages
-                    .iter()
-                    .map(|_| Err(StorageError::Unavailable(why.clone().into())))
-                    .collect();
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, size = messages.len(),
-                    "append batch rolled back; appending one by one");
-            }
+    match backend.append_batch(&messages).await {
+        Ok(results) if results.len() == messages.len() => return results,
+        Ok(results) => {
+            tracing::error!(
+                sent = messages.len(),
+                answered = results.len(),
+                "append batch answered the wrong number of messages"
+            );
+            return messages.iter().map(|_| Err(miscount())).collect();
+        }
+        Err(StorageError::Unavailable(e)) => {
+            let why = e.to_string();
+            return messages
+                .iter()
+                .map(|_| Err(StorageError::Unavailable(why.clone().into())))
+                .collect();
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, size = messages.len(),
+                "append batch rolled back; appending one by one");
         }
     }
     let mut results = Vec::with_capacity(messages.len());
