@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chat_core::frame::ServerFrame;
 use chat_core::{Message, MessageId, RoomId, Timestamp, UserId};
-use chat_server::broker::{ConnId, Event, EventKind, EventSink as _, encode};
+use chat_server::broker::{ConnId, Event, EventKind, EventSink as _, Frame};
 use chat_server::hub::{Fanout, Subscriber};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -65,11 +65,15 @@ fn hub_deliver(c: &mut Criterion) {
         Ok(rt) => rt,
         Err(e) => return eprintln!("no runtime: {e}"),
     };
-    // Joining goes through the hub, which the benchmark keeps alive.
-    let hub = chat_server::hub::Hub::new(
-        fanout.clone(),
-        Arc::new(chat_server::broker::local::LocalBroker::new(fanout.clone())),
-    );
+    // Joining goes through the hub, which the benchmark keeps alive (and
+    // whose outbox task needs a runtime).
+    let hub = {
+        let _runtime = rt.enter();
+        chat_server::hub::Hub::new(
+            fanout.clone(),
+            Arc::new(chat_server::broker::local::LocalBroker::new(fanout.clone())),
+        )
+    };
     rt.block_on(async {
         for i in 0..HUB_SOCKETS {
             let (tx, rx) = mpsc::channel(1_024);
@@ -85,7 +89,7 @@ fn hub_deliver(c: &mut Criterion) {
             queues.push(rx);
         }
     });
-    let frame = encode(&message_frame(1));
+    let frame = Frame::encode(&message_frame(1));
     let mut seq = 0;
     let mut g = c.benchmark_group("send_path");
     g.throughput(Throughput::Elements(HUB_SOCKETS as u64));
@@ -96,10 +100,11 @@ fn hub_deliver(c: &mut Criterion) {
                 seq += 1;
                 let event = Arc::new(Event {
                     room,
-                    kind: EventKind::Message,
-                    seq: Some(seq),
                     origin: None,
-                    frame: frame.clone(),
+                    kind: EventKind::Timeline {
+                        seq,
+                        frame: frame.clone(),
+                    },
                 });
                 let start = Instant::now();
                 fanout.deliver(event);

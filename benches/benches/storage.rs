@@ -58,6 +58,7 @@ fn bench_append(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, t: 
                 body: body.clone(),
                 client_id: None,
                 created_at: Timestamp::now(),
+                origin: None,
             }))
         })
     });

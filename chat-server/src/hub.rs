@@ -1,22 +1,25 @@
-//! Local fan-out: which sockets of this instance listen to which room.
+//! Local fan-out: which sockets of this instance listen to which room, and
+//! the one door every room event goes out through ([`Hub::publish`]).
 //!
-//! The broker hands every event of a subscribed room to the hub once; the hub
-//! puts an `Arc` of it on the queue of each local socket in that room. The
-//! frame was serialized once by the publisher, so fan-out costs one refcount
-//! and one queue push per socket.
+//! An event is handed to this instance's sockets directly, by whoever made
+//! it: the storage committer for timeline events (right after their commit,
+//! in seq order, before the senders hear back), the service for the rest.
+//! The same event then goes to the broker for the other instances, through
+//! an outbox that one task drains in order. The frame was serialized once,
+//! so fan-out costs one refcount and one queue push per socket.
 //!
 //! Queues are bounded. A socket whose queue is full is too slow to keep up:
 //! it is flagged, closes with 4408, and its client resumes by `seq`. Nothing
-//! is lost because storage holds every message.
+//! is lost because storage holds every timeline event.
 //!
-//! Messages reach sockets in seq order. Appends that commit together (group
-//! commit), or on two instances, may be published in another order than
-//! their seqs; a socket that saw seq n+2 before n+1 would read the gap from
-//! storage, and a thousand sockets doing so at once would swamp it. So the
-//! hub puts a room's messages back in order once, for all its sockets: one
-//! that arrives ahead of its predecessor waits (at most [`REORDER_WAIT`])
-//! for it. After that wait the gap is real (a publish was lost) and each
-//! socket fills it from storage as before.
+//! Timeline events reach sockets in seq order. On one instance they are
+//! made in that order, so the hub only passes them on. Across instances
+//! they are not: two instances commit to one room and each publishes over
+//! Redis, so instance A may hear B's seq n+1 before its own n+2 but after
+//! n+3, or B's n+1 after A's own n+2. This is the one place that puts them
+//! back in order: an event that arrives ahead of its predecessor waits (at
+//! most [`REORDER_WAIT`]) for it; after that wait the gap is real (a publish
+//! was lost) and each socket reads it from storage.
 //!
 //! The hub also keeps the broker subscribed to exactly the rooms that have
 //! local sockets: subscribe on the first, unsubscribe after the last. And it
@@ -35,7 +38,19 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerError, ConnId, Event, EventKind, EventSink};
+use crate::broker::{Broker, BrokerError, EventSink};
+use crate::event::{ConnId, Event};
+
+/// What a socket's queue carries.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An event of one of its rooms.
+    Event(Arc<Event>),
+    /// Events of the room may have been lost on their way from another
+    /// instance (the broker reconnected): read what is above the cursor
+    /// from storage.
+    CatchUp(RoomId),
+}
 
 /// A socket's place in a room.
 #[derive(Debug, Clone)]
@@ -43,22 +58,22 @@ pub struct Subscriber {
     pub conn: ConnId,
     pub user: UserId,
     /// The socket's event queue.
-    pub queue: mpsc::Sender<Arc<Event>>,
+    pub queue: mpsc::Sender<Delivery>,
     /// Cancelled when the socket falls behind; the session then closes 4408.
     pub too_slow: CancellationToken,
 }
 
-/// The longest a message waits for the one before it. Long enough for the
-/// callers of one group commit to publish (microseconds apart) and for two
-/// instances' publishes to cross Redis; short enough to be a hiccup when a
-/// publish really was lost.
+/// The longest a timeline event from another instance waits for the one
+/// before it. Long enough for two instances' publishes to cross Redis;
+/// short enough to be a hiccup when a publish really was lost.
 pub const REORDER_WAIT: Duration = Duration::from_millis(50);
 
-/// Messages held ahead of a gap beyond which the hub stops waiting.
+/// Events held ahead of a gap beyond which the hub stops waiting.
 const MAX_HELD: usize = 1024;
 
 /// The rooms of this instance and their local sockets. It is the broker's
-/// [`EventSink`].
+/// [`EventSink`] for other instances' events, and takes this instance's own
+/// from [`Hub::publish`].
 #[derive(Debug)]
 pub struct Fanout {
     // Each room's subscribers sit in an immutable slice that joins and leaves
@@ -66,19 +81,22 @@ pub struct Fanout {
     // pushing to a thousand queues.
     rooms: Mutex<HashMap<RoomId, Arc<[Subscriber]>>>,
     // Per room, so that putting one room in order never waits on another.
+    // Held through the pushes of an event: two publishers of one room (the
+    // committer, the broker's task) must not overtake each other between
+    // deciding the order and pushing.
     order: Mutex<HashMap<RoomId, Arc<Mutex<Order>>>>,
     // For the timers that release held messages.
     me: Weak<Fanout>,
 }
 
-/// A room's message order on this instance.
+/// A room's timeline order on this instance.
 #[derive(Debug, Default)]
 struct Order {
-    /// The seq expected next; unknown until the room's first message here.
+    /// The seq expected next; unknown until the room's first event here.
     next: Option<Seq>,
-    /// Messages that arrived ahead of `next`, by seq.
+    /// Events that arrived ahead of `next`, by seq.
     held: BTreeMap<Seq, Arc<Event>>,
-    /// When the oldest message in `held` started waiting.
+    /// When the oldest event in `held` started waiting.
     held_since: Option<Instant>,
     /// A release timer is running for `held`.
     timer: bool,
@@ -165,16 +183,21 @@ impl Fanout {
 impl Fanout {
     /// Pushes an event onto the queue of every socket of its room.
     fn push(&self, event: Arc<Event>) {
-        let Some(subscribers) = self.subscribers(event.room) else {
+        let room = event.room;
+        self.push_all(room, Delivery::Event(event));
+    }
+
+    fn push_all(&self, room: RoomId, delivery: Delivery) {
+        let Some(subscribers) = self.subscribers(room) else {
             return;
         };
         let mut delivered = 0u64;
         for sub in subscribers.iter() {
-            match sub.queue.try_send(event.clone()) {
+            match sub.queue.try_send(delivery.clone()) {
                 Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if !sub.too_slow.is_cancelled() {
-                        tracing::info!(conn = sub.conn.0, user = %sub.user, room = %event.room,
+                        tracing::info!(conn = sub.conn.0, user = %sub.user, %room,
                             "socket queue full, closing it as too slow");
                         sub.too_slow.cancel();
                         metrics::counter!(crate::metrics::SLOW_SOCKETS).increment(1);
@@ -191,12 +214,22 @@ impl Fanout {
         lock(&self.order).entry(room).or_default().clone()
     }
 
-    /// Delivers a message in seq order: at once if it is the next one (and
-    /// then whatever it was holding up), later if it came early.
+    /// Hands an event to the room's sockets: a timeline event in seq
+    /// order, anything else at once.
+    fn dispatch(&self, event: Arc<Event>) {
+        if !self.has_subscribers(event.room) {
+            return;
+        }
+        match event.seq() {
+            Some(seq) => self.deliver_in_order(event, seq),
+            None => self.push(event),
+        }
+    }
+
+    /// Delivers a timeline event in seq order: at once if it is the next
+    /// one (and then whatever it was holding up), later if it came early.
     fn deliver_in_order(&self, event: Arc<Event>, seq: Seq) {
         let order = self.order_of(event.room);
-        // Held through the pushes: two publishers of one room must not
-        // overtake each other between deciding the order and pushing.
         let mut order = lock(&order);
         match order.next {
             Some(next) if seq > next => {
@@ -296,13 +329,7 @@ impl Fanout {
 
 impl EventSink for Fanout {
     fn deliver(&self, event: Arc<Event>) {
-        if !self.has_subscribers(event.room) {
-            return;
-        }
-        match (&event.kind, event.seq) {
-            (EventKind::Message, Some(seq)) => self.deliver_in_order(event, seq),
-            _ => self.push(event),
-        }
+        self.dispatch(event);
     }
 
     fn resync(&self) {
@@ -317,21 +344,25 @@ impl EventSink for Fanout {
             if let Some(order) = order {
                 self.release(&mut lock(&order));
             }
-            self.push(Arc::new(Event {
-                room,
-                kind: EventKind::Resync,
-                seq: None,
-                origin: None,
-                frame: axum::extract::ws::Utf8Bytes::from_static(""),
-            }));
+            self.push_all(room, Delivery::CatchUp(room));
         }
     }
 }
+
+/// Events queued for the broker before `publish` drops them. A burst of
+/// this many while Redis is slow is survivable; past it, other instances
+/// read from storage what they missed.
+const OUTBOX: usize = 65_536;
+
+/// Events handed to the broker in one call (one Redis pipeline).
+const PUBLISH_BATCH: usize = 512;
 
 /// Local sockets per room plus the broker subscriptions that feed them.
 pub struct Hub {
     fanout: Arc<Fanout>,
     broker: Arc<dyn Broker>,
+    /// To the task that publishes, in order, what other instances need.
+    outbox: mpsc::Sender<Arc<Event>>,
     // Serializes subscribe/unsubscribe decisions so that a last-leave and a
     // first-join racing on one room cannot leave the broker unsubscribed
     // while a socket listens. Guards the set of rooms the broker has.
@@ -347,11 +378,15 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub over `broker`, which must deliver to `fanout`.
+    /// A hub over `broker`, which must deliver to `fanout`. Starts the
+    /// outbox's task on the current runtime.
     pub fn new(fanout: Arc<Fanout>, broker: Arc<dyn Broker>) -> Self {
+        let (outbox, queued) = mpsc::channel(OUTBOX);
+        tokio::spawn(publish_loop(broker.clone(), queued));
         Self {
             fanout,
             broker,
+            outbox,
             subscribed: tokio::sync::Mutex::new(HashSet::new()),
         }
     }
@@ -380,8 +415,7 @@ impl Hub {
             return Err(e);
         }
         if first {
-            self.presence(room, user, PresenceStatus::Online, Some(conn))
-                .await;
+            self.presence(room, user, PresenceStatus::Online, Some(conn));
         }
         Ok(())
     }
@@ -396,36 +430,29 @@ impl Hub {
             tracing::warn!(%room, error = %e, "broker unsubscribe failed");
         }
         if last {
-            self.presence(room, user, PresenceStatus::Offline, None)
-                .await;
+            self.presence(room, user, PresenceStatus::Offline, None);
         }
     }
 
-    async fn presence(
-        &self,
-        room: RoomId,
-        user: UserId,
-        status: PresenceStatus,
-        origin: Option<ConnId>,
-    ) {
+    fn presence(&self, room: RoomId, user: UserId, status: PresenceStatus, origin: Option<ConnId>) {
         let frame = ServerFrame::Presence { room, user, status };
-        if let Err(e) = self.publish(Event::notice(room, origin, &frame)).await {
-            tracing::warn!(%room, %user, error = %e, "presence publish failed");
-        }
+        self.publish(Event::signal(room, origin, &frame));
     }
 
-    /// Publishes an event to every instance's sockets in its room. If the
-    /// broker cannot take it, this instance's sockets still get it (other
-    /// instances catch up from storage when the broker is back); the error
-    /// is returned for the caller to log.
-    pub async fn publish(&self, event: Event) -> Result<(), BrokerError> {
+    /// Hands an event to this instance's sockets in the room, then queues
+    /// it for the other instances. Never waits: the committer calls this
+    /// from its own thread between a commit and its answers. If the outbox
+    /// is full the other instances miss the event (counted in
+    /// `chat_broker_dropped_total`) and read it from storage.
+    pub fn publish(&self, event: Event) {
         let event = Arc::new(event);
-        match self.broker.publish(event.clone()).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.fanout.deliver(event);
-                Err(e)
-            }
+        self.fanout.dispatch(event.clone());
+        if !self.broker.has_peers() {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.outbox.try_send(event) {
+            tracing::warn!(room = %event.room, "broker outbox full, event not published");
+            metrics::counter!(crate::metrics::BROKER_DROPPED).increment(1);
         }
     }
 
@@ -444,10 +471,24 @@ impl Hub {
     }
 }
 
+/// Publishes what the outbox holds, in its order, as few calls as the
+/// backlog allows. Ends with the hub.
+async fn publish_loop(broker: Arc<dyn Broker>, mut queued: mpsc::Receiver<Arc<Event>>) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while queued.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        if let Err(e) = broker.publish_many(&batch).await {
+            // Best effort: the other instances' sockets read the gap from
+            // storage (their hub gives up waiting, or the broker's
+            // reconnect makes them catch up).
+            tracing::warn!(events = batch.len(), error = %e, "broker publish failed");
+            metrics::counter!(crate::metrics::BROKER_ERRORS).increment(1);
+        }
+        batch.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use axum::extract::ws::Utf8Bytes;
-
     use super::*;
     use crate::broker::local::LocalBroker;
 
@@ -457,7 +498,7 @@ mod tests {
         Hub::new(fanout, broker)
     }
 
-    fn subscriber(conn: u64, queue: usize) -> (Subscriber, mpsc::Receiver<Arc<Event>>) {
+    fn subscriber(conn: u64, queue: usize) -> (Subscriber, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(queue);
         let sub = Subscriber {
             conn: ConnId(conn),
@@ -468,34 +509,34 @@ mod tests {
         (sub, rx)
     }
 
-    /// The next message event, skipping presence notices.
-    async fn next_message(rx: &mut mpsc::Receiver<Arc<Event>>) -> Option<i64> {
+    /// The next timeline event's seq, skipping presence signals.
+    async fn next_message(rx: &mut mpsc::Receiver<Delivery>) -> Option<i64> {
         loop {
-            let e = rx.recv().await?;
-            if e.kind == EventKind::Message {
-                return e.seq;
+            if let Delivery::Event(e) = rx.recv().await?
+                && let Some(seq) = e.seq()
+            {
+                return Some(seq);
             }
         }
     }
 
-    fn messages_now(rx: &mut mpsc::Receiver<Arc<Event>>) -> Vec<i64> {
+    fn messages_now(rx: &mut mpsc::Receiver<Delivery>) -> Vec<i64> {
         let mut out = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            if e.kind == EventKind::Message {
-                out.extend(e.seq);
+        while let Ok(d) = rx.try_recv() {
+            if let Delivery::Event(e) = d {
+                out.extend(e.seq());
             }
         }
         out
     }
 
     fn event(room: i64, seq: i64) -> Event {
-        Event {
-            room: RoomId(room),
-            kind: EventKind::Message,
-            seq: Some(seq),
-            origin: None,
-            frame: Utf8Bytes::from_static("{}"),
-        }
+        Event::timeline(RoomId(room), seq, None, &ServerFrame::Pong)
+    }
+
+    /// Another instance's event, as the broker hands it over.
+    fn remote(hub: &Hub, room: i64, seq: i64) {
+        hub.fanout().deliver(Arc::new(event(room, seq)));
     }
 
     #[tokio::test]
@@ -507,7 +548,7 @@ mod tests {
         hub.join(RoomId(1), a).await.expect("join");
         hub.join(RoomId(1), b).await.expect("join");
         hub.join(RoomId(2), c).await.expect("join");
-        hub.publish(event(1, 1)).await.expect("publish");
+        hub.publish(event(1, 1));
         assert_eq!(next_message(&mut ra).await, Some(1));
         assert_eq!(next_message(&mut rb).await, Some(1));
         assert!(messages_now(&mut rc).is_empty());
@@ -521,13 +562,13 @@ mod tests {
         hub.join(RoomId(1), a).await.expect("join");
         hub.join(RoomId(1), b).await.expect("join");
         for seq in [1, 3, 4, 2, 6, 5, 7] {
-            hub.publish(event(1, seq)).await.expect("publish");
+            remote(&hub, 1, seq);
         }
         // Restored by the arrivals alone, without waiting.
         assert_eq!(messages_now(&mut ra), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(messages_now(&mut rb), [1, 2, 3, 4, 5, 6, 7]);
         // A repeat or a late one goes through; sockets drop what they have.
-        hub.publish(event(1, 3)).await.expect("publish");
+        remote(&hub, 1, 3);
         assert_eq!(messages_now(&mut ra), [3]);
     }
 
@@ -536,9 +577,9 @@ mod tests {
         let hub = hub();
         let (a, mut ra) = subscriber(1, 64);
         hub.join(RoomId(1), a).await.expect("join");
-        hub.publish(event(1, 1)).await.expect("publish");
-        hub.publish(event(1, 4)).await.expect("publish");
-        hub.publish(event(1, 3)).await.expect("publish");
+        hub.publish(event(1, 1));
+        remote(&hub, 1, 4);
+        remote(&hub, 1, 3);
         assert_eq!(messages_now(&mut ra), [1]);
         // Seq 2 was lost: after the wait 3 and 4 go out in order, and the
         // socket reads 2 from storage.
@@ -546,7 +587,7 @@ mod tests {
             let next = tokio::time::timeout(Duration::from_secs(10), next_message(&mut ra)).await;
             assert_eq!(next.ok().flatten(), Some(seq));
         }
-        hub.publish(event(1, 5)).await.expect("publish");
+        remote(&hub, 1, 5);
         assert_eq!(messages_now(&mut ra), [5]);
     }
 
@@ -555,20 +596,20 @@ mod tests {
         let hub = hub();
         let (a, mut ra) = subscriber(1, 64);
         hub.join(RoomId(1), a).await.expect("join");
-        hub.publish(event(1, 1)).await.expect("publish");
-        hub.publish(event(1, 3)).await.expect("publish");
+        hub.publish(event(1, 1));
+        remote(&hub, 1, 3);
         tokio::time::sleep(REORDER_WAIT * 4 / 5).await;
-        hub.publish(event(1, 2)).await.expect("publish");
+        remote(&hub, 1, 2);
         assert_eq!(messages_now(&mut ra), [1, 2, 3]);
         // A new gap opens just before the first one's timer is due.
-        hub.publish(event(1, 5)).await.expect("publish");
+        remote(&hub, 1, 5);
         tokio::time::sleep(REORDER_WAIT / 2).await;
         assert_eq!(messages_now(&mut ra), Vec::<i64>::new(), "5 waits for 4");
-        hub.publish(event(1, 4)).await.expect("publish");
+        remote(&hub, 1, 4);
         assert_eq!(messages_now(&mut ra), [4, 5]);
         // And a gap that stays open is given up on a full wait after it
         // opened.
-        hub.publish(event(1, 7)).await.expect("publish");
+        remote(&hub, 1, 7);
         tokio::time::sleep(REORDER_WAIT / 2).await;
         assert_eq!(messages_now(&mut ra), Vec::<i64>::new());
         tokio::time::sleep(REORDER_WAIT).await;
@@ -582,13 +623,13 @@ mod tests {
         let (b, mut rb) = subscriber(2, 64);
         hub.join(RoomId(1), a).await.expect("join");
         hub.join(RoomId(2), b).await.expect("join");
-        hub.publish(event(1, 10)).await.expect("publish");
-        hub.publish(event(1, 12)).await.expect("publish");
-        hub.publish(event(2, 1)).await.expect("publish");
-        hub.publish(event(2, 2)).await.expect("publish");
+        remote(&hub, 1, 10);
+        remote(&hub, 1, 12);
+        remote(&hub, 2, 1);
+        remote(&hub, 2, 2);
         assert_eq!(messages_now(&mut ra), [10]);
         assert_eq!(messages_now(&mut rb), [1, 2]);
-        hub.publish(event(1, 11)).await.expect("publish");
+        remote(&hub, 1, 11);
         assert_eq!(messages_now(&mut ra), [11, 12]);
     }
 
@@ -600,7 +641,7 @@ mod tests {
         hub.leave(RoomId(1), a.conn).await;
         assert_eq!(hub.fanout().local_sockets(RoomId(1)), 0);
         assert!(hub.subscribed.lock().await.is_empty());
-        hub.publish(event(1, 1)).await.expect("publish");
+        hub.publish(event(1, 1));
         assert!(messages_now(&mut ra).is_empty());
     }
 
@@ -620,8 +661,11 @@ mod tests {
         let mut seen = Vec::new();
         while let Ok(e) = rw.try_recv() {
             // The session skips notices its own socket caused.
-            if e.origin != Some(ConnId(1)) {
-                seen.push(e.frame.as_str().to_owned());
+            if let Delivery::Event(e) = e
+                && e.origin != Some(ConnId(1))
+                && let Some(frame) = e.frame()
+            {
+                seen.push(String::from_utf8_lossy(frame.bytes()).into_owned());
             }
         }
         // User 50 once online (two sockets) and once offline (after the
@@ -643,17 +687,61 @@ mod tests {
         hub.join(RoomId(1), a).await.expect("join");
         hub.join(RoomId(2), b).await.expect("join");
         hub.fanout().resync();
-        let resyncs = |rx: &mut mpsc::Receiver<Arc<Event>>| {
+        let resyncs = |rx: &mut mpsc::Receiver<Delivery>| {
             let mut rooms = Vec::new();
-            while let Ok(e) = rx.try_recv() {
-                if e.kind == EventKind::Resync {
-                    rooms.push(e.room);
+            while let Ok(d) = rx.try_recv() {
+                if let Delivery::CatchUp(room) = d {
+                    rooms.push(room);
                 }
             }
             rooms
         };
         assert_eq!(resyncs(&mut ra), vec![RoomId(1)]);
         assert_eq!(resyncs(&mut rb), vec![RoomId(2)]);
+    }
+
+    /// Two instances on one bus: each event reaches the publishing
+    /// instance's sockets directly and the other's through the broker, once
+    /// each, in order.
+    #[tokio::test]
+    async fn events_reach_this_instance_directly_and_others_through_the_broker() {
+        use crate::broker::local::LocalBus;
+        let bus = LocalBus::new();
+        let on_bus = || {
+            let fanout = Fanout::new();
+            let broker = Arc::new(LocalBroker::on_bus(&bus, fanout.clone()));
+            Hub::new(fanout, broker)
+        };
+        let (one, two) = (on_bus(), on_bus());
+        let (a, mut ra) = subscriber(1, 64);
+        let (b, mut rb) = subscriber(2, 64);
+        one.join(RoomId(1), a).await.expect("join");
+        two.join(RoomId(1), b).await.expect("join");
+        for seq in 1..=5 {
+            one.publish(event(1, seq));
+        }
+        // Here at once, from the publish itself.
+        assert_eq!(messages_now(&mut ra), [1, 2, 3, 4, 5]);
+        for seq in 1..=5 {
+            let next = tokio::time::timeout(Duration::from_secs(5), next_message(&mut rb)).await;
+            assert_eq!(next.ok().flatten(), Some(seq));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(messages_now(&mut ra).is_empty(), "nothing comes back");
+        assert!(messages_now(&mut rb).is_empty(), "nothing twice");
+    }
+
+    #[test]
+    fn a_lone_local_broker_has_nobody_to_publish_to() {
+        let fanout = Fanout::new();
+        let alone = LocalBroker::new(fanout.clone());
+        assert!(!alone.has_peers());
+        let bus = crate::broker::local::LocalBus::new();
+        let first = LocalBroker::on_bus(&bus, fanout.clone());
+        let second = LocalBroker::on_bus(&bus, fanout);
+        assert!(first.has_peers());
+        drop(second);
+        assert!(!first.has_peers());
     }
 
     #[tokio::test]
@@ -666,7 +754,7 @@ mod tests {
         hub.join(RoomId(1), slow).await.expect("join");
         hub.join(RoomId(1), fast).await.expect("join");
         for seq in 1..=3 {
-            hub.publish(event(1, seq)).await.expect("publish");
+            hub.publish(event(1, seq));
         }
         assert!(flag.is_cancelled());
         for seq in 1..=3 {

@@ -40,6 +40,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod hub;
 pub mod metrics;

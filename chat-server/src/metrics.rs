@@ -28,6 +28,11 @@ pub const SLOW_SOCKETS: &str = "chat_slow_sockets_closed_total";
 pub const REORDER_GAPS: &str = "chat_reorder_gaps_total";
 /// Storage reads by sockets filling a gap in a room's messages (counter).
 pub const GAP_READS: &str = "chat_socket_gap_reads_total";
+/// Events this instance could not hand to the broker because its outbox
+/// was full (counter): other instances' sockets read them from storage.
+pub const BROKER_DROPPED: &str = "chat_broker_dropped_total";
+/// Publishes to the broker that failed (counter; each may carry a batch).
+pub const BROKER_ERRORS: &str = "chat_broker_errors_total";
 /// Appends committed together by group commit (histogram; Postgres).
 pub const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
 /// Time from asking group commit for an append to its answer: queueing,
@@ -88,6 +93,11 @@ fn describe() {
         "Times the fan-out gave up waiting for a missing message"
     );
     metrics::describe_counter!(GAP_READS, "Storage reads by sockets filling a gap");
+    metrics::describe_counter!(
+        BROKER_DROPPED,
+        "Events not published because the broker outbox was full"
+    );
+    metrics::describe_counter!(BROKER_ERRORS, "Broker publishes that failed");
     metrics::describe_histogram!(
         APPEND_BATCH_SIZE,
         "Appends committed together in one transaction"

@@ -174,6 +174,7 @@ async fn run(
                         body: body.clone(),
                         client_id: None,
                         created_at: Timestamp::now(),
+                        origin: None,
                     })
                     .await?;
                 latency.record(t.elapsed().as_micros() as u64)?;

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chat_core::RoomId;
-use chat_server::broker::{self, BrokerOptions, Event, EventKind, EventSink};
+use chat_server::broker::local::{LocalBroker, LocalBus};
+use chat_server::broker::{self, Broker, BrokerOptions, Event, EventKind, EventSink, Frame};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -64,27 +65,36 @@ async fn main() -> anyhow::Result<()> {
         tls_ca: None,
     };
     let received = Arc::new(Counter::default());
-    // The local broker delivers to its own sink only; Redis to another
-    // instance, as between two servers.
-    let local = args.broker.starts_with("local://");
-    let listener = broker::connect(&args.broker, &options, received.clone())
-        .await
-        .context("subscribing broker")?;
+    // Two instances, as between two servers: a broker never hands an
+    // instance its own events. Local brokers share one in-process bus.
+    let (listener, publisher): (Arc<dyn Broker>, Arc<dyn Broker>) =
+        if args.broker.starts_with("local://") {
+            let bus = LocalBus::new();
+            (
+                Arc::new(LocalBroker::on_bus(&bus, received.clone())),
+                Arc::new(LocalBroker::on_bus(&bus, Arc::new(Counter::default()))),
+            )
+        } else {
+            (
+                broker::connect(&args.broker, &options, received.clone())
+                    .await
+                    .context("subscribing broker")?,
+                broker::connect(&args.broker, &options, Arc::new(Counter::default()))
+                    .await
+                    .context("publishing broker")?,
+            )
+        };
     for room in 1..=args.rooms {
         listener.subscribe(RoomId(room)).await?;
     }
-    let publisher = if local {
-        listener.clone()
-    } else {
-        broker::connect(&args.broker, &options, Arc::new(Counter::default()))
-            .await
-            .context("publishing broker")?
-    };
 
-    let frame = format!(
-        "{{\"type\":\"message\",\"body\":\"{}\"}}",
-        "x".repeat(args.frame_bytes.saturating_sub(30))
-    );
+    let frame = Frame::from_utf8(
+        format!(
+            "{{\"type\":\"message\",\"body\":\"{}\"}}",
+            "x".repeat(args.frame_bytes.saturating_sub(30))
+        )
+        .into(),
+    )?;
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -106,10 +116,11 @@ async fn main() -> anyhow::Result<()> {
                     let room = RoomId(1 + (n as i64 % rooms));
                     let event = Event {
                         room,
-                        kind: EventKind::Message,
-                        seq: Some(1 + (n / rooms as u64) as i64),
                         origin: None,
-                        frame: frame.clone().into(),
+                        kind: EventKind::Timeline {
+                            seq: 1 + (n / rooms as u64) as i64,
+                            frame: frame.clone(),
+                        },
                     };
                     if publisher.publish(Arc::new(event)).await.is_err() {
                         failed.fetch_add(1, Ordering::Relaxed);

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use chat_core::RoomId;
 use chat_core::api::ComponentState;
 use tokio::sync::Notify;
 
-use super::{Broker, ConnId, Event, EventKind, EventSink};
+use super::{Broker, ConnId, Event, EventKind, EventSink, Frame};
 
 /// Makes broker instances for one test. Every instance made by one bus
 /// receives the events the others publish (one Redis and key prefix, or one
@@ -95,105 +94,141 @@ pub fn message_event(room: i64, seq: i64) -> Arc<Event> {
 pub fn message_from(origin: u64, room: i64, seq: i64) -> Arc<Event> {
     Arc::new(Event {
         room: RoomId(room),
-        kind: EventKind::Message,
-        seq: Some(seq),
         origin: Some(ConnId(origin)),
-        frame: Utf8Bytes::from(format!(
-            r#"{{"type":"message","room":{room},"seq":{seq},"origin":{origin}}}"#
-        )),
+        kind: EventKind::Timeline {
+            seq,
+            frame: text(format!(
+                r#"{{"type":"message","room":{room},"seq":{seq},"origin":{origin}}}"#
+            )),
+        },
     })
+}
+
+fn text(json: String) -> Frame {
+    Frame::from_utf8(json.into()).expect("a String is UTF-8")
 }
 
 /// `(room, seq)` of each event, to compare with what was sent.
 fn rooms_and_seqs(events: &[Arc<Event>]) -> Vec<(i64, Option<i64>)> {
-    events.iter().map(|e| (e.room.0, e.seq)).collect()
+    events.iter().map(|e| (e.room.0, e.seq())).collect()
 }
 
-/// A subscribed room receives published events intact.
+/// A subscribed room receives what another instance published, intact.
 pub async fn delivers_to_subscribed_room(bus: &dyn Bus) {
-    let (broker, sink) = instance(bus).await;
-    broker.subscribe(RoomId(1)).await.expect("subscribe");
+    let (a, _) = instance(bus).await;
+    let (b, sink) = instance(bus).await;
+    b.subscribe(RoomId(1)).await.expect("subscribe");
     let sent = message_event(1, 1);
-    broker.publish(sent.clone()).await.expect("publish");
+    a.publish(sent.clone()).await.expect("publish");
     let got = sink.wait_for(1).await;
     assert_eq!(got.len(), 1);
     assert_eq!(*got[0], *sent);
 }
 
+/// An instance never hears its own events back: its hub delivered them to
+/// its sockets already, and a second copy would be a duplicate to drop.
+pub async fn never_back_to_its_publisher(bus: &dyn Bus) {
+    let (a, sink_a) = instance(bus).await;
+    let (b, sink_b) = instance(bus).await;
+    a.subscribe(RoomId(2)).await.expect("subscribe a");
+    b.subscribe(RoomId(2)).await.expect("subscribe b");
+    a.publish(message_event(2, 1)).await.expect("publish");
+    assert_eq!(
+        rooms_and_seqs(&sink_b.wait_for(1).await),
+        vec![(2, Some(1))]
+    );
+    // b's marker reaches a after a's own event would have.
+    b.publish(message_event(2, 2))
+        .await
+        .expect("publish marker");
+    assert_eq!(
+        rooms_and_seqs(&sink_a.wait_for(1).await),
+        vec![(2, Some(2))]
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rooms_and_seqs(&sink_a.events()), vec![(2, Some(2))]);
+    assert_eq!(rooms_and_seqs(&sink_b.events()), vec![(2, Some(1))]);
+}
+
 /// Events of rooms that are not subscribed are not delivered, and
 /// unsubscribing stops delivery.
 pub async fn ignores_unsubscribed_rooms(bus: &dyn Bus) {
-    let (broker, sink) = instance(bus).await;
-    broker.subscribe(RoomId(1)).await.expect("subscribe");
-    broker.publish(message_event(2, 1)).await.expect("publish");
-    broker.publish(message_event(1, 1)).await.expect("publish");
+    let (a, _) = instance(bus).await;
+    let (b, sink) = instance(bus).await;
+    b.subscribe(RoomId(1)).await.expect("subscribe");
+    a.publish(message_event(2, 1)).await.expect("publish");
+    a.publish(message_event(1, 1)).await.expect("publish");
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].room, RoomId(1));
 
-    broker.unsubscribe(RoomId(1)).await.expect("unsubscribe");
-    broker.publish(message_event(1, 2)).await.expect("publish");
+    b.unsubscribe(RoomId(1)).await.expect("unsubscribe");
+    a.publish(message_event(1, 2)).await.expect("publish");
     // A marker on a still-subscribed room proves the earlier publish had time
     // to arrive had it been delivered.
-    broker.subscribe(RoomId(3)).await.expect("subscribe");
-    broker.publish(message_event(3, 1)).await.expect("publish");
+    b.subscribe(RoomId(3)).await.expect("subscribe");
+    a.publish(message_event(3, 1)).await.expect("publish");
     let got = sink.wait_for(2).await;
-    let rooms: Vec<_> = got.iter().map(|e| (e.room.0, e.seq)).collect();
-    assert_eq!(rooms, vec![(1, Some(1)), (3, Some(1))]);
+    assert_eq!(rooms_and_seqs(&got), vec![(1, Some(1)), (3, Some(1))]);
 }
 
 /// Subscribing twice delivers once; one unsubscribe ends it.
 pub async fn subscribe_is_idempotent(bus: &dyn Bus) {
-    let (broker, sink) = instance(bus).await;
-    broker.subscribe(RoomId(1)).await.expect("subscribe");
-    broker.subscribe(RoomId(1)).await.expect("subscribe again");
-    broker.publish(message_event(1, 1)).await.expect("publish");
-    broker
-        .subscribe(RoomId(9))
-        .await
-        .expect("subscribe marker room");
-    broker
-        .publish(message_event(9, 1))
+    let (a, _) = instance(bus).await;
+    let (b, sink) = instance(bus).await;
+    b.subscribe(RoomId(1)).await.expect("subscribe");
+    b.subscribe(RoomId(1)).await.expect("subscribe again");
+    a.publish(message_event(1, 1)).await.expect("publish");
+    b.subscribe(RoomId(9)).await.expect("subscribe marker room");
+    a.publish(message_event(9, 1))
         .await
         .expect("publish marker");
     let got = sink.wait_for(2).await;
     assert_eq!(got.len(), 2, "one delivery per event: {got:?}");
 }
 
-/// One publisher's events for a room arrive in publish order.
+/// One publisher's events for a room arrive in publish order, whether
+/// published one by one or together.
 pub async fn keeps_publish_order(bus: &dyn Bus) {
-    let (broker, sink) = instance(bus).await;
-    broker.subscribe(RoomId(1)).await.expect("subscribe");
+    let (a, _) = instance(bus).await;
+    let (b, sink) = instance(bus).await;
+    b.subscribe(RoomId(1)).await.expect("subscribe");
     for seq in 1..=200 {
-        broker
-            .publish(message_event(1, seq))
-            .await
-            .expect("publish");
+        a.publish(message_event(1, seq)).await.expect("publish");
     }
-    let got = sink.wait_for(200).await;
-    let seqs: Vec<_> = got.iter().filter_map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    for chunk in (201..=600).collect::<Vec<_>>().chunks(100) {
+        let events: Vec<_> = chunk.iter().map(|seq| message_event(1, *seq)).collect();
+        a.publish_many(&events).await.expect("publish many");
+    }
+    let got = sink.wait_for(600).await;
+    let seqs: Vec<_> = got.iter().filter_map(|e| e.seq()).collect();
+    assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
 }
 
 /// Every kind of event survives the trip with its fields.
 pub async fn carries_every_kind(bus: &dyn Bus) {
-    let (broker, sink) = instance(bus).await;
-    broker.subscribe(RoomId(4)).await.expect("subscribe");
+    let (a, _) = instance(bus).await;
+    let (b, sink) = instance(bus).await;
+    b.subscribe(RoomId(4)).await.expect("subscribe");
+    let frame = |i: usize| text(format!(r#"{{"n":{i},"text":"é ✓"}}"#));
     let kinds = [
-        EventKind::Message,
-        EventKind::Notice,
-        EventKind::RoomDeleted,
-        EventKind::MemberLeft(chat_core::UserId(42)),
+        EventKind::Timeline {
+            seq: 1,
+            frame: frame(0),
+        },
+        EventKind::Signal { frame: frame(1) },
+        EventKind::RoomDeleted { frame: frame(2) },
+        EventKind::MemberLeft {
+            user: chat_core::UserId(42),
+        },
     ];
     let mut sent = Vec::new();
     for (i, kind) in kinds.into_iter().enumerate() {
         let event = Arc::new(Event {
             room: RoomId(4),
-            seq: matches!(kind, EventKind::Message).then_some(i as i64 + 1),
             kind,
             origin: (i % 2 == 0).then_some(ConnId(i as u64 + 100)),
-            frame: Utf8Bytes::from(format!(r#"{{"n":{i},"text":"é ✓"}}"#)),
         });
-        broker.publish(event.clone()).await.expect("publish");
+        a.publish(event.clone()).await.expect("publish");
         sent.push(event);
     }
     let got = sink.wait_for(sent.len()).await;
@@ -203,37 +238,31 @@ pub async fn carries_every_kind(bus: &dyn Bus) {
 }
 
 /// The trait's contract after a quiet spell: once `subscribe` returns, the
-/// very next event is delivered, whether it comes from this instance or
-/// from another one.
+/// very next event another instance publishes is delivered.
 pub async fn subscribe_after_quiet_period_delivers(bus: &dyn Bus) {
     let (a, sink_a) = instance(bus).await;
     let (b, sink_b) = instance(bus).await;
     // Nothing is published for a while: no earlier traffic can have made a
     // subscription ready by chance.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    a.subscribe(RoomId(11)).await.expect("subscribe a");
+    b.subscribe(RoomId(11)).await.expect("subscribe b");
     a.publish(message_event(11, 1)).await.expect("publish");
     assert_eq!(
-        rooms_and_seqs(&sink_a.wait_for(1).await),
+        rooms_and_seqs(&sink_b.wait_for(1).await),
         vec![(11, Some(1))]
     );
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    b.subscribe(RoomId(11)).await.expect("subscribe b");
-    a.publish(message_event(11, 2)).await.expect("publish");
-    // b subscribed after seq 1 was published, so its first event is seq 2.
+    a.subscribe(RoomId(11)).await.expect("subscribe a");
+    b.publish(message_event(11, 2)).await.expect("publish");
     assert_eq!(
-        rooms_and_seqs(&sink_b.wait_for(1).await),
+        rooms_and_seqs(&sink_a.wait_for(1).await),
         vec![(11, Some(2))]
-    );
-    assert_eq!(
-        rooms_and_seqs(&sink_a.wait_for(2).await),
-        vec![(11, Some(1)), (11, Some(2))]
     );
 }
 
 /// Two instances publishing to one room at the same time: each sees every
-/// event of both, once, and each publisher's events in its order.
+/// event of the other, once, in the other's order, and none of its own.
 pub async fn two_instances_see_each_other_in_publish_order(bus: &dyn Bus) {
     const EACH: i64 = 100;
     let (a, sink_a) = instance(bus).await;
@@ -247,28 +276,32 @@ pub async fn two_instances_see_each_other_in_publish_order(bus: &dyn Bus) {
                 .await
                 .expect("publish");
         }
+        // A marker after everything else: the events arrive in order, so
+        // once it is in, every one is.
+        broker
+            .publish(message_from(origin, 5, EACH + 1))
+            .await
+            .expect("publish marker");
     };
     tokio::join!(publish_all(a.clone(), 1), publish_all(b.clone(), 2));
-    // A marker after everything else: a's events arrive in a's order, so
-    // once it is in, every one of a's events is too.
-    a.publish(message_from(9, 5, 0))
-        .await
-        .expect("publish marker");
-    for (name, sink) in [("a", &sink_a), ("b", &sink_b)] {
-        let got = sink.wait_for(2 * EACH as usize + 1).await;
-        for origin in [1, 2] {
-            let seqs: Vec<i64> = got
-                .iter()
-                .filter(|e| e.origin == Some(ConnId(origin)))
-                .filter_map(|e| e.seq)
-                .collect();
-            assert_eq!(
-                seqs,
-                (1..=EACH).collect::<Vec<_>>(),
-                "{name} sees publisher {origin}'s events once each, in order"
-            );
-        }
-        assert_eq!(got.len(), 2 * EACH as usize + 1, "{name}: {got:?}");
+    for (name, sink, other) in [("a", &sink_a, 2), ("b", &sink_b, 1)] {
+        let got = sink.wait_for(EACH as usize + 1).await;
+        let seqs: Vec<i64> = got
+            .iter()
+            .filter(|e| e.origin == Some(ConnId(other)))
+            .filter_map(|e| e.seq())
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=EACH + 1).collect::<Vec<_>>(),
+            "{name} sees publisher {other}'s events once each, in order"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            sink.events().len(),
+            EACH as usize + 1,
+            "{name}: only the other's"
+        );
     }
 }
 
@@ -277,17 +310,22 @@ pub async fn two_instances_see_each_other_in_publish_order(bus: &dyn Bus) {
 pub async fn unsubscribe_leaves_other_rooms(bus: &dyn Bus) {
     let (a, sink_a) = instance(bus).await;
     let (b, sink_b) = instance(bus).await;
+    let (publisher, _) = instance(bus).await;
     for room in [21, 22, 23] {
         a.subscribe(RoomId(room)).await.expect("subscribe a");
     }
     b.subscribe(RoomId(22)).await.expect("subscribe b");
     a.unsubscribe(RoomId(22)).await.expect("unsubscribe");
     for room in [21, 22, 23] {
-        a.publish(message_event(room, 1)).await.expect("publish");
+        publisher
+            .publish(message_event(room, 1))
+            .await
+            .expect("publish");
     }
     // A marker on a still-subscribed room, published last, proves that the
     // room-22 event had time to arrive at a had it been delivered.
-    a.publish(message_event(23, 2))
+    publisher
+        .publish(message_event(23, 2))
         .await
         .expect("publish marker");
     assert_eq!(
@@ -302,39 +340,41 @@ pub async fn unsubscribe_leaves_other_rooms(bus: &dyn Bus) {
 
 /// A 64 KiB frame (multi-byte characters included) arrives byte for byte.
 pub async fn large_frame_arrives_intact(bus: &dyn Bus) {
-    let (broker, sink) = instance(bus).await;
-    broker.subscribe(RoomId(6)).await.expect("subscribe");
-    let mut text = String::new();
+    let (a, _) = instance(bus).await;
+    let (b, sink) = instance(bus).await;
+    b.subscribe(RoomId(6)).await.expect("subscribe");
+    let mut body = String::new();
     let mut i = 0u32;
-    while text.len() < 64 * 1024 {
+    while body.len() < 64 * 1024 {
         // ASCII, two-, three- and four-byte characters, so that a cut in the
         // wrong place cannot go unnoticed.
-        text.push_str(&format!("{i} é ✓ 🦀 "));
+        body.push_str(&format!("{i} é ✓ 🦀 "));
         i += 1;
     }
-    let frame = format!(r#"{{"type":"message","text":"{text}"}}"#);
+    let frame = text(format!(r#"{{"type":"message","text":"{body}"}}"#));
     assert!(frame.len() >= 64 * 1024);
     let sent = Arc::new(Event {
         room: RoomId(6),
-        kind: EventKind::Message,
-        seq: Some(1),
         origin: Some(ConnId(u64::MAX)),
-        frame: Utf8Bytes::from(frame),
+        kind: EventKind::Timeline { seq: 1, frame },
     });
-    broker.publish(sent.clone()).await.expect("publish");
+    a.publish(sent.clone()).await.expect("publish");
     let got = sink.wait_for(1).await;
-    assert_eq!(got[0].frame.len(), sent.frame.len());
     assert_eq!(*got[0], *sent);
 }
 
-/// A healthy broker says so, before and after carrying events.
+/// A healthy broker says so, before and after carrying events, and knows
+/// it has peers.
 pub async fn state_is_ok_when_healthy(bus: &dyn Bus) {
-    let (broker, sink) = instance(bus).await;
-    assert_eq!(broker.state(), ComponentState::Ok);
-    broker.subscribe(RoomId(8)).await.expect("subscribe");
-    broker.publish(message_event(8, 1)).await.expect("publish");
+    let (a, _) = instance(bus).await;
+    let (b, sink) = instance(bus).await;
+    assert_eq!(a.state(), ComponentState::Ok);
+    assert!(a.has_peers());
+    b.subscribe(RoomId(8)).await.expect("subscribe");
+    a.publish(message_event(8, 1)).await.expect("publish");
     sink.wait_for(1).await;
-    assert_eq!(broker.state(), ComponentState::Ok);
+    assert_eq!(a.state(), ComponentState::Ok);
+    assert_eq!(b.state(), ComponentState::Ok);
 }
 
 /// Expands to one `#[tokio::test]` per conformance test. `$bus` is a
@@ -345,6 +385,7 @@ macro_rules! broker_conformance_tests {
     ($bus:expr) => {
         $crate::broker_conformance_tests!(@tests $bus;
             delivers_to_subscribed_room,
+            never_back_to_its_publisher,
             ignores_unsubscribed_rooms,
             subscribe_is_idempotent,
             keeps_publish_order,

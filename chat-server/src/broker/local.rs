@@ -1,6 +1,8 @@
-//! `local://`: the in-process broker for a single instance. Publishing hands
-//! the event straight to the sink when the room is subscribed; nothing is
-//! serialized or copied.
+//! `local://`: the in-process broker. A single instance has nobody to
+//! publish to (its hub delivers to its own sockets), so alone on its bus it
+//! reports no peers and the hub skips publishing. Brokers on one bus hand
+//! each other's events straight to their sinks; nothing is serialized or
+//! copied.
 //!
 //! Brokers made with [`LocalBroker::on_bus`] on one [`LocalBus`] see each
 //! other's events, like instances sharing one Redis: that is how the
@@ -8,6 +10,7 @@
 //! several servers in one process could share fan-out.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use async_trait::async_trait;
@@ -22,6 +25,8 @@ pub struct LocalBus {
     // Weak, so that a dropped broker leaves the bus without an explicit
     // goodbye; dead entries are pruned on the next publish.
     members: Arc<Mutex<Vec<Weak<Member>>>>,
+    /// Live brokers on the bus: with one, publishing reaches nobody.
+    brokers: Arc<AtomicUsize>,
 }
 
 impl LocalBus {
@@ -74,6 +79,7 @@ impl LocalBroker {
             rooms: Mutex::new(HashSet::new()),
         });
         bus.members().push(Arc::downgrade(&me));
+        bus.brokers.fetch_add(1, Ordering::AcqRel);
         Self {
             bus: bus.clone(),
             me,
@@ -92,7 +98,8 @@ impl Broker for LocalBroker {
             members
                 .iter()
                 .filter_map(Weak::upgrade)
-                .filter(|m| m.rooms().contains(&event.room))
+                // This instance's own sockets have it from the hub already.
+                .filter(|m| !Arc::ptr_eq(m, &self.me) && m.rooms().contains(&event.room))
                 .collect()
         };
         for member in targets {
@@ -113,6 +120,16 @@ impl Broker for LocalBroker {
 
     fn state(&self) -> ComponentState {
         ComponentState::Ok
+    }
+
+    fn has_peers(&self) -> bool {
+        self.bus.brokers.load(Ordering::Acquire) > 1
+    }
+}
+
+impl Drop for LocalBroker {
+    fn drop(&mut self) {
+        self.bus.brokers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -8,9 +8,10 @@ use chat_core::message::Message;
 use chat_core::{ErrorCode, RoomId, RoomRef, Seq, Timestamp, UserId};
 
 use super::ChatService;
-use crate::broker::{ConnId, Event, EventKind, encode};
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{self, NewMessage, ReadMark, RoomRecord, StoredMessage};
+use crate::event::{ConnId, Event};
+use crate::hub::Hub;
+use crate::storage::{self, CommitListener, NewMessage, ReadMark, RoomRecord, StoredMessage};
 
 /// Page size bounds of `GET /chat/history/`.
 pub const MAX_HISTORY_PAGE: u32 = 200;
@@ -64,6 +65,25 @@ pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
         created_at: m.created_at,
         is_read,
         client_id: m.client_id,
+    }
+}
+
+/// Publishes each message at its commit point, as the room's next timeline
+/// event: one JSON encoding for every socket, queued on this instance's
+/// sockets before the sender hears back (see [`CommitListener`]).
+pub(crate) struct Publisher {
+    pub(crate) hub: std::sync::Arc<Hub>,
+}
+
+impl CommitListener for Publisher {
+    fn committed(&self, message: &StoredMessage, origin: Option<ConnId>) {
+        metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
+        // A new message: nobody else has read it yet.
+        let frame = ServerFrame::Message {
+            message: to_wire(message.clone(), false),
+        };
+        self.hub
+            .publish(Event::timeline(message.room, message.seq, origin, &frame));
     }
 }
 
@@ -144,6 +164,7 @@ impl ChatService {
                         body: out.body,
                         client_id: out.client_id,
                         created_at: Timestamp::now(),
+                        origin,
                     });
                 }
                 Err(e) => results.push(Some(Err(e))),
@@ -151,7 +172,7 @@ impl ChatService {
         }
         let appended = self.storage.append_many(messages).await;
         for ((slot, room), result) in admitted.into_iter().zip(appended) {
-            let sent = self.delivered(user, room, result, origin).await;
+            let sent = self.delivered(user, room, result).await;
             if let Some(r) = results.get_mut(slot) {
                 *r = Some(sent);
             }
@@ -179,14 +200,14 @@ impl ChatService {
         Ok(())
     }
 
-    /// What an append means for its sender, and for the room: a new message
-    /// is published, a repeat answered with the original.
+    /// What an append means for its sender: a new message as stored (the
+    /// room heard of it at the commit, from [`Publisher`]), a repeat
+    /// answered with the original.
     async fn delivered(
         &self,
         user: UserId,
         room: RoomId,
         appended: Result<storage::Appended, storage::StorageError>,
-        origin: Option<ConnId>,
     ) -> ApiResult<Sent> {
         let appended = appended.map_err(|e| match e {
             // Deleted between the access check and the append.
@@ -210,21 +231,9 @@ impl ChatService {
                 created: false,
             });
         }
-        metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
         // A new message: nobody else has read it yet.
-        let message = to_wire(appended.message, false);
-        self.publish_quietly(Event {
-            room,
-            kind: EventKind::Message,
-            seq: Some(message.seq),
-            origin,
-            frame: encode(&ServerFrame::Message {
-                message: message.clone(),
-            }),
-        })
-        .await;
         Ok(Sent {
-            message,
+            message: to_wire(appended.message, false),
             created: true,
         })
     }
@@ -308,6 +317,12 @@ impl ChatService {
         Ok((messages, page.has_more))
     }
 
+    /// Tells the room that `user` is typing (a signal, not stored).
+    pub fn typing(&self, user: UserId, room: RoomId, origin: ConnId) {
+        let frame = ServerFrame::Typing { room, user };
+        self.hub.publish(Event::signal(room, Some(origin), &frame));
+    }
+
     /// Marks a room read up to `seq` and, if the mark moved, tells the room.
     pub async fn mark_read(
         &self,
@@ -333,8 +348,7 @@ impl ChatService {
                 user,
                 seq: mark.current,
             };
-            self.publish_quietly(Event::notice(room, origin, &frame))
-                .await;
+            self.hub.publish(Event::signal(room, origin, &frame));
         }
         Ok(mark)
     }

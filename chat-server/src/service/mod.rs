@@ -57,7 +57,10 @@ impl std::fmt::Debug for ChatService {
 
 impl ChatService {
     /// A service over the given parts.
+    /// Wires the storage's commits to the hub: every message is published
+    /// from its commit point (see [`messages::Publisher`]).
     pub fn new(storage: Arc<dyn Storage>, hub: Arc<Hub>, tokens: Tokens, limits: Limits) -> Self {
+        storage.listen(Arc::new(messages::Publisher { hub: hub.clone() }));
         Self {
             storage,
             hub,

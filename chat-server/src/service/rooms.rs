@@ -3,16 +3,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use axum::extract::ws::Utf8Bytes;
 use chat_core::api::{CreateRoomRequest, InviteRequest};
-use chat_core::frame::ServerFrame;
 use chat_core::message::LastMessage;
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem, RoomType};
 use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
 
 use super::ChatService;
-use crate::broker::{Event, EventKind, encode};
 use crate::error::{ApiError, ApiResult};
+use crate::event::Event;
 use crate::storage::{Conflict, MemberState, NewRoom, RoomKey, RoomRecord, StorageError, UserRoom};
 
 /// How a user stands towards a room, which decides every answer.
@@ -279,14 +277,7 @@ impl ChatService {
             ));
         }
         if self.storage.leave_room(record.id, user).await? {
-            self.publish_quietly(Event {
-                room: record.id,
-                kind: EventKind::MemberLeft(user),
-                seq: None,
-                origin: None,
-                frame: Utf8Bytes::from_static(""),
-            })
-            .await;
+            self.hub.publish(Event::member_left(record.id, user));
         }
         Ok(())
     }
@@ -308,24 +299,9 @@ impl ChatService {
         }
         if self.storage.delete_room(record.id).await? {
             tracing::info!(room = %record.id, by = %user, "room deleted");
-            self.publish_quietly(Event {
-                room: record.id,
-                kind: EventKind::RoomDeleted,
-                seq: None,
-                origin: None,
-                frame: encode(&ServerFrame::RoomDeleted { room: record.id }),
-            })
-            .await;
+            self.hub.publish(Event::room_deleted(record.id));
         }
         Ok(())
-    }
-
-    /// Publishes an event whose loss only costs liveness (the state is
-    /// already stored); a broker failure is logged.
-    pub(crate) async fn publish_quietly(&self, event: Event) {
-        if let Err(e) = self.hub.publish(event).await {
-            tracing::warn!(error = %e, "broker publish failed");
-        }
     }
 
     async fn visible_room(&self, user: UserId, room: RoomId) -> ApiResult<RoomRecord> {

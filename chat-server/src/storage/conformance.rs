@@ -196,6 +196,7 @@ fn message(room: RoomId, sender: UserId, body: &str, client_id: Option<&str>) ->
         body: body.to_owned(),
         client_id: client_id.map(str::to_owned),
         created_at: at(1_000),
+        origin: None,
     }
 }
 
@@ -1588,6 +1589,7 @@ pub async fn append_assigns_seq(store: Arc<dyn Storage>) {
                 body: body.to_owned(),
                 client_id: Some(format!("c-{i}")),
                 created_at: at(10 + i as i64),
+                origin: None,
             })
             .await
             .expect("append");

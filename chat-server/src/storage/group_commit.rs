@@ -17,6 +17,12 @@
 //! adds no latency. Every caller still hears back only after its message
 //! committed: durability is unchanged, only the fsyncs are shared.
 //!
+//! The committer also publishes: right after a batch commits, and before
+//! any of its callers is answered, it hands each new message to the
+//! storage's [`CommitListener`] in commit order (the hub, which queues it
+//! on every local socket of the room). Publishing from the one place that
+//! knows the order means nothing downstream has to restore it.
+//!
 //! A batch is all or nothing. When it fails for a reason that may belong to
 //! one message alone (a repeated `client_id`, an unknown sender, a
 //! deadlock), it rolls back and each of its appends runs again on its own,
@@ -28,7 +34,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, NewMessage, StorageError};
+use super::{Appended, CommitListener, Listener, NewMessage, StorageError};
 
 /// The most appends one transaction takes. Bounds the statement's size and
 /// the time any one caller waits for the others.
@@ -61,6 +67,7 @@ type Reply = oneshot::Sender<Result<Appended, StorageError>>;
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<(NewMessage, Reply)>,
+    listener: Listener,
 }
 
 impl GroupCommit {
@@ -75,6 +82,8 @@ impl GroupCommit {
         F: FnOnce() -> B + Send + 'static,
     {
         let (queue, appends) = mpsc::channel(QUEUE);
+        let listener = Listener::default();
+        let told = listener.clone();
         let started = std::thread::Builder::new()
             .name("chat-append".into())
             .spawn(move || {
@@ -83,7 +92,7 @@ impl GroupCommit {
                     .build()
                 {
                     Ok(runtime) => runtime.block_on(async move {
-                        commit_loop(Arc::new(make()), appends).await;
+                        commit_loop(Arc::new(make()), appends, told).await;
                     }),
                     Err(e) => tracing::error!(error = %e, "no runtime for the append committer"),
                 }
@@ -91,7 +100,12 @@ impl GroupCommit {
         if let Err(e) = started {
             tracing::error!(error = %e, "no thread for the append committer");
         }
-        Self { queue }
+        Self { queue, listener }
+    }
+
+    /// Who hears of each commit, on the committer's thread.
+    pub(crate) fn listen(&self, listener: Arc<dyn CommitListener>) {
+        self.listener.set(listener);
     }
 
     /// Appends `message`, returning once it is committed (or refused).
@@ -135,13 +149,24 @@ fn gone() -> StorageError {
 async fn commit_loop<B: BatchAppend>(
     backend: Arc<B>,
     mut appends: mpsc::Receiver<(NewMessage, Reply)>,
+    listener: Listener,
 ) {
     backend.warm_up().await;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while appends.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (messages, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
         metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages.len() as f64);
-        for (reply, result) in replies.into_iter().zip(commit(&*backend, messages).await) {
+        let origins: Vec<_> = messages.iter().map(|m| m.origin).collect();
+        let results = commit(&*backend, messages).await;
+        // The whole batch is published before anyone is answered: a sender
+        // that hears back knows every socket of this instance has its
+        // message queued, in seq order after everything committed before.
+        for (result, origin) in results.iter().zip(origins) {
+            if let Ok(appended) = result {
+                listener.appended(appended, origin);
+            }
+        }
+        for (reply, result) in replies.into_iter().zip(results) {
             // A caller that stopped waiting still has its message stored.
             let _ = reply.send(result);
         }

@@ -6,16 +6,16 @@
 //! same on a database. The conformance suite holds it to that.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, Conflict, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom,
-    NewUser, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError,
-    StoredMessage, TokenUse, UserRecord, UserRoom,
+    Appended, CommitListener, Conflict, Conversation, HistoryPage, HistoryQuery, Listener,
+    MemberState, NewMessage, NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomPerson,
+    RoomRecord, Storage, StorageError, StoredMessage, TokenUse, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -30,6 +30,7 @@ use super::{
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     state: Mutex<State>,
+    listener: Listener,
 }
 
 impl MemoryStorage {
@@ -640,10 +641,18 @@ impl Storage for MemoryStorage {
         let stored = state
             .message(message.room, seq)
             .ok_or_else(|| StorageError::Backend("appended message vanished".into()))?;
-        Ok(Appended {
+        let appended = Appended {
             message: stored,
             created: true,
-        })
+        };
+        // Under the lock: the commit point, so listeners hear a room's
+        // messages in seq order.
+        self.listener.appended(&appended, message.origin);
+        Ok(appended)
+    }
+
+    fn listen(&self, listener: Arc<dyn CommitListener>) {
+        self.listener.set(listener);
     }
 
     async fn history(

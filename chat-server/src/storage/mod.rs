@@ -29,6 +29,8 @@ use async_trait::async_trait;
 use chat_core::room::RoomType;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
+use crate::event::ConnId;
+
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod group_commit;
@@ -178,6 +180,53 @@ pub struct NewMessage {
     pub body: String,
     pub client_id: Option<String>,
     pub created_at: Timestamp,
+    /// The connection it came from, if any: not stored, only passed to the
+    /// [`CommitListener`] with the message.
+    pub origin: Option<ConnId>,
+}
+
+/// Hears of every new timeline event at its commit point: the seam that
+/// lets whoever commits publish, in order, with no reordering downstream.
+pub trait CommitListener: Send + Sync + 'static {
+    /// `message` was just committed (repeats of a `client_id` are not new
+    /// and do not come here). Called once per message, in seq order per
+    /// room, before the append that stored it returns. It runs on the
+    /// committing thread, in the middle of group commit: it must not block.
+    fn committed(&self, message: &StoredMessage, origin: Option<ConnId>);
+}
+
+/// Where a backend keeps its listener; shared with its committer.
+#[derive(Clone, Default)]
+pub(crate) struct Listener(Arc<std::sync::RwLock<Option<Arc<dyn CommitListener>>>>);
+
+impl Listener {
+    pub(crate) fn set(&self, listener: Arc<dyn CommitListener>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(listener);
+    }
+
+    /// Tells the listener, if there is one, of `appended` if it is new.
+    pub(crate) fn appended(&self, appended: &Appended, origin: Option<ConnId>) {
+        if !appended.created {
+            return;
+        }
+        let listener = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(listener) = listener {
+            listener.committed(&appended.message, origin);
+        }
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
 }
 
 /// The result of an append.
@@ -371,6 +420,9 @@ pub trait Storage: Send + Sync + 'static {
 
     // Messages
 
+    /// Makes `listener` hear of every message committed from now on (see
+    /// [`CommitListener`]), replacing any earlier one.
+    fn listen(&self, listener: Arc<dyn CommitListener>);
     /// Stores a message with the room's next seq (see the module invariants).
     /// `NotFound` if the room is gone.
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError>;

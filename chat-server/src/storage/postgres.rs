@@ -58,6 +58,7 @@
 //! other in a cycle.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,9 +74,9 @@ use super::sql::{
     room_from, state_text, token_from, user_from, user_room_from,
 };
 use super::{
-    Appended, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
-    ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
-    StorageOptions, TokenUse, UserRecord, UserRoom,
+    Appended, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage,
+    NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage,
+    StorageError, StorageOptions, TokenUse, UserRecord, UserRoom,
 };
 
 mod batch;
@@ -729,6 +730,10 @@ impl Storage for PostgresStorage {
                 })
             })
             .collect()
+    }
+
+    fn listen(&self, listener: Arc<dyn CommitListener>) {
+        self.appends.listen(listener);
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {

@@ -25,6 +25,7 @@
 //! The DML lives in [`super::sql`], shared with the other SQL backends.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,9 +43,9 @@ use super::sql::{
     state_text, token_from, user_from, user_room_from,
 };
 use super::{
-    Appended, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom, NewUser,
-    ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
-    StorageOptions, TokenUse, UserRecord, UserRoom,
+    Appended, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage,
+    NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage,
+    StorageError, StorageOptions, TokenUse, UserRecord, UserRoom,
 };
 
 mod batch;
@@ -587,6 +588,10 @@ impl Storage for SqliteStorage {
                 })
             })
             .collect()
+    }
+
+    fn listen(&self, listener: Arc<dyn CommitListener>) {
+        self.appends.listen(listener);
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {

@@ -4,24 +4,28 @@
 //! events are written, which is fine: they wait in the socket's bounded
 //! queue, and one task instead of two halves the per-socket memory.
 //!
-//! Sends that arrive together are stored together: the frames already read
-//! behind a send are taken with it (up to [`MAX_SENDS`]) and appended in one
-//! call, in order, so a client sending faster than one commit per message
-//! is not held to that rate. Each is still answered on its own and in
-//! order, and any other frame waits until the sends before it are answered.
+//! Client frames are handled in two phases: read what has already arrived
+//! (up to [`MAX_BURST`] frames), then execute it in order. A run of sends
+//! goes to the service in one call, so a client sending faster than one
+//! commit per message shares commits instead of waiting for each; every
+//! other frame runs on its own. Each frame is answered in the order it
+//! came.
 //!
-//! Delivery is exactly once and in `seq` order per room: each subscribed room
-//! has a cursor (`delivered`); events at or below it are dropped (a replay
-//! already sent them), and an event beyond `delivered + 1` first fills the gap
-//! from storage. The socket that sent a message gets an `ack` instead of the
-//! broadcast.
+//! Each subscribed room's stream is in `seq` order, each event once: the
+//! hub hands them over in order, a cursor per room (`delivered`) drops what
+//! a replay already sent, and an event beyond `delivered + 1` (possible only
+//! across instances, when the hub gave up waiting for a lost publish) first
+//! reads the gap from storage. The socket that sent a message gets its
+//! `ack` in the message's place in that order: the committer queued the
+//! message's event on this socket before answering the append, so the ack
+//! waits (in `acks`) until the stream reaches its seq, normally within the
+//! same turn of the loop.
 //!
 //! The loop is generic over the sink and stream, so tests can drive it with
 //! channels.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
@@ -33,13 +37,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessToken, LEEWAY_SECS, unix_timestamp};
-use crate::broker::{ConnId, Event, EventKind, encode as frame_text};
 use crate::error::ApiError;
-use crate::hub::Subscriber;
+use crate::event::{ConnId, Event, EventKind, Frame};
+use crate::hub::{Delivery, Subscriber};
 use crate::server::AppState;
 use crate::service::Access;
 use crate::service::messages::{MAX_HISTORY_PAGE, Outgoing};
-use crate::storage::{HistoryQuery, MemberState, RoomRecord};
+use crate::storage::{HistoryQuery, RoomRecord};
 
 /// A socket bound to one room at the handshake.
 #[derive(Debug, Clone)]
@@ -55,8 +59,8 @@ pub const TYPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// Events written per flush, so that one busy room cannot starve reads.
 const MAX_BATCH: usize = 128;
 
-/// Sends read off the socket before they are stored together.
-const MAX_SENDS: usize = 64;
+/// Client frames read before they are executed.
+const MAX_BURST: usize = 64;
 
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -81,14 +85,25 @@ struct PendingSend {
     client_id: Option<String>,
 }
 
+/// One client frame as read, before it is executed.
+#[derive(Debug)]
+enum Incoming {
+    Send(PendingSend),
+    Frame(ClientFrame),
+    /// A frame answered by this reply alone (it did not parse).
+    Reply(ServerFrame),
+    /// The socket is done: the client closed it or it failed.
+    End(Flow),
+}
+
 #[derive(Debug)]
 struct Cursor {
     room: RoomRecord,
     /// The highest seq this socket has been given (or acked), in order.
     delivered: Seq,
-    /// Seqs this socket sent and got acked above `delivered`: a gap fill
-    /// must not echo them back.
-    own: BTreeSet<Seq>,
+    /// Acks of this socket's own messages above `delivered`, each sent when
+    /// the stream reaches its seq, in the message's place.
+    acks: BTreeMap<Seq, Utf8Bytes>,
 }
 
 struct Session<S> {
@@ -100,7 +115,9 @@ struct Session<S> {
     conn: ConnId,
     bound: Option<RoomId>,
     rooms: HashMap<RoomId, Cursor>,
-    queue: mpsc::Sender<Arc<Event>>,
+    queue: mpsc::Sender<Delivery>,
+    /// The other end of `queue`: what the hub delivered.
+    inbox: mpsc::Receiver<Delivery>,
     /// Cancelled when the socket falls behind (the hub does that) or the
     /// server shuts down: a child of the shutdown token, so one future
     /// watches both, and polling it touches only this socket's lock, not
@@ -111,9 +128,6 @@ struct Session<S> {
     typing_sent: HashMap<RoomId, Instant>,
     sink: S,
     out: Vec<WsMessage>,
-    /// Sends read in one burst, stored together by `send_pending`, which
-    /// runs before anything else the client sent after them.
-    sends: Vec<PendingSend>,
 }
 
 /// Runs a socket until the client leaves, the server shuts down (1001), the
@@ -132,7 +146,7 @@ pub async fn run<S, R, E>(
     R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let (queue, mut events) = mpsc::channel(state.limits.socket_queue);
+    let (queue, inbox) = mpsc::channel(state.limits.socket_queue);
     let limiter = NonZeroU32::new(state.limits.rate_limit).map(|rate| {
         let burst = NonZeroU32::new(state.limits.rate_limit.saturating_mul(5)).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -147,12 +161,12 @@ pub async fn run<S, R, E>(
         bound: bound.as_ref().map(|b| b.room.id),
         rooms: HashMap::new(),
         queue,
+        inbox,
         too_slow,
         limiter,
         typing_sent: HashMap::new(),
         sink,
         out: Vec::new(),
-        sends: Vec::new(),
     };
     tracing::debug!(conn = s.conn.0, %user, "socket open");
     let _open = ConnectionGauge::open();
@@ -178,29 +192,18 @@ pub async fn run<S, R, E>(
             biased;
             () = &mut stop => Flow::Close(s.stop_code()),
             () = &mut expiry => Flow::Close(CloseCode::TokenExpired),
-            Some(event) = events.recv() => {
-                let mut flow = s.on_event(&event).await;
-                while flow == Flow::Continue && s.out.len() < MAX_BATCH {
-                    match events.try_recv() {
-                        Ok(event) => flow = s.on_event(&event).await,
-                        Err(_) => break,
-                    }
+            Some(delivery) = s.inbox.recv() => {
+                match s.on_delivery(delivery).await {
+                    Flow::Continue => s.take_queued().await,
+                    flow => flow,
                 }
-                flow
             }
             frame = stream.next() => {
-                let mut flow = s.on_read(frame).await;
-                // A client sending faster than its messages commit finds
-                // several waiting: they are stored together, in one commit,
-                // instead of each waiting for the one before.
-                while flow == Flow::Continue && !s.sends.is_empty() && s.sends.len() < MAX_SENDS {
-                    match stream.next().now_or_never() {
-                        Some(frame) => flow = s.on_read(frame).await,
-                        None => break,
-                    }
+                let burst = s.read_burst(frame, &mut stream);
+                match s.execute(burst).await {
+                    Flow::Continue => s.take_queued().await,
+                    flow => flow,
                 }
-                s.send_pending().await;
-                flow
             }
         };
         if flow != Flow::Gone
@@ -292,13 +295,24 @@ fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A frame's JSON as a WebSocket text message. The frame was serialized
+/// once for every socket; this checks it is UTF-8 (it always is) and shares
+/// its bytes.
+fn text(frame: &Frame) -> WsMessage {
+    WsMessage::Text(Utf8Bytes::try_from(frame.bytes().clone()).unwrap_or_default())
+}
+
+fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
+}
+
 impl<S> Session<S>
 where
     S: Sink<WsMessage> + Unpin + Send,
     S::Error: std::fmt::Display,
 {
     fn push(&mut self, frame: &ServerFrame) {
-        self.out.push(WsMessage::Text(frame_text(frame)));
+        self.out.push(WsMessage::Text(encode(frame)));
     }
 
     fn push_error(&mut self, e: &ApiError, client_id: Option<String>) {
@@ -334,38 +348,70 @@ where
         }
     }
 
-    /// One read off the socket.
-    async fn on_read<E>(&mut self, frame: Option<Result<WsMessage, E>>) -> Flow
+    // Phase one: read.
+
+    /// `first` and whatever else has already arrived behind it, up to
+    /// [`MAX_BURST`] frames, parsed. Stops at the end of the socket.
+    fn read_burst<R, E>(&self, first: Option<Result<WsMessage, E>>, stream: &mut R) -> Vec<Incoming>
+    where
+        R: Stream<Item = Result<WsMessage, E>> + Unpin,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let mut burst = Vec::new();
+        let mut frame = first;
+        loop {
+            match self.incoming(frame) {
+                Some(end @ Incoming::End(_)) => {
+                    burst.push(end);
+                    return burst;
+                }
+                Some(item) => burst.push(item),
+                None => {}
+            }
+            if burst.len() >= MAX_BURST {
+                return burst;
+            }
+            match stream.next().now_or_never() {
+                Some(next) => frame = next,
+                None => return burst,
+            }
+        }
+    }
+
+    /// One read off the socket, parsed; `None` for control frames
+    /// (tungstenite queues the pong, the next flush sends it).
+    fn incoming<E>(&self, frame: Option<Result<WsMessage, E>>) -> Option<Incoming>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        // Whatever the client sent before a frame is answered before it.
-        match frame {
-            Some(Ok(WsMessage::Text(text))) => self.on_text(text.as_str()).await,
-            Some(Ok(WsMessage::Binary(_))) => {
-                self.send_pending().await;
-                self.push(&ServerFrame::Error {
-                    code: ErrorCode::InvalidJson,
-                    error: "Invalid JSON: frames must be text".to_owned(),
+        Some(match frame {
+            Some(Ok(WsMessage::Text(text))) => match ClientFrame::from_json(text.as_str()) {
+                Ok(frame) => match self.as_send(frame) {
+                    Ok(send) => Incoming::Send(send),
+                    Err(frame) => Incoming::Frame(frame),
+                },
+                Err(e) => Incoming::Reply(ServerFrame::Error {
+                    code: e.code,
+                    error: e.message,
                     client_id: None,
-                });
-                Flow::Continue
-            }
-            // tungstenite queues the pong; the flush after this sends it.
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
-            None | Some(Ok(WsMessage::Close(_))) => {
-                self.send_pending().await;
-                Flow::Gone
-            }
+                }),
+            },
+            Some(Ok(WsMessage::Binary(_))) => Incoming::Reply(ServerFrame::Error {
+                code: ErrorCode::InvalidJson,
+                error: "Invalid JSON: frames must be text".to_owned(),
+                client_id: None,
+            }),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => return None,
+            None | Some(Ok(WsMessage::Close(_))) => Incoming::End(Flow::Gone),
             Some(Err(e)) => {
-                self.send_pending().await;
                 if is_too_large(&e) {
-                    return Flow::Close(CloseCode::TooLarge);
+                    Incoming::End(Flow::Close(CloseCode::TooLarge))
+                } else {
+                    tracing::debug!(conn = self.conn.0, error = %e, "socket read failed");
+                    Incoming::End(Flow::Gone)
                 }
-                tracing::debug!(conn = self.conn.0, error = %e, "socket read failed");
-                Flow::Gone
             }
-        }
+        })
     }
 
     /// A send frame becomes a [`PendingSend`]; any other frame comes back.
@@ -399,27 +445,47 @@ where
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Flow {
-        let parsed = ClientFrame::from_json(text).map(|f| self.as_send(f));
-        let frame = match parsed {
-            Ok(Ok(send)) => {
-                self.sends.push(send);
-                return Flow::Continue;
+    // Phase two: execute, in order.
+
+    /// Runs a burst in the order it came: each run of sends in one call,
+    /// every other frame on its own.
+    async fn execute(&mut self, burst: Vec<Incoming>) -> Flow {
+        let mut sends = Vec::new();
+        for item in burst {
+            let item = match item {
+                Incoming::Send(send) => {
+                    sends.push(send);
+                    continue;
+                }
+                other => other,
+            };
+            if !sends.is_empty() {
+                let flow = self.send_all(std::mem::take(&mut sends)).await;
+                if flow != Flow::Continue {
+                    return flow;
+                }
             }
-            Ok(Err(frame)) => {
-                self.send_pending().await;
-                frame
+            let flow = match item {
+                Incoming::Reply(frame) => {
+                    self.push(&frame);
+                    Flow::Continue
+                }
+                Incoming::Frame(frame) => self.on_frame(frame).await,
+                Incoming::End(flow) => flow,
+                Incoming::Send(_) => Flow::Continue,
+            };
+            if flow != Flow::Continue {
+                return flow;
             }
-            Err(e) => {
-                self.send_pending().await;
-                self.push(&ServerFrame::Error {
-                    code: e.code,
-                    error: e.message,
-                    client_id: None,
-                });
-                return Flow::Continue;
-            }
-        };
+        }
+        if !sends.is_empty() {
+            return self.send_all(sends).await;
+        }
+        Flow::Continue
+    }
+
+    /// Every client frame but a send.
+    async fn on_frame(&mut self, frame: ClientFrame) -> Flow {
         match frame {
             // Frames that would be sends but name no room.
             ClientFrame::Text { .. } => self.push_error(
@@ -483,12 +549,7 @@ where
                             .is_none_or(|at| now.duration_since(*at) >= TYPING_INTERVAL);
                         if due {
                             self.typing_sent.insert(record.id, now);
-                            let frame = ServerFrame::Typing {
-                                room: record.id,
-                                user: self.user,
-                            };
-                            let event = Event::notice(record.id, Some(self.conn), &frame);
-                            self.state.service.publish_quietly(event).await;
+                            self.state.service.typing(self.user, record.id, self.conn);
                         }
                     }
                     Err(e) => self.push_error(&e, None),
@@ -537,13 +598,10 @@ where
         self.state.service.member_room(self.user, room).await
     }
 
-    /// Stores the sends read so far, together, and answers each in order:
-    /// an `ack`, or the `error` that refused it.
-    async fn send_pending(&mut self) {
-        if self.sends.is_empty() {
-            return;
-        }
-        let sends = std::mem::take(&mut self.sends);
+    /// Stores a run of sends together and answers each in order: an `ack`
+    /// (in its message's place in the room's stream if the socket listens
+    /// to the room), or the `error` that refused it.
+    async fn send_all(&mut self, sends: Vec<PendingSend>) -> Flow {
         // Per send: its client_id, and why it was refused before storage.
         let mut checked = Vec::with_capacity(sends.len());
         let mut outgoing = Vec::with_capacity(sends.len());
@@ -588,19 +646,41 @@ where
             };
             match result {
                 Ok(sent) => {
-                    if let Some(cursor) = self.rooms.get_mut(&sent.message.room)
-                        && sent.message.seq > cursor.delivered
-                    {
-                        cursor.own.insert(sent.message.seq);
-                    }
-                    self.push(&ServerFrame::Ack {
+                    let (room, seq) = (sent.message.room, sent.message.seq);
+                    let ack = encode(&ServerFrame::Ack {
                         client_id,
                         message: sent.message,
                     });
+                    match self.rooms.get_mut(&room) {
+                        Some(cursor) if sent.created && seq > cursor.delivered => {
+                            cursor.acks.insert(seq, ack);
+                        }
+                        _ => self.out.push(WsMessage::Text(ack)),
+                    }
                 }
                 Err(e) => self.push_error(&e, client_id),
             }
         }
+        self.release_acks().await
+    }
+
+    /// Takes in the events of this socket's own messages, and with them
+    /// the acks waiting for their place, so that the next frame is answered
+    /// after them. On one instance the events are queued already: the
+    /// committer queued them before the appends returned. Across instances
+    /// the hub may still hold one for a predecessor from another instance;
+    /// its ack then follows when it comes.
+    async fn release_acks(&mut self) -> Flow {
+        while self.rooms.values().any(|c| !c.acks.is_empty()) {
+            match self.inbox.try_recv() {
+                Ok(delivery) => match self.on_delivery(delivery).await {
+                    Flow::Continue => {}
+                    flow => return flow,
+                },
+                Err(_) => break,
+            }
+        }
+        Flow::Continue
     }
 
     /// Stops delivering a room. Not being subscribed is harmless, but a
@@ -649,8 +729,13 @@ where
         let start = match after_seq {
             Some(seq) => seq,
             // Live only: start after what is stored now that we listen.
-            None => match self.state.service.storage().room(id).await {
-                Ok(Some(r)) => r.last_seq,
+            None => match self
+                .state
+                .service
+                .find_room_for(self.user, &RoomRef::Id(id))
+                .await
+            {
+                Ok(Some((r, _))) => r.last_seq,
                 Ok(None) => {
                     self.drop_room(id).await;
                     self.push_error(&ApiError::new(ErrorCode::RoomNotFound), None);
@@ -658,17 +743,19 @@ where
                 }
                 Err(e) => {
                     self.drop_room(id).await;
-                    self.push_error(&e.into(), None);
+                    self.push_error(&e, None);
                     return Flow::Continue;
                 }
             },
         };
+        // A resubscribe keeps the acks still waiting for their place.
+        let acks = self.rooms.remove(&id).map(|c| c.acks).unwrap_or_default();
         self.rooms.insert(
             id,
             Cursor {
                 room,
                 delivered: start,
-                own: BTreeSet::new(),
+                acks,
             },
         );
         if let Err(flow) = self.catch_up(id, None).await {
@@ -691,17 +778,17 @@ where
 
     /// After a broker outage: whether the room was deleted (4409) or the
     /// user left it (1000) meanwhile, which the socket may not have heard.
-    /// If storage cannot tell, the socket closes 4408 and resumes later.
+    /// If the service cannot tell, the socket closes 4408 and resumes later.
     async fn lost_while_away(&self, room: RoomId) -> Result<Option<CloseCode>, Flow> {
-        let storage = self.state.service.storage();
-        let still = match storage.room(room).await {
-            Ok(None) => return Ok(Some(CloseCode::RoomDeleted)),
-            Ok(Some(_)) => storage.membership(room, self.user).await,
-            Err(e) => Err(e),
-        };
-        match still {
-            Ok(Some(MemberState::Member)) => Ok(None),
-            Ok(_) => Ok(Some(CloseCode::Normal)),
+        match self
+            .state
+            .service
+            .find_room_for(self.user, &RoomRef::Id(room))
+            .await
+        {
+            Ok(None) => Ok(Some(CloseCode::RoomDeleted)),
+            Ok(Some((_, Access::Member))) => Ok(None),
+            Ok(Some(_)) => Ok(Some(CloseCode::Normal)),
             Err(e) => {
                 tracing::warn!(conn = self.conn.0, %room, error = %e, "membership check after resync failed");
                 Err(Flow::Close(CloseCode::TooSlow))
@@ -709,13 +796,19 @@ where
         }
     }
 
+    /// Stops listening to a room. Acks still waiting for their place go out
+    /// now: the sender must hear back whatever the room does.
     async fn drop_room(&mut self, room: RoomId) {
-        self.rooms.remove(&room);
+        if let Some(cursor) = self.rooms.remove(&room) {
+            self.out
+                .extend(cursor.acks.into_values().map(WsMessage::Text));
+        }
         self.state.service.hub().leave(room, self.conn).await;
     }
 
     /// Delivers stored messages above the cursor (and below `before`), page
-    /// by page, flushing each page so a long replay needs little memory. If
+    /// by page, flushing each page so a long replay needs little memory. A
+    /// message of this socket's whose ack waits goes out as that ack. If
     /// storage fails the socket closes 4408: the client resumes by seq.
     async fn catch_up(&mut self, room: RoomId, before: Option<Seq>) -> Result<(), Flow> {
         loop {
@@ -737,20 +830,40 @@ where
             let Some(cursor) = self.rooms.get_mut(&room) else {
                 return Ok(());
             };
-            let mut frames = Vec::with_capacity(messages.len());
             for message in messages {
                 cursor.delivered = message.seq;
-                if !cursor.own.remove(&message.seq) {
-                    frames.push(frame_text(&ServerFrame::Message { message }));
-                }
+                let frame = match cursor.acks.remove(&message.seq) {
+                    Some(ack) => ack,
+                    None => encode(&ServerFrame::Message { message }),
+                };
+                self.out.push(WsMessage::Text(frame));
             }
-            let delivered = cursor.delivered;
-            cursor.own.retain(|s| *s > delivered);
-            self.out.extend(frames.into_iter().map(WsMessage::Text));
             if !has_more {
                 return Ok(());
             }
             self.flush().await?;
+        }
+    }
+
+    /// Handles what is queued behind, until the queue is empty or a batch
+    /// is full.
+    async fn take_queued(&mut self) -> Flow {
+        while self.out.len() < MAX_BATCH {
+            match self.inbox.try_recv() {
+                Ok(delivery) => match self.on_delivery(delivery).await {
+                    Flow::Continue => {}
+                    flow => return flow,
+                },
+                Err(_) => break,
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_delivery(&mut self, delivery: Delivery) -> Flow {
+        match delivery {
+            Delivery::Event(event) => self.on_event(&event).await,
+            Delivery::CatchUp(room) => self.on_catch_up(room).await,
         }
     }
 
@@ -759,14 +872,14 @@ where
             return Flow::Continue;
         };
         match &event.kind {
-            EventKind::Message => {
-                let Some(seq) = event.seq else {
-                    return Flow::Continue;
-                };
+            EventKind::Timeline { seq, frame } => {
+                let seq = *seq;
                 if seq <= cursor.delivered {
                     return Flow::Continue;
                 }
                 if seq > cursor.delivered + 1 {
+                    // Only across instances: the hub gave up waiting for a
+                    // publish that was lost.
                     metrics::counter!(crate::metrics::GAP_READS).increment(1);
                     if let Err(flow) = self.catch_up(event.room, Some(seq)).await {
                         return flow;
@@ -774,55 +887,31 @@ where
                 }
                 let mine = event.origin == Some(self.conn);
                 if let Some(cursor) = self.rooms.get_mut(&event.room) {
-                    let acked = cursor.own.remove(&seq);
-                    if seq > cursor.delivered {
-                        cursor.delivered = seq;
-                        if !mine && !acked {
-                            self.out.push(WsMessage::Text(event.frame.clone()));
-                        }
+                    cursor.delivered = seq;
+                    match cursor.acks.remove(&seq) {
+                        Some(ack) => self.out.push(WsMessage::Text(ack)),
+                        None if !mine => self.out.push(text(frame)),
+                        // Its ack went out before the socket listened.
+                        None => {}
                     }
                 }
                 Flow::Continue
             }
-            EventKind::Notice => {
+            EventKind::Signal { frame } => {
                 if event.origin != Some(self.conn) {
-                    self.out.push(WsMessage::Text(event.frame.clone()));
+                    self.out.push(text(frame));
                 }
                 Flow::Continue
             }
-            EventKind::RoomDeleted => {
-                self.out.push(WsMessage::Text(event.frame.clone()));
+            EventKind::RoomDeleted { frame } => {
+                self.out.push(text(frame));
                 self.drop_room(event.room).await;
                 if self.bound == Some(event.room) {
                     return Flow::Close(CloseCode::RoomDeleted);
                 }
                 Flow::Continue
             }
-            EventKind::Resync => {
-                // Whatever was published while the broker was away is in
-                // storage: deliver what lies above the cursor, if the user
-                // may still read it (the events that said otherwise may
-                // have been lost with the broker).
-                match self.lost_while_away(event.room).await {
-                    Ok(None) => {}
-                    Ok(Some(code)) => {
-                        if code == CloseCode::RoomDeleted {
-                            self.push(&ServerFrame::RoomDeleted { room: event.room });
-                        }
-                        self.drop_room(event.room).await;
-                        if self.bound == Some(event.room) {
-                            return Flow::Close(code);
-                        }
-                        return Flow::Continue;
-                    }
-                    Err(flow) => return flow,
-                }
-                if let Err(flow) = self.catch_up(event.room, None).await {
-                    return flow;
-                }
-                Flow::Continue
-            }
-            EventKind::MemberLeft(user) => {
+            EventKind::MemberLeft { user } => {
                 if *user == self.user {
                     self.drop_room(event.room).await;
                     if self.bound == Some(event.room) {
@@ -831,6 +920,33 @@ where
                 }
                 Flow::Continue
             }
+        }
+    }
+
+    /// Whatever was published while the broker was away is in storage:
+    /// deliver what lies above the cursor, if the user may still read it
+    /// (the events that said otherwise may have been lost with the broker).
+    async fn on_catch_up(&mut self, room: RoomId) -> Flow {
+        if !self.rooms.contains_key(&room) {
+            return Flow::Continue;
+        }
+        match self.lost_while_away(room).await {
+            Ok(None) => {}
+            Ok(Some(code)) => {
+                if code == CloseCode::RoomDeleted {
+                    self.push(&ServerFrame::RoomDeleted { room });
+                }
+                self.drop_room(room).await;
+                if self.bound == Some(room) {
+                    return Flow::Close(code);
+                }
+                return Flow::Continue;
+            }
+            Err(flow) => return flow,
+        }
+        match self.catch_up(room, None).await {
+            Ok(()) => Flow::Continue,
+            Err(flow) => flow,
         }
     }
 }

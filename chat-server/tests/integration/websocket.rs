@@ -17,6 +17,7 @@ each_backend!(
     replay_racing_live_sends_has_no_gap_or_duplicate,
     client_id_is_idempotent_over_websocket,
     a_burst_of_sends_is_answered_in_order,
+    a_listening_sender_gets_its_acks_in_the_rooms_order,
     deleted_room_notifies_and_closes_bound_sockets,
     auto_create_rooms,
     shutdown_closes_1001,
@@ -501,6 +502,94 @@ async fn a_burst_of_sends_is_answered_in_order(backend: Backend) {
         assert_eq!(m["message"]["body"], format!("m{i}"));
     }
     b.expect_quiet().await;
+}
+
+/// A sender that listens to the room it writes to sees one stream in seq
+/// order: everyone else's messages and its own acks, each seq once, no gap,
+/// while another user writes at the same time; and every frame is still
+/// answered in the order it came (the pong between two sends comes between
+/// their acks).
+async fn a_listening_sender_gets_its_acks_in_the_rooms_order(backend: Backend) {
+    const BURSTS: usize = 20;
+    const PER_BURST: usize = 5;
+    const OTHERS: usize = 100;
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "busy", "public", &[]).await;
+    s.post("/chat/join-room/", &bob.access, json!({"room_id": room}))
+        .await;
+    let mut a = s.ws("/ws/", &ann).await;
+    a.subscribe(json!(room), None).await;
+
+    // Bob writes over HTTP meanwhile, so that group commit mixes the two.
+    let url = s.url("/chat/send/");
+    let token = bob.access.clone();
+    let writer = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        for i in 0..OTHERS {
+            let resp = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&json!({"room": room, "message": format!("bob-{i}")}))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+        }
+    });
+    for burst in 0..BURSTS {
+        let mut frames: Vec<String> = Vec::new();
+        for i in 0..PER_BURST {
+            let id = format!("a-{burst}-{i}");
+            frames.push(
+                json!({"type": "send", "room": room, "body": id, "client_id": id}).to_string(),
+            );
+            if i == 2 {
+                frames.push(json!({"type": "ping"}).to_string());
+            }
+        }
+        a.send_burst(&frames).await;
+    }
+    writer.await.expect("writer");
+
+    let total = BURSTS * PER_BURST + OTHERS;
+    let (mut seqs, mut acks, mut pongs) = (Vec::new(), Vec::new(), 0);
+    let mut acked_in_burst = 0;
+    while seqs.len() < total {
+        let f = a.frame().await;
+        match f["type"].as_str() {
+            Some("message") => {
+                assert_eq!(f["message"]["sender"], json!(bob.id), "never its own: {f}");
+                seqs.push(f["message"]["seq"].as_i64().expect("seq"));
+            }
+            Some("ack") => {
+                seqs.push(f["message"]["seq"].as_i64().expect("seq"));
+                acks.push(f["client_id"].as_str().expect("client_id").to_owned());
+                acked_in_burst += 1;
+            }
+            Some("pong") => {
+                assert_eq!(
+                    acked_in_burst % PER_BURST,
+                    3,
+                    "the pong follows the third send's ack"
+                );
+                pongs += 1;
+            }
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "one stream, in order"
+    );
+    let expected: Vec<String> = (0..BURSTS)
+        .flat_map(|b| (0..PER_BURST).map(move |i| format!("a-{b}-{i}")))
+        .collect();
+    assert_eq!(acks, expected, "acks in the order sent");
+    assert_eq!(pongs, BURSTS);
+    a.expect_quiet().await;
 }
 
 async fn deleted_room_notifies_and_closes_bound_sockets(backend: Backend) {

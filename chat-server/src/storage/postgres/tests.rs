@@ -79,6 +79,7 @@ fn spawn_writers(
                             body: format!("{tag}{w}:{i}"),
                             client_id: Some(format!("{tag}{w}:{i}")),
                             created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+                            origin: None,
                         })
                         .await
                         .expect("append");
@@ -563,6 +564,7 @@ async fn concurrent_mark_read_reports_each_advance_once() {
                 body: format!("m{i}"),
                 client_id: None,
                 created_at: Timestamp::from_unix_micros(1),
+                origin: None,
             })
             .await
             .expect("append");
@@ -641,6 +643,7 @@ async fn concurrent_joins_get_distinct_positions() {
                     body: "hi".to_owned(),
                     client_id: None,
                     created_at: Timestamp::from_unix_micros(1),
+                    origin: None,
                 })
                 .await
                 .expect("append");
@@ -741,6 +744,7 @@ fn batch_message(room: RoomId, sender: UserId, body: &str, client_id: Option<&st
         body: body.to_owned(),
         client_id: client_id.map(str::to_owned),
         created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
+        origin: None,
     }
 }
 
