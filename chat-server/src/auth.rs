@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use chat_core::{Timestamp, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -357,65 +356,188 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Argon2 runs at most this many at once: one per core. Each takes 19 MiB
-/// and a core for tens of milliseconds; a burst of sign-ups or logins
-/// beyond the cores would only queue on the CPU anyway, but on the blocking
-/// pool it would also grow a thread (and an allocator arena that keeps its
-/// memory) per request.
-static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-});
+/// Password hashing runs on a fixed set of threads of its own, each with
+/// one argon2 memory block (19 MiB with the default parameters) that it
+/// allocates on its first job and reuses for every later one. On the
+/// blocking pool each hash allocated its block anew, and the allocator kept
+/// the freed block in that thread's arena: a server grew by 19 MiB for
+/// every thread that ever hashed. A fixed pool makes the cost
+/// `threads × 19 MiB`, once. Callers queue for a thread; hashing is
+/// CPU-bound, so more threads than cores would only share them.
+struct HashPool {
+    jobs: tokio::sync::mpsc::Sender<HashJob>,
+}
 
-/// Hashes a password with argon2id and a random salt (argon2 draws it). CPU-heavy (tens of
-/// milliseconds by design), so it runs on the blocking pool.
+enum HashJob {
+    Hash(
+        String,
+        tokio::sync::oneshot::Sender<Result<String, PasswordError>>,
+    ),
+    Verify(String, String, tokio::sync::oneshot::Sender<bool>),
+}
+
+static HASH_POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
+
+/// Sets how many threads hash passwords (at least one), if hashing has not
+/// started yet; the pool is per process, so the first server's setting
+/// holds. `false` if it was already running (with its own size).
+pub fn hashing_threads(threads: usize) -> bool {
+    let mut fresh = false;
+    HASH_POOL.get_or_init(|| {
+        fresh = true;
+        HashPool::start(threads)
+    });
+    fresh
+}
+
+impl HashPool {
+    fn start(threads: usize) -> Self {
+        let (jobs, queue) = tokio::sync::mpsc::channel::<HashJob>(1_024);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("chat-hash-{n}"))
+                .spawn(move || {
+                    let mut memory: Vec<argon2::Block> = Vec::new();
+                    loop {
+                        // The lock is held only while waiting for a job.
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .blocking_recv();
+                        match job {
+                            Some(HashJob::Hash(password, reply)) => {
+                                let _ = reply.send(hash_with(&mut memory, password.as_bytes()));
+                            }
+                            Some(HashJob::Verify(password, hash, reply)) => {
+                                let _ = reply.send(verify_with(
+                                    &mut memory,
+                                    password.as_bytes(),
+                                    &hash,
+                                ));
+                            }
+                            None => return,
+                        }
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        Self { jobs }
+    }
+
+    fn get() -> &'static Self {
+        HASH_POOL.get_or_init(|| Self::start(1))
+    }
+}
+
+/// Hashes with argon2id, the default parameters and a random salt, in
+/// `memory` (grown to the parameters' size on first use).
+fn hash_with(memory: &mut Vec<argon2::Block>, password: &[u8]) -> Result<String, PasswordError> {
+    use argon2::password_hash::phc::{Output, ParamsString, Salt};
+    let fail = |e: &dyn std::fmt::Display| PasswordError(e.to_string());
+    let argon = Argon2::default();
+    let params = argon.params();
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = Salt::new(&salt_bytes).map_err(|e| fail(&e))?;
+    let mut out = vec![
+        0u8;
+        params
+            .output_len()
+            .unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN)
+    ];
+    memory.resize(params.block_count(), argon2::Block::default());
+    argon
+        .hash_password_into_with_memory(password, &salt_bytes, &mut out, &mut memory[..])
+        .map_err(|e| fail(&e))?;
+    let hash = PasswordHash {
+        algorithm: argon2::Algorithm::Argon2id.ident(),
+        version: Some(argon2::Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| fail(&e))?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Checks `password` against a PHC string, with the string's own
+/// parameters, in `memory`. Anything unparsable is a mismatch.
+fn verify_with(memory: &mut Vec<argon2::Block>, password: &[u8], hash: &str) -> bool {
+    use argon2::password_hash::phc::Output;
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::try_from(parsed.algorithm.as_str()),
+        argon2::Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = parsed
+        .version
+        .map_or(Ok(argon2::Version::default()), argon2::Version::try_from);
+    let (Ok(version), Some(salt), Some(expected)) = (version, &parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    memory.resize(argon.params().block_count(), argon2::Block::default());
+    argon
+        .hash_password_into_with_memory(password, salt.as_ref(), &mut out, &mut memory[..])
+        .is_ok()
+        // Output's equality is constant-time.
+        && Output::new(&out).is_ok_and(|out| out == *expected)
+}
+
+/// Hashes a password with argon2id and a random salt. CPU-heavy (tens of
+/// milliseconds by design), so it runs on the hashing threads.
 pub async fn hash_password(password: String) -> Result<String, PasswordError> {
-    let _turn = HASHING
-        .acquire()
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let gone = || PasswordError("the password hashing threads stopped".into());
+    HashPool::get()
+        .jobs
+        .send(HashJob::Hash(password, reply))
         .await
-        .map_err(|e| PasswordError(e.to_string()))?;
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| PasswordError(e.to_string()))
-    })
-    .await
-    .map_err(|e| PasswordError(e.to_string()))?
+        .map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
 }
 
 /// Checks a password against a stored hash. With no hash (unknown user) it
 /// checks against a fixed dummy hash, so that the answer takes as long
 /// whether or not the user exists.
 pub async fn verify_password(password: String, hash: Option<String>) -> bool {
-    let Ok(_turn) = HASHING.acquire().await else {
-        return false;
+    let known = hash.is_some();
+    let hash = match hash {
+        Some(hash) => hash,
+        None => match dummy_hash().await {
+            Some(dummy) => dummy.to_owned(),
+            None => return false,
+        },
     };
-    tokio::task::spawn_blocking(move || {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
-        let Ok(parsed) = PasswordHash::new(&hash) else {
-            return false;
-        };
-        known
-            && Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-    })
-    .await
-    .unwrap_or(false)
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if HashPool::get()
+        .jobs
+        .send(HashJob::Verify(password, hash, reply))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    answer.await.unwrap_or(false) && known
 }
 
 /// The hash of a random password nobody knows, made with the same
-/// parameters as real hashes so that checking it costs the same.
-fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| {
-        let secret = uuid::Uuid::new_v4().to_string();
-        Argon2::default()
-            .hash_password(secret.as_bytes())
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
+/// parameters as real hashes so that checking it costs the same. Made once,
+/// on the hashing threads.
+async fn dummy_hash() -> Option<&'static str> {
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DUMMY
+        .get_or_try_init(|| hash_password(uuid::Uuid::new_v4().to_string()))
+        .await
+        .ok()
+        .map(String::as_str)
 }
 
 /// Hashing failed (only on resource exhaustion).
@@ -593,5 +715,43 @@ mod tests {
         assert!(verify_password("correct horse".into(), Some(hash.clone())).await);
         assert!(!verify_password("wrong horse".into(), Some(hash)).await);
         assert!(!verify_password("correct horse".into(), None).await);
+    }
+
+    /// The pool's hashes are plain argon2 PHC strings: stored hashes made
+    /// by the argon2 crate's own hasher (every earlier version of this
+    /// server) still verify, and ours verify with it; other parameters
+    /// than the defaults are read from the string.
+    #[tokio::test]
+    async fn pool_hashes_are_standard_phc_strings() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let ours = hash_password("tr0ub4dor".into()).await.expect("hashes");
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        let parsed = PasswordHash::new(&ours).expect("parses");
+        assert!(
+            Argon2::default()
+                .verify_password(b"tr0ub4dor", &parsed)
+                .is_ok()
+        );
+
+        let stock = Argon2::default()
+            .hash_password(b"tr0ub4dor")
+            .expect("stock hash")
+            .to_string();
+        assert!(verify_password("tr0ub4dor".into(), Some(stock.clone())).await);
+        assert!(!verify_password("tr0ub4dor!".into(), Some(stock)).await);
+
+        let cheap = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(64, 1, 1, None).expect("params"),
+        )
+        .hash_password(b"tr0ub4dor")
+        .expect("cheap hash")
+        .to_string();
+        assert!(verify_password("tr0ub4dor".into(), Some(cheap)).await);
+        assert!(!verify_password("tr0ub4dor".into(), Some("$argon2id$garbage".into())).await);
     }
 }

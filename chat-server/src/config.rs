@@ -63,6 +63,9 @@ pub struct Config {
     pub socket_queue: usize,
     /// Pooled storage connections.
     pub storage_pool_size: u32,
+    /// Threads that hash passwords, each holding one argon2 block (19 MiB)
+    /// for the life of the process.
+    pub password_hash_threads: usize,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             max_request_bytes: 256 * 1024,
             socket_queue: 1_024,
             storage_pool_size: 8,
+            password_hash_threads: 1,
         }
     }
 }
@@ -213,6 +217,10 @@ pub struct Cli {
     /// Pooled storage connections [default: 8].
     #[arg(long, env = "CHAT_STORAGE_POOL_SIZE", value_name = "N")]
     pub storage_pool_size: Option<u32>,
+    /// Threads that hash passwords (sign-ups and logins per second grow with
+    /// them; each keeps 19 MiB) [default: 1].
+    #[arg(long, env = "CHAT_PASSWORD_HASH_THREADS", value_name = "N")]
+    pub password_hash_threads: Option<usize>,
 }
 
 /// Subcommands.
@@ -255,6 +263,7 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     socket_queue: Option<usize>,
     storage_pool_size: Option<u32>,
+    password_hash_threads: Option<usize>,
 }
 
 /// A configuration that cannot be used.
@@ -354,6 +363,10 @@ impl Config {
                 .storage_pool_size
                 .or(file.storage_pool_size)
                 .unwrap_or(d.storage_pool_size),
+            password_hash_threads: cli
+                .password_hash_threads
+                .or(file.password_hash_threads)
+                .unwrap_or(d.password_hash_threads),
         };
         config.validate()?;
         Ok(config)
@@ -367,6 +380,7 @@ impl Config {
             ("max_request_bytes", self.max_request_bytes),
             ("socket_queue", self.socket_queue),
             ("storage_pool_size", self.storage_pool_size as usize),
+            ("password_hash_threads", self.password_hash_threads),
         ];
         for (name, value) in positive {
             if value == 0 {

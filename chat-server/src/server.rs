@@ -109,6 +109,11 @@ impl Server {
         // (by an embedding application or an earlier server) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         crate::metrics::init();
+        if !crate::auth::hashing_threads(config.password_hash_threads) {
+            tracing::debug!(
+                "password hashing already running in this process; keeping its threads"
+            );
+        }
         // Before storage: a bad certificate path should fail fast, not after
         // migrations.
         let tls = config.tls.as_ref().map(Tls::new).transpose()?;
