@@ -23,18 +23,29 @@
 //! on every local socket of the room). Publishing from the one place that
 //! knows the order means nothing downstream has to restore it.
 //!
+//! The batch rule is written here once for every SQL backend; a backend
+//! only supplies the statements that store a batch (`store_batch`). A
+//! message that repeats the `(sender, client_id)` of one earlier in the
+//! batch is answered with that one and never reaches the database; a pair
+//! stored before is answered with its original by the backend's lookup.
+//! Either way the batch answers exactly what one append after the other
+//! would.
+//!
 //! A batch is all or nothing. When it fails for a reason that may belong to
-//! one message alone (a repeated `client_id`, an unknown sender, a
-//! deadlock), it rolls back and each of its appends runs again on its own,
-//! so one bad message never costs the others theirs. When the database is
-//! unreachable every append of the batch hears so at once.
+//! one message alone (a pair inserted meanwhile by another instance, an
+//! unknown sender, a deadlock), it rolls back and each of its appends runs
+//! again on its own, so one bad message never costs the others theirs.
+//! When the database is unreachable every append of the batch hears so at
+//! once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chat_core::UserId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, CommitListener, Listener, NewMessage, StorageError};
+use super::{Appended, CommitListener, Listener, NewMessage, StorageError, StoredMessage};
 
 /// The most appends one transaction takes. Bounds the statement's size and
 /// the time any one caller waits for the others.
@@ -49,16 +60,29 @@ pub(crate) trait BatchAppend: Send + Sync + 'static {
     /// Runs once before the first append: open what appends will need.
     async fn warm_up(&self) {}
 
-    /// One append in its own transaction: the reference behaviour.
+    /// One append in its own transaction: the reference behaviour
+    /// (`sql/append.rs`).
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError>;
 
-    /// Several appends in one transaction, answered in order, each `Ok` or
-    /// the error of that message alone (its room was deleted). `Err`: the
-    /// transaction rolled back and nothing of the batch was stored.
-    async fn append_batch(
-        &self,
-        batch: &[NewMessage],
-    ) -> Result<Vec<Result<Appended, StorageError>>, StorageError>;
+    /// Stores `fresh` in one transaction, no two with the same `(sender,
+    /// client_id)`, and says of each, in order, what became of it: a pair
+    /// already stored is answered with its original and takes no seq; the
+    /// others are numbered per room in their order, above the room's
+    /// `last_seq`, inserted, and their senders' read marks advanced. `Err`:
+    /// the transaction rolled back and nothing was stored (also when a pair
+    /// was inserted by someone else meanwhile).
+    async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError>;
+}
+
+/// What became of one message of a batch.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    /// Inserted by this batch.
+    New(StoredMessage),
+    /// Its `(sender, client_id)` was stored before: the original.
+    Original(StoredMessage),
+    /// Its room is gone.
+    NoRoom,
 }
 
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
@@ -173,21 +197,54 @@ async fn commit_loop<B: BatchAppend>(
     }
 }
 
+/// Where a batch's message gets its answer.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// From what the store said of `fresh[k]`.
+    Fresh(usize),
+    /// A repeat of `fresh[k]`'s `(sender, client_id)` earlier in the batch:
+    /// answered with that message, as it would be one by one.
+    RepeatOf(usize),
+}
+
 /// Commits `messages` as one batch, or one by one if the batch fails for a
 /// reason that may be one message's. A lone message goes as a batch of one
 /// too: the batch takes fewer statements than the single append, which is
-/// kept for the cases a batch cannot answer (a repeated `client_id` on
-/// PostgreSQL).
+/// kept for what a batch cannot answer.
 async fn commit<B: BatchAppend>(
     backend: &B,
     messages: Vec<NewMessage>,
 ) -> Vec<Result<Appended, StorageError>> {
-    match backend.append_batch(&messages).await {
-        Ok(results) if results.len() == messages.len() => return results,
-        Ok(results) => {
+    let mut first: HashMap<(UserId, &str), usize> = HashMap::new();
+    let mut slots = Vec::with_capacity(messages.len());
+    let mut fresh: Vec<&NewMessage> = Vec::with_capacity(messages.len());
+    for m in &messages {
+        let key = m.client_id.as_deref().map(|c| (m.sender, c));
+        match key.and_then(|k| first.get(&k)) {
+            Some(&k) => slots.push(Slot::RepeatOf(k)),
+            None => {
+                if let Some(key) = key {
+                    first.insert(key, fresh.len());
+                }
+                slots.push(Slot::Fresh(fresh.len()));
+                fresh.push(m);
+            }
+        }
+    }
+    match backend.store_batch(&fresh).await {
+        Ok(stored) if stored.len() == fresh.len() => {
+            if let Some(results) = answers(&slots, &stored) {
+                return results;
+            }
+            // A repeat of a message whose room is gone: one by one it would
+            // be new. Nothing went wrong but the batch is no answer; the
+            // rare case goes one by one below (the batch stored the others).
+            tracing::debug!("append batch with a repeat of a message without a room");
+        }
+        Ok(stored) => {
             tracing::error!(
-                sent = messages.len(),
-                answered = results.len(),
+                sent = fresh.len(),
+                answered = stored.len(),
                 "append batch answered the wrong number of messages"
             );
             return messages.iter().map(|_| Err(miscount())).collect();
@@ -209,6 +266,34 @@ async fn commit<B: BatchAppend>(
         results.push(backend.append_one(message).await);
     }
     results
+}
+
+/// Each message's answer from what the batch stored; `None` if a repeat
+/// points at a message whose room is gone.
+fn answers(slots: &[Slot], stored: &[Stored]) -> Option<Vec<Result<Appended, StorageError>>> {
+    slots
+        .iter()
+        .map(|slot| match *slot {
+            Slot::Fresh(k) => match stored.get(k)? {
+                Stored::New(message) => Some(Ok(Appended {
+                    message: message.clone(),
+                    created: true,
+                })),
+                Stored::Original(message) => Some(Ok(Appended {
+                    message: message.clone(),
+                    created: false,
+                })),
+                Stored::NoRoom => Some(Err(StorageError::NotFound)),
+            },
+            Slot::RepeatOf(k) => match stored.get(k)? {
+                Stored::New(message) | Stored::Original(message) => Some(Ok(Appended {
+                    message: message.clone(),
+                    created: false,
+                })),
+                Stored::NoRoom => None,
+            },
+        })
+        .collect()
 }
 
 fn miscount() -> StorageError {

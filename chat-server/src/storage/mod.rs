@@ -7,9 +7,9 @@
 //! Backends, one file each: [`memory`] (`memory://`, for tests and demos),
 //! [`sqlite`] (`sqlite://PATH`, the embedded default) and [`postgres`]
 //! (`postgres://…` or `postgresql://…`, for several instances sharing one
-//! database). The SQL backends share their DML and row decoding (`sql.rs`)
-//! and keep their DDL apart (`migrations/sqlite/`, `migrations/postgres/`),
-//! applied at connect or by [`migrate`]. Every backend runs the one
+//! database). The SQL backends are one implementation ([`sql`]) over a
+//! dialect each, and keep their DDL apart (`migrations/sqlite/`,
+//! `migrations/postgres/`), applied at connect or by [`migrate`]. Every backend runs the one
 //! [`conformance`] suite.
 //!
 //! Invariants every backend keeps (the conformance suite checks each):
@@ -36,7 +36,7 @@ pub mod conformance;
 mod group_commit;
 pub mod memory;
 pub mod postgres;
-mod sql;
+pub mod sql;
 pub mod sqlite;
 
 /// A user as stored, password hash included. Never sent to clients as is.

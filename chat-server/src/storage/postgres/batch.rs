@@ -22,35 +22,45 @@
 //! single append (see the module doc of `postgres.rs`): seqs without gap or
 //! duplicate, committed in seq order.
 //!
-//! There is no `ON CONFLICT` here: a repeated `(sender, client_id)` fails
-//! the statement, which rolls back, and group commit appends its messages
-//! one by one, where the single append's rules answer it.
+//! Pairs `(sender, client_id)` stored before are looked up by the same
+//! statement (`originals`) and answered with their original, taking no
+//! seq; repeats within the batch never reach it (group commit answers
+//! them). There is no `ON CONFLICT`: a pair that another instance inserts
+//! between this statement's snapshot and its insert fails the statement,
+//! which rolls back, and group commit appends its messages one by one,
+//! where the single append's rules answer it.
 
 use async_trait::async_trait;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{ACQUIRE_TIMEOUT, map_err};
-use crate::storage::group_commit::BatchAppend;
-use crate::storage::sql::message_from;
+use super::{ACQUIRE_TIMEOUT, PgDialect, map_err};
+use crate::storage::group_commit::{BatchAppend, Stored};
+use crate::storage::sql::append::append_one;
+use crate::storage::sql::rows::message_from;
 use crate::storage::{Appended, NewMessage, StorageError};
 
 const APPEND_BATCH: &str = "\
-WITH locked AS MATERIALIZED (
-    SELECT id FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
-), input AS (
+WITH input AS (
     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
         WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at, ord)
+), originals AS (
+    SELECT i.ord, m.id, m.room_id, m.seq, m.sender_id, m.body, m.created_at, m.client_id
+    FROM input i JOIN messages m ON m.sender_id = i.sender_id AND m.client_id = i.client_id
+), fresh AS (
+    SELECT * FROM input i WHERE NOT EXISTS (SELECT 1 FROM originals o WHERE o.ord = i.ord)
+), locked AS MATERIALIZED (
+    SELECT id FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
 ), counts AS (
-    SELECT room_id, count(*) AS n, max(created_at) AS at FROM input GROUP BY room_id
+    SELECT room_id, count(*) AS n, max(created_at) AS at FROM fresh GROUP BY room_id
 ), bumped AS (
     UPDATE rooms r SET last_seq = r.last_seq + c.n, last_message_at = c.at
     FROM counts c JOIN locked l ON l.id = c.room_id WHERE r.id = c.room_id
     RETURNING r.id, r.last_seq - c.n AS base
 ), numbered AS (
-    SELECT i.*, b.base + row_number() OVER (PARTITION BY i.room_id ORDER BY i.ord) AS seq
-    FROM input i JOIN bumped b ON b.id = i.room_id
+    SELECT f.*, b.base + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS seq
+    FROM fresh f JOIN bumped b ON b.id = f.room_id
 ), inserted AS (
     INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at)
     SELECT room_id, seq, sender_id, body, client_id, created_at FROM numbered ORDER BY ord
@@ -61,12 +71,16 @@ WITH locked AS MATERIALIZED (
     WHERE rm.room_id = s.room_id AND rm.user_id = s.sender_id
       AND rm.state = 'member' AND rm.read_seq < s.seq
 )
-SELECT n.ord, m.id, n.room_id, n.seq, n.sender_id, u.display_name AS sender_name,
-       n.body, n.created_at, n.client_id
+SELECT n.ord, TRUE AS created, m.id, n.room_id, n.seq, n.sender_id,
+       u.display_name AS sender_name, n.body, n.created_at, n.client_id
 FROM numbered n
 JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
 JOIN users u ON u.id = n.sender_id
-ORDER BY n.ord";
+UNION ALL
+SELECT o.ord, FALSE, o.id, o.room_id, o.seq, o.sender_id, u.display_name, o.body,
+       o.created_at, o.client_id
+FROM originals o JOIN users u ON u.id = o.sender_id
+ORDER BY ord";
 
 /// What the committer holds: how to connect, and its connection, not the
 /// storage, so that the storage's handle to the committer is the only thing
@@ -134,20 +148,17 @@ impl BatchAppend for PgAppender {
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError> {
         let mut slot = self.connection().await?;
         let conn = slot.as_mut().ok_or_else(no_connection)?;
-        let result = super::append_one(conn, message).await;
+        let result = append_one::<PgDialect>(conn, &message).await;
         if result.is_err() {
             keep_if_alive(&mut slot).await;
         }
         result
     }
 
-    async fn append_batch(
-        &self,
-        batch: &[NewMessage],
-    ) -> Result<Vec<Result<Appended, StorageError>>, StorageError> {
+    async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError> {
         let mut slot = self.connection().await?;
         let conn = slot.as_mut().ok_or_else(no_connection)?;
-        let result = append_batch(conn, batch).await;
+        let result = store_batch(conn, fresh).await;
         if result.is_err() {
             keep_if_alive(&mut slot).await;
         }
@@ -156,14 +167,14 @@ impl BatchAppend for PgAppender {
 }
 
 /// One batch in one statement, its own transaction.
-async fn append_batch(
+async fn store_batch(
     conn: &mut PgConnection,
-    batch: &[NewMessage],
-) -> Result<Vec<Result<Appended, StorageError>>, StorageError> {
+    batch: &[&NewMessage],
+) -> Result<Vec<Stored>, StorageError> {
     let mut rooms: Vec<i64> = batch.iter().map(|m| m.room.get()).collect();
     rooms.sort_unstable();
     rooms.dedup();
-    let column = |f: fn(&NewMessage) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
+    let column = |f: fn(&NewMessage) -> i64| batch.iter().map(|m| f(m)).collect::<Vec<i64>>();
 
     let rows = sqlx::query(APPEND_BATCH)
         .bind(column(|m| m.room.get()))
@@ -181,22 +192,22 @@ async fn append_batch(
         .await
         .map_err(map_err)?;
 
-    // Every message of a room that still exists has its row; a message
-    // without one was for a deleted room.
-    let mut stored: Vec<Option<Appended>> = (0..batch.len()).map(|_| None).collect();
+    // Every message has its row, inserted or original, unless its room is
+    // gone.
+    let mut stored: Vec<Stored> = (0..batch.len()).map(|_| Stored::NoRoom).collect();
     for row in &rows {
         let ord: i64 = sqlx::Row::try_get(row, "ord").map_err(map_err)?;
+        let created: bool = sqlx::Row::try_get(row, "created").map_err(map_err)?;
         let slot = usize::try_from(ord - 1)
             .ok()
             .and_then(|i| stored.get_mut(i))
             .ok_or_else(|| StorageError::Backend(format!("batch row {ord} out of range").into()))?;
-        *slot = Some(Appended {
-            message: message_from(row)?,
-            created: true,
-        });
+        let message = message_from(row)?;
+        *slot = if created {
+            Stored::New(message)
+        } else {
+            Stored::Original(message)
+        };
     }
-    Ok(stored
-        .into_iter()
-        .map(|s| s.ok_or(StorageError::NotFound))
-        .collect())
+    Ok(stored)
 }

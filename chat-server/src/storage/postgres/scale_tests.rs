@@ -27,7 +27,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::PostgresStorage;
 use super::testing::TestSchema;
-use crate::storage::{HistoryPage, HistoryQuery, NewUser, Storage, StorageOptions, sql};
+use crate::storage::sql::statements as sql;
+use crate::storage::{HistoryPage, HistoryQuery, NewUser, Storage, StorageOptions};
 
 /// Rooms the reader is a member of; room 1 is the big one. As many again
 /// belong to the filler users.
@@ -357,7 +358,7 @@ async fn pg_unread_and_history_at_scale_come_from_indexes() {
         .id;
 
     let started = Instant::now();
-    let mut conn = store.pool.acquire().await.expect("connection");
+    let mut conn = store.write.acquire().await.expect("connection");
     let jit: String = sqlx::query_scalar("SHOW jit")
         .fetch_one(&mut *conn)
         .await

@@ -393,7 +393,7 @@ async fn sslmode_require_connects_over_tls() {
         .expect("connect with sslmode=require");
     let (ssl, version): (bool, Option<String>) =
         sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.write)
             .await
             .expect("pg_stat_ssl");
     assert!(ssl, "the session is encrypted");
@@ -478,7 +478,7 @@ async fn errors_map_to_the_contract() {
 
     // A session killed under a query: 57P01 (or the socket closing first).
     let err = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
-        .execute(&store.pool)
+        .execute(&store.write)
         .await
         .map_err(map_err)
         .expect_err("the session ends");
@@ -492,7 +492,7 @@ async fn errors_map_to_the_contract() {
     assert!(matches!(err, StorageError::Unavailable(_)), "got {err:?}");
 
     let err = sqlx::query("SELECT * FROM no_such_table")
-        .execute(&store.pool)
+        .execute(&store.write)
         .await
         .map_err(map_err)
         .expect_err("no table");
@@ -753,7 +753,7 @@ fn batch_message(room: RoomId, sender: UserId, body: &str, client_id: Option<&st
 /// rows handed back as history has them.
 #[tokio::test]
 async fn one_batch_numbers_each_room_in_arrival_order() {
-    use crate::storage::group_commit::BatchAppend as _;
+    use crate::storage::group_commit::{BatchAppend as _, Stored};
     let schema = TestSchema::create().await;
     let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
         .await
@@ -798,10 +798,14 @@ async fn one_batch_numbers_each_room_in_arrival_order() {
         batch_message(one, alice, "a2", None),
         batch_message(two, bob, "b2", Some("k-b2")),
     ];
-    let results = appender.append_batch(&batch).await.expect("batch");
+    let refs: Vec<&NewMessage> = batch.iter().collect();
+    let results = appender.store_batch(&refs).await.expect("batch");
     let seqs: Vec<Option<(RoomId, Seq)>> = results
         .iter()
-        .map(|r| r.as_ref().ok().map(|a| (a.message.room, a.message.seq)))
+        .map(|r| match r {
+            Stored::New(m) => Some((m.room, m.seq)),
+            _ => None,
+        })
         .collect();
     assert_eq!(
         seqs,
@@ -813,14 +817,13 @@ async fn one_batch_numbers_each_room_in_arrival_order() {
             Some((two, 2))
         ]
     );
-    assert!(matches!(results[2], Err(StorageError::NotFound)));
+    assert!(matches!(results[2], Stored::NoRoom));
     for (sent, result) in batch.iter().zip(&results) {
-        if let Ok(a) = result {
-            assert!(a.created);
-            assert_eq!(a.message.body, sent.body);
-            assert_eq!(a.message.client_id, sent.client_id);
+        if let Stored::New(m) = result {
+            assert_eq!(m.body, sent.body);
+            assert_eq!(m.client_id, sent.client_id);
             assert_eq!(
-                a.message.sender_name,
+                m.sender_name,
                 if sent.sender == alice { "alice" } else { "bob" }
             );
         }
@@ -845,11 +848,12 @@ async fn one_batch_numbers_each_room_in_arrival_order() {
     );
 }
 
-/// A batch holding a repeated `client_id` stores nothing: group commit then
-/// appends its messages one by one.
+/// A batch holding a pair stored before answers it with the original,
+/// which takes no seq, and stores the rest: the same lookup-first rule as
+/// SQLite's batch and the memory backend.
 #[tokio::test]
-async fn a_batch_with_a_repeat_rolls_back_whole() {
-    use crate::storage::group_commit::BatchAppend as _;
+async fn a_stored_repeat_in_a_batch_is_answered_with_its_original() {
+    use crate::storage::group_commit::{BatchAppend as _, Stored};
     let schema = TestSchema::create().await;
     let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
         .await
@@ -864,19 +868,34 @@ async fn a_batch_with_a_repeat_rolls_back_whole() {
         super::batch::PgAppender::new(super::connect_options(&schema.url()).expect("options"));
     let batch = [
         batch_message(one, alice, "new", Some("k-2")),
-        batch_message(one, alice, "first", Some("k-1")),
+        batch_message(one, alice, "first again", Some("k-1")),
+        batch_message(one, alice, "newer", None),
     ];
-    appender
-        .append_batch(&batch)
-        .await
-        .expect_err("the repeat fails the batch");
+    let refs: Vec<&NewMessage> = batch.iter().collect();
+    let results = appender.store_batch(&refs).await.expect("batch");
+    let answered: Vec<(bool, Seq, &str)> = results
+        .iter()
+        .map(|r| match r {
+            Stored::New(m) => (true, m.seq, m.body.as_str()),
+            Stored::Original(m) => (false, m.seq, m.body.as_str()),
+            Stored::NoRoom => panic!("the room exists"),
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        vec![(true, 2, "new"), (false, 1, "first"), (true, 3, "newer")]
+    );
     assert_eq!(
         whole_history(&store, one).await,
-        vec![(1, "first".to_owned())]
+        vec![
+            (1, "first".to_owned()),
+            (2, "new".to_owned()),
+            (3, "newer".to_owned())
+        ]
     );
     assert_eq!(
         store.room(one).await.expect("room").expect("one").last_seq,
-        1
+        3
     );
 }
 
@@ -887,7 +906,7 @@ async fn a_batch_with_a_repeat_rolls_back_whole() {
 /// `locked` CTE is what makes id order a guarantee rather than a plan.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_over_the_same_rooms_from_two_connections_never_deadlock() {
-    use crate::storage::group_commit::BatchAppend as _;
+    use crate::storage::group_commit::{BatchAppend as _, Stored};
     const ROUNDS: usize = 40;
     let schema = TestSchema::create().await;
     let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
@@ -917,8 +936,12 @@ async fn batches_over_the_same_rooms_from_two_connections_never_deadlock() {
                     .iter()
                     .map(|room| batch_message(*room, alice, &round.to_string(), None))
                     .collect();
-                let results = appender.append_batch(&batch).await.expect("no deadlock");
-                assert!(results.iter().all(Result::is_ok), "{results:?}");
+                let refs: Vec<&NewMessage> = batch.iter().collect();
+                let results = appender.store_batch(&refs).await.expect("no deadlock");
+                assert!(
+                    results.iter().all(|r| matches!(r, Stored::New(_))),
+                    "{results:?}"
+                );
             }
         })
     };

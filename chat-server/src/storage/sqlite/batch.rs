@@ -6,17 +6,16 @@
 //! and commit record of every transaction, and (sqlx runs each connection on
 //! a thread of its own) a round trip between that thread and the runtime for
 //! every statement. A batch therefore runs the same few statements whatever
-//! its size: look up the repeated `client_id`s, raise every room's
-//! `last_seq` by its number of new messages, insert them all, advance the
-//! senders' read marks. Seqs are numbered in arrival order per room, so they
-//! come out exactly as they would one by one.
+//! its size: look up the pairs stored before, raise every room's `last_seq`
+//! by its number of new messages, insert them all, advance the senders'
+//! read marks. Seqs are numbered in arrival order per room, so they come
+//! out exactly as they would one by one. (The batch rule itself, repeats
+//! within the batch included, is group commit's, for every SQL backend.)
 //!
-//! Repeats are found before anything is written rather than by the insert:
-//! holding the write lock, nothing can insert them in between, and a repeat
-//! of a message earlier in the same batch is answered with that message.
-//! Nothing then has to be rolled back, so one repeat never costs the rest of
-//! the batch its transaction. Should the insert still conflict, the batch
-//! fails and group commit appends its messages one by one.
+//! Stored repeats are found before anything is written rather than by the
+//! insert: holding the write lock, nothing can insert them in between, so
+//! nothing has to be rolled back and one repeat never costs the rest of the
+//! batch its transaction.
 //!
 //! The statements' text depends on the batch's size and rooms; they stay in
 //! the connection's statement cache like any other, so the sizes a busy
@@ -29,12 +28,15 @@ use chat_core::{RoomId, Seq, UserId};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::{begin_write, map_err};
-use crate::storage::group_commit::BatchAppend;
-use crate::storage::sql::{self, message_from};
+use super::{SqliteDialect, map_err};
+use crate::storage::group_commit::{BatchAppend, Stored};
+use crate::storage::sql::append::append_one;
+use crate::storage::sql::rows::message_from;
+use crate::storage::sql::{Dialect as _, statements};
 use crate::storage::{Appended, NewMessage, StorageError, StoredMessage};
-/// What the committer task holds: the write pool, not the storage, so that
-/// the storage's handle to the committer is the only thing keeping it alive.
+
+/// What the committer holds: the write pool, not the storage, so that the
+/// storage's handle to the committer is the only thing keeping it alive.
 #[derive(Debug)]
 pub(super) struct SqliteAppender {
     pub(super) write: SqlitePool,
@@ -43,61 +45,39 @@ pub(super) struct SqliteAppender {
 #[async_trait]
 impl BatchAppend for SqliteAppender {
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError> {
-        let mut tx = begin_write(&self.write).await?;
-        let appended = append_in(&mut tx, &message).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(appended)
+        let mut conn = self.write.acquire().await.map_err(map_err)?;
+        append_one::<SqliteDialect>(&mut conn, &message).await
     }
 
-    async fn append_batch(
-        &self,
-        batch: &[NewMessage],
-    ) -> Result<Vec<Result<Appended, StorageError>>, StorageError> {
-        let mut tx = begin_write(&self.write).await?;
-        let results = append_all(&mut tx, batch).await?;
+    async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError> {
+        let mut tx = self
+            .write
+            .begin_with(SqliteDialect::BEGIN)
+            .await
+            .map_err(map_err)?;
+        let stored = store(&mut tx, fresh).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(results)
+        Ok(stored)
     }
-}
-
-/// What becomes of one message of a batch.
-enum Fate {
-    /// Stored before this batch: answered with the original.
-    Stored(StoredMessage),
-    /// A repeat of the batch's message at this index.
-    RepeatOf(usize),
-    /// Its room is gone.
-    NoRoom,
-    /// New, with this seq.
-    New(Seq),
 }
 
 /// A batch inside the write transaction `tx`; answers in batch order.
-async fn append_all(
+async fn store(
     tx: &mut Transaction<'static, Sqlite>,
-    batch: &[NewMessage],
-) -> Result<Vec<Result<Appended, StorageError>>, StorageError> {
-    let mut stored = stored_repeats(tx, batch).await?;
-    let mut first: HashMap<(UserId, &str), usize> = HashMap::new();
-    let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
+    batch: &[&NewMessage],
+) -> Result<Vec<Stored>, StorageError> {
+    let mut originals = stored_repeats(tx, batch).await?;
+    let mut outcomes: Vec<Option<Stored>> = Vec::with_capacity(batch.len());
     // New messages per room, in arrival order: (room, count, latest time).
     let mut rooms: Vec<(RoomId, i64, i64)> = Vec::new();
-    for (i, m) in batch.iter().enumerate() {
-        if let Some(client_id) = m.client_id.as_deref() {
-            // Repeats are rare: no key is built when there are none.
-            if !stored.is_empty()
-                && let Some(original) = stored.remove(&(m.sender, client_id.to_owned()))
-            {
-                // Later repeats in the batch get the same answer.
-                first.insert((m.sender, client_id), i);
-                fates.push(Some(Fate::Stored(original)));
-                continue;
-            }
-            if let Some(&earlier) = first.get(&(m.sender, client_id)) {
-                fates.push(Some(Fate::RepeatOf(earlier)));
-                continue;
-            }
-            first.insert((m.sender, client_id), i);
+    for m in batch {
+        // Repeats are rare: no key is built when there are none.
+        if !originals.is_empty()
+            && let Some(client_id) = m.client_id.as_deref()
+            && let Some(original) = originals.remove(&(m.sender, client_id.to_owned()))
+        {
+            outcomes.push(Some(Stored::Original(original)));
+            continue;
         }
         match rooms.iter_mut().find(|(room, ..)| *room == m.room) {
             Some((_, n, at)) => {
@@ -106,65 +86,42 @@ async fn append_all(
             }
             None => rooms.push((m.room, 1, m.created_at.unix_micros())),
         }
-        fates.push(None);
+        outcomes.push(None);
     }
 
     // Each room's seqs: above its old `last_seq`, in arrival order.
     let mut next_seq = bump_rooms(tx, &rooms).await?;
-    for (fate, m) in fates.iter_mut().zip(batch) {
-        if fate.is_none() {
-            *fate = Some(match next_seq.get_mut(&m.room) {
+    let mut new: Vec<(&NewMessage, Seq)> = Vec::with_capacity(batch.len());
+    for (outcome, m) in outcomes.iter_mut().zip(batch) {
+        if outcome.is_none() {
+            match next_seq.get_mut(&m.room) {
                 Some(seq) => {
+                    new.push((m, *seq));
                     *seq += 1;
-                    Fate::New(*seq - 1)
                 }
-                None => Fate::NoRoom,
-            });
+                None => *outcome = Some(Stored::NoRoom),
+            }
         }
     }
-
-    let new: Vec<(&NewMessage, Seq)> = fates
-        .iter()
-        .zip(batch)
-        .filter_map(|(fate, m)| match fate {
-            Some(Fate::New(seq)) => Some((m, *seq)),
-            _ => None,
-        })
-        .collect();
     let mut inserted = insert(tx, &new).await?;
     advance_marks(tx, &new).await?;
 
-    let mut results: Vec<Result<Appended, StorageError>> = Vec::with_capacity(batch.len());
-    for (fate, m) in fates.into_iter().zip(batch) {
-        let result = match fate {
-            Some(Fate::Stored(message)) => Ok(Appended {
-                message,
-                created: false,
-            }),
-            Some(Fate::RepeatOf(earlier)) => match results.get(earlier) {
-                Some(Ok(original)) => Ok(Appended {
-                    message: original.message.clone(),
-                    created: false,
-                }),
-                // Its room is gone, so one by one this one would be new:
-                // let group commit do exactly that.
-                Some(Err(_)) => return Err(inconsistent("a repeat of a message not stored")),
-                None => Err(inconsistent("a repeat before its original")),
-            },
-            Some(Fate::NoRoom) => Err(StorageError::NotFound),
-            Some(Fate::New(seq)) => match inserted.remove(&(m.room, seq)) {
-                Some(message) => Ok(Appended {
-                    message,
-                    created: true,
-                }),
-                // The caller rolls the batch back and appends one by one.
-                None => return Err(inconsistent("an inserted message has no row")),
-            },
-            None => return Err(inconsistent("a message left undecided")),
-        };
-        results.push(result);
-    }
-    Ok(results)
+    let mut new = new.into_iter();
+    outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Some(decided) => Ok(decided),
+            None => {
+                let (m, seq) = new
+                    .next()
+                    .ok_or_else(|| inconsistent("a message left undecided"))?;
+                inserted
+                    .remove(&(m.room, seq))
+                    .map(Stored::New)
+                    .ok_or_else(|| inconsistent("an inserted message has no row"))
+            }
+        })
+        .collect()
 }
 
 /// Takes each room's seqs for its new messages in one statement; returns
@@ -202,17 +159,17 @@ async fn bump_rooms(
 /// The stored messages among the batch's `(sender, client_id)` pairs.
 async fn stored_repeats(
     tx: &mut Transaction<'static, Sqlite>,
-    batch: &[NewMessage],
+    batch: &[&NewMessage],
 ) -> Result<HashMap<(UserId, String), StoredMessage>, StorageError> {
     let keyed: Vec<(&NewMessage, &str)> = batch
         .iter()
-        .filter_map(|m| m.client_id.as_deref().map(|c| (m, c)))
+        .filter_map(|m| m.client_id.as_deref().map(|c| (*m, c)))
         .collect();
     let mut found = HashMap::new();
     if keyed.is_empty() {
         return Ok(found);
     }
-    let mut q = QueryBuilder::<Sqlite>::new(sql::MESSAGES_BY_CLIENT_IDS);
+    let mut q = QueryBuilder::<Sqlite>::new(statements::MESSAGES_BY_CLIENT_IDS);
     let mut pairs = q.separated(", ");
     for (m, client_id) in &keyed {
         pairs.push("(");
@@ -300,70 +257,4 @@ async fn advance_marks(
 
 fn inconsistent(what: &str) -> StorageError {
     StorageError::Backend(format!("append batch: {what}").into())
-}
-
-/// One append inside the write transaction `tx`.
-async fn append_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    message: &NewMessage,
-) -> Result<Appended, StorageError> {
-    if let Some(client_id) = message.client_id.as_deref() {
-        let original = sqlx::query(sql::MESSAGE_BY_CLIENT_ID)
-            .bind(message.sender.get())
-            .bind(client_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(map_err)?;
-        if let Some(original) = original {
-            return Ok(Appended {
-                message: message_from(&original)?,
-                created: false,
-            });
-        }
-    }
-
-    let seq: Option<Seq> = sqlx::query_scalar(sql::NEXT_SEQ)
-        .bind(message.room.get())
-        .bind(message.created_at.unix_micros())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    let Some(seq) = seq else {
-        return Err(StorageError::NotFound);
-    };
-
-    let id: Option<i64> = sqlx::query_scalar(sql::INSERT_MESSAGE)
-        .bind(message.room.get())
-        .bind(seq)
-        .bind(message.sender.get())
-        .bind(&message.body)
-        .bind(message.client_id.as_deref())
-        .bind(message.created_at.unix_micros())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    let Some(id) = id else {
-        // Looked up above under the write lock, so this cannot happen; if
-        // it does, the transaction must not commit the seq it took.
-        return Err(StorageError::Backend(
-            "client_id taken after it was found free".into(),
-        ));
-    };
-
-    sqlx::query(sql::ADVANCE_SENDER_MARK)
-        .bind(message.room.get())
-        .bind(message.sender.get())
-        .bind(seq)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    let stored = sqlx::query(sql::MESSAGE_BY_ID)
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    Ok(Appended {
-        message: message_from(&stored)?,
-        created: true,
-    })
 }

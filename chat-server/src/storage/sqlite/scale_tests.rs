@@ -55,7 +55,8 @@ use chat_core::{RoomId, Seq, Timestamp, UserId};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::SqliteStorage;
-use crate::storage::{HistoryPage, HistoryQuery, NewUser, Storage, StorageOptions, sql};
+use crate::storage::sql::statements as sql;
+use crate::storage::{HistoryPage, HistoryQuery, NewUser, Storage, StorageOptions};
 
 /// Rooms the reader is a member of; room 1 is the big one.
 const ROOMS: i64 = 10_000;

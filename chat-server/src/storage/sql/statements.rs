@@ -1,29 +1,15 @@
-//! The DML the SQL backends share, how they decode its rows, and how they
-//! recognise a broken unique rule.
+//! The SQL text every SQL backend runs: plain SQL that SQLite (3.35 or
+//! later, for `RETURNING`) and PostgreSQL both run unchanged (`$N`
+//! placeholders, `RETURNING`, `ON CONFLICT`, `CASE` instead of
+//! `MIN(a, b)`/`LEAST`, no `FOR UPDATE`). Only the DDL differs per backend
+//! (`migrations/<backend>/`), and the few statements a dialect supplies
+//! itself (its locks, its batch append; see `dialect.rs`). Column lists
+//! are macros so that `concat!` can splice them into constants.
 //!
-//! Every statement here is plain SQL that SQLite (3.35 or later, for
-//! `RETURNING`) and PostgreSQL both run unchanged: `$N` placeholders,
-//! `RETURNING`, `ON CONFLICT`, `CASE` instead of `MIN(a, b)`/`LEAST`, no
-//! `FOR UPDATE`. Only the DDL differs per backend (`migrations/<backend>/`).
-//! Column lists are macros so that `concat!` can splice them into constants.
-//!
-//! The few statements named `PG_…` are the exception: row locks that
-//! PostgreSQL needs where SQLite's single writer already serializes, each
-//! with the reason beside it. SQLite has no `FOR UPDATE` and never runs them.
-//!
-//! Both schemas keep every column to an integer, text or boolean of the same
-//! meaning (times are integer microseconds on both), so one set of row
-//! decoders, generic over the backend's row type, serves both.
-
-use chat_core::room::RoomType;
-use chat_core::{MessageId, RoomId, Timestamp, UserId};
-use sqlx::error::DatabaseError;
-use sqlx::{ColumnIndex, Decode, Row, Type};
-
-use super::{
-    Conflict, HistoryPage, HistoryQuery, MemberState, RefreshTokenRecord, RoomPerson, RoomRecord,
-    StorageError, StoredMessage, UserRecord, UserRoom,
-};
+//! The statements named `PG_…` are PostgreSQL's locks, kept here beside the
+//! statements they protect, each with the reason: row locks that PostgreSQL
+//! needs where SQLite's single writer already serializes. SQLite runs the
+//! plain read in their place (`SqliteDialect`).
 
 macro_rules! user_columns {
     () => {
@@ -139,6 +125,8 @@ pub(crate) const ROOM_FOR_BY_NAME: &str = "SELECT r.id, r.name, r.kind, r.creato
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.name = $1";
 
 pub(crate) const ROOM_EXISTS: &str = "SELECT id FROM rooms WHERE id = $1";
+
+pub(crate) const USER_EXISTS: &str = "SELECT id FROM users WHERE id = $1";
 
 /// PostgreSQL: takes the room's row lock for the rest of the transaction, or
 /// returns no row if the room is gone. `join_room` and `invite` run it
@@ -364,28 +352,6 @@ pub(crate) const HISTORY_BEFORE: &str = concat!(
       ORDER BY m.seq DESC LIMIT $3"
 );
 
-/// The page for `query` from the rows [`HISTORY_AFTER`] or
-/// [`HISTORY_BEFORE`] returned when asked for `limit + 1`.
-pub(crate) fn history_page(
-    rows: &[impl Columns],
-    query: &HistoryQuery,
-) -> Result<HistoryPage, StorageError> {
-    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-    // The extra row only tells that there is more; it is the farthest from
-    // the starting bound in both directions, so dropping the tail keeps the
-    // page adjacent to the bound.
-    let has_more = rows.len() > limit;
-    let mut messages = rows
-        .iter()
-        .take(limit)
-        .map(message_from)
-        .collect::<Result<Vec<_>, _>>()?;
-    if query.after.is_none() {
-        messages.reverse();
-    }
-    Ok(HistoryPage { messages, has_more })
-}
-
 // Read marks
 
 macro_rules! member_read_mark {
@@ -425,193 +391,3 @@ pub(crate) const UNREAD_TOTAL: &str = "SELECT CAST(COALESCE(SUM(r.last_seq - m.r
     WHERE m.user_id = $1 AND m.state = 'member'";
 
 pub(crate) const PING: &str = "SELECT 1";
-
-/// Which rule a unique violation broke, from the constraint name (Postgres
-/// reports it) or the message (SQLite names `table.column`). `None` for a
-/// rule the API has no conflict for, such as a reused token id.
-pub(crate) fn conflict_of(error: &dyn DatabaseError) -> Option<Conflict> {
-    let text = error.constraint().unwrap_or_else(|| error.message());
-    let names = |key: &str, column: &str| text.contains(key) || text.contains(column);
-    if names("users_username_key", "users.username") {
-        Some(Conflict::Username)
-    } else if names("users_email_key", "users.email") {
-        Some(Conflict::Email)
-    } else if names("rooms_name_key", "rooms.name") {
-        Some(Conflict::RoomName)
-    } else {
-        None
-    }
-}
-
-// Rows
-
-/// Typed column access over either backend's rows: every column of both
-/// schemas is an integer or a text, possibly NULL.
-pub(crate) trait Columns {
-    fn int(&self, column: &str) -> Result<i64, StorageError>;
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, StorageError>;
-    fn text(&self, column: &str) -> Result<String, StorageError>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>, StorageError>;
-}
-
-impl<R> Columns for R
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> i64: Decode<'r, R::Database>,
-    i64: Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database>,
-    String: Type<R::Database>,
-{
-    fn int(&self, column: &str) -> Result<i64, StorageError> {
-        self.try_get(column).map_err(decode_err)
-    }
-
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, StorageError> {
-        self.try_get(column).map_err(decode_err)
-    }
-
-    fn text(&self, column: &str) -> Result<String, StorageError> {
-        self.try_get(column).map_err(decode_err)
-    }
-
-    fn opt_text(&self, column: &str) -> Result<Option<String>, StorageError> {
-        self.try_get(column).map_err(decode_err)
-    }
-}
-
-/// A column missing or of the wrong type: the schema and the code disagree.
-fn decode_err(error: sqlx::Error) -> StorageError {
-    StorageError::Backend(Box::new(error))
-}
-
-fn corrupt(what: String) -> StorageError {
-    StorageError::Backend(what.into())
-}
-
-pub(crate) fn user_from(row: &impl Columns) -> Result<UserRecord, StorageError> {
-    prefixed_user_from(row, "")
-}
-
-/// A user whose columns are aliased `{prefix}id`, `{prefix}username`…, for
-/// a row that also carries another table's `id`.
-pub(crate) fn prefixed_user_from(
-    row: &impl Columns,
-    prefix: &str,
-) -> Result<UserRecord, StorageError> {
-    let get = |column: &str| format!("{prefix}{column}");
-    Ok(UserRecord {
-        id: UserId(row.int(&get("id"))?),
-        username: row.text(&get("username"))?,
-        email: row.text(&get("email"))?,
-        display_name: row.text(&get("display_name"))?,
-        password_hash: row.text(&get("password_hash"))?,
-        created_at: Timestamp::from_unix_micros(row.int(&get("created_at"))?),
-    })
-}
-
-fn room_kind(text: &str) -> Result<RoomType, StorageError> {
-    RoomType::parse(text).ok_or_else(|| corrupt(format!("unknown room kind {text:?}")))
-}
-
-pub(crate) fn member_state(text: &str) -> Result<MemberState, StorageError> {
-    match text {
-        "member" => Ok(MemberState::Member),
-        "invited" => Ok(MemberState::Invited),
-        _ => Err(corrupt(format!("unknown member state {text:?}"))),
-    }
-}
-
-/// How a [`MemberState`] is stored in `room_members.state`.
-pub(crate) fn state_text(state: MemberState) -> &'static str {
-    match state {
-        MemberState::Member => "member",
-        MemberState::Invited => "invited",
-    }
-}
-
-pub(crate) fn room_from(row: &impl Columns) -> Result<RoomRecord, StorageError> {
-    Ok(RoomRecord {
-        id: RoomId(row.int("id")?),
-        name: row.text("name")?,
-        kind: room_kind(&row.text("kind")?)?,
-        creator: UserId(row.int("creator_id")?),
-        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
-        last_seq: row.int("last_seq")?,
-    })
-}
-
-/// A row of [`ROOM_FOR_BY_ID`] or [`ROOM_FOR_BY_NAME`].
-pub(crate) fn room_for_from(
-    row: &impl Columns,
-) -> Result<(RoomRecord, Option<MemberState>), StorageError> {
-    let state = row.opt_text("member_state")?;
-    Ok((
-        room_from(row)?,
-        state.as_deref().map(member_state).transpose()?,
-    ))
-}
-
-pub(crate) fn message_from(row: &impl Columns) -> Result<StoredMessage, StorageError> {
-    Ok(StoredMessage {
-        id: MessageId(row.int("id")?),
-        room: RoomId(row.int("room_id")?),
-        seq: row.int("seq")?,
-        sender: UserId(row.int("sender_id")?),
-        sender_name: row.text("sender_name")?,
-        body: row.text("body")?,
-        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
-        client_id: row.opt_text("client_id")?,
-    })
-}
-
-/// A row of [`USER_ROOMS`] or [`USER_CONVERSATIONS`].
-pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageError> {
-    let room = room_from(row)?;
-    let last_message = match row.opt_int("l_id")? {
-        None => None,
-        Some(id) => Some(StoredMessage {
-            id: MessageId(id),
-            room: room.id,
-            seq: room.last_seq,
-            sender: UserId(row.int("l_sender_id")?),
-            sender_name: row.text("l_sender_name")?,
-            body: row.text("l_body")?,
-            created_at: Timestamp::from_unix_micros(row.int("l_created_at")?),
-            client_id: row.opt_text("l_client_id")?,
-        }),
-    };
-    Ok(UserRoom {
-        state: member_state(&row.text("state")?)?,
-        read_seq: row.int("read_seq")?,
-        member_count: u64::try_from(row.int("member_count")?).unwrap_or(0),
-        others_read_seq: row.int("others_read_seq")?,
-        last_message,
-        room,
-    })
-}
-
-/// A row of [`ROOM_PEOPLE`].
-pub(crate) fn person_from(row: &impl Columns) -> Result<RoomPerson, StorageError> {
-    Ok(RoomPerson {
-        user: UserId(row.int("user_id")?),
-        username: row.text("username")?,
-        state: member_state(&row.text("state")?)?,
-        read_seq: row.int("read_seq")?,
-    })
-}
-
-/// A row of [`READ_MARKS`].
-pub(crate) fn read_mark_from(row: &impl Columns) -> Result<(UserId, i64), StorageError> {
-    Ok((UserId(row.int("user_id")?), row.int("read_seq")?))
-}
-
-/// A row of [`SPEND_REFRESH_TOKEN`] or [`REFRESH_TOKEN`] for token `id`.
-pub(crate) fn token_from(id: &str, row: &impl Columns) -> Result<RefreshTokenRecord, StorageError> {
-    Ok(RefreshTokenRecord {
-        id: id.to_owned(),
-        user: UserId(row.int("user_id")?),
-        family: row.text("family")?,
-        expires_at: Timestamp::from_unix_micros(row.int("expires_at")?),
-    })
-}

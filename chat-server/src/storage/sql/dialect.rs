@@ -1,0 +1,44 @@
+//! What differs between the SQL backends, and nothing else: the database
+//! type, how a write transaction begins, the statements that lock (or, on
+//! SQLite, merely read), and how errors map onto the storage contract. The
+//! glue in `sql/mod.rs` and the append rule in `sql/append.rs` are written
+//! once against this trait; `sqlite.rs` and `postgres.rs` each implement it
+//! (and their own connecting, migrations and batch statement).
+
+use sqlx::Database;
+
+use crate::storage::StorageError;
+
+/// A SQL database the one SQL backend runs on.
+pub trait Dialect: std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// sqlx's database type.
+    type Db: Database;
+
+    /// Starts a write transaction. SQLite takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads before it
+    /// writes could find the lock taken when it upgrades, and fail with
+    /// `SQLITE_BUSY` without waiting. PostgreSQL's plain `BEGIN` runs at
+    /// read committed, and row locks do the serializing.
+    const BEGIN: &'static str;
+
+    /// First statement of `join_room` and `invite`, `$1` the room: a row if
+    /// the room exists, and, where writers are concurrent, the room's row
+    /// lock until commit (see `statements::PG_LOCK_ROOM`).
+    const LOCK_ROOM: &'static str;
+
+    /// First statement of `direct_room`, `$1` the pair's lower user (see
+    /// `statements::PG_LOCK_DIRECT_PAIR`).
+    const LOCK_DIRECT_PAIR: &'static str;
+
+    /// A member's read mark and the room's `last_seq`, `$1` room, `$2`
+    /// user, read in `mark_read`'s transaction (locking the member row where
+    /// writers are concurrent: `statements::PG_MEMBER_READ_MARK`).
+    const MEMBER_READ_MARK: &'static str;
+
+    /// Rows a statement changed (sqlx's result types share no trait for it).
+    fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
+
+    /// Maps sqlx's errors onto the storage contract: unique violations to
+    /// `Conflict`, "cannot serve now" to `Unavailable`, the rest `Backend`.
+    fn map_err(error: sqlx::Error) -> StorageError;
+}

@@ -1,0 +1,622 @@
+//! The one SQL backend: the [`Storage`] glue for SQLite and PostgreSQL,
+//! written once against a [`Dialect`]. What differs between the two is only
+//! SQL text, locking and error mapping, which each dialect supplies
+//! (`sqlite.rs`, `postgres.rs`), with its own connecting, migrations and
+//! batch append statement.
+//!
+//! - [`statements`]: the DML both run unchanged.
+//! - [`rows`]: rows into records, for either backend's row type.
+//! - [`append`]: the append rule for SQL (one message in its transaction).
+//! - [`dialect`]: the trait.
+//!
+//! A storage has a read pool and a write pool. On PostgreSQL they are the
+//! same pool; on SQLite the write pool is one connection, so that writers
+//! queue in it instead of racing for the database's single write lock.
+//! Appends go through group commit (`group_commit.rs`) on the committer's
+//! own thread and connection.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_core::room::RoomType;
+use chat_core::{RoomId, Seq, Timestamp, UserId};
+use sqlx::{
+    AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type,
+};
+
+use super::group_commit::GroupCommit;
+use super::{
+    Appended, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage,
+    NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage,
+    StorageError, TokenUse, UserRecord, UserRoom,
+};
+
+pub(crate) mod append;
+mod dialect;
+pub(crate) mod rows;
+pub(crate) mod statements;
+
+pub use dialect::Dialect;
+use rows::{
+    Columns, member_state, person_from, prefixed_user_from, read_mark_from, room_from, state_text,
+    token_from, user_from, user_room_from,
+};
+
+/// A SQL database behind the [`Storage`] trait.
+#[derive(Debug, Clone)]
+pub struct SqlStorage<D: Dialect> {
+    /// Where reads go.
+    pub(crate) read: Pool<D::Db>,
+    /// Where writes go: SQLite's single writer, PostgreSQL's one pool.
+    pub(crate) write: Pool<D::Db>,
+    /// Appends go through group commit (see `group_commit.rs`).
+    pub(crate) appends: GroupCommit,
+}
+
+impl<D: Dialect> SqlStorage<D> {
+    /// A write transaction.
+    async fn begin(&self) -> Result<Transaction<'static, D::Db>, StorageError> {
+        self.write.begin_with(D::BEGIN).await.map_err(D::map_err)
+    }
+}
+
+/// The room a one-key query finds, if any.
+async fn room_where<D: Dialect>(
+    pool: &Pool<D::Db>,
+    query: &'static str,
+    key: impl for<'q> Encode<'q, D::Db> + Type<D::Db> + Send,
+) -> Result<Option<RoomRecord>, StorageError>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+{
+    let row = sqlx::query(query)
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+        .map_err(D::map_err)?;
+    row.as_ref().map(room_from).transpose()
+}
+
+/// The user a one-key query finds, if any.
+async fn user_where<D: Dialect>(
+    pool: &Pool<D::Db>,
+    query: &'static str,
+    key: impl for<'q> Encode<'q, D::Db> + Type<D::Db> + Send,
+) -> Result<Option<UserRecord>, StorageError>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+{
+    let row = sqlx::query(query)
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+        .map_err(D::map_err)?;
+    row.as_ref().map(user_from).transpose()
+}
+
+#[async_trait]
+impl<D: Dialect> Storage for SqlStorage<D>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+    for<'r> (i64,): FromRow<'r, <D::Db as Database>::Row>,
+    for<'r> (String,): FromRow<'r, <D::Db as Database>::Row>,
+    for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> String: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q String: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+{
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord, StorageError> {
+        let email = user.email.to_lowercase();
+        let id: i64 = sqlx::query_scalar(statements::INSERT_USER)
+            .bind(&user.username)
+            .bind(&email)
+            .bind(&user.display_name)
+            .bind(&user.password_hash)
+            .bind(user.created_at.unix_micros())
+            .fetch_one(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(UserRecord {
+            id: UserId(id),
+            username: user.username,
+            email,
+            display_name: user.display_name,
+            password_hash: user.password_hash,
+            created_at: user.created_at,
+        })
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StorageError> {
+        user_where::<D>(&self.read, statements::USER_BY_ID, id.get()).await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StorageError> {
+        user_where::<D>(
+            &self.read,
+            statements::USER_BY_USERNAME,
+            username.to_owned(),
+        )
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StorageError> {
+        user_where::<D>(&self.read, statements::USER_BY_EMAIL, email.to_lowercase()).await
+    }
+
+    async fn users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StorageError> {
+        let rows = sqlx::query(statements::USERS_AFTER)
+            .bind(after.map_or(i64::MIN, UserId::get))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(user_from).collect()
+    }
+
+    async fn users_by_ids(&self, ids: &[UserId]) -> Result<Vec<UserRecord>, StorageError> {
+        let mut ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut users = Vec::with_capacity(ids.len());
+        // Sorted chunks come back in order when each is read in id order.
+        for chunk in ids.chunks(statements::IDS_PER_QUERY) {
+            let mut query = sqlx::query(AssertSqlSafe(statements::users_by_ids(chunk.len())));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            let rows = query.fetch_all(&self.read).await.map_err(D::map_err)?;
+            for row in &rows {
+                users.push(user_from(row)?);
+            }
+        }
+        Ok(users)
+    }
+
+    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<(), StorageError> {
+        sqlx::query(statements::INSERT_REFRESH_TOKEN)
+            .bind(&token.id)
+            .bind(token.user.get())
+            .bind(&token.family)
+            .bind(token.expires_at.unix_micros())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, id: &str) -> Result<TokenUse, StorageError> {
+        // One statement: of two concurrent spends, the second waits for the
+        // first's row lock (PostgreSQL) or the write lock (SQLite), re-checks
+        // `NOT spent` on the committed row and matches nothing.
+        let spent = sqlx::query(statements::SPEND_REFRESH_TOKEN)
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        if let Some(row) = spent {
+            return Ok(TokenUse::Live(token_from(id, &row)?));
+        }
+        // Not live: spent before, or never there. A token is never unspent,
+        // so reading after the failed update cannot see it live again.
+        let existing = sqlx::query(statements::REFRESH_TOKEN)
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(match existing {
+            Some(row) => TokenUse::Spent(token_from(id, &row)?),
+            None => TokenUse::Unknown,
+        })
+    }
+
+    async fn revoke_refresh_family(&self, family: &str) -> Result<(), StorageError> {
+        sqlx::query(statements::REVOKE_REFRESH_FAMILY)
+            .bind(family)
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(())
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StorageError> {
+        // A concurrent insert of the same name makes this one wait for it
+        // to commit and then do nothing; the read, a new statement under
+        // read committed (or after SQLite's single writer), sees the
+        // winner's value.
+        let mut tx = self.begin().await?;
+        sqlx::query(statements::INSERT_SERVER_SECRET)
+            .bind(name)
+            .bind(candidate)
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        let value: String = sqlx::query_scalar(statements::SERVER_SECRET)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        tx.commit().await.map_err(D::map_err)?;
+        Ok(value)
+    }
+
+    async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StorageError> {
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(statements::INSERT_ROOM)
+            .bind(&room.name)
+            .bind(room.kind.as_str())
+            .bind(room.creator.get())
+            .bind(room.created_at.unix_micros())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+
+        let mut people = vec![(room.creator, MemberState::Member)];
+        for &user in &room.invited {
+            if !people.iter().any(|(u, _)| *u == user) {
+                people.push((user, MemberState::Invited));
+            }
+        }
+        for (position, (user, state)) in (1_i64..).zip(people) {
+            sqlx::query(statements::INSERT_MEMBER)
+                .bind(id)
+                .bind(user.get())
+                .bind(state_text(state))
+                .bind(0_i64)
+                .bind(position)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        tx.commit().await.map_err(D::map_err)?;
+        Ok(RoomRecord {
+            id: RoomId(id),
+            name: room.name,
+            kind: room.kind,
+            creator: room.creator,
+            created_at: room.created_at,
+            last_seq: 0,
+        })
+    }
+
+    async fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StorageError> {
+        room_where::<D>(&self.read, statements::ROOM_BY_ID, id.get()).await
+    }
+
+    async fn room_by_name(&self, name: &str) -> Result<Option<RoomRecord>, StorageError> {
+        room_where::<D>(&self.read, statements::ROOM_BY_NAME, name.to_owned()).await
+    }
+
+    async fn delete_room(&self, id: RoomId) -> Result<bool, StorageError> {
+        // Takes the room's row lock (or the write lock) like an append, so
+        // it waits for appends in flight, and appends after it find no room
+        // (`NotFound`).
+        let done = sqlx::query(statements::DELETE_ROOM)
+            .bind(id.get())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn room_people(&self, room: RoomId) -> Result<Vec<RoomPerson>, StorageError> {
+        let rows = sqlx::query(statements::ROOM_PEOPLE)
+            .bind(room.get())
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(person_from).collect()
+    }
+
+    async fn membership(
+        &self,
+        room: RoomId,
+        user: UserId,
+    ) -> Result<Option<MemberState>, StorageError> {
+        let state: Option<String> = sqlx::query_scalar(statements::MEMBERSHIP)
+            .bind(room.get())
+            .bind(user.get())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        state.as_deref().map(member_state).transpose()
+    }
+
+    async fn room_for(
+        &self,
+        room: RoomKey<'_>,
+        user: UserId,
+    ) -> Result<Option<(RoomRecord, Option<MemberState>)>, StorageError> {
+        let query = match room {
+            RoomKey::Id(id) => sqlx::query(statements::ROOM_FOR_BY_ID).bind(id.get()),
+            RoomKey::Name(name) => sqlx::query(statements::ROOM_FOR_BY_NAME).bind(name.to_owned()),
+        };
+        let row = query
+            .bind(user.get())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        row.as_ref().map(rows::room_for_from).transpose()
+    }
+
+    async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
+        let mut tx = self.begin().await?;
+        // See `Dialect::LOCK_ROOM`: the mark starts at the last committed
+        // seq, and the position is unique.
+        let locked = sqlx::query(D::LOCK_ROOM)
+            .bind(room.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        if locked.is_none() {
+            tx.rollback().await.map_err(D::map_err)?;
+            return Err(StorageError::NotFound);
+        }
+        // No row back: already a member.
+        let changed = sqlx::query(statements::JOIN_ROOM)
+            .bind(room.get())
+            .bind(user.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        tx.commit().await.map_err(D::map_err)?;
+        Ok(changed.is_some())
+    }
+
+    async fn invite(&self, room: RoomId, users: &[UserId]) -> Result<(), StorageError> {
+        let mut tx = self.begin().await?;
+        // See `Dialect::LOCK_ROOM`: positions stay unique.
+        let locked = sqlx::query(D::LOCK_ROOM)
+            .bind(room.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        if locked.is_none() {
+            tx.rollback().await.map_err(D::map_err)?;
+            return Err(StorageError::NotFound);
+        }
+        for user in users {
+            sqlx::query(statements::INVITE)
+                .bind(room.get())
+                .bind(user.get())
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        tx.commit().await.map_err(D::map_err)
+    }
+
+    async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::LEAVE_ROOM)
+            .bind(room.get())
+            .bind(user.get())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError> {
+        let rows = sqlx::query(statements::USER_ROOMS)
+            .bind(user.get())
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(user_room_from).collect()
+    }
+
+    async fn direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+        created_at: Timestamp,
+    ) -> Result<(RoomRecord, bool), StorageError> {
+        let (lo, hi) = super::direct_pair(a, b).ok_or_else(super::self_conversation)?;
+        let name = super::direct_name(lo, hi);
+        let mut tx = self.begin().await?;
+        // See `Dialect::LOCK_DIRECT_PAIR`: creations of one pair take turns.
+        sqlx::query(D::LOCK_DIRECT_PAIR)
+            .bind(lo.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        let id: Option<i64> = sqlx::query_scalar(statements::INSERT_DIRECT_ROOM)
+            .bind(&name)
+            .bind(a.get())
+            .bind(created_at.unix_micros())
+            .bind(lo.get())
+            .bind(hi.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        let Some(id) = id else {
+            let row = sqlx::query(statements::DIRECT_ROOM_BY_PAIR)
+                .bind(lo.get())
+                .bind(hi.get())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            tx.rollback().await.map_err(D::map_err)?;
+            return Ok((room_from(&row)?, false));
+        };
+        for (position, user) in (1_i64..).zip([a, b]) {
+            sqlx::query(statements::INSERT_MEMBER)
+                .bind(id)
+                .bind(user.get())
+                .bind(state_text(MemberState::Member))
+                .bind(0_i64)
+                .bind(position)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        tx.commit().await.map_err(D::map_err)?;
+        let room = RoomRecord {
+            id: RoomId(id),
+            name,
+            kind: RoomType::Direct,
+            creator: a,
+            created_at,
+            last_seq: 0,
+        };
+        Ok((room, true))
+    }
+
+    async fn find_direct_room(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<Option<RoomRecord>, StorageError> {
+        let Some((lo, hi)) = super::direct_pair(a, b) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(statements::DIRECT_ROOM_BY_PAIR)
+            .bind(lo.get())
+            .bind(hi.get())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        row.as_ref().map(room_from).transpose()
+    }
+
+    async fn user_conversations(&self, user: UserId) -> Result<Vec<Conversation>, StorageError> {
+        let rows = sqlx::query(statements::USER_CONVERSATIONS)
+            .bind(user.get())
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Conversation {
+                    room: user_room_from(row)?,
+                    other: prefixed_user_from(row, "p_")?,
+                })
+            })
+            .collect()
+    }
+
+    fn listen(&self, listener: Arc<dyn CommitListener>) {
+        self.appends.listen(listener);
+    }
+
+    async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {
+        self.appends.append(message).await
+    }
+
+    async fn append_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StorageError>> {
+        self.appends.append_many(messages).await
+    }
+
+    async fn history(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StorageError> {
+        let fetch = i64::from(query.limit) + 1;
+        let before = query.before.unwrap_or(Seq::MAX);
+        let rows = match query.after {
+            Some(after) => {
+                sqlx::query(statements::HISTORY_AFTER)
+                    .bind(room.get())
+                    .bind(after)
+                    .bind(before)
+                    .bind(fetch)
+                    .fetch_all(&self.read)
+                    .await
+            }
+            None => {
+                sqlx::query(statements::HISTORY_BEFORE)
+                    .bind(room.get())
+                    .bind(before)
+                    .bind(fetch)
+                    .fetch_all(&self.read)
+                    .await
+            }
+        }
+        .map_err(D::map_err)?;
+        rows::history_page(&rows, &query)
+    }
+
+    async fn mark_read(
+        &self,
+        room: RoomId,
+        user: UserId,
+        seq: Seq,
+    ) -> Result<ReadMark, StorageError> {
+        let mut tx = self.begin().await?;
+        // Locks the member row where writers are concurrent: see
+        // `Dialect::MEMBER_READ_MARK`.
+        let Some(row) = sqlx::query(D::MEMBER_READ_MARK)
+            .bind(room.get())
+            .bind(user.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?
+        else {
+            tx.rollback().await.map_err(D::map_err)?;
+            return Err(StorageError::NotFound);
+        };
+        let previous: Seq = row.int("read_seq")?;
+        let last_seq: Seq = row.int("last_seq")?;
+        let target = seq.min(last_seq);
+        if target <= previous {
+            tx.rollback().await.map_err(D::map_err)?;
+            return Ok(ReadMark {
+                previous,
+                current: previous,
+            });
+        }
+        sqlx::query(statements::ADVANCE_READ_MARK)
+            .bind(room.get())
+            .bind(user.get())
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        tx.commit().await.map_err(D::map_err)?;
+        Ok(ReadMark {
+            previous,
+            current: target,
+        })
+    }
+
+    async fn read_marks(&self, room: RoomId) -> Result<Vec<(UserId, Seq)>, StorageError> {
+        let rows = sqlx::query(statements::READ_MARKS)
+            .bind(room.get())
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(read_mark_from).collect()
+    }
+
+    async fn unread_total(&self, user: UserId) -> Result<u64, StorageError> {
+        let total: i64 = sqlx::query_scalar(statements::UNREAD_TOTAL)
+            .bind(user.get())
+            .fetch_one(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        // Both pools (one on PostgreSQL): a healthy reader says nothing
+        // about the writer.
+        for pool in [&self.write, &self.read] {
+            sqlx::query(statements::PING)
+                .execute(pool)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Ok(())
+    }
+}
