@@ -104,6 +104,7 @@ fn hub_deliver(c: &mut Criterion) {
                     kind: EventKind::Timeline {
                         seq,
                         frame: frame.clone(),
+                        leaves: None,
                     },
                 });
                 let start = Instant::now();

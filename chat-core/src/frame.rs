@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::message::Message;
 use crate::room::RoomRef;
+use crate::timeline::MemberEvent;
 use crate::{RoomId, Seq, Timestamp, UserId};
 
 /// A frame a client sends.
@@ -362,6 +363,9 @@ pub enum ServerFrame {
         user: UserId,
         status: PresenceStatus,
     },
+    /// A member joined or left (a timeline event, with its seq). To the
+    /// leaver's own sockets too, which then stop receiving the room.
+    Member(MemberEvent),
     /// The room is gone; its subscription ends.
     RoomDeleted { room: RoomId },
     /// The answer to `ping`.

@@ -15,6 +15,7 @@
 //! - [`ids`]: typed ids and the per-room sequence number.
 //! - [`time`]: [`Timestamp`], RFC 3339 UTC on the wire.
 //! - [`user`], [`room`], [`message`], [`conversation`]: the resources.
+//! - [`timeline`]: a room's numbered events (messages, membership changes).
 //! - [`api`]: REST request and response bodies.
 //! - [`frame`]: WebSocket frames in both directions.
 //! - [`error`]: the `{"error","code"}` body, error codes and close codes.
@@ -38,6 +39,7 @@ pub mod ids;
 pub mod message;
 pub mod room;
 pub mod time;
+pub mod timeline;
 pub mod user;
 
 pub use error::{CloseCode, ErrorBody, ErrorCode};

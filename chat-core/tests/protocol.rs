@@ -17,6 +17,9 @@ use chat_core::conversation::{
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::LastMessage;
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
+use chat_core::timeline::{
+    MemberChange, MemberEvent, TimelineEvent, TimelineQuery, TimelineResponse,
+};
 use chat_core::user::OtherUser;
 use chat_core::{
     CloseCode, ErrorBody, ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Timestamp,
@@ -1223,6 +1226,44 @@ fn server_presence_online_and_offline() {
 fn server_room_deleted() {
     let frame: ServerFrame = round_trip(r#"{"type": "room_deleted", "room": 7}"#);
     assert_eq!(frame, ServerFrame::RoomDeleted { room: RoomId(7) });
+}
+
+#[test]
+fn server_member() {
+    let frame: ServerFrame = round_trip(
+        r#"{"type": "member", "room": 7, "seq": 12, "user": 3, "change": "left",
+            "created_at": "2026-02-24T10:30:00Z"}"#,
+    );
+    assert_eq!(
+        frame,
+        ServerFrame::Member(MemberEvent {
+            room: RoomId(7),
+            seq: 12,
+            user: UserId(3),
+            change: MemberChange::Left,
+            created_at: ts("2026-02-24T10:30:00Z"),
+        })
+    );
+    let joined: MemberChange = round_trip(r#""joined""#);
+    assert_eq!(joined, MemberChange::Joined);
+}
+
+#[test]
+fn timeline_page_lists_each_kind_as_its_frame() {
+    let page: TimelineResponse = round_trip(&format!(
+        r#"{{"events": [
+            {{"type": "member", "room": 1, "seq": 1, "user": 2, "change": "joined",
+              "created_at": "2026-02-24T10:30:00Z"}},
+            {{"type": "message", "message": {}}}
+        ], "has_more": false}}"#,
+        serde_json::to_string(&message()).expect("message")
+    ));
+    assert_eq!(page.events.len(), 2);
+    assert_eq!(page.events[0].seq(), 1);
+    assert_eq!(page.events[1].seq(), message().seq);
+    assert!(matches!(&page.events[1], TimelineEvent::Message { message: m } if *m == message()));
+    let query: TimelineQuery = round_trip(r#"{"after": 4, "limit": 20}"#);
+    assert_eq!(query.after, Some(4));
 }
 
 #[test]

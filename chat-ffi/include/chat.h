@@ -162,7 +162,8 @@ typedef void (*chat_send_callback)(void *userdata,
  `chat_last_error_message`, which do not block.
 
  The JSON is an object with a `"type"`: `"message"` (`"message"`: the
- wire message), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
+ wire message), `"member"` (`room`, `seq`, `user`, `change`: `"joined"`
+ or `"left"`, `created_at`), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
  `user`), `"presence"` (`room`, `user`, `status`), `"room_deleted"`
  (`room`), `"state"` (`state`: `"connecting"`, `"connected"`,
  `"reconnecting"`, `"closed"`), or `"other"` for kinds added later.

@@ -30,7 +30,8 @@ use crate::error::{chat_code, client_error, describe, fail};
 /// `chat_last_error_message`, which do not block.
 ///
 /// The JSON is an object with a `"type"`: `"message"` (`"message"`: the
-/// wire message), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
+/// wire message), `"member"` (`room`, `seq`, `user`, `change`: `"joined"`
+/// or `"left"`, `created_at`), `"read"` (`room`, `user`, `seq`), `"typing"` (`room`,
 /// `user`), `"presence"` (`room`, `user`, `status`), `"room_deleted"`
 /// (`room`), `"state"` (`state`: `"connecting"`, `"connected"`,
 /// `"reconnecting"`, `"closed"`), or `"other"` for kinds added later.
@@ -211,6 +212,11 @@ fn complete(done: Completion, result: Result<Message, ClientError>) {
 fn event_json(event: &Event) -> Value {
     match event {
         Event::Message(m) => json!({ "type": "message", "message": m }),
+        // The same JSON as the server's `member` frame.
+        Event::Member(m) => json!({
+            "type": "member", "room": m.room, "seq": m.seq, "user": m.user,
+            "change": m.change, "created_at": m.created_at,
+        }),
         Event::Read { room, user, seq } => {
             json!({ "type": "read", "room": room, "user": user, "seq": seq })
         }

@@ -3,9 +3,9 @@
 //! on this instance directly and on the others through the broker.
 //!
 //! A room's durable history is its timeline: events numbered by `seq`,
-//! gap-free, in commit order. Messages are its only kind today; an edit, a
-//! deletion or a reaction will be timeline events too, each a frame of its
-//! own on the same path. Everything else a room hears (read receipts,
+//! gap-free, in commit order: messages and membership changes today; an
+//! edit, a deletion or a reaction will be timeline events too, each a frame
+//! of its own on the same path. Everything else a room hears (read receipts,
 //! typing, presence) is a signal: not stored, not numbered, best effort.
 //!
 //! Each event carries its server frame already serialized ([`Frame`]), so
@@ -73,15 +73,18 @@ pub struct Event {
 #[non_exhaustive]
 pub enum EventKind {
     /// An event of the room's timeline, stored at `seq` before anyone hears
-    /// of it. Sockets get them in seq order, each once.
-    Timeline { seq: Seq, frame: Frame },
+    /// of it. Sockets get them in seq order, each once. With `leaves`, that
+    /// member is no longer in the room: their sockets get the frame and then
+    /// stop receiving the room.
+    Timeline {
+        seq: Seq,
+        frame: Frame,
+        leaves: Option<UserId>,
+    },
     /// A read receipt, typing notice or presence change: forwarded as is.
     Signal { frame: Frame },
     /// The room was deleted: sockets get the frame and drop the room.
     RoomDeleted { frame: Frame },
-    /// `user` left or was removed: their sockets drop the room; nobody gets
-    /// a frame.
-    MemberLeft { user: UserId },
 }
 
 impl Event {
@@ -93,6 +96,7 @@ impl Event {
             kind: EventKind::Timeline {
                 seq,
                 frame: Frame::encode(frame),
+                leaves: None,
             },
         }
     }
@@ -120,15 +124,6 @@ impl Event {
         }
     }
 
-    /// `user` is no longer in the room.
-    pub fn member_left(room: RoomId, user: UserId) -> Self {
-        Self {
-            room,
-            origin: None,
-            kind: EventKind::MemberLeft { user },
-        }
-    }
-
     /// The timeline seq, for timeline events.
     pub fn seq(&self) -> Option<Seq> {
         match &self.kind {
@@ -137,13 +132,12 @@ impl Event {
         }
     }
 
-    /// The frame sockets get, if this kind has one.
-    pub fn frame(&self) -> Option<&Frame> {
+    /// The frame sockets get.
+    pub fn frame(&self) -> &Frame {
         match &self.kind {
             EventKind::Timeline { frame, .. }
             | EventKind::Signal { frame }
-            | EventKind::RoomDeleted { frame } => Some(frame),
-            EventKind::MemberLeft { .. } => None,
+            | EventKind::RoomDeleted { frame } => frame,
         }
     }
 }

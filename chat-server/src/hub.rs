@@ -663,9 +663,8 @@ mod tests {
             // The session skips notices its own socket caused.
             if let Delivery::Event(e) = e
                 && e.origin != Some(ConnId(1))
-                && let Some(frame) = e.frame()
             {
-                seen.push(String::from_utf8_lossy(frame.bytes()).into_owned());
+                seen.push(String::from_utf8_lossy(e.frame().bytes()).into_owned());
             }
         }
         // User 50 once online (two sockets) and once offline (after the

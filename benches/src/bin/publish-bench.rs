@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                         kind: EventKind::Timeline {
                             seq: 1 + (n / rooms as u64) as i64,
                             frame: frame.clone(),
+                            leaves: None,
                         },
                     };
                     if publisher.publish(Arc::new(event)).await.is_err() {

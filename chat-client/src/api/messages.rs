@@ -1,7 +1,8 @@
 //! Messages over HTTP: `/chat/history/` and `/chat/send/`.
 
 use chat_core::api::{HistoryResponse, SendRequest, SendResponse};
-use chat_core::{RoomRef, Seq};
+use chat_core::timeline::TimelineResponse;
+use chat_core::{RoomId, RoomRef, Seq};
 
 use crate::client::Req;
 use crate::{ChatClient, ClientError};
@@ -97,6 +98,23 @@ impl ChatClient {
         self.call(
             Req::get("chat/history/")
                 .query("room", Some(room.into()))
+                .query("before", query.before)
+                .query("after", query.after)
+                .query("limit", query.limit),
+        )
+        .await
+    }
+
+    /// A page of a room's timeline (`GET /chat/rooms/{id}/events/`): every
+    /// kind of event (messages, members joining and leaving), oldest first,
+    /// paged like [`history`](Self::history) by seq. Members only.
+    pub async fn timeline(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<TimelineResponse, ClientError> {
+        self.call(
+            Req::get(format!("chat/rooms/{room}/events/"))
                 .query("before", query.before)
                 .query("after", query.after)
                 .query("limit", query.limit),

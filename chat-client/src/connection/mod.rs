@@ -13,6 +13,7 @@ mod task;
 use std::time::Duration;
 
 use chat_core::frame::PresenceStatus;
+use chat_core::timeline::MemberEvent;
 use chat_core::{Message, RoomId, RoomRef, Seq, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -173,6 +174,10 @@ pub enum Event {
     /// comes exactly once, in `seq` order, this connection's own sends
     /// included.
     Message(Message),
+    /// A member joined or left a subscribed room. Like messages, these are
+    /// timeline events: each comes once, in `seq` order with the room's
+    /// messages (a room's seqs number both).
+    Member(MemberEvent),
     /// `user` has read `room` up to `seq`.
     Read {
         /// The room.

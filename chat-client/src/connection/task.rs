@@ -3,13 +3,16 @@
 //! One loop `select!`s over the application's commands, the socket's frames,
 //! handing buffered events to the application, and the reconnect timer.
 //!
-//! Ordering per room: a message is handed on only if its `seq` is the
-//! cursor + 1 and the event buffer has room; anything else above the cursor
-//! only raises the room's `behind` mark, and [`Actor::fill`] fetches
-//! `cursor+1..=behind` from HTTP history. So a gap (a dropped socket, a
-//! replay racing a live message, an application too slow to read) costs a
-//! history call, never a duplicate or a hole, and the socket is always read
-//! (acks keep flowing even while the application is not taking events).
+//! Ordering per room: the server sends each room's timeline (messages,
+//! members joining and leaving) in `seq` order, the connection's own acks in
+//! their messages' places. A timeline event is handed on only if its `seq`
+//! is the cursor + 1 and the event buffer has room; anything else above the
+//! cursor only raises the room's `behind` mark, and [`Actor::fill`] fetches
+//! `cursor+1..=behind` from the room's timeline over HTTP. So an
+//! application too slow to read (or a replay racing a live event across a
+//! reconnect) costs a timeline call, never a duplicate or a hole, and the
+//! socket is always read (acks keep flowing even while the application is
+//! not taking events).
 //!
 //! Answers without a `client_id` (`subscribed`, `error`) come in the order
 //! of the frames that caused them. `subscribe` always gets `subscribed` or
@@ -30,6 +33,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use chat_core::frame::{ClientFrame, ServerFrame};
+use chat_core::timeline::TimelineEvent;
 use chat_core::{CloseCode, ErrorCode, Message, RoomId, RoomRef, Seq, Timestamp};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -566,7 +570,11 @@ impl Actor {
         match frame {
             ServerFrame::Message { message } => {
                 self.bind_replay(message.room);
-                self.deliver(message);
+                self.deliver(TimelineEvent::Message { message });
+            }
+            ServerFrame::Member(member) => {
+                self.bind_replay(member.room);
+                self.deliver(TimelineEvent::Member(member));
             }
             ServerFrame::Ack { client_id, message } => {
                 if let Some(index) = client_id.and_then(|c| self.send_index.remove(&c))
@@ -574,7 +582,7 @@ impl Actor {
                 {
                     let _ = pending.reply.send(Ok(message.clone()));
                 }
-                self.deliver(message);
+                self.deliver(TimelineEvent::Message { message });
             }
             ServerFrame::Subscribed { room, last_seq } => self.subscribed(room, last_seq),
             ServerFrame::Pong => {
@@ -739,26 +747,27 @@ impl Actor {
         self.outbox.push_back(Event::RoomDeleted { room });
     }
 
-    /// Hands `message` on if it is next in its room and there is room for
+    /// Hands `event` on if it is next in its room and there is room for
     /// it; otherwise records that the room is behind (see the module doc).
-    fn deliver(&mut self, message: Message) {
+    fn deliver(&mut self, event: TimelineEvent) {
         let full = self.outbox.len() >= self.options.event_capacity;
-        let Some(room) = self.rooms.get_mut(&message.room) else {
+        let (id, seq) = (event.room(), event.seq());
+        let Some(room) = self.rooms.get_mut(&id) else {
             return;
         };
-        if message.seq <= room.cursor {
+        if seq <= room.cursor {
             return;
         }
-        if !full && room.behind <= room.cursor && message.seq == room.cursor + 1 {
-            room.cursor = message.seq;
-            room.behind = message.seq;
-            self.outbox.push_back(Event::Message(message));
+        if !full && room.behind <= room.cursor && seq == room.cursor + 1 {
+            room.cursor = seq;
+            room.behind = seq;
+            self.outbox.push_back(as_event(event));
         } else {
-            room.behind = room.behind.max(message.seq);
+            room.behind = room.behind.max(seq);
         }
     }
 
-    /// Fetches the messages of rooms that are behind from HTTP history,
+    /// Fetches the timeline of rooms that are behind over HTTP,
     /// while the event buffer has room.
     async fn fill(&mut self) {
         if self.fill_retry_at.is_some() {
@@ -776,20 +785,21 @@ impl Actor {
                 .after(room.cursor)
                 .before(room.behind.saturating_add(1))
                 .limit(limit);
-            match self.client.history(id, query).await {
+            match self.client.timeline(id, query).await {
                 Ok(page) => {
                     let Some(room) = self.rooms.get_mut(&id) else {
                         continue;
                     };
-                    if page.chat_history.is_empty() {
-                        tracing::warn!(%id, cursor = room.cursor, behind = room.behind, "history has nothing to fill the gap");
+                    if page.events.is_empty() {
+                        tracing::warn!(%id, cursor = room.cursor, behind = room.behind, "the timeline has nothing to fill the gap");
                         room.behind = room.cursor;
                         continue;
                     }
-                    for message in page.chat_history {
-                        if message.seq > room.cursor && message.seq <= room.behind {
-                            room.cursor = message.seq;
-                            self.outbox.push_back(Event::Message(message));
+                    for event in page.events {
+                        let seq = event.seq();
+                        if seq > room.cursor && seq <= room.behind {
+                            room.cursor = seq;
+                            self.outbox.push_back(as_event(event));
                         }
                     }
                 }
@@ -1026,4 +1036,12 @@ async fn write_send(
         client_id: Some(pending.client_id.clone()),
     };
     write(socket, &frame).await
+}
+
+/// A timeline event as the application gets it.
+fn as_event(event: TimelineEvent) -> Event {
+    match event {
+        TimelineEvent::Message { message } => Event::Message(message),
+        TimelineEvent::Member(member) => Event::Member(member),
+    }
 }

@@ -1,6 +1,7 @@
 //! The whole API, happy path.
 
 use chat_client::chat_core::room::Membership;
+use chat_client::chat_core::timeline::{MemberChange, TimelineEvent};
 use chat_client::{CreateRoomRequest, HistoryQuery, RoomRef, RoomType};
 
 use crate::support::{TestServer, password};
@@ -105,7 +106,8 @@ async fn rooms_messages_and_conversations() {
         .send(lobby.id, "hello", None)
         .await
         .expect("send by id");
-    assert_eq!(first.seq, 1);
+    // Bob's join is the lobby's first timeline event.
+    assert_eq!(first.seq, 2);
     assert_eq!(first.message, "Message sent!");
     let second = bob
         .send("lobby", "hi alice", Some("bob-1".into()))
@@ -128,17 +130,17 @@ async fn rooms_messages_and_conversations() {
         .await
         .expect("newest page");
     let seqs: Vec<_> = newest.chat_history.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, [4, 5]);
+    assert_eq!(seqs, [5, 6]);
     assert!(newest.has_more);
     let older = bob
         .history(
             RoomRef::from("lobby"),
-            HistoryQuery::new().before(4).limit(10),
+            HistoryQuery::new().before(5).limit(10),
         )
         .await
         .expect("older page");
     let seqs: Vec<_> = older.chat_history.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(seqs, [2, 3, 4]);
     assert!(!older.has_more);
     assert_eq!(older.chat_history[1].client_id.as_deref(), Some("bob-1"));
     assert!(
@@ -146,14 +148,25 @@ async fn rooms_messages_and_conversations() {
         "a client_id is generated when none is given"
     );
     let after = bob
-        .history(lobby.id, HistoryQuery::new().after(3))
+        .history(lobby.id, HistoryQuery::new().after(4))
         .await
         .expect("catch-up page");
     let seqs: Vec<_> = after.chat_history.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, [4, 5]);
+    assert_eq!(seqs, [5, 6]);
+    // The timeline has the join too, in its place.
+    let timeline = bob
+        .timeline(lobby.id, HistoryQuery::new().after(0).limit(3))
+        .await
+        .expect("timeline page");
+    assert!(matches!(
+        &timeline.events[0],
+        TimelineEvent::Member(m) if m.user == bob_user.id && m.change == MemberChange::Joined
+    ));
+    assert!(matches!(&timeline.events[1], TimelineEvent::Message { message } if message.seq == 2));
+    assert!(timeline.has_more);
 
     // Unread counts: sending moved bob's read mark to his own message (seq
-    // 2), so alice's three after it are unread.
+    // 3), so alice's three after it are unread.
     assert_eq!(bob.unread_count().await.expect("unread"), 3);
     let bob_lobby = bob
         .rooms()

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chat_client::chat_core::timeline::MemberChange;
 use chat_client::{
     ChatClient, ConnectOptions, Connection, ConnectionState, CreateRoomRequest, ErrorKind, Event,
     HistoryQuery, Message, PresenceStatus, RoomId, RoomType, Seq,
@@ -86,7 +87,17 @@ async fn events_sends_and_errors() {
         lobby
     );
 
-    // Presence of bob, seen by alice.
+    // Bob's join, a timeline event (seq 1), then his presence, seen by
+    // alice.
+    let joined = next_matching(&mut a, |e| match e {
+        Event::Member(m) if m.room == lobby => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (joined.seq, joined.user, joined.change),
+        (1, bob_user.id, MemberChange::Joined)
+    );
     next_matching(&mut a, |e| match e {
         Event::Presence {
             room,
@@ -100,28 +111,28 @@ async fn events_sends_and_errors() {
     // A message over HTTP, then one over bob's socket.
     bob.send(lobby, "over http", None).await.expect("http send");
     let sent = b.send(lobby, "over the socket").await.expect("socket send");
-    assert_eq!(sent.seq, 2);
+    assert_eq!(sent.seq, 3);
     assert_eq!(sent.body, "over the socket");
     assert_eq!(sent.sender, bob_user.id);
     assert!(sent.client_id.is_some(), "a client_id is generated");
 
     // Alice's own sends come back once, in order, among the others.
     let mine = a.send("lobby", "mine").await.expect("alice sends");
-    assert_eq!(mine.seq, 3);
-    let (seen, _) = messages_until(&mut a, lobby, 3).await;
-    assert_eq!(seqs(&seen), [1, 2, 3]);
+    assert_eq!(mine.seq, 4);
+    let (seen, _) = messages_until(&mut a, lobby, 4).await;
+    assert_eq!(seqs(&seen), [2, 3, 4]);
     assert_eq!(seen[2], mine);
-    let (bob_seen, _) = messages_until(&mut b, lobby, 3).await;
-    assert_eq!(seqs(&bob_seen), [1, 2, 3], "bob's own send once, in order");
+    let (bob_seen, _) = messages_until(&mut b, lobby, 4).await;
+    assert_eq!(seqs(&bob_seen), [2, 3, 4], "bob's own send once, in order");
 
     // Read marks and typing.
-    b.mark_read(lobby, 3).await.expect("mark read");
+    b.mark_read(lobby, 4).await.expect("mark read");
     let read = next_matching(&mut a, |e| match e {
         Event::Read { room, user, seq } if room == lobby => Some((user, seq)),
         _ => None,
     })
     .await;
-    assert_eq!(read, (bob_user.id, 3));
+    assert_eq!(read, (bob_user.id, 4));
     b.typing(lobby).await.expect("typing");
     let typing = next_matching(&mut a, |e| match e {
         Event::Typing { room, user } if room == lobby => Some(user),
@@ -170,7 +181,7 @@ async fn events_sends_and_errors() {
         .send(lobby, "still here")
         .await
         .expect("send after errors");
-    assert_eq!(after.seq, 4);
+    assert_eq!(after.seq, 5);
 
     // Deleting the room ends both subscriptions.
     alice.delete_room(lobby).await.expect("delete");
@@ -265,9 +276,10 @@ async fn socket_drop_mid_burst_loses_and_repeats_nothing() {
     restore.await.expect("restore task");
     burst.await.expect("burst task");
 
-    let (rest, states) = messages_until(&mut conn, room, BURST + 2).await;
+    // The subscriber's join is seq 1: the messages are 2..=BURST + 3.
+    let (rest, states) = messages_until(&mut conn, room, BURST + 3).await;
     seen.extend(rest);
-    assert_eq!(seqs(&seen), (1..=BURST + 2).collect::<Vec<_>>());
+    assert_eq!(seqs(&seen), (2..=BURST + 3).collect::<Vec<_>>());
     assert!(
         states
             .iter()
@@ -282,10 +294,10 @@ async fn socket_drop_mid_burst_loses_and_repeats_nothing() {
 
     // Stored once each: the room holds exactly BURST + 2 messages.
     let tail = direct
-        .history(room, HistoryQuery::new().after(BURST).limit(200))
+        .history(room, HistoryQuery::new().after(BURST + 1).limit(200))
         .await
         .expect("history");
-    assert_eq!(seqs(&tail.chat_history), [BURST + 1, BURST + 2]);
+    assert_eq!(seqs(&tail.chat_history), [BURST + 2, BURST + 3]);
     assert!(!tail.has_more);
     conn.close().await;
 }
@@ -313,9 +325,10 @@ async fn a_slow_reader_gets_everything_from_history() {
         .send(room, "own")
         .await
         .expect("send while not reading");
-    assert_eq!(own.seq, COUNT + 1);
-    let (seen, _) = messages_until(&mut conn, room, COUNT + 1).await;
-    assert_eq!(seqs(&seen), (1..=COUNT + 1).collect::<Vec<_>>());
+    // Bob's join is seq 1.
+    assert_eq!(own.seq, COUNT + 2);
+    let (seen, _) = messages_until(&mut conn, room, COUNT + 2).await;
+    assert_eq!(seqs(&seen), (2..=COUNT + 2).collect::<Vec<_>>());
     assert_eq!(seen.last(), Some(&own));
     conn.close().await;
 }
@@ -410,9 +423,10 @@ async fn server_restart_resumes_from_the_cursor() {
             .await
             .expect("send");
     }
-    let (rest, states) = messages_until(&mut conn, room, 10).await;
+    // Bob's join is seq 1.
+    let (rest, states) = messages_until(&mut conn, room, 11).await;
     seen.extend(rest);
-    assert_eq!(seqs(&seen), (1..=10).collect::<Vec<_>>());
+    assert_eq!(seqs(&seen), (2..=11).collect::<Vec<_>>());
     assert_eq!(
         states.first(),
         Some(&ConnectionState::Reconnecting { attempt: 1 })
@@ -422,6 +436,6 @@ async fn server_restart_resumes_from_the_cursor() {
 
     // The resumed connection sends too.
     let sent = conn.send(room, "back").await.expect("send after restart");
-    assert_eq!(sent.seq, 11);
+    assert_eq!(sent.seq, 12);
     conn.close().await;
 }

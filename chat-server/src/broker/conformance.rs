@@ -100,6 +100,7 @@ pub fn message_from(origin: u64, room: i64, seq: i64) -> Arc<Event> {
             frame: text(format!(
                 r#"{{"type":"message","room":{room},"seq":{seq},"origin":{origin}}}"#
             )),
+            leaves: None,
         },
     })
 }
@@ -214,11 +215,14 @@ pub async fn carries_every_kind(bus: &dyn Bus) {
         EventKind::Timeline {
             seq: 1,
             frame: frame(0),
+            leaves: None,
         },
         EventKind::Signal { frame: frame(1) },
         EventKind::RoomDeleted { frame: frame(2) },
-        EventKind::MemberLeft {
-            user: chat_core::UserId(42),
+        EventKind::Timeline {
+            seq: 2,
+            frame: frame(3),
+            leaves: Some(chat_core::UserId(42)),
         },
     ];
     let mut sent = Vec::new();
@@ -356,7 +360,11 @@ pub async fn large_frame_arrives_intact(bus: &dyn Bus) {
     let sent = Arc::new(Event {
         room: RoomId(6),
         origin: Some(ConnId(u64::MAX)),
-        kind: EventKind::Timeline { seq: 1, frame },
+        kind: EventKind::Timeline {
+            seq: 1,
+            frame,
+            leaves: None,
+        },
     });
     a.publish(sent.clone()).await.expect("publish");
     let got = sink.wait_for(1).await;

@@ -673,8 +673,8 @@ fn record(rooms: &mut HashSet<RoomId>, request: Request) {
 // The wire format of an event, version 2. Big-endian integers:
 //
 //   u8 version (2) | u8 kind | u8 flags | u64 instance | i64 room
-//   | u64 origin (flag 1) | i64 seq (kind Timeline) | i64 user (kind MemberLeft)
-//   | frame: UTF-8 JSON, the rest of the payload (kinds with a frame)
+//   | u64 origin (flag 1) | i64 seq (kind Timeline) | i64 leaving user (flag 2)
+//   | frame: UTF-8 JSON, the rest of the payload
 //
 // Binary rather than JSON: the frame is already JSON and is carried as is,
 // without escaping it into another document. A receiver drops (and logs)
@@ -685,34 +685,34 @@ const WIRE_VERSION: u8 = 2;
 const KIND_TIMELINE: u8 = 0;
 const KIND_SIGNAL: u8 = 1;
 const KIND_ROOM_DELETED: u8 = 2;
-const KIND_MEMBER_LEFT: u8 = 3;
 const FLAG_ORIGIN: u8 = 1;
+const FLAG_LEAVES: u8 = 2;
 
 /// Serializes an event for Redis, stamped with the publishing `instance`.
 fn encode_event(instance: u64, event: &Event) -> Vec<u8> {
-    let frame = event.frame().map_or(&[][..], |f| &f.bytes()[..]);
-    let mut out = Vec::with_capacity(3 + 4 * 8 + frame.len());
-    let kind = match &event.kind {
-        EventKind::Timeline { .. } => KIND_TIMELINE,
-        EventKind::Signal { .. } => KIND_SIGNAL,
-        EventKind::RoomDeleted { .. } => KIND_ROOM_DELETED,
-        EventKind::MemberLeft { .. } => KIND_MEMBER_LEFT,
+    let frame = &event.frame().bytes()[..];
+    let mut out = Vec::with_capacity(3 + 5 * 8 + frame.len());
+    let (kind, leaves) = match &event.kind {
+        EventKind::Timeline { leaves, .. } => (KIND_TIMELINE, *leaves),
+        EventKind::Signal { .. } => (KIND_SIGNAL, None),
+        EventKind::RoomDeleted { .. } => (KIND_ROOM_DELETED, None),
     };
     let flags = if event.origin.is_some() {
         FLAG_ORIGIN
     } else {
         0
-    };
+    } | if leaves.is_some() { FLAG_LEAVES } else { 0 };
     out.extend_from_slice(&[WIRE_VERSION, kind, flags]);
     out.extend_from_slice(&instance.to_be_bytes());
     out.extend_from_slice(&event.room.0.to_be_bytes());
     if let Some(origin) = event.origin {
         out.extend_from_slice(&origin.0.to_be_bytes());
     }
-    match &event.kind {
-        EventKind::Timeline { seq, .. } => out.extend_from_slice(&seq.to_be_bytes()),
-        EventKind::MemberLeft { user } => out.extend_from_slice(&user.0.to_be_bytes()),
-        EventKind::Signal { .. } | EventKind::RoomDeleted { .. } => {}
+    if let EventKind::Timeline { seq, .. } = &event.kind {
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+    if let Some(user) = leaves {
+        out.extend_from_slice(&user.0.to_be_bytes());
     }
     out.extend_from_slice(frame);
     out
@@ -730,7 +730,7 @@ fn decode_event(bytes: &[u8]) -> Result<(u64, Event), &'static str> {
     if version != WIRE_VERSION {
         return Err("unknown wire version");
     }
-    if flags & !FLAG_ORIGIN != 0 {
+    if flags & !(FLAG_ORIGIN | FLAG_LEAVES) != 0 {
         return Err("unknown flags");
     }
     let instance = u64::from_be_bytes(take(&mut rest)?);
@@ -743,19 +743,23 @@ fn decode_event(bytes: &[u8]) -> Result<(u64, Event), &'static str> {
     let kind = match kind {
         KIND_TIMELINE => {
             let seq = i64::from_be_bytes(take(&mut rest)?);
+            let leaves = if flags & FLAG_LEAVES != 0 {
+                Some(UserId(i64::from_be_bytes(take(&mut rest)?)))
+            } else {
+                None
+            };
             EventKind::Timeline {
                 seq,
                 frame: frame_of(rest)?,
+                leaves,
             }
         }
+        _ if flags & FLAG_LEAVES != 0 => return Err("unknown flags"),
         KIND_SIGNAL => EventKind::Signal {
             frame: frame_of(rest)?,
         },
         KIND_ROOM_DELETED => EventKind::RoomDeleted {
             frame: frame_of(rest)?,
-        },
-        KIND_MEMBER_LEFT => EventKind::MemberLeft {
-            user: UserId(i64::from_be_bytes(take(&mut rest)?)),
         },
         _ => return Err("unknown event kind"),
     };
@@ -1208,17 +1212,20 @@ mod tests {
                 EventKind::Timeline {
                     seq: 7,
                     frame: frame(),
+                    leaves: None,
                 },
                 Some(ConnId(u64::MAX)),
             ),
-            (EventKind::Signal { frame: frame() }, None),
-            (EventKind::RoomDeleted { frame: frame() }, Some(ConnId(1))),
             (
-                EventKind::MemberLeft {
-                    user: chat_core::UserId(-3),
+                EventKind::Timeline {
+                    seq: 8,
+                    frame: frame(),
+                    leaves: Some(chat_core::UserId(-3)),
                 },
                 None,
             ),
+            (EventKind::Signal { frame: frame() }, None),
+            (EventKind::RoomDeleted { frame: frame() }, Some(ConnId(1))),
         ];
         for (kind, origin) in events {
             let event = Event {

@@ -101,6 +101,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         rooms::leave,
         rooms::delete,
         messages::history,
+        messages::timeline,
         messages::send,
         conversations::list,
         conversations::detail,

@@ -4,11 +4,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use chat_core::ErrorBody;
 use chat_core::api::{HistoryQuery, HistoryResponse, SendRequest, SendResponse};
+use chat_core::timeline::{TimelineQuery, TimelineResponse};
+use chat_core::{ErrorBody, RoomId};
 
 use super::docs;
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::rooms::RoomPath;
 use crate::error::ApiResult;
 use crate::server::AppState;
 
@@ -37,6 +39,37 @@ pub(super) async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<HistoryResponse>> {
     state.service.history(user, q).await.map(Json)
+}
+
+/// A room's timeline
+///
+/// A page of every kind of timeline event (messages, members joining and
+/// leaving), oldest first, each in the JSON of its WebSocket frame, with
+/// their seqs 1, 2, 3… without gaps. Paged like history: without bounds the
+/// newest page; with `after`, the page following that seq; with `before`,
+/// the page preceding it. For members only.
+#[utoipa::path(
+    get,
+    path = "/chat/rooms/{id}/events/",
+    operation_id = "room_timeline",
+    tag = "messages",
+    params(("id" = RoomId, Path, description = "The room's id"), TimelineQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of timeline events, oldest first", body = TimelineResponse),
+        (status = 400, description = "`invalid_input`: `limit` outside 1..=200, a negative bound, or a malformed parameter", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`room_not_found`: no such room, or the caller is not a member of it", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn timeline(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    RoomPath(room): RoomPath,
+    ApiQuery(q): ApiQuery<TimelineQuery>,
+) -> ApiResult<Json<TimelineResponse>> {
+    state.service.timeline(user, room, q).await.map(Json)
 }
 
 /// Send a message

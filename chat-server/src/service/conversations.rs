@@ -10,7 +10,7 @@ use chat_core::user::OtherUser;
 use chat_core::{ErrorCode, RoomId, Seq, Timestamp, UserId};
 
 use super::ChatService;
-use super::rooms::{last_message_view, room_not_found, unread};
+use super::rooms::{last_message_view, room_not_found};
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{self, RoomRecord, UserRecord};
 
@@ -81,7 +81,7 @@ impl ChatService {
                 id: c.room.room.id,
                 other_user: other_user(&c.other),
                 last_message: last_message_view(user, &c.room),
-                unread_count: unread(c.room.room.last_seq, c.room.read_seq),
+                unread_count: c.room.unread,
                 created_at: c.room.room.created_at,
             })
             .collect())

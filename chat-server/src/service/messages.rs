@@ -5,13 +5,19 @@
 use chat_core::api::{HistoryQuery, HistoryResponse};
 use chat_core::frame::ServerFrame;
 use chat_core::message::Message;
+use chat_core::timeline::{
+    MemberChange, MemberEvent, TimelineEvent, TimelineQuery, TimelineResponse,
+};
 use chat_core::{ErrorCode, RoomId, RoomRef, Seq, Timestamp, UserId};
 
 use super::ChatService;
 use crate::error::{ApiError, ApiResult};
-use crate::event::{ConnId, Event};
+use crate::event::{ConnId, Event, EventKind};
 use crate::hub::Hub;
-use crate::storage::{self, CommitListener, NewMessage, ReadMark, RoomRecord, StoredMessage};
+use crate::storage::{
+    self, CommitListener, NewMessage, ReadMark, RoomRecord, StoredEvent, StoredMember,
+    StoredMessage,
+};
 
 /// Page size bounds of `GET /chat/history/`.
 pub const MAX_HISTORY_PAGE: u32 = 200;
@@ -68,22 +74,53 @@ pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
     }
 }
 
-/// Publishes each message at its commit point, as the room's next timeline
-/// event: one JSON encoding for every socket, queued on this instance's
-/// sockets before the sender hears back (see [`CommitListener`]).
+/// Publishes each timeline event at its commit point: one JSON encoding for
+/// every socket, queued on this instance's sockets before whoever stored it
+/// hears back (see [`CommitListener`]). A new kind of event is one more arm
+/// here, with its frame.
 pub(crate) struct Publisher {
     pub(crate) hub: std::sync::Arc<Hub>,
 }
 
 impl CommitListener for Publisher {
-    fn committed(&self, message: &StoredMessage, origin: Option<ConnId>) {
-        metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
-        // A new message: nobody else has read it yet.
-        let frame = ServerFrame::Message {
-            message: to_wire(message.clone(), false),
+    fn committed(&self, event: &StoredEvent, origin: Option<ConnId>) {
+        let mut published = match event {
+            StoredEvent::Message(message) => {
+                metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
+                // A new message: nobody else has read it yet.
+                let frame = ServerFrame::Message {
+                    message: to_wire(message.clone(), false),
+                };
+                Event::timeline(message.room, message.seq, origin, &frame)
+            }
+            StoredEvent::Member(member) => {
+                let frame = ServerFrame::Member(member_to_wire(member));
+                Event::timeline(member.room, member.seq, origin, &frame)
+            }
         };
-        self.hub
-            .publish(Event::timeline(message.room, message.seq, origin, &frame));
+        if let (
+            StoredEvent::Member(StoredMember {
+                user,
+                change: MemberChange::Left,
+                ..
+            }),
+            EventKind::Timeline { leaves, .. },
+        ) = (event, &mut published.kind)
+        {
+            *leaves = Some(*user);
+        }
+        self.hub.publish(published);
+    }
+}
+
+/// A stored membership change as the wire has it.
+pub fn member_to_wire(m: &StoredMember) -> MemberEvent {
+    MemberEvent {
+        room: m.room,
+        seq: m.seq,
+        user: m.user,
+        change: m.change,
+        created_at: m.created_at,
     }
 }
 
@@ -291,6 +328,82 @@ impl ChatService {
             chat_history: messages,
             has_more,
         })
+    }
+
+    /// `GET /chat/rooms/{id}/events/`: a page of the room's timeline, every
+    /// kind of event; for members only, like history.
+    pub async fn timeline(
+        &self,
+        user: UserId,
+        room: RoomId,
+        q: TimelineQuery,
+    ) -> ApiResult<TimelineResponse> {
+        let limit = q.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+        if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("must be 1..={MAX_HISTORY_PAGE}"),
+            ));
+        }
+        if q.before.is_some_and(|b| b < 1) || q.after.is_some_and(|a| a < 0) {
+            return Err(ApiError::invalid_field(
+                "before",
+                "seq bounds must not be negative",
+            ));
+        }
+        let record = self
+            .member_room(user, &RoomRef::Id(room))
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::NotMember => super::rooms::room_not_found(),
+                _ => e,
+            })?;
+        let (events, has_more) = self
+            .timeline_page(
+                user,
+                record.id,
+                storage::HistoryQuery {
+                    before: q.before,
+                    after: q.after,
+                    limit,
+                },
+            )
+            .await?;
+        Ok(TimelineResponse { events, has_more })
+    }
+
+    /// A page of a room's timeline as `viewer` sees it, without access
+    /// checks (the caller made them).
+    pub async fn timeline_page(
+        &self,
+        viewer: UserId,
+        room: RoomId,
+        q: storage::HistoryQuery,
+    ) -> ApiResult<(Vec<TimelineEvent>, bool)> {
+        let page = self.storage.timeline(room, q).await?;
+        let marks = if page
+            .events
+            .iter()
+            .any(|e| matches!(e, StoredEvent::Message(_)))
+        {
+            ReadMarks(self.storage.read_marks(room).await?)
+        } else {
+            ReadMarks::default()
+        };
+        let events = page
+            .events
+            .into_iter()
+            .map(|event| match event {
+                StoredEvent::Message(m) => {
+                    let is_read = marks.is_read(viewer, &m);
+                    TimelineEvent::Message {
+                        message: to_wire(m, is_read),
+                    }
+                }
+                StoredEvent::Member(m) => TimelineEvent::Member(member_to_wire(&m)),
+            })
+            .collect();
+        Ok((events, page.has_more))
     }
 
     /// A page of a room's history as `viewer` sees it, without access checks

@@ -226,11 +226,8 @@ impl ChatService {
                     Membership::Invited
                 },
                 member_count: r.member_count,
-                unread_count: if member {
-                    unread(r.room.last_seq, r.read_seq)
-                } else {
-                    0
-                },
+                // Storage's count: messages only, 0 for invitees.
+                unread_count: r.unread,
                 last_message,
                 created_at: r.room.created_at,
             });
@@ -276,9 +273,9 @@ impl ChatService {
                 "a conversation cannot be left",
             ));
         }
-        if self.storage.leave_room(record.id, user).await? {
-            self.hub.publish(Event::member_left(record.id, user));
-        }
+        // The `left` event, published at its commit, takes the room away
+        // from the caller's sockets.
+        self.storage.leave_room(record.id, user).await?;
         Ok(())
     }
 
@@ -382,12 +379,6 @@ pub(crate) fn last_message_view(viewer: UserId, r: &UserRoom) -> Option<LastMess
         sender_id: m.sender,
         is_read: super::messages::is_read(viewer, m.sender, m.seq, r.read_seq, r.others_read_seq),
     })
-}
-
-/// Messages from others above a member's read mark. Exact because sending
-/// moves the sender's own mark (see the storage invariants).
-pub(crate) fn unread(last_seq: i64, read_seq: i64) -> u64 {
-    u64::try_from(last_seq - read_seq).unwrap_or(0)
 }
 
 pub(crate) fn room_not_found() -> ApiError {

@@ -28,12 +28,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use chat_core::room::RoomType;
+use chat_core::timeline::MemberChange;
 use chat_core::{RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, Conflict, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom,
     NewUser, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
-    StoredMessage, TokenUse, UserRecord, UserRoom,
+    StoredEvent, StoredMessage, TokenUse, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -126,6 +127,9 @@ macro_rules! storage_conformance_tests {
             read_marks,
             append_advances_sender_mark,
             unread_total,
+            unread_counts_match_a_naive_count,
+            timeline_pages_every_kind,
+            listener_hears_every_event_in_order,
             ping,
         );
     };
@@ -230,6 +234,30 @@ async fn page(
         )
         .await
         .expect("history")
+}
+
+/// The room's whole timeline, oldest first.
+async fn timeline(store: &dyn Storage, room: RoomId) -> Vec<StoredEvent> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .timeline(
+                room,
+                HistoryQuery {
+                    before: None,
+                    after: Some(after),
+                    limit: 200,
+                },
+            )
+            .await
+            .expect("timeline");
+        after = page.events.last().map_or(after, StoredEvent::seq);
+        events.extend(page.events);
+        if !page.has_more {
+            return events;
+        }
+    }
 }
 
 fn seqs(page: &HistoryPage) -> Vec<Seq> {
@@ -759,6 +787,7 @@ pub async fn room_people_ordering(store: Arc<dyn Storage>) {
     send(store, lobby.id, alice.id, "one").await;
     send(store, lobby.id, alice.id, "two").await;
 
+    // Seqs: one 1, two 2, dave joined 3, three 4, bob joined 5.
     assert!(store.join_room(lobby.id, dave.id).await.expect("join"));
     send(store, lobby.id, alice.id, "three").await;
     assert!(store.join_room(lobby.id, bob.id).await.expect("join"));
@@ -768,9 +797,9 @@ pub async fn room_people_ordering(store: Arc<dyn Storage>) {
     assert_eq!(
         people,
         vec![
-            person(&alice, MemberState::Member, 3),
+            person(&alice, MemberState::Member, 4),
             person(&dave, MemberState::Member, 2),
-            person(&bob, MemberState::Member, 3),
+            person(&bob, MemberState::Member, 4),
             person(&carol, MemberState::Invited, 0),
             person(&erin, MemberState::Invited, 0),
         ],
@@ -900,14 +929,23 @@ pub async fn join_room(store: Arc<dyn Storage>) {
         "old messages are not unread"
     );
 
+    // Bob's join took seq 4: the timeline's, not a message.
+    assert_eq!(
+        store
+            .room(lobby.id)
+            .await
+            .expect("room")
+            .map(|r| r.last_seq),
+        Some(4)
+    );
     assert!(
         store.join_room(lobby.id, carol.id).await.expect("join"),
         "a stranger joins"
     );
-    assert_eq!(read_seq_of(store, lobby.id, carol.id).await, 3);
+    assert_eq!(read_seq_of(store, lobby.id, carol.id).await, 4);
 
-    send(store, lobby.id, alice.id, "4").await;
-    send(store, lobby.id, alice.id, "5").await;
+    send(store, lobby.id, alice.id, "6").await;
+    send(store, lobby.id, alice.id, "7").await;
     assert!(
         !store.join_room(lobby.id, bob.id).await.expect("join"),
         "already a member"
@@ -918,8 +956,32 @@ pub async fn join_room(store: Arc<dyn Storage>) {
         "joining again leaves the mark"
     );
     assert!(!store.join_room(lobby.id, alice.id).await.expect("join"));
-    assert_eq!(read_seq_of(store, lobby.id, alice.id).await, 5);
+    assert_eq!(read_seq_of(store, lobby.id, alice.id).await, 7);
     assert_eq!(store.unread_total(bob.id).await.expect("unread"), 2);
+    // Only the two joins are in the timeline beside the messages; joining
+    // again appended nothing.
+    let kinds: Vec<(Seq, &str)> = timeline(store, lobby.id)
+        .await
+        .iter()
+        .map(|e| match e {
+            StoredEvent::Message(m) => (m.seq, "message"),
+            StoredEvent::Member(m) if m.user == bob.id => (m.seq, "bob joined"),
+            StoredEvent::Member(m) if m.user == carol.id => (m.seq, "carol joined"),
+            StoredEvent::Member(_) => (e.seq(), "someone else"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, "message"),
+            (2, "message"),
+            (3, "message"),
+            (4, "bob joined"),
+            (5, "carol joined"),
+            (6, "message"),
+            (7, "message")
+        ]
+    );
 
     let err = store
         .join_room(RoomId(987_654), bob.id)
@@ -945,8 +1007,9 @@ pub async fn invite(store: Arc<dyn Storage>) {
     let people = store.room_people(lobby.id).await.expect("people");
     assert_eq!(
         people,
+        // Carol's join took seq 1, alice's message 2.
         vec![
-            person(&alice, MemberState::Member, 1),
+            person(&alice, MemberState::Member, 2),
             person(&carol, MemberState::Member, 0),
             person(&bob, MemberState::Invited, 0),
             person(&dave, MemberState::Invited, 0),
@@ -1015,7 +1078,8 @@ pub async fn leave_room(store: Arc<dyn Storage>) {
     );
     assert_eq!(
         store.room_people(lobby.id).await.expect("people"),
-        vec![person(&alice, MemberState::Member, 1)]
+        // Bob's join took seq 1, alice's message 2.
+        vec![person(&alice, MemberState::Member, 2)]
     );
     assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
     assert!(store.user_rooms(bob.id).await.expect("rooms").is_empty());
@@ -1025,8 +1089,25 @@ pub async fn leave_room(store: Arc<dyn Storage>) {
         .expect_err("not a member");
     assert!(matches!(err, StorageError::NotFound), "got {err:?}");
 
-    // Leaving does not touch the history.
-    assert_eq!(seqs(&page(store, lobby.id, None, None, 50).await), vec![1]);
+    // Leaving takes a seq in the timeline (two: bob left, carol
+    // declined) and leaves the messages as they were.
+    assert_eq!(seqs(&page(store, lobby.id, None, None, 50).await), vec![2]);
+    let left: Vec<(Seq, UserId, MemberChange)> = timeline(store, lobby.id)
+        .await
+        .iter()
+        .filter_map(|e| match e {
+            StoredEvent::Member(m) => Some((m.seq, m.user, m.change)),
+            StoredEvent::Message(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            (1, bob.id, MemberChange::Joined),
+            (3, bob.id, MemberChange::Left),
+            (4, carol.id, MemberChange::Left)
+        ]
+    );
 }
 
 pub async fn user_rooms(store: Arc<dyn Storage>) {
@@ -1076,7 +1157,11 @@ pub async fn user_rooms(store: Arc<dyn Storage>) {
     assert_eq!(busy_row.state, MemberState::Member);
     assert_eq!(busy_row.read_seq, 0);
     assert_eq!(busy_row.member_count, 2);
-    assert_eq!(busy_row.room.last_seq, 2);
+    assert_eq!(busy_row.room.last_seq, 3, "alice's join, then two messages");
+    assert_eq!(
+        busy_row.unread, 2,
+        "the two messages; her join is no message"
+    );
     assert_eq!(busy_row.last_message.as_ref(), Some(&newest));
     assert_eq!(newest.body, "newest");
     assert_eq!(newest.sender_name, "bob display");
@@ -1131,12 +1216,13 @@ pub async fn user_rooms_others_read_seq(store: Arc<dyn Storage>) {
     let alone = room(store, "alone", alice.id, &[]).await;
     store.join_room(lobby.id, bob.id).await.expect("join");
     store.join_room(lobby.id, carol.id).await.expect("join");
+    // The joins are seqs 1 and 2; m1..m6 are 3..8.
     for i in 1..=6 {
         send(store, lobby.id, alice.id, &format!("m{i}")).await;
     }
     send(store, alone.id, alice.id, "to myself").await;
-    store.mark_read(lobby.id, bob.id, 2).await.expect("mark");
-    store.mark_read(lobby.id, carol.id, 4).await.expect("mark");
+    store.mark_read(lobby.id, bob.id, 4).await.expect("mark");
+    store.mark_read(lobby.id, carol.id, 6).await.expect("mark");
 
     let others_of = |rooms: &[UserRoom], id: RoomId| {
         rooms
@@ -1148,8 +1234,8 @@ pub async fn user_rooms_others_read_seq(store: Arc<dyn Storage>) {
     let rooms = store.user_rooms(alice.id).await.expect("rooms");
     assert_eq!(
         others_of(&rooms, lobby.id),
-        (6, 4),
-        "the best of bob's 2 and carol's 4, not alice's own 6"
+        (8, 6),
+        "the best of bob's 4 and carol's 6, not alice's own 8"
     );
     assert_eq!(
         others_of(&rooms, alone.id),
@@ -1157,7 +1243,7 @@ pub async fn user_rooms_others_read_seq(store: Arc<dyn Storage>) {
         "nobody else: 0, not her own mark"
     );
     let rooms = store.user_rooms(carol.id).await.expect("rooms");
-    assert_eq!(others_of(&rooms, lobby.id), (4, 6), "alice sent all six");
+    assert_eq!(others_of(&rooms, lobby.id), (6, 8), "alice sent all six");
     let rooms = store.user_rooms(dave.id).await.expect("rooms");
     assert_eq!(
         others_of(&rooms, lobby.id),
@@ -1168,9 +1254,9 @@ pub async fn user_rooms_others_read_seq(store: Arc<dyn Storage>) {
     // Bob's own message moves his mark, and so alice's view of the others.
     send(store, lobby.id, bob.id, "b1").await;
     let rooms = store.user_rooms(alice.id).await.expect("rooms");
-    assert_eq!(others_of(&rooms, lobby.id), (6, 7));
+    assert_eq!(others_of(&rooms, lobby.id), (8, 9));
     let rooms = store.user_rooms(bob.id).await.expect("rooms");
-    assert_eq!(others_of(&rooms, lobby.id), (7, 6));
+    assert_eq!(others_of(&rooms, lobby.id), (9, 8));
 }
 
 // Conversations
@@ -1703,7 +1789,7 @@ pub async fn append_client_id_idempotent(store: Arc<dyn Storage>) {
         .await
         .expect("append");
     assert!(first.created);
-    assert_eq!(first.message.seq, 1);
+    assert_eq!(first.message.seq, 2, "after bob's join");
 
     let mut retry = message(lobby.id, alice.id, "hello, edited", Some("c-1"));
     retry.created_at = at(99_999);
@@ -1716,14 +1802,14 @@ pub async fn append_client_id_idempotent(store: Arc<dyn Storage>) {
         },
         "the original comes back, body and time included"
     );
-    assert_eq!(last_seq(store, lobby.id).await, 1, "no seq was used");
+    assert_eq!(last_seq(store, lobby.id).await, 2, "no seq was used");
 
     let from_bob = store
         .append(message(lobby.id, bob.id, "hello", Some("c-1")))
         .await
         .expect("append");
     assert!(from_bob.created, "client ids are per sender");
-    assert_eq!(from_bob.message.seq, 2);
+    assert_eq!(from_bob.message.seq, 3);
     assert_ne!(from_bob.message.id, first.message.id);
 
     let next = store
@@ -1731,12 +1817,12 @@ pub async fn append_client_id_idempotent(store: Arc<dyn Storage>) {
         .await
         .expect("append");
     assert!(next.created);
-    assert_eq!(next.message.seq, 3, "no gap after a duplicate");
+    assert_eq!(next.message.seq, 4, "no gap after a duplicate");
 
     // Without a client id nothing is deduplicated.
     let a = send(store, lobby.id, alice.id, "same").await;
     let b = send(store, lobby.id, alice.id, "same").await;
-    assert_eq!((a.seq, b.seq), (4, 5));
+    assert_eq!((a.seq, b.seq), (5, 6));
     assert_eq!((a.client_id, b.client_id), (None, None));
 
     let history = page(store, lobby.id, None, None, 50).await;
@@ -2220,17 +2306,20 @@ pub async fn read_marks(store: Arc<dyn Storage>) {
         (mark.previous, mark.current, mark.advanced()),
         (3, 3, false)
     );
+    // Bob's join is seq 1, m1..m5 are 2..6: marked at 3, m3..m5 are unread.
     assert_eq!(
         store.read_marks(lobby.id).await.expect("marks"),
-        vec![(alice.id, 5), (bob.id, 3)]
+        vec![(alice.id, 6), (bob.id, 3)]
     );
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 3);
 
     let mark = store.mark_read(lobby.id, bob.id, 100).await.expect("mark");
-    assert_eq!((mark.previous, mark.current), (3, 5), "clamped to last_seq");
+    assert_eq!((mark.previous, mark.current), (3, 6), "clamped to last_seq");
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
     let mark = store.mark_read(lobby.id, bob.id, 100).await.expect("mark");
     assert_eq!(
         (mark.previous, mark.current, mark.advanced()),
-        (5, 5, false)
+        (6, 6, false)
     );
 
     for who in [carol.id, dave.id] {
@@ -2248,7 +2337,7 @@ pub async fn read_marks(store: Arc<dyn Storage>) {
 
     assert_eq!(
         store.read_marks(lobby.id).await.expect("marks"),
-        vec![(alice.id, 5), (bob.id, 5)],
+        vec![(alice.id, 6), (bob.id, 6)],
         "members only, in order of joining"
     );
     assert!(
@@ -2267,33 +2356,34 @@ pub async fn append_advances_sender_mark(store: Arc<dyn Storage>) {
     let carol = user(store, "carol").await;
     let lobby = room(store, "lobby", alice.id, &[carol.id]).await;
     store.join_room(lobby.id, bob.id).await.expect("join");
+    // Bob's join is seq 1; a1..a3 are 2..4.
     for i in 1..=3 {
         send(store, lobby.id, alice.id, &format!("a{i}")).await;
     }
-    assert_eq!(read_seq_of(store, lobby.id, alice.id).await, 3);
+    assert_eq!(read_seq_of(store, lobby.id, alice.id).await, 4);
     assert_eq!(read_seq_of(store, lobby.id, bob.id).await, 0);
 
     send(store, lobby.id, bob.id, "b1").await;
     assert_eq!(
         read_seq_of(store, lobby.id, bob.id).await,
-        4,
+        5,
         "sending reads everything below"
     );
     assert_eq!(
         read_seq_of(store, lobby.id, alice.id).await,
-        3,
+        4,
         "others' marks stay"
     );
     assert_eq!(store.unread_total(alice.id).await.expect("unread"), 1);
     assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
 
     // A duplicate is not a new message and moves nothing.
-    store.mark_read(lobby.id, alice.id, 4).await.expect("mark");
+    store.mark_read(lobby.id, alice.id, 5).await.expect("mark");
     let dup = store
         .append(message(lobby.id, alice.id, "x", Some("k")))
         .await
         .expect("append");
-    assert_eq!(dup.message.seq, 5);
+    assert_eq!(dup.message.seq, 6);
     send(store, lobby.id, bob.id, "b2").await;
     let again = store
         .append(message(lobby.id, alice.id, "x", Some("k")))
@@ -2302,7 +2392,7 @@ pub async fn append_advances_sender_mark(store: Arc<dyn Storage>) {
     assert!(!again.created);
     assert_eq!(
         read_seq_of(store, lobby.id, alice.id).await,
-        5,
+        6,
         "the duplicate left her mark"
     );
 
@@ -2343,12 +2433,14 @@ pub async fn unread_total(store: Arc<dyn Storage>) {
     for body in ["1", "2", "3", "4"] {
         send(store, r2.id, bob.id, body).await;
     }
-    store.mark_read(r2.id, alice.id, 2).await.expect("mark");
+    // Each join took seq 1 of its room: r1's messages are seqs 2..7, r2's
+    // 2..5. Alice reads r2 to its second message.
+    store.mark_read(r2.id, alice.id, 3).await.expect("mark");
     for body in ["1", "2", "3", "4", "5"] {
         send(store, r3.id, carol.id, body).await;
     }
 
-    // r1: alice sent last, bob has 5 and 6 unread. r2: alice read to 2 of 4.
+    // r1: alice sent last, bob has 5 and 6 unread. r2: alice read 2 of 4.
     // r3: alice is only invited, so its 5 messages do not count.
     assert_eq!(store.unread_total(alice.id).await.expect("unread"), 2);
     assert_eq!(store.unread_total(bob.id).await.expect("unread"), 2);
@@ -2362,12 +2454,25 @@ pub async fn unread_total(store: Arc<dyn Storage>) {
         2,
         "joining starts at last_seq"
     );
+    // Her join is r3's seq 6, the next message 7.
     send(store, r3.id, carol.id, "6").await;
     assert_eq!(store.unread_total(alice.id).await.expect("unread"), 3);
     store.mark_read(r1.id, bob.id, 6).await.expect("mark");
+    assert_eq!(
+        store.unread_total(bob.id).await.expect("unread"),
+        1,
+        "seq 6 is the message before the last"
+    );
+    store.mark_read(r1.id, bob.id, 7).await.expect("mark");
     assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
-    store.mark_read(r2.id, alice.id, 4).await.expect("mark");
+    store.mark_read(r2.id, alice.id, 5).await.expect("mark");
     store.mark_read(r3.id, alice.id, 6).await.expect("mark");
+    assert_eq!(
+        store.unread_total(alice.id).await.expect("unread"),
+        1,
+        "read up to her own join, not the message after it"
+    );
+    store.mark_read(r3.id, alice.id, 7).await.expect("mark");
     assert_eq!(store.unread_total(alice.id).await.expect("unread"), 0);
 }
 
@@ -2378,4 +2483,291 @@ pub async fn ping(store: Arc<dyn Storage>) {
     // Still usable afterwards.
     let alice = user(&*store, "alice").await;
     assert_eq!(store.user(alice.id).await.expect("user"), Some(alice));
+}
+
+/// The unread rule against a naive count: random interleavings of
+/// messages, joins, leaves (timeline events that take seqs but are no
+/// messages) and read marks, over two rooms, and after every step each
+/// user's `unread_total` and room list entries equal the messages from
+/// others above their mark, counted one by one from the model.
+pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
+    use rand::{Rng as _, SeedableRng as _};
+
+    /// What the store should hold, kept the obvious way.
+    #[derive(Default)]
+    struct Model {
+        /// Per room, each event's sender (or member) and whether it is a
+        /// message, at index `seq - 1`.
+        events: HashMap<RoomId, Vec<(UserId, bool)>>,
+        /// Per room, each member's read mark.
+        marks: HashMap<RoomId, HashMap<UserId, Seq>>,
+    }
+    impl Model {
+        fn last(&self, room: RoomId) -> Seq {
+            self.events.get(&room).map_or(0, |e| e.len() as Seq)
+        }
+        fn unread(&self, room: RoomId, user: UserId) -> Option<u64> {
+            let mark = *self.marks.get(&room)?.get(&user)?;
+            Some(
+                self.events[&room]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (sender, message))| {
+                        *message && *sender != user && (*i as Seq) + 1 > mark
+                    })
+                    .count() as u64,
+            )
+        }
+    }
+
+    let store = &*store;
+    for seed in 0..6u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        // Users of their own: each seed's counts start from nothing.
+        let mut users = Vec::new();
+        for i in 0..4 {
+            users.push(user(store, &format!("p{seed}-{i}")).await.id);
+        }
+        let mut model = Model::default();
+        let mut rooms = Vec::new();
+        for (r, &creator) in users.iter().take(2).enumerate() {
+            let room = room(store, &format!("prop-{seed}-{r}"), creator, &[])
+                .await
+                .id;
+            model.events.insert(room, Vec::new());
+            model.marks.insert(room, HashMap::from([(creator, 0)]));
+            rooms.push(room);
+        }
+        for step in 0..60 {
+            let room = rooms[rng.random_range(0..rooms.len())];
+            let who = users[rng.random_range(0..users.len())];
+            let member = model.marks[&room].contains_key(&who);
+            let last = model.last(room);
+            match rng.random_range(0..10) {
+                // Messages most often, so that counts grow.
+                0..=4 if member => {
+                    send(store, room, who, &format!("{seed}-{step}")).await;
+                    model.events.get_mut(&room).expect("room").push((who, true));
+                    model
+                        .marks
+                        .get_mut(&room)
+                        .expect("room")
+                        .insert(who, last + 1);
+                }
+                0..=5 if !member => {
+                    assert!(store.join_room(room, who).await.expect("join"));
+                    model
+                        .events
+                        .get_mut(&room)
+                        .expect("room")
+                        .push((who, false));
+                    model.marks.get_mut(&room).expect("room").insert(who, last);
+                }
+                6 if member => {
+                    assert!(store.leave_room(room, who).await.expect("leave"));
+                    model
+                        .events
+                        .get_mut(&room)
+                        .expect("room")
+                        .push((who, false));
+                    model.marks.get_mut(&room).expect("room").remove(&who);
+                }
+                _ if member => {
+                    let to = rng.random_range(0..=last + 2);
+                    store.mark_read(room, who, to).await.expect("mark");
+                    let mark = model
+                        .marks
+                        .get_mut(&room)
+                        .and_then(|m| m.get_mut(&who))
+                        .expect("member");
+                    *mark = (*mark).max(to.min(last));
+                }
+                _ => continue,
+            }
+            for &user in &users {
+                let naive: u64 = rooms.iter().filter_map(|r| model.unread(*r, user)).sum();
+                assert_eq!(
+                    store.unread_total(user).await.expect("unread"),
+                    naive,
+                    "seed {seed} step {step}: unread total of {user}"
+                );
+                for entry in store.user_rooms(user).await.expect("rooms") {
+                    if let Some(expected) = model.unread(entry.room.id, user) {
+                        assert_eq!(
+                            entry.unread, expected,
+                            "seed {seed} step {step}: unread of {user} in {}",
+                            entry.room.id
+                        );
+                    }
+                }
+            }
+        }
+        // And the timeline is the model's, kind for kind.
+        for room in rooms {
+            let stored: Vec<(UserId, bool)> = timeline(store, room)
+                .await
+                .iter()
+                .map(|e| match e {
+                    StoredEvent::Message(m) => (m.sender, true),
+                    StoredEvent::Member(m) => (m.user, false),
+                })
+                .collect();
+            assert_eq!(stored, model.events[&room], "seed {seed}: timeline");
+        }
+    }
+}
+
+/// The timeline pages every kind of event in seq order, both directions,
+/// while history pages the messages alone.
+pub async fn timeline_pages_every_kind(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    send(store, lobby.id, alice.id, "1").await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    send(store, lobby.id, bob.id, "3").await;
+    store.leave_room(lobby.id, bob.id).await.expect("leave");
+    send(store, lobby.id, alice.id, "5").await;
+
+    let all = timeline(store, lobby.id).await;
+    assert_eq!(
+        all.iter().map(StoredEvent::seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(matches!(
+        &all[1],
+        StoredEvent::Member(m) if m.user == bob.id && m.change == MemberChange::Joined
+    ));
+    assert!(matches!(
+        &all[3],
+        StoredEvent::Member(m) if m.user == bob.id && m.change == MemberChange::Left
+    ));
+    let newest = store
+        .timeline(
+            lobby.id,
+            HistoryQuery {
+                before: None,
+                after: None,
+                limit: 2,
+            },
+        )
+        .await
+        .expect("timeline");
+    assert_eq!(
+        newest
+            .events
+            .iter()
+            .map(StoredEvent::seq)
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    assert!(newest.has_more);
+    let below = store
+        .timeline(
+            lobby.id,
+            HistoryQuery {
+                before: Some(4),
+                after: Some(1),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("timeline");
+    assert_eq!(
+        below
+            .events
+            .iter()
+            .map(StoredEvent::seq)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(!below.has_more);
+    assert_eq!(
+        seqs(&page(store, lobby.id, None, None, 50).await),
+        vec![1, 3, 5],
+        "history is the messages"
+    );
+    let rooms = store.user_rooms(alice.id).await.expect("rooms");
+    assert_eq!(
+        rooms[0].last_message.as_ref().map(|m| m.seq),
+        Some(5),
+        "the last message, not the last event"
+    );
+}
+
+/// Whoever listens to commits hears every event once, in seq order per
+/// room, messages and membership changes alike, and before the call that
+/// made it returns.
+pub async fn listener_hears_every_event_in_order(store: Arc<dyn Storage>) {
+    #[derive(Default)]
+    struct Heard(std::sync::Mutex<Vec<(RoomId, Seq)>>);
+    impl super::CommitListener for Heard {
+        fn committed(&self, event: &StoredEvent, _origin: Option<crate::event::ConnId>) {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((event.room(), event.seq()));
+        }
+    }
+    let heard = Arc::new(Heard::default());
+    store.listen(heard.clone());
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let one = room(&*store, "one", alice.id, &[]).await;
+    let two = room(&*store, "two", alice.id, &[]).await;
+    let heard_now = || {
+        heard
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    };
+    let sent = send(&*store, one.id, alice.id, "first").await;
+    assert_eq!(
+        heard_now(),
+        vec![(one.id, sent.seq)],
+        "before append returned"
+    );
+    store.join_room(one.id, bob.id).await.expect("join");
+    assert_eq!(
+        heard_now().last(),
+        Some(&(one.id, 2)),
+        "before join returned"
+    );
+
+    // Concurrent appends to two rooms: each room heard in seq order, each
+    // event once.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let room = if i % 2 == 0 { one.id } else { two.id };
+            tokio::spawn(async move {
+                store
+                    .append(message(room, alice.id, "m", None))
+                    .await
+                    .expect("append")
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    store.leave_room(one.id, bob.id).await.expect("leave");
+    let heard = heard_now();
+    for room in [one.id, two.id] {
+        let seqs: Vec<Seq> = heard
+            .iter()
+            .filter(|(r, _)| *r == room)
+            .map(|(_, s)| *s)
+            .collect();
+        let last = last_seq(&*store, room).await;
+        assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "room {room}");
+    }
+    // A repeat of a client id stores nothing new and is not heard.
+    let before = heard.len();
+    let keyed = message(two.id, alice.id, "k", Some("once"));
+    store.append(keyed.clone()).await.expect("append");
+    store.append(keyed).await.expect("append");
+    assert_eq!(heard_now().len(), before + 1);
 }

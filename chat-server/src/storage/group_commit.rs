@@ -42,10 +42,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_core::UserId;
+use chat_core::timeline::MemberChange;
+use chat_core::{RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, CommitListener, Listener, NewMessage, StorageError, StoredMessage};
+use super::{
+    Appended, CommitListener, Listener, NewMessage, StorageError, StoredEvent, StoredMember,
+    StoredMessage,
+};
 
 /// The most appends one transaction takes. Bounds the statement's size and
 /// the time any one caller waits for the others.
@@ -72,6 +76,10 @@ pub(crate) trait BatchAppend: Send + Sync + 'static {
     /// the transaction rolled back and nothing was stored (also when a pair
     /// was inserted by someone else meanwhile).
     async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError>;
+
+    /// Applies `op` and appends its event in one transaction
+    /// (`sql/append.rs`); `None` if nothing changed.
+    async fn change_membership(&self, op: &MemberOp) -> Result<Option<StoredMember>, StorageError>;
 }
 
 /// What became of one message of a batch.
@@ -87,10 +95,26 @@ pub(crate) enum Stored {
 
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
 
+/// A membership change, which the committer applies in order with the
+/// appends around it (see [`BatchAppend::change_membership`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemberOp {
+    pub(crate) room: RoomId,
+    pub(crate) user: UserId,
+    pub(crate) change: MemberChange,
+}
+
+/// What the committer's queue carries, in arrival order.
+#[derive(Debug)]
+enum Work {
+    Append(NewMessage, Reply),
+    Member(MemberOp, oneshot::Sender<Result<bool, StorageError>>),
+}
+
 /// The handle appends go through; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::Sender<(NewMessage, Reply)>,
+    queue: mpsc::Sender<Work>,
     listener: Listener,
 }
 
@@ -152,7 +176,7 @@ impl GroupCommit {
         for message in messages {
             let (reply, answer) = oneshot::channel();
             // A closed queue drops the reply, and the answer says so below.
-            let _ = self.queue.send((message, reply)).await;
+            let _ = self.queue.send(Work::Append(message, reply)).await;
             answers.push(answer);
         }
         let mut results = Vec::with_capacity(answers.len());
@@ -165,6 +189,16 @@ impl GroupCommit {
     }
 }
 
+impl GroupCommit {
+    /// Applies a membership change and its timeline event; `false` if
+    /// nothing changed.
+    pub(crate) async fn change_membership(&self, op: MemberOp) -> Result<bool, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.queue.send(Work::Member(op, reply)).await;
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
 /// The committer task is gone: its runtime shut down under it.
 fn gone() -> StorageError {
     StorageError::Unavailable("the append committer has stopped".into())
@@ -172,28 +206,61 @@ fn gone() -> StorageError {
 
 async fn commit_loop<B: BatchAppend>(
     backend: Arc<B>,
-    mut appends: mpsc::Receiver<(NewMessage, Reply)>,
+    mut queue: mpsc::Receiver<Work>,
     listener: Listener,
 ) {
     backend.warm_up().await;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while appends.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (messages, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
-        metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages.len() as f64);
-        let origins: Vec<_> = messages.iter().map(|m| m.origin).collect();
-        let results = commit(&*backend, messages).await;
-        // The whole batch is published before anyone is answered: a sender
-        // that hears back knows every socket of this instance has its
-        // message queued, in seq order after everything committed before.
-        for (result, origin) in results.iter().zip(origins) {
-            if let Ok(appended) = result {
-                listener.appended(appended, origin);
+    let mut work = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut work, MAX_BATCH).await > 0 {
+        // Runs of appends are batches; anything else runs alone, between
+        // the batches before and after it, so that this committer commits
+        // (and publishes) in the order things arrived.
+        let mut run = Vec::new();
+        for item in work.drain(..) {
+            match item {
+                Work::Append(message, reply) => run.push((message, reply)),
+                Work::Member(op, reply) => {
+                    append_run(&*backend, std::mem::take(&mut run), &listener).await;
+                    let result = match backend.change_membership(&op).await {
+                        Ok(Some(event)) => {
+                            listener.committed(&StoredEvent::Member(event), None);
+                            Ok(true)
+                        }
+                        Ok(None) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(result);
+                }
             }
         }
-        for (reply, result) in replies.into_iter().zip(results) {
-            // A caller that stopped waiting still has its message stored.
-            let _ = reply.send(result);
+        append_run(&*backend, run, &listener).await;
+    }
+}
+
+/// Commits a run of appends as a batch, publishes them, then answers.
+async fn append_run<B: BatchAppend>(
+    backend: &B,
+    run: Vec<(NewMessage, Reply)>,
+    listener: &Listener,
+) {
+    if run.is_empty() {
+        return;
+    }
+    let (messages, replies): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+    metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages.len() as f64);
+    let origins: Vec<_> = messages.iter().map(|m| m.origin).collect();
+    let results = commit(backend, messages).await;
+    // The whole batch is published before anyone is answered: a sender
+    // that hears back knows every socket of this instance has its message
+    // queued, in seq order after everything committed before.
+    for (result, origin) in results.iter().zip(origins) {
+        if let Ok(appended) = result {
+            listener.appended(appended, origin);
         }
+    }
+    for (reply, result) in replies.into_iter().zip(results) {
+        // A caller that stopped waiting still has its message stored.
+        let _ = reply.send(result);
     }
 }
 

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
+use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, CommitListener, Conflict, Conversation, HistoryPage, HistoryQuery, Listener,
     MemberState, NewMessage, NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomPerson,
-    RoomRecord, Storage, StorageError, StoredMessage, TokenUse, UserRecord, UserRoom,
+    RoomRecord, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, TimelinePage,
+    TokenUse, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -84,9 +86,11 @@ struct RoomRow {
     /// the order they joined or were invited.
     members: Vec<MemberRow>,
     last_position: u64,
-    /// `messages[i]` has `seq == i + 1`: the gap-free numbering by
-    /// construction.
-    messages: Vec<MessageRow>,
+    /// The timeline: `events[i]` has `seq == i + 1`, the gap-free
+    /// numbering by construction.
+    events: Vec<EventRow>,
+    /// Messages in `events`.
+    msg_count: i64,
 }
 
 #[derive(Debug)]
@@ -94,15 +98,39 @@ struct MemberRow {
     user: UserId,
     state: MemberState,
     read_seq: Seq,
+    /// The room's message count at `read_seq`.
+    read_no: i64,
+}
+
+impl MemberRow {
+    fn new(user: UserId, state: MemberState) -> Self {
+        Self {
+            user,
+            state,
+            read_seq: 0,
+            read_no: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
-struct MessageRow {
+struct EventRow {
     id: MessageId,
+    /// The message's sender, or the member whose membership changed.
     sender: UserId,
-    body: String,
-    client_id: Option<String>,
+    kind: EventRowKind,
     created_at: Timestamp,
+    /// Messages in the room up to and including this event.
+    msg_no: i64,
+}
+
+#[derive(Debug)]
+enum EventRowKind {
+    Message {
+        body: String,
+        client_id: Option<String>,
+    },
+    Member(MemberChange),
 }
 
 /// What a foreign key would reject on a database.
@@ -126,23 +154,73 @@ impl State {
             .unwrap_or_default()
     }
 
-    fn stored(&self, room: RoomId, seq: Seq, row: &MessageRow) -> StoredMessage {
-        StoredMessage {
-            id: row.id,
-            room,
-            seq,
-            sender: row.sender,
-            sender_name: self.sender_name(row.sender),
-            body: row.body.clone(),
-            created_at: row.created_at,
-            client_id: row.client_id.clone(),
+    fn stored(&self, room: RoomId, seq: Seq, row: &EventRow) -> StoredEvent {
+        match &row.kind {
+            EventRowKind::Message { body, client_id } => StoredEvent::Message(StoredMessage {
+                id: row.id,
+                room,
+                seq,
+                sender: row.sender,
+                sender_name: self.sender_name(row.sender),
+                body: body.clone(),
+                created_at: row.created_at,
+                client_id: client_id.clone(),
+            }),
+            EventRowKind::Member(change) => StoredEvent::Member(StoredMember {
+                room,
+                seq,
+                user: row.sender,
+                change: *change,
+                created_at: row.created_at,
+            }),
         }
     }
 
-    fn message(&self, room: RoomId, seq: Seq) -> Option<StoredMessage> {
+    fn event(&self, room: RoomId, seq: Seq) -> Option<StoredEvent> {
         let row = self.rooms.get(&room)?;
-        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
-        Some(self.stored(room, seq, row.messages.get(index)?))
+        Some(self.stored(room, seq, row.event(seq)?))
+    }
+
+    fn message(&self, room: RoomId, seq: Seq) -> Option<StoredMessage> {
+        match self.event(room, seq)? {
+            StoredEvent::Message(m) => Some(m),
+            StoredEvent::Member(_) => None,
+        }
+    }
+
+    /// Appends a membership change to `room`'s timeline and tells the
+    /// listener, under the lock (the commit point).
+    fn member_event(
+        &mut self,
+        room: RoomId,
+        user: UserId,
+        change: MemberChange,
+        listener: &Listener,
+    ) -> Result<(), StorageError> {
+        self.last_message_id += 1;
+        let id = MessageId(self.last_message_id);
+        let row = self.rooms.get_mut(&room).ok_or(StorageError::NotFound)?;
+        let seq = row.record.last_seq + 1;
+        row.record.last_seq = seq;
+        let created_at = Timestamp::now();
+        row.events.push(EventRow {
+            id,
+            sender: user,
+            kind: EventRowKind::Member(change),
+            created_at,
+            msg_no: row.msg_count,
+        });
+        listener.committed(
+            &StoredEvent::Member(StoredMember {
+                room,
+                seq,
+                user,
+                change,
+                created_at,
+            }),
+            None,
+        );
+        Ok(())
     }
 
     /// The room list entry of `member` in `room`.
@@ -152,6 +230,11 @@ impl State {
             room: room.record.clone(),
             state: member.state,
             read_seq: member.read_seq,
+            unread: if is_member {
+                u64::try_from(room.msg_count - member.read_no).unwrap_or(0)
+            } else {
+                0
+            },
             member_count: room
                 .members
                 .iter()
@@ -168,7 +251,7 @@ impl State {
                 0
             },
             last_message: if is_member {
-                self.message(room.record.id, room.record.last_seq)
+                self.message(room.record.id, room.record.last_message_seq)
             } else {
                 None
             },
@@ -193,8 +276,45 @@ impl State {
 }
 
 impl RoomRow {
+    fn new(record: RoomRecord, direct: Option<(UserId, UserId)>, members: Vec<MemberRow>) -> Self {
+        Self {
+            record,
+            last_message_at: None,
+            direct,
+            last_position: members.len() as u64,
+            members,
+            events: Vec::new(),
+            msg_count: 0,
+        }
+    }
+
     fn member(&self, user: UserId) -> Option<&MemberRow> {
         self.members.iter().find(|m| m.user == user)
+    }
+
+    fn event(&self, seq: Seq) -> Option<&EventRow> {
+        self.events.get(usize::try_from(seq.checked_sub(1)?).ok()?)
+    }
+
+    /// The seqs of a page (see [`HistoryQuery`]) of the events `keep`
+    /// accepts, oldest first, and whether there are more.
+    fn page(&self, query: &HistoryQuery, keep: impl Fn(&EventRow) -> bool) -> (Vec<Seq>, bool) {
+        let last = self.record.last_seq;
+        let low = query.after.map_or(1, |a| a.saturating_add(1)).max(1);
+        let high = query.before.map_or(last, |b| b.saturating_sub(1)).min(last);
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let wanted = |seq: &Seq| self.event(*seq).is_some_and(&keep);
+        let mut seqs: Vec<Seq> = if query.after.is_some() {
+            (low..=high).filter(wanted).take(limit + 1).collect()
+        } else {
+            (low..=high).rev().filter(wanted).take(limit + 1).collect()
+        };
+        let has_more = seqs.len() > limit;
+        seqs.truncate(limit);
+        if query.after.is_none() {
+            seqs.reverse();
+        }
+        (seqs, has_more)
     }
 
     fn next_position(&mut self) -> u64 {
@@ -348,27 +468,17 @@ impl Storage for MemoryStorage {
             creator: room.creator,
             created_at: room.created_at,
             last_seq: 0,
+            last_message_seq: 0,
         };
-        let mut row = RoomRow {
-            record: record.clone(),
-            last_message_at: None,
-            direct: None,
-            members: vec![MemberRow {
-                user: room.creator,
-                state: MemberState::Member,
-                read_seq: 0,
-            }],
-            last_position: 1,
-            messages: Vec::new(),
-        };
+        let mut row = RoomRow::new(
+            record.clone(),
+            None,
+            vec![MemberRow::new(room.creator, MemberState::Member)],
+        );
         for user in room.invited {
             if row.member(user).is_none() {
                 row.next_position();
-                row.members.push(MemberRow {
-                    user,
-                    state: MemberState::Invited,
-                    read_seq: 0,
-                });
+                row.members.push(MemberRow::new(user, MemberState::Invited));
             }
         }
         state.room_names.insert(record.name.clone(), record.id);
@@ -447,7 +557,6 @@ impl Storage for MemoryStorage {
         let mut state = self.lock();
         state.require_user(user)?;
         let row = state.rooms.get_mut(&room).ok_or(StorageError::NotFound)?;
-        let last_seq = row.record.last_seq;
         let index = row.members.iter().position(|m| m.user == user);
         if let Some(i) = index {
             if row.members[i].state == MemberState::Member {
@@ -461,8 +570,10 @@ impl Storage for MemoryStorage {
         row.members.push(MemberRow {
             user,
             state: MemberState::Member,
-            read_seq: last_seq,
+            read_seq: row.record.last_seq,
+            read_no: row.msg_count,
         });
+        state.member_event(room, user, MemberChange::Joined, &self.listener)?;
         Ok(true)
     }
 
@@ -478,11 +589,7 @@ impl Storage for MemoryStorage {
         for &user in users {
             if row.member(user).is_none() {
                 row.next_position();
-                row.members.push(MemberRow {
-                    user,
-                    state: MemberState::Invited,
-                    read_seq: 0,
-                });
+                row.members.push(MemberRow::new(user, MemberState::Invited));
             }
         }
         Ok(())
@@ -495,7 +602,11 @@ impl Storage for MemoryStorage {
         };
         let before = row.members.len();
         row.members.retain(|m| m.user != user);
-        Ok(row.members.len() < before)
+        if row.members.len() == before {
+            return Ok(false);
+        }
+        state.member_event(room, user, MemberChange::Left, &self.listener)?;
+        Ok(true)
     }
 
     async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError> {
@@ -536,20 +647,10 @@ impl Storage for MemoryStorage {
             creator: a,
             created_at,
             last_seq: 0,
+            last_message_seq: 0,
         };
-        let member = |user| MemberRow {
-            user,
-            state: MemberState::Member,
-            read_seq: 0,
-        };
-        let row = RoomRow {
-            record: record.clone(),
-            last_message_at: None,
-            direct: Some((lo, hi)),
-            members: vec![member(a), member(b)],
-            last_position: 2,
-            messages: Vec::new(),
-        };
+        let member = |user| MemberRow::new(user, MemberState::Member);
+        let row = RoomRow::new(record.clone(), Some((lo, hi)), vec![member(a), member(b)]);
         state.room_names.insert(record.name.clone(), record.id);
         state.direct_pairs.insert((lo, hi), record.id);
         state.rooms.insert(record.id, row);
@@ -618,20 +719,28 @@ impl Storage for MemoryStorage {
             .ok_or(StorageError::NotFound)?;
         let seq = room.record.last_seq + 1;
         room.record.last_seq = seq;
+        room.msg_count += 1;
+        room.record.last_message_seq = seq;
         room.last_message_at = Some(message.created_at);
-        room.messages.push(MessageRow {
+        room.events.push(EventRow {
             id,
             sender: message.sender,
-            body: message.body,
-            client_id: message.client_id.clone(),
+            kind: EventRowKind::Message {
+                body: message.body,
+                client_id: message.client_id.clone(),
+            },
             created_at: message.created_at,
+            msg_no: room.msg_count,
         });
+        let msg_count = room.msg_count;
         if let Some(member) = room
             .members
             .iter_mut()
             .find(|m| m.user == message.sender && m.state == MemberState::Member)
+            && member.read_seq < seq
         {
-            member.read_seq = member.read_seq.max(seq);
+            member.read_seq = seq;
+            member.read_no = msg_count;
         }
         if let Some(client_id) = message.client_id {
             state
@@ -667,28 +776,35 @@ impl Storage for MemoryStorage {
                 has_more: false,
             });
         };
-        // The seqs in bounds, as a range of indexes into `messages`.
-        let last = row.record.last_seq;
-        let low = query.after.map_or(1, |a| a.saturating_add(1)).max(1);
-        let high = query.before.map_or(last, |b| b.saturating_sub(1)).min(last);
-        let available = if high >= low {
-            (high - low + 1) as u64
-        } else {
-            0
-        };
-        let limit = u64::from(query.limit);
-        let taken = available.min(limit) as i64;
-        let (first, end) = if query.after.is_some() {
-            (low, low + taken - 1)
-        } else {
-            (high - taken + 1, high)
-        };
-        let messages = (first..=end)
-            .filter_map(|seq| state.message(room, seq))
-            .collect();
+        let (seqs, has_more) = row.page(&query, |e| matches!(e.kind, EventRowKind::Message { .. }));
         Ok(HistoryPage {
-            messages,
-            has_more: available > limit,
+            messages: seqs
+                .into_iter()
+                .filter_map(|seq| state.message(room, seq))
+                .collect(),
+            has_more,
+        })
+    }
+
+    async fn timeline(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<TimelinePage, StorageError> {
+        let state = self.lock();
+        let Some(row) = state.rooms.get(&room) else {
+            return Ok(TimelinePage {
+                events: Vec::new(),
+                has_more: false,
+            });
+        };
+        let (seqs, has_more) = row.page(&query, |_| true);
+        Ok(TimelinePage {
+            events: seqs
+                .into_iter()
+                .filter_map(|seq| state.event(room, seq))
+                .collect(),
+            has_more,
         })
     }
 
@@ -707,7 +823,14 @@ impl Storage for MemoryStorage {
             .find(|m| m.user == user && m.state == MemberState::Member)
             .ok_or(StorageError::NotFound)?;
         let previous = member.read_seq;
-        member.read_seq = previous.max(seq.min(last_seq));
+        let target = seq.min(last_seq);
+        if target > previous {
+            member.read_seq = target;
+            member.read_no = row
+                .events
+                .get(usize::try_from(target - 1).unwrap_or(usize::MAX))
+                .map_or(member.read_no, |e| e.msg_no);
+        }
         Ok(ReadMark {
             previous,
             current: member.read_seq,
@@ -732,15 +855,15 @@ impl Storage for MemoryStorage {
     async fn unread_total(&self, user: UserId) -> Result<u64, StorageError> {
         let state = self.lock();
         // The same arithmetic as SQL, exact for the reason given there:
-        // appending moves the sender's mark, so everything above a mark is
-        // someone else's.
+        // appending moves the sender's mark, so every message above a mark
+        // is someone else's.
         let total: i64 = state
             .rooms
             .values()
             .filter_map(|r| {
                 r.member(user)
                     .filter(|m| m.state == MemberState::Member)
-                    .map(|m| r.record.last_seq - m.read_seq)
+                    .map(|m| r.msg_count - m.read_no)
             })
             .sum();
         Ok(u64::try_from(total).unwrap_or(0))

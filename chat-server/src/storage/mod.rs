@@ -12,14 +12,23 @@
 //! `migrations/postgres/`), applied at connect or by [`migrate`]. Every backend runs the one
 //! [`conformance`] suite.
 //!
+//! A room's history is its timeline: events numbered by `seq`, of which a
+//! message is one kind and a member joining or leaving another
+//! ([`StoredEvent`]). Every event is committed at one point and heard of
+//! there ([`CommitListener`]), in seq order.
+//!
 //! Invariants every backend keeps (the conformance suite checks each):
 //! - `seq` is assigned in the same transaction as the insert: a room's
-//!   messages are numbered 1, 2, 3… in commit order, with no gap and no
+//!   events are numbered 1, 2, 3… in commit order, with no gap and no
 //!   duplicate, however many writers append at once.
 //! - A repeated `(sender, client_id)` stores nothing and returns the original.
 //! - Appending moves the sender's read mark up to the new message, so that
-//!   every message above a member's mark is from someone else and
-//!   `unread = room.last_seq - read_seq` for members.
+//!   every message above a member's mark is from someone else.
+//! - Unread counts count messages only, whatever other kinds take seqs: a
+//!   room counts its messages (`msg_count`), a membership the messages at or
+//!   below its mark (`read_no`), and `unread = msg_count - read_no`, one
+//!   subtraction per membership (a property test checks it against a naive
+//!   count over random interleavings).
 //! - Read marks only move forward and never past the room's `last_seq`.
 
 use std::error::Error as StdError;
@@ -27,6 +36,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
+use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use crate::event::ConnId;
@@ -91,8 +101,10 @@ pub struct RoomRecord {
     pub kind: RoomType,
     pub creator: UserId,
     pub created_at: Timestamp,
-    /// The seq of the newest message, 0 while the room is empty.
+    /// The seq of the newest timeline event, 0 while the room has none.
     pub last_seq: Seq,
+    /// The seq of the newest message, 0 while the room has none.
+    pub last_message_seq: Seq,
 }
 
 /// A room to create. The creator becomes a member; `invited` users (other
@@ -136,6 +148,8 @@ pub struct UserRoom {
     pub room: RoomRecord,
     pub state: MemberState,
     pub read_seq: Seq,
+    /// Messages from others above the read mark; 0 for invitees.
+    pub unread: u64,
     pub member_count: u64,
     /// The highest read mark among the other members, 0 if there are none;
     /// always 0 for invitees, who may not see the room's progress yet. Lets
@@ -172,6 +186,49 @@ pub struct StoredMessage {
     pub client_id: Option<String>,
 }
 
+/// A membership change in a room's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMember {
+    pub room: RoomId,
+    pub seq: Seq,
+    /// Whose membership changed.
+    pub user: UserId,
+    pub change: MemberChange,
+    pub created_at: Timestamp,
+}
+
+/// One event of a room's timeline, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredEvent {
+    Message(StoredMessage),
+    Member(StoredMember),
+}
+
+impl StoredEvent {
+    pub fn room(&self) -> RoomId {
+        match self {
+            Self::Message(m) => m.room,
+            Self::Member(m) => m.room,
+        }
+    }
+
+    pub fn seq(&self) -> Seq {
+        match self {
+            Self::Message(m) => m.seq,
+            Self::Member(m) => m.seq,
+        }
+    }
+}
+
+/// A page of a room's timeline, oldest first (see [`HistoryQuery`] for the
+/// bounds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelinePage {
+    pub events: Vec<StoredEvent>,
+    /// More events exist beyond the page in the direction it was read.
+    pub has_more: bool,
+}
+
 /// A message to append. The backend assigns `id` and `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
@@ -188,11 +245,12 @@ pub struct NewMessage {
 /// Hears of every new timeline event at its commit point: the seam that
 /// lets whoever commits publish, in order, with no reordering downstream.
 pub trait CommitListener: Send + Sync + 'static {
-    /// `message` was just committed (repeats of a `client_id` are not new
-    /// and do not come here). Called once per message, in seq order per
-    /// room, before the append that stored it returns. It runs on the
-    /// committing thread, in the middle of group commit: it must not block.
-    fn committed(&self, message: &StoredMessage, origin: Option<ConnId>);
+    /// `event` was just committed (repeats of a `client_id` are not new and
+    /// do not come here). Called once per event, in seq order per room,
+    /// before the call that stored it returns. It runs on the committing
+    /// thread, in the middle of group commit: it must not block. `origin` is
+    /// the connection a message came from.
+    fn committed(&self, event: &StoredEvent, origin: Option<ConnId>);
 }
 
 /// Where a backend keeps its listener; shared with its committer.
@@ -209,16 +267,20 @@ impl Listener {
 
     /// Tells the listener, if there is one, of `appended` if it is new.
     pub(crate) fn appended(&self, appended: &Appended, origin: Option<ConnId>) {
-        if !appended.created {
-            return;
+        if appended.created {
+            self.committed(&StoredEvent::Message(appended.message.clone()), origin);
         }
+    }
+
+    /// Tells the listener, if there is one, of `event`.
+    pub(crate) fn committed(&self, event: &StoredEvent, origin: Option<ConnId>) {
         let listener = self
             .0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if let Some(listener) = listener {
-            listener.committed(&appended.message, origin);
+            listener.committed(event, origin);
         }
     }
 }
@@ -376,14 +438,16 @@ pub trait Storage: Send + Sync + 'static {
         }
     }
     /// Makes `user` a member (from invited or from nothing) with its read
-    /// mark at the room's current `last_seq`. Returns `false` if it already
-    /// was a member (its mark is then untouched). `NotFound` if the room is
-    /// gone.
+    /// mark at the room's current `last_seq`, and appends a `Joined` event
+    /// to the timeline. Returns `false` if it already was a member (its mark
+    /// is then untouched, and nothing is appended). `NotFound` if the room
+    /// is gone.
     async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError>;
     /// Invites the users that are neither members nor invited yet.
     /// `NotFound` if the room is gone.
     async fn invite(&self, room: RoomId, users: &[UserId]) -> Result<(), StorageError>;
-    /// Removes a member or invitee. `false` if `user` was neither.
+    /// Removes a member or invitee and appends a `Left` event to the
+    /// timeline. `false` if `user` was neither (nothing is appended).
     async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError>;
     /// Every room where `user` is a member or invited, newest activity
     /// first (last message time, else creation time). Conversations
@@ -437,8 +501,15 @@ pub trait Storage: Send + Sync + 'static {
         }
         results
     }
+    /// A page of the room's messages (the other kinds of event left out).
     async fn history(&self, room: RoomId, query: HistoryQuery)
     -> Result<HistoryPage, StorageError>;
+    /// A page of the room's timeline, every kind of event.
+    async fn timeline(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<TimelinePage, StorageError>;
 
     // Read marks
 
@@ -453,7 +524,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Every member's read mark in `room`.
     async fn read_marks(&self, room: RoomId) -> Result<Vec<(UserId, Seq)>, StorageError>;
     /// Messages from others above `user`'s read marks, over all rooms where
-    /// `user` is a member. Answered from indexes, not by scanning history.
+    /// `user` is a member. Answered from the room and membership rows, not
+    /// by scanning history.
     async fn unread_total(&self, user: UserId) -> Result<u64, StorageError>;
 
     // Health

@@ -136,7 +136,11 @@ async fn accept_bound(
     if after_seq.is_some_and(|s| s < 0) {
         return ApiError::invalid_field("after_seq", "must not be negative").into_response();
     }
-    if let Err(e) = state.service.mark_read(user, room.id, Seq::MAX, None).await {
+    // "Connecting marks the room read up to its newest message": up to the
+    // message, not past the timeline events after it (a join), which would
+    // send a read receipt that covers no message.
+    let newest = room.last_message_seq;
+    if let Err(e) = state.service.mark_read(user, room.id, newest, None).await {
         return e.into_response();
     }
     accept(state, upgrade, access, Some(Bound { room, after_seq }))

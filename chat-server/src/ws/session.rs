@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
+use chat_core::timeline::TimelineEvent;
 use chat_core::{CloseCode, ErrorCode, RoomId, RoomRef, Seq, UserId};
 use futures_util::{FutureExt as _, Sink, SinkExt as _, Stream, StreamExt as _};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -806,10 +807,11 @@ where
         self.state.service.hub().leave(room, self.conn).await;
     }
 
-    /// Delivers stored messages above the cursor (and below `before`), page
-    /// by page, flushing each page so a long replay needs little memory. A
-    /// message of this socket's whose ack waits goes out as that ack. If
-    /// storage fails the socket closes 4408: the client resumes by seq.
+    /// Delivers the stored timeline above the cursor (and below `before`),
+    /// every kind of event, page by page, flushing each page so a long
+    /// replay needs little memory. A message of this socket's whose ack
+    /// waits goes out as that ack. If storage fails the socket closes 4408:
+    /// the client resumes by seq.
     async fn catch_up(&mut self, room: RoomId, before: Option<Seq>) -> Result<(), Flow> {
         loop {
             let Some(cursor) = self.rooms.get(&room) else {
@@ -820,7 +822,12 @@ where
                 after: Some(cursor.delivered),
                 limit: MAX_HISTORY_PAGE,
             };
-            let (messages, has_more) = match self.state.service.page(self.user, room, query).await {
+            let (events, has_more) = match self
+                .state
+                .service
+                .timeline_page(self.user, room, query)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(conn = self.conn.0, %room, error = %e, "catch-up from storage failed");
@@ -830,11 +837,14 @@ where
             let Some(cursor) = self.rooms.get_mut(&room) else {
                 return Ok(());
             };
-            for message in messages {
-                cursor.delivered = message.seq;
-                let frame = match cursor.acks.remove(&message.seq) {
-                    Some(ack) => ack,
-                    None => encode(&ServerFrame::Message { message }),
+            for event in events {
+                cursor.delivered = event.seq();
+                let frame = match (cursor.acks.remove(&event.seq()), event) {
+                    (Some(ack), _) => ack,
+                    (None, TimelineEvent::Message { message }) => {
+                        encode(&ServerFrame::Message { message })
+                    }
+                    (None, TimelineEvent::Member(member)) => encode(&ServerFrame::Member(member)),
                 };
                 self.out.push(WsMessage::Text(frame));
             }
@@ -872,7 +882,7 @@ where
             return Flow::Continue;
         };
         match &event.kind {
-            EventKind::Timeline { seq, frame } => {
+            EventKind::Timeline { seq, frame, leaves } => {
                 let seq = *seq;
                 if seq <= cursor.delivered {
                     return Flow::Continue;
@@ -895,6 +905,14 @@ where
                         None => {}
                     }
                 }
+                // This user is no longer in the room: after the event that
+                // says so, the socket stops receiving it.
+                if *leaves == Some(self.user) {
+                    self.drop_room(event.room).await;
+                    if self.bound == Some(event.room) {
+                        return Flow::Close(CloseCode::Normal);
+                    }
+                }
                 Flow::Continue
             }
             EventKind::Signal { frame } => {
@@ -908,15 +926,6 @@ where
                 self.drop_room(event.room).await;
                 if self.bound == Some(event.room) {
                     return Flow::Close(CloseCode::RoomDeleted);
-                }
-                Flow::Continue
-            }
-            EventKind::MemberLeft { user } => {
-                if *user == self.user {
-                    self.drop_room(event.room).await;
-                    if self.bound == Some(event.room) {
-                        return Flow::Close(CloseCode::Normal);
-                    }
                 }
                 Flow::Continue
             }

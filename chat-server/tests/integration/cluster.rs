@@ -103,7 +103,9 @@ async fn clients_on_two_instances_get_every_message_once_in_order() {
     s1.await.expect("sender");
     s2.await.expect("sender");
 
-    let expected: Vec<i64> = (1..=(2 * EACH) as i64).collect();
+    // Bob's and cat's joins (subscribing to a public room joins it) are
+    // seqs 1 and 2.
+    let expected: Vec<i64> = (3..=(2 * EACH) as i64 + 2).collect();
     let mut seen = HashMap::new();
     for (name, ws) in [
         ("ann@A", &mut ann_ws),
@@ -145,9 +147,10 @@ async fn redis_outage_keeps_sockets_and_catches_up_when_back() {
     let mut sender = a.ws("/ws/", &ann).await;
     sender.subscribe(json!(room), None).await;
 
-    assert_eq!(send_acked(&mut sender, room, "before").await, 1);
-    assert_eq!(messages(&mut on_a, 1).await[0].0, 1);
-    assert_eq!(messages(&mut on_b, 1).await[0].0, 1);
+    // Bob's join is seq 1.
+    assert_eq!(send_acked(&mut sender, room, "before").await, 2);
+    assert_eq!(messages(&mut on_a, 1).await[0].0, 2);
+    assert_eq!(messages(&mut on_b, 1).await[0].0, 2);
 
     redis.kill();
     let mut down = false;
@@ -165,16 +168,16 @@ async fn redis_outage_keeps_sockets_and_catches_up_when_back() {
 
     // Sends still store and acknowledge; this instance's sockets still get
     // them; every socket stays open.
-    assert_eq!(send_acked(&mut sender, room, "during-1").await, 2);
-    assert_eq!(send_acked(&mut sender, room, "during-2").await, 3);
+    assert_eq!(send_acked(&mut sender, room, "during-1").await, 3);
+    assert_eq!(send_acked(&mut sender, room, "during-2").await, 4);
     let local: Vec<i64> = messages(&mut on_a, 2).await.iter().map(|m| m.0).collect();
-    assert_eq!(local, vec![2, 3]);
+    assert_eq!(local, vec![3, 4]);
 
     redis.restart().await;
-    // B never heard of 2 and 3 over Redis: its broker reconnects, resyncs,
+    // B never heard of 3 and 4 over Redis: its broker reconnects, resyncs,
     // and its socket catches up from storage, in order.
     let caught_up: Vec<i64> = messages(&mut on_b, 2).await.iter().map(|m| m.0).collect();
-    assert_eq!(caught_up, vec![2, 3]);
+    assert_eq!(caught_up, vec![3, 4]);
     // Each instance backs off on its own: wait for both to be back.
     for s in [&a, &b] {
         let mut back = false;
@@ -189,9 +192,9 @@ async fn redis_outage_keeps_sockets_and_catches_up_when_back() {
         assert!(back, "healthz back to ok on every instance");
     }
     // And live delivery across instances works again.
-    assert_eq!(send_acked(&mut sender, room, "after").await, 4);
-    assert_eq!(messages(&mut on_b, 1).await[0].0, 4);
-    assert_eq!(messages(&mut on_a, 1).await[0].0, 4);
+    assert_eq!(send_acked(&mut sender, room, "after").await, 5);
+    assert_eq!(messages(&mut on_b, 1).await[0].0, 5);
+    assert_eq!(messages(&mut on_a, 1).await[0].0, 5);
     on_a.expect_quiet().await;
     on_b.expect_quiet().await;
 }
@@ -222,9 +225,10 @@ async fn a_member_who_leaves_during_a_redis_outage_hears_nothing_after() {
     cat_on_b.subscribe(json!(room), None).await;
     let mut sender = a.ws("/ws/", &ann).await;
     sender.subscribe(json!(room), None).await;
-    assert_eq!(send_acked(&mut sender, room, "before").await, 1);
-    assert_eq!(messages(&mut bob_on_b, 1).await[0].0, 1);
-    assert_eq!(messages(&mut cat_on_b, 1).await[0].0, 1);
+    // The two joins are seqs 1 and 2.
+    assert_eq!(send_acked(&mut sender, room, "before").await, 3);
+    assert_eq!(messages(&mut bob_on_b, 1).await[0].0, 3);
+    assert_eq!(messages(&mut cat_on_b, 1).await[0].0, 3);
 
     redis.kill();
     let mut down = false;
@@ -247,7 +251,8 @@ async fn a_member_who_leaves_during_a_redis_outage_hears_nothing_after() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(send_acked(&mut sender, room, "after bob left").await, 2);
+    // His leaving took seq 4.
+    assert_eq!(send_acked(&mut sender, room, "after bob left").await, 5);
 
     redis.restart().await;
     // Cat, still a member on B, catches up: B has resynced every socket.

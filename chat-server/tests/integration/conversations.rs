@@ -410,8 +410,10 @@ async fn unread_count_over_rooms_and_conversations(backend: Backend) {
         "own messages are never unread"
     );
 
+    // Bob's join is the lobby's seq 1, l0..l2 are 2..4: reading to 3 reads
+    // two messages, and unread counts messages, not seqs.
     let mut b = s.ws("/ws/", &bob).await;
-    b.send(json!({"type": "read", "room": lobby, "seq": 2}))
+    b.send(json!({"type": "read", "room": lobby, "seq": 3}))
         .await;
     b.expect_quiet().await;
     let (_, count) = s.get("/api/chats/unread-count/", &bob.access).await;

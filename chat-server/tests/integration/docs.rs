@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::Message;
+use chat_core::timeline::{MemberChange, MemberEvent};
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Timestamp, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -49,6 +50,7 @@ const CLIENT_TYPES: &[&str] = &[
 ];
 const SERVER_TYPES: &[&str] = &[
     "message",
+    "member",
     "ack",
     "subscribed",
     "read",
@@ -518,6 +520,13 @@ async fn real_frames_match_the_frame_schema() {
             user: UserId(3),
             status: PresenceStatus::Offline,
         },
+        ServerFrame::Member(MemberEvent {
+            room: RoomId(2),
+            seq: 2,
+            user: UserId(3),
+            change: MemberChange::Left,
+            created_at: Timestamp::parse("2026-02-24T10:31:00Z").expect("time"),
+        }),
         ServerFrame::RoomDeleted { room: RoomId(2) },
         ServerFrame::Pong,
         ServerFrame::Authenticated {
@@ -565,7 +574,8 @@ async fn real_frames_match_the_frame_schema() {
     sent.push(typing);
     received.push(a.expect("typing").await);
 
-    let read = json!({"type": "read", "room": room, "seq": 2});
+    // Seq 1 is bob's join, 2 ann's own message, 3 bob's.
+    let read = json!({"type": "read", "room": room, "seq": 3});
     a.send(read.clone()).await;
     sent.push(read);
     received.push(b.expect("read").await);
@@ -597,6 +607,9 @@ async fn real_frames_match_the_frame_schema() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     received.push(b.expect("room_deleted").await);
+    // Bob's join reached ann's socket as a `member` frame.
+    assert_eq!(a.members.len(), 1, "{:?}", a.members);
+    received.append(&mut a.members);
 
     for frame in &sent {
         validator.client(frame);

@@ -249,9 +249,9 @@ async fn read_marks_and_is_read(backend: Backend) {
     let (_, rooms) = s.get("/chat/rooms/", &bob.access).await;
     assert_eq!(rooms[0]["unread_count"], 3);
 
-    // Bob reads up to 2 over a socket.
+    // Bob reads up to a2 (seq 3: his join is seq 1) over a socket.
     let mut ws = s.ws("/ws/", &bob).await;
-    ws.send(json!({"type": "read", "room": room, "seq": 2}))
+    ws.send(json!({"type": "read", "room": room, "seq": 3}))
         .await;
     ws.expect_quiet().await;
     let (_, h) = s

@@ -422,10 +422,19 @@ pub(crate) struct TestUser {
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A WebSocket client speaking JSON frames.
+///
+/// `member` frames (someone joined or left: timeline events that take
+/// seqs) are set aside in `members` rather than handed to the test, unless
+/// [`Self::with_members`] asks for them: most tests are about other
+/// frames, and those about membership read them explicitly.
 pub(crate) struct WsClient {
     pub(crate) stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Frames read ahead (past a barrier) and not yet consumed.
     pending: std::collections::VecDeque<Value>,
+    /// The `member` frames set aside, in arrival order.
+    pub(crate) members: Vec<Value>,
+    /// Hand `member` frames to the test like any other.
+    pass_members: bool,
 }
 
 /// What the next thing on a socket was.
@@ -440,7 +449,15 @@ impl WsClient {
         Self {
             stream,
             pending: Default::default(),
+            members: Vec::new(),
+            pass_members: false,
         }
+    }
+
+    /// This socket hands `member` frames to the test like any other.
+    pub(crate) fn with_members(mut self) -> Self {
+        self.pass_members = true;
+        self
     }
 
     pub(crate) async fn send(&mut self, frame: Value) {
@@ -477,9 +494,12 @@ impl WsClient {
                 .expect("a frame within the timeout");
             match msg {
                 Some(Ok(WsMessage::Text(t))) => {
-                    return Incoming::Frame(
-                        serde_json::from_str(&t).expect("server frames are JSON"),
-                    );
+                    let frame: Value = serde_json::from_str(&t).expect("server frames are JSON");
+                    if frame["type"] == "member" && !self.pass_members {
+                        self.members.push(frame);
+                        continue;
+                    }
+                    return Incoming::Frame(frame);
                 }
                 Some(Ok(WsMessage::Close(frame))) => return Incoming::Closed(frame),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{Backend, Incoming, TestServer, each_backend};
@@ -18,6 +19,7 @@ each_backend!(
     client_id_is_idempotent_over_websocket,
     a_burst_of_sends_is_answered_in_order,
     a_listening_sender_gets_its_acks_in_the_rooms_order,
+    membership_changes_are_timeline_events,
     deleted_room_notifies_and_closes_bound_sockets,
     auto_create_rooms,
     shutdown_closes_1001,
@@ -32,8 +34,9 @@ async fn two_users_chat_in_a_bound_room(backend: Backend) {
     s.post("/chat/join-room/", &bob.access, json!({"room_id": room}))
         .await;
 
+    // Bob's join is the room's first timeline event.
     let mut a = s.ws("/ws/chat/testroom/", &ann).await;
-    assert_eq!(a.expect("subscribed").await["last_seq"], 0);
+    assert_eq!(a.expect("subscribed").await["last_seq"], 1);
     let mut b = s.ws(&format!("/ws/chat/{room}/"), &bob).await;
     b.expect("subscribed").await;
     assert_eq!(
@@ -50,14 +53,14 @@ async fn two_users_chat_in_a_bound_room(backend: Backend) {
     let ack = a.expect("ack").await;
     assert_eq!(ack["client_id"], Value::Null);
     assert_eq!(ack["message"]["body"], "Hello, World!");
-    assert_eq!(ack["message"]["seq"], 1);
+    assert_eq!(ack["message"]["seq"], 2);
 
     let got = b.expect("message").await["message"].clone();
     assert_eq!(got["body"], "Hello, World!");
     assert_eq!(got["sender"], ann.id);
     assert_eq!(got["sender_name"], "ann");
     assert_eq!(got["room"], room);
-    assert_eq!(got["seq"], 1);
+    assert_eq!(got["seq"], 2);
     assert_eq!(got["is_read"], false);
     assert_eq!(got["id"], ack["message"]["id"]);
 
@@ -79,15 +82,15 @@ async fn two_users_chat_in_a_bound_room(backend: Backend) {
     );
 
     // A read receipt reaches the other side. (Bob's own send already moved
-    // his mark to 2, so reading 2 again would change nothing.)
-    b.send(json!({"type": "read", "room": room, "seq": 3}))
+    // his mark to 3, so reading 3 again would change nothing.)
+    b.send(json!({"type": "read", "room": room, "seq": 4}))
         .await;
     let read = a.expect("read").await;
     assert_eq!(
         read,
-        json!({"type": "read", "room": room, "user": bob.id, "seq": 3})
+        json!({"type": "read", "room": room, "user": bob.id, "seq": 4})
     );
-    b.send(json!({"type": "read", "room": room, "seq": 2}))
+    b.send(json!({"type": "read", "room": room, "seq": 3}))
         .await;
     b.expect_quiet().await;
     a.expect_quiet().await;
@@ -107,11 +110,11 @@ async fn multi_room_socket(backend: Backend) {
     let two = s.room(&ann, "two", "public", &[]).await;
 
     let mut b = s.ws("/ws/", &bob).await;
-    // Subscribing to a public room joins it.
+    // Subscribing to a public room joins it: the join is its seq 1.
     let (_, sub) = b.subscribe(json!(one), None).await;
     assert_eq!(
         sub,
-        json!({"type": "subscribed", "room": one, "last_seq": 0})
+        json!({"type": "subscribed", "room": one, "last_seq": 1})
     );
     let (_, sub) = b.subscribe(json!("two"), None).await;
     assert_eq!(sub["room"], two);
@@ -143,7 +146,7 @@ async fn multi_room_socket(backend: Backend) {
     assert_eq!(b.expect("error").await["code"], "invalid_input");
     b.send(json!({"type": "send", "room": two, "body": "to two", "client_id": "x"}))
         .await;
-    assert_eq!(b.expect("ack").await["message"]["seq"], 3);
+    assert_eq!(b.expect("ack").await["message"]["seq"], 4);
 }
 
 async fn handshake_refusals(backend: Backend) {
@@ -305,6 +308,7 @@ async fn resume_after_disconnect_loses_nothing(backend: Backend) {
     let bob = s.user("bob").await;
     let room = s.room(&ann, "lobby", "public", &[]).await;
 
+    // Bob's join is seq 1; message mN is seq N + 1.
     let mut b = s.ws("/ws/", &bob).await;
     b.subscribe(json!(room), None).await;
     for i in 1..=3 {
@@ -313,7 +317,7 @@ async fn resume_after_disconnect_loses_nothing(backend: Backend) {
     let mut last = 0;
     for i in 1..=3 {
         let m = b.expect("message").await;
-        assert_eq!(m["message"]["seq"], i);
+        assert_eq!(m["message"]["seq"], i + 1);
         last = m["message"]["seq"].as_i64().expect("seq");
     }
     b.close().await;
@@ -327,18 +331,18 @@ async fn resume_after_disconnect_loses_nothing(backend: Backend) {
         .iter()
         .map(|m| m["seq"].as_i64().expect("seq"))
         .collect();
-    assert_eq!(seqs, vec![4, 5, 6, 7, 8, 9]);
+    assert_eq!(seqs, vec![5, 6, 7, 8, 9, 10]);
     assert_eq!(replayed[0]["body"], "m4");
-    assert_eq!(sub["last_seq"], 9);
+    assert_eq!(sub["last_seq"], 10);
     s.send(&ann, room, "m10").await;
-    assert_eq!(b.expect("message").await["message"]["seq"], 10);
+    assert_eq!(b.expect("message").await["message"]["seq"], 11);
     b.expect_quiet().await;
 
     // A bound socket resumes the same way.
-    let mut c = s.ws(&format!("/ws/chat/{room}/?after_seq=8"), &bob).await;
-    assert_eq!(c.expect("message").await["message"]["seq"], 9);
+    let mut c = s.ws(&format!("/ws/chat/{room}/?after_seq=9"), &bob).await;
     assert_eq!(c.expect("message").await["message"]["seq"], 10);
-    assert_eq!(c.expect("subscribed").await["last_seq"], 10);
+    assert_eq!(c.expect("message").await["message"]["seq"], 11);
+    assert_eq!(c.expect("subscribed").await["last_seq"], 11);
 }
 
 async fn replay_racing_live_sends_has_no_gap_or_duplicate(backend: Backend) {
@@ -371,12 +375,12 @@ async fn replay_racing_live_sends_has_no_gap_or_duplicate(backend: Backend) {
     }
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     let mut b = s.ws("/ws/", &bob).await;
-    let (replayed, sub) = b.subscribe(json!(room), Some(0)).await;
+    let (replayed, sub) = b.subscribe(json!(room), Some(1)).await;
     let mut seqs: Vec<i64> = replayed
         .iter()
         .map(|m| m["seq"].as_i64().expect("seq"))
         .collect();
-    assert_eq!(sub["last_seq"], seqs.last().copied().unwrap_or(0));
+    assert_eq!(sub["last_seq"], seqs.last().copied().unwrap_or(1));
     while seqs.len() < TOTAL as usize {
         let m = b.expect("message").await;
         seqs.push(m["message"]["seq"].as_i64().expect("seq"));
@@ -384,9 +388,10 @@ async fn replay_racing_live_sends_has_no_gap_or_duplicate(backend: Backend) {
     for w in writers {
         w.await.expect("writer");
     }
+    // Bob's join is seq 1: the messages are 2..=TOTAL + 1.
     assert_eq!(
         seqs,
-        (1..=TOTAL).collect::<Vec<_>>(),
+        (2..=TOTAL + 1).collect::<Vec<_>>(),
         "every seq once, in order"
     );
     b.expect_quiet().await;
@@ -465,10 +470,11 @@ async fn a_burst_of_sends_is_answered_in_order(backend: Backend) {
     burst.push(send(10));
     a.send_burst(&burst).await;
 
+    // Bob's join is seq 1: message mi is seq i + 2.
     for i in 0..5 {
         let ack = a.expect("ack").await;
         assert_eq!(ack["client_id"], format!("c-{i}"));
-        assert_eq!(ack["message"]["seq"], i + 1);
+        assert_eq!(ack["message"]["seq"], i + 2);
     }
     let refused = a.frame().await;
     assert_eq!(
@@ -483,22 +489,22 @@ async fn a_burst_of_sends_is_answered_in_order(backend: Backend) {
             (&ack["type"], &ack["client_id"]),
             (&json!("ack"), &json!(format!("c-{i}")))
         );
-        assert_eq!(ack["message"]["seq"], i + 1);
+        assert_eq!(ack["message"]["seq"], i + 2);
     }
     let repeat = a.frame().await;
     assert_eq!(repeat["type"], "ack", "{repeat}");
-    assert_eq!(repeat["message"]["seq"], 3, "the original of c-2");
+    assert_eq!(repeat["message"]["seq"], 4, "the original of c-2");
     assert_eq!(a.frame().await["code"], "invalid_json");
     let last = a.frame().await;
     assert_eq!(
         (&last["type"], &last["message"]["seq"]),
-        (&json!("ack"), &json!(11))
+        (&json!("ack"), &json!(12))
     );
     a.expect_quiet().await;
 
     for i in 0..11 {
         let m = b.expect("message").await;
-        assert_eq!(m["message"]["seq"], i + 1);
+        assert_eq!(m["message"]["seq"], i + 2);
         assert_eq!(m["message"]["body"], format!("m{i}"));
     }
     b.expect_quiet().await;
@@ -579,9 +585,10 @@ async fn a_listening_sender_gets_its_acks_in_the_rooms_order(backend: Backend) {
             _ => panic!("unexpected frame {f}"),
         }
     }
+    // Bob's join is seq 1.
     assert_eq!(
         seqs,
-        (1..=total as i64).collect::<Vec<_>>(),
+        (2..=total as i64 + 1).collect::<Vec<_>>(),
         "one stream, in order"
     );
     let expected: Vec<String> = (0..BURSTS)
@@ -590,6 +597,125 @@ async fn a_listening_sender_gets_its_acks_in_the_rooms_order(backend: Backend) {
     assert_eq!(acks, expected, "acks in the order sent");
     assert_eq!(pongs, BURSTS);
     a.expect_quiet().await;
+}
+
+/// Joining and leaving are timeline events: live to every socket in the
+/// room (the leaver's too, which then stops receiving the room), replayed
+/// on resume, listed by the room's timeline endpoint, left out of the
+/// message history, and never counted as unread.
+async fn membership_changes_are_timeline_events(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+    let mut a = s.ws("/ws/", &ann).await.with_members();
+    a.subscribe(json!(room), None).await;
+
+    // Subscribing joins the public room: bob's socket starts after his
+    // join (live only), ann's hears it.
+    let mut b = s.ws("/ws/", &bob).await.with_members();
+    b.send(json!({"type": "subscribe", "room": room})).await;
+    assert_eq!(b.expect("subscribed").await["last_seq"], 1);
+    assert_eq!(b.expect("presence").await["user"], ann.id);
+    let joined = a.expect("member").await;
+    assert_eq!(
+        (&joined["seq"], &joined["user"], &joined["change"]),
+        (&json!(1), &json!(bob.id), &json!("joined")),
+        "{joined}"
+    );
+    assert_eq!(a.expect("presence").await["user"], bob.id);
+
+    s.send(&ann, room, "hello bob").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 2);
+    assert_eq!(a.expect("message").await["message"]["seq"], 2);
+    let (_, rooms) = s.get("/chat/rooms/", &bob.access).await;
+    assert_eq!(rooms[0]["unread_count"], 1, "the message, not the join");
+
+    let (status, _) = s
+        .call(
+            "POST",
+            &format!("/chat/rooms/{room}/leave/"),
+            Some(&bob.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let left = a.expect("member").await;
+    assert_eq!(
+        (&left["seq"], &left["user"], &left["change"]),
+        (&json!(3), &json!(bob.id), &json!("left"))
+    );
+    assert_eq!(b.expect("member").await, left, "the leaver hears it too");
+    s.send(&ann, room, "bye").await;
+    assert_eq!(a.expect("presence").await["status"], "offline");
+    assert_eq!(a.expect("message").await["message"]["seq"], 4);
+    b.expect_quiet().await;
+
+    // The timeline lists every kind; history only messages.
+    let (status, page) = s
+        .get(&format!("/chat/rooms/{room}/events/"), &ann.access)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let kinds: Vec<(i64, &str)> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let seq = e["seq"].as_i64().or(e["message"]["seq"].as_i64());
+            (seq.expect("seq"), e["type"].as_str().expect("type"))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![(1, "member"), (2, "message"), (3, "member"), (4, "message")]
+    );
+    assert_eq!(page["has_more"], false);
+    let (_, older) = s
+        .get(
+            &format!("/chat/rooms/{room}/events/?before=3&limit=1"),
+            &ann.access,
+        )
+        .await;
+    assert_eq!(older["events"][0]["message"]["body"], "hello bob");
+    assert_eq!(older["has_more"], true);
+    let (_, history) = s
+        .get(&format!("/chat/history/?room={room}"), &ann.access)
+        .await;
+    let seqs: Vec<i64> = history["chat_history"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![2, 4]);
+    let (status, body) = s
+        .get(&format!("/chat/rooms/{room}/events/"), &bob.access)
+        .await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::NOT_FOUND, &json!("room_not_found")),
+        "no longer a member"
+    );
+    let (status, _) = s
+        .get(&format!("/chat/rooms/{room}/events/?limit=0"), &ann.access)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A resume replays every kind, in order.
+    let mut again = s.ws("/ws/", &ann).await.with_members();
+    again
+        .send(json!({"type": "subscribe", "room": room, "after_seq": 0}))
+        .await;
+    let mut replayed = Vec::new();
+    loop {
+        let f = again.frame().await;
+        match f["type"].as_str() {
+            Some("subscribed") => break,
+            Some(t) => replayed.push(t.to_owned()),
+            None => panic!("untyped {f}"),
+        }
+    }
+    assert_eq!(replayed, ["member", "message", "member", "message"]);
 }
 
 async fn deleted_room_notifies_and_closes_bound_sockets(backend: Backend) {
@@ -774,9 +900,11 @@ async fn slow_socket_closes_4408_and_resumes_without_loss() {
     );
     let total = WRITERS * PER_WRITER;
     assert!((seqs.len() as i64) < total, "the socket was cut short");
+    // Bob's join was the room's only event before the messages.
+    assert_eq!(subscribed_at, 1);
     assert_eq!(
         seqs,
-        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        (2..=seqs.len() as i64 + 1).collect::<Vec<_>>(),
         "a gap-free prefix"
     );
 
@@ -786,10 +914,10 @@ async fn slow_socket_closes_4408_and_resumes_without_loss() {
     let resume_from = seqs.last().copied().unwrap_or(subscribed_at);
     let (replayed, sub) = resumed.subscribe(json!(room), Some(resume_from)).await;
     seqs.extend(replayed.iter().map(|m| m["seq"].as_i64().expect("seq")));
-    assert_eq!(sub["last_seq"], total);
+    assert_eq!(sub["last_seq"], total + 1);
     assert_eq!(
         seqs,
-        (1..=total).collect::<Vec<_>>(),
+        (2..=total + 1).collect::<Vec<_>>(),
         "everything, once, in order"
     );
 }

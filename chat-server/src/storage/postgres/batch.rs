@@ -36,10 +36,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{ACQUIRE_TIMEOUT, PgDialect, map_err};
-use crate::storage::group_commit::{BatchAppend, Stored};
-use crate::storage::sql::append::append_one;
+use crate::storage::group_commit::{BatchAppend, MemberOp, Stored};
+use crate::storage::sql::append::{append_one, change_membership};
 use crate::storage::sql::rows::message_from;
-use crate::storage::{Appended, NewMessage, StorageError};
+use crate::storage::{Appended, NewMessage, StorageError, StoredMember};
 
 const APPEND_BATCH: &str = "\
 WITH input AS (
@@ -55,19 +55,23 @@ WITH input AS (
 ), counts AS (
     SELECT room_id, count(*) AS n, max(created_at) AS at FROM fresh GROUP BY room_id
 ), bumped AS (
-    UPDATE rooms r SET last_seq = r.last_seq + c.n, last_message_at = c.at
+    UPDATE rooms r SET last_seq = r.last_seq + c.n, msg_count = r.msg_count + c.n,
+        last_message_seq = r.last_seq + c.n, last_message_at = c.at
     FROM counts c JOIN locked l ON l.id = c.room_id WHERE r.id = c.room_id
-    RETURNING r.id, r.last_seq - c.n AS base
+    RETURNING r.id, r.last_seq - c.n AS base, r.msg_count - c.n AS base_no
 ), numbered AS (
-    SELECT f.*, b.base + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS seq
+    SELECT f.*,
+        b.base + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS seq,
+        b.base_no + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS msg_no
     FROM fresh f JOIN bumped b ON b.id = f.room_id
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at)
-    SELECT room_id, seq, sender_id, body, client_id, created_at FROM numbered ORDER BY ord
+    INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no)
+    SELECT room_id, seq, sender_id, body, client_id, created_at, msg_no FROM numbered ORDER BY ord
     RETURNING id, room_id, seq
 ), marks AS (
-    UPDATE room_members rm SET read_seq = s.seq
-    FROM (SELECT room_id, sender_id, max(seq) AS seq FROM numbered GROUP BY room_id, sender_id) s
+    UPDATE room_members rm SET read_seq = s.seq, read_no = s.msg_no
+    FROM (SELECT room_id, sender_id, max(seq) AS seq, max(msg_no) AS msg_no
+          FROM numbered GROUP BY room_id, sender_id) s
     WHERE rm.room_id = s.room_id AND rm.user_id = s.sender_id
       AND rm.state = 'member' AND rm.read_seq < s.seq
 )
@@ -149,6 +153,16 @@ impl BatchAppend for PgAppender {
         let mut slot = self.connection().await?;
         let conn = slot.as_mut().ok_or_else(no_connection)?;
         let result = append_one::<PgDialect>(conn, &message).await;
+        if result.is_err() {
+            keep_if_alive(&mut slot).await;
+        }
+        result
+    }
+
+    async fn change_membership(&self, op: &MemberOp) -> Result<Option<StoredMember>, StorageError> {
+        let mut slot = self.connection().await?;
+        let conn = slot.as_mut().ok_or_else(no_connection)?;
+        let result = change_membership::<PgDialect>(conn, op).await;
         if result.is_err() {
             keep_if_alive(&mut slot).await;
         }

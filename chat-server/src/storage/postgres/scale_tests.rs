@@ -93,9 +93,12 @@ async fn fill(conn: &mut PgConnection, reader: UserId, sender: UserId, bystander
     run(
         conn,
         "rooms",
-        "INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, last_message_at) \
+        "INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, msg_count, \
+             last_message_seq, last_message_at) \
          OVERRIDING SYSTEM VALUE \
          SELECT i, 'room-' || i, 'private', CASE WHEN i <= $1 THEN $2 ELSE $3 END, $4, \
+             CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
+             CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $4 + $5 \
                   WHEN i <= $1 THEN $4 + 10000000 + i * 10 + $6 END \
@@ -116,13 +119,15 @@ async fn fill(conn: &mut PgConnection, reader: UserId, sender: UserId, bystander
     run(
         conn,
         "members",
-        "INSERT INTO room_members (room_id, user_id, state, read_seq, position) \
-         SELECT i, $2, 'member', CASE WHEN i = 1 THEN $3 ELSE i % 4 END, 2 \
+        "INSERT INTO room_members (room_id, user_id, state, read_seq, read_no, position) \
+         SELECT i, $2, 'member', CASE WHEN i = 1 THEN $3 ELSE i % 4 END, \
+             CASE WHEN i = 1 THEN $3 ELSE i % 4 END, 2 \
              FROM generate_series(1, $1) AS i \
-         UNION ALL SELECT i, $4, 'member', CASE WHEN i = 1 THEN $5 ELSE $6 END, 1 \
+         UNION ALL SELECT i, $4, 'member', CASE WHEN i = 1 THEN $5 ELSE $6 END, \
+             CASE WHEN i = 1 THEN $5 ELSE $6 END, 1 \
              FROM generate_series(1, $1) AS i \
-         UNION ALL SELECT i, $7, 'member', 0, 1 FROM generate_series($1 + 1, 2 * $1) AS i \
-         UNION ALL SELECT i, u.first + (i + k) % $8, 'member', 0, k + 2 \
+         UNION ALL SELECT i, $7, 'member', 0, 0, 1 FROM generate_series($1 + 1, 2 * $1) AS i \
+         UNION ALL SELECT i, u.first + (i + k) % $8, 'member', 0, 0, k + 2 \
              FROM generate_series($1 + 1, 2 * $1) AS i, generate_series(0, $9 - 1) AS k, \
                  (SELECT MIN(id) AS first FROM users WHERE username LIKE 'filler-%') AS u",
         &[
@@ -142,8 +147,8 @@ async fn fill(conn: &mut PgConnection, reader: UserId, sender: UserId, bystander
     run(
         conn,
         "small rooms' messages",
-        "INSERT INTO messages (room_id, seq, sender_id, body, created_at) \
-         SELECT r, s, $1, 'room ' || r || ' message ' || s, $2 + 10000000 + r * 10 + s \
+        "INSERT INTO messages (room_id, seq, msg_no, sender_id, body, created_at) \
+         SELECT r, s, s, $1, 'room ' || r || ' message ' || s, $2 + 10000000 + r * 10 + s \
          FROM generate_series(2, $4) AS r, generate_series(1, $3) AS s",
         &[sender.get(), BASE, SMALL, ROOMS],
     )
@@ -151,8 +156,8 @@ async fn fill(conn: &mut PgConnection, reader: UserId, sender: UserId, bystander
     run(
         conn,
         "the big room's messages",
-        "INSERT INTO messages (room_id, seq, sender_id, body, created_at) \
-         SELECT 1, i, $1, 'big ' || i, $2 + i FROM generate_series(1, $3) AS i",
+        "INSERT INTO messages (room_id, seq, msg_no, sender_id, body, created_at) \
+         SELECT 1, i, i, $1, 'big ' || i, $2 + i FROM generate_series(1, $3) AS i",
         &[sender.get(), BASE, BIG],
     )
     .await;

@@ -1,7 +1,7 @@
 //! The conformance suite and the PostgreSQL specifics, each test in a schema
 //! of its own ([`TestSchema`]) on the machine's server.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,14 +116,17 @@ async fn whole_history(store: &dyn Storage, room: RoomId) -> Vec<(Seq, String)> 
     }
 }
 
-/// Checks what concurrent writers produced: seqs exactly 1..=total, each
-/// writer's own in increasing order, and history agreeing in seq order
-/// with every writer's messages in the order it sent them.
+/// Checks what concurrent writers produced: seqs exactly
+/// `first..first + total`, each writer's own in increasing order, and
+/// history agreeing in seq order with every writer's messages in the order
+/// it sent them. `first` is 1 plus the timeline events before the writers
+/// (a join).
 async fn assert_gap_free(
     store: &dyn Storage,
     room: RoomId,
     per_writer: Vec<(String, Vec<Seq>)>,
     each: usize,
+    first: Seq,
 ) {
     let total = per_writer.len() * each;
     let mut all = Vec::with_capacity(total);
@@ -136,8 +139,12 @@ async fn assert_gap_free(
         all.extend_from_slice(seqs);
     }
     all.sort_unstable();
-    let expected: Vec<Seq> = (1..=Seq::try_from(total).expect("total")).collect();
-    assert_eq!(all, expected, "seqs are 1..={total}: no gap, no duplicate");
+    let last = first - 1 + Seq::try_from(total).expect("total");
+    let expected: Vec<Seq> = (first..=last).collect();
+    assert_eq!(
+        all, expected,
+        "seqs are {first}..={last}: no gap, no duplicate"
+    );
     assert_eq!(
         store
             .room(room)
@@ -145,7 +152,7 @@ async fn assert_gap_free(
             .expect("room")
             .expect("exists")
             .last_seq,
-        Seq::try_from(total).expect("total")
+        last
     );
 
     let history = whole_history(store, room).await;
@@ -190,7 +197,7 @@ async fn fifty_writers_on_one_room_get_gap_free_seqs() {
     for (w, task) in tasks.into_iter().enumerate() {
         per_writer.push((format!("w{w}"), task.await.expect("writer")));
     }
-    assert_gap_free(&*store, room, per_writer, EACH).await;
+    assert_gap_free(&*store, room, per_writer, EACH, 1).await;
     assert_eq!(
         store.unread_total(alice).await.expect("unread"),
         0,
@@ -237,7 +244,8 @@ async fn two_instances_append_to_one_room_gap_free() {
             per_writer.push((format!("{tag}{w}"), task.await.expect("writer")));
         }
     }
-    assert_gap_free(&*second, room, per_writer, EACH).await;
+    // Bob's join took seq 1.
+    assert_gap_free(&*second, room, per_writer, EACH, 2).await;
 }
 
 /// Several instances starting at once on a fresh schema: every connect
@@ -270,7 +278,11 @@ async fn concurrent_connects_migrate_once() {
             .await
             .expect("migrations table");
     let expected: Vec<(i64, bool)> = super::MIGRATOR.iter().map(|m| (m.version, true)).collect();
-    assert_eq!(expected.len(), 2, "0001_init and 0002_direct_rooms");
+    assert_eq!(
+        expected.len(),
+        3,
+        "0001_init, 0002_direct_rooms and 0003_timeline"
+    );
     assert_eq!(applied, expected, "each migration recorded once");
     drop(conn);
 
@@ -665,10 +677,34 @@ async fn concurrent_joins_get_distinct_positions() {
     assert_eq!(positions, expected, "one position each, no tie, no hole");
     let people = store.room_people(room).await.expect("people");
     assert_eq!(people.len(), JOINERS + 1);
-    assert!(
-        people.iter().all(|p| p.read_seq <= 1),
-        "nobody starts past the last message: {people:?}"
-    );
+    // Each join took the next seq, and each joiner's mark is the seq just
+    // before its own join: the last committed event when it joined.
+    let joins: HashMap<UserId, Seq> = store
+        .timeline(
+            room,
+            HistoryQuery {
+                before: None,
+                after: Some(0),
+                limit: 200,
+            },
+        )
+        .await
+        .expect("timeline")
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            crate::storage::StoredEvent::Member(m) => Some((m.user, m.seq)),
+            crate::storage::StoredEvent::Message(_) => None,
+        })
+        .collect();
+    assert_eq!(joins.len(), JOINERS);
+    for p in people.iter().filter(|p| p.user != alice) {
+        assert_eq!(
+            Some(p.read_seq + 1),
+            joins.get(&p.user).copied(),
+            "nobody starts past the last event before its join: {people:?}"
+        );
+    }
     assert_eq!(
         store.unread_total(alice).await.expect("unread"),
         0,

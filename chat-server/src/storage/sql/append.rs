@@ -13,14 +13,23 @@
 //!    the error, since an error aborts a PostgreSQL transaction.
 //! 3. The sender's read mark moves to the new message, so that every
 //!    message above a member's mark is someone else's.
+//!
+//! A membership change ([`change_membership`]) is a timeline event too: it
+//! takes the room's next seq in the transaction that changes the
+//! membership, and goes through the same committer, so that this
+//! instance publishes it in order with the messages around it.
 
 use sqlx::{
     AssertSqlSafe, Connection as _, Database, Encode, Executor, FromRow, IntoArguments, Type,
 };
 
-use super::rows::{Columns, message_from};
+use chat_core::Timestamp;
+use chat_core::timeline::MemberChange;
+
+use super::rows::{Columns, change_text, message_from};
 use super::{Dialect, statements};
-use crate::storage::{Appended, NewMessage, StorageError};
+use crate::storage::group_commit::MemberOp;
+use crate::storage::{Appended, NewMessage, StorageError, StoredMember};
 
 /// Appends `message` in a transaction of its own on `conn`.
 pub(crate) async fn append_one<D: Dialect>(
@@ -43,16 +52,17 @@ where
         .begin_with(AssertSqlSafe(D::BEGIN))
         .await
         .map_err(D::map_err)?;
-    let seq: Option<i64> = sqlx::query_scalar(statements::NEXT_SEQ)
+    let numbered = sqlx::query(statements::NEXT_SEQ)
         .bind(message.room.get())
         .bind(message.created_at.unix_micros())
         .fetch_optional(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    let Some(seq) = seq else {
+    let Some(numbered) = numbered else {
         tx.rollback().await.map_err(D::map_err)?;
         return Err(StorageError::NotFound);
     };
+    let (seq, msg_no) = (numbered.int("last_seq")?, numbered.int("msg_count")?);
 
     // An error here (an unknown sender) drops `tx`, which rolls back the
     // seq with it.
@@ -63,6 +73,7 @@ where
         .bind(message.body.as_str())
         .bind(message.client_id.as_deref())
         .bind(message.created_at.unix_micros())
+        .bind(msg_no)
         .fetch_optional(&mut *tx)
         .await
         .map_err(D::map_err)?;
@@ -85,6 +96,7 @@ where
         .bind(message.room.get())
         .bind(message.sender.get())
         .bind(seq)
+        .bind(msg_no)
         .execute(&mut *tx)
         .await
         .map_err(D::map_err)?;
@@ -99,4 +111,85 @@ where
         message: stored,
         created: true,
     })
+}
+
+/// Joins or leaves, and appends the change to the room's timeline, in one
+/// transaction on `conn`: the room is locked first (as every write that
+/// touches both takes room before member row), then the membership row
+/// changes, then the event takes the next seq without counting as a
+/// message. `None` if nothing changed (already a member; not in the room);
+/// `NotFound` for a join to a room that is gone.
+pub(crate) async fn change_membership<D: Dialect>(
+    conn: &mut <D::Db as Database>::Connection,
+    op: &MemberOp,
+) -> Result<Option<StoredMember>, StorageError>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+    for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+{
+    let (room, user) = (op.room.get(), op.user.get());
+    let mut tx = conn
+        .begin_with(AssertSqlSafe(D::BEGIN))
+        .await
+        .map_err(D::map_err)?;
+    let locked = sqlx::query(D::LOCK_ROOM)
+        .bind(room)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let changed = match (locked, op.change) {
+        (None, MemberChange::Joined) => {
+            tx.rollback().await.map_err(D::map_err)?;
+            return Err(StorageError::NotFound);
+        }
+        (None, MemberChange::Left) => false,
+        (Some(_), MemberChange::Joined) => sqlx::query(statements::JOIN_ROOM)
+            .bind(room)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?
+            .is_some(),
+        (Some(_), MemberChange::Left) => {
+            let done = sqlx::query(statements::LEAVE_ROOM)
+                .bind(room)
+                .bind(user)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            D::rows_affected(&done) > 0
+        }
+    };
+    if !changed {
+        tx.rollback().await.map_err(D::map_err)?;
+        return Ok(None);
+    }
+    let numbered = sqlx::query(statements::NEXT_EVENT_SEQ)
+        .bind(room)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let seq = numbered.int("last_seq")?;
+    let created_at = Timestamp::now();
+    sqlx::query(statements::INSERT_MEMBER_EVENT)
+        .bind(room)
+        .bind(seq)
+        .bind(user)
+        .bind(change_text(op.change))
+        .bind(created_at.unix_micros())
+        .bind(numbered.int("msg_count")?)
+        .execute(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    tx.commit().await.map_err(D::map_err)?;
+    Ok(Some(StoredMember {
+        room: op.room,
+        seq,
+        user: op.user,
+        change: op.change,
+        created_at,
+    }))
 }

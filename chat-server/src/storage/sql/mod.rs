@@ -19,16 +19,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
+use chat_core::timeline::MemberChange;
 use chat_core::{RoomId, Seq, Timestamp, UserId};
 use sqlx::{
     AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type,
 };
 
-use super::group_commit::GroupCommit;
+use super::group_commit::{GroupCommit, MemberOp};
 use super::{
     Appended, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage,
     NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage,
-    StorageError, TokenUse, UserRecord, UserRoom,
+    StorageError, TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -286,6 +287,7 @@ where
             creator: room.creator,
             created_at: room.created_at,
             last_seq: 0,
+            last_message_seq: 0,
         })
     }
 
@@ -350,27 +352,15 @@ where
     }
 
     async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
-        let mut tx = self.begin().await?;
-        // See `Dialect::LOCK_ROOM`: the mark starts at the last committed
-        // seq, and the position is unique.
-        let locked = sqlx::query(D::LOCK_ROOM)
-            .bind(room.get())
-            .fetch_optional(&mut *tx)
+        // Through the committer: the `Joined` event takes a seq, and this
+        // instance publishes in commit order (`sql/append.rs`).
+        self.appends
+            .change_membership(MemberOp {
+                room,
+                user,
+                change: MemberChange::Joined,
+            })
             .await
-            .map_err(D::map_err)?;
-        if locked.is_none() {
-            tx.rollback().await.map_err(D::map_err)?;
-            return Err(StorageError::NotFound);
-        }
-        // No row back: already a member.
-        let changed = sqlx::query(statements::JOIN_ROOM)
-            .bind(room.get())
-            .bind(user.get())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(D::map_err)?;
-        tx.commit().await.map_err(D::map_err)?;
-        Ok(changed.is_some())
     }
 
     async fn invite(&self, room: RoomId, users: &[UserId]) -> Result<(), StorageError> {
@@ -397,13 +387,13 @@ where
     }
 
     async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
-        let done = sqlx::query(statements::LEAVE_ROOM)
-            .bind(room.get())
-            .bind(user.get())
-            .execute(&self.write)
+        self.appends
+            .change_membership(MemberOp {
+                room,
+                user,
+                change: MemberChange::Left,
+            })
             .await
-            .map_err(D::map_err)?;
-        Ok(D::rows_affected(&done) > 0)
     }
 
     async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError> {
@@ -468,6 +458,7 @@ where
             creator: a,
             created_at,
             last_seq: 0,
+            last_message_seq: 0,
         };
         Ok((room, true))
     }
@@ -545,6 +536,36 @@ where
         }
         .map_err(D::map_err)?;
         rows::history_page(&rows, &query)
+    }
+
+    async fn timeline(
+        &self,
+        room: RoomId,
+        query: HistoryQuery,
+    ) -> Result<TimelinePage, StorageError> {
+        let fetch = i64::from(query.limit) + 1;
+        let before = query.before.unwrap_or(Seq::MAX);
+        let rows = match query.after {
+            Some(after) => {
+                sqlx::query(statements::TIMELINE_AFTER)
+                    .bind(room.get())
+                    .bind(after)
+                    .bind(before)
+                    .bind(fetch)
+                    .fetch_all(&self.read)
+                    .await
+            }
+            None => {
+                sqlx::query(statements::TIMELINE_BEFORE)
+                    .bind(room.get())
+                    .bind(before)
+                    .bind(fetch)
+                    .fetch_all(&self.read)
+                    .await
+            }
+        }
+        .map_err(D::map_err)?;
+        rows::timeline_page(&rows, &query)
     }
 
     async fn mark_read(

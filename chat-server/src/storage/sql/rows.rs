@@ -6,13 +6,14 @@
 //! decoders, generic over the backend's row type, serves both.
 
 use chat_core::room::RoomType;
+use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Timestamp, UserId};
 use sqlx::error::DatabaseError;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
     Conflict, HistoryPage, HistoryQuery, MemberState, RefreshTokenRecord, RoomPerson, RoomRecord,
-    StorageError, StoredMessage, UserRecord, UserRoom,
+    StorageError, StoredEvent, StoredMember, StoredMessage, TimelinePage, UserRecord, UserRoom,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -149,6 +150,7 @@ pub(crate) fn room_from(row: &impl Columns) -> Result<RoomRecord, StorageError> 
         creator: UserId(row.int("creator_id")?),
         created_at: Timestamp::from_unix_micros(row.int("created_at")?),
         last_seq: row.int("last_seq")?,
+        last_message_seq: row.int("last_message_seq")?,
     })
 }
 
@@ -176,6 +178,53 @@ pub(crate) fn message_from(row: &impl Columns) -> Result<StoredMessage, StorageE
     })
 }
 
+/// A row of [`TIMELINE_AFTER`](super::statements::TIMELINE_AFTER) or
+/// [`TIMELINE_BEFORE`](super::statements::TIMELINE_BEFORE): a message, or a
+/// membership change (its member in `sender_id`).
+pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError> {
+    let change = match row.text("kind")?.as_str() {
+        "message" => return message_from(row).map(StoredEvent::Message),
+        "joined" => MemberChange::Joined,
+        "left" => MemberChange::Left,
+        other => return Err(corrupt(format!("unknown event kind {other:?}"))),
+    };
+    Ok(StoredEvent::Member(StoredMember {
+        room: RoomId(row.int("room_id")?),
+        seq: row.int("seq")?,
+        user: UserId(row.int("sender_id")?),
+        change,
+        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+    }))
+}
+
+/// How a membership change is stored in `messages.kind`.
+pub(crate) fn change_text(change: MemberChange) -> &'static str {
+    match change {
+        MemberChange::Joined => "joined",
+        MemberChange::Left => "left",
+    }
+}
+
+/// The page for `query` from the rows [`TIMELINE_AFTER`](super::statements::TIMELINE_AFTER)
+/// or [`TIMELINE_BEFORE`](super::statements::TIMELINE_BEFORE) returned when
+/// asked for `limit + 1` (see [`history_page`]).
+pub(crate) fn timeline_page(
+    rows: &[impl Columns],
+    query: &HistoryQuery,
+) -> Result<TimelinePage, StorageError> {
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let has_more = rows.len() > limit;
+    let mut events = rows
+        .iter()
+        .take(limit)
+        .map(event_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if query.after.is_none() {
+        events.reverse();
+    }
+    Ok(TimelinePage { events, has_more })
+}
+
 /// A row of [`USER_ROOMS`](super::statements::USER_ROOMS) or [`USER_CONVERSATIONS`](super::statements::USER_CONVERSATIONS).
 pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageError> {
     let room = room_from(row)?;
@@ -184,7 +233,7 @@ pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageErro
         Some(id) => Some(StoredMessage {
             id: MessageId(id),
             room: room.id,
-            seq: room.last_seq,
+            seq: row.int("l_seq")?,
             sender: UserId(row.int("l_sender_id")?),
             sender_name: row.text("l_sender_name")?,
             body: row.text("l_body")?,
@@ -195,6 +244,7 @@ pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageErro
     Ok(UserRoom {
         state: member_state(&row.text("state")?)?,
         read_seq: row.int("read_seq")?,
+        unread: u64::try_from(row.int("unread")?).unwrap_or(0),
         member_count: u64::try_from(row.int("member_count")?).unwrap_or(0),
         others_read_seq: row.int("others_read_seq")?,
         last_message,

@@ -19,7 +19,7 @@ macro_rules! user_columns {
 
 macro_rules! room_columns {
     () => {
-        "id, name, kind, creator_id, created_at, last_seq"
+        "id, name, kind, creator_id, created_at, last_seq, last_message_seq"
     };
 }
 
@@ -117,11 +117,11 @@ pub(crate) const ROOM_BY_NAME: &str =
 
 /// A room with one user's membership state (NULL when none).
 pub(crate) const ROOM_FOR_BY_ID: &str = "SELECT r.id, r.name, r.kind, r.creator_id, \
-    r.created_at, r.last_seq, m.state AS member_state FROM rooms r \
+    r.created_at, r.last_seq, r.last_message_seq, m.state AS member_state FROM rooms r \
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
 
 pub(crate) const ROOM_FOR_BY_NAME: &str = "SELECT r.id, r.name, r.kind, r.creator_id, \
-    r.created_at, r.last_seq, m.state AS member_state FROM rooms r \
+    r.created_at, r.last_seq, r.last_message_seq, m.state AS member_state FROM rooms r \
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.name = $1";
 
 pub(crate) const ROOM_EXISTS: &str = "SELECT id FROM rooms WHERE id = $1";
@@ -153,17 +153,19 @@ pub(crate) const MEMBERSHIP: &str =
     "SELECT state FROM room_members WHERE room_id = $1 AND user_id = $2";
 
 /// Makes `$2` a member of room `$1` at the end of the member order, its mark
-/// at the room's `last_seq`, whether it was invited or absent. Returns a row
+/// at the room's `last_seq` (and its message count), whether it was invited
+/// or absent. Returns a row
 /// only if something changed: none when already a member or when the room
 /// does not exist (the `SELECT` is empty). The `WHERE` on the `SELECT` also
 /// keeps SQLite's parser from reading `ON CONFLICT` as a join constraint.
 pub(crate) const JOIN_ROOM: &str = "INSERT INTO room_members \
-    (room_id, user_id, state, read_seq, position) \
-    SELECT r.id, $2, 'member', r.last_seq, \
+    (room_id, user_id, state, read_seq, read_no, position) \
+    SELECT r.id, $2, 'member', r.last_seq, r.msg_count, \
         (SELECT COALESCE(MAX(p.position), 0) + 1 FROM room_members p WHERE p.room_id = r.id) \
     FROM rooms r WHERE r.id = $1 \
     ON CONFLICT (room_id, user_id) DO UPDATE \
-    SET state = 'member', read_seq = excluded.read_seq, position = excluded.position \
+    SET state = 'member', read_seq = excluded.read_seq, read_no = excluded.read_no, \
+        position = excluded.position \
     WHERE room_members.state = 'invited' \
     RETURNING user_id";
 
@@ -183,30 +185,33 @@ pub(crate) const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE room_id = $1
 /// Both subqueries are correlated: they search `room_members` by its
 /// primary key `(room_id, user_id)` on the `room_id` prefix (SQLite: `SEARCH
 /// c USING PRIMARY KEY (room_id=?)`), reading only that room's member rows,
-/// never the whole table. `others_read_seq` stays 0 for invitees, as their
-/// last message stays NULL.
+/// never the whole table. `others_read_seq` and `unread` stay 0 for
+/// invitees, as their last message stays NULL.
 macro_rules! user_room_columns {
     () => {
-        "r.id, r.name, r.kind, r.creator_id, r.created_at, r.last_seq, \
+        "r.id, r.name, r.kind, r.creator_id, r.created_at, r.last_seq, r.last_message_seq, \
          m.state, m.read_seq, \
+         CASE WHEN m.state = 'member' THEN r.msg_count - m.read_no ELSE 0 END AS unread, \
          (SELECT COUNT(*) FROM room_members c \
              WHERE c.room_id = r.id AND c.state = 'member') AS member_count, \
          CASE WHEN m.state = 'member' THEN \
              (SELECT COALESCE(MAX(o.read_seq), 0) FROM room_members o \
                  WHERE o.room_id = r.id AND o.user_id <> m.user_id) \
          ELSE 0 END AS others_read_seq, \
-         l.id AS l_id, l.sender_id AS l_sender_id, lu.display_name AS l_sender_name, \
+         l.id AS l_id, l.seq AS l_seq, l.sender_id AS l_sender_id, \
+         lu.display_name AS l_sender_name, \
          l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id"
     };
 }
 
-/// The last message is the row at `seq = last_seq`: one probe of the
-/// `(room_id, seq)` index per room, joined for members only; the `l_`
-/// columns are NULL otherwise.
+/// The last message is the row at `seq = last_message_seq`: one probe of
+/// the `(room_id, seq)` index per room, joined for members only; the `l_`
+/// columns are NULL otherwise (and for a room without a message, whose
+/// `last_message_seq` is 0).
 macro_rules! last_message_join {
     () => {
         " LEFT JOIN messages l \
-              ON m.state = 'member' AND l.room_id = r.id AND l.seq = r.last_seq \
+              ON m.state = 'member' AND l.room_id = r.id AND l.seq = r.last_message_seq \
           LEFT JOIN users lu ON lu.id = l.sender_id "
     };
 }
@@ -294,15 +299,30 @@ pub(crate) const USER_CONVERSATIONS: &str = concat!(
 /// The first statement of an append: taking the next seq is a write, so the
 /// transaction holds the write lock (SQLite) or the room's row lock
 /// (Postgres) before it reads anything, and concurrent appends to one room
-/// queue here instead of racing for the same seq.
-pub(crate) const NEXT_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1, last_message_at = $2 WHERE id = $1 RETURNING last_seq";
+/// queue here instead of racing for the same seq. A message also counts
+/// (`msg_count`, which is the new message's `msg_no`) and becomes the room's
+/// newest. (The right-hand sides read the row as it was.)
+pub(crate) const NEXT_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1, \
+    msg_count = msg_count + 1, last_message_seq = last_seq + 1, last_message_at = $2 \
+    WHERE id = $1 RETURNING last_seq, msg_count";
+
+/// The seq of a timeline event that is not a message: counts nothing, and
+/// the room's newest message stays what it was.
+pub(crate) const NEXT_EVENT_SEQ: &str =
+    "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq, msg_count";
+
+/// A membership change at seq `$2`: `$3` the member, `$4` the kind
+/// (`joined` or `left`), `$6` the room's message count.
+pub(crate) const INSERT_MEMBER_EVENT: &str = "INSERT INTO messages \
+    (room_id, seq, sender_id, body, kind, created_at, msg_no) \
+    VALUES ($1, $2, $3, '', $4, $5, $6)";
 
 /// Returns no row when `(sender_id, client_id)` is taken; the caller then
 /// rolls back, giving the seq back. `DO NOTHING` rather than catching the
 /// error, since an error aborts a Postgres transaction.
 pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages \
-    (room_id, seq, sender_id, body, client_id, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6) \
+    (room_id, seq, sender_id, body, client_id, created_at, msg_no) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) \
     ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING id";
 
 pub(crate) const MESSAGE_BY_ID: &str = concat!(
@@ -327,25 +347,44 @@ pub(crate) const MESSAGES_BY_CLIENT_IDS: &str = concat!(
       WHERE (m.sender_id, m.client_id) IN ("
 );
 
-/// The sender has read its own message and everything below it. Invitees
-/// keep their 0.
-pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members SET read_seq = $3 \
+/// The sender has read its own message and everything below it: its mark
+/// moves to the message's seq `$3` and count `$4`. Invitees keep their 0.
+pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members SET read_seq = $3, read_no = $4 \
     WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
 
-/// Upward from `$2` (exclusive), below `$3`: the `(room_id, seq)` index in
-/// order. `$4` is the page size plus one, to learn whether there is more.
+/// Messages upward from `$2` (exclusive), below `$3`: the `(room_id, seq)`
+/// index in order, other kinds of event passed over. `$4` is the page size
+/// plus one, to learn whether there is more.
 pub(crate) const HISTORY_AFTER: &str = concat!(
     "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.room_id = $1 AND m.seq > $2 AND m.seq < $3 AND m.kind = 'message' \
+      ORDER BY m.seq LIMIT $4"
+);
+
+/// Messages downward from `$2` (exclusive): the same index backwards; the
+/// caller reverses the page. `$3` is the page size plus one.
+pub(crate) const HISTORY_BEFORE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.room_id = $1 AND m.seq < $2 AND m.kind = 'message' \
+      ORDER BY m.seq DESC LIMIT $3"
+);
+
+/// [`HISTORY_AFTER`] for every kind of event, with its `kind`.
+pub(crate) const TIMELINE_AFTER: &str = concat!(
+    "SELECT m.kind, ",
     message_columns!(),
     " FROM messages m JOIN users u ON u.id = m.sender_id \
       WHERE m.room_id = $1 AND m.seq > $2 AND m.seq < $3 \
       ORDER BY m.seq LIMIT $4"
 );
 
-/// Downward from `$2` (exclusive): the same index backwards; the caller
-/// reverses the page. `$3` is the page size plus one.
-pub(crate) const HISTORY_BEFORE: &str = concat!(
-    "SELECT ",
+/// [`HISTORY_BEFORE`] for every kind of event, with its `kind`.
+pub(crate) const TIMELINE_BEFORE: &str = concat!(
+    "SELECT m.kind, ",
     message_columns!(),
     " FROM messages m JOIN users u ON u.id = m.sender_id \
       WHERE m.room_id = $1 AND m.seq < $2 \
@@ -374,8 +413,11 @@ pub(crate) const MEMBER_READ_MARK: &str = member_read_mark!();
 /// appends, and a `last_seq` read a moment early only keeps the mark lower.
 pub(crate) const PG_MEMBER_READ_MARK: &str = concat!(member_read_mark!(), " FOR UPDATE OF m");
 
-/// Only ever forward, even if another writer moved the mark meanwhile.
-pub(crate) const ADVANCE_READ_MARK: &str = "UPDATE room_members SET read_seq = $3 \
+/// Only ever forward, even if another writer moved the mark meanwhile. The
+/// count at the mark is the `msg_no` of the event at seq `$3` (there is
+/// one: seqs have no gaps and `$3` is at most `last_seq`).
+pub(crate) const ADVANCE_READ_MARK: &str = "UPDATE room_members SET read_seq = $3, \
+    read_no = COALESCE((SELECT e.msg_no FROM messages e WHERE e.room_id = $1 AND e.seq = $3), read_no) \
     WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
 
 pub(crate) const READ_MARKS: &str = "SELECT user_id, read_seq FROM room_members \
@@ -384,9 +426,10 @@ pub(crate) const READ_MARKS: &str = "SELECT user_id, read_seq FROM room_members 
 /// Unread messages over all of a user's rooms, from the room rows alone:
 /// appending moves the sender's mark to its message, so every message
 /// above a member's mark is someone else's and the count is exactly
-/// `last_seq - read_seq` per room, with no scan of any history. The cast
-/// keeps the type an integer on Postgres, where `SUM(bigint)` is numeric.
-pub(crate) const UNREAD_TOTAL: &str = "SELECT CAST(COALESCE(SUM(r.last_seq - m.read_seq), 0) AS BIGINT) AS unread \
+/// `msg_count - read_no` per room (messages only, whatever other events
+/// take seqs), with no scan of any history. The cast keeps the type an
+/// integer on Postgres, where `SUM(bigint)` is numeric.
+pub(crate) const UNREAD_TOTAL: &str = "SELECT CAST(COALESCE(SUM(r.msg_count - m.read_no), 0) AS BIGINT) AS unread \
     FROM room_members m JOIN rooms r ON r.id = m.room_id \
     WHERE m.user_id = $1 AND m.state = 'member'";
 

@@ -29,11 +29,11 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::{SqliteDialect, map_err};
-use crate::storage::group_commit::{BatchAppend, Stored};
-use crate::storage::sql::append::append_one;
+use crate::storage::group_commit::{BatchAppend, MemberOp, Stored};
+use crate::storage::sql::append::{append_one, change_membership};
 use crate::storage::sql::rows::message_from;
 use crate::storage::sql::{Dialect as _, statements};
-use crate::storage::{Appended, NewMessage, StorageError, StoredMessage};
+use crate::storage::{Appended, NewMessage, StorageError, StoredMember, StoredMessage};
 
 /// What the committer holds: the write pool, not the storage, so that the
 /// storage's handle to the committer is the only thing keeping it alive.
@@ -47,6 +47,11 @@ impl BatchAppend for SqliteAppender {
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError> {
         let mut conn = self.write.acquire().await.map_err(map_err)?;
         append_one::<SqliteDialect>(&mut conn, &message).await
+    }
+
+    async fn change_membership(&self, op: &MemberOp) -> Result<Option<StoredMember>, StorageError> {
+        let mut conn = self.write.acquire().await.map_err(map_err)?;
+        change_membership::<SqliteDialect>(&mut conn, op).await
     }
 
     async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError> {
@@ -89,15 +94,17 @@ async fn store(
         outcomes.push(None);
     }
 
-    // Each room's seqs: above its old `last_seq`, in arrival order.
-    let mut next_seq = bump_rooms(tx, &rooms).await?;
-    let mut new: Vec<(&NewMessage, Seq)> = Vec::with_capacity(batch.len());
+    // Each room's seqs (and message counts): above its old ones, in
+    // arrival order.
+    let mut next = bump_rooms(tx, &rooms).await?;
+    let mut new: Vec<(&NewMessage, Numbered)> = Vec::with_capacity(batch.len());
     for (outcome, m) in outcomes.iter_mut().zip(batch) {
         if outcome.is_none() {
-            match next_seq.get_mut(&m.room) {
-                Some(seq) => {
-                    new.push((m, *seq));
-                    *seq += 1;
+            match next.get_mut(&m.room) {
+                Some(n) => {
+                    new.push((m, *n));
+                    n.seq += 1;
+                    n.msg_no += 1;
                 }
                 None => *outcome = Some(Stored::NoRoom),
             }
@@ -116,7 +123,7 @@ async fn store(
                     .next()
                     .ok_or_else(|| inconsistent("a message left undecided"))?;
                 inserted
-                    .remove(&(m.room, seq))
+                    .remove(&(m.room, seq.seq))
                     .map(Stored::New)
                     .ok_or_else(|| inconsistent("an inserted message has no row"))
             }
@@ -124,33 +131,49 @@ async fn store(
         .collect()
 }
 
+/// A new message's place: its seq and its `msg_no`.
+#[derive(Debug, Clone, Copy)]
+struct Numbered {
+    seq: Seq,
+    msg_no: i64,
+}
+
 /// Takes each room's seqs for its new messages in one statement; returns
-/// the first new seq of every room still there (a deleted room has no row).
+/// the first new seq and count of every room still there (a deleted room
+/// has no row).
 async fn bump_rooms(
     tx: &mut Transaction<'static, Sqlite>,
     rooms: &[(RoomId, i64, i64)],
-) -> Result<HashMap<RoomId, Seq>, StorageError> {
+) -> Result<HashMap<RoomId, Numbered>, StorageError> {
     let mut first = HashMap::with_capacity(rooms.len());
     if rooms.is_empty() {
         return Ok(first);
     }
+    // The right-hand sides read the row as it was.
     let mut q = QueryBuilder::<Sqlite>::new(
-        "UPDATE rooms SET last_seq = last_seq + v.column2, last_message_at = v.column3 FROM (",
+        "UPDATE rooms SET last_seq = last_seq + v.column2, msg_count = msg_count + v.column2, \
+         last_message_seq = last_seq + v.column2, last_message_at = v.column3 FROM (",
     );
     q.push_values(rooms, |mut row, (room, n, at)| {
         row.push_bind(room.get()).push_bind(*n).push_bind(*at);
     });
     // SQLite's RETURNING sees only the updated table, not `v`.
-    q.push(") AS v WHERE rooms.id = v.column1 RETURNING rooms.id, rooms.last_seq");
-    let rows: Vec<(i64, Seq)> = q
+    q.push(") AS v WHERE rooms.id = v.column1 RETURNING rooms.id, rooms.last_seq, rooms.msg_count");
+    let rows: Vec<(i64, Seq, i64)> = q
         .build_query_as()
         .fetch_all(&mut **tx)
         .await
         .map_err(map_err)?;
-    for (id, last) in rows {
+    for (id, last, count) in rows {
         let room = RoomId(id);
         if let Some((_, n, _)) = rooms.iter().find(|(r, ..)| *r == room) {
-            first.insert(room, last - n + 1);
+            first.insert(
+                room,
+                Numbered {
+                    seq: last - n + 1,
+                    msg_no: count - n + 1,
+                },
+            );
         }
     }
     Ok(first)
@@ -193,22 +216,23 @@ async fn stored_repeats(
 /// as stored (with the sender's name).
 async fn insert(
     tx: &mut Transaction<'static, Sqlite>,
-    new: &[(&NewMessage, Seq)],
+    new: &[(&NewMessage, Numbered)],
 ) -> Result<HashMap<(RoomId, Seq), StoredMessage>, StorageError> {
     let mut stored = HashMap::with_capacity(new.len());
     if new.is_empty() {
         return Ok(stored);
     }
     let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at) ",
+        "INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no) ",
     );
-    q.push_values(new, |mut row, (m, seq)| {
+    q.push_values(new, |mut row, (m, n)| {
         row.push_bind(m.room.get())
-            .push_bind(*seq)
+            .push_bind(n.seq)
             .push_bind(m.sender.get())
             .push_bind(m.body.as_str())
             .push_bind(m.client_id.as_deref())
-            .push_bind(m.created_at.unix_micros());
+            .push_bind(m.created_at.unix_micros())
+            .push_bind(n.msg_no);
     });
     // The rows come back in no promised order; they are matched by seq.
     q.push(
@@ -226,26 +250,31 @@ async fn insert(
 /// Each sender has read its own messages: one statement for the batch.
 async fn advance_marks(
     tx: &mut Transaction<'static, Sqlite>,
-    new: &[(&NewMessage, Seq)],
+    new: &[(&NewMessage, Numbered)],
 ) -> Result<(), StorageError> {
-    let mut marks: Vec<(RoomId, UserId, Seq)> = Vec::new();
-    for (m, seq) in new {
+    // Seq and count grow together, so the newest message has both highest.
+    let mut marks: Vec<(RoomId, UserId, Numbered)> = Vec::new();
+    for (m, n) in new {
         match marks
             .iter_mut()
             .find(|(room, sender, _)| *room == m.room && *sender == m.sender)
         {
-            Some((_, _, top)) => *top = (*top).max(*seq),
-            None => marks.push((m.room, m.sender, *seq)),
+            Some((_, _, top)) if top.seq < n.seq => *top = *n,
+            Some(_) => {}
+            None => marks.push((m.room, m.sender, *n)),
         }
     }
     if marks.is_empty() {
         return Ok(());
     }
-    let mut q = QueryBuilder::<Sqlite>::new("UPDATE room_members SET read_seq = v.column3 FROM (");
-    q.push_values(&marks, |mut row, (room, sender, seq)| {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "UPDATE room_members SET read_seq = v.column3, read_no = v.column4 FROM (",
+    );
+    q.push_values(&marks, |mut row, (room, sender, n)| {
         row.push_bind(room.get())
             .push_bind(sender.get())
-            .push_bind(*seq);
+            .push_bind(n.seq)
+            .push_bind(n.msg_no);
     });
     q.push(
         ") AS v WHERE room_members.room_id = v.column1 AND room_members.user_id = v.column2 \

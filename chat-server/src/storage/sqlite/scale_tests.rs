@@ -99,8 +99,11 @@ async fn fill(store: &SqliteStorage, reader: UserId, sender: UserId, bystander: 
     let mut tx = store.write.begin().await.expect("begin");
 
     let rooms = format!(
-        "{}INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, last_message_at) \
+        "{}INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, msg_count, \
+             last_message_seq, last_message_at) \
          SELECT i, 'room-' || i, 'private', CASE WHEN i <= $1 THEN $2 ELSE $3 END, $4, \
+             CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
+             CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $4 + $5 \
                   WHEN i <= $1 THEN $4 + 10000000 + i * 10 + $6 END \
@@ -119,12 +122,14 @@ async fn fill(store: &SqliteStorage, reader: UserId, sender: UserId, bystander: 
         .expect("insert rooms");
 
     let members = format!(
-        "{}INSERT INTO room_members (room_id, user_id, state, read_seq, position) \
-         SELECT i, $2, 'member', CASE WHEN i = 1 THEN $3 ELSE i % 4 END, 2 \
+        "{}INSERT INTO room_members (room_id, user_id, state, read_seq, read_no, position) \
+         SELECT i, $2, 'member', CASE WHEN i = 1 THEN $3 ELSE i % 4 END, \
+             CASE WHEN i = 1 THEN $3 ELSE i % 4 END, 2 \
              FROM n WHERE i <= $1 \
-         UNION ALL SELECT i, $4, 'member', CASE WHEN i = 1 THEN $5 ELSE $6 END, 1 \
+         UNION ALL SELECT i, $4, 'member', CASE WHEN i = 1 THEN $5 ELSE $6 END, \
+             CASE WHEN i = 1 THEN $5 ELSE $6 END, 1 \
              FROM n WHERE i <= $1 \
-         UNION ALL SELECT i, $7, 'member', 0, 1 FROM n WHERE i > $1",
+         UNION ALL SELECT i, $7, 'member', 0, 0, 1 FROM n WHERE i > $1",
         numbers(2 * ROOMS)
     );
     sqlx::query(AssertSqlSafe(members))
@@ -140,8 +145,8 @@ async fn fill(store: &SqliteStorage, reader: UserId, sender: UserId, bystander: 
         .expect("insert members");
 
     let small = format!(
-        "{}INSERT INTO messages (room_id, seq, sender_id, body, created_at) \
-         SELECT r.i, s.i, $1, 'room ' || r.i || ' message ' || s.i, \
+        "{}INSERT INTO messages (room_id, seq, msg_no, sender_id, body, created_at) \
+         SELECT r.i, s.i, s.i, $1, 'room ' || r.i || ' message ' || s.i, \
              $2 + 10000000 + r.i * 10 + s.i \
          FROM n r JOIN n s ON s.i <= $3 WHERE r.i BETWEEN 2 AND $4",
         numbers(ROOMS)
@@ -156,8 +161,8 @@ async fn fill(store: &SqliteStorage, reader: UserId, sender: UserId, bystander: 
         .expect("insert small rooms' messages");
 
     let big = format!(
-        "{}INSERT INTO messages (room_id, seq, sender_id, body, created_at) \
-         SELECT 1, i, $1, 'big ' || i, $2 + i FROM n",
+        "{}INSERT INTO messages (room_id, seq, msg_no, sender_id, body, created_at) \
+         SELECT 1, i, i, $1, 'big ' || i, $2 + i FROM n",
         numbers(BIG)
     );
     sqlx::query(AssertSqlSafe(big))

@@ -1,0 +1,94 @@
+//! A room's timeline: everything that happens in a room and is kept,
+//! numbered by `seq` (1, 2, 3… without gaps, in commit order). Messages are
+//! one kind of timeline event; a member joining or leaving is another. Each
+//! kind has a frame of its own on the WebSocket and an item of its own in
+//! `GET /chat/rooms/{id}/events/`, and a client that follows a room's seqs
+//! sees every kind in one order. Read receipts, typing and presence are
+//! not in the timeline: they are momentary and take no seq.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Message, RoomId, Seq, Timestamp, UserId};
+
+/// How a room's membership changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// `user` became a member (joined a public room, accepted an invite).
+    Joined,
+    /// `user` left: no longer a member nor invited.
+    Left,
+}
+
+/// A membership change, as a timeline event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct MemberEvent {
+    pub room: RoomId,
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
+    pub seq: Seq,
+    /// Whose membership changed.
+    pub user: UserId,
+    pub change: MemberChange,
+    pub created_at: Timestamp,
+}
+
+/// One event of a room's timeline: what `GET /chat/rooms/{id}/events/`
+/// lists, each in the same JSON as its WebSocket frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TimelineEvent {
+    /// A message, as the viewer sees it.
+    Message { message: Message },
+    /// A membership change.
+    Member(MemberEvent),
+}
+
+impl TimelineEvent {
+    /// The event's room.
+    pub fn room(&self) -> RoomId {
+        match self {
+            Self::Message { message } => message.room,
+            Self::Member(event) => event.room,
+        }
+    }
+
+    /// The event's place in its room's timeline.
+    pub fn seq(&self) -> Seq {
+        match self {
+            Self::Message { message } => message.seq,
+            Self::Member(event) => event.seq,
+        }
+    }
+}
+
+/// `GET /chat/rooms/{id}/events/`: a page of the room's timeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
+pub struct TimelineQuery {
+    /// Only events with `seq` below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    pub before: Option<Seq>,
+    /// Only events with `seq` above this; the page then runs upward from
+    /// `after + 1` (without it, it is the newest events below `before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    pub after: Option<Seq>,
+    /// 1..=200, default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The answer of `GET /chat/rooms/{id}/events/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct TimelineResponse {
+    /// Oldest first.
+    pub events: Vec<TimelineEvent>,
+    /// Whether more events lie beyond this page in the direction paged.
+    pub has_more: bool,
+}
