@@ -152,7 +152,7 @@ impl ChatService {
         client_id: Option<String>,
         origin: Option<ConnId>,
     ) -> ApiResult<Sent> {
-        let record = self.member_room(user, room).await?;
+        let record = self.room_as_member(user, room).await?;
         self.send_to(user, &record, body, client_id, origin).await
     }
 
@@ -307,7 +307,7 @@ impl ChatService {
         // The contract answers 404 to every non-member here, even one who
         // may see the room (an invitee, anyone for a public room).
         let record = self
-            .member_room(user, &q.room)
+            .room_as_member(user, &q.room)
             .await
             .map_err(|e| match e.code {
                 ErrorCode::NotMember => super::rooms::room_not_found(),
@@ -352,7 +352,7 @@ impl ChatService {
             ));
         }
         let record = self
-            .member_room(user, &RoomRef::Id(room))
+            .room_as_member(user, &RoomRef::Id(room))
             .await
             .map_err(|e| match e.code {
                 ErrorCode::NotMember => super::rooms::room_not_found(),

@@ -1,5 +1,17 @@
 //! Rooms and membership, and the one access rule every room operation goes
-//! through ([`ChatService::access`]).
+//! through.
+//!
+//! Every lookup of a room for a caller is one of one family, named for what
+//! the caller may do with the answer:
+//! - [`ChatService::room_with_access`]: the room and the caller's standing,
+//!   `None` if there is no such room (the caller decides).
+//! - [`ChatService::room_as_member`]: to read or write it; 404 if hidden,
+//!   403 `not_member` otherwise.
+//! - [`ChatService::room_as_viewer`]: to see it (details, leaving); 404 if
+//!   hidden.
+//! - [`ChatService::room_to_listen`]: to subscribe a socket; joins public
+//!   rooms on the way, creates unknown names under `auto_create_rooms`.
+//! - [`ChatService::access_to`]: the standing towards a room already found.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -38,14 +50,14 @@ fn access_of(room: &RoomRecord, state: Option<MemberState>) -> Access {
 
 impl ChatService {
     /// The caller's access to a room.
-    pub async fn access(&self, user: UserId, room: &RoomRecord) -> ApiResult<Access> {
+    pub async fn access_to(&self, user: UserId, room: &RoomRecord) -> ApiResult<Access> {
         let state = self.storage.membership(room.id, user).await?;
         Ok(access_of(room, state))
     }
 
     /// Finds a room by id or name with the caller's access to it, in one
     /// storage read.
-    pub async fn find_room_for(
+    pub async fn room_with_access(
         &self,
         user: UserId,
         room: &RoomRef,
@@ -69,9 +81,9 @@ impl ChatService {
     /// A room the caller is a member of, for reading and writing: 404 if it
     /// does not exist or is hidden from the caller, 403 `not_member` if the
     /// caller could see it but has not joined.
-    pub async fn member_room(&self, user: UserId, room: &RoomRef) -> ApiResult<RoomRecord> {
+    pub async fn room_as_member(&self, user: UserId, room: &RoomRef) -> ApiResult<RoomRecord> {
         let (record, access) = self
-            .find_room_for(user, room)
+            .room_with_access(user, room)
             .await?
             .ok_or_else(room_not_found)?;
         match access {
@@ -83,18 +95,18 @@ impl ChatService {
 
     /// A room a socket may listen to: members get it, public rooms are joined
     /// on the way, unknown names are created when `auto_create` is on.
-    pub async fn open_room(
+    pub async fn room_to_listen(
         &self,
         user: UserId,
         room: &RoomRef,
         auto_create: bool,
     ) -> ApiResult<RoomRecord> {
-        let (record, access) = match self.find_room_for(user, room).await? {
+        let (record, access) = match self.room_with_access(user, room).await? {
             Some(found) => found,
             None => match room {
                 RoomRef::Name(name) if auto_create && room.as_id().is_none() => {
                     let record = self.auto_create(user, name).await?;
-                    let access = self.access(user, &record).await?;
+                    let access = self.access_to(user, &record).await?;
                     (record, access)
                 }
                 _ => return Err(room_not_found()),
@@ -175,7 +187,7 @@ impl ChatService {
     /// `POST /chat/join-room/`.
     pub async fn join_room(&self, user: UserId, room: RoomId) -> ApiResult<JoinedRoom> {
         let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
-        match self.access(user, &record).await? {
+        match self.access_to(user, &record).await? {
             Access::Member => {}
             Access::Invited | Access::PublicStranger => {
                 self.storage.join_room(record.id, user).await?;
@@ -240,7 +252,8 @@ impl ChatService {
     /// rule; an invitee has the room in its list and gets it from joining).
     pub async fn room_detail(&self, user: UserId, room: RoomId) -> ApiResult<Room> {
         let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
-        if record.kind != RoomType::Public && self.access(user, &record).await? != Access::Member {
+        if record.kind != RoomType::Public && self.access_to(user, &record).await? != Access::Member
+        {
             return Err(room_not_found());
         }
         self.room_view(&record).await
@@ -248,8 +261,8 @@ impl ChatService {
 
     /// `POST /chat/rooms/{id}/invite/`: members only.
     pub async fn invite(&self, user: UserId, room: RoomId, req: InviteRequest) -> ApiResult<Room> {
-        let record = self.visible_room(user, room).await?;
-        if self.access(user, &record).await? != Access::Member {
+        let record = self.room_as_viewer(user, room).await?;
+        if self.access_to(user, &record).await? != Access::Member {
             return Err(ApiError::new(ErrorCode::NotMember));
         }
         if record.kind == RoomType::Direct {
@@ -266,7 +279,7 @@ impl ChatService {
     /// `POST /chat/rooms/{id}/leave/`: members and invitees leave; the
     /// caller's sockets stop receiving the room.
     pub async fn leave_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
-        let record = self.visible_room(user, room).await?;
+        let record = self.room_as_viewer(user, room).await?;
         if record.kind == RoomType::Direct {
             return Err(ApiError::invalid_field(
                 "room",
@@ -286,7 +299,7 @@ impl ChatService {
         // The creator may delete even after leaving; anyone else must see
         // the room to be told they may not.
         if record.creator != user {
-            if self.access(user, &record).await? == Access::Hidden {
+            if self.access_to(user, &record).await? == Access::Hidden {
                 return Err(room_not_found());
             }
             return Err(ApiError::with_message(
@@ -301,9 +314,9 @@ impl ChatService {
         Ok(())
     }
 
-    async fn visible_room(&self, user: UserId, room: RoomId) -> ApiResult<RoomRecord> {
+    async fn room_as_viewer(&self, user: UserId, room: RoomId) -> ApiResult<RoomRecord> {
         let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
-        match self.access(user, &record).await? {
+        match self.access_to(user, &record).await? {
             Access::Hidden => Err(room_not_found()),
             _ => Ok(record),
         }

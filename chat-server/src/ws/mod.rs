@@ -89,7 +89,7 @@ async fn bound(
     let user = access.user;
     let service = &state.service;
     match service
-        .open_room(
+        .room_to_listen(
             user,
             &RoomRef::parse(&room),
             service.limits().auto_create_rooms,

@@ -509,7 +509,12 @@ where
                     );
                     return Flow::Continue;
                 }
-                match self.state.service.open_room(self.user, &room, false).await {
+                match self
+                    .state
+                    .service
+                    .room_to_listen(self.user, &room, false)
+                    .await
+                {
                     Ok(record) => return self.subscribe(record, after_seq).await,
                     Err(e) => self.push_error(&e, None),
                 }
@@ -520,7 +525,7 @@ where
                 }
             }
             ClientFrame::Read { room, seq } => {
-                let result = match self.member_room(&room).await {
+                let result = match self.room_as_member(&room).await {
                     Ok(record) => {
                         self.state
                             .service
@@ -538,7 +543,7 @@ where
                     self.push_error(&ApiError::new(ErrorCode::RateLimited), None);
                     return Flow::Continue;
                 }
-                match self.member_room(&room).await {
+                match self.room_as_member(&room).await {
                     Ok(record) => {
                         // Clients send typing on keystrokes; the room hears
                         // of it at most once per interval per socket, and
@@ -590,13 +595,13 @@ where
 
     /// A room the user is a member of: the subscribed one if it is, else
     /// checked through the service.
-    async fn member_room(&self, room: &RoomRef) -> Result<RoomRecord, ApiError> {
+    async fn room_as_member(&self, room: &RoomRef) -> Result<RoomRecord, ApiError> {
         if let Some(id) = room.as_id()
             && let Some(cursor) = self.rooms.get(&id)
         {
             return Ok(cursor.room.clone());
         }
-        self.state.service.member_room(self.user, room).await
+        self.state.service.room_as_member(self.user, room).await
     }
 
     /// Stores a run of sends together and answers each in order: an `ack`
@@ -616,7 +621,7 @@ where
             let record = match rooms.iter().find(|(r, _)| *r == send.room) {
                 Some((_, record)) => record.clone(),
                 None => {
-                    let record = self.member_room(&send.room).await;
+                    let record = self.room_as_member(&send.room).await;
                     rooms.push((send.room, record.clone()));
                     record
                 }
@@ -690,7 +695,7 @@ where
     async fn unsubscribe(&mut self, room: &RoomRef) -> Result<(), ApiError> {
         let service = &self.state.service;
         let (record, access) = service
-            .find_room_for(self.user, room)
+            .room_with_access(self.user, room)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::RoomNotFound))?;
         if self.rooms.remove(&record.id).is_some() {
@@ -733,7 +738,7 @@ where
             None => match self
                 .state
                 .service
-                .find_room_for(self.user, &RoomRef::Id(id))
+                .room_with_access(self.user, &RoomRef::Id(id))
                 .await
             {
                 Ok(Some((r, _))) => r.last_seq,
@@ -784,7 +789,7 @@ where
         match self
             .state
             .service
-            .find_room_for(self.user, &RoomRef::Id(room))
+            .room_with_access(self.user, &RoomRef::Id(room))
             .await
         {
             Ok(None) => Ok(Some(CloseCode::RoomDeleted)),
