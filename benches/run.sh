@@ -12,6 +12,8 @@
 #   benches/run.sh W4 postgres    # 50 writers appending: 50 sockets into one room, rate
 #                                 # stepped until p99 passes 100 ms (W4ws), and the
 #                                 # storage API alone (append-bench; reference: memory://)
+#   benches/run.sh W5 sqlite      # W1's shape, the rate per sender stepped to saturation
+#   benches/run.sh M sqlite       # server RSS after start, 20 registrations, 20 logins
 #   benches/run.sh all all        # every scenario on sqlite, postgres, redis2
 #
 # Backends: sqlite (temp file), postgres (fresh schema in $PG_URL, dropped
@@ -24,7 +26,7 @@ set -euo pipefail
 
 SCENARIOS=${1:-all}
 BACKENDS=${2:-sqlite}
-[[ $SCENARIOS == all ]] && SCENARIOS="W1 W2 W3 W4"
+[[ $SCENARIOS == all ]] && SCENARIOS="W1 W2 W3 W4 W5 M"
 [[ $BACKENDS == all ]] && BACKENDS="sqlite postgres redis2"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -133,8 +135,56 @@ W3_ARGS=(--mode idle --rooms 10 --sockets "$W3_SOCKETS" --users 4 --register-par
 # per second, the rate raised until p99 passes 100 ms.
 W4_ARGS=(--mode step --rooms 1 --sockets 1 --senders 50 --rate 40 --step-factor 1.5 --p99-limit-ms 100 --body-bytes 100 --duration "$W2_SECS" --users 50 --grace 3)
 
+# W1's shape (10 rooms x 50 sockets, 5 senders per room), the rate per
+# sender raised x1.5 per step until p99 passes 100 ms or a message is lost.
+W5_ARGS=(--mode step --rooms 10 --sockets 500 --senders 5 --rate 20 --step-factor 1.5 --p99-limit-ms 100 --body-bytes 100 --duration "$W2_SECS" --users 50 --grace 3)
+
 scenario_args() { # scenario -> name of the args array
-    case $1 in W1) echo "W1_ARGS[@]" ;; W2) echo "W2_ARGS[@]" ;; W3) echo "W3_ARGS[@]" ;; esac
+    case $1 in W1) echo "W1_ARGS[@]" ;; W2) echo "W2_ARGS[@]" ;; W3) echo "W3_ARGS[@]" ;; W5) echo "W5_ARGS[@]" ;; esac
+}
+
+# The order counters of each chat-rs instance: on one instance both must
+# stay 0 (events are published in commit order).
+order_metrics() { # scenario backend
+    local u n=0
+    for u in "${URLS[@]}"; do
+        [[ $u == --url ]] && continue
+        local m gaps reads
+        m=$(curl -s "$u/metrics")
+        gaps=$(awk '/^chat_reorder_gaps_total /{print $2}' <<<"$m"); gaps=${gaps:-0}
+        reads=$(awk '/^chat_socket_gap_reads_total /{print $2}' <<<"$m"); reads=${reads:-0}
+        echo "-- $1 $2 instance $n: chat_reorder_gaps_total=$gaps chat_socket_gap_reads_total=$reads" >&2
+        jq -nc --arg s "$1" --arg b "$2" --argjson i $n --argjson g "$gaps" --argjson r "$reads" \
+            '{scenario: $s, backend: $b, instance: $i, reorder_gaps: $g, gap_reads: $r}' >>"$OUT/order.jsonl"
+        n=$((n + 1))
+    done
+}
+
+# Server memory: RSS after start, then after 20 registrations and 20 logins
+# (argon2 needs 19 MiB per hash in flight).
+run_mem() {
+    local b pid rss0 rss1 hwm
+    for b in $BACKENDS; do
+        start_chat "$b"
+        pid=${SERVER_PIDS[0]}
+        local url=${URLS[1]}
+        sleep 1
+        rss0=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status")
+        for i in $(seq 1 20); do
+            curl -s -o /dev/null -X POST "$url/api/users/register/" -H 'content-type: application/json' \
+                -d "{\"username\":\"mem$i\",\"email\":\"mem$i@example.com\",\"password\":\"password-$i\"}"
+        done
+        for i in $(seq 1 20); do
+            curl -s -o /dev/null -X POST "$url/api/users/token/" -H 'content-type: application/json' \
+                -d "{\"username\":\"mem$i\",\"password\":\"password-$i\"}"
+        done
+        rss1=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status")
+        hwm=$(awk '/^VmHWM/{print $2}' "/proc/$pid/status")
+        echo "-- M $b: RSS after start ${rss0} kB, after 20 registrations + 20 logins ${rss1} kB (peak ${hwm} kB)" >&2
+        jq -nc --arg b "$b" --argjson a "$rss0" --argjson c "$rss1" --argjson h "$hwm" \
+            '{scenario: "M", backend: $b, rss_start_kb: $a, rss_after_kb: $c, hwm_kb: $h}' >>"$OUT/memory.jsonl"
+        stop "${SERVER_PIDS[@]}"
+    done
 }
 
 run_socket_scenario() { # scenario
@@ -148,6 +198,7 @@ run_socket_scenario() { # scenario
         start_chat "$b"
         # shellcheck disable=SC2046
         load "$s" "$b" "${URLS[@]}" $(pids_args "${SERVER_PIDS[@]}") "${!ref_name}"
+        order_metrics "$s" "$b"
         stop "${SERVER_PIDS[@]}"
     done
 }
@@ -161,6 +212,7 @@ run_w4() {
         start_chat "$b"
         # shellcheck disable=SC2046
         load W4ws "$b" "${URLS[@]}" $(pids_args "${SERVER_PIDS[@]}") "${W4_ARGS[@]}"
+        order_metrics W4ws "$b"
         stop "${SERVER_PIDS[@]}"
         case $b in
             sqlite) url="sqlite://$WORK/append.db" ;;
@@ -175,9 +227,10 @@ run_w4() {
 
 for s in $SCENARIOS; do
     case $s in
-        W1|W2|W3) run_socket_scenario "$s" ;;
+        W1|W2|W3|W5) run_socket_scenario "$s" ;;
         W4) run_w4 ;;
-        *) echo "unknown scenario $s (W1 W2 W3 W4 all)" >&2; exit 2 ;;
+        M) run_mem ;;
+        *) echo "unknown scenario $s (W1 W2 W3 W4 W5 M all)" >&2; exit 2 ;;
     esac
 done
 
@@ -186,4 +239,6 @@ done
 echo
 echo "machine: $CPU, $(nproc) cores"
 jq -rs -f "$ROOT/benches/summary.jq" "$RESULTS"
+[[ -f $OUT/order.jsonl ]] && { echo "order counters (0 expected on one instance):"; cat "$OUT/order.jsonl"; }
+[[ -f $OUT/memory.jsonl ]] && { echo "memory:"; cat "$OUT/memory.jsonl"; }
 echo "raw results: $RESULTS"

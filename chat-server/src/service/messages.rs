@@ -113,6 +113,33 @@ impl CommitListener for Publisher {
     }
 }
 
+/// The bounds of a history or timeline page, checked: `limit` 1..=200
+/// (default 50), no negative seq.
+fn page_query(
+    before: Option<Seq>,
+    after: Option<Seq>,
+    limit: Option<u32>,
+) -> ApiResult<storage::HistoryQuery> {
+    let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1..={MAX_HISTORY_PAGE}"),
+        ));
+    }
+    if before.is_some_and(|b| b < 1) || after.is_some_and(|a| a < 0) {
+        return Err(ApiError::invalid_field(
+            "before",
+            "seq bounds must not be negative",
+        ));
+    }
+    Ok(storage::HistoryQuery {
+        before,
+        after,
+        limit,
+    })
+}
+
 /// A stored membership change as the wire has it.
 pub fn member_to_wire(m: &StoredMember) -> MemberEvent {
     MemberEvent {
@@ -291,39 +318,9 @@ impl ChatService {
 
     /// `GET /chat/history/`.
     pub async fn history(&self, user: UserId, q: HistoryQuery) -> ApiResult<HistoryResponse> {
-        let limit = q.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
-        if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
-            return Err(ApiError::invalid_field(
-                "limit",
-                format!("must be 1..={MAX_HISTORY_PAGE}"),
-            ));
-        }
-        if q.before.is_some_and(|b| b < 1) || q.after.is_some_and(|a| a < 0) {
-            return Err(ApiError::invalid_field(
-                "before",
-                "seq bounds must not be negative",
-            ));
-        }
-        // The contract answers 404 to every non-member here, even one who
-        // may see the room (an invitee, anyone for a public room).
-        let record = self
-            .room_as_member(user, &q.room)
-            .await
-            .map_err(|e| match e.code {
-                ErrorCode::NotMember => super::rooms::room_not_found(),
-                _ => e,
-            })?;
-        let (messages, has_more) = self
-            .page(
-                user,
-                record.id,
-                storage::HistoryQuery {
-                    before: q.before,
-                    after: q.after,
-                    limit,
-                },
-            )
-            .await?;
+        let query = page_query(q.before, q.after, q.limit)?;
+        let record = self.room_to_read(user, &q.room).await?;
+        let (messages, has_more) = self.page(user, record.id, query).await?;
         Ok(HistoryResponse {
             chat_history: messages,
             has_more,
@@ -338,38 +335,22 @@ impl ChatService {
         room: RoomId,
         q: TimelineQuery,
     ) -> ApiResult<TimelineResponse> {
-        let limit = q.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
-        if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
-            return Err(ApiError::invalid_field(
-                "limit",
-                format!("must be 1..={MAX_HISTORY_PAGE}"),
-            ));
-        }
-        if q.before.is_some_and(|b| b < 1) || q.after.is_some_and(|a| a < 0) {
-            return Err(ApiError::invalid_field(
-                "before",
-                "seq bounds must not be negative",
-            ));
-        }
-        let record = self
-            .room_as_member(user, &RoomRef::Id(room))
+        let query = page_query(q.before, q.after, q.limit)?;
+        let record = self.room_to_read(user, &RoomRef::Id(room)).await?;
+        let (events, has_more) = self.timeline_page(user, record.id, query).await?;
+        Ok(TimelineResponse { events, has_more })
+    }
+
+    /// A room whose history the caller may read: the contract answers 404
+    /// to every non-member here, even one who may see the room (an invitee,
+    /// anyone for a public room).
+    async fn room_to_read(&self, user: UserId, room: &RoomRef) -> ApiResult<RoomRecord> {
+        self.room_as_member(user, room)
             .await
             .map_err(|e| match e.code {
                 ErrorCode::NotMember => super::rooms::room_not_found(),
                 _ => e,
-            })?;
-        let (events, has_more) = self
-            .timeline_page(
-                user,
-                record.id,
-                storage::HistoryQuery {
-                    before: q.before,
-                    after: q.after,
-                    limit,
-                },
-            )
-            .await?;
-        Ok(TimelineResponse { events, has_more })
+            })
     }
 
     /// A page of a room's timeline as `viewer` sees it, without access

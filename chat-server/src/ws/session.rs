@@ -677,16 +677,8 @@ where
     /// the hub may still hold one for a predecessor from another instance;
     /// its ack then follows when it comes.
     async fn release_acks(&mut self) -> Flow {
-        while self.rooms.values().any(|c| !c.acks.is_empty()) {
-            match self.inbox.try_recv() {
-                Ok(delivery) => match self.on_delivery(delivery).await {
-                    Flow::Continue => {}
-                    flow => return flow,
-                },
-                Err(_) => break,
-            }
-        }
-        Flow::Continue
+        self.take_while(|s| s.rooms.values().any(|c| !c.acks.is_empty()))
+            .await
     }
 
     /// Stops delivering a room. Not being subscribed is harmless, but a
@@ -863,7 +855,12 @@ where
     /// Handles what is queued behind, until the queue is empty or a batch
     /// is full.
     async fn take_queued(&mut self) -> Flow {
-        while self.out.len() < MAX_BATCH {
+        self.take_while(|s| s.out.len() < MAX_BATCH).await
+    }
+
+    /// Handles queued deliveries while `more` holds and the queue has any.
+    async fn take_while(&mut self, more: impl Fn(&Self) -> bool) -> Flow {
+        while more(self) {
             match self.inbox.try_recv() {
                 Ok(delivery) => match self.on_delivery(delivery).await {
                     Flow::Continue => {}

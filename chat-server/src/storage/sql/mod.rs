@@ -80,6 +80,44 @@ where
     row.as_ref().map(room_from).transpose()
 }
 
+/// The `limit + 1` rows of a page (see [`HistoryQuery`]): `after` runs
+/// the first statement (upward from `after`), else the second (downward
+/// from `before`).
+async fn page_rows<D: Dialect>(
+    pool: &Pool<D::Db>,
+    (upward, downward): (&'static str, &'static str),
+    room: RoomId,
+    query: &HistoryQuery,
+) -> Result<Vec<<D::Db as Database>::Row>, StorageError>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
+{
+    let fetch = i64::from(query.limit) + 1;
+    let before = query.before.unwrap_or(Seq::MAX);
+    match query.after {
+        Some(after) => {
+            sqlx::query(upward)
+                .bind(room.get())
+                .bind(after)
+                .bind(before)
+                .bind(fetch)
+                .fetch_all(pool)
+                .await
+        }
+        None => {
+            sqlx::query(downward)
+                .bind(room.get())
+                .bind(before)
+                .bind(fetch)
+                .fetch_all(pool)
+                .await
+        }
+    }
+    .map_err(D::map_err)
+}
+
 /// The user a one-key query finds, if any.
 async fn user_where<D: Dialect>(
     pool: &Pool<D::Db>,
@@ -513,28 +551,8 @@ where
         room: RoomId,
         query: HistoryQuery,
     ) -> Result<HistoryPage, StorageError> {
-        let fetch = i64::from(query.limit) + 1;
-        let before = query.before.unwrap_or(Seq::MAX);
-        let rows = match query.after {
-            Some(after) => {
-                sqlx::query(statements::HISTORY_AFTER)
-                    .bind(room.get())
-                    .bind(after)
-                    .bind(before)
-                    .bind(fetch)
-                    .fetch_all(&self.read)
-                    .await
-            }
-            None => {
-                sqlx::query(statements::HISTORY_BEFORE)
-                    .bind(room.get())
-                    .bind(before)
-                    .bind(fetch)
-                    .fetch_all(&self.read)
-                    .await
-            }
-        }
-        .map_err(D::map_err)?;
+        let bounds = (statements::HISTORY_AFTER, statements::HISTORY_BEFORE);
+        let rows = page_rows::<D>(&self.read, bounds, room, &query).await?;
         rows::history_page(&rows, &query)
     }
 
@@ -543,28 +561,8 @@ where
         room: RoomId,
         query: HistoryQuery,
     ) -> Result<TimelinePage, StorageError> {
-        let fetch = i64::from(query.limit) + 1;
-        let before = query.before.unwrap_or(Seq::MAX);
-        let rows = match query.after {
-            Some(after) => {
-                sqlx::query(statements::TIMELINE_AFTER)
-                    .bind(room.get())
-                    .bind(after)
-                    .bind(before)
-                    .bind(fetch)
-                    .fetch_all(&self.read)
-                    .await
-            }
-            None => {
-                sqlx::query(statements::TIMELINE_BEFORE)
-                    .bind(room.get())
-                    .bind(before)
-                    .bind(fetch)
-                    .fetch_all(&self.read)
-                    .await
-            }
-        }
-        .map_err(D::map_err)?;
+        let bounds = (statements::TIMELINE_AFTER, statements::TIMELINE_BEFORE);
+        let rows = page_rows::<D>(&self.read, bounds, room, &query).await?;
         rows::timeline_page(&rows, &query)
     }
 

@@ -22,20 +22,31 @@ pub(crate) fn history_page(
     rows: &[impl Columns],
     query: &HistoryQuery,
 ) -> Result<HistoryPage, StorageError> {
+    let (messages, has_more) = page_of(rows, query, message_from)?;
+    Ok(HistoryPage { messages, has_more })
+}
+
+/// The page of `limit + 1` rows read from the starting bound outward,
+/// decoded, oldest first, and whether there is more.
+fn page_of<C: Columns, T>(
+    rows: &[C],
+    query: &HistoryQuery,
+    decode: impl Fn(&C) -> Result<T, StorageError>,
+) -> Result<(Vec<T>, bool), StorageError> {
     let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
     // The extra row only tells that there is more; it is the farthest from
     // the starting bound in both directions, so dropping the tail keeps the
     // page adjacent to the bound.
     let has_more = rows.len() > limit;
-    let mut messages = rows
+    let mut items = rows
         .iter()
         .take(limit)
-        .map(message_from)
+        .map(decode)
         .collect::<Result<Vec<_>, _>>()?;
     if query.after.is_none() {
-        messages.reverse();
+        items.reverse();
     }
-    Ok(HistoryPage { messages, has_more })
+    Ok((items, has_more))
 }
 
 /// Which rule a unique violation broke, from the constraint name (Postgres
@@ -212,16 +223,7 @@ pub(crate) fn timeline_page(
     rows: &[impl Columns],
     query: &HistoryQuery,
 ) -> Result<TimelinePage, StorageError> {
-    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-    let has_more = rows.len() > limit;
-    let mut events = rows
-        .iter()
-        .take(limit)
-        .map(event_from)
-        .collect::<Result<Vec<_>, _>>()?;
-    if query.after.is_none() {
-        events.reverse();
-    }
+    let (events, has_more) = page_of(rows, query, event_from)?;
     Ok(TimelinePage { events, has_more })
 }
 
