@@ -164,6 +164,19 @@ impl Fanout {
         Some((user, last))
     }
 
+    /// Tells the room's order where a socket that just caught up from
+    /// storage stands: if this instance has seen no event of the room yet,
+    /// the next one is `delivered + 1`. Without it the first event to
+    /// arrive would set the order, and an older one from another instance,
+    /// arriving after it, would make every socket read a gap.
+    pub fn anchor(&self, room: RoomId, delivered: Seq) {
+        let order = self.order_of(room);
+        let mut order = lock(&order);
+        if order.next.is_none() {
+            order.next = Some(delivered + 1);
+        }
+    }
+
     /// Users with at least one socket in the room on this instance, by id.
     pub fn online_users(&self, room: RoomId) -> Vec<UserId> {
         let mut users: Vec<UserId> = self
@@ -614,6 +627,25 @@ mod tests {
         assert_eq!(messages_now(&mut ra), Vec::<i64>::new());
         tokio::time::sleep(REORDER_WAIT).await;
         assert_eq!(messages_now(&mut ra), [7]);
+    }
+
+    /// A socket that caught up to 3 anchors the order: another instance's
+    /// 5, arriving before its 4, waits for it instead of starting the order
+    /// at 5 (which would make every socket read 4 from storage).
+    #[tokio::test]
+    async fn an_anchored_room_waits_for_the_next_seq() {
+        let hub = hub();
+        let (a, mut ra) = subscriber(1, 64);
+        hub.join(RoomId(1), a).await.expect("join");
+        hub.fanout().anchor(RoomId(1), 3);
+        remote(&hub, 1, 5);
+        assert_eq!(messages_now(&mut ra), Vec::<i64>::new(), "5 waits for 4");
+        remote(&hub, 1, 4);
+        assert_eq!(messages_now(&mut ra), [4, 5]);
+        // Anchoring again changes nothing once the order is known.
+        hub.fanout().anchor(RoomId(1), 1);
+        remote(&hub, 1, 6);
+        assert_eq!(messages_now(&mut ra), [6]);
     }
 
     #[tokio::test]

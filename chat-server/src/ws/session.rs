@@ -760,6 +760,7 @@ where
             return flow;
         }
         let last_seq = self.rooms.get(&id).map_or(start, |c| c.delivered);
+        self.state.service.hub().fanout().anchor(id, last_seq);
         self.push(&ServerFrame::Subscribed { room: id, last_seq });
         // Who is here already; changes arrive as they happen.
         for user in self.state.service.hub().fanout().online_users(id) {
