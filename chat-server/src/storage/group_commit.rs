@@ -69,12 +69,14 @@ pub(crate) trait BatchAppend: Send + Sync + 'static {
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError>;
 
     /// Stores `fresh` in one transaction, no two with the same `(sender,
-    /// client_id)`, and says of each, in order, what became of it: a pair
-    /// already stored is answered with its original and takes no seq; the
-    /// others are numbered per room in their order, above the room's
-    /// `last_seq`, inserted, and their senders' read marks advanced. `Err`:
-    /// the transaction rolled back and nothing was stored (also when a pair
-    /// was inserted by someone else meanwhile).
+    /// client_id)`, and says of each, in order, what became of it: the
+    /// messages are numbered per room in their order, above the room's
+    /// `last_seq`, inserted, and their senders' read marks advanced; a pair
+    /// already stored is either answered with its original (taking no seq:
+    /// SQLite looks them up first) or fails the batch (PostgreSQL's one
+    /// statement), after which group commit appends one by one and the
+    /// single append answers it. `Err`: the transaction rolled back and
+    /// nothing was stored.
     async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError>;
 
     /// Applies `op` and appends its event in one transaction

@@ -22,13 +22,17 @@
 //! single append (see the module doc of `postgres.rs`): seqs without gap or
 //! duplicate, committed in seq order.
 //!
-//! Pairs `(sender, client_id)` stored before are looked up by the same
-//! statement (`originals`) and answered with their original, taking no
-//! seq; repeats within the batch never reach it (group commit answers
-//! them). There is no `ON CONFLICT`: a pair that another instance inserts
-//! between this statement's snapshot and its insert fails the statement,
-//! which rolls back, and group commit appends its messages one by one,
-//! where the single append's rules answer it.
+//! Repeats within the batch never reach it (group commit answers them). A
+//! pair `(sender, client_id)` stored before fails the statement on its
+//! unique index, the statement rolls back, and group commit appends the
+//! batch's messages one by one, where the single append answers the repeat
+//! with its original: the same answers as SQLite's lookup-first batch. A
+//! lookup inside the statement (a join of the input with `messages`) was
+//! tried and measured: prepared once, PostgreSQL settled on a generic plan
+//! made while `messages` was small, a scan that grew with the table (W1
+//! p50 1.8 → 8 ms in 20 s), and planning it for each batch instead still
+//! left W1's p50 at 3.8 ms. Retries are rare; every batch would pay for
+//! the lookup.
 
 use async_trait::async_trait;
 use sqlx::Connection as _;
@@ -42,28 +46,23 @@ use crate::storage::sql::rows::message_from;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMember};
 
 const APPEND_BATCH: &str = "\
-WITH input AS (
+WITH locked AS MATERIALIZED (
+    SELECT id FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
+), input AS (
     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
         WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at, ord)
-), originals AS (
-    SELECT i.ord, m.id, m.room_id, m.seq, m.sender_id, m.body, m.created_at, m.client_id
-    FROM input i JOIN messages m ON m.sender_id = i.sender_id AND m.client_id = i.client_id
-), fresh AS (
-    SELECT * FROM input i WHERE NOT EXISTS (SELECT 1 FROM originals o WHERE o.ord = i.ord)
-), locked AS MATERIALIZED (
-    SELECT id FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
 ), counts AS (
-    SELECT room_id, count(*) AS n, max(created_at) AS at FROM fresh GROUP BY room_id
+    SELECT room_id, count(*) AS n, max(created_at) AS at FROM input GROUP BY room_id
 ), bumped AS (
     UPDATE rooms r SET last_seq = r.last_seq + c.n, msg_count = r.msg_count + c.n,
         last_message_seq = r.last_seq + c.n, last_message_at = c.at
     FROM counts c JOIN locked l ON l.id = c.room_id WHERE r.id = c.room_id
     RETURNING r.id, r.last_seq - c.n AS base, r.msg_count - c.n AS base_no
 ), numbered AS (
-    SELECT f.*,
-        b.base + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS seq,
-        b.base_no + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord) AS msg_no
-    FROM fresh f JOIN bumped b ON b.id = f.room_id
+    SELECT i.*,
+        b.base + row_number() OVER (PARTITION BY i.room_id ORDER BY i.ord) AS seq,
+        b.base_no + row_number() OVER (PARTITION BY i.room_id ORDER BY i.ord) AS msg_no
+    FROM input i JOIN bumped b ON b.id = i.room_id
 ), inserted AS (
     INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no)
     SELECT room_id, seq, sender_id, body, client_id, created_at, msg_no FROM numbered ORDER BY ord
@@ -75,16 +74,12 @@ WITH input AS (
     WHERE rm.room_id = s.room_id AND rm.user_id = s.sender_id
       AND rm.state = 'member' AND rm.read_seq < s.seq
 )
-SELECT n.ord, TRUE AS created, m.id, n.room_id, n.seq, n.sender_id,
-       u.display_name AS sender_name, n.body, n.created_at, n.client_id
+SELECT n.ord, m.id, n.room_id, n.seq, n.sender_id, u.display_name AS sender_name,
+       n.body, n.created_at, n.client_id
 FROM numbered n
 JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
 JOIN users u ON u.id = n.sender_id
-UNION ALL
-SELECT o.ord, FALSE, o.id, o.room_id, o.seq, o.sender_id, u.display_name, o.body,
-       o.created_at, o.client_id
-FROM originals o JOIN users u ON u.id = o.sender_id
-ORDER BY ord";
+ORDER BY n.ord";
 
 /// What the committer holds: how to connect, and its connection, not the
 /// storage, so that the storage's handle to the committer is the only thing
@@ -100,15 +95,7 @@ pub(super) struct PgAppender {
 impl PgAppender {
     pub(super) fn new(connect: PgConnectOptions) -> Self {
         Self {
-            // Plan the batch statement for each batch. sqlx prepares it
-            // once, and after five executions PostgreSQL may settle on a
-            // generic plan made while `messages` was small: a hash join over
-            // a sequential scan of `messages` for the `originals` lookup,
-            // which then grows with the table (W1 on PostgreSQL: p50 1.8 →
-            // 8 ms over a 20 s run). A custom plan sees the array sizes and
-            // the table as it is now, and looks the pairs up in their
-            // unique index.
-            connect: connect.options([("plan_cache_mode", "force_custom_plan")]),
+            connect,
             conn: Mutex::new(None),
         }
     }
@@ -214,22 +201,16 @@ async fn store_batch(
         .await
         .map_err(map_err)?;
 
-    // Every message has its row, inserted or original, unless its room is
-    // gone.
+    // Every message of a room that still exists has its row; a message
+    // without one was for a deleted room.
     let mut stored: Vec<Stored> = (0..batch.len()).map(|_| Stored::NoRoom).collect();
     for row in &rows {
         let ord: i64 = sqlx::Row::try_get(row, "ord").map_err(map_err)?;
-        let created: bool = sqlx::Row::try_get(row, "created").map_err(map_err)?;
         let slot = usize::try_from(ord - 1)
             .ok()
             .and_then(|i| stored.get_mut(i))
             .ok_or_else(|| StorageError::Backend(format!("batch row {ord} out of range").into()))?;
-        let message = message_from(row)?;
-        *slot = if created {
-            Stored::New(message)
-        } else {
-            Stored::Original(message)
-        };
+        *slot = Stored::New(message_from(row)?);
     }
     Ok(stored)
 }

@@ -884,12 +884,12 @@ async fn one_batch_numbers_each_room_in_arrival_order() {
     );
 }
 
-/// A batch holding a pair stored before answers it with the original,
-/// which takes no seq, and stores the rest: the same lookup-first rule as
-/// SQLite's batch and the memory backend.
+/// A batch holding a pair stored before fails whole on PostgreSQL, and
+/// storage answers the repeat with its original all the same: group commit
+/// then appends the messages one by one.
 #[tokio::test]
-async fn a_stored_repeat_in_a_batch_is_answered_with_its_original() {
-    use crate::storage::group_commit::{BatchAppend as _, Stored};
+async fn a_stored_repeat_fails_the_batch_and_is_answered_one_by_one() {
+    use crate::storage::group_commit::BatchAppend as _;
     let schema = TestSchema::create().await;
     let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
         .await
@@ -908,30 +908,30 @@ async fn a_stored_repeat_in_a_batch_is_answered_with_its_original() {
         batch_message(one, alice, "newer", None),
     ];
     let refs: Vec<&NewMessage> = batch.iter().collect();
-    let results = appender.store_batch(&refs).await.expect("batch");
-    let answered: Vec<(bool, Seq, &str)> = results
-        .iter()
-        .map(|r| match r {
-            Stored::New(m) => (true, m.seq, m.body.as_str()),
-            Stored::Original(m) => (false, m.seq, m.body.as_str()),
-            Stored::NoRoom => panic!("the room exists"),
+    appender
+        .store_batch(&refs)
+        .await
+        .expect_err("the stored pair fails the statement");
+    assert_eq!(
+        whole_history(&store, one).await,
+        vec![(1, "first".to_owned())],
+        "nothing of the batch was stored"
+    );
+    let answers = store.append_many(batch.to_vec()).await;
+    let answered: Vec<(bool, Seq, String)> = answers
+        .into_iter()
+        .map(|r| {
+            let a = r.expect("appended");
+            (a.created, a.message.seq, a.message.body)
         })
         .collect();
     assert_eq!(
         answered,
-        vec![(true, 2, "new"), (false, 1, "first"), (true, 3, "newer")]
-    );
-    assert_eq!(
-        whole_history(&store, one).await,
         vec![
-            (1, "first".to_owned()),
-            (2, "new".to_owned()),
-            (3, "newer".to_owned())
+            (true, 2, "new".to_owned()),
+            (false, 1, "first".to_owned()),
+            (true, 3, "newer".to_owned())
         ]
-    );
-    assert_eq!(
-        store.room(one).await.expect("room").expect("one").last_seq,
-        3
     );
 }
 
