@@ -6,7 +6,7 @@ def metrics:
      ["p99.9 ms", .p999_ms], ["lost", .lost], ["duplicated", .duplicated],
      ["connect failures", .connect_failures], ["server RSS MiB", ((.server_rss_bytes // 0) / 1048576 | . * 10 | round / 10)],
      ["server CPU %", .server_cpu_pct], ["generator CPU %", .generator_cpu_pct]]
-  elif .scenario == "W2" then
+  elif .scenario == "W2" or .scenario == "W5" then
     [["saturation deliveries/s", .deliveries_per_s], ["saturation msg/s per sender", .saturation_rate_per_sender],
      ["p99 ms at saturation", .p99_ms], ["server CPU % at saturation", .server_cpu_pct], ["generator CPU % at saturation", .generator_cpu_pct], ["connect failures", .connect_failures]]
   elif .scenario == "W3" then
