@@ -27,9 +27,10 @@
 //! only supplies the statements that store a batch (`store_batch`). A
 //! message that repeats the `(sender, client_id)` of one earlier in the
 //! batch is answered with that one and never reaches the database; a pair
-//! stored before is answered with its original by the backend's lookup.
-//! Either way the batch answers exactly what one append after the other
-//! would.
+//! stored before is answered with its original, by the backend's lookup
+//! (SQLite) or by the one-by-one appends after the batch failed on it
+//! (PostgreSQL). Either way the batch answers exactly what one append after
+//! the other would.
 //!
 //! A batch is all or nothing. When it fails for a reason that may belong to
 //! one message alone (a pair inserted meanwhile by another instance, an
