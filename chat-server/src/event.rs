@@ -88,15 +88,22 @@ pub enum EventKind {
 }
 
 impl Event {
-    /// A timeline event at `seq`.
-    pub fn timeline(room: RoomId, seq: Seq, origin: Option<ConnId>, frame: &ServerFrame) -> Self {
+    /// A timeline event at `seq`; `leaves` is a member it takes out of the
+    /// room.
+    pub fn timeline(
+        room: RoomId,
+        seq: Seq,
+        origin: Option<ConnId>,
+        frame: &ServerFrame,
+        leaves: Option<UserId>,
+    ) -> Self {
         Self {
             room,
             origin,
             kind: EventKind::Timeline {
                 seq,
                 frame: Frame::encode(frame),
-                leaves: None,
+                leaves,
             },
         }
     }

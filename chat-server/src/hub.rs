@@ -544,7 +544,7 @@ mod tests {
     }
 
     fn event(room: i64, seq: i64) -> Event {
-        Event::timeline(RoomId(room), seq, None, &ServerFrame::Pong)
+        Event::timeline(RoomId(room), seq, None, &ServerFrame::Pong, None)
     }
 
     /// Another instance's event, as the broker hands it over.

@@ -12,10 +12,10 @@ use chat_core::{ErrorCode, RoomId, RoomRef, Seq, Timestamp, UserId};
 
 use super::ChatService;
 use crate::error::{ApiError, ApiResult};
-use crate::event::{ConnId, Event, EventKind};
+use crate::event::{ConnId, Event};
 use crate::hub::Hub;
 use crate::storage::{
-    self, CommitListener, NewMessage, ReadMark, RoomRecord, StoredEvent, StoredMember,
+    self, CommitListener, Committed, NewMessage, ReadMark, RoomRecord, StoredEvent, StoredMember,
     StoredMessage,
 };
 
@@ -83,32 +83,22 @@ pub(crate) struct Publisher {
 }
 
 impl CommitListener for Publisher {
-    fn committed(&self, event: &StoredEvent, origin: Option<ConnId>) {
-        let mut published = match event {
-            StoredEvent::Message(message) => {
+    fn committed(&self, event: Committed<'_>, origin: Option<ConnId>) {
+        let published = match event {
+            Committed::Message(message) => {
                 metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
                 // A new message: nobody else has read it yet.
                 let frame = ServerFrame::Message {
                     message: to_wire(message.clone(), false),
                 };
-                Event::timeline(message.room, message.seq, origin, &frame)
+                Event::timeline(message.room, message.seq, origin, &frame, None)
             }
-            StoredEvent::Member(member) => {
+            Committed::Member(member) => {
                 let frame = ServerFrame::Member(member_to_wire(member));
-                Event::timeline(member.room, member.seq, origin, &frame)
+                let leaves = (member.change == MemberChange::Left).then_some(member.user);
+                Event::timeline(member.room, member.seq, origin, &frame, leaves)
             }
         };
-        if let (
-            StoredEvent::Member(StoredMember {
-                user,
-                change: MemberChange::Left,
-                ..
-            }),
-            EventKind::Timeline { leaves, .. },
-        ) = (event, &mut published.kind)
-        {
-            *leaves = Some(*user);
-        }
         self.hub.publish(published);
     }
 }

@@ -2703,7 +2703,7 @@ pub async fn listener_hears_every_event_in_order(store: Arc<dyn Storage>) {
     #[derive(Default)]
     struct Heard(std::sync::Mutex<Vec<(RoomId, Seq)>>);
     impl super::CommitListener for Heard {
-        fn committed(&self, event: &StoredEvent, _origin: Option<crate::event::ConnId>) {
+        fn committed(&self, event: super::Committed<'_>, _origin: Option<crate::event::ConnId>) {
             self.0
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

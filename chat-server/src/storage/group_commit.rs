@@ -48,7 +48,7 @@ use chat_core::{RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, CommitListener, Listener, NewMessage, StorageError, StoredEvent, StoredMember,
+    Appended, CommitListener, Committed, Listener, NewMessage, StorageError, StoredMember,
     StoredMessage,
 };
 
@@ -226,7 +226,7 @@ async fn commit_loop<B: BatchAppend>(
                     append_run(&*backend, std::mem::take(&mut run), &listener).await;
                     let result = match backend.change_membership(&op).await {
                         Ok(Some(event)) => {
-                            listener.committed(&StoredEvent::Member(event), None);
+                            listener.committed(Committed::Member(&event), None);
                             Ok(true)
                         }
                         Ok(None) => Ok(false),

@@ -14,8 +14,8 @@ use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, CommitListener, Conflict, Conversation, HistoryPage, HistoryQuery, Listener,
-    MemberState, NewMessage, NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomPerson,
+    Appended, CommitListener, Committed, Conflict, Conversation, HistoryPage, HistoryQuery,
+    Listener, MemberState, NewMessage, NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomPerson,
     RoomRecord, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, TimelinePage,
     TokenUse, UserRecord, UserRoom,
 };
@@ -211,7 +211,7 @@ impl State {
             msg_no: row.msg_count,
         });
         listener.committed(
-            &StoredEvent::Member(StoredMember {
+            Committed::Member(&StoredMember {
                 room,
                 seq,
                 user,

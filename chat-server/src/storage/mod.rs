@@ -220,6 +220,30 @@ impl StoredEvent {
     }
 }
 
+/// A just-committed event, borrowed from the records the committer
+/// answers its callers with: telling the listener copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed<'a> {
+    Message(&'a StoredMessage),
+    Member(&'a StoredMember),
+}
+
+impl Committed<'_> {
+    pub fn room(&self) -> RoomId {
+        match self {
+            Self::Message(m) => m.room,
+            Self::Member(m) => m.room,
+        }
+    }
+
+    pub fn seq(&self) -> Seq {
+        match self {
+            Self::Message(m) => m.seq,
+            Self::Member(m) => m.seq,
+        }
+    }
+}
+
 /// A page of a room's timeline, oldest first (see [`HistoryQuery`] for the
 /// bounds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,7 +274,7 @@ pub trait CommitListener: Send + Sync + 'static {
     /// before the call that stored it returns. It runs on the committing
     /// thread, in the middle of group commit: it must not block. `origin` is
     /// the connection a message came from.
-    fn committed(&self, event: &StoredEvent, origin: Option<ConnId>);
+    fn committed(&self, event: Committed<'_>, origin: Option<ConnId>);
 }
 
 /// Where a backend keeps its listener; shared with its committer.
@@ -268,12 +292,12 @@ impl Listener {
     /// Tells the listener, if there is one, of `appended` if it is new.
     pub(crate) fn appended(&self, appended: &Appended, origin: Option<ConnId>) {
         if appended.created {
-            self.committed(&StoredEvent::Message(appended.message.clone()), origin);
+            self.committed(Committed::Message(&appended.message), origin);
         }
     }
 
     /// Tells the listener, if there is one, of `event`.
-    pub(crate) fn committed(&self, event: &StoredEvent, origin: Option<ConnId>) {
+    pub(crate) fn committed(&self, event: Committed<'_>, origin: Option<ConnId>) {
         let listener = self
             .0
             .read()

@@ -61,23 +61,23 @@ impl<D: Dialect> SqlStorage<D> {
     }
 }
 
-/// The room a one-key query finds, if any.
-async fn room_where<D: Dialect>(
+/// The record a one-key query finds, if any, decoded by `decode`.
+async fn one_where<D: Dialect, T>(
     pool: &Pool<D::Db>,
     query: &'static str,
     key: impl for<'q> Encode<'q, D::Db> + Type<D::Db> + Send,
-) -> Result<Option<RoomRecord>, StorageError>
+    decode: fn(&<D::Db as Database>::Row) -> Result<T, StorageError>,
+) -> Result<Option<T>, StorageError>
 where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
     <D::Db as Database>::Arguments: IntoArguments<D::Db>,
-    <D::Db as Database>::Row: Columns,
 {
     let row = sqlx::query(query)
         .bind(key)
         .fetch_optional(pool)
         .await
         .map_err(D::map_err)?;
-    row.as_ref().map(room_from).transpose()
+    row.as_ref().map(decode).transpose()
 }
 
 /// The `limit + 1` rows of a page (see [`HistoryQuery`]): `after` runs
@@ -118,25 +118,6 @@ where
     .map_err(D::map_err)
 }
 
-/// The user a one-key query finds, if any.
-async fn user_where<D: Dialect>(
-    pool: &Pool<D::Db>,
-    query: &'static str,
-    key: impl for<'q> Encode<'q, D::Db> + Type<D::Db> + Send,
-) -> Result<Option<UserRecord>, StorageError>
-where
-    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
-    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
-    <D::Db as Database>::Row: Columns,
-{
-    let row = sqlx::query(query)
-        .bind(key)
-        .fetch_optional(pool)
-        .await
-        .map_err(D::map_err)?;
-    row.as_ref().map(user_from).transpose()
-}
-
 #[async_trait]
 impl<D: Dialect> Storage for SqlStorage<D>
 where
@@ -173,20 +154,27 @@ where
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StorageError> {
-        user_where::<D>(&self.read, statements::USER_BY_ID, id.get()).await
+        one_where::<D, _>(&self.read, statements::USER_BY_ID, id.get(), user_from).await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StorageError> {
-        user_where::<D>(
+        one_where::<D, _>(
             &self.read,
             statements::USER_BY_USERNAME,
             username.to_owned(),
+            user_from,
         )
         .await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StorageError> {
-        user_where::<D>(&self.read, statements::USER_BY_EMAIL, email.to_lowercase()).await
+        one_where::<D, _>(
+            &self.read,
+            statements::USER_BY_EMAIL,
+            email.to_lowercase(),
+            user_from,
+        )
+        .await
     }
 
     async fn users(
@@ -330,11 +318,17 @@ where
     }
 
     async fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StorageError> {
-        room_where::<D>(&self.read, statements::ROOM_BY_ID, id.get()).await
+        one_where::<D, _>(&self.read, statements::ROOM_BY_ID, id.get(), room_from).await
     }
 
     async fn room_by_name(&self, name: &str) -> Result<Option<RoomRecord>, StorageError> {
-        room_where::<D>(&self.read, statements::ROOM_BY_NAME, name.to_owned()).await
+        one_where::<D, _>(
+            &self.read,
+            statements::ROOM_BY_NAME,
+            name.to_owned(),
+            room_from,
+        )
+        .await
     }
 
     async fn delete_room(&self, id: RoomId) -> Result<bool, StorageError> {
