@@ -70,6 +70,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use super::group_commit::GroupCommit;
 use super::sql::rows::conflict_of;
 use super::sql::statements;
+use super::sql::turns::WriteTurns;
 use super::sql::{Dialect, SqlStorage};
 use super::{StorageError, StorageOptions};
 
@@ -139,6 +140,7 @@ impl SqlStorage<PgDialect> {
             read: pool.clone(),
             write: pool,
             appends,
+            turns: WriteTurns::concurrent(),
         })
     }
 

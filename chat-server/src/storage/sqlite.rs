@@ -8,19 +8,22 @@
 //!
 //! SQLite admits one writer at a time. Rather than let several pooled
 //! connections race for that lock and fail with `SQLITE_BUSY`, every write
-//! goes through a pool of exactly one connection, so writers queue in the
-//! pool, in order; reads use a separate pool of read-only connections. The
-//! busy timeout is only for another process sharing the file.
+//! but the committer's goes through a pool of exactly one connection, so
+//! writers queue in the pool, in order; reads use a separate pool of
+//! read-only connections. The busy timeout is only for another process
+//! sharing the file.
 //!
-//! `sqlite://:memory:` works too, for throwaway runs: a private in-memory
-//! database on a single connection that serves reads and writes and is
-//! never closed, since the database lives only as long as a connection to
-//! it does.
+//! `sqlite://:memory:` works too, for throwaway runs: a private database in
+//! a temporary directory, removed when the storage is dropped (a file
+//! rather than SQLite's in-memory database, which lives on one connection
+//! where this backend opens several).
 //!
 //! Concurrent appends are group-committed (`super::group_commit`): the
 //! appends queued while one write transaction runs share the next one
 //! (`sqlite/batch.rs`), so they pay for taking the write lock and writing a
-//! commit record once.
+//! commit record once. The committer writes its batches on a connection of
+//! its own, in-process (rusqlite); it and the write pool take turns
+//! (`sql/turns.rs`).
 //!
 //! Everything but connecting, error mapping and the batch statements is the
 //! one SQL backend ([`super::sql`]): [`SqliteStorage`] is
@@ -37,10 +40,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::group_commit::GroupCommit;
 use super::sql::rows::conflict_of;
 use super::sql::statements;
+use super::sql::turns::WriteTurns;
 use super::sql::{Dialect, SqlStorage};
 use super::{StorageError, StorageOptions};
 
 mod batch;
+mod checkpoint;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -73,39 +78,44 @@ impl Dialect for SqliteDialect {
 
 impl SqlStorage<SqliteDialect> {
     /// Opens (creating it if needed) and migrates the database at
-    /// `sqlite://PATH`, or a fresh in-memory one for `sqlite://:memory:`.
+    /// `sqlite://PATH`, or a fresh throwaway one for `sqlite://:memory:`.
     /// The read pool holds up to `options.max_connections` connections.
     pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
-        let base = SqliteConnectOptions::from_str(url)
-            .map_err(map_err)?
-            .create_if_missing(true)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .synchronous(SqliteSynchronous::Normal);
+        // A throwaway database is a file in a directory of its own, removed
+        // when the storage is dropped: the committer writes on a connection
+        // of its own, and an in-memory database lives on one connection.
+        let scratch = if is_in_memory(url) {
+            Some(tempfile::tempdir().map_err(|e| StorageError::Unavailable(Box::new(e)))?)
+        } else {
+            None
+        };
+        let base = match &scratch {
+            Some(dir) => SqliteConnectOptions::new().filename(dir.path().join("chat.db")),
+            None => SqliteConnectOptions::from_str(url).map_err(map_err)?,
+        }
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .synchronous(SqliteSynchronous::Normal);
 
-        // One connection that is never retired: for `:memory:` it *is* the
-        // database, and for a file it saves reopening the writer.
+        // One connection that is never retired: it saves reopening the
+        // writer.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
-            .max_lifetime(None);
-
-        if is_in_memory(url) {
-            let pool = writer.connect_with(base).await.map_err(map_err)?;
-            MIGRATOR.run(&pool).await.map_err(migrate_err)?;
-            return Ok(Self {
-                appends: {
-                    let write = pool.clone();
-                    GroupCommit::start(move || batch::SqliteAppender { write })
-                },
-                write: pool.clone(),
-                read: pool,
-            });
-        }
+            .max_lifetime(None)
+            // A ping is a round trip to the connection's thread, and an
+            // in-process database has no link to break.
+            .test_before_acquire(false);
 
         let write = writer
-            .connect_with(base.clone().journal_mode(SqliteJournalMode::Wal))
+            .connect_with(
+                base.clone()
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // See `sqlite/checkpoint.rs`.
+                    .pragma("wal_autocheckpoint", "0"),
+            )
             .await
             .map_err(map_err)?;
         MIGRATOR.run(&write).await.map_err(migrate_err)?;
@@ -114,19 +124,21 @@ impl SqlStorage<SqliteDialect> {
         // past the single writer.
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await
             .map_err(map_err)?;
-        let appends = {
-            // sqlx runs each SQLite connection on a thread of its own, so
-            // the committer's thread can share the write pool.
-            let write = write.clone();
-            GroupCommit::start(move || batch::SqliteAppender { write })
-        };
+        let turns = WriteTurns::single_writer();
+        let appender = batch::SqliteAppender::open(
+            base.get_filename(),
+            write.clone(),
+            turns.clone(),
+            scratch,
+        )?;
         Ok(Self {
+            appends: GroupCommit::start(move || appender),
             write,
             read,
-            appends,
+            turns,
         })
     }
 }

@@ -180,7 +180,7 @@ pub async fn run<S, R, E>(
     tokio::pin!(expiry);
 
     let mut flow = match bound {
-        Some(b) => s.subscribe(b.room, b.after_seq).await,
+        Some(b) => Box::pin(s.subscribe(b.room, b.after_seq)).await,
         None => Flow::Continue,
     };
     if flow != Flow::Gone
@@ -194,15 +194,15 @@ pub async fn run<S, R, E>(
             () = &mut stop => Flow::Close(s.stop_code()),
             () = &mut expiry => Flow::Close(CloseCode::TokenExpired),
             Some(delivery) = s.inbox.recv() => {
-                match s.on_delivery(delivery).await {
-                    Flow::Continue => s.take_queued().await,
+                match Box::pin(s.on_delivery(delivery)).await {
+                    Flow::Continue => Box::pin(s.take_queued()).await,
                     flow => flow,
                 }
             }
             frame = stream.next() => {
                 let burst = s.read_burst(frame, &mut stream);
-                match s.execute(burst).await {
-                    Flow::Continue => s.take_queued().await,
+                match Box::pin(s.execute(burst)).await {
+                    Flow::Continue => Box::pin(s.take_queued()).await,
                     flow => flow,
                 }
             }
@@ -221,27 +221,38 @@ pub async fn run<S, R, E>(
         }
     }
     if let Flow::Close(code) = flow {
-        tracing::debug!(conn = s.conn.0, code = code.code(), "closing socket");
-        let close = WsMessage::Close(Some(CloseFrame {
-            code: code.code(),
-            reason: Utf8Bytes::from_static(code.reason()),
-        }));
-        // A client that is not reading cannot take the close frame either:
-        // give it a while, then drop the connection.
-        if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, s.sink.send(close)).await {
-            // Finish the closing handshake: read (and discard) until the
-            // client answers or goes. Dropping a socket with unread input
-            // makes the kernel reset it, and a reset can destroy the close
-            // frame before the client reads it.
-            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
-        }
+        // Boxed, like every branch above, so that the future each socket
+        // keeps for its lifetime is only as large as its idle state.
+        Box::pin(close(code, s.conn, &mut s.sink, &mut stream)).await;
     }
     let hub = s.state.service.hub().clone();
     for room in s.rooms.keys() {
         hub.leave(*room, s.conn).await;
     }
     tracing::debug!(conn = s.conn.0, %user, "socket closed");
+}
+
+/// Sends the close frame `code` and finishes the closing handshake.
+async fn close<S, R, E>(code: CloseCode, conn: ConnId, sink: &mut S, stream: &mut R)
+where
+    S: Sink<WsMessage> + Unpin + Send,
+    R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+{
+    tracing::debug!(conn = conn.0, code = code.code(), "closing socket");
+    let close = WsMessage::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    }));
+    // A client that is not reading cannot take the close frame either:
+    // give it a while, then drop the connection.
+    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await {
+        // Finish the closing handshake: read (and discard) until the
+        // client answers or goes. Dropping a socket with unread input
+        // makes the kernel reset it, and a reset can destroy the close
+        // frame before the client reads it.
+        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+    }
 }
 
 /// The instant a socket whose token expires at `exp` (Unix seconds) is

@@ -21,9 +21,7 @@ use async_trait::async_trait;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{RoomId, Seq, Timestamp, UserId};
-use sqlx::{
-    AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type,
-};
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::group_commit::{GroupCommit, MemberOp};
 use super::{
@@ -36,12 +34,14 @@ pub(crate) mod append;
 mod dialect;
 pub(crate) mod rows;
 pub(crate) mod statements;
+pub(crate) mod turns;
 
 pub use dialect::Dialect;
 use rows::{
     Columns, member_state, person_from, prefixed_user_from, read_mark_from, room_from, state_text,
     token_from, user_from, user_room_from,
 };
+use turns::{WriteTurns, WriteTx, Writer};
 
 /// A SQL database behind the [`Storage`] trait.
 #[derive(Debug, Clone)]
@@ -52,12 +52,19 @@ pub struct SqlStorage<D: Dialect> {
     pub(crate) write: Pool<D::Db>,
     /// Appends go through group commit (see `group_commit.rs`).
     pub(crate) appends: GroupCommit,
+    /// Where writers wait for their turn, on SQLite (see `turns.rs`).
+    pub(crate) turns: WriteTurns,
 }
 
 impl<D: Dialect> SqlStorage<D> {
-    /// A write transaction.
-    async fn begin(&self) -> Result<Transaction<'static, D::Db>, StorageError> {
-        self.write.begin_with(D::BEGIN).await.map_err(D::map_err)
+    /// A write transaction, in its turn.
+    async fn begin(&self) -> Result<WriteTx<D>, StorageError> {
+        self.turns.begin::<D>(&self.write).await
+    }
+
+    /// A connection for one write statement, in its turn.
+    async fn writer(&self) -> Result<Writer<D>, StorageError> {
+        self.turns.writer::<D>(&self.write).await
     }
 }
 
@@ -140,7 +147,7 @@ where
             .bind(&user.display_name)
             .bind(&user.password_hash)
             .bind(user.created_at.unix_micros())
-            .fetch_one(&self.write)
+            .fetch_one(&mut *self.writer().await?)
             .await
             .map_err(D::map_err)?;
         Ok(UserRecord {
@@ -216,7 +223,7 @@ where
             .bind(token.user.get())
             .bind(&token.family)
             .bind(token.expires_at.unix_micros())
-            .execute(&self.write)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(D::map_err)?;
         Ok(())
@@ -228,7 +235,7 @@ where
         // `NOT spent` on the committed row and matches nothing.
         let spent = sqlx::query(statements::SPEND_REFRESH_TOKEN)
             .bind(id)
-            .fetch_optional(&self.write)
+            .fetch_optional(&mut *self.writer().await?)
             .await
             .map_err(D::map_err)?;
         if let Some(row) = spent {
@@ -238,7 +245,7 @@ where
         // so reading after the failed update cannot see it live again.
         let existing = sqlx::query(statements::REFRESH_TOKEN)
             .bind(id)
-            .fetch_optional(&self.write)
+            .fetch_optional(&mut *self.writer().await?)
             .await
             .map_err(D::map_err)?;
         Ok(match existing {
@@ -250,7 +257,7 @@ where
     async fn revoke_refresh_family(&self, family: &str) -> Result<(), StorageError> {
         sqlx::query(statements::REVOKE_REFRESH_FAMILY)
             .bind(family)
-            .execute(&self.write)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(D::map_err)?;
         Ok(())
@@ -273,7 +280,7 @@ where
             .fetch_one(&mut *tx)
             .await
             .map_err(D::map_err)?;
-        tx.commit().await.map_err(D::map_err)?;
+        tx.commit().await?;
         Ok(value)
     }
 
@@ -305,7 +312,7 @@ where
                 .await
                 .map_err(D::map_err)?;
         }
-        tx.commit().await.map_err(D::map_err)?;
+        tx.commit().await?;
         Ok(RoomRecord {
             id: RoomId(id),
             name: room.name,
@@ -337,7 +344,7 @@ where
         // (`NotFound`).
         let done = sqlx::query(statements::DELETE_ROOM)
             .bind(id.get())
-            .execute(&self.write)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(D::map_err)?;
         Ok(D::rows_affected(&done) > 0)
@@ -404,7 +411,7 @@ where
             .await
             .map_err(D::map_err)?;
         if locked.is_none() {
-            tx.rollback().await.map_err(D::map_err)?;
+            tx.rollback().await?;
             return Err(StorageError::NotFound);
         }
         for user in users {
@@ -415,7 +422,7 @@ where
                 .await
                 .map_err(D::map_err)?;
         }
-        tx.commit().await.map_err(D::map_err)
+        tx.commit().await
     }
 
     async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
@@ -468,7 +475,7 @@ where
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(D::map_err)?;
-            tx.rollback().await.map_err(D::map_err)?;
+            tx.rollback().await?;
             return Ok((room_from(&row)?, false));
         };
         for (position, user) in (1_i64..).zip([a, b]) {
@@ -482,7 +489,7 @@ where
                 .await
                 .map_err(D::map_err)?;
         }
-        tx.commit().await.map_err(D::map_err)?;
+        tx.commit().await?;
         let room = RoomRecord {
             id: RoomId(id),
             name,
@@ -576,14 +583,14 @@ where
             .await
             .map_err(D::map_err)?
         else {
-            tx.rollback().await.map_err(D::map_err)?;
+            tx.rollback().await?;
             return Err(StorageError::NotFound);
         };
         let previous: Seq = row.int("read_seq")?;
         let last_seq: Seq = row.int("last_seq")?;
         let target = seq.min(last_seq);
         if target <= previous {
-            tx.rollback().await.map_err(D::map_err)?;
+            tx.rollback().await?;
             return Ok(ReadMark {
                 previous,
                 current: previous,
@@ -596,7 +603,7 @@ where
             .execute(&mut *tx)
             .await
             .map_err(D::map_err)?;
-        tx.commit().await.map_err(D::map_err)?;
+        tx.commit().await?;
         Ok(ReadMark {
             previous,
             current: target,

@@ -338,15 +338,6 @@ pub(crate) const MESSAGE_BY_CLIENT_ID: &str = concat!(
       WHERE m.sender_id = $1 AND m.client_id = $2"
 );
 
-/// SQLite group commit: the start of a lookup of several `(sender_id,
-/// client_id)` pairs at once; the caller appends `(?, ?), …)`.
-pub(crate) const MESSAGES_BY_CLIENT_IDS: &str = concat!(
-    "SELECT ",
-    message_columns!(),
-    " FROM messages m JOIN users u ON u.id = m.sender_id \
-      WHERE (m.sender_id, m.client_id) IN ("
-);
-
 /// The sender has read its own message and everything below it: its mark
 /// moves to the message's seq `$3` and count `$4`. Invitees keep their 0.
 pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members SET read_seq = $3, read_no = $4 \

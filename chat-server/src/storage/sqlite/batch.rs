@@ -1,289 +1,237 @@
 //! The SQLite side of group commit: a batch of appends in one write
-//! transaction, in a fixed number of statements.
+//! transaction, run in-process on the committer's thread.
 //!
-//! SQLite has a single writer, so what a batch saves is not contention but
-//! per-transaction and per-statement costs: the write lock, the WAL frames
-//! and commit record of every transaction, and (sqlx runs each connection on
-//! a thread of its own) a round trip between that thread and the runtime for
-//! every statement. A batch therefore runs the same few statements whatever
-//! its size: look up the pairs stored before, raise every room's `last_seq`
-//! by its number of new messages, insert them all, advance the senders'
-//! read marks. Seqs are numbered in arrival order per room, so they come
-//! out exactly as they would one by one. (The batch rule itself, repeats
-//! within the batch included, is group commit's, for every SQL backend.)
+//! sqlx runs every SQLite connection on a thread of its own and hands each
+//! statement to it and its answer back, so a batch of five statements was
+//! ten hand-offs between threads; on a loaded server those, not SQL, were
+//! most of a message's way to storage (benches/results, 2026-12-06 profile:
+//! SQLite's engine 1 % of the server's CPU, switching threads 21 %). Here
+//! the committer drives SQLite itself through rusqlite (the same bundled
+//! library as sqlx's): a batch is a function call on the committer's
+//! thread, and its statements stay prepared from one batch to the next.
 //!
-//! Stored repeats are found before anything is written rather than by the
-//! insert: holding the write lock, nothing can insert them in between, so
-//! nothing has to be rolled back and one repeat never costs the rest of the
-//! batch its transaction.
+//! The committer's connection is a second writer beside the write pool's;
+//! the two take turns (`sql/turns.rs`).
 //!
-//! The statements' text depends on the batch's size and rooms; they stay in
-//! the connection's statement cache like any other, so the sizes a busy
-//! room keeps producing are prepared once.
+//! The batch runs the single append's statements (`sql/append.rs`,
+//! `statements.rs`) for each message in turn, in one transaction: a
+//! stored repeat is looked up first (holding the write lock, nothing can
+//! insert it in between) and answered with its original; otherwise the
+//! room's next seq, the insert and the sender's read mark. In-process, a
+//! statement per message costs microseconds, so the batch needs no
+//! multi-row statements whose text would change with its size.
 
-use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_core::{RoomId, Seq, UserId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, named_params};
 use sqlx::sqlite::SqlitePool;
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use tempfile::TempDir;
 
-use super::{SqliteDialect, map_err};
+use super::checkpoint::Checkpointer;
+use super::{SqliteDialect, is_unavailable};
 use crate::storage::group_commit::{BatchAppend, MemberOp, Stored};
 use crate::storage::sql::append::{append_one, change_membership};
-use crate::storage::sql::rows::message_from;
-use crate::storage::sql::{Dialect as _, statements};
+use crate::storage::sql::rows::{Columns, message_from};
+use crate::storage::sql::statements;
+use crate::storage::sql::turns::WriteTurns;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMember, StoredMessage};
+
+/// How long the committer's connection waits between looks at a lock that
+/// another process (or a write pool rollback still in flight) holds.
+const BUSY_PAUSE: Duration = Duration::from_micros(100);
+
+/// Looks before a busy lock fails the batch: 5 s, as the write pool waits.
+const BUSY_TRIES: i32 = 50_000;
 
 /// What the committer holds: the write pool, not the storage, so that the
 /// storage's handle to the committer is the only thing keeping it alive.
 #[derive(Debug)]
 pub(super) struct SqliteAppender {
-    pub(super) write: SqlitePool,
+    write: SqlitePool,
+    turns: WriteTurns,
+    /// The committer's own connection (a mutex only to be `Sync`: the
+    /// committer's thread is its one user).
+    own: Mutex<Connection>,
+    /// Runs the WAL checkpoints for as long as the committer does.
+    _checkpoints: Checkpointer,
+    /// A throwaway database's directory, removed when the committer ends
+    /// (declared last: dropped after the connections).
+    _scratch: Option<TempDir>,
+}
+
+impl SqliteAppender {
+    /// Opens the committer's own connection to the database file at `path`
+    /// (already created, migrated and in WAL mode).
+    pub(super) fn open(
+        path: &Path,
+        write: SqlitePool,
+        turns: WriteTurns,
+        scratch: Option<TempDir>,
+    ) -> Result<Self, StorageError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_err)?;
+        // Checkpoints are `checkpoint.rs`'s, off the committer's way.
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;",
+        )
+        .map_err(sqlite_err)?;
+        conn.busy_handler(Some(pause_while_busy))
+            .map_err(sqlite_err)?;
+        Ok(Self {
+            write,
+            turns,
+            own: Mutex::new(conn),
+            _checkpoints: Checkpointer::start(path)?,
+            _scratch: scratch,
+        })
+    }
+}
+
+fn pause_while_busy(tries: i32) -> bool {
+    std::thread::sleep(BUSY_PAUSE);
+    tries < BUSY_TRIES
 }
 
 #[async_trait]
 impl BatchAppend for SqliteAppender {
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError> {
-        let mut conn = self.write.acquire().await.map_err(map_err)?;
+        let mut conn = self.turns.writer::<SqliteDialect>(&self.write).await?;
         append_one::<SqliteDialect>(&mut conn, &message).await
     }
 
     async fn change_membership(&self, op: &MemberOp) -> Result<Option<StoredMember>, StorageError> {
-        let mut conn = self.write.acquire().await.map_err(map_err)?;
+        let mut conn = self.turns.writer::<SqliteDialect>(&self.write).await?;
         change_membership::<SqliteDialect>(&mut conn, op).await
     }
 
     async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError> {
-        let mut tx = self
-            .write
-            .begin_with(SqliteDialect::BEGIN)
-            .await
-            .map_err(map_err)?;
-        let stored = store(&mut tx, fresh).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(stored)
+        let _turn = self.turns.take().await;
+        let mut conn = self
+            .own
+            .lock()
+            .map_err(|_| StorageError::Backend("the committer's connection is poisoned".into()))?;
+        store(&mut conn, fresh)
     }
 }
 
-/// A batch inside the write transaction `tx`; answers in batch order.
-async fn store(
-    tx: &mut Transaction<'static, Sqlite>,
-    batch: &[&NewMessage],
-) -> Result<Vec<Stored>, StorageError> {
-    let mut originals = stored_repeats(tx, batch).await?;
-    let mut outcomes: Vec<Option<Stored>> = Vec::with_capacity(batch.len());
-    // New messages per room, in arrival order: (room, count, latest time).
-    let mut rooms: Vec<(RoomId, i64, i64)> = Vec::new();
+/// The batch in one write transaction; answers in batch order. `Err`: it
+/// rolled back and nothing was stored.
+fn store(conn: &mut Connection, batch: &[&NewMessage]) -> Result<Vec<Stored>, StorageError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_err)?;
+    let mut stored = Vec::with_capacity(batch.len());
     for m in batch {
-        // Repeats are rare: no key is built when there are none.
-        if !originals.is_empty()
-            && let Some(client_id) = m.client_id.as_deref()
-            && let Some(original) = originals.remove(&(m.sender, client_id.to_owned()))
-        {
-            outcomes.push(Some(Stored::Original(original)));
-            continue;
-        }
-        match rooms.iter_mut().find(|(room, ..)| *room == m.room) {
-            Some((_, n, at)) => {
-                *n += 1;
-                *at = (*at).max(m.created_at.unix_micros());
-            }
-            None => rooms.push((m.room, 1, m.created_at.unix_micros())),
-        }
-        outcomes.push(None);
+        stored.push(store_one(&tx, m)?);
     }
-
-    // Each room's seqs (and message counts): above its old ones, in
-    // arrival order.
-    let mut next = bump_rooms(tx, &rooms).await?;
-    let mut new: Vec<(&NewMessage, Numbered)> = Vec::with_capacity(batch.len());
-    for (outcome, m) in outcomes.iter_mut().zip(batch) {
-        if outcome.is_none() {
-            match next.get_mut(&m.room) {
-                Some(n) => {
-                    new.push((m, *n));
-                    n.seq += 1;
-                    n.msg_no += 1;
-                }
-                None => *outcome = Some(Stored::NoRoom),
-            }
-        }
-    }
-    let mut inserted = insert(tx, &new).await?;
-    advance_marks(tx, &new).await?;
-
-    let mut new = new.into_iter();
-    outcomes
-        .into_iter()
-        .map(|outcome| match outcome {
-            Some(decided) => Ok(decided),
-            None => {
-                let (m, seq) = new
-                    .next()
-                    .ok_or_else(|| inconsistent("a message left undecided"))?;
-                inserted
-                    .remove(&(m.room, seq.seq))
-                    .map(Stored::New)
-                    .ok_or_else(|| inconsistent("an inserted message has no row"))
-            }
-        })
-        .collect()
-}
-
-/// A new message's place: its seq and its `msg_no`.
-#[derive(Debug, Clone, Copy)]
-struct Numbered {
-    seq: Seq,
-    msg_no: i64,
-}
-
-/// Takes each room's seqs for its new messages in one statement; returns
-/// the first new seq and count of every room still there (a deleted room
-/// has no row).
-async fn bump_rooms(
-    tx: &mut Transaction<'static, Sqlite>,
-    rooms: &[(RoomId, i64, i64)],
-) -> Result<HashMap<RoomId, Numbered>, StorageError> {
-    let mut first = HashMap::with_capacity(rooms.len());
-    if rooms.is_empty() {
-        return Ok(first);
-    }
-    // The right-hand sides read the row as it was.
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "UPDATE rooms SET last_seq = last_seq + v.column2, msg_count = msg_count + v.column2, \
-         last_message_seq = last_seq + v.column2, last_message_at = v.column3 FROM (",
-    );
-    q.push_values(rooms, |mut row, (room, n, at)| {
-        row.push_bind(room.get()).push_bind(*n).push_bind(*at);
-    });
-    // SQLite's RETURNING sees only the updated table, not `v`.
-    q.push(") AS v WHERE rooms.id = v.column1 RETURNING rooms.id, rooms.last_seq, rooms.msg_count");
-    let rows: Vec<(i64, Seq, i64)> = q
-        .build_query_as()
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    for (id, last, count) in rows {
-        let room = RoomId(id);
-        if let Some((_, n, _)) = rooms.iter().find(|(r, ..)| *r == room) {
-            first.insert(
-                room,
-                Numbered {
-                    seq: last - n + 1,
-                    msg_no: count - n + 1,
-                },
-            );
-        }
-    }
-    Ok(first)
-}
-
-/// The stored messages among the batch's `(sender, client_id)` pairs.
-async fn stored_repeats(
-    tx: &mut Transaction<'static, Sqlite>,
-    batch: &[&NewMessage],
-) -> Result<HashMap<(UserId, String), StoredMessage>, StorageError> {
-    let keyed: Vec<(&NewMessage, &str)> = batch
-        .iter()
-        .filter_map(|m| m.client_id.as_deref().map(|c| (*m, c)))
-        .collect();
-    let mut found = HashMap::new();
-    if keyed.is_empty() {
-        return Ok(found);
-    }
-    let mut q = QueryBuilder::<Sqlite>::new(statements::MESSAGES_BY_CLIENT_IDS);
-    let mut pairs = q.separated(", ");
-    for (m, client_id) in &keyed {
-        pairs.push("(");
-        pairs.push_bind_unseparated(m.sender.get());
-        pairs.push_unseparated(", ");
-        pairs.push_bind_unseparated(*client_id);
-        pairs.push_unseparated(")");
-    }
-    q.push(")");
-    let rows = q.build().fetch_all(&mut **tx).await.map_err(map_err)?;
-    for row in &rows {
-        let message = message_from(row)?;
-        if let Some(client_id) = message.client_id.clone() {
-            found.insert((message.sender, client_id), message);
-        }
-    }
-    Ok(found)
-}
-
-/// Inserts the new messages in one statement; returns them by `(room, seq)`
-/// as stored (with the sender's name).
-async fn insert(
-    tx: &mut Transaction<'static, Sqlite>,
-    new: &[(&NewMessage, Numbered)],
-) -> Result<HashMap<(RoomId, Seq), StoredMessage>, StorageError> {
-    let mut stored = HashMap::with_capacity(new.len());
-    if new.is_empty() {
-        return Ok(stored);
-    }
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no) ",
-    );
-    q.push_values(new, |mut row, (m, n)| {
-        row.push_bind(m.room.get())
-            .push_bind(n.seq)
-            .push_bind(m.sender.get())
-            .push_bind(m.body.as_str())
-            .push_bind(m.client_id.as_deref())
-            .push_bind(m.created_at.unix_micros())
-            .push_bind(n.msg_no);
-    });
-    // The rows come back in no promised order; they are matched by seq.
-    q.push(
-        " RETURNING id, room_id, seq, sender_id, body, created_at, client_id, \
-         (SELECT u.display_name FROM users u WHERE u.id = sender_id) AS sender_name",
-    );
-    let rows = q.build().fetch_all(&mut **tx).await.map_err(map_err)?;
-    for row in &rows {
-        let message = message_from(row)?;
-        stored.insert((message.room, message.seq), message);
-    }
+    tx.commit().map_err(sqlite_err)?;
     Ok(stored)
 }
 
-/// Each sender has read its own messages: one statement for the batch.
-async fn advance_marks(
-    tx: &mut Transaction<'static, Sqlite>,
-    new: &[(&NewMessage, Numbered)],
-) -> Result<(), StorageError> {
-    // Seq and count grow together, so the newest message has both highest.
-    let mut marks: Vec<(RoomId, UserId, Numbered)> = Vec::new();
-    for (m, n) in new {
-        match marks
-            .iter_mut()
-            .find(|(room, sender, _)| *room == m.room && *sender == m.sender)
-        {
-            Some((_, _, top)) if top.seq < n.seq => *top = *n,
-            Some(_) => {}
-            None => marks.push((m.room, m.sender, *n)),
+/// One message of a batch, inside its transaction.
+fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, StorageError> {
+    if let Some(client_id) = m.client_id.as_deref() {
+        let original = tx
+            .prepare_cached(statements::MESSAGE_BY_CLIENT_ID)
+            .map_err(sqlite_err)?
+            .query_row(
+                named_params! { "$1": m.sender.get(), "$2": client_id },
+                read_message,
+            )
+            .optional()
+            .map_err(sqlite_err)?;
+        if let Some(original) = original {
+            return Ok(Stored::Original(original?));
         }
     }
-    if marks.is_empty() {
-        return Ok(());
-    }
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "UPDATE room_members SET read_seq = v.column3, read_no = v.column4 FROM (",
-    );
-    q.push_values(&marks, |mut row, (room, sender, n)| {
-        row.push_bind(room.get())
-            .push_bind(sender.get())
-            .push_bind(n.seq)
-            .push_bind(n.msg_no);
-    });
-    q.push(
-        ") AS v WHERE room_members.room_id = v.column1 AND room_members.user_id = v.column2 \
-         AND room_members.state = 'member' AND room_members.read_seq < v.column3",
-    );
-    q.build().execute(&mut **tx).await.map_err(map_err)?;
-    Ok(())
+    let numbered = tx
+        .prepare_cached(statements::NEXT_SEQ)
+        .map_err(sqlite_err)?
+        .query_row(
+            named_params! { "$1": m.room.get(), "$2": m.created_at.unix_micros() },
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+        )
+        .optional()
+        .map_err(sqlite_err)?;
+    let Some((seq, msg_no)) = numbered else {
+        return Ok(Stored::NoRoom);
+    };
+    // An unknown sender fails here, and the batch with it: group commit
+    // then appends one by one, and only that message is refused.
+    let id: i64 = tx
+        .prepare_cached(statements::INSERT_MESSAGE)
+        .map_err(sqlite_err)?
+        .query_row(
+            named_params! {
+                "$1": m.room.get(),
+                "$2": seq,
+                "$3": m.sender.get(),
+                "$4": m.body.as_str(),
+                "$5": m.client_id.as_deref(),
+                "$6": m.created_at.unix_micros(),
+                "$7": msg_no,
+            },
+            |row| row.get(0),
+        )
+        .map_err(sqlite_err)?;
+    tx.prepare_cached(statements::ADVANCE_SENDER_MARK)
+        .map_err(sqlite_err)?
+        .execute(named_params! {
+            "$1": m.room.get(),
+            "$2": m.sender.get(),
+            "$3": seq,
+            "$4": msg_no,
+        })
+        .map_err(sqlite_err)?;
+    let stored = tx
+        .prepare_cached(statements::MESSAGE_BY_ID)
+        .map_err(sqlite_err)?
+        .query_row(named_params! { "$1": id }, read_message)
+        .map_err(sqlite_err)??;
+    Ok(Stored::New(stored))
 }
 
-fn inconsistent(what: &str) -> StorageError {
-    StorageError::Backend(format!("append batch: {what}").into())
+/// A message row, decoded by the rule every SQL row goes through.
+fn read_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredMessage, StorageError>> {
+    Ok(message_from(&Row(row)))
+}
+
+/// A rusqlite row as [`Columns`].
+struct Row<'a, 'r>(&'a rusqlite::Row<'r>);
+
+impl Columns for Row<'_, '_> {
+    fn int(&self, column: &str) -> Result<i64, StorageError> {
+        self.0.get(column).map_err(sqlite_err)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StorageError> {
+        self.0.get(column).map_err(sqlite_err)
+    }
+
+    fn text(&self, column: &str) -> Result<String, StorageError> {
+        self.0.get(column).map_err(sqlite_err)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StorageError> {
+        self.0.get(column).map_err(sqlite_err)
+    }
+}
+
+/// rusqlite's errors onto the storage contract, as `map_err` does sqlx's.
+/// A broken unique rule cannot happen in a batch (repeats are looked up
+/// first); if it did, the batch fails and the one-by-one appends after it
+/// report it.
+pub(super) fn sqlite_err(error: rusqlite::Error) -> StorageError {
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _) if is_unavailable(failure.extended_code) => {
+            StorageError::Unavailable(Box::new(error))
+        }
+        _ => StorageError::Backend(Box::new(error)),
+    }
 }
