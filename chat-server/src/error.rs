@@ -105,6 +105,9 @@ impl From<StorageError> for ApiError {
                 Self::new(ErrorCode::StorageUnavailable)
             }
             StorageError::NotFound => Self::new(ErrorCode::NotFound),
+            StorageError::NotMember { kind, state } => {
+                crate::service::rooms::refused_append(kind, state)
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Self::new(ErrorCode::Internal)

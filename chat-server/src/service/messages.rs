@@ -264,8 +264,10 @@ impl ChatService {
         appended: Result<storage::Appended, storage::StorageError>,
     ) -> ApiResult<Sent> {
         let appended = appended.map_err(|e| match e {
-            // Deleted between the access check and the append.
             storage::StorageError::NotFound => super::rooms::room_not_found(),
+            storage::StorageError::NotMember { kind, state } => {
+                super::rooms::refused_append(kind, state)
+            }
             other => other.into(),
         })?;
         if !appended.created {

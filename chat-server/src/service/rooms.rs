@@ -38,21 +38,39 @@ pub enum Access {
     Hidden,
 }
 
-/// The access rule: how a user in `state` (if any) stands towards `room`.
-fn access_of(room: &RoomRecord, state: Option<MemberState>) -> Access {
+/// The access rule: how a user in `state` (if any) stands towards a room of
+/// type `kind`.
+fn access_of(kind: RoomType, state: Option<MemberState>) -> Access {
     match state {
         Some(MemberState::Member) => Access::Member,
         Some(MemberState::Invited) => Access::Invited,
-        None if room.kind == RoomType::Public => Access::PublicStranger,
+        None if kind == RoomType::Public => Access::PublicStranger,
         None => Access::Hidden,
     }
+}
+
+/// Why someone who is not a member may not read or write a room: 404 if it
+/// is hidden from them, 403 `not_member` otherwise.
+fn not_member(access: Access) -> ApiError {
+    match access {
+        Access::Hidden => room_not_found(),
+        Access::Member | Access::Invited | Access::PublicStranger => {
+            ApiError::new(ErrorCode::NotMember)
+        }
+    }
+}
+
+/// An append refused by storage (`StorageError::NotMember`), answered as
+/// [`ChatService::room_as_member`] would have.
+pub(crate) fn refused_append(kind: RoomType, state: Option<MemberState>) -> ApiError {
+    not_member(access_of(kind, state))
 }
 
 impl ChatService {
     /// The caller's access to a room.
     pub async fn access_to(&self, user: UserId, room: &RoomRecord) -> ApiResult<Access> {
         let state = self.storage.membership(room.id, user).await?;
-        Ok(access_of(room, state))
+        Ok(access_of(room.kind, state))
     }
 
     /// Finds a room by id or name with the caller's access to it, in one
@@ -73,7 +91,7 @@ impl ChatService {
             .room_for(key, user)
             .await?
             .map(|(record, state)| {
-                let access = access_of(&record, state);
+                let access = access_of(record.kind, state);
                 (record, access)
             }))
     }
@@ -88,8 +106,7 @@ impl ChatService {
             .ok_or_else(room_not_found)?;
         match access {
             Access::Member => Ok(record),
-            Access::Invited | Access::PublicStranger => Err(ApiError::new(ErrorCode::NotMember)),
-            Access::Hidden => Err(room_not_found()),
+            other => Err(not_member(other)),
         }
     }
 

@@ -117,6 +117,7 @@ macro_rules! storage_conformance_tests {
             append_client_id_idempotent,
             append_concurrent_duplicates,
             append_missing_room,
+            append_needs_membership,
             append_unknown_sender,
             append_mixed_burst,
             append_many_in_order,
@@ -764,7 +765,7 @@ pub async fn room_delete(store: Arc<dyn Storage>) {
 
     // The name is free again, for a new room with a new id and no history;
     // the deleted message no longer holds its client_id.
-    let again = room(store, "doomed", bob.id, &[]).await;
+    let again = room(store, "doomed", alice.id, &[]).await;
     assert_ne!(again.id, doomed.id, "ids are not reused");
     assert_eq!(again.last_seq, 0);
     let appended = store
@@ -1663,7 +1664,9 @@ pub async fn append_assigns_seq(store: Arc<dyn Storage>) {
     let alice = user(store, "alice").await;
     let bob = user(store, "bob").await;
     let lobby = room(store, "lobby", alice.id, &[]).await;
-    let other = room(store, "other", alice.id, &[]).await;
+    let other = room(store, "other", bob.id, &[]).await;
+    // Bob's join is the lobby's seq 1; the messages are 2, 3, 4.
+    store.join_room(lobby.id, bob.id).await.expect("join");
 
     let mut stored = Vec::new();
     for (i, body) in ["one", "two", "three"].into_iter().enumerate() {
@@ -1684,7 +1687,7 @@ pub async fn append_assigns_seq(store: Arc<dyn Storage>) {
     }
     assert_eq!(
         stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3]
+        vec![2, 3, 4]
     );
     assert!(stored[0].id < stored[1].id && stored[1].id < stored[2].id);
     let second = &stored[1];
@@ -1694,7 +1697,7 @@ pub async fn append_assigns_seq(store: Arc<dyn Storage>) {
     assert_eq!(second.body, "two");
     assert_eq!(second.client_id.as_deref(), Some("c-1"));
     assert_eq!(second.created_at, at(11));
-    assert_eq!(last_seq(store, lobby.id).await, 3);
+    assert_eq!(last_seq(store, lobby.id).await, 4);
 
     let history = page(store, lobby.id, None, None, 50).await;
     assert_eq!(
@@ -1874,6 +1877,70 @@ pub async fn append_concurrent_duplicates(store: Arc<dyn Storage>) {
     );
 }
 
+/// Only members post, checked by the append itself: a stranger, an
+/// invitee and someone who left are refused (with what the service needs to
+/// choose 404 or 403), a refusal takes no seq and claims no `client_id`,
+/// and a repeat from someone who left is refused rather than answered.
+pub async fn append_needs_membership(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let plaza = store
+        .create_room(NewRoom {
+            name: "plaza".to_owned(),
+            kind: RoomType::Public,
+            creator: alice.id,
+            invited: vec![carol.id],
+            created_at: at(0),
+        })
+        .await
+        .expect("room");
+    let refusal = |r: Result<Appended, StorageError>| match r {
+        Err(StorageError::NotMember { kind, state }) => (kind, state),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let bob_says = |client_id| message(plaza.id, bob.id, "hi", Some(client_id));
+
+    assert_eq!(
+        refusal(store.append(bob_says("b-1")).await),
+        (RoomType::Public, None)
+    );
+    assert_eq!(
+        refusal(store.append(message(plaza.id, carol.id, "hi", None)).await),
+        (RoomType::Public, Some(MemberState::Invited))
+    );
+    assert_eq!(last_seq(store, plaza.id).await, 0, "refusals take no seq");
+
+    assert!(store.join_room(plaza.id, bob.id).await.expect("join"));
+    let first = store.append(bob_says("b-1")).await.expect("member");
+    assert!(first.created, "the refused send did not claim b-1");
+    assert_eq!(first.message.seq, 2, "after his join");
+
+    assert!(store.leave_room(plaza.id, bob.id).await.expect("leave"));
+    assert_eq!(
+        refusal(store.append(bob_says("b-2")).await),
+        (RoomType::Public, None)
+    );
+    assert_eq!(
+        refusal(store.append(bob_says("b-1")).await),
+        (RoomType::Public, None),
+        "a repeat is refused too once he left"
+    );
+    let refused_burst = store
+        .append_many(vec![
+            bob_says("b-3"),
+            message(plaza.id, alice.id, "still here", None),
+        ])
+        .await;
+    assert!(matches!(
+        refused_burst[0],
+        Err(StorageError::NotMember { .. })
+    ));
+    let kept = refused_burst[1].as_ref().expect("alice's message");
+    assert_eq!(kept.message.seq, 4, "join 1, b-1 2, leave 3");
+}
+
 pub async fn append_missing_room(store: Arc<dyn Storage>) {
     let store = &*store;
     let alice = user(store, "alice").await;
@@ -1927,11 +1994,15 @@ pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
     const PER_ROOM: usize = 40;
     let alice = user(&*store, "alice").await;
     let bob = user(&*store, "bob").await;
+    // Bob is a member of "one" (his join is its seq 1), invited to "two"
+    // and nothing in "three": his sends are stored in one, refused in the
+    // others, by the append itself, in the middle of the others' batches.
     let rooms = [
-        room(&*store, "one", alice.id, &[bob.id]).await.id,
+        room(&*store, "one", alice.id, &[]).await.id,
         room(&*store, "two", alice.id, &[bob.id]).await.id,
         room(&*store, "three", alice.id, &[]).await.id,
     ];
+    store.join_room(rooms[0], bob.id).await.expect("join");
     let gone = room(&*store, "gone", alice.id, &[]).await.id;
     store.delete_room(gone).await.expect("delete");
 
@@ -1940,12 +2011,19 @@ pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
         Stored,
         Repeat,
         NotFound,
+        NotMember(Option<MemberState>),
         Error,
     }
     let mut plan: Vec<(NewMessage, Expect)> = Vec::new();
     for (r, room) in rooms.iter().enumerate() {
         for i in 0..PER_ROOM {
-            let sender = if i % 2 == 0 { alice.id } else { bob.id };
+            let bob_sends = i % 2 == 1;
+            let sender = if bob_sends { bob.id } else { alice.id };
+            let refused = match r {
+                _ if !bob_sends || r == 0 => None,
+                1 => Some(Expect::NotMember(Some(MemberState::Invited))),
+                _ => Some(Expect::NotMember(None)),
+            };
             plan.push((
                 message(
                     *room,
@@ -1953,7 +2031,7 @@ pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
                     &format!("{r}:{i}"),
                     Some(&format!("c-{r}-{i}")),
                 ),
-                Expect::Stored,
+                refused.unwrap_or(Expect::Stored),
             ));
             if i % 10 == 3 {
                 // The same send again, racing the first.
@@ -1964,7 +2042,7 @@ pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
                         &format!("{r}:{i}"),
                         Some(&format!("c-{r}-{i}")),
                     ),
-                    Expect::Repeat,
+                    refused.unwrap_or(Expect::Repeat),
                 ));
             }
         }
@@ -2000,6 +2078,9 @@ pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
                 by_client_id.entry(id).or_default().push(a);
             }
             (Expect::NotFound, Err(StorageError::NotFound)) => {}
+            (Expect::NotMember(state), Err(StorageError::NotMember { kind, state: got })) => {
+                assert_eq!((kind, got), (RoomType::Private, state));
+            }
             (Expect::Error, Err(_)) => {}
             (expect, got) => panic!("expected {expect:?}, got {got:?}"),
         }
@@ -2016,12 +2097,21 @@ pub async fn append_mixed_burst(store: Arc<dyn Storage>) {
         );
     }
     for (r, room) in rooms.iter().enumerate() {
-        assert_eq!(last_seq(&*store, *room).await, PER_ROOM as Seq, "room {r}");
+        // Room one: bob's join, then every message; the others: alice's.
+        let seqs: Vec<Seq> = match r {
+            0 => (2..=PER_ROOM as Seq + 1).collect(),
+            _ => (1..=PER_ROOM as Seq / 2).collect(),
+        };
+        assert_eq!(
+            last_seq(&*store, *room).await,
+            seqs[seqs.len() - 1],
+            "room {r}"
+        );
         let p = page(&*store, *room, None, Some(0), 200).await;
         assert_eq!(
             p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            (1..=PER_ROOM as Seq).collect::<Vec<_>>(),
-            "room {r}: no gap, no duplicate"
+            seqs,
+            "room {r}: no gap, no duplicate, nothing refused"
         );
         for m in &p.messages {
             let id = m.client_id.as_deref().expect("client id");
@@ -2104,7 +2194,9 @@ pub async fn append_many_concurrent(store: Arc<dyn Storage>) {
     const EACH: usize = 60;
     let alice = user(&*store, "alice").await;
     let bob = user(&*store, "bob").await;
-    let lobby = room(&*store, "lobby", alice.id, &[bob.id]).await.id;
+    let lobby = room(&*store, "lobby", alice.id, &[]).await.id;
+    // Bob's join is seq 1.
+    store.join_room(lobby, bob.id).await.expect("join");
     let start = Arc::new(tokio::sync::Barrier::new(2));
     let tasks: Vec<_> = [alice.id, bob.id]
         .into_iter()
@@ -2137,8 +2229,8 @@ pub async fn append_many_concurrent(store: Arc<dyn Storage>) {
         all.extend(seqs);
     }
     all.sort_unstable();
-    assert_eq!(all, (1..=2 * EACH as Seq).collect::<Vec<_>>());
-    assert_eq!(last_seq(&*store, lobby).await, 2 * EACH as Seq);
+    assert_eq!(all, (2..=2 * EACH as Seq + 1).collect::<Vec<_>>());
+    assert_eq!(last_seq(&*store, lobby).await, 2 * EACH as Seq + 1);
 }
 
 pub async fn history_empty(store: Arc<dyn Storage>) {
@@ -2167,7 +2259,11 @@ pub async fn history_pagination(store: Arc<dyn Storage>) {
     let store = &*store;
     let alice = user(store, "alice").await;
     let bob = user(store, "bob").await;
-    let lobby = room(store, "lobby", alice.id, &[]).await;
+    // A conversation: both are members from the start, with no join events.
+    let (lobby, _) = store
+        .direct_room(alice.id, bob.id, at(0))
+        .await
+        .expect("direct room");
     for i in 1..=10 {
         let sender = if i % 2 == 0 { bob.id } else { alice.id };
         send(store, lobby.id, sender, &format!("m{i}")).await;
@@ -2396,10 +2492,20 @@ pub async fn append_advances_sender_mark(store: Arc<dyn Storage>) {
         "the duplicate left her mark"
     );
 
-    // An invitee's mark stays 0 (the service rejects their messages; the
-    // store must not turn them into a reader anyway).
-    send(store, lobby.id, carol.id, "c1").await;
+    // An invitee may not post, and her mark stays 0.
+    let refused = store.append(message(lobby.id, carol.id, "c1", None)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StorageError::NotMember {
+                state: Some(MemberState::Invited),
+                ..
+            })
+        ),
+        "got {refused:?}"
+    );
     assert_eq!(read_seq_of(store, lobby.id, carol.id).await, 0);
+    assert_eq!(last_seq(store, lobby.id).await, 7, "a refusal takes no seq");
     assert_eq!(
         store
             .membership(lobby.id, carol.id)

@@ -43,13 +43,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, CommitListener, Committed, Listener, NewMessage, StorageError, StoredMember,
-    StoredMessage,
+    Appended, CommitListener, Committed, Listener, MemberState, NewMessage, StorageError,
+    StoredMember, StoredMessage,
 };
 
 /// The most appends one transaction takes. Bounds the statement's size and
@@ -94,6 +95,12 @@ pub(crate) enum Stored {
     Original(StoredMessage),
     /// Its room is gone.
     NoRoom,
+    /// Its sender is not a member of the room (see
+    /// [`StorageError::NotMember`]).
+    NotMember {
+        kind: RoomType,
+        state: Option<MemberState>,
+    },
 }
 
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
@@ -252,11 +259,17 @@ async fn append_run<B: BatchAppend>(
     let (messages, replies): (Vec<_>, Vec<_>) = run.into_iter().unzip();
     metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages.len() as f64);
     let origins: Vec<_> = messages.iter().map(|m| m.origin).collect();
-    let results = commit(backend, messages).await;
+    let Outcome { results, late } = commit(backend, messages).await;
     // The whole batch is published before anyone is answered: a sender
     // that hears back knows every socket of this instance has its message
-    // queued, in seq order after everything committed before.
-    for (result, origin) in results.iter().zip(origins) {
+    // queued, in seq order after everything committed before. What was
+    // appended after the batch comes after it, as its seqs do.
+    let (now, after): (Vec<_>, Vec<_>) = results
+        .iter()
+        .zip(origins)
+        .enumerate()
+        .partition(|(slot, _)| !late.contains(slot));
+    for (_, (result, origin)) in now.into_iter().chain(after) {
         if let Ok(appended) = result {
             listener.appended(appended, origin);
         }
@@ -277,14 +290,19 @@ enum Slot {
     RepeatOf(usize),
 }
 
+/// What committing a run came to: an answer per message, in order, and
+/// the messages appended alone after the batch (`late`), whose seqs come
+/// after all of the batch's.
+struct Outcome {
+    results: Vec<Result<Appended, StorageError>>,
+    late: Vec<usize>,
+}
+
 /// Commits `messages` as one batch, or one by one if the batch fails for a
 /// reason that may be one message's. A lone message goes as a batch of one
 /// too: the batch takes fewer statements than the single append, which is
 /// kept for what a batch cannot answer.
-async fn commit<B: BatchAppend>(
-    backend: &B,
-    messages: Vec<NewMessage>,
-) -> Vec<Result<Appended, StorageError>> {
+async fn commit<B: BatchAppend>(backend: &B, messages: Vec<NewMessage>) -> Outcome {
     let mut first: HashMap<(UserId, &str), usize> = HashMap::new();
     let mut slots = Vec::with_capacity(messages.len());
     let mut fresh: Vec<&NewMessage> = Vec::with_capacity(messages.len());
@@ -301,15 +319,29 @@ async fn commit<B: BatchAppend>(
             }
         }
     }
+    let all_at_once = |results| Outcome {
+        results,
+        late: Vec::new(),
+    };
     match backend.store_batch(&fresh).await {
         Ok(stored) if stored.len() == fresh.len() => {
-            if let Some(results) = answers(&slots, &stored) {
-                return results;
+            let answers = answers(&slots, &stored);
+            // A repeat of a message the batch refused (its room gone, its
+            // sender not a member) is no answer for a repeat that goes to
+            // another room: one by one it could be new there. The rare case
+            // is appended alone, after the batch.
+            let mut results = Vec::with_capacity(answers.len());
+            let mut late = Vec::new();
+            for (slot, (answer, message)) in answers.into_iter().zip(&messages).enumerate() {
+                match answer {
+                    Some(result) => results.push(result),
+                    None => {
+                        late.push(slot);
+                        results.push(backend.append_one(message.clone()).await);
+                    }
+                }
             }
-            // A repeat of a message whose room is gone: one by one it would
-            // be new. Nothing went wrong but the batch is no answer; the
-            // rare case goes one by one below (the batch stored the others).
-            tracing::debug!("append batch with a repeat of a message without a room");
+            return Outcome { results, late };
         }
         Ok(stored) => {
             tracing::error!(
@@ -317,14 +349,16 @@ async fn commit<B: BatchAppend>(
                 answered = stored.len(),
                 "append batch answered the wrong number of messages"
             );
-            return messages.iter().map(|_| Err(miscount())).collect();
+            return all_at_once(messages.iter().map(|_| Err(miscount())).collect());
         }
         Err(StorageError::Unavailable(e)) => {
             let why = e.to_string();
-            return messages
-                .iter()
-                .map(|_| Err(StorageError::Unavailable(why.clone().into())))
-                .collect();
+            return all_at_once(
+                messages
+                    .iter()
+                    .map(|_| Err(StorageError::Unavailable(why.clone().into())))
+                    .collect(),
+            );
         }
         Err(e) => {
             tracing::debug!(error = %e, size = messages.len(),
@@ -335,32 +369,36 @@ async fn commit<B: BatchAppend>(
     for message in messages {
         results.push(backend.append_one(message).await);
     }
-    results
+    all_at_once(results)
 }
 
-/// Each message's answer from what the batch stored; `None` if a repeat
-/// points at a message whose room is gone.
-fn answers(slots: &[Slot], stored: &[Stored]) -> Option<Vec<Result<Appended, StorageError>>> {
+/// Each message's answer from what the batch stored; `None` for a repeat
+/// of a message the batch refused.
+fn answers(slots: &[Slot], stored: &[Stored]) -> Vec<Option<Result<Appended, StorageError>>> {
     slots
         .iter()
         .map(|slot| match *slot {
-            Slot::Fresh(k) => match stored.get(k)? {
-                Stored::New(message) => Some(Ok(Appended {
+            Slot::Fresh(k) => Some(match stored.get(k)? {
+                Stored::New(message) => Ok(Appended {
                     message: message.clone(),
                     created: true,
-                })),
-                Stored::Original(message) => Some(Ok(Appended {
+                }),
+                Stored::Original(message) => Ok(Appended {
                     message: message.clone(),
                     created: false,
-                })),
-                Stored::NoRoom => Some(Err(StorageError::NotFound)),
-            },
+                }),
+                Stored::NoRoom => Err(StorageError::NotFound),
+                Stored::NotMember { kind, state } => Err(StorageError::NotMember {
+                    kind: *kind,
+                    state: *state,
+                }),
+            }),
             Slot::RepeatOf(k) => match stored.get(k)? {
                 Stored::New(message) | Stored::Original(message) => Some(Ok(Appended {
                     message: message.clone(),
                     created: false,
                 })),
-                Stored::NoRoom => None,
+                Stored::NoRoom | Stored::NotMember { .. } => None,
             },
         })
         .collect()

@@ -693,10 +693,19 @@ impl Storage for MemoryStorage {
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError> {
         let mut state = self.lock();
-        // Same order of checks as the SQL transaction: the room first, then
-        // the duplicate, then the sender's foreign key.
-        if !state.rooms.contains_key(&message.room) {
+        // Same order of checks as the SQL transaction: the room first, its
+        // membership, then the duplicate, then the sender's foreign key.
+        let Some(room) = state.rooms.get(&message.room) else {
             return Err(StorageError::NotFound);
+        };
+        match room.member(message.sender).map(|m| m.state) {
+            Some(MemberState::Member) => {}
+            other => {
+                return Err(StorageError::NotMember {
+                    kind: room.record.kind,
+                    state: other,
+                });
+            }
         }
         if let Some(client_id) = &message.client_id
             && let Some(&(room, seq)) = state.client_ids.get(&(message.sender, client_id.clone()))

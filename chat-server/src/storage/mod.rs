@@ -379,6 +379,15 @@ pub enum StorageError {
     /// A unique rule was broken.
     #[error("conflict on {0:?}")]
     Conflict(Conflict),
+    /// An append whose sender is not a member of the room, checked in the
+    /// append itself so that a send racing a leave is stored before it or
+    /// refused, never stored after. What the room is and what the sender
+    /// is in it (invited, or nothing) decide the caller's error.
+    #[error("the sender is not a member of the room")]
+    NotMember {
+        kind: RoomType,
+        state: Option<MemberState>,
+    },
     /// The database cannot be reached (connection refused or lost, pool
     /// timeout). Retrying later may work; clients get `storage_unavailable`.
     #[error("storage unavailable: {0}")]
@@ -512,7 +521,8 @@ pub trait Storage: Send + Sync + 'static {
     /// [`CommitListener`]), replacing any earlier one.
     fn listen(&self, listener: Arc<dyn CommitListener>);
     /// Stores a message with the room's next seq (see the module invariants).
-    /// `NotFound` if the room is gone.
+    /// `NotFound` if the room is gone, `NotMember` if the sender is not one
+    /// of its members (checked before a repeated `client_id` is answered).
     async fn append(&self, message: NewMessage) -> Result<Appended, StorageError>;
     /// Appends `messages` as if by one `append` after the other, in their
     /// order, answering each in that order. Backends that group-commit queue

@@ -615,6 +615,17 @@ where
         self.state.service.room_as_member(self.user, room).await
     }
 
+    /// The room a send goes to. By id it needs no lookup: whether the user
+    /// may post there is checked by the append itself, under the room's
+    /// lock (a refusal answers as `room_as_member` would). A name is looked
+    /// up.
+    async fn send_target(&self, room: &RoomRef) -> Result<RoomId, ApiError> {
+        match room.as_id() {
+            Some(id) => Ok(id),
+            None => self.room_as_member(room).await.map(|r| r.id),
+        }
+    }
+
     /// Stores a run of sends together and answers each in order: an `ack`
     /// (in its message's place in the room's stream if the socket listens
     /// to the room), or the `error` that refused it.
@@ -622,8 +633,8 @@ where
         // Per send: its client_id, and why it was refused before storage.
         let mut checked = Vec::with_capacity(sends.len());
         let mut outgoing = Vec::with_capacity(sends.len());
-        // A burst usually goes to one room: check it once.
-        let mut rooms: Vec<(RoomRef, Result<RoomRecord, ApiError>)> = Vec::new();
+        // A burst usually goes to one room: resolve it once.
+        let mut rooms: Vec<(RoomRef, Result<RoomId, ApiError>)> = Vec::new();
         for send in sends {
             if !self.allow() {
                 checked.push((send.client_id, Some(ApiError::new(ErrorCode::RateLimited))));
@@ -632,16 +643,16 @@ where
             let record = match rooms.iter().find(|(r, _)| *r == send.room) {
                 Some((_, record)) => record.clone(),
                 None => {
-                    let record = self.room_as_member(&send.room).await;
+                    let record = self.send_target(&send.room).await;
                     rooms.push((send.room, record.clone()));
                     record
                 }
             };
             match record {
-                Ok(record) => {
+                Ok(room) => {
                     checked.push((send.client_id.clone(), None));
                     outgoing.push(Outgoing {
-                        room: record.id,
+                        room,
                         body: send.body,
                         client_id: send.client_id,
                     });

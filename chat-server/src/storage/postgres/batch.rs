@@ -12,10 +12,13 @@
 //! `MATERIALIZED` CTE `locked`; a room deleted meanwhile is simply not
 //! locked), so two instances committing batches over the same rooms queue
 //! instead of deadlocking: the `UPDATE` of `bumped` only touches rows
-//! `locked` already holds. Then it raises each room's `last_seq` by its
+//! `locked` already holds. Then it keeps the messages whose sender is a
+//! member (`members`: the member rows locked after their rooms, as every
+//! membership change takes them, and so re-read as last committed: a send
+//! racing a leave is stored before it or refused). Then it raises each room's `last_seq` by its
 //! number of messages, numbers the messages of a room in arrival order
 //! above the old `last_seq`, inserts them, advances the senders' read marks,
-//! and returns the stored rows. At read committed, an `UPDATE` of a row that
+//! and returns a row per message: the stored one, or why it was refused. At read committed, an `UPDATE` of a row that
 //! another transaction changed after this statement's snapshot works on the
 //! newest committed version once it holds the lock, so `last_seq` is never
 //! read stale. Holding the room locks to commit keeps the guarantees of a
@@ -42,8 +45,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::{ACQUIRE_TIMEOUT, PgDialect, map_err};
 use crate::storage::group_commit::{BatchAppend, MemberOp, Stored};
 use crate::storage::sql::append::{append_one, change_membership};
-use crate::storage::sql::rows::message_from;
-use crate::storage::{Appended, NewMessage, StorageError, StoredMember};
+use crate::storage::sql::rows::{Columns, member_state, message_from, room_kind};
+use crate::storage::{Appended, MemberState, NewMessage, StorageError, StoredMember};
 
 const APPEND_BATCH: &str = "\
 WITH locked AS MATERIALIZED (
@@ -51,18 +54,26 @@ WITH locked AS MATERIALIZED (
 ), input AS (
     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
         WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at, ord)
+), members AS MATERIALIZED (
+    SELECT rm.room_id, rm.user_id FROM room_members rm JOIN locked l ON l.id = rm.room_id
+    WHERE (rm.room_id, rm.user_id) IN (SELECT room_id, sender_id FROM input)
+      AND rm.state = 'member'
+    FOR SHARE OF rm
+), accepted AS (
+    SELECT i.* FROM input i
+    JOIN members mb ON mb.room_id = i.room_id AND mb.user_id = i.sender_id
 ), counts AS (
-    SELECT room_id, count(*) AS n, max(created_at) AS at FROM input GROUP BY room_id
+    SELECT room_id, count(*) AS n, max(created_at) AS at FROM accepted GROUP BY room_id
 ), bumped AS (
     UPDATE rooms r SET last_seq = r.last_seq + c.n, msg_count = r.msg_count + c.n,
         last_message_seq = r.last_seq + c.n, last_message_at = c.at
     FROM counts c JOIN locked l ON l.id = c.room_id WHERE r.id = c.room_id
     RETURNING r.id, r.last_seq - c.n AS base, r.msg_count - c.n AS base_no
 ), numbered AS (
-    SELECT i.*,
-        b.base + row_number() OVER (PARTITION BY i.room_id ORDER BY i.ord) AS seq,
-        b.base_no + row_number() OVER (PARTITION BY i.room_id ORDER BY i.ord) AS msg_no
-    FROM input i JOIN bumped b ON b.id = i.room_id
+    SELECT a.*,
+        b.base + row_number() OVER (PARTITION BY a.room_id ORDER BY a.ord) AS seq,
+        b.base_no + row_number() OVER (PARTITION BY a.room_id ORDER BY a.ord) AS msg_no
+    FROM accepted a JOIN bumped b ON b.id = a.room_id
 ), inserted AS (
     INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no)
     SELECT room_id, seq, sender_id, body, client_id, created_at, msg_no FROM numbered ORDER BY ord
@@ -74,12 +85,16 @@ WITH locked AS MATERIALIZED (
     WHERE rm.room_id = s.room_id AND rm.user_id = s.sender_id
       AND rm.state = 'member' AND rm.read_seq < s.seq
 )
-SELECT n.ord, m.id, n.room_id, n.seq, n.sender_id, u.display_name AS sender_name,
-       n.body, n.created_at, n.client_id
-FROM numbered n
-JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
-JOIN users u ON u.id = n.sender_id
-ORDER BY n.ord";
+SELECT i.ord, m.id, i.room_id, n.seq, i.sender_id, u.display_name AS sender_name,
+       i.body, i.created_at, i.client_id, l.id AS locked, r.kind, rm.state
+FROM input i
+LEFT JOIN numbered n ON n.ord = i.ord
+LEFT JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
+LEFT JOIN users u ON u.id = i.sender_id
+LEFT JOIN locked l ON l.id = i.room_id
+LEFT JOIN rooms r ON r.id = i.room_id
+LEFT JOIN room_members rm ON rm.room_id = i.room_id AND rm.user_id = i.sender_id
+ORDER BY i.ord";
 
 /// What the committer holds: how to connect, and its connection, not the
 /// storage, so that the storage's handle to the committer is the only thing
@@ -201,16 +216,38 @@ async fn store_batch(
         .await
         .map_err(map_err)?;
 
-    // Every message of a room that still exists has its row; a message
-    // without one was for a deleted room.
-    let mut stored: Vec<Stored> = (0..batch.len()).map(|_| Stored::NoRoom).collect();
+    // A row per message, in order: stored (it has an id), or refused.
+    let mut stored = Vec::with_capacity(batch.len());
     for row in &rows {
-        let ord: i64 = sqlx::Row::try_get(row, "ord").map_err(map_err)?;
-        let slot = usize::try_from(ord - 1)
-            .ok()
-            .and_then(|i| stored.get_mut(i))
-            .ok_or_else(|| StorageError::Backend(format!("batch row {ord} out of range").into()))?;
-        *slot = Stored::New(message_from(row)?);
+        let id: Option<i64> = row.opt_int("id")?;
+        let outcome = if id.is_some() {
+            Stored::New(message_from(row)?)
+        } else if row.opt_int("locked")?.is_none() {
+            Stored::NoRoom
+        } else {
+            // Read from the statement's snapshot: a member then was not one
+            // when the row was locked, and has left since.
+            let state = row
+                .opt_text("state")?
+                .as_deref()
+                .map(member_state)
+                .transpose()?;
+            Stored::NotMember {
+                kind: room_kind(&row.text("kind")?)?,
+                state: state.filter(|s| *s != MemberState::Member),
+            }
+        };
+        stored.push(outcome);
+    }
+    if stored.len() != batch.len() {
+        return Err(StorageError::Backend(
+            format!(
+                "append batch answered {} of {} messages",
+                stored.len(),
+                batch.len()
+            )
+            .into(),
+        ));
     }
     Ok(stored)
 }

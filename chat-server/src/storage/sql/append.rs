@@ -5,7 +5,10 @@
 //! 1. `NEXT_SEQ` raises the room's `last_seq` first. Being a write, it takes
 //!    the room's row lock (PostgreSQL) under the write lock SQLite's
 //!    `BEGIN IMMEDIATE` already holds, so appends to one room queue here and
-//!    number 1, 2, 3… in commit order. No row: the room is gone.
+//!    number 1, 2, 3… in commit order. No row: the room is gone. Then the
+//!    sender must be a member (`APPEND_ACCESS`): read under the room's lock,
+//!    which every membership change takes first, so a send racing a leave
+//!    is stored before it or refused.
 //! 2. The insert does nothing on a repeated `(sender, client_id)` (after
 //!    waiting for a concurrent insert of the same pair to commit or roll
 //!    back); the original is read and the transaction rolls back, seq
@@ -26,7 +29,7 @@ use sqlx::{
 use chat_core::Timestamp;
 use chat_core::timeline::MemberChange;
 
-use super::rows::{Columns, change_text, message_from};
+use super::rows::{Columns, change_text, message_from, refusal_from};
 use super::{Dialect, statements};
 use crate::storage::group_commit::MemberOp;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMember};
@@ -63,6 +66,16 @@ where
         return Err(StorageError::NotFound);
     };
     let (seq, msg_no) = (numbered.int("last_seq")?, numbered.int("msg_count")?);
+    let access = sqlx::query(statements::APPEND_ACCESS)
+        .bind(message.room.get())
+        .bind(message.sender.get())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    if let Some(refusal) = refusal_from(&access)? {
+        tx.rollback().await.map_err(D::map_err)?;
+        return Err(refusal);
+    }
 
     // An error here (an unknown sender) drops `tx`, which rolls back the
     // seq with it.

@@ -133,7 +133,7 @@ pub(crate) fn prefixed_user_from(
     })
 }
 
-fn room_kind(text: &str) -> Result<RoomType, StorageError> {
+pub(crate) fn room_kind(text: &str) -> Result<RoomType, StorageError> {
     RoomType::parse(text).ok_or_else(|| corrupt(format!("unknown room kind {text:?}")))
 }
 
@@ -142,6 +142,23 @@ pub(crate) fn member_state(text: &str) -> Result<MemberState, StorageError> {
         "member" => Ok(MemberState::Member),
         "invited" => Ok(MemberState::Invited),
         _ => Err(corrupt(format!("unknown member state {text:?}"))),
+    }
+}
+
+/// What an append's access check found (a row of
+/// [`APPEND_ACCESS`](super::statements::APPEND_ACCESS), or the same two
+/// columns as `kind` and `state`): `None` if the sender is a member, else
+/// the refusal.
+pub(crate) fn refusal_from(row: &impl Columns) -> Result<Option<StorageError>, StorageError> {
+    let kind = room_kind(&row.text("kind")?)?;
+    match row
+        .opt_text("state")?
+        .as_deref()
+        .map(member_state)
+        .transpose()?
+    {
+        Some(MemberState::Member) => Ok(None),
+        state => Ok(Some(StorageError::NotMember { kind, state })),
     }
 }
 

@@ -306,6 +306,13 @@ pub(crate) const NEXT_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1, \
     msg_count = msg_count + 1, last_message_seq = last_seq + 1, last_message_at = $2 \
     WHERE id = $1 RETURNING last_seq, msg_count";
 
+/// An append's access check, `$1` the room, `$2` the sender: the room's
+/// kind and the sender's state in it (NULL if none); no row if the room is
+/// gone. Run after [`NEXT_SEQ`] has locked the room (PostgreSQL), so that a
+/// leave committed meanwhile is seen.
+pub(crate) const APPEND_ACCESS: &str = "SELECT r.kind, m.state FROM rooms r \
+    LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
+
 /// The seq of a timeline event that is not a message: counts nothing, and
 /// the room's newest message stays what it was.
 pub(crate) const NEXT_EVENT_SEQ: &str =

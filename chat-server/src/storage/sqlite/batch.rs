@@ -14,10 +14,11 @@
 //! the two take turns (`sql/turns.rs`).
 //!
 //! The batch runs the single append's statements (`sql/append.rs`,
-//! `statements.rs`) for each message in turn, in one transaction: a
-//! stored repeat is looked up first (holding the write lock, nothing can
-//! insert it in between) and answered with its original; otherwise the
-//! room's next seq, the insert and the sender's read mark. In-process, a
+//! `statements.rs`) for each message in turn, in one transaction: the
+//! room and the sender's membership first, then a stored repeat (holding
+//! the write lock, nothing can insert it in between) answered with its
+//! original; otherwise the room's next seq, the insert and the sender's
+//! read mark. In-process, a
 //! statement per message costs microseconds, so the batch needs no
 //! multi-row statements whose text would change with its size.
 
@@ -34,7 +35,7 @@ use super::checkpoint::Checkpointer;
 use super::{SqliteDialect, is_unavailable};
 use crate::storage::group_commit::{BatchAppend, MemberOp, Stored};
 use crate::storage::sql::append::{append_one, change_membership};
-use crate::storage::sql::rows::{Columns, message_from};
+use crate::storage::sql::rows::{Columns, message_from, refusal_from};
 use crate::storage::sql::statements;
 use crate::storage::sql::turns::WriteTurns;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMember, StoredMessage};
@@ -136,6 +137,23 @@ fn store(conn: &mut Connection, batch: &[&NewMessage]) -> Result<Vec<Stored>, St
 
 /// One message of a batch, inside its transaction.
 fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, StorageError> {
+    let access = tx
+        .prepare_cached(statements::APPEND_ACCESS)
+        .map_err(sqlite_err)?
+        .query_row(
+            named_params! { "$1": m.room.get(), "$2": m.sender.get() },
+            |row| Ok(refusal_from(&Row(row))),
+        )
+        .optional()
+        .map_err(sqlite_err)?;
+    match access.transpose()? {
+        None => return Ok(Stored::NoRoom),
+        Some(Some(StorageError::NotMember { kind, state })) => {
+            return Ok(Stored::NotMember { kind, state });
+        }
+        Some(Some(other)) => return Err(other),
+        Some(None) => {}
+    }
     if let Some(client_id) = m.client_id.as_deref() {
         let original = tx
             .prepare_cached(statements::MESSAGE_BY_CLIENT_ID)
@@ -160,7 +178,9 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
         .optional()
         .map_err(sqlite_err)?;
     let Some((seq, msg_no)) = numbered else {
-        return Ok(Stored::NoRoom);
+        return Err(StorageError::Backend(
+            "append batch: a room vanished under the write lock".into(),
+        ));
     };
     // An unknown sender fails here, and the batch with it: group commit
     // then appends one by one, and only that message is refused.
