@@ -24,6 +24,7 @@ use crate::http::extract::ApiQuery;
 use crate::server::AppState;
 use crate::storage::RoomRecord;
 
+mod cursor;
 pub mod session;
 
 pub use session::Bound;
@@ -33,8 +34,8 @@ pub use session::Bound;
 /// still takes several) and tungstenite grows the buffer for the rare big
 /// one, so a small start keeps idle sockets cheap: the 128 KiB default costs
 /// ~135 KiB of RSS per idle socket, 4 KiB about 10.8 KB, 1 KiB about 8 KB
-/// (benches/run.sh W3).
-const READ_BUFFER_BYTES: usize = 1024;
+/// (benches/run.sh W3); 512 B still takes three 150 B sends per read.
+const READ_BUFFER_BYTES: usize = 512;
 /// Bytes buffered before tungstenite writes on its own; the session flushes
 /// after every batch anyway.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;

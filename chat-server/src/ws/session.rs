@@ -24,7 +24,7 @@
 //! The loop is generic over the sink and stream, so tests can drive it with
 //! channels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Instant;
 
@@ -37,6 +37,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::cursor::{Cursor, Cursors};
 use crate::auth::{AccessToken, LEEWAY_SECS, unix_timestamp};
 use crate::error::ApiError;
 use crate::event::{ConnId, Event, EventKind, Frame};
@@ -97,16 +98,6 @@ enum Incoming {
     End(Flow),
 }
 
-#[derive(Debug)]
-struct Cursor {
-    room: RoomRecord,
-    /// The highest seq this socket has been given (or acked), in order.
-    delivered: Seq,
-    /// Acks of this socket's own messages above `delivered`, each sent when
-    /// the stream reaches its seq, in the message's place.
-    acks: BTreeMap<Seq, Utf8Bytes>,
-}
-
 struct Session<S> {
     state: AppState,
     user: UserId,
@@ -115,7 +106,7 @@ struct Session<S> {
     expires_at: u64,
     conn: ConnId,
     bound: Option<RoomId>,
-    rooms: HashMap<RoomId, Cursor>,
+    rooms: Cursors,
     queue: mpsc::Sender<Delivery>,
     /// The other end of `queue`: what the hub delivered.
     inbox: mpsc::Receiver<Delivery>,
@@ -160,7 +151,7 @@ pub async fn run<S, R, E>(
         user,
         expires_at: access.expires_at,
         bound: bound.as_ref().map(|b| b.room.id),
-        rooms: HashMap::new(),
+        rooms: Cursors::default(),
         queue,
         inbox,
         too_slow,
@@ -340,14 +331,18 @@ where
     /// (its queue filled meanwhile) or the server shuts down.
     async fn flush(&mut self) -> Result<(), Flow> {
         let conn = self.conn;
-        tokio::select! {
+        let written = tokio::select! {
             biased;
             result = write_all(&mut self.sink, &mut self.out) => result.map_err(|e| {
                 tracing::debug!(conn = conn.0, error = %e, "socket write failed");
                 Flow::Gone
             }),
             () = self.too_slow.cancelled() => Err(Flow::Close(self.stop_code())),
-        }
+        };
+        // An idle socket keeps no batch buffer: one allocation per batch
+        // costs less than every socket holding its largest batch's.
+        self.out = Vec::new();
+        written
     }
 
     /// Why `too_slow` was cancelled: the server is shutting down (1001) or
