@@ -101,6 +101,10 @@ pub(crate) enum Stored {
         kind: RoomType,
         state: Option<MemberState>,
     },
+    /// Not stored: the backend could not be sure of the room's state (its
+    /// timeline moved while the batch waited for it). Every message of that
+    /// room in the batch says so, and group commit commits them again.
+    Retry,
 }
 
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
@@ -259,7 +263,7 @@ async fn append_run<B: BatchAppend>(
     let (messages, replies): (Vec<_>, Vec<_>) = run.into_iter().unzip();
     metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages.len() as f64);
     let origins: Vec<_> = messages.iter().map(|m| m.origin).collect();
-    let Outcome { results, late } = commit(backend, messages).await;
+    let Outcome { results, late } = commit(backend, messages, RETRIES).await;
     // The whole batch is published before anyone is answered: a sender
     // that hears back knows every socket of this instance has its message
     // queued, in seq order after everything committed before. What was
@@ -290,6 +294,10 @@ enum Slot {
     RepeatOf(usize),
 }
 
+/// Batches a run of messages may go through before the ones still
+/// unsettled are appended one by one.
+const RETRIES: u32 = 2;
+
 /// What committing a run came to: an answer per message, in order, and
 /// the messages appended alone after the batch (`late`), whose seqs come
 /// after all of the batch's.
@@ -302,7 +310,7 @@ struct Outcome {
 /// reason that may be one message's. A lone message goes as a batch of one
 /// too: the batch takes fewer statements than the single append, which is
 /// kept for what a batch cannot answer.
-async fn commit<B: BatchAppend>(backend: &B, messages: Vec<NewMessage>) -> Outcome {
+async fn commit<B: BatchAppend>(backend: &B, messages: Vec<NewMessage>, retries: u32) -> Outcome {
     let mut first: HashMap<(UserId, &str), usize> = HashMap::new();
     let mut slots = Vec::with_capacity(messages.len());
     let mut fresh: Vec<&NewMessage> = Vec::with_capacity(messages.len());
@@ -326,21 +334,41 @@ async fn commit<B: BatchAppend>(backend: &B, messages: Vec<NewMessage>) -> Outco
     match backend.store_batch(&fresh).await {
         Ok(stored) if stored.len() == fresh.len() => {
             let answers = answers(&slots, &stored);
-            // A repeat of a message the batch refused (its room gone, its
-            // sender not a member) is no answer for a repeat that goes to
-            // another room: one by one it could be new there. The rare case
-            // is appended alone, after the batch.
-            let mut results = Vec::with_capacity(answers.len());
+            // Unsettled: a message to retry (all of its room's are), or a
+            // repeat of a message the batch refused (its room gone, its
+            // sender not a member), which is no answer for a repeat that
+            // goes to another room: one by one it could be new there. They
+            // commit after the batch, in their order, so each room's seqs
+            // still follow the slots.
+            let mut results: Vec<Option<Result<Appended, StorageError>>> =
+                Vec::with_capacity(answers.len());
             let mut late = Vec::new();
+            let mut again = Vec::new();
             for (slot, (answer, message)) in answers.into_iter().zip(&messages).enumerate() {
-                match answer {
-                    Some(result) => results.push(result),
-                    None => {
-                        late.push(slot);
-                        results.push(backend.append_one(message.clone()).await);
-                    }
+                if answer.is_none() {
+                    late.push(slot);
+                    again.push(message.clone());
                 }
+                results.push(answer);
             }
+            let mut settled = if again.is_empty() {
+                Vec::new()
+            } else if retries > 0 {
+                Box::pin(commit(backend, again, retries - 1)).await.results
+            } else {
+                let mut one_by_one = Vec::with_capacity(again.len());
+                for message in again {
+                    one_by_one.push(backend.append_one(message).await);
+                }
+                one_by_one
+            }
+            .into_iter();
+            let results = results
+                .into_iter()
+                .map(|answer| {
+                    answer.unwrap_or_else(|| settled.next().unwrap_or_else(|| Err(miscount())))
+                })
+                .collect();
             return Outcome { results, late };
         }
         Ok(stored) => {
@@ -372,8 +400,8 @@ async fn commit<B: BatchAppend>(backend: &B, messages: Vec<NewMessage>) -> Outco
     all_at_once(results)
 }
 
-/// Each message's answer from what the batch stored; `None` for a repeat
-/// of a message the batch refused.
+/// Each message's answer from what the batch stored; `None` for a message
+/// to retry and for a repeat of a message the batch refused.
 fn answers(slots: &[Slot], stored: &[Stored]) -> Vec<Option<Result<Appended, StorageError>>> {
     slots
         .iter()
@@ -392,13 +420,14 @@ fn answers(slots: &[Slot], stored: &[Stored]) -> Vec<Option<Result<Appended, Sto
                     kind: *kind,
                     state: *state,
                 }),
+                Stored::Retry => return None,
             }),
             Slot::RepeatOf(k) => match stored.get(k)? {
                 Stored::New(message) | Stored::Original(message) => Some(Ok(Appended {
                     message: message.clone(),
                     created: false,
                 })),
-                Stored::NoRoom | Stored::NotMember { .. } => None,
+                Stored::NoRoom | Stored::NotMember { .. } | Stored::Retry => None,
             },
         })
         .collect()

@@ -25,16 +25,18 @@
 //! order.
 //!
 //! Membership is read from the statement's snapshot, taken before it waits
-//! for the room locks. On one instance nothing can change it meanwhile
-//! (joins and leaves go through this committer); across instances, a leave
-//! that another instance commits while this batch waits for the room's lock
-//! is not seen, and the leaver's message is stored after the leave. Locking
-//! the member rows (`FOR SHARE`, which re-reads a row as last committed)
-//! closes that window, but it writes every sender's row twice per batch:
-//! W5 saturated at 112,437 deliveries/s with it against 378,504 without
-//! (2026-12-06). Issue 18 (kicks) needs the window closed; the plan is to
-//! compare each room's `last_seq` as locked with the snapshot's and retry
-//! the rooms that moved in a new statement.
+//! for the room locks, so it is only trusted for a room whose timeline has
+//! not moved since: `stable` compares each room's `last_seq` as locked
+//! (`FOR UPDATE` returns the newest committed version) with the snapshot's.
+//! Every membership change is a timeline event and moves it. A room that
+//! moved (another instance committed to it while this batch waited) stores
+//! nothing here: its messages answer `Retry`, and group commit sends them
+//! again in a new statement, with a new snapshot. So a send racing a leave
+//! on another instance is stored before it or refused. Locking the member
+//! rows instead (`FOR SHARE`) writes every sender's row twice per batch: W5
+//! saturated at 112,437 deliveries/s with it against 378,504 without
+//! (2026-12-06). On one instance nothing else moves a room's timeline, and
+//! nothing is retried.
 //!
 //! Repeats within the batch never reach it (group commit answers them). A
 //! pair `(sender, client_id)` stored before fails the statement on its
@@ -61,12 +63,14 @@ use crate::storage::{Appended, MemberState, NewMessage, StorageError, StoredMemb
 
 const APPEND_BATCH: &str = "\
 WITH locked AS MATERIALIZED (
-    SELECT id FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
+    SELECT id, last_seq FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
+), stable AS MATERIALIZED (
+    SELECT l.id FROM locked l JOIN rooms s ON s.id = l.id WHERE s.last_seq = l.last_seq
 ), input AS (
     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
         WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at, ord)
 ), members AS MATERIALIZED (
-    SELECT rm.room_id, rm.user_id FROM room_members rm JOIN locked l ON l.id = rm.room_id
+    SELECT rm.room_id, rm.user_id FROM room_members rm JOIN stable st ON st.id = rm.room_id
     WHERE (rm.room_id, rm.user_id) IN (SELECT room_id, sender_id FROM input)
       AND rm.state = 'member'
 ), accepted AS (
@@ -96,12 +100,13 @@ WITH locked AS MATERIALIZED (
       AND rm.state = 'member' AND rm.read_seq < s.seq
 )
 SELECT i.ord, m.id, i.room_id, n.seq, i.sender_id, u.display_name AS sender_name,
-       i.body, i.created_at, i.client_id, l.id AS locked, r.kind, rm.state
+       i.body, i.created_at, i.client_id, l.id AS locked, st.id AS stable, r.kind, rm.state
 FROM input i
 LEFT JOIN numbered n ON n.ord = i.ord
 LEFT JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
 LEFT JOIN users u ON u.id = i.sender_id
 LEFT JOIN locked l ON l.id = i.room_id
+LEFT JOIN stable st ON st.id = i.room_id
 LEFT JOIN rooms r ON r.id = i.room_id
 LEFT JOIN room_members rm ON rm.room_id = i.room_id AND rm.user_id = i.sender_id
 ORDER BY i.ord";
@@ -234,6 +239,8 @@ async fn store_batch(
             Stored::New(message_from(row)?)
         } else if row.opt_int("locked")?.is_none() {
             Stored::NoRoom
+        } else if row.opt_int("stable")?.is_none() {
+            Stored::Retry
         } else {
             // Read from the statement's snapshot: a member then was not one
             // when the row was locked, and has left since.

@@ -937,7 +937,8 @@ async fn a_stored_repeat_fails_the_batch_and_is_answered_one_by_one() {
 
 /// Two committers (two instances, a connection each) batching into the same
 /// rooms, listed in opposite orders, at once: no batch fails (a deadlock
-/// would abort one), and every room is numbered without gap. (Here the
+/// would abort one), a room the other moved meanwhile is retried, and every
+/// room is numbered without gap. (Here the
 /// plan's own `UPDATE` order happens to agree between the two as well; the
 /// `locked` CTE is what makes id order a guarantee rather than a plan.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,12 +973,28 @@ async fn batches_over_the_same_rooms_from_two_connections_never_deadlock() {
                     .iter()
                     .map(|room| batch_message(*room, alice, &round.to_string(), None))
                     .collect();
-                let refs: Vec<&NewMessage> = batch.iter().collect();
-                let results = appender.store_batch(&refs).await.expect("no deadlock");
-                assert!(
-                    results.iter().all(|r| matches!(r, Stored::New(_))),
-                    "{results:?}"
-                );
+                // A room the other committer moved meanwhile answers
+                // `Retry`, and goes again, as group commit does.
+                let mut pending: Vec<&NewMessage> = batch.iter().collect();
+                for _ in 0..100 {
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let results = appender.store_batch(&pending).await.expect("no deadlock");
+                    assert!(
+                        results
+                            .iter()
+                            .all(|r| matches!(r, Stored::New(_) | Stored::Retry)),
+                        "{results:?}"
+                    );
+                    pending = pending
+                        .into_iter()
+                        .zip(&results)
+                        .filter(|(_, r)| matches!(r, Stored::Retry))
+                        .map(|(m, _)| m)
+                        .collect();
+                }
+                assert!(pending.is_empty(), "still retrying after 100 statements");
             }
         })
     };
@@ -993,4 +1010,89 @@ async fn batches_over_the_same_rooms_from_two_connections_never_deadlock() {
             .collect();
         assert_eq!(seqs, (1..=2 * ROUNDS as Seq).collect::<Vec<_>>());
     }
+}
+
+/// A leave committed by another instance while this instance's batch waits
+/// for the room's lock: the batch's snapshot still has the leaver as a
+/// member, so without `stable` (the room's `last_seq` as locked against the
+/// snapshot's) the message was stored after the leave. Now the room's
+/// messages are retried in a new statement, which refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_racing_a_leave_on_another_instance_is_refused() {
+    let schema = TestSchema::create().await;
+    let store: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::connect(&schema.url(), &pool_of(4))
+            .await
+            .expect("connect"),
+    );
+    let alice = store.create_user(new_user("alice")).await.expect("user").id;
+    let bob = store.create_user(new_user("bob")).await.expect("user").id;
+    let room = lobby(&*store, alice).await;
+    assert!(store.join_room(room, bob).await.expect("join"));
+
+    // The other instance's leave, as `change_membership` makes it: the room
+    // locked first, the member row gone, the room's timeline moved.
+    let other = admin_pool(&schema).await;
+    let mut leave = other.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(room.get())
+        .execute(&mut *leave)
+        .await
+        .expect("lock");
+    sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
+        .bind(room.get())
+        .bind(bob.get())
+        .execute(&mut *leave)
+        .await
+        .expect("leave");
+    sqlx::query("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1")
+        .bind(room.get())
+        .execute(&mut *leave)
+        .await
+        .expect("move the timeline");
+
+    let send = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append(NewMessage {
+                    room,
+                    sender: bob,
+                    body: "after I left".to_owned(),
+                    client_id: None,
+                    created_at: Timestamp::from_unix_micros(1_770_000_000_000_001),
+                    origin: None,
+                })
+                .await
+        })
+    };
+    // The batch has its snapshot and waits for the room's lock.
+    let watch = admin_pool(&schema).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE 'WITH locked%'",
+        )
+        .fetch_one(&watch)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the batch never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    leave.commit().await.expect("commit the leave");
+
+    let refused = send.await.expect("task");
+    assert!(
+        matches!(refused, Err(StorageError::NotMember { state: None, .. })),
+        "got {refused:?}"
+    );
+    let history = whole_history(&*store, room).await;
+    assert!(history.is_empty(), "nothing stored: {history:?}");
 }
