@@ -380,10 +380,9 @@ pub enum StorageError {
     #[error("conflict on {0:?}")]
     Conflict(Conflict),
     /// An append whose sender is not a member of the room, checked in the
-    /// append itself so that a send racing a leave on this instance is
-    /// stored before it or refused, never stored after (PostgreSQL across
-    /// instances: see `postgres/batch.rs`). What the room is and what the
-    /// sender is in it (invited, or nothing) decide the caller's error.
+    /// append itself so that a send racing a leave is stored before it or
+    /// refused, never stored after. What the room is and what the sender is
+    /// in it (invited, or nothing) decide the caller's error.
     #[error("the sender is not a member of the room")]
     NotMember {
         kind: RoomType,
