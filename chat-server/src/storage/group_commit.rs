@@ -38,6 +38,12 @@
 //! again on its own, so one bad message never costs the others theirs.
 //! When the database is unreachable every append of the batch hears so at
 //! once.
+//!
+//! A batch that commits may leave some messages unsettled: a room the
+//! backend could not be sure of (`Stored::Retry`: PostgreSQL, a room another
+//! instance moved while the batch waited for it), or a repeat of a message
+//! the batch refused. They are committed again after it, as a batch of their
+//! own, and published after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -268,14 +274,10 @@ async fn append_run<B: BatchAppend>(
     // that hears back knows every socket of this instance has its message
     // queued, in seq order after everything committed before. What was
     // appended after the batch comes after it, as its seqs do.
-    let (now, after): (Vec<_>, Vec<_>) = results
-        .iter()
-        .zip(origins)
-        .enumerate()
-        .partition(|(slot, _)| !late.contains(slot));
-    for (_, (result, origin)) in now.into_iter().chain(after) {
-        if let Ok(appended) = result {
-            listener.appended(appended, origin);
+    let on_time = (0..results.len()).filter(|slot| !late.contains(slot));
+    for slot in on_time.chain(late.iter().copied()) {
+        if let (Some(Ok(appended)), Some(origin)) = (results.get(slot), origins.get(slot)) {
+            listener.appended(appended, *origin);
         }
     }
     for (reply, result) in replies.into_iter().zip(results) {
@@ -299,8 +301,8 @@ enum Slot {
 const RETRIES: u32 = 2;
 
 /// What committing a run came to: an answer per message, in order, and
-/// the messages appended alone after the batch (`late`), whose seqs come
-/// after all of the batch's.
+/// the messages committed again after the batch (`late`, in order), whose
+/// seqs come after all of the batch's.
 struct Outcome {
     results: Vec<Result<Appended, StorageError>>,
     late: Vec<usize>,

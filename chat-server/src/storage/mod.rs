@@ -205,18 +205,20 @@ pub enum StoredEvent {
 }
 
 impl StoredEvent {
-    pub fn room(&self) -> RoomId {
+    /// The same event, borrowed.
+    pub fn as_committed(&self) -> Committed<'_> {
         match self {
-            Self::Message(m) => m.room,
-            Self::Member(m) => m.room,
+            Self::Message(m) => Committed::Message(m),
+            Self::Member(m) => Committed::Member(m),
         }
     }
 
+    pub fn room(&self) -> RoomId {
+        self.as_committed().room()
+    }
+
     pub fn seq(&self) -> Seq {
-        match self {
-            Self::Message(m) => m.seq,
-            Self::Member(m) => m.seq,
-        }
+        self.as_committed().seq()
     }
 }
 
