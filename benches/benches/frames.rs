@@ -23,6 +23,9 @@ fn message(body_bytes: usize) -> Message {
         created_at: Timestamp::now(),
         is_read: false,
         client_id: Some("3-42".to_owned()),
+        edited_at: None,
+        version: 0,
+        deleted: false,
     }
 }
 

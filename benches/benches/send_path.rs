@@ -48,6 +48,9 @@ fn message_frame(seq: i64) -> ServerFrame {
             created_at: Timestamp::now(),
             is_read: false,
             client_id: None,
+            edited_at: None,
+            version: 0,
+            deleted: false,
         },
     }
 }

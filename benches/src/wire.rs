@@ -108,6 +108,9 @@ mod tests {
             created_at: Timestamp::now(),
             is_read: false,
             client_id: Some("1-2".to_owned()),
+            edited_at: None,
+            version: 0,
+            deleted: false,
         };
         serde_json::to_string(&ServerFrame::Message { message }).expect("serializes")
     }

@@ -324,6 +324,10 @@ impl Req {
         Self::new(Method::DELETE, path)
     }
 
+    pub(crate) fn patch(path: impl Into<String>) -> Self {
+        Self::new(Method::PATCH, path)
+    }
+
     /// Sent without a token (register, login, refresh, logout).
     pub(crate) fn public(mut self) -> Self {
         self.auth = false;

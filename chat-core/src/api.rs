@@ -142,6 +142,16 @@ pub struct SendResponse {
     pub seq: Seq,
 }
 
+/// `PATCH /chat/messages/{id}/`: the new body of one of the caller's
+/// messages. Answered with the message as it now stands (200). A body equal
+/// to the current one changes nothing and makes no event, so a retried
+/// edit is harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct EditRequest {
+    pub body: String,
+}
+
 /// The state of one dependency in `GET /healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::message::Message;
 use crate::room::RoomRef;
-use crate::timeline::MemberEvent;
-use crate::{RoomId, Seq, Timestamp, UserId};
+use crate::timeline::{MemberEvent, MessageUpdate};
+use crate::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 /// A frame a client sends.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,6 +34,12 @@ pub enum ClientFrame {
     Read { room: RoomRef, seq: Seq },
     /// `{"type":"typing","room"}`.
     Typing { room: RoomRef },
+    /// `{"type":"edit","message_id","body"}`: replace the body of one of
+    /// the sender's own messages.
+    Edit { message_id: MessageId, body: String },
+    /// `{"type":"delete","message_id"}`: delete a message (the sender's own,
+    /// or any in a room the caller moderates).
+    Delete { message_id: MessageId },
     /// `{"type":"ping"}`.
     Ping,
     /// `{"type":"auth","token"}`: a fresh access token for this socket, so
@@ -71,6 +77,15 @@ impl std::fmt::Debug for ClientFrame {
                 .field("seq", seq)
                 .finish(),
             Self::Typing { room } => f.debug_struct("Typing").field("room", room).finish(),
+            Self::Edit { message_id, body } => f
+                .debug_struct("Edit")
+                .field("message_id", message_id)
+                .field("body", body)
+                .finish(),
+            Self::Delete { message_id } => f
+                .debug_struct("Delete")
+                .field("message_id", message_id)
+                .finish(),
             Self::Ping => f.write_str("Ping"),
             Self::Auth { .. } => f
                 .debug_struct("Auth")
@@ -116,6 +131,16 @@ enum Typed {
     },
     /// Tell the room the sender is typing.
     Typing { room: RoomRef },
+    /// Replace the body of one of your messages. Done, the room gets a
+    /// `message_edited` event, which this socket receives before any later
+    /// frame is answered if it listens to the room; refused, an `error`.
+    /// Nothing else answers it (send `ping` after it to know it was
+    /// handled); the same body again changes nothing.
+    Edit { message_id: MessageId, body: String },
+    /// Delete a message: your own, or any in a room you moderate. Answered
+    /// like `edit`, with a `message_deleted` event; deleting a deleted
+    /// message changes nothing.
+    Delete { message_id: MessageId },
     /// Answered with `pong`.
     Ping,
     /// Re-authenticate the socket with a fresh access token of the same
@@ -130,6 +155,8 @@ const TYPES: &[&str] = &[
     "unsubscribe",
     "read",
     "typing",
+    "edit",
+    "delete",
     "ping",
     "auth",
 ];
@@ -206,6 +233,8 @@ impl From<Typed> for ClientFrame {
             Typed::Unsubscribe { room } => Self::Unsubscribe { room },
             Typed::Read { room, seq } => Self::Read { room, seq },
             Typed::Typing { room } => Self::Typing { room },
+            Typed::Edit { message_id, body } => Self::Edit { message_id, body },
+            Typed::Delete { message_id } => Self::Delete { message_id },
             Typed::Ping => Self::Ping,
             Typed::Auth { token } => Self::Auth { token },
         }
@@ -233,6 +262,8 @@ impl Serialize for ClientFrame {
             Self::Unsubscribe { room } => Typed::Unsubscribe { room },
             Self::Read { room, seq } => Typed::Read { room, seq },
             Self::Typing { room } => Typed::Typing { room },
+            Self::Edit { message_id, body } => Typed::Edit { message_id, body },
+            Self::Delete { message_id } => Typed::Delete { message_id },
             Self::Ping => Typed::Ping,
             Self::Auth { token } => Typed::Auth { token },
         };
@@ -366,6 +397,11 @@ pub enum ServerFrame {
     /// A member joined or left (a timeline event, with its seq). To the
     /// leaver's own sockets too, which then stop receiving the room.
     Member(MemberEvent),
+    /// A message was edited (a timeline event with its own seq; see
+    /// [`MessageUpdate`]).
+    MessageEdited(MessageUpdate),
+    /// A message was deleted; `message` is its tombstone.
+    MessageDeleted(MessageUpdate),
     /// The room is gone; its subscription ends.
     RoomDeleted { room: RoomId },
     /// The answer to `ping`.

@@ -22,6 +22,26 @@ pub struct Message {
     pub is_read: bool,
     /// The sender's idempotency key, if it gave one.
     pub client_id: Option<String>,
+    /// When the body was last edited; absent for a message never edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Timestamp>,
+    /// How many times the message has changed since it was sent (each edit,
+    /// its deletion): absent (0) as sent. Of two copies of one message, the
+    /// one with the higher version is the newer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u32,
+    /// The message was deleted: `body` is empty (the text is gone from the
+    /// server) and the message keeps its place (`seq`) as a tombstone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The short form of a message used in room and conversation lists.
@@ -32,6 +52,9 @@ pub struct LastMessage {
     pub created_at: Timestamp,
     pub sender_id: UserId,
     pub is_read: bool,
+    /// The last message was deleted (`body` is empty).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
 }
 
 impl From<&Message> for LastMessage {
@@ -41,6 +64,7 @@ impl From<&Message> for LastMessage {
             created_at: m.created_at,
             sender_id: m.sender,
             is_read: m.is_read,
+            deleted: m.deleted,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A room's timeline: everything that happens in a room and is kept,
 //! numbered by `seq` (1, 2, 3… without gaps, in commit order). Messages are
-//! one kind of timeline event; a member joining or leaving is another. Each
+//! one kind of timeline event; a member joining or leaving is another, and
+//! so is every change to an earlier message (an edit, a deletion). Each
 //! kind has a frame of its own on the WebSocket and an item of its own in
 //! `GET /chat/rooms/{id}/events/`, and a client that follows a room's seqs
 //! sees every kind in one order. Read receipts, typing and presence are
@@ -34,6 +35,25 @@ pub struct MemberEvent {
     pub created_at: Timestamp,
 }
 
+/// A change to an earlier message of the room, as a timeline event with a
+/// seq of its own: `message` is that message as it stands after the change
+/// (its new body, `edited_at` and `version`; or its tombstone). Replayed
+/// later, it shows the message as it stands then, so a client applies the
+/// copy with the highest `version` and never goes back. `message.is_read`
+/// is not the viewer's here (the frame is the same for every socket): keep
+/// the read state you had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct MessageUpdate {
+    pub room: RoomId,
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
+    pub seq: Seq,
+    /// Who made the change.
+    pub user: UserId,
+    pub created_at: Timestamp,
+    pub message: Message,
+}
+
 /// One event of a room's timeline: what `GET /chat/rooms/{id}/events/`
 /// lists, each in the same JSON as its WebSocket frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +64,10 @@ pub enum TimelineEvent {
     Message { message: Message },
     /// A membership change.
     Member(MemberEvent),
+    /// A message's body was changed by its sender.
+    MessageEdited(MessageUpdate),
+    /// A message was deleted; `message` is its tombstone.
+    MessageDeleted(MessageUpdate),
 }
 
 impl TimelineEvent {
@@ -52,6 +76,7 @@ impl TimelineEvent {
         match self {
             Self::Message { message } => message.room,
             Self::Member(event) => event.room,
+            Self::MessageEdited(update) | Self::MessageDeleted(update) => update.room,
         }
     }
 
@@ -60,6 +85,7 @@ impl TimelineEvent {
         match self {
             Self::Message { message } => message.seq,
             Self::Member(event) => event.seq,
+            Self::MessageEdited(update) | Self::MessageDeleted(update) => update.seq,
         }
     }
 }

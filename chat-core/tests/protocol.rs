@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use chat_core::api::{
-    ComponentState, CreateRoomRequest, Health, HistoryResponse, InviteRequest, JoinRoomRequest,
-    RefreshRequest, RegisterRequest, SendRequest, SendResponse, TokenRequest, TokenResponse,
+    ComponentState, CreateRoomRequest, EditRequest, Health, HistoryResponse, InviteRequest,
+    JoinRoomRequest, RefreshRequest, RegisterRequest, SendRequest, SendResponse, TokenRequest,
+    TokenResponse,
 };
 use chat_core::conversation::{
     ConversationDetail, ConversationSummary, CreateConversationRequest, CreateConversationResponse,
@@ -18,7 +19,7 @@ use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::LastMessage;
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, TimelineEvent, TimelineQuery, TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, TimelineEvent, TimelineQuery, TimelineResponse,
 };
 use chat_core::user::OtherUser;
 use chat_core::{
@@ -118,6 +119,9 @@ fn message() -> Message {
         created_at: ts(T0),
         is_read: false,
         client_id: Some("c-0001".to_owned()),
+        edited_at: None,
+        version: 0,
+        deleted: false,
     }
 }
 
@@ -132,6 +136,9 @@ fn message_no_client_id() -> Message {
         created_at: ts(T1),
         is_read: true,
         client_id: None,
+        edited_at: None,
+        version: 0,
+        deleted: false,
     }
 }
 
@@ -432,6 +439,7 @@ fn room_list() {
                     created_at: ts(T0),
                     sender_id: UserId(1),
                     is_read: false,
+                    deleted: false,
                 }),
                 created_at: ts(T0),
             },
@@ -605,6 +613,7 @@ fn conversation_list() {
                     created_at: ts(T1),
                     sender_id: UserId(2),
                     is_read: false,
+                    deleted: false,
                 }),
                 unread_count: 1,
                 created_at: ts(T0),
@@ -806,6 +815,9 @@ fn http_status_of_codes_the_contract_leaves_open() {
         (ErrorCode::Internal, 500),
         (ErrorCode::Unknown, 500),
         (ErrorCode::StorageUnavailable, 503),
+        (ErrorCode::NotSender, 403),
+        (ErrorCode::MessageNotFound, 404),
+        (ErrorCode::MessageDeleted, 409),
     ] {
         assert_eq!(code.http_status(), status, "HTTP status of {code}");
     }
@@ -1392,4 +1404,134 @@ fn unknown_keys_in_client_frames_are_ignored() {
             client_id: None
         }
     );
+}
+
+// ---------------------------------------------------------------------------
+// Changes to messages: edits and deletions
+// ---------------------------------------------------------------------------
+
+/// A message never changed keeps the shape it always had (no new keys); an
+/// edited one carries `edited_at` and `version`, a tombstone `deleted`.
+#[test]
+fn message_changes_add_fields_only_when_set() {
+    let plain = serde_json::to_value(message()).expect("serializes");
+    for key in ["edited_at", "version", "deleted"] {
+        assert!(plain.get(key).is_none(), "{key} on an unchanged message");
+    }
+    let edited: Message = round_trip(
+        r#"{"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+            "body": "Hello, world!!", "created_at": "2026-02-24T10:30:00Z",
+            "is_read": false, "client_id": "c-0001",
+            "edited_at": "2026-02-24T10:31:15Z", "version": 1}"#,
+    );
+    assert_eq!(edited.edited_at, Some(ts(T1)));
+    assert_eq!(edited.version, 1);
+    assert!(!edited.deleted);
+    let tombstone: Message = round_trip(
+        r#"{"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+            "body": "", "created_at": "2026-02-24T10:30:00Z",
+            "is_read": false, "client_id": "c-0001", "version": 2, "deleted": true}"#,
+    );
+    assert!(tombstone.deleted);
+    assert_eq!(tombstone.body, "");
+}
+
+#[test]
+fn server_message_edited_and_deleted() {
+    let edited: ServerFrame = round_trip(
+        r#"{"type": "message_edited", "room": 7, "seq": 9, "user": 1,
+            "created_at": "2026-02-24T10:31:15Z",
+            "message": {"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+                "body": "Hello!", "created_at": "2026-02-24T10:30:00Z", "is_read": false,
+                "client_id": null, "edited_at": "2026-02-24T10:31:15Z", "version": 1}}"#,
+    );
+    let ServerFrame::MessageEdited(update) = &edited else {
+        panic!("{edited:?}");
+    };
+    assert_eq!((update.seq, update.message.seq), (9, 3));
+    assert_eq!(update.message.body, "Hello!");
+    let deleted: ServerFrame = round_trip(
+        r#"{"type": "message_deleted", "room": 7, "seq": 10, "user": 5,
+            "created_at": "2026-02-24T10:31:15Z",
+            "message": {"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+                "body": "", "created_at": "2026-02-24T10:30:00Z", "is_read": false,
+                "client_id": null, "edited_at": "2026-02-24T10:31:15Z", "version": 2,
+                "deleted": true}}"#,
+    );
+    assert!(matches!(
+        &deleted,
+        ServerFrame::MessageDeleted(MessageUpdate { user, message, .. })
+            if *user == UserId(5) && message.deleted
+    ));
+    // The same JSON in the timeline endpoint.
+    let page: TimelineResponse = round_trip(&format!(
+        r#"{{"events": [{}, {}], "has_more": false}}"#,
+        serde_json::to_string(&edited).expect("json"),
+        serde_json::to_string(&deleted).expect("json")
+    ));
+    assert_eq!(
+        page.events
+            .iter()
+            .map(TimelineEvent::seq)
+            .collect::<Vec<_>>(),
+        vec![9, 10]
+    );
+    assert!(matches!(page.events[0], TimelineEvent::MessageEdited(_)));
+    assert!(matches!(page.events[1], TimelineEvent::MessageDeleted(_)));
+}
+
+#[test]
+fn client_edit_and_delete() {
+    assert_eq!(
+        client_frame(r#"{"type": "edit", "message_id": 42, "body": "fixed"}"#),
+        ClientFrame::Edit {
+            message_id: MessageId(42),
+            body: "fixed".to_owned(),
+        }
+    );
+    assert_eq!(
+        client_frame(r#"{"type": "delete", "message_id": 42}"#),
+        ClientFrame::Delete {
+            message_id: MessageId(42)
+        }
+    );
+    for bad in [
+        r#"{"type": "edit", "message_id": 42}"#,
+        r#"{"type": "edit", "body": "x"}"#,
+        r#"{"type": "edit", "message_id": "42", "body": "x"}"#,
+        r#"{"type": "delete"}"#,
+    ] {
+        assert_eq!(frame_error(bad), ErrorCode::InvalidInput, "{bad}");
+    }
+}
+
+#[test]
+fn edit_request() {
+    let req: EditRequest = round_trip(r#"{"body": "fixed"}"#);
+    assert_eq!(req.body, "fixed");
+}
+
+#[test]
+fn change_error_codes() {
+    for (code, wire) in [
+        (ErrorCode::NotSender, "not_sender"),
+        (ErrorCode::MessageNotFound, "message_not_found"),
+        (ErrorCode::MessageDeleted, "message_deleted"),
+    ] {
+        let body: ErrorBody = round_trip(&format!(
+            r#"{{"error": "{}", "code": "{wire}"}}"#,
+            code.default_message()
+        ));
+        assert_eq!(body.code, code);
+        assert_eq!(code.as_str(), wire);
+    }
+}
+
+#[test]
+fn last_message_of_a_deleted_message() {
+    let last: LastMessage = round_trip(
+        r#"{"body": "", "created_at": "2026-02-24T10:30:00Z", "sender_id": 1,
+            "is_read": false, "deleted": true}"#,
+    );
+    assert!(last.deleted);
 }

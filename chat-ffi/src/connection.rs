@@ -217,6 +217,15 @@ fn event_json(event: &Event) -> Value {
             "type": "member", "room": m.room, "seq": m.seq, "user": m.user,
             "change": m.change, "created_at": m.created_at,
         }),
+        // The same JSON as the server's frames.
+        Event::MessageEdited(u) => {
+            json!({ "type": "message_edited", "room": u.room, "seq": u.seq, "user": u.user,
+                    "created_at": u.created_at, "message": u.message })
+        }
+        Event::MessageDeleted(u) => {
+            json!({ "type": "message_deleted", "room": u.room, "seq": u.seq, "user": u.user,
+                    "created_at": u.created_at, "message": u.message })
+        }
         Event::Read { room, user, seq } => {
             json!({ "type": "read", "room": room, "user": user, "seq": seq })
         }

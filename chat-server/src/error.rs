@@ -108,6 +108,10 @@ impl From<StorageError> for ApiError {
             StorageError::NotMember { kind, state } => {
                 crate::service::rooms::refused_append(kind, state)
             }
+            StorageError::Refused(refusal) => match refusal {
+                crate::storage::Refusal::NotAllowed => Self::new(ErrorCode::NotSender),
+                crate::storage::Refusal::Deleted => Self::new(ErrorCode::MessageDeleted),
+            },
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Self::new(ErrorCode::Internal)

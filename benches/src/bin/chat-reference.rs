@@ -119,6 +119,9 @@ fn message(id: u64, room: i64, seq: i64, body: String, client_id: Option<String>
         created_at: Timestamp::now(),
         is_read: false,
         client_id,
+        edited_at: None,
+        version: 0,
+        deleted: false,
     }
 }
 

@@ -1,8 +1,10 @@
-//! Messages over HTTP: `/chat/history/` and `/chat/send/`.
+//! Messages over HTTP: `/chat/history/`, `/chat/send/` and
+//! `/chat/messages/{id}/`.
 
-use chat_core::api::{HistoryResponse, SendRequest, SendResponse};
+use chat_core::api::{EditRequest, HistoryResponse, SendRequest, SendResponse};
+use chat_core::message::Message;
 use chat_core::timeline::TimelineResponse;
-use chat_core::{RoomId, RoomRef, Seq};
+use chat_core::{MessageId, RoomId, RoomRef, Seq};
 
 use crate::client::Req;
 use crate::{ChatClient, ClientError};
@@ -155,5 +157,50 @@ impl ChatClient {
             client_id: Some(client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
         };
         self.call(Req::post("chat/send/").json(&request)?).await
+    }
+
+    /// Replaces the body of one of the caller's messages
+    /// (`PATCH /chat/messages/{id}/`) and returns the message as it now
+    /// stands (`edited_at` set, `version` one higher). The room hears a
+    /// `message_edited` event. Sending the same body again changes nothing,
+    /// so retrying is safe.
+    ///
+    /// Errors: [`Forbidden`](crate::ErrorKind::Forbidden) with `not_sender`
+    /// for someone else's message; [`NotFound`](crate::ErrorKind::NotFound)
+    /// with `message_not_found` for an unknown message or one of a room the
+    /// caller is not in; [`Conflict`](crate::ErrorKind::Conflict) with
+    /// `message_deleted`; [`InvalidInput`](crate::ErrorKind::InvalidInput)
+    /// with `empty_body` or `body_too_long`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
+    /// let sent = client.send("lobby", "helo", None).await?;
+    /// let fixed = client.edit_message(sent.id, "hello").await?;
+    /// assert_eq!(fixed.version, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn edit_message(
+        &self,
+        message: MessageId,
+        body: &str,
+    ) -> Result<Message, ClientError> {
+        let request = EditRequest {
+            body: body.to_owned(),
+        };
+        self.call(Req::patch(format!("chat/messages/{message}/")).json(&request)?)
+            .await
+    }
+
+    /// Deletes a message (`DELETE /chat/messages/{id}/`): the caller's own,
+    /// or any in a room the caller moderates (its creator). Returns the
+    /// tombstone (`deleted: true`, empty body): the message keeps its seq,
+    /// its text is gone from the server, and the room hears a
+    /// `message_deleted` event. Deleting it again answers the same.
+    ///
+    /// Errors: [`Forbidden`](crate::ErrorKind::Forbidden) with `not_sender`;
+    /// [`NotFound`](crate::ErrorKind::NotFound) with `message_not_found`.
+    pub async fn delete_message(&self, message: MessageId) -> Result<Message, ClientError> {
+        self.call(Req::delete(format!("chat/messages/{message}/")))
+            .await
     }
 }

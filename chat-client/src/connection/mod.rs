@@ -13,7 +13,7 @@ mod task;
 use std::time::Duration;
 
 use chat_core::frame::PresenceStatus;
-use chat_core::timeline::MemberEvent;
+use chat_core::timeline::{MemberEvent, MessageUpdate};
 use chat_core::{Message, RoomId, RoomRef, Seq, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -178,6 +178,14 @@ pub enum Event {
     /// timeline events: each comes once, in `seq` order with the room's
     /// messages (a room's seqs number both).
     Member(MemberEvent),
+    /// A message of a subscribed room was edited: a timeline event of its
+    /// own (its `seq` is the event's), carrying the message as it stands.
+    /// Apply it with [`MessageUpdate::message`]'s `version`: a copy with a
+    /// higher version is newer.
+    MessageEdited(MessageUpdate),
+    /// A message of a subscribed room was deleted: `message` is its
+    /// tombstone (`deleted: true`, empty body), which keeps its seq.
+    MessageDeleted(MessageUpdate),
     /// `user` has read `room` up to `seq`.
     Read {
         /// The room.

@@ -576,6 +576,14 @@ impl Actor {
                 self.bind_replay(member.room);
                 self.deliver(TimelineEvent::Member(member));
             }
+            ServerFrame::MessageEdited(update) => {
+                self.bind_replay(update.room);
+                self.deliver(TimelineEvent::MessageEdited(update));
+            }
+            ServerFrame::MessageDeleted(update) => {
+                self.bind_replay(update.room);
+                self.deliver(TimelineEvent::MessageDeleted(update));
+            }
             ServerFrame::Ack { client_id, message } => {
                 if let Some(index) = client_id.and_then(|c| self.send_index.remove(&c))
                     && let Some(pending) = self.sends.remove(&index)
@@ -1043,5 +1051,7 @@ fn as_event(event: TimelineEvent) -> Event {
     match event {
         TimelineEvent::Message { message } => Event::Message(message),
         TimelineEvent::Member(member) => Event::Member(member),
+        TimelineEvent::MessageEdited(update) => Event::MessageEdited(update),
+        TimelineEvent::MessageDeleted(update) => Event::MessageDeleted(update),
     }
 }

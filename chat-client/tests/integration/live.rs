@@ -439,3 +439,89 @@ async fn server_restart_resumes_from_the_cursor() {
     assert_eq!(sent.seq, 12);
     conn.close().await;
 }
+
+/// Edits and deletions reach a subscriber as timeline events, each once and
+/// in seq order with the messages around them, also when they happen while
+/// its socket is cut: the resume replays them, showing each message as it
+/// stands. The typed calls answer the message as it now is.
+#[tokio::test]
+async fn edits_and_deletions_resume_once_in_order() {
+    let server = no_rate_limit().await;
+    let (author, _) = server.user("author").await;
+    let (reader, _) = server.user("reader").await;
+    let room = public_room(&author, "changes").await;
+    reader.join_room(room).await.expect("join");
+
+    let proxy = Proxy::start(server.addr()).await;
+    let sub = ChatClient::new(&format!("http://{}", proxy.addr)).expect("client");
+    sub.set_tokens(reader.tokens());
+    let mut conn = sub.connect().await.expect("connect through the proxy");
+    conn.subscribe(room).await.expect("subscribe");
+
+    let first = author.send(room, "helo", None).await.expect("send");
+    let edited = author.edit_message(first.id, "hello").await.expect("edit");
+    assert_eq!((edited.body.as_str(), edited.version), ("hello", 1));
+    assert!(edited.edited_at.is_some());
+    // Live: the message, then its edit.
+    let got = next_matching(&mut conn, |e| match e {
+        Event::MessageEdited(u) => Some(u),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got.message.id, first.id);
+    assert_eq!(got.seq, first.seq + 1);
+    assert_eq!(got.message.body, "hello");
+
+    // While the socket is cut: another edit, a message, its deletion.
+    proxy.cut();
+    author
+        .edit_message(first.id, "hello!")
+        .await
+        .expect("second edit");
+    let second = author.send(room, "regrettable", None).await.expect("send");
+    let tombstone = author.delete_message(second.id).await.expect("delete");
+    assert!(tombstone.deleted && tombstone.body.is_empty());
+    let again = author
+        .delete_message(second.id)
+        .await
+        .expect("delete again");
+    assert_eq!(again, tombstone, "deleting twice answers the same");
+    let refused = reader
+        .edit_message(first.id, "not mine")
+        .await
+        .expect_err("not the sender");
+    assert_eq!(refused.code(), Some(chat_client::ErrorCode::NotSender));
+    assert_eq!(refused.kind(), ErrorKind::Forbidden);
+    proxy.restore();
+
+    // Resumed: every event above the cursor, once, in order.
+    let mut after: Vec<(Seq, &'static str, String)> = Vec::new();
+    while after.len() < 3 {
+        match next(&mut conn).await {
+            Event::MessageEdited(u) => after.push((u.seq, "edited", u.message.body)),
+            Event::MessageDeleted(u) => after.push((u.seq, "deleted", u.message.body)),
+            Event::Message(m) => after.push((m.seq, "message", m.body)),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        after,
+        vec![
+            (first.seq + 2, "edited", "hello!".to_owned()),
+            // Replayed as it stands now: already a tombstone.
+            (second.seq, "message", String::new()),
+            (second.seq + 1, "deleted", String::new()),
+        ]
+    );
+    // The refused edit and the second deletion made no event.
+    let marker = author.send(room, "after", None).await.expect("send");
+    let next_seq = next_matching(&mut conn, |e| match e {
+        Event::Message(m) => Some(m.seq),
+        Event::MessageEdited(u) | Event::MessageDeleted(u) => Some(u.seq),
+        _ => None,
+    })
+    .await;
+    assert_eq!(next_seq, marker.seq);
+    assert_eq!(marker.seq, second.seq + 2);
+    conn.close().await;
+}

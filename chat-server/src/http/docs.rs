@@ -103,6 +103,8 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         messages::history,
         messages::timeline,
         messages::send,
+        messages::edit,
+        messages::delete,
         conversations::list,
         conversations::detail,
         conversations::create,

@@ -1,17 +1,20 @@
-//! `/chat/history/` and `/chat/send/`: the HTTP side of messages.
+//! `/chat/history/`, `/chat/send/` and `/chat/messages/{id}/`: the HTTP
+//! side of messages.
 
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use chat_core::api::{HistoryQuery, HistoryResponse, SendRequest, SendResponse};
+use chat_core::api::{EditRequest, HistoryQuery, HistoryResponse, SendRequest, SendResponse};
+use chat_core::message::Message;
 use chat_core::timeline::{TimelineQuery, TimelineResponse};
-use chat_core::{ErrorBody, RoomId};
+use chat_core::{ErrorBody, ErrorCode, MessageId, RoomId};
 
 use super::docs;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::rooms::RoomPath;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
 
 /// A room's history
@@ -112,4 +115,91 @@ pub(super) async fn send(
             seq: sent.message.seq,
         }),
     ))
+}
+
+/// A message id in the path; anything that is not one answers like a
+/// message that does not exist.
+pub(super) struct MessagePath(MessageId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for MessagePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path(id) = Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::MessageNotFound))?;
+        Ok(Self(MessageId(id)))
+    }
+}
+
+/// Edit a message
+///
+/// The sender replaces the body of one of their messages. The message keeps
+/// its seq; it gets `edited_at` and a higher `version`, and the room a
+/// `message_edited` event with a seq of its own. The same body again
+/// changes nothing (no event), so a retry is safe.
+#[utoipa::path(
+    patch,
+    path = "/chat/messages/{id}/",
+    operation_id = "edit_message",
+    tag = "messages",
+    params(("id" = MessageId, Path, description = "The message's id")),
+    request_body = EditRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message as it now stands", body = Message),
+        (status = 400, description = "`empty_body`; `body_too_long`; `invalid_json`; `invalid_input`", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_sender`: the message is someone else's", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message, or the caller is not a member of its room", body = ErrorBody),
+        (status = 409, description = "`message_deleted`: the message was deleted", body = ErrorBody),
+        (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 429, description = "`rate_limited`: changes count against `--user-rate-limit` like sends", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn edit(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    MessagePath(id): MessagePath,
+    ApiJson(req): ApiJson<EditRequest>,
+) -> ApiResult<Json<Message>> {
+    let changed = state.service.edit_message(user, id, req.body).await?;
+    Ok(Json(changed.message))
+}
+
+/// Delete a message
+///
+/// The sender, or whoever moderates the room (its creator; nobody in a
+/// conversation), deletes a message. Its body is erased from storage; the
+/// message keeps its seq as a tombstone (`deleted: true`, empty body) in
+/// history, and the room gets a `message_deleted` event with a seq of its
+/// own. Unread counts no longer count it. Deleting it again answers the
+/// same tombstone and changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/chat/messages/{id}/",
+    operation_id = "delete_message",
+    tag = "messages",
+    params(("id" = MessageId, Path, description = "The message's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tombstone", body = Message),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_sender`: the message is someone else's and the caller does not moderate the room", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message, or the caller is not a member of its room", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: changes count against `--user-rate-limit` like sends", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    MessagePath(id): MessagePath,
+) -> ApiResult<Json<Message>> {
+    let changed = state.service.delete_message(user, id).await?;
+    Ok(Json(changed.message))
 }

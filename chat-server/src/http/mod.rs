@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use chat_core::ErrorCode;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/rooms/{id}/events", get(messages::timeline))
         .route("/chat/history", get(messages::history))
         .route("/chat/send", post(messages::send))
+        .route(
+            "/chat/messages/{id}",
+            patch(messages::edit).delete(messages::delete),
+        )
         .route("/api/chats/conversations", get(conversations::list))
         .route(
             "/api/chats/conversations/create",

@@ -6,17 +6,17 @@ use chat_core::api::{HistoryQuery, HistoryResponse};
 use chat_core::frame::ServerFrame;
 use chat_core::message::Message;
 use chat_core::timeline::{
-    MemberChange, MemberEvent, TimelineEvent, TimelineQuery, TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, TimelineEvent, TimelineQuery, TimelineResponse,
 };
-use chat_core::{ErrorCode, RoomId, RoomRef, Seq, Timestamp, UserId};
+use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
 
 use super::ChatService;
 use crate::error::{ApiError, ApiResult};
 use crate::event::{ConnId, Event};
 use crate::hub::Hub;
 use crate::storage::{
-    self, CommitListener, Committed, NewMessage, ReadMark, RoomRecord, StoredEvent, StoredMember,
-    StoredMessage,
+    self, Authority, ChangeOp, CommitListener, Committed, MessageChange, NewMessage, ReadMark,
+    RoomRecord, StoredEvent, StoredMember, StoredMessage, StoredUpdate, UpdateKind,
 };
 
 /// Page size bounds of `GET /chat/history/`.
@@ -71,6 +71,36 @@ pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
         created_at: m.created_at,
         is_read,
         client_id: m.client_id,
+        edited_at: m.edited_at,
+        version: m.version,
+        deleted: m.deleted,
+    }
+}
+
+/// A change to a message as its timeline event's frame, the same for
+/// every viewer (see [`MessageUpdate`] on `is_read`).
+pub fn update_to_wire(u: &StoredUpdate) -> TimelineEvent {
+    let update = MessageUpdate {
+        room: u.room,
+        seq: u.seq,
+        user: u.user,
+        created_at: u.created_at,
+        message: to_wire(u.message.clone(), false),
+    };
+    match u.kind {
+        UpdateKind::Edited => TimelineEvent::MessageEdited(update),
+        UpdateKind::Deleted => TimelineEvent::MessageDeleted(update),
+    }
+}
+
+/// The server frame of a timeline event: the same JSON on the WebSocket
+/// as in `GET /chat/rooms/{id}/events/`.
+pub fn timeline_frame(event: TimelineEvent) -> ServerFrame {
+    match event {
+        TimelineEvent::Message { message } => ServerFrame::Message { message },
+        TimelineEvent::Member(member) => ServerFrame::Member(member),
+        TimelineEvent::MessageEdited(update) => ServerFrame::MessageEdited(update),
+        TimelineEvent::MessageDeleted(update) => ServerFrame::MessageDeleted(update),
     }
 }
 
@@ -97,6 +127,10 @@ impl CommitListener for Publisher {
                 let frame = ServerFrame::Member(member_to_wire(member));
                 let leaves = (member.change == MemberChange::Left).then_some(member.user);
                 Event::timeline(member.room, member.seq, origin, &frame, leaves)
+            }
+            Committed::Update(update) => {
+                let frame = timeline_frame(update_to_wire(update));
+                Event::timeline(update.room, update.seq, origin, &frame, None)
             }
         };
         self.hub.publish(published);
@@ -139,6 +173,15 @@ pub fn member_to_wire(m: &StoredMember) -> MemberEvent {
         change: m.change,
         created_at: m.created_at,
     }
+}
+
+/// What a change to a message came to.
+#[derive(Debug, Clone)]
+pub struct MessageChanged {
+    /// The message as the caller now sees it.
+    pub message: Message,
+    /// The seq of the change's timeline event; `None` if nothing changed.
+    pub seq: Option<Seq>,
 }
 
 /// A message to send to a room whose access was checked.
@@ -374,6 +417,7 @@ impl ChatService {
                     }
                 }
                 StoredEvent::Member(m) => TimelineEvent::Member(member_to_wire(&m)),
+                StoredEvent::Update(u) => update_to_wire(&u),
             })
             .collect();
         Ok((events, page.has_more))
@@ -401,6 +445,76 @@ impl ChatService {
             })
             .collect();
         Ok((messages, page.has_more))
+    }
+
+    /// `PATCH /chat/messages/{id}/`, WS `edit`: the sender replaces the
+    /// body of a message. The same body again changes nothing.
+    pub async fn edit_message(
+        &self,
+        user: UserId,
+        message: MessageId,
+        body: String,
+    ) -> ApiResult<MessageChanged> {
+        self.check_body(&body)?;
+        self.change_message(user, message, ChangeOp::Edit { body }, Authority::Sender)
+            .await
+    }
+
+    /// `DELETE /chat/messages/{id}/`, WS `delete`: the sender, or whoever
+    /// moderates the room, deletes a message. Deleting it again answers
+    /// the same.
+    pub async fn delete_message(
+        &self,
+        user: UserId,
+        message: MessageId,
+    ) -> ApiResult<MessageChanged> {
+        self.change_message(
+            user,
+            message,
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+        )
+        .await
+    }
+
+    /// A change to a message, checked and made by storage under the room's
+    /// lock. A message of a room the caller is not a member of answers as
+    /// one that does not exist: they may not read its history either.
+    async fn change_message(
+        &self,
+        user: UserId,
+        message: MessageId,
+        op: ChangeOp,
+        allowed: Authority,
+    ) -> ApiResult<MessageChanged> {
+        if message.get() < 1 {
+            return Err(ApiError::new(ErrorCode::MessageNotFound));
+        }
+        if let Err(wait) = self.user_rate.check(user) {
+            return Err(ApiError::rate_limited(wait));
+        }
+        let changed = self
+            .storage
+            .change_message(MessageChange {
+                message,
+                user,
+                op,
+                allowed,
+                created_at: Timestamp::now(),
+            })
+            .await
+            .map_err(|e| match e {
+                storage::StorageError::NotFound | storage::StorageError::NotMember { .. } => {
+                    ApiError::new(ErrorCode::MessageNotFound)
+                }
+                other => other.into(),
+            })?;
+        let marks = ReadMarks(self.storage.read_marks(changed.message.room).await?);
+        let is_read = marks.is_read(user, &changed.message);
+        Ok(MessageChanged {
+            seq: changed.event.as_ref().map(|e| e.seq),
+            message: to_wire(changed.message, is_read),
+        })
     }
 
     /// Tells the room that `user` is typing (a signal, not stored).

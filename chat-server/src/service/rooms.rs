@@ -408,6 +408,7 @@ pub(crate) fn last_message_view(viewer: UserId, r: &UserRoom) -> Option<LastMess
         created_at: m.created_at,
         sender_id: m.sender,
         is_read: super::messages::is_read(viewer, m.sender, m.seq, r.read_seq, r.others_read_seq),
+        deleted: m.deleted,
     })
 }
 

@@ -29,12 +29,13 @@ use std::sync::Arc;
 
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
-use chat_core::{RoomId, Seq, Timestamp, UserId};
+use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, Conflict, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage, NewRoom,
-    NewUser, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
-    StoredEvent, StoredMessage, TokenUse, UserRecord, UserRoom,
+    Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
+    MemberState, MessageChange, NewMessage, NewRoom, NewUser, RefreshTokenRecord, Refusal, RoomKey,
+    RoomPerson, RoomRecord, Storage, StorageError, StoredEvent, StoredMessage, TokenUse,
+    UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -129,6 +130,10 @@ macro_rules! storage_conformance_tests {
             append_advances_sender_mark,
             unread_total,
             unread_counts_match_a_naive_count,
+            edit_message,
+            delete_message,
+            change_message_refusals,
+            changes_heard_in_order,
             timeline_pages_every_kind,
             listener_hears_every_event_in_order,
             ping,
@@ -259,6 +264,49 @@ async fn timeline(store: &dyn Storage, room: RoomId) -> Vec<StoredEvent> {
             return events;
         }
     }
+}
+
+fn change(message: MessageId, user: UserId, op: ChangeOp, allowed: Authority) -> MessageChange {
+    MessageChange {
+        message,
+        user,
+        op,
+        allowed,
+        created_at: at(5_000),
+    }
+}
+
+async fn edit(
+    store: &dyn Storage,
+    message: MessageId,
+    user: UserId,
+    body: &str,
+) -> Result<Changed, StorageError> {
+    store
+        .change_message(change(
+            message,
+            user,
+            ChangeOp::Edit {
+                body: body.to_owned(),
+            },
+            Authority::Sender,
+        ))
+        .await
+}
+
+async fn delete(
+    store: &dyn Storage,
+    message: MessageId,
+    user: UserId,
+) -> Result<Changed, StorageError> {
+    store
+        .change_message(change(
+            message,
+            user,
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+        ))
+        .await
 }
 
 fn seqs(page: &HistoryPage) -> Vec<Seq> {
@@ -969,6 +1017,7 @@ pub async fn join_room(store: Arc<dyn Storage>) {
             StoredEvent::Member(m) if m.user == bob.id => (m.seq, "bob joined"),
             StoredEvent::Member(m) if m.user == carol.id => (m.seq, "carol joined"),
             StoredEvent::Member(_) => (e.seq(), "someone else"),
+            StoredEvent::Update(_) => (e.seq(), "a change"),
         })
         .collect();
     assert_eq!(
@@ -1098,7 +1147,7 @@ pub async fn leave_room(store: Arc<dyn Storage>) {
         .iter()
         .filter_map(|e| match e {
             StoredEvent::Member(m) => Some((m.seq, m.user, m.change)),
-            StoredEvent::Message(_) => None,
+            StoredEvent::Message(_) | StoredEvent::Update(_) => None,
         })
         .collect();
     assert_eq!(
@@ -2599,14 +2648,22 @@ pub async fn ping(store: Arc<dyn Storage>) {
 pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
     use rand::{Rng as _, SeedableRng as _};
 
+    /// One event of the model's timeline.
+    #[derive(Clone, Copy)]
+    struct Ev {
+        /// The sender, the member, or who changed a message.
+        who: UserId,
+        /// A message: its id and whether it was deleted since.
+        message: Option<(MessageId, bool)>,
+    }
     /// What the store should hold, kept the obvious way.
     #[derive(Default)]
     struct Model {
-        /// Per room, each event's sender (or member) and whether it is a
-        /// message, at index `seq - 1`.
-        events: HashMap<RoomId, Vec<(UserId, bool)>>,
+        /// Per room, its events at index `seq - 1`.
+        events: HashMap<RoomId, Vec<Ev>>,
         /// Per room, each member's read mark.
         marks: HashMap<RoomId, HashMap<UserId, Seq>>,
+        creators: HashMap<RoomId, UserId>,
     }
     impl Model {
         fn last(&self, room: RoomId) -> Seq {
@@ -2618,11 +2675,28 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                 self.events[&room]
                     .iter()
                     .enumerate()
-                    .filter(|(i, (sender, message))| {
-                        *message && *sender != user && (*i as Seq) + 1 > mark
+                    .filter(|(i, e)| {
+                        matches!(e.message, Some((_, false)))
+                            && e.who != user
+                            && (*i as Seq) + 1 > mark
                     })
                     .count() as u64,
             )
+        }
+        /// The messages not deleted that `who` may change: its own, or
+        /// any if `moderator`.
+        fn changeable(&self, room: RoomId, who: UserId, moderator: bool) -> Vec<usize> {
+            self.events[&room]
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    matches!(e.message, Some((_, false))) && (moderator || e.who == who)
+                })
+                .map(|(i, _)| i)
+                .collect()
+        }
+        fn push(&mut self, room: RoomId, ev: Ev) {
+            self.events.get_mut(&room).expect("room").push(ev);
         }
     }
 
@@ -2642,18 +2716,25 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                 .id;
             model.events.insert(room, Vec::new());
             model.marks.insert(room, HashMap::from([(creator, 0)]));
+            model.creators.insert(room, creator);
             rooms.push(room);
         }
-        for step in 0..60 {
+        for step in 0..80 {
             let room = rooms[rng.random_range(0..rooms.len())];
             let who = users[rng.random_range(0..users.len())];
             let member = model.marks[&room].contains_key(&who);
             let last = model.last(room);
-            match rng.random_range(0..10) {
+            match rng.random_range(0..12) {
                 // Messages most often, so that counts grow.
                 0..=4 if member => {
-                    send(store, room, who, &format!("{seed}-{step}")).await;
-                    model.events.get_mut(&room).expect("room").push((who, true));
+                    let sent = send(store, room, who, &format!("{seed}-{step}")).await;
+                    model.push(
+                        room,
+                        Ev {
+                            who,
+                            message: Some((sent.id, false)),
+                        },
+                    );
                     model
                         .marks
                         .get_mut(&room)
@@ -2662,21 +2743,42 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                 }
                 0..=5 if !member => {
                     assert!(store.join_room(room, who).await.expect("join"));
-                    model
-                        .events
-                        .get_mut(&room)
-                        .expect("room")
-                        .push((who, false));
+                    model.push(room, Ev { who, message: None });
                     model.marks.get_mut(&room).expect("room").insert(who, last);
                 }
                 6 if member => {
                     assert!(store.leave_room(room, who).await.expect("leave"));
-                    model
-                        .events
-                        .get_mut(&room)
-                        .expect("room")
-                        .push((who, false));
+                    model.push(room, Ev { who, message: None });
                     model.marks.get_mut(&room).expect("room").remove(&who);
+                }
+                7 if member => {
+                    let own = model.changeable(room, who, false);
+                    if own.is_empty() {
+                        continue;
+                    }
+                    let i = own[rng.random_range(0..own.len())];
+                    let Some((id, _)) = model.events[&room][i].message else {
+                        continue;
+                    };
+                    let changed = edit(store, id, who, &format!("edited {seed}-{step}"))
+                        .await
+                        .expect("edit");
+                    assert!(changed.event.is_some(), "a new body is an event");
+                    model.push(room, Ev { who, message: None });
+                }
+                8 if member => {
+                    let moderator = model.creators[&room] == who;
+                    let targets = model.changeable(room, who, moderator);
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    let i = targets[rng.random_range(0..targets.len())];
+                    let Some((id, _)) = model.events[&room][i].message else {
+                        continue;
+                    };
+                    delete(store, id, who).await.expect("delete");
+                    model.events.get_mut(&room).expect("room")[i].message = Some((id, true));
+                    model.push(room, Ev { who, message: None });
                 }
                 _ if member => {
                     let to = rng.random_range(0..=last + 2);
@@ -2708,17 +2810,22 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                 }
             }
         }
-        // And the timeline is the model's, kind for kind.
+        // And the timeline is the model's, kind for kind, deletions kept.
         for room in rooms {
-            let stored: Vec<(UserId, bool)> = timeline(store, room)
+            let stored: Vec<(UserId, Option<bool>)> = timeline(store, room)
                 .await
                 .iter()
                 .map(|e| match e {
-                    StoredEvent::Message(m) => (m.sender, true),
-                    StoredEvent::Member(m) => (m.user, false),
+                    StoredEvent::Message(m) => (m.sender, Some(m.deleted)),
+                    StoredEvent::Member(m) => (m.user, None),
+                    StoredEvent::Update(u) => (u.user, None),
                 })
                 .collect();
-            assert_eq!(stored, model.events[&room], "seed {seed}: timeline");
+            let expected: Vec<(UserId, Option<bool>)> = model.events[&room]
+                .iter()
+                .map(|e| (e.who, e.message.map(|(_, deleted)| deleted)))
+                .collect();
+            assert_eq!(stored, expected, "seed {seed}: timeline");
         }
     }
 }
@@ -2876,4 +2983,298 @@ pub async fn listener_hears_every_event_in_order(store: Arc<dyn Storage>) {
     store.append(keyed.clone()).await.expect("append");
     store.append(keyed).await.expect("append");
     assert_eq!(heard_now().len(), before + 1);
+}
+
+// Changes to messages
+
+/// An edit changes the stored body, counts a version, takes the room's
+/// next seq as an event that carries the message as it stands; the same
+/// body again changes nothing.
+pub async fn edit_message(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let first = send(store, lobby.id, alice.id, "helo").await;
+    send(store, lobby.id, bob.id, "hi").await;
+    let before = last_seq(store, lobby.id).await;
+
+    let changed = edit(store, first.id, alice.id, "hello")
+        .await
+        .expect("edit");
+    assert_eq!(changed.message.body, "hello");
+    assert_eq!(
+        changed.message.seq, first.seq,
+        "the message keeps its place"
+    );
+    assert_eq!(changed.message.version, 1);
+    assert_eq!(changed.message.edited_at, Some(at(5_000)));
+    assert!(!changed.message.deleted);
+    let event = changed.event.expect("an edit is an event");
+    assert_eq!(event.seq, before + 1, "the event takes the next seq");
+    assert_eq!(event.kind, UpdateKind::Edited);
+    assert_eq!(event.user, alice.id);
+    assert_eq!(event.message, changed.message);
+    assert_eq!(last_seq(store, lobby.id).await, before + 1);
+
+    // History has the current body; the timeline the event.
+    let history = page(store, lobby.id, None, None, 10).await;
+    assert_eq!(bodies(&history), vec!["hello", "hi"]);
+    assert_eq!(history.messages[0].version, 1);
+    let events = timeline(store, lobby.id).await;
+    assert_eq!(events.last(), Some(&StoredEvent::Update(event.clone())));
+
+    // A second edit: version 2, the earlier event now shows it too.
+    let again = edit(store, first.id, alice.id, "hello!")
+        .await
+        .expect("edit");
+    assert_eq!(again.message.version, 2);
+    let events = timeline(store, lobby.id).await;
+    let updates: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            StoredEvent::Update(u) => Some((u.seq, u.message.body.as_str(), u.message.version)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        updates,
+        vec![(before + 1, "hello!", 2), (before + 2, "hello!", 2)],
+        "a replayed edit shows the message as it stands"
+    );
+
+    // The same body: no event, no seq, no version.
+    let same = edit(store, first.id, alice.id, "hello!")
+        .await
+        .expect("same body");
+    assert!(same.event.is_none());
+    assert_eq!(same.message.version, 2);
+    assert_eq!(last_seq(store, lobby.id).await, before + 2);
+
+    // Edits never count as unread, nor move the room's newest message.
+    let rooms = store.user_rooms(bob.id).await.expect("rooms");
+    assert_eq!(rooms[0].unread, 0, "bob read up to his own message");
+    assert_eq!(rooms[0].room.last_message_seq, first.seq + 1);
+}
+
+/// A deletion erases the body and keeps the seq (a tombstone in history),
+/// takes a seq of its own, and answers a second time without a new event.
+/// Deleting an unread message lowers the unread count; deleting a read one
+/// leaves it.
+pub async fn delete_message(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let read = send(store, lobby.id, alice.id, "read by bob").await;
+    store
+        .mark_read(lobby.id, bob.id, read.seq)
+        .await
+        .expect("mark");
+    let unread = send(store, lobby.id, alice.id, "secret").await;
+    let kept = send(store, lobby.id, alice.id, "kept").await;
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 2);
+    let before = last_seq(store, lobby.id).await;
+
+    let changed = delete(store, unread.id, alice.id).await.expect("delete");
+    assert!(changed.message.deleted);
+    assert_eq!(changed.message.body, "", "the body is erased");
+    assert_eq!(changed.message.seq, unread.seq);
+    assert_eq!(changed.message.version, 1);
+    let event = changed.event.expect("a deletion is an event");
+    assert_eq!(event.seq, before + 1);
+    assert_eq!(event.kind, UpdateKind::Deleted);
+    assert_eq!(
+        store.unread_total(bob.id).await.expect("unread"),
+        1,
+        "the deleted message was unread"
+    );
+    let rooms = store.user_rooms(bob.id).await.expect("rooms");
+    assert_eq!(rooms[0].unread, 1);
+
+    // History keeps the seq as a tombstone; nothing of the body is left.
+    let history = page(store, lobby.id, None, None, 10).await;
+    assert_eq!(seqs(&history), vec![read.seq, unread.seq, kept.seq]);
+    assert_eq!(bodies(&history), vec!["read by bob", "", "kept"]);
+    assert!(history.messages[1].deleted);
+    assert!(timeline(store, lobby.id).await.iter().all(
+        |e| !matches!(e, StoredEvent::Message(m) if m.body.contains("secret"))
+            && !matches!(e, StoredEvent::Update(u) if u.message.body.contains("secret"))
+    ));
+
+    // Twice: the same tombstone, no event.
+    let twice = delete(store, unread.id, alice.id).await.expect("again");
+    assert!(twice.event.is_none());
+    assert_eq!(twice.message, changed.message);
+    assert_eq!(last_seq(store, lobby.id).await, before + 1);
+
+    // A read message: counts nothing either way; marks stay exact after.
+    delete(store, read.id, alice.id).await.expect("delete read");
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 1);
+    store
+        .mark_read(lobby.id, bob.id, kept.seq)
+        .await
+        .expect("mark");
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
+    // Bob joins another room's worth of counts after deletions: a new
+    // message is one unread.
+    send(store, lobby.id, alice.id, "new").await;
+    assert_eq!(store.unread_total(bob.id).await.expect("unread"), 1);
+
+    // The moderator (the room's creator) deletes someone else's message.
+    let bobs = send(store, lobby.id, bob.id, "bob's").await;
+    let moderated = delete(store, bobs.id, alice.id).await.expect("moderate");
+    assert!(moderated.message.deleted);
+    assert_eq!(moderated.event.map(|e| e.user), Some(alice.id));
+    // An edit of a deleted message is refused.
+    assert!(matches!(
+        edit(store, bobs.id, bob.id, "back").await,
+        Err(StorageError::Refused(Refusal::Deleted))
+    ));
+}
+
+/// Who may change what: the sender edits; the sender or the moderator
+/// deletes (nobody moderates a conversation); a non-member cannot reach
+/// the message; an id that names no message (or another kind of event) is
+/// not found.
+pub async fn change_message_refusals(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id, carol.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let alices = send(store, lobby.id, alice.id, "alice's").await;
+
+    assert!(matches!(
+        edit(store, alices.id, bob.id, "mine now").await,
+        Err(StorageError::Refused(Refusal::NotAllowed))
+    ));
+    assert!(matches!(
+        delete(store, alices.id, bob.id).await,
+        Err(StorageError::Refused(Refusal::NotAllowed))
+    ));
+    // The creator moderates deletions, not edits.
+    let bobs = send(store, lobby.id, bob.id, "bob's").await;
+    assert!(matches!(
+        edit(store, bobs.id, alice.id, "edited by alice").await,
+        Err(StorageError::Refused(Refusal::NotAllowed))
+    ));
+    // An invitee and a stranger are not members.
+    for outsider in [carol.id, user(store, "dave").await.id] {
+        assert!(
+            matches!(
+                edit(store, alices.id, outsider, "x").await,
+                Err(StorageError::NotMember { .. })
+            ),
+            "{outsider} edits"
+        );
+        assert!(matches!(
+            delete(store, alices.id, outsider).await,
+            Err(StorageError::NotMember { .. })
+        ));
+    }
+    // A member who left is a stranger again, even to their own message.
+    store.leave_room(lobby.id, bob.id).await.expect("leave");
+    assert!(matches!(
+        delete(store, bobs.id, bob.id).await,
+        Err(StorageError::NotMember { .. })
+    ));
+    // No such message; a membership event's id is no message.
+    assert!(matches!(
+        edit(store, MessageId(i64::MAX), alice.id, "x").await,
+        Err(StorageError::NotFound)
+    ));
+    // Bob's join took the id just before Alice's message (every event of a
+    // fresh store takes the next id).
+    let join_id = MessageId(alices.id.get() - 1);
+    assert!(matches!(
+        timeline(store, lobby.id).await.first(),
+        Some(StoredEvent::Member(m)) if m.user == bob.id
+    ));
+    assert!(matches!(
+        delete(store, join_id, alice.id).await,
+        Err(StorageError::NotFound)
+    ));
+
+    // Nothing refused left a trace.
+    let history = page(store, lobby.id, None, None, 10).await;
+    assert_eq!(bodies(&history), vec!["alice's", "bob's"]);
+    assert!(history.messages.iter().all(|m| m.version == 0));
+
+    // A conversation has no moderator.
+    let (direct, _) = store
+        .direct_room(alice.id, bob.id, at(0))
+        .await
+        .expect("direct");
+    let bobs = send(store, direct.id, bob.id, "private").await;
+    assert!(matches!(
+        delete(store, bobs.id, alice.id).await,
+        Err(StorageError::Refused(Refusal::NotAllowed))
+    ));
+    assert!(delete(store, bobs.id, bob.id).await.is_ok());
+
+    // A deleted room takes its messages along.
+    store.delete_room(lobby.id).await.expect("delete room");
+    assert!(matches!(
+        edit(store, alices.id, alice.id, "x").await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+/// Changes are heard at their commit point, in seq order with the
+/// messages around them, each once.
+pub async fn changes_heard_in_order(store: Arc<dyn Storage>) {
+    #[derive(Default)]
+    struct Heard(std::sync::Mutex<Vec<(RoomId, Seq, bool)>>);
+    impl super::CommitListener for Heard {
+        fn committed(&self, event: super::Committed<'_>, _origin: Option<crate::event::ConnId>) {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((
+                    event.room(),
+                    event.seq(),
+                    matches!(event, super::Committed::Update(_)),
+                ));
+        }
+    }
+    let heard = Arc::new(Heard::default());
+    store.listen(heard.clone());
+    let alice = user(&*store, "alice").await;
+    let lobby = room(&*store, "lobby", alice.id, &[]).await;
+    let first = send(&*store, lobby.id, alice.id, "first").await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                if i % 4 == 0 {
+                    edit(&*store, first.id, alice.id, &format!("v{i}"))
+                        .await
+                        .map(|_| ())
+                } else {
+                    store
+                        .append(message(lobby.id, alice.id, "m", None))
+                        .await
+                        .map(|_| ())
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("change or append");
+    }
+    let heard = heard
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let seqs: Vec<Seq> = heard.iter().map(|(_, s, _)| *s).collect();
+    let last = last_seq(&*store, lobby.id).await;
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "in order, each once");
+    assert_eq!(heard.iter().filter(|(_, _, u)| *u).count(), 5, "five edits");
+    let edited = page(&*store, lobby.id, None, Some(0), 1).await;
+    assert_eq!(edited.messages[0].version, 5);
 }

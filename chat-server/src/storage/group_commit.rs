@@ -39,6 +39,10 @@
 //! When the database is unreachable every append of the batch hears so at
 //! once.
 //!
+//! Every other change to a room's timeline (a membership change, an edit, a
+//! deletion: [`Op`]) goes through the same queue and runs alone, in its
+//! place between the batches, and is published the same way.
+//!
 //! A batch that commits may leave some messages unsettled: a room the
 //! backend could not be sure of (`Stored::Retry`: PostgreSQL, a room another
 //! instance moved while the batch waited for it), or a repeat of a message
@@ -55,8 +59,8 @@ use chat_core::{RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, CommitListener, Committed, Listener, MemberState, NewMessage, StorageError,
-    StoredMember, StoredMessage,
+    Appended, Changed, CommitListener, Committed, Listener, MemberState, MessageChange, NewMessage,
+    StorageError, StoredMember, StoredMessage,
 };
 
 /// The most appends one transaction takes. Bounds the statement's size and
@@ -87,9 +91,8 @@ pub(crate) trait BatchAppend: Send + Sync + 'static {
     /// nothing was stored.
     async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError>;
 
-    /// Applies `op` and appends its event in one transaction
-    /// (`sql/append.rs`); `None` if nothing changed.
-    async fn change_membership(&self, op: &MemberOp) -> Result<Option<StoredMember>, StorageError>;
+    /// Applies `op` and appends its event in one transaction (`sql/`).
+    async fn apply(&self, op: &Op) -> Result<Applied, StorageError>;
 }
 
 /// What became of one message of a batch.
@@ -124,11 +127,38 @@ pub(crate) struct MemberOp {
     pub(crate) change: MemberChange,
 }
 
+/// A change other than a new message: it runs alone, between the batches
+/// before and after it, and appends one timeline event (or none, if it
+/// changed nothing). A new kind of room event is one more variant here.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Member(MemberOp),
+    Message(MessageChange),
+}
+
+/// What applying an [`Op`] did.
+#[derive(Debug)]
+pub(crate) enum Applied {
+    /// The membership change's event; `None` if nothing changed.
+    Member(Option<StoredMember>),
+    Message(Box<Changed>),
+}
+
+impl Applied {
+    /// The event to publish, if the op appended one.
+    fn committed(&self) -> Option<Committed<'_>> {
+        match self {
+            Self::Member(event) => event.as_ref().map(Committed::Member),
+            Self::Message(changed) => changed.event.as_ref().map(Committed::Update),
+        }
+    }
+}
+
 /// What the committer's queue carries, in arrival order.
 #[derive(Debug)]
 enum Work {
     Append(NewMessage, Reply),
-    Member(MemberOp, oneshot::Sender<Result<bool, StorageError>>),
+    Apply(Op, oneshot::Sender<Result<Applied, StorageError>>),
 }
 
 /// The handle appends go through; cheap to clone.
@@ -213,10 +243,32 @@ impl GroupCommit {
     /// Applies a membership change and its timeline event; `false` if
     /// nothing changed.
     pub(crate) async fn change_membership(&self, op: MemberOp) -> Result<bool, StorageError> {
+        match self.apply(Op::Member(op)).await? {
+            Applied::Member(event) => Ok(event.is_some()),
+            Applied::Message(_) => Err(mismatch()),
+        }
+    }
+
+    /// Changes a message and appends the change's event.
+    pub(crate) async fn change_message(
+        &self,
+        change: MessageChange,
+    ) -> Result<Changed, StorageError> {
+        match self.apply(Op::Message(change)).await? {
+            Applied::Message(changed) => Ok(*changed),
+            Applied::Member(_) => Err(mismatch()),
+        }
+    }
+
+    async fn apply(&self, op: Op) -> Result<Applied, StorageError> {
         let (reply, answer) = oneshot::channel();
-        let _ = self.queue.send(Work::Member(op, reply)).await;
+        let _ = self.queue.send(Work::Apply(op, reply)).await;
         answer.await.unwrap_or_else(|_| Err(gone()))
     }
+}
+
+fn mismatch() -> StorageError {
+    StorageError::Backend("the committer answered another kind of change".into())
 }
 
 /// The committer task is gone: its runtime shut down under it.
@@ -239,16 +291,14 @@ async fn commit_loop<B: BatchAppend>(
         for item in work.drain(..) {
             match item {
                 Work::Append(message, reply) => run.push((message, reply)),
-                Work::Member(op, reply) => {
+                Work::Apply(op, reply) => {
                     append_run(&*backend, std::mem::take(&mut run), &listener).await;
-                    let result = match backend.change_membership(&op).await {
-                        Ok(Some(event)) => {
-                            listener.committed(Committed::Member(&event), None);
-                            Ok(true)
-                        }
-                        Ok(None) => Ok(false),
-                        Err(e) => Err(e),
-                    };
+                    let result = backend.apply(&op).await;
+                    if let Some(event) = result.as_ref().ok().and_then(Applied::committed) {
+                        // No origin: every socket of the room hears of a
+                        // change, the one that asked for it included.
+                        listener.committed(event, None);
+                    }
                     let _ = reply.send(result);
                 }
             }

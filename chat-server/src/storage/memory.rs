@@ -14,10 +14,10 @@ use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, CommitListener, Committed, Conflict, Conversation, HistoryPage, HistoryQuery,
-    Listener, MemberState, NewMessage, NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomPerson,
-    RoomRecord, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, TimelinePage,
-    TokenUse, UserRecord, UserRoom,
+    Appended, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation, HistoryPage,
+    HistoryQuery, Listener, MemberState, MessageChange, NewMessage, NewRoom, NewUser, ReadMark,
+    RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StoredEvent, StoredMember,
+    StoredMessage, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -68,6 +68,8 @@ struct State {
     direct_pairs: HashMap<(UserId, UserId), RoomId>,
     /// The unique `(sender, client_id)` index: where the original lives.
     client_ids: HashMap<(UserId, String), (RoomId, Seq)>,
+    /// Where each message lives, by id (messages only, not other events).
+    message_ids: HashMap<MessageId, (RoomId, Seq)>,
 }
 
 #[derive(Debug)]
@@ -91,6 +93,8 @@ struct RoomRow {
     events: Vec<EventRow>,
     /// Messages in `events`.
     msg_count: i64,
+    /// Of those, the deleted ones.
+    msg_deleted: i64,
 }
 
 #[derive(Debug)]
@@ -98,7 +102,7 @@ struct MemberRow {
     user: UserId,
     state: MemberState,
     read_seq: Seq,
-    /// The room's message count at `read_seq`.
+    /// The messages not deleted at or below `read_seq`.
     read_no: i64,
 }
 
@@ -126,11 +130,20 @@ struct EventRow {
 
 #[derive(Debug)]
 enum EventRowKind {
+    /// A message, as it stands now.
     Message {
         body: String,
         client_id: Option<String>,
+        edited_at: Option<Timestamp>,
+        version: u32,
+        deleted: bool,
     },
     Member(MemberChange),
+    /// A change to the message at seq `target` of the same room.
+    Update {
+        kind: UpdateKind,
+        target: Seq,
+    },
 }
 
 /// What a foreign key would reject on a database.
@@ -154,9 +167,15 @@ impl State {
             .unwrap_or_default()
     }
 
-    fn stored(&self, room: RoomId, seq: Seq, row: &EventRow) -> StoredEvent {
-        match &row.kind {
-            EventRowKind::Message { body, client_id } => StoredEvent::Message(StoredMessage {
+    fn stored(&self, room: RoomId, seq: Seq, row: &EventRow) -> Option<StoredEvent> {
+        Some(match &row.kind {
+            EventRowKind::Message {
+                body,
+                client_id,
+                edited_at,
+                version,
+                deleted,
+            } => StoredEvent::Message(StoredMessage {
                 id: row.id,
                 room,
                 seq,
@@ -165,6 +184,9 @@ impl State {
                 body: body.clone(),
                 created_at: row.created_at,
                 client_id: client_id.clone(),
+                edited_at: *edited_at,
+                version: *version,
+                deleted: *deleted,
             }),
             EventRowKind::Member(change) => StoredEvent::Member(StoredMember {
                 room,
@@ -173,18 +195,26 @@ impl State {
                 change: *change,
                 created_at: row.created_at,
             }),
-        }
+            EventRowKind::Update { kind, target } => StoredEvent::Update(StoredUpdate {
+                room,
+                seq,
+                user: row.sender,
+                kind: *kind,
+                created_at: row.created_at,
+                message: self.message(room, *target)?,
+            }),
+        })
     }
 
     fn event(&self, room: RoomId, seq: Seq) -> Option<StoredEvent> {
         let row = self.rooms.get(&room)?;
-        Some(self.stored(room, seq, row.event(seq)?))
+        self.stored(room, seq, row.event(seq)?)
     }
 
     fn message(&self, room: RoomId, seq: Seq) -> Option<StoredMessage> {
         match self.event(room, seq)? {
             StoredEvent::Message(m) => Some(m),
-            StoredEvent::Member(_) => None,
+            StoredEvent::Member(_) | StoredEvent::Update(_) => None,
         }
     }
 
@@ -231,7 +261,7 @@ impl State {
             state: member.state,
             read_seq: member.read_seq,
             unread: if is_member {
-                u64::try_from(room.msg_count - member.read_no).unwrap_or(0)
+                u64::try_from(room.msg_count - room.msg_deleted - member.read_no).unwrap_or(0)
             } else {
                 0
             },
@@ -285,6 +315,7 @@ impl RoomRow {
             members,
             events: Vec::new(),
             msg_count: 0,
+            msg_deleted: 0,
         }
     }
 
@@ -315,6 +346,18 @@ impl RoomRow {
             seqs.reverse();
         }
         (seqs, has_more)
+    }
+
+    /// Messages not deleted, up to and including `seq`.
+    fn live_up_to(&self, seq: Seq) -> i64 {
+        let deleted = self
+            .events
+            .iter()
+            .take(usize::try_from(seq).unwrap_or(0))
+            .filter(|e| matches!(e.kind, EventRowKind::Message { deleted: true, .. }))
+            .count();
+        let counted = self.event(seq).map_or(0, |e| e.msg_no);
+        counted - deleted as i64
     }
 
     fn next_position(&mut self) -> u64 {
@@ -511,6 +554,7 @@ impl Storage for MemoryStorage {
         // The cascade a database would run: the room's messages take their
         // `(sender, client_id)` entries with them.
         state.client_ids.retain(|_, (room, _)| *room != id);
+        state.message_ids.retain(|_, (room, _)| *room != id);
         Ok(true)
     }
 
@@ -571,7 +615,7 @@ impl Storage for MemoryStorage {
             user,
             state: MemberState::Member,
             read_seq: row.record.last_seq,
-            read_no: row.msg_count,
+            read_no: row.msg_count - row.msg_deleted,
         });
         state.member_event(room, user, MemberChange::Joined, &self.listener)?;
         Ok(true)
@@ -737,11 +781,14 @@ impl Storage for MemoryStorage {
             kind: EventRowKind::Message {
                 body: message.body,
                 client_id: message.client_id.clone(),
+                edited_at: None,
+                version: 0,
+                deleted: false,
             },
             created_at: message.created_at,
             msg_no: room.msg_count,
         });
-        let msg_count = room.msg_count;
+        let live = room.msg_count - room.msg_deleted;
         if let Some(member) = room
             .members
             .iter_mut()
@@ -749,8 +796,9 @@ impl Storage for MemoryStorage {
             && member.read_seq < seq
         {
             member.read_seq = seq;
-            member.read_no = msg_count;
+            member.read_no = live;
         }
+        state.message_ids.insert(id, (message.room, seq));
         if let Some(client_id) = message.client_id {
             state
                 .client_ids
@@ -771,6 +819,102 @@ impl Storage for MemoryStorage {
 
     fn listen(&self, listener: Arc<dyn CommitListener>) {
         self.listener.set(listener);
+    }
+
+    async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
+        let mut state = self.lock();
+        // The SQL transaction's order: the message's room, the caller's
+        // membership, then the rule on the message as it stands.
+        let &(room_id, seq) = state
+            .message_ids
+            .get(&change.message)
+            .ok_or(StorageError::NotFound)?;
+        let room = state.rooms.get(&room_id).ok_or(StorageError::NotFound)?;
+        match room.member(change.user).map(|m| m.state) {
+            Some(MemberState::Member) => {}
+            other => {
+                return Err(StorageError::NotMember {
+                    kind: room.record.kind,
+                    state: other,
+                });
+            }
+        }
+        let moderation = (room.record.kind, room.record.creator);
+        let target = state.message(room_id, seq).ok_or(StorageError::NotFound)?;
+        let Some(kind) = change.decide(&target, moderation)? else {
+            return Ok(Changed {
+                message: target,
+                event: None,
+            });
+        };
+
+        state.last_message_id += 1;
+        let id = MessageId(state.last_message_id);
+        let room = state
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(StorageError::NotFound)?;
+        let event_seq = room.record.last_seq + 1;
+        room.record.last_seq = event_seq;
+        let index = usize::try_from(seq - 1).unwrap_or(usize::MAX);
+        if let Some(EventRow {
+            kind:
+                EventRowKind::Message {
+                    body,
+                    edited_at,
+                    version,
+                    deleted,
+                    ..
+                },
+            ..
+        }) = room.events.get_mut(index)
+        {
+            *version += 1;
+            match &change.op {
+                ChangeOp::Edit { body: new } => {
+                    body.clone_from(new);
+                    *edited_at = Some(change.created_at);
+                }
+                ChangeOp::Delete => {
+                    body.clear();
+                    *deleted = true;
+                }
+            }
+        }
+        if change.op == ChangeOp::Delete {
+            // Unread counts subtract it; marks at or above it had counted
+            // it as read.
+            room.msg_deleted += 1;
+            for member in &mut room.members {
+                if member.state == MemberState::Member && member.read_seq >= seq {
+                    member.read_no -= 1;
+                }
+            }
+        }
+        room.events.push(EventRow {
+            id,
+            sender: change.user,
+            kind: EventRowKind::Update { kind, target: seq },
+            created_at: change.created_at,
+            msg_no: room.msg_count,
+        });
+        let message = state
+            .message(room_id, seq)
+            .ok_or_else(|| StorageError::Backend("changed message vanished".into()))?;
+        let event = StoredUpdate {
+            room: room_id,
+            seq: event_seq,
+            user: change.user,
+            kind,
+            created_at: change.created_at,
+            message: message.clone(),
+        };
+        // Under the lock: the commit point.
+        self.listener.committed(Committed::Update(&event), None);
+        Ok(Changed {
+            message,
+            event: Some(event),
+        })
     }
 
     async fn history(
@@ -834,15 +978,18 @@ impl Storage for MemoryStorage {
         let previous = member.read_seq;
         let target = seq.min(last_seq);
         if target > previous {
+            let live = row.live_up_to(target);
+            let member = row
+                .members
+                .iter_mut()
+                .find(|m| m.user == user && m.state == MemberState::Member)
+                .ok_or(StorageError::NotFound)?;
             member.read_seq = target;
-            member.read_no = row
-                .events
-                .get(usize::try_from(target - 1).unwrap_or(usize::MAX))
-                .map_or(member.read_no, |e| e.msg_no);
+            member.read_no = live;
         }
         Ok(ReadMark {
             previous,
-            current: member.read_seq,
+            current: target.max(previous),
         })
     }
 
@@ -872,7 +1019,7 @@ impl Storage for MemoryStorage {
             .filter_map(|r| {
                 r.member(user)
                     .filter(|m| m.state == MemberState::Member)
-                    .map(|m| r.msg_count - m.read_no)
+                    .map(|m| r.msg_count - r.msg_deleted - m.read_no)
             })
             .sum();
         Ok(u64::try_from(total).unwrap_or(0))

@@ -13,8 +13,8 @@
 //! [`conformance`] suite.
 //!
 //! A room's history is its timeline: events numbered by `seq`, of which a
-//! message is one kind and a member joining or leaving another
-//! ([`StoredEvent`]). Every event is committed at one point and heard of
+//! message is one kind, a member joining or leaving another, and a change
+//! to an earlier message (an edit, a deletion) a third ([`StoredEvent`]). Every event is committed at one point and heard of
 //! there ([`CommitListener`]), in seq order.
 //!
 //! Invariants every backend keeps (the conformance suite checks each):
@@ -30,6 +30,10 @@
 //!   subtraction per membership (a property test checks it against a naive
 //!   count over random interleavings).
 //! - Read marks only move forward and never past the room's `last_seq`.
+//! - A change to a message is checked (membership, who may make it) under
+//!   the room's lock, changes the message's row and appends its event in
+//!   one transaction; a deleted message keeps its row and seq with its body
+//!   erased, and counts as unread for nobody.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -184,6 +188,12 @@ pub struct StoredMessage {
     pub body: String,
     pub created_at: Timestamp,
     pub client_id: Option<String>,
+    /// When the body was last edited.
+    pub edited_at: Option<Timestamp>,
+    /// Changes since it was sent (edits, its deletion).
+    pub version: u32,
+    /// Deleted: the body is erased (empty), the row keeps its seq.
+    pub deleted: bool,
 }
 
 /// A membership change in a room's timeline.
@@ -197,11 +207,33 @@ pub struct StoredMember {
     pub created_at: Timestamp,
 }
 
+/// What a change did to an earlier message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    Edited,
+    Deleted,
+}
+
+/// A change to an earlier message, in the room's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUpdate {
+    pub room: RoomId,
+    pub seq: Seq,
+    /// Who made the change.
+    pub user: UserId,
+    pub kind: UpdateKind,
+    pub created_at: Timestamp,
+    /// The message changed, as it stands when read (its newest body, or
+    /// its tombstone).
+    pub message: StoredMessage,
+}
+
 /// One event of a room's timeline, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredEvent {
     Message(StoredMessage),
     Member(StoredMember),
+    Update(StoredUpdate),
 }
 
 impl StoredEvent {
@@ -210,6 +242,7 @@ impl StoredEvent {
         match self {
             Self::Message(m) => Committed::Message(m),
             Self::Member(m) => Committed::Member(m),
+            Self::Update(u) => Committed::Update(u),
         }
     }
 
@@ -228,6 +261,7 @@ impl StoredEvent {
 pub enum Committed<'a> {
     Message(&'a StoredMessage),
     Member(&'a StoredMember),
+    Update(&'a StoredUpdate),
 }
 
 impl Committed<'_> {
@@ -235,6 +269,7 @@ impl Committed<'_> {
         match self {
             Self::Message(m) => m.room,
             Self::Member(m) => m.room,
+            Self::Update(u) => u.room,
         }
     }
 
@@ -242,6 +277,7 @@ impl Committed<'_> {
         match self {
             Self::Message(m) => m.seq,
             Self::Member(m) => m.seq,
+            Self::Update(u) => u.seq,
         }
     }
 }
@@ -266,6 +302,96 @@ pub struct NewMessage {
     /// The connection it came from, if any: not stored, only passed to the
     /// [`CommitListener`] with the message.
     pub origin: Option<ConnId>,
+}
+
+/// A change to make to an earlier message; the backend checks it and
+/// applies it under the room's lock ([`Storage::change_message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageChange {
+    pub message: MessageId,
+    /// Who makes the change: a member of the message's room.
+    pub user: UserId,
+    pub op: ChangeOp,
+    /// Who besides nobody may make it: the service's rule, evaluated with
+    /// the rows as they are under the lock.
+    pub allowed: Authority,
+    pub created_at: Timestamp,
+}
+
+impl MessageChange {
+    /// The rule of this change to `target`, in a room of the kind and
+    /// creator given,
+    /// judged on the rows as they are under the room's lock, the same for
+    /// every backend: what the change does (`None`: nothing, as for the
+    /// same body again or a second deletion) or why it is refused.
+    pub(crate) fn decide(
+        &self,
+        target: &StoredMessage,
+        room: (RoomType, UserId),
+    ) -> Result<Option<UpdateKind>, StorageError> {
+        let own = target.sender == self.user;
+        let allowed = match self.allowed {
+            Authority::Sender => own,
+            Authority::SenderOrModerator => own || moderates(room.0, room.1, self.user),
+        };
+        if !allowed {
+            return Err(StorageError::Refused(Refusal::NotAllowed));
+        }
+        match &self.op {
+            ChangeOp::Edit { .. } if target.deleted => Err(StorageError::Refused(Refusal::Deleted)),
+            ChangeOp::Edit { body } if *body == target.body => Ok(None),
+            ChangeOp::Edit { .. } => Ok(Some(UpdateKind::Edited)),
+            ChangeOp::Delete if target.deleted => Ok(None),
+            ChangeOp::Delete => Ok(Some(UpdateKind::Deleted)),
+        }
+    }
+}
+
+/// The change itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// A new body. Equal to the current one: nothing changes.
+    Edit { body: String },
+    /// Erase the body (and whatever hangs on the message); the row stays as
+    /// a tombstone. Already deleted: nothing changes.
+    Delete,
+}
+
+/// Who may change a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// Its sender only.
+    Sender,
+    /// Its sender, or whoever moderates the room ([`moderates`]).
+    SenderOrModerator,
+}
+
+/// Whether `user` moderates a room of `kind` made by `creator`: its
+/// creator, in a group room. A conversation has no moderator: each
+/// participant answers for their own messages. (Roles come later; this is
+/// the one place that says who moderates.)
+pub fn moderates(kind: RoomType, creator: UserId, user: UserId) -> bool {
+    kind != RoomType::Direct && creator == user
+}
+
+/// What a [`MessageChange`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// The message as it now stands.
+    pub message: StoredMessage,
+    /// The timeline event the change appended; `None` if nothing changed
+    /// (the same body again, a second deletion).
+    pub event: Option<StoredUpdate>,
+}
+
+/// Why a backend refused a change to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The [`Authority`] does not cover the caller.
+    NotAllowed,
+    /// The message was deleted; it cannot be edited.
+    Deleted,
 }
 
 /// Hears of every new timeline event at its commit point: the seam that
@@ -390,6 +516,9 @@ pub enum StorageError {
         kind: RoomType,
         state: Option<MemberState>,
     },
+    /// A change to a message that its rule does not allow.
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
     /// The database cannot be reached (connection refused or lost, pool
     /// timeout). Retrying later may work; clients get `storage_unavailable`.
     #[error("storage unavailable: {0}")]
@@ -546,6 +675,15 @@ pub trait Storage: Send + Sync + 'static {
         room: RoomId,
         query: HistoryQuery,
     ) -> Result<TimelinePage, StorageError>;
+
+    /// Changes an earlier message and appends the change to its room's
+    /// timeline, in one transaction under the room's lock (see the module
+    /// invariants). `NotFound` if there is no such message (a timeline
+    /// event that is not a message counts as none); `NotMember` if the
+    /// caller is not a member of its room; `Refused` if the rule does not
+    /// allow it or the message is deleted (for an edit). A deletion
+    /// erases the body and makes the message unread for nobody.
+    async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError>;
 
     // Read marks
 

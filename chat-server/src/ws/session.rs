@@ -30,7 +30,6 @@ use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
-use chat_core::timeline::TimelineEvent;
 use chat_core::{CloseCode, ErrorCode, RoomId, RoomRef, Seq, UserId};
 use futures_util::{FutureExt as _, Sink, SinkExt as _, Stream, StreamExt as _};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -44,7 +43,7 @@ use crate::event::{ConnId, Event, EventKind, Frame};
 use crate::hub::{Delivery, Subscriber};
 use crate::server::AppState;
 use crate::service::Access;
-use crate::service::messages::{MAX_HISTORY_PAGE, Outgoing};
+use crate::service::messages::{MAX_HISTORY_PAGE, MessageChanged, Outgoing, timeline_frame};
 use crate::storage::{HistoryQuery, RoomRecord};
 
 /// A socket bound to one room at the handshake.
@@ -567,10 +566,42 @@ where
                     Err(e) => self.push_error(&e, None),
                 }
             }
+            ClientFrame::Edit { message_id, body } => {
+                let service = self.state.service.clone();
+                let changed = service.edit_message(self.user, message_id, body).await;
+                return self.changed(changed).await;
+            }
+            ClientFrame::Delete { message_id } => {
+                let service = self.state.service.clone();
+                let changed = service.delete_message(self.user, message_id).await;
+                return self.changed(changed).await;
+            }
             ClientFrame::Ping => self.push(&ServerFrame::Pong),
             ClientFrame::Auth { token } => self.reauthenticate(&token).await,
         }
         Flow::Continue
+    }
+
+    /// Answers an `edit` or `delete`: an error, or nothing more than the
+    /// change's event, which this socket hears like every other in the
+    /// room if it listens to the room, before any later frame is answered
+    /// (the committer queued it here before the change returned).
+    async fn changed(&mut self, changed: Result<MessageChanged, ApiError>) -> Flow {
+        match changed {
+            Ok(MessageChanged {
+                message,
+                seq: Some(seq),
+            }) => {
+                let room = message.room;
+                self.take_while(|s| s.rooms.get(&room).is_some_and(|c| c.delivered < seq))
+                    .await
+            }
+            Ok(_) => Flow::Continue,
+            Err(e) => {
+                self.push_error(&e, None);
+                Flow::Continue
+            }
+        }
     }
 
     /// `auth`: a valid access token of this socket's user extends its life
@@ -854,12 +885,9 @@ where
             };
             for event in events {
                 cursor.delivered = event.seq();
-                let frame = match (cursor.acks.remove(&event.seq()), event) {
-                    (Some(ack), _) => ack,
-                    (None, TimelineEvent::Message { message }) => {
-                        encode(&ServerFrame::Message { message })
-                    }
-                    (None, TimelineEvent::Member(member)) => encode(&ServerFrame::Member(member)),
+                let frame = match cursor.acks.remove(&event.seq()) {
+                    Some(ack) => ack,
+                    None => encode(&timeline_frame(event)),
                 };
                 self.out.push(WsMessage::Text(frame));
             }

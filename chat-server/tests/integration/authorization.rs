@@ -50,6 +50,13 @@
 //!   room gets 403 / `not_member`; hidden is 404 / `room_not_found`.
 //!   `unsubscribe` of a room one is not subscribed to is a silent no-op,
 //!   except that a hidden room answers `room_not_found` like a missing one.
+//! - A message (`PATCH`/`DELETE /chat/messages/{id}/`, the `edit` and
+//!   `delete` frames, here on the creator's message): its sender edits and
+//!   deletes it; another member gets 403 `not_sender` (the creator
+//!   moderates deletions, but the matrix's message is the creator's own;
+//!   nobody moderates a conversation); anyone not in the room gets 404
+//!   `message_not_found`, the same bytes as for an id that names no
+//!   message, as they may not read the room's history.
 //! - Lists show a room only to its members and invitees (`GET /chat/rooms/`,
 //!   without content for invitees), a conversation only to its participants,
 //!   and the unread total counts only memberships.
@@ -162,9 +169,15 @@ enum Call {
     SendFrame(By),
     Read(By),
     Typing(By),
+    /// `PATCH` and `DELETE /chat/messages/{id}/` of the creator's message.
+    EditMessage,
+    DeleteMessage,
+    /// The `edit` and `delete` frames, on the same message.
+    EditFrame,
+    DeleteFrame,
 }
 
-const HTTP_CALLS: [Call; 10] = [
+const HTTP_CALLS: [Call; 12] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -175,9 +188,11 @@ const HTTP_CALLS: [Call; 10] = [
     Call::History(By::Name),
     Call::Send(By::Id),
     Call::Send(By::Name),
+    Call::EditMessage,
+    Call::DeleteMessage,
 ];
 
-const WS_CALLS: [Call; 14] = [
+const WS_CALLS: [Call; 16] = [
     Call::Bound(By::Id),
     Call::Bound(By::Name),
     Call::Subscribe(By::Id),
@@ -192,6 +207,8 @@ const WS_CALLS: [Call; 14] = [
     Call::Read(By::Name),
     Call::Typing(By::Id),
     Call::Typing(By::Name),
+    Call::EditFrame,
+    Call::DeleteFrame,
 ];
 
 /// What a cell must answer: a success status (101 for a handshake, 200 for
@@ -204,6 +221,7 @@ enum Expect {
 
 const NOT_FOUND: Expect = Expect::Err(404, "room_not_found");
 const NOT_MEMBER: Expect = Expect::Err(403, "not_member");
+const MESSAGE_NOT_FOUND: Expect = Expect::Err(404, "message_not_found");
 
 /// The table: (kind, role, call) → answer.
 fn expected(kind: Kind, role: Role, call: Call) -> Expect {
@@ -273,6 +291,18 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
             S::Hidden => NOT_FOUND,
             _ => NOT_MEMBER,
         },
+        // The creator's message: its sender edits it and deletes it (and
+        // moderates group rooms, which changes nothing here); the other
+        // member may do neither (nobody moderates a conversation); for
+        // anyone not in the room it does not exist, as its history does
+        // not.
+        Call::EditMessage | Call::DeleteMessage | Call::EditFrame | Call::DeleteFrame => {
+            match (role, st) {
+                (Role::Creator, _) => Expect::Ok(200),
+                (_, S::Member) => Expect::Err(403, "not_sender"),
+                _ => MESSAGE_NOT_FOUND,
+            }
+        }
     }
 }
 
@@ -280,6 +310,7 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
 fn sentence(call: Call, code: &str) -> Option<&'static str> {
     match (call, code) {
         (_, "room_not_found") => Some("Room not found"),
+        (_, "message_not_found") => Some("Message not found"),
         (Call::Join, "not_authorized") => Some("You are not authorized to join this room"),
         _ => None,
     }
@@ -306,6 +337,8 @@ struct World {
 struct Target {
     id: i64,
     name: String,
+    /// The creator's message in it.
+    message: i64,
 }
 
 /// What came back, in one shape for HTTP and WebSocket: the status (101 for
@@ -374,11 +407,12 @@ impl World {
             }
             assert_eq!(conv["created"], true, "a fresh conversation: {conv}");
             let id = conv["id"].as_i64().expect("conversation id");
-            s.send(&self.creator, id, "between us").await;
+            let message = self.send(id, "between us").await;
             let (lo, hi) = sorted(self.creator.id, self.member.id);
             return Target {
                 id,
                 name: format!("direct/{lo}/{hi}"),
+                message,
             };
         }
         let n = self.rooms_made.get() + 1;
@@ -398,7 +432,7 @@ impl World {
                 .await;
             assert_eq!(status, 200, "join {name}: {body}");
         }
-        s.send(&self.creator, id, "members only").await;
+        let message = self.send(id, "members only").await;
         let mut leavers = vec![&self.removed];
         if role == Role::LeftCreator {
             leavers.push(&self.creator);
@@ -414,7 +448,21 @@ impl World {
                 .await;
             assert_eq!(status, 204, "leave {name}: {body}");
         }
-        Target { id, name }
+        Target { id, name, message }
+    }
+
+    /// The creator sends `body` to `room`; returns the message's id.
+    async fn send(&self, room: i64, body: &str) -> i64 {
+        let (status, sent) = self
+            .s
+            .post(
+                "/chat/send/",
+                &self.creator.access,
+                json!({"room": room, "message": body}),
+            )
+            .await;
+        assert_eq!(status, 201, "send: {sent}");
+        sent["id"].as_i64().expect("id")
     }
 
     /// Rooms that do not exist, by id and by name: a plain name, and the
@@ -425,10 +473,12 @@ impl World {
             Target {
                 id: 999_999_999,
                 name: "no-such-room".to_owned(),
+                message: 999_999_999,
             },
             Target {
                 id: 999_999_998,
                 name: format!("direct/{lo}/{hi}"),
+                message: 999_999_998,
             },
         ]
     }
@@ -492,6 +542,24 @@ impl World {
                 )
                 .await
             }
+            Call::EditMessage => {
+                s.call(
+                    "PATCH",
+                    &format!("/chat/messages/{}/", t.message),
+                    Some(&user.access),
+                    Some(json!({"body": "edited by the matrix"})),
+                )
+                .await
+            }
+            Call::DeleteMessage => {
+                s.call(
+                    "DELETE",
+                    &format!("/chat/messages/{}/", t.message),
+                    Some(&user.access),
+                    None,
+                )
+                .await
+            }
             _ => unreachable!("{call:?} is a WebSocket call"),
         };
         Answer {
@@ -539,6 +607,10 @@ impl World {
             }
             Call::Read(b) => json!({"type": "read", "room": room(b), "seq": 1}),
             Call::Typing(b) => json!({"type": "typing", "room": room(b)}),
+            Call::EditFrame => {
+                json!({"type": "edit", "message_id": t.message, "body": "edited by the matrix"})
+            }
+            Call::DeleteFrame => json!({"type": "delete", "message_id": t.message}),
             _ => unreachable!("{call:?} is an HTTP call"),
         };
         let mut socket = self.s.ws("/ws/", user).await;
@@ -589,7 +661,7 @@ impl World {
                     if let Err(what) = check(call, want, &got) {
                         wrong.push(format!("{cell}: expected {want:?}, got {what}"));
                     }
-                    if want == NOT_FOUND {
+                    if want == NOT_FOUND || want == MESSAGE_NOT_FOUND {
                         for ghost in self.ghosts() {
                             let missing = self.answer(user, call, &ghost).await;
                             if got != missing {
@@ -621,8 +693,8 @@ fn sorted(a: i64, b: i64) -> (i64, i64) {
 fn frame_status(code: &str) -> u16 {
     match code {
         "invalid_input" => 400,
-        "not_member" | "not_authorized" => 403,
-        "room_not_found" => 404,
+        "not_member" | "not_authorized" | "not_sender" => 403,
+        "room_not_found" | "message_not_found" => 404,
         _ => 0,
     }
 }
@@ -653,7 +725,13 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                 // The creator's message, replayed before `subscribed`.
                 Call::SubscribeAfterSeq(_) => frames == ["message", "subscribed"],
                 Call::SendFrame(_) => frames == ["ack"],
-                Call::Unsubscribe(_) | Call::Read(_) | Call::Typing(_) => frames.is_empty(),
+                // Not subscribed: the change's event goes to the room's
+                // sockets, and this one is not among them.
+                Call::Unsubscribe(_)
+                | Call::Read(_)
+                | Call::Typing(_)
+                | Call::EditFrame
+                | Call::DeleteFrame => frames.is_empty(),
                 _ => true,
             };
             ensure(frames_ok, format!("frames {frames:?}"))?;
@@ -670,6 +748,14 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                 Call::Detail => ensure(
                     got.body["members"].is_array(),
                     format!("detail {}", got.body),
+                ),
+                Call::EditMessage => ensure(
+                    got.body["body"] == "edited by the matrix" && got.body["version"] == 1,
+                    format!("edited {}", got.body),
+                ),
+                Call::DeleteMessage => ensure(
+                    got.body["deleted"] == true && got.body["body"] == "",
+                    format!("deleted {}", got.body),
                 ),
                 _ => Ok(()),
             }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::Message;
-use chat_core::timeline::{MemberChange, MemberEvent};
+use chat_core::timeline::{MemberChange, MemberEvent, MessageUpdate};
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Timestamp, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -45,12 +45,16 @@ const CLIENT_TYPES: &[&str] = &[
     "unsubscribe",
     "read",
     "typing",
+    "edit",
+    "delete",
     "ping",
     "auth",
 ];
 const SERVER_TYPES: &[&str] = &[
     "message",
     "member",
+    "message_edited",
+    "message_deleted",
     "ack",
     "subscribed",
     "read",
@@ -457,6 +461,13 @@ async fn real_frames_match_the_frame_schema() {
             seq: 3,
         },
         ClientFrame::Typing { room },
+        ClientFrame::Edit {
+            message_id: MessageId(9),
+            body: "fixed".to_owned(),
+        },
+        ClientFrame::Delete {
+            message_id: MessageId(9),
+        },
         ClientFrame::Ping,
         ClientFrame::Auth {
             token: "a.b.c".to_owned(),
@@ -471,6 +482,8 @@ async fn real_frames_match_the_frame_schema() {
         json!({"type": "subscribe"}),
         json!({"type": "read", "room": 1}),
         json!({"type": "auth"}),
+        json!({"type": "edit", "message_id": 1}),
+        json!({"type": "delete"}),
         json!({"type": "nope"}),
         json!({"message": 5}),
         json!({}),
@@ -493,6 +506,31 @@ async fn real_frames_match_the_frame_schema() {
         created_at: Timestamp::parse("2026-02-24T10:30:00Z").expect("time"),
         is_read: false,
         client_id: None,
+        edited_at: None,
+        version: 0,
+        deleted: false,
+    };
+    let update = MessageUpdate {
+        room: RoomId(2),
+        seq: 4,
+        user: UserId(3),
+        created_at: Timestamp::parse("2026-02-24T10:32:00Z").expect("time"),
+        message: Message {
+            body: "hi!".to_owned(),
+            edited_at: Some(Timestamp::parse("2026-02-24T10:32:00Z").expect("time")),
+            version: 1,
+            ..message.clone()
+        },
+    };
+    let tombstone = MessageUpdate {
+        seq: 5,
+        message: Message {
+            body: String::new(),
+            version: 2,
+            deleted: true,
+            ..update.message.clone()
+        },
+        ..update.clone()
     };
     let server_frames = [
         ServerFrame::Message {
@@ -527,6 +565,8 @@ async fn real_frames_match_the_frame_schema() {
             change: MemberChange::Left,
             created_at: Timestamp::parse("2026-02-24T10:31:00Z").expect("time"),
         }),
+        ServerFrame::MessageEdited(update),
+        ServerFrame::MessageDeleted(tombstone),
         ServerFrame::RoomDeleted { room: RoomId(2) },
         ServerFrame::Pong,
         ServerFrame::Authenticated {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod authorization;
+mod changes;
 mod cluster;
 mod conversations;
 mod docs;

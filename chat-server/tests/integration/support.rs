@@ -574,6 +574,8 @@ impl WsClient {
             let f = self.frame().await;
             match f["type"].as_str() {
                 Some("message") => replayed.push(f["message"].clone()),
+                // Changes to messages come whole (they carry `type`).
+                Some("message_edited" | "message_deleted") => replayed.push(f),
                 Some("subscribed") => break f,
                 _ => panic!("unexpected frame while subscribing: {f}"),
             }

@@ -56,10 +56,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{ACQUIRE_TIMEOUT, PgDialect, map_err};
-use crate::storage::group_commit::{BatchAppend, MemberOp, Stored};
-use crate::storage::sql::append::{append_one, change_membership};
+use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
+use crate::storage::sql::append::append_one;
+use crate::storage::sql::change::apply;
 use crate::storage::sql::rows::{Columns, member_state, message_from, room_kind};
-use crate::storage::{Appended, MemberState, NewMessage, StorageError, StoredMember};
+use crate::storage::{Appended, MemberState, NewMessage, StorageError};
 
 const APPEND_BATCH: &str = "\
 WITH locked AS MATERIALIZED (
@@ -82,9 +83,9 @@ WITH locked AS MATERIALIZED (
     UPDATE rooms r SET last_seq = r.last_seq + c.n, msg_count = r.msg_count + c.n,
         last_message_seq = r.last_seq + c.n, last_message_at = c.at
     FROM counts c JOIN locked l ON l.id = c.room_id WHERE r.id = c.room_id
-    RETURNING r.id, r.last_seq - c.n AS base, r.msg_count - c.n AS base_no
+    RETURNING r.id, r.last_seq - c.n AS base, r.msg_count - c.n AS base_no, r.msg_deleted AS deleted
 ), numbered AS (
-    SELECT a.*,
+    SELECT a.*, b.deleted,
         b.base + row_number() OVER (PARTITION BY a.room_id ORDER BY a.ord) AS seq,
         b.base_no + row_number() OVER (PARTITION BY a.room_id ORDER BY a.ord) AS msg_no
     FROM accepted a JOIN bumped b ON b.id = a.room_id
@@ -93,14 +94,15 @@ WITH locked AS MATERIALIZED (
     SELECT room_id, seq, sender_id, body, client_id, created_at, msg_no FROM numbered ORDER BY ord
     RETURNING id, room_id, seq
 ), marks AS (
-    UPDATE room_members rm SET read_seq = s.seq, read_no = s.msg_no
-    FROM (SELECT room_id, sender_id, max(seq) AS seq, max(msg_no) AS msg_no
+    UPDATE room_members rm SET read_seq = s.seq, read_no = s.msg_no - s.deleted
+    FROM (SELECT room_id, sender_id, max(seq) AS seq, max(msg_no) AS msg_no, max(deleted) AS deleted
           FROM numbered GROUP BY room_id, sender_id) s
     WHERE rm.room_id = s.room_id AND rm.user_id = s.sender_id
       AND rm.state = 'member' AND rm.read_seq < s.seq
 )
 SELECT i.ord, m.id, i.room_id, n.seq, i.sender_id, u.display_name AS sender_name,
-       i.body, i.created_at, i.client_id, l.id AS locked, st.id AS stable, r.kind, rm.state
+       i.body, i.created_at, i.client_id, NULL::int8 AS edited_at, 0::int8 AS version,
+       NULL::int8 AS deleted_at, l.id AS locked, st.id AS stable, r.kind, rm.state
 FROM input i
 LEFT JOIN numbered n ON n.ord = i.ord
 LEFT JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
@@ -184,10 +186,10 @@ impl BatchAppend for PgAppender {
         result
     }
 
-    async fn change_membership(&self, op: &MemberOp) -> Result<Option<StoredMember>, StorageError> {
+    async fn apply(&self, op: &Op) -> Result<Applied, StorageError> {
         let mut slot = self.connection().await?;
         let conn = slot.as_mut().ok_or_else(no_connection)?;
-        let result = change_membership::<PgDialect>(conn, op).await;
+        let result = apply::<PgDialect>(conn, op).await;
         if result.is_err() {
             keep_if_alive(&mut slot).await;
         }

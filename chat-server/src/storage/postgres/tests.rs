@@ -280,8 +280,8 @@ async fn concurrent_connects_migrate_once() {
     let expected: Vec<(i64, bool)> = super::MIGRATOR.iter().map(|m| (m.version, true)).collect();
     assert_eq!(
         expected.len(),
-        3,
-        "0001_init, 0002_direct_rooms and 0003_timeline"
+        4,
+        "0001_init, 0002_direct_rooms, 0003_timeline and 0004_message_changes"
     );
     assert_eq!(applied, expected, "each migration recorded once");
     drop(conn);
@@ -694,7 +694,9 @@ async fn concurrent_joins_get_distinct_positions() {
         .iter()
         .filter_map(|e| match e {
             crate::storage::StoredEvent::Member(m) => Some((m.user, m.seq)),
-            crate::storage::StoredEvent::Message(_) => None,
+            crate::storage::StoredEvent::Message(_) | crate::storage::StoredEvent::Update(_) => {
+                None
+            }
         })
         .collect();
     assert_eq!(joins.len(), JOINERS);

@@ -25,12 +25,13 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Po
 
 use super::group_commit::{GroupCommit, MemberOp};
 use super::{
-    Appended, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState, NewMessage,
-    NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, Storage,
-    StorageError, TimelinePage, TokenUse, UserRecord, UserRoom,
+    Appended, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState,
+    MessageChange, NewMessage, NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomKey, RoomPerson,
+    RoomRecord, Storage, StorageError, TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
+pub(crate) mod change;
 mod dialect;
 pub(crate) mod rows;
 pub(crate) mod statements;
@@ -423,6 +424,11 @@ where
                 .map_err(D::map_err)?;
         }
         tx.commit().await
+    }
+
+    async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
+        // Through the committer, like a membership change (`sql/change.rs`).
+        self.appends.change_message(change).await
     }
 
     async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {

@@ -13,7 +13,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
     Conflict, HistoryPage, HistoryQuery, MemberState, RefreshTokenRecord, RoomPerson, RoomRecord,
-    StorageError, StoredEvent, StoredMember, StoredMessage, TimelinePage, UserRecord, UserRoom,
+    StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate, TimelinePage, UpdateKind,
+    UserRecord, UserRoom,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -194,26 +195,52 @@ pub(crate) fn room_for_from(
 }
 
 pub(crate) fn message_from(row: &impl Columns) -> Result<StoredMessage, StorageError> {
+    prefixed_message_from(row, "")
+}
+
+/// A message whose columns are aliased `{prefix}id`, `{prefix}seq`…: the
+/// last message of a room list (`l_`), the message a change changed
+/// (`t_`).
+fn prefixed_message_from(row: &impl Columns, prefix: &str) -> Result<StoredMessage, StorageError> {
+    let get = |column: &str| format!("{prefix}{column}");
     Ok(StoredMessage {
-        id: MessageId(row.int("id")?),
-        room: RoomId(row.int("room_id")?),
-        seq: row.int("seq")?,
-        sender: UserId(row.int("sender_id")?),
-        sender_name: row.text("sender_name")?,
-        body: row.text("body")?,
-        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
-        client_id: row.opt_text("client_id")?,
+        id: MessageId(row.int(&get("id"))?),
+        room: RoomId(row.int(&get("room_id"))?),
+        seq: row.int(&get("seq"))?,
+        sender: UserId(row.int(&get("sender_id"))?),
+        sender_name: row.text(&get("sender_name"))?,
+        body: row.text(&get("body"))?,
+        created_at: Timestamp::from_unix_micros(row.int(&get("created_at"))?),
+        client_id: row.opt_text(&get("client_id"))?,
+        edited_at: row
+            .opt_int(&get("edited_at"))?
+            .map(Timestamp::from_unix_micros),
+        version: u32::try_from(row.int(&get("version"))?).unwrap_or(u32::MAX),
+        deleted: row.opt_int(&get("deleted_at"))?.is_some(),
     })
 }
 
 /// A row of [`TIMELINE_AFTER`](super::statements::TIMELINE_AFTER) or
-/// [`TIMELINE_BEFORE`](super::statements::TIMELINE_BEFORE): a message, or a
-/// membership change (its member in `sender_id`).
+/// [`TIMELINE_BEFORE`](super::statements::TIMELINE_BEFORE): a message, a
+/// membership change (its member in `sender_id`), or a change to a message
+/// (who made it in `sender_id`, the message in the `t_` columns).
 pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError> {
+    let update = |kind| {
+        Ok(StoredEvent::Update(StoredUpdate {
+            room: RoomId(row.int("room_id")?),
+            seq: row.int("seq")?,
+            user: UserId(row.int("sender_id")?),
+            kind,
+            created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+            message: prefixed_message_from(row, "t_")?,
+        }))
+    };
     let change = match row.text("kind")?.as_str() {
         "message" => return message_from(row).map(StoredEvent::Message),
         "joined" => MemberChange::Joined,
         "left" => MemberChange::Left,
+        "edited" => return update(UpdateKind::Edited),
+        "deleted" => return update(UpdateKind::Deleted),
         other => return Err(corrupt(format!("unknown event kind {other:?}"))),
     };
     Ok(StoredEvent::Member(StoredMember {
@@ -223,6 +250,14 @@ pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError
         change,
         created_at: Timestamp::from_unix_micros(row.int("created_at")?),
     }))
+}
+
+/// How a change to a message is stored in `messages.kind`.
+pub(crate) fn update_text(kind: UpdateKind) -> &'static str {
+    match kind {
+        UpdateKind::Edited => "edited",
+        UpdateKind::Deleted => "deleted",
+    }
 }
 
 /// How a membership change is stored in `messages.kind`.
@@ -249,16 +284,7 @@ pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageErro
     let room = room_from(row)?;
     let last_message = match row.opt_int("l_id")? {
         None => None,
-        Some(id) => Some(StoredMessage {
-            id: MessageId(id),
-            room: room.id,
-            seq: row.int("l_seq")?,
-            sender: UserId(row.int("l_sender_id")?),
-            sender_name: row.text("l_sender_name")?,
-            body: row.text("l_body")?,
-            created_at: Timestamp::from_unix_micros(row.int("l_created_at")?),
-            client_id: row.opt_text("l_client_id")?,
-        }),
+        Some(_) => Some(prefixed_message_from(row, "l_")?),
     };
     Ok(UserRoom {
         state: member_state(&row.text("state")?)?,

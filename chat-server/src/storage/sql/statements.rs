@@ -28,7 +28,25 @@ macro_rules! room_columns {
 macro_rules! message_columns {
     () => {
         "m.id, m.room_id, m.seq, m.sender_id, u.display_name AS sender_name, \
-         m.body, m.created_at, m.client_id"
+         m.body, m.created_at, m.client_id, m.edited_at, m.version, m.deleted_at"
+    };
+}
+
+/// The message a change event changed, its columns prefixed `t_`; needs
+/// `messages t` (by `m.target_id`) joined with `users tu`, both `LEFT`:
+/// the columns are NULL for every other kind.
+macro_rules! target_columns {
+    () => {
+        "t.id AS t_id, t.room_id AS t_room_id, t.seq AS t_seq, t.sender_id AS t_sender_id, \
+         tu.display_name AS t_sender_name, t.body AS t_body, t.created_at AS t_created_at, \
+         t.client_id AS t_client_id, t.edited_at AS t_edited_at, t.version AS t_version, \
+         t.deleted_at AS t_deleted_at"
+    };
+}
+
+macro_rules! target_join {
+    () => {
+        " LEFT JOIN messages t ON t.id = m.target_id LEFT JOIN users tu ON tu.id = t.sender_id "
     };
 }
 
@@ -160,7 +178,7 @@ pub(crate) const MEMBERSHIP: &str =
 /// keeps SQLite's parser from reading `ON CONFLICT` as a join constraint.
 pub(crate) const JOIN_ROOM: &str = "INSERT INTO room_members \
     (room_id, user_id, state, read_seq, read_no, position) \
-    SELECT r.id, $2, 'member', r.last_seq, r.msg_count, \
+    SELECT r.id, $2, 'member', r.last_seq, r.msg_count - r.msg_deleted, \
         (SELECT COALESCE(MAX(p.position), 0) + 1 FROM room_members p WHERE p.room_id = r.id) \
     FROM rooms r WHERE r.id = $1 \
     ON CONFLICT (room_id, user_id) DO UPDATE \
@@ -191,16 +209,18 @@ macro_rules! user_room_columns {
     () => {
         "r.id, r.name, r.kind, r.creator_id, r.created_at, r.last_seq, r.last_message_seq, \
          m.state, m.read_seq, \
-         CASE WHEN m.state = 'member' THEN r.msg_count - m.read_no ELSE 0 END AS unread, \
+         CASE WHEN m.state = 'member' THEN r.msg_count - r.msg_deleted - m.read_no ELSE 0 END \
+             AS unread, \
          (SELECT COUNT(*) FROM room_members c \
              WHERE c.room_id = r.id AND c.state = 'member') AS member_count, \
          CASE WHEN m.state = 'member' THEN \
              (SELECT COALESCE(MAX(o.read_seq), 0) FROM room_members o \
                  WHERE o.room_id = r.id AND o.user_id <> m.user_id) \
          ELSE 0 END AS others_read_seq, \
-         l.id AS l_id, l.seq AS l_seq, l.sender_id AS l_sender_id, \
+         l.id AS l_id, l.room_id AS l_room_id, l.seq AS l_seq, l.sender_id AS l_sender_id, \
          lu.display_name AS l_sender_name, \
-         l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id"
+         l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id, \
+         l.edited_at AS l_edited_at, l.version AS l_version, l.deleted_at AS l_deleted_at"
     };
 }
 
@@ -346,8 +366,11 @@ pub(crate) const MESSAGE_BY_CLIENT_ID: &str = concat!(
 );
 
 /// The sender has read its own message and everything below it: its mark
-/// moves to the message's seq `$3` and count `$4`. Invitees keep their 0.
-pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members SET read_seq = $3, read_no = $4 \
+/// moves to the message's seq `$3`, and its count to the messages not
+/// deleted up to there: the message's `msg_no` `$4` less every deletion,
+/// all of which are below the newest message. Invitees keep their 0.
+pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members \
+    SET read_seq = $3, read_no = $4 - (SELECT r.msg_deleted FROM rooms r WHERE r.id = $1) \
     WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
 
 /// Messages upward from `$2` (exclusive), below `$3`: the `(room_id, seq)`
@@ -371,23 +394,69 @@ pub(crate) const HISTORY_BEFORE: &str = concat!(
       ORDER BY m.seq DESC LIMIT $3"
 );
 
-/// [`HISTORY_AFTER`] for every kind of event, with its `kind`.
+/// [`HISTORY_AFTER`] for every kind of event, with its `kind` and, for a
+/// change to a message, that message as it stands (`t_`).
 pub(crate) const TIMELINE_AFTER: &str = concat!(
     "SELECT m.kind, ",
     message_columns!(),
-    " FROM messages m JOIN users u ON u.id = m.sender_id \
-      WHERE m.room_id = $1 AND m.seq > $2 AND m.seq < $3 \
+    ", ",
+    target_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id",
+    target_join!(),
+    "WHERE m.room_id = $1 AND m.seq > $2 AND m.seq < $3 \
       ORDER BY m.seq LIMIT $4"
 );
 
-/// [`HISTORY_BEFORE`] for every kind of event, with its `kind`.
+/// [`HISTORY_BEFORE`] for every kind of event (see [`TIMELINE_AFTER`]).
 pub(crate) const TIMELINE_BEFORE: &str = concat!(
     "SELECT m.kind, ",
     message_columns!(),
-    " FROM messages m JOIN users u ON u.id = m.sender_id \
-      WHERE m.room_id = $1 AND m.seq < $2 \
+    ", ",
+    target_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id",
+    target_join!(),
+    "WHERE m.room_id = $1 AND m.seq < $2 \
       ORDER BY m.seq DESC LIMIT $3"
 );
+
+// Changes to messages (`sql/change.rs`)
+
+/// The room of message `$1`; no row for an id that names no message (or
+/// names another kind of event).
+pub(crate) const MESSAGE_ROOM: &str =
+    "SELECT room_id FROM messages WHERE id = $1 AND kind = 'message'";
+
+/// The message to change, with its room's kind and creator (who moderates
+/// it), read under the room's lock.
+pub(crate) const MESSAGE_TO_CHANGE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    ", r.kind AS room_kind, r.creator_id FROM messages m JOIN users u ON u.id = m.sender_id \
+      JOIN rooms r ON r.id = m.room_id WHERE m.id = $1"
+);
+
+/// `$2` the new body, `$3` when.
+pub(crate) const EDIT_MESSAGE: &str =
+    "UPDATE messages SET body = $2, edited_at = $3, version = version + 1 WHERE id = $1";
+
+/// The body is erased, not hidden; the row keeps the message's seq.
+pub(crate) const DELETE_MESSAGE: &str =
+    "UPDATE messages SET body = '', deleted_at = $2, version = version + 1 WHERE id = $1";
+
+/// One more deleted message in room `$1`: unread counts subtract it.
+pub(crate) const COUNT_DELETED: &str =
+    "UPDATE rooms SET msg_deleted = msg_deleted + 1 WHERE id = $1";
+
+/// Members whose mark is at or above the deleted message `$2` (its seq)
+/// counted it as read: one message fewer below their mark.
+pub(crate) const UNCOUNT_READ: &str = "UPDATE room_members SET read_no = read_no - 1 \
+    WHERE room_id = $1 AND state = 'member' AND read_seq >= $2";
+
+/// A change to message `$7` at seq `$2`: `$3` who made it, `$4` the kind
+/// (`edited`, `deleted`), `$6` the room's message count.
+pub(crate) const INSERT_UPDATE_EVENT: &str = "INSERT INTO messages \
+    (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
+    VALUES ($1, $2, $3, '', $4, $5, $6, $7)";
 
 // Read marks
 
@@ -412,10 +481,15 @@ pub(crate) const MEMBER_READ_MARK: &str = member_read_mark!();
 pub(crate) const PG_MEMBER_READ_MARK: &str = concat!(member_read_mark!(), " FOR UPDATE OF m");
 
 /// Only ever forward, even if another writer moved the mark meanwhile. The
-/// count at the mark is the `msg_no` of the event at seq `$3` (there is
-/// one: seqs have no gaps and `$3` is at most `last_seq`).
+/// count at the mark is the messages not deleted up to seq `$3`: the
+/// `msg_no` of the event there (there is one: seqs have no gaps and `$3` is
+/// at most `last_seq`) less the deleted messages at or below it, counted
+/// on the partial index of deleted messages (`messages_deleted_idx`),
+/// which holds nothing else.
 pub(crate) const ADVANCE_READ_MARK: &str = "UPDATE room_members SET read_seq = $3, \
     read_no = COALESCE((SELECT e.msg_no FROM messages e WHERE e.room_id = $1 AND e.seq = $3), read_no) \
+        - (SELECT COUNT(*) FROM messages d \
+           WHERE d.room_id = $1 AND d.seq <= $3 AND d.deleted_at IS NOT NULL) \
     WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
 
 pub(crate) const READ_MARKS: &str = "SELECT user_id, read_seq FROM room_members \
@@ -424,10 +498,12 @@ pub(crate) const READ_MARKS: &str = "SELECT user_id, read_seq FROM room_members 
 /// Unread messages over all of a user's rooms, from the room rows alone:
 /// appending moves the sender's mark to its message, so every message
 /// above a member's mark is someone else's and the count is exactly
-/// `msg_count - read_no` per room (messages only, whatever other events
-/// take seqs), with no scan of any history. The cast keeps the type an
+/// `msg_count - msg_deleted - read_no` per room (messages not deleted,
+/// whatever other events take seqs; `read_no` counts the ones not deleted
+/// at or below the mark), with no scan of any history. The cast keeps the type an
 /// integer on Postgres, where `SUM(bigint)` is numeric.
-pub(crate) const UNREAD_TOTAL: &str = "SELECT CAST(COALESCE(SUM(r.msg_count - m.read_no), 0) AS BIGINT) AS unread \
+pub(crate) const UNREAD_TOTAL: &str = "SELECT \
+    CAST(COALESCE(SUM(r.msg_count - r.msg_deleted - m.read_no), 0) AS BIGINT) AS unread \
     FROM room_members m JOIN rooms r ON r.id = m.room_id \
     WHERE m.user_id = $1 AND m.state = 'member'";
 

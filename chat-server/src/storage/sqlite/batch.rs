@@ -33,12 +33,13 @@ use tempfile::TempDir;
 
 use super::checkpoint::Checkpointer;
 use super::{SqliteDialect, is_unavailable};
-use crate::storage::group_commit::{BatchAppend, MemberOp, Stored};
-use crate::storage::sql::append::{append_one, change_membership};
+use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
+use crate::storage::sql::append::append_one;
+use crate::storage::sql::change::apply;
 use crate::storage::sql::rows::{Columns, message_from, refusal_from};
 use crate::storage::sql::statements;
 use crate::storage::sql::turns::WriteTurns;
-use crate::storage::{Appended, NewMessage, StorageError, StoredMember, StoredMessage};
+use crate::storage::{Appended, NewMessage, StorageError, StoredMessage};
 
 /// How long the committer's connection waits between looks at a lock that
 /// another process (or a write pool rollback still in flight) holds.
@@ -106,9 +107,9 @@ impl BatchAppend for SqliteAppender {
         append_one::<SqliteDialect>(&mut conn, &message).await
     }
 
-    async fn change_membership(&self, op: &MemberOp) -> Result<Option<StoredMember>, StorageError> {
+    async fn apply(&self, op: &Op) -> Result<Applied, StorageError> {
         let mut conn = self.turns.writer::<SqliteDialect>(&self.write).await?;
-        change_membership::<SqliteDialect>(&mut conn, op).await
+        apply::<SqliteDialect>(&mut conn, op).await
     }
 
     async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError> {

@@ -196,10 +196,12 @@ async fn plan(store: &SqliteStorage, query: &str, binds: &[i64]) -> Vec<String> 
 /// (an automatic one, for the unique constraint), looked up rather than
 /// hard-coded so that a renamed index fails on its columns, not its name.
 async fn room_seq_index(store: &SqliteStorage) -> String {
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_index_list('messages')")
-        .fetch_all(&store.read)
-        .await
-        .expect("index list");
+    // Not the partial index of deleted messages, on the same columns.
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_index_list('messages') WHERE partial = 0")
+            .fetch_all(&store.read)
+            .await
+            .expect("index list");
     for name in names {
         let columns: Vec<String> =
             sqlx::query_scalar("SELECT name FROM pragma_index_info($1) ORDER BY seqno")
@@ -422,6 +424,42 @@ async fn unread_and_history_at_scale_come_from_indexes() {
         assert_search(&p, name, "SEARCH o ", "PRIMARY KEY", "(room_id=?)");
         assert_no_scan(&p, name);
     }
+
+    // Marking read counts the deleted messages below the mark on their
+    // own partial index, never the room's history; the timeline finds the
+    // message a change changed by its key.
+    let p = plan(&store, sql::ADVANCE_READ_MARK, &[1, user, BIG / 2]).await;
+    assert_search(
+        &p,
+        "ADVANCE_READ_MARK",
+        "SEARCH d ",
+        "messages_deleted_idx",
+        "(room_id=? AND seq<?)",
+    );
+    assert_search(
+        &p,
+        "ADVANCE_READ_MARK",
+        "SEARCH e ",
+        &by_seq,
+        "(room_id=? AND seq=?)",
+    );
+    assert_no_scan(&p, "ADVANCE_READ_MARK");
+    let p = plan(&store, sql::TIMELINE_BEFORE, &[1, 101, 101]).await;
+    assert_search(
+        &p,
+        "TIMELINE_BEFORE",
+        "SEARCH m ",
+        &by_seq,
+        "(room_id=? AND seq<?)",
+    );
+    assert_search(
+        &p,
+        "TIMELINE_BEFORE",
+        "SEARCH t ",
+        "INTEGER PRIMARY KEY",
+        "(rowid=?)",
+    );
+    assert_no_scan(&p, "TIMELINE_BEFORE");
 
     let p = plan(&store, sql::DIRECT_ROOM_BY_PAIR, &[1, 2]).await;
     assert_search(

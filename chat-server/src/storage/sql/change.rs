@@ -1,0 +1,186 @@
+//! A change to an earlier message (an edit, a deletion) in one transaction,
+//! for any SQL dialect, and the committer's entry point for every change
+//! that is not a new message ([`apply`]).
+//!
+//! 1. The message's room is read first (a message never moves), then the
+//!    room is locked as every timeline write locks it (PostgreSQL's row
+//!    lock; SQLite's `BEGIN IMMEDIATE` already holds the only write lock),
+//!    so the caller's membership and the message are read as the last
+//!    commit left them: a change racing a leave or another change to the
+//!    same message is made before it or judged after it, never in between.
+//! 2. The rule ([`Authority`]) is evaluated on those rows; then the row
+//!    changes and the event takes the room's next seq, counting as no
+//!    message.
+//! 3. A deletion erases the body and lowers the unread counts that held
+//!    the message: the room counts one more deleted message
+//!    (`msg_deleted`), and every member whose mark is at or above it had
+//!    counted it as read (`read_no`), so theirs drops by one. Both counts
+//!    stay one subtraction (`statements::UNREAD_TOTAL`).
+
+use sqlx::{AssertSqlSafe, Connection as _, Database, Encode, Executor, IntoArguments, Type};
+
+use super::rows::{Columns, message_from, refusal_from, update_text};
+use super::{Dialect, append, rows, statements};
+use crate::storage::group_commit::{Applied, Op};
+use chat_core::UserId;
+
+use crate::storage::{ChangeOp, Changed, MessageChange, StorageError, StoredUpdate};
+
+/// Applies one op of the committer's queue in a transaction of its own.
+pub(crate) async fn apply<D: Dialect>(
+    conn: &mut <D::Db as Database>::Connection,
+    op: &Op,
+) -> Result<Applied, StorageError>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+    for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+{
+    match op {
+        Op::Member(op) => append::change_membership::<D>(conn, op)
+            .await
+            .map(Applied::Member),
+        Op::Message(change) => change_message::<D>(conn, change)
+            .await
+            .map(|changed| Applied::Message(Box::new(changed))),
+    }
+}
+
+/// Checks and applies `change` (see the module doc).
+pub(crate) async fn change_message<D: Dialect>(
+    conn: &mut <D::Db as Database>::Connection,
+    change: &MessageChange,
+) -> Result<Changed, StorageError>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+    for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+{
+    let id = change.message.get();
+    let mut tx = conn
+        .begin_with(AssertSqlSafe(D::BEGIN))
+        .await
+        .map_err(D::map_err)?;
+    let Some(room) = sqlx::query(statements::MESSAGE_ROOM)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(D::map_err)?
+    else {
+        tx.rollback().await.map_err(D::map_err)?;
+        return Err(StorageError::NotFound);
+    };
+    let room = room.int("room_id")?;
+    let locked = sqlx::query(D::LOCK_ROOM)
+        .bind(room)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    if locked.is_none() {
+        tx.rollback().await.map_err(D::map_err)?;
+        return Err(StorageError::NotFound);
+    }
+    let access = sqlx::query(statements::APPEND_ACCESS)
+        .bind(room)
+        .bind(change.user.get())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    if let Some(refusal) = refusal_from(&access)? {
+        tx.rollback().await.map_err(D::map_err)?;
+        return Err(refusal);
+    }
+    let row = sqlx::query(statements::MESSAGE_TO_CHANGE)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let target = message_from(&row)?;
+    let room_kind = rows::room_kind(&row.text("room_kind")?)?;
+    let creator = UserId(row.int("creator_id")?);
+    let kind = match change.decide(&target, (room_kind, creator)) {
+        Ok(Some(kind)) => kind,
+        Ok(None) => {
+            tx.rollback().await.map_err(D::map_err)?;
+            return Ok(Changed {
+                message: target,
+                event: None,
+            });
+        }
+        Err(refused) => {
+            tx.rollback().await.map_err(D::map_err)?;
+            return Err(refused);
+        }
+    };
+
+    let numbered = sqlx::query(statements::NEXT_EVENT_SEQ)
+        .bind(room)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let seq = numbered.int("last_seq")?;
+    let at = change.created_at.unix_micros();
+    match &change.op {
+        ChangeOp::Edit { body } => {
+            sqlx::query(statements::EDIT_MESSAGE)
+                .bind(id)
+                .bind(body.as_str())
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        ChangeOp::Delete => {
+            sqlx::query(statements::DELETE_MESSAGE)
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            sqlx::query(statements::COUNT_DELETED)
+                .bind(room)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            sqlx::query(statements::UNCOUNT_READ)
+                .bind(room)
+                .bind(target.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+    }
+    sqlx::query(statements::INSERT_UPDATE_EVENT)
+        .bind(room)
+        .bind(seq)
+        .bind(change.user.get())
+        .bind(update_text(kind))
+        .bind(at)
+        .bind(numbered.int("msg_count")?)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let changed = sqlx::query(statements::MESSAGE_BY_ID)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let message = message_from(&changed)?;
+    tx.commit().await.map_err(D::map_err)?;
+    Ok(Changed {
+        event: Some(StoredUpdate {
+            room: message.room,
+            seq,
+            user: change.user,
+            kind,
+            created_at: change.created_at,
+            message: message.clone(),
+        }),
+        message,
+    })
+}

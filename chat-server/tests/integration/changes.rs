@@ -1,0 +1,357 @@
+//! Editing and deleting messages, over HTTP and WebSocket: the stored
+//! state, the timeline events every subscriber gets in order, history's
+//! tombstones, unread counts, and resuming past changes.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestServer, TestUser, WsClient, each_backend};
+
+each_backend!(
+    edit_and_delete_over_http,
+    edit_and_delete_over_websocket,
+    resume_replays_changes_once_in_order
+);
+
+/// Sends over HTTP; returns the message's id and seq.
+async fn send(s: &TestServer, user: &TestUser, room: i64, body: &str) -> (i64, i64) {
+    let (status, sent) = s
+        .post(
+            "/chat/send/",
+            &user.access,
+            json!({"room": room, "message": body}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "send: {sent}");
+    (
+        sent["id"].as_i64().expect("id"),
+        sent["seq"].as_i64().expect("seq"),
+    )
+}
+
+async fn patch(
+    s: &TestServer,
+    user: &TestUser,
+    id: impl std::fmt::Display,
+    body: &str,
+) -> (StatusCode, Value) {
+    s.call(
+        "PATCH",
+        &format!("/chat/messages/{id}/"),
+        Some(&user.access),
+        Some(json!({"body": body})),
+    )
+    .await
+}
+
+async fn delete(s: &TestServer, user: &TestUser, id: i64) -> (StatusCode, Value) {
+    s.call(
+        "DELETE",
+        &format!("/chat/messages/{id}/"),
+        Some(&user.access),
+        None,
+    )
+    .await
+}
+
+async fn unread(s: &TestServer, user: &TestUser) -> i64 {
+    let (status, body) = s.get("/api/chats/unread-count/", &user.access).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["unread_count"].as_i64().expect("unread_count")
+}
+
+async fn joined(s: &TestServer, user: &TestUser, room: i64) {
+    let (status, body) = s
+        .post("/chat/join-room/", &user.access, json!({"room_id": room}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "join: {body}");
+}
+
+async fn edit_and_delete_over_http(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.max_message_chars = 20).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let eve = s.user("eve").await;
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    joined(&s, &bob, lobby).await;
+    let mut watcher = s.ws("/ws/", &bob).await;
+    watcher.subscribe(json!(lobby), None).await;
+
+    let (id, seq) = send(&s, &ann, lobby, "helo").await;
+    assert_eq!(watcher.expect("message").await["message"]["id"], id);
+
+    let (status, edited) = patch(&s, &ann, id, "hello").await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["body"], "hello");
+    assert_eq!(edited["seq"], seq, "the message keeps its place");
+    assert_eq!(edited["version"], 1);
+    assert!(edited["edited_at"].is_string(), "{edited}");
+    let event = watcher.expect("message_edited").await;
+    assert_eq!(event["seq"], seq + 1, "the edit takes the next seq");
+    assert_eq!(event["user"], ann.id);
+    assert_eq!(event["message"]["body"], "hello");
+    assert_eq!(event["message"]["version"], 1);
+
+    // Refusals, each with its code; nothing changes.
+    let (status, body) = patch(&s, &bob, id, "mine").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_sender"))
+    );
+    for (who, target) in [
+        (&eve, id.to_string()),
+        (&ann, "999999999".to_owned()),
+        (&ann, "x".to_owned()),
+    ] {
+        let (status, body) = patch(&s, who, &target, "x").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{target}: {body}");
+        assert_eq!(
+            body,
+            json!({"error": "Message not found", "code": "message_not_found"})
+        );
+    }
+    let (status, body) = patch(&s, &ann, id, " ").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("empty_body"))
+    );
+    let (status, body) = patch(&s, &ann, id, &"x".repeat(21)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("body_too_long"))
+    );
+    let (status, body) = s
+        .call(
+            "PATCH",
+            &format!("/chat/messages/{id}/"),
+            Some(&ann.access),
+            Some(json!({"text": "no body field"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // The same body again: answered, no new event, no new version.
+    let (status, same) = patch(&s, &ann, id, "hello").await;
+    assert_eq!((status, &same["version"]), (StatusCode::OK, &json!(1)));
+    watcher.expect_quiet().await;
+
+    // Bob's unread count holds Ann's next message until it is deleted.
+    let (unread_id, _) = send(&s, &ann, lobby, "oops").await;
+    watcher.expect("message").await;
+    assert_eq!(unread(&s, &bob).await, 2);
+    let (status, body) = delete(&s, &bob, unread_id).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_sender"))
+    );
+    let (status, tombstone) = delete(&s, &ann, unread_id).await;
+    assert_eq!(status, StatusCode::OK, "{tombstone}");
+    assert_eq!(tombstone["deleted"], true);
+    assert_eq!(tombstone["body"], "");
+    let event = watcher.expect("message_deleted").await;
+    assert_eq!(event["message"]["id"], unread_id);
+    assert_eq!(event["message"]["deleted"], true);
+    assert_eq!(unread(&s, &bob).await, 1, "a deleted message is not unread");
+    // Twice: the same answer, no event.
+    let (status, again) = delete(&s, &ann, unread_id).await;
+    assert_eq!((status, &again), (StatusCode::OK, &tombstone));
+    watcher.expect_quiet().await;
+    let (status, body) = patch(&s, &ann, unread_id, "back").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::CONFLICT,
+            json!({"error": "The message was deleted", "code": "message_deleted"})
+        )
+    );
+
+    // The creator moderates: Bob's message goes.
+    let (bobs, _) = send(&s, &bob, lobby, "spam").await;
+    watcher.expect("message").await;
+    let (status, body) = delete(&s, &ann, bobs).await;
+    assert_eq!((status, &body["deleted"]), (StatusCode::OK, &json!(true)));
+    assert_eq!(watcher.expect("message_deleted").await["user"], ann.id);
+
+    // History: current bodies and tombstones in their places.
+    let (_, history) = s
+        .get(&format!("/chat/history/?room={lobby}"), &bob.access)
+        .await;
+    let bodies: Vec<(&str, bool)> = history["chat_history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| (m["body"].as_str().unwrap_or("?"), m["deleted"] == true))
+        .collect();
+    assert_eq!(bodies, vec![("hello", false), ("", true), ("", true)]);
+    // The timeline: every change as an event of its kind.
+    let (_, timeline) = s
+        .get(&format!("/chat/rooms/{lobby}/events/"), &bob.access)
+        .await;
+    let kinds: Vec<&str> = timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "member",
+            "message",
+            "message_edited",
+            "message",
+            "message_deleted",
+            "message",
+            "message_deleted"
+        ]
+    );
+    // The room list shows the newest message as a tombstone.
+    let (_, rooms) = s.get("/chat/rooms/", &bob.access).await;
+    let last = &rooms.as_array().expect("rooms")[0]["last_message"];
+    assert_eq!(
+        (&last["body"], &last["deleted"]),
+        (&json!(""), &json!(true)),
+        "{rooms}"
+    );
+}
+
+/// Sends `frame` and reads up to the pong of a ping sent after it.
+async fn exchange(ws: &mut WsClient, frame: Value) -> Vec<Value> {
+    ws.send(frame).await;
+    ws.send(json!({"type": "ping"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let f = ws.frame().await;
+        if f["type"] == "pong" {
+            return frames;
+        }
+        frames.push(f);
+    }
+}
+
+async fn edit_and_delete_over_websocket(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    joined(&s, &bob, lobby).await;
+    let (id, _) = send(&s, &ann, lobby, "first").await;
+    let (bobs, _) = send(&s, &bob, lobby, "bob's").await;
+
+    // A socket listening to the room: the event comes before the pong.
+    let mut ann_ws = s.ws("/ws/", &ann).await;
+    ann_ws.subscribe(json!(lobby), None).await;
+    let frames = exchange(
+        &mut ann_ws,
+        json!({"type": "edit", "message_id": id, "body": "first!"}),
+    )
+    .await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "message_edited");
+    assert_eq!(frames[0]["message"]["body"], "first!");
+    // Refused: an error frame, nothing else.
+    let frames = exchange(
+        &mut ann_ws,
+        json!({"type": "edit", "message_id": bobs, "body": "not mine"}),
+    )
+    .await;
+    assert_eq!(
+        frames,
+        vec![
+            json!({"type": "error", "code": "not_sender", "error": "Only the message's sender (or a moderator, to delete) can do this"})
+        ]
+    );
+    let frames = exchange(
+        &mut ann_ws,
+        json!({"type": "edit", "message_id": id, "body": ""}),
+    )
+    .await;
+    assert_eq!(frames[0]["code"], "empty_body", "{frames:?}");
+    let frames = exchange(
+        &mut ann_ws,
+        json!({"type": "edit", "message_id": "x", "body": "y"}),
+    )
+    .await;
+    assert_eq!(frames[0]["code"], "invalid_input", "{frames:?}");
+    // The moderator deletes Bob's message.
+    let frames = exchange(&mut ann_ws, json!({"type": "delete", "message_id": bobs})).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "message_deleted");
+    assert_eq!(frames[0]["message"]["id"], bobs);
+    // Again: nothing changes, nothing is said.
+    let frames = exchange(&mut ann_ws, json!({"type": "delete", "message_id": bobs})).await;
+    assert!(frames.is_empty(), "{frames:?}");
+
+    // A socket that does not listen to the room hears only refusals.
+    let mut bob_ws = s.ws("/ws/", &bob).await;
+    let frames = exchange(&mut bob_ws, json!({"type": "delete", "message_id": id})).await;
+    assert_eq!(frames[0]["code"], "not_sender", "{frames:?}");
+    let (own, _) = send(&s, &bob, lobby, "bob again").await;
+    ann_ws.expect("message").await;
+    let frames = exchange(
+        &mut bob_ws,
+        json!({"type": "edit", "message_id": own, "body": "bob, edited"}),
+    )
+    .await;
+    assert!(frames.is_empty(), "{frames:?}");
+    // Ann's socket, listening, gets Bob's edit.
+    let event = ann_ws.expect("message_edited").await;
+    assert_eq!(event["user"], bob.id);
+    assert_eq!(event["message"]["body"], "bob, edited");
+}
+
+/// A client away while messages were edited and deleted resumes with
+/// `after_seq` and gets each change once, in order, showing the messages as
+/// they stand; the tombstone holds no trace of the body.
+async fn resume_replays_changes_once_in_order(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    joined(&s, &bob, lobby).await;
+    let mut bob_ws = s.ws("/ws/", &bob).await;
+    let (_, sub) = bob_ws.subscribe(json!(lobby), None).await;
+    let (id, _) = send(&s, &ann, lobby, "draft").await;
+    let seen = bob_ws.expect("message").await["message"]["seq"]
+        .as_i64()
+        .expect("seq");
+    assert!(seen > sub["last_seq"].as_i64().expect("last_seq"));
+    bob_ws.close().await;
+
+    let (status, _) = patch(&s, &ann, id, "final").await;
+    assert_eq!(status, StatusCode::OK);
+    let (other, _) = send(&s, &ann, lobby, "secret words").await;
+    let (status, _) = delete(&s, &ann, other).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut bob_ws = s.ws("/ws/", &bob).await;
+    let (replayed, sub) = bob_ws.subscribe(json!(lobby), Some(seen)).await;
+    // Messages come as the message itself, changes as their frame.
+    let kinds: Vec<(&str, i64)> = replayed
+        .iter()
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap_or("message"),
+                f["seq"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("message_edited", seen + 1),
+            ("message", seen + 2),
+            ("message_deleted", seen + 3),
+        ],
+        "{replayed:?}"
+    );
+    assert_eq!(sub["last_seq"], seen + 3);
+    assert_eq!(replayed[0]["message"]["body"], "final");
+    assert_eq!(replayed[1]["deleted"], true, "as it stands now");
+    assert!(
+        !serde_json::to_string(&replayed)
+            .expect("json")
+            .contains("secret words"),
+        "the deleted body is gone everywhere"
+    );
+    bob_ws.expect_quiet().await;
+}
