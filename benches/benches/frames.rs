@@ -26,6 +26,7 @@ fn message(body_bytes: usize) -> Message {
         edited_at: None,
         version: 0,
         deleted: false,
+        reactions: Vec::new(),
     }
 }
 

@@ -51,6 +51,7 @@ fn message_frame(seq: i64) -> ServerFrame {
             edited_at: None,
             version: 0,
             deleted: false,
+            reactions: Vec::new(),
         },
     }
 }

@@ -111,6 +111,7 @@ mod tests {
             edited_at: None,
             version: 0,
             deleted: false,
+            reactions: Vec::new(),
         };
         serde_json::to_string(&ServerFrame::Message { message }).expect("serializes")
     }

@@ -328,6 +328,10 @@ impl Req {
         Self::new(Method::PATCH, path)
     }
 
+    pub(crate) fn put(path: impl Into<String>) -> Self {
+        Self::new(Method::PUT, path)
+    }
+
     /// Sent without a token (register, login, refresh, logout).
     pub(crate) fn public(mut self) -> Self {
         self.auth = false;

@@ -119,6 +119,7 @@ mod auth;
 mod client;
 mod connection;
 mod error;
+mod model;
 mod options;
 
 pub use api::HistoryQuery;
@@ -126,6 +127,7 @@ pub use auth::Tokens;
 pub use client::ChatClient;
 pub use connection::{ConnectOptions, Connection, ConnectionState, Event};
 pub use error::{ClientError, ErrorKind};
+pub use model::RoomMessages;
 pub use options::ClientOptions;
 
 /// The wire types, for matching on what the calls return.

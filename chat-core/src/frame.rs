@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::message::Message;
 use crate::room::RoomRef;
-use crate::timeline::{MemberEvent, MessageUpdate};
+use crate::timeline::{MemberEvent, MessageUpdate, ReactionEvent};
 use crate::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 /// A frame a client sends.
@@ -40,6 +40,10 @@ pub enum ClientFrame {
     /// `{"type":"delete","message_id"}`: delete a message (the sender's own,
     /// or any in a room the caller moderates).
     Delete { message_id: MessageId },
+    /// `{"type":"react","message_id","key"}`: add the caller's reaction.
+    React { message_id: MessageId, key: String },
+    /// `{"type":"unreact","message_id","key"}`: take it back.
+    Unreact { message_id: MessageId, key: String },
     /// `{"type":"ping"}`.
     Ping,
     /// `{"type":"auth","token"}`: a fresh access token for this socket, so
@@ -85,6 +89,16 @@ impl std::fmt::Debug for ClientFrame {
             Self::Delete { message_id } => f
                 .debug_struct("Delete")
                 .field("message_id", message_id)
+                .finish(),
+            Self::React { message_id, key } => f
+                .debug_struct("React")
+                .field("message_id", message_id)
+                .field("key", key)
+                .finish(),
+            Self::Unreact { message_id, key } => f
+                .debug_struct("Unreact")
+                .field("message_id", message_id)
+                .field("key", key)
                 .finish(),
             Self::Ping => f.write_str("Ping"),
             Self::Auth { .. } => f
@@ -141,6 +155,12 @@ enum Typed {
     /// like `edit`, with a `message_deleted` event; deleting a deleted
     /// message changes nothing.
     Delete { message_id: MessageId },
+    /// React to a message of a room you are a member of with `key` (such
+    /// as an emoji; at most once per key). Answered like `edit`, with a
+    /// `reaction` event; reacting again with the same key changes nothing.
+    React { message_id: MessageId, key: String },
+    /// Take your reaction `key` back. Answered like `react`.
+    Unreact { message_id: MessageId, key: String },
     /// Answered with `pong`.
     Ping,
     /// Re-authenticate the socket with a fresh access token of the same
@@ -157,6 +177,8 @@ const TYPES: &[&str] = &[
     "typing",
     "edit",
     "delete",
+    "react",
+    "unreact",
     "ping",
     "auth",
 ];
@@ -235,6 +257,8 @@ impl From<Typed> for ClientFrame {
             Typed::Typing { room } => Self::Typing { room },
             Typed::Edit { message_id, body } => Self::Edit { message_id, body },
             Typed::Delete { message_id } => Self::Delete { message_id },
+            Typed::React { message_id, key } => Self::React { message_id, key },
+            Typed::Unreact { message_id, key } => Self::Unreact { message_id, key },
             Typed::Ping => Self::Ping,
             Typed::Auth { token } => Self::Auth { token },
         }
@@ -264,6 +288,8 @@ impl Serialize for ClientFrame {
             Self::Typing { room } => Typed::Typing { room },
             Self::Edit { message_id, body } => Typed::Edit { message_id, body },
             Self::Delete { message_id } => Typed::Delete { message_id },
+            Self::React { message_id, key } => Typed::React { message_id, key },
+            Self::Unreact { message_id, key } => Typed::Unreact { message_id, key },
             Self::Ping => Typed::Ping,
             Self::Auth { token } => Typed::Auth { token },
         };
@@ -402,6 +428,9 @@ pub enum ServerFrame {
     MessageEdited(MessageUpdate),
     /// A message was deleted; `message` is its tombstone.
     MessageDeleted(MessageUpdate),
+    /// A reaction was added or taken back (a timeline event; see
+    /// [`ReactionEvent`]).
+    Reaction(ReactionEvent),
     /// The room is gone; its subscription ends.
     RoomDeleted { room: RoomId },
     /// The answer to `ping`.

@@ -34,6 +34,26 @@ pub struct Message {
     /// server) and the message keeps its place (`seq`) as a tombstone.
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// Reactions by key, each with how many users reacted so; absent when
+    /// none. In order of the first reaction of each key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+/// One reaction key on a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct Reaction {
+    /// A short key, such as an emoji: 1 to 32 characters, no whitespace,
+    /// no control characters, no `/`.
+    pub key: String,
+    /// How many users reacted with it (each at most once).
+    pub count: u32,
+    /// Whether the viewer is one of them. Set in answers and history; in a
+    /// live frame, which every socket shares, it is absent: use the event's
+    /// `user` to keep your own.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub me: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

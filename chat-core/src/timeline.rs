@@ -54,6 +54,26 @@ pub struct MessageUpdate {
     pub message: Message,
 }
 
+/// A user added or removed a reaction to a message of the room: a timeline
+/// event with a seq of its own. `message` is the message as it stands,
+/// its `reactions` counted after the change (see [`MessageUpdate`] on
+/// replays and `is_read`; `me` is absent here). A reaction to a message
+/// deleted since is replayed with an empty `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct ReactionEvent {
+    pub room: RoomId,
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
+    pub seq: Seq,
+    /// Who reacted (or took the reaction back).
+    pub user: UserId,
+    pub created_at: Timestamp,
+    pub key: String,
+    /// `true`: added; `false`: removed.
+    pub added: bool,
+    pub message: Message,
+}
+
 /// One event of a room's timeline: what `GET /chat/rooms/{id}/events/`
 /// lists, each in the same JSON as its WebSocket frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +88,8 @@ pub enum TimelineEvent {
     MessageEdited(MessageUpdate),
     /// A message was deleted; `message` is its tombstone.
     MessageDeleted(MessageUpdate),
+    /// A reaction was added to a message or taken back.
+    Reaction(ReactionEvent),
 }
 
 impl TimelineEvent {
@@ -77,6 +99,7 @@ impl TimelineEvent {
             Self::Message { message } => message.room,
             Self::Member(event) => event.room,
             Self::MessageEdited(update) | Self::MessageDeleted(update) => update.room,
+            Self::Reaction(reaction) => reaction.room,
         }
     }
 
@@ -86,6 +109,7 @@ impl TimelineEvent {
             Self::Message { message } => message.seq,
             Self::Member(event) => event.seq,
             Self::MessageEdited(update) | Self::MessageDeleted(update) => update.seq,
+            Self::Reaction(reaction) => reaction.seq,
         }
     }
 }

@@ -16,10 +16,11 @@ use chat_core::conversation::{
     UnreadCount,
 };
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
-use chat_core::message::LastMessage;
+use chat_core::message::{LastMessage, Reaction};
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, MessageUpdate, TimelineEvent, TimelineQuery, TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, ReactionEvent, TimelineEvent, TimelineQuery,
+    TimelineResponse,
 };
 use chat_core::user::OtherUser;
 use chat_core::{
@@ -122,6 +123,7 @@ fn message() -> Message {
         edited_at: None,
         version: 0,
         deleted: false,
+        reactions: Vec::new(),
     }
 }
 
@@ -139,6 +141,7 @@ fn message_no_client_id() -> Message {
         edited_at: None,
         version: 0,
         deleted: false,
+        reactions: Vec::new(),
     }
 }
 
@@ -1534,4 +1537,64 @@ fn last_message_of_a_deleted_message() {
             "is_read": false, "deleted": true}"#,
     );
     assert!(last.deleted);
+}
+
+#[test]
+fn reactions_on_a_message_and_as_an_event() {
+    let message: Message = round_trip(
+        r#"{"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+            "body": "Hello", "created_at": "2026-02-24T10:30:00Z", "is_read": false,
+            "client_id": null, "version": 2,
+            "reactions": [{"key": "👍", "count": 2, "me": true}, {"key": "+1", "count": 1}]}"#,
+    );
+    assert_eq!(
+        message.reactions,
+        vec![
+            Reaction {
+                key: "👍".to_owned(),
+                count: 2,
+                me: true
+            },
+            Reaction {
+                key: "+1".to_owned(),
+                count: 1,
+                me: false
+            }
+        ]
+    );
+    let frame: ServerFrame = round_trip(&format!(
+        r#"{{"type": "reaction", "room": 7, "seq": 11, "user": 5,
+            "created_at": "2026-02-24T10:31:15Z", "key": "👍", "added": false,
+            "message": {}}}"#,
+        serde_json::to_string(&message).expect("json")
+    ));
+    assert!(matches!(
+        &frame,
+        ServerFrame::Reaction(ReactionEvent { key, added: false, seq: 11, .. }) if key == "👍"
+    ));
+    let event: TimelineEvent =
+        serde_json::from_value(serde_json::to_value(&frame).expect("json")).expect("event");
+    assert_eq!(event.seq(), 11);
+}
+
+#[test]
+fn client_react_and_unreact() {
+    assert_eq!(
+        client_frame(r#"{"type": "react", "message_id": 42, "key": "👍"}"#),
+        ClientFrame::React {
+            message_id: MessageId(42),
+            key: "👍".to_owned()
+        }
+    );
+    assert_eq!(
+        client_frame(r#"{"type": "unreact", "message_id": 42, "key": "👍"}"#),
+        ClientFrame::Unreact {
+            message_id: MessageId(42),
+            key: "👍".to_owned()
+        }
+    );
+    assert_eq!(
+        frame_error(r#"{"type": "react", "message_id": 42}"#),
+        ErrorCode::InvalidInput
+    );
 }

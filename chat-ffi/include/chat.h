@@ -366,6 +366,53 @@ char *chat_last_error_message(void);
 void chat_string_free(char *s);
 
 /*
+ Sends `body` to `room` (an id in decimal, or a name) over HTTP and
+ blocks until the server stored it; `*out_id` and `*out_seq` (either may
+ be NULL) receive the message's id (what `chat_edit_message` and the
+ others take) and its `seq` in the room.
+ */
+enum chat_code chat_send_message(const struct chat_client *client,
+                                 const char *room,
+                                 const char *body,
+                                 int64_t *out_id,
+                                 int64_t *out_seq);
+
+/*
+ Replaces the body of one of the caller's messages. `*out_json` (may be
+ NULL; else free it with `chat_string_free`) receives the message as it
+ now stands. Someone else's message is `CHAT_FORBIDDEN`; an unknown one,
+ or one of a room the caller is not in, `CHAT_NOT_FOUND`; a deleted one
+ `CHAT_CONFLICT`; an empty or too long body `CHAT_INVALID_INPUT`. The
+ same body again changes nothing.
+ */
+enum chat_code chat_edit_message(const struct chat_client *client,
+                                 int64_t message_id,
+                                 const char *body,
+                                 char **out_json);
+
+/*
+ Deletes a message (the caller's own, or any in a room the caller
+ created). `*out_json` (may be NULL) receives the tombstone. Deleting it
+ again answers the same. Errors as `chat_edit_message`.
+ */
+enum chat_code chat_delete_message(const struct chat_client *client,
+                                   int64_t message_id,
+                                   char **out_json);
+
+/*
+ Adds (`add` true) or takes back the caller's reaction `key` (UTF-8, 1 to
+ 32 characters, no spaces or `/`) on a message of a room the caller is a
+ member of. `*out_json` (may be NULL) receives the message with its
+ `reactions`. Doing it twice changes nothing. A bad key is
+ `CHAT_INVALID_INPUT`; a deleted message `CHAT_CONFLICT`.
+ */
+enum chat_code chat_react(const struct chat_client *client,
+                          int64_t message_id,
+                          const char *key,
+                          bool add,
+                          char **out_json);
+
+/*
  Creates a room named `name` of type `kind` (a `chat_room_type`); the
  caller becomes its creator and first member. `*out_room_id` (may be
  NULL) receives its id. A taken name is `CHAT_CONFLICT`; a blank one

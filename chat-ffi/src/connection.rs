@@ -226,6 +226,11 @@ fn event_json(event: &Event) -> Value {
             json!({ "type": "message_deleted", "room": u.room, "seq": u.seq, "user": u.user,
                     "created_at": u.created_at, "message": u.message })
         }
+        Event::Reaction(r) => {
+            json!({ "type": "reaction", "room": r.room, "seq": r.seq, "user": r.user,
+                    "created_at": r.created_at, "key": r.key, "added": r.added,
+                    "message": r.message })
+        }
         Event::Read { room, user, seq } => {
             json!({ "type": "read", "room": room, "user": user, "seq": seq })
         }

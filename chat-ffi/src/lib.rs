@@ -43,6 +43,7 @@ mod macros;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod messages;
 pub mod rooms;
 
 pub use client::*;

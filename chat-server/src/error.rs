@@ -111,6 +111,13 @@ impl From<StorageError> for ApiError {
             StorageError::Refused(refusal) => match refusal {
                 crate::storage::Refusal::NotAllowed => Self::new(ErrorCode::NotSender),
                 crate::storage::Refusal::Deleted => Self::new(ErrorCode::MessageDeleted),
+                crate::storage::Refusal::TooManyReactions => Self::invalid_field(
+                    "key",
+                    format!(
+                        "a message takes at most {} different reactions",
+                        crate::storage::MAX_REACTION_KEYS
+                    ),
+                ),
             },
             other => {
                 tracing::error!(error = %other, "storage failure");

@@ -203,4 +203,34 @@ impl ChatClient {
         self.call(Req::delete(format!("chat/messages/{message}/")))
             .await
     }
+
+    /// Adds the caller's reaction `key` (an emoji or a short name, 1–32
+    /// characters without spaces or `/`) to a message
+    /// (`PUT /chat/messages/{id}/reactions/{key}/`) and returns the message
+    /// with its `reactions` (`me` marks the caller's). Reacting again with
+    /// the same key changes nothing, so retrying is safe. The room hears a
+    /// `reaction` event.
+    ///
+    /// Errors: [`InvalidInput`](crate::ErrorKind::InvalidInput) for a bad
+    /// key or a message with 20 different reactions already;
+    /// [`NotFound`](crate::ErrorKind::NotFound) with `message_not_found`;
+    /// [`Conflict`](crate::ErrorKind::Conflict) with `message_deleted`.
+    pub async fn react(&self, message: MessageId, key: &str) -> Result<Message, ClientError> {
+        self.call(Req::put(reaction_path(message, key))).await
+    }
+
+    /// Takes the caller's reaction `key` back
+    /// (`DELETE /chat/messages/{id}/reactions/{key}/`); not having it
+    /// changes nothing.
+    pub async fn unreact(&self, message: MessageId, key: &str) -> Result<Message, ClientError> {
+        self.call(Req::delete(reaction_path(message, key))).await
+    }
+}
+
+/// The path of a reaction, its key percent-encoded as one path segment
+/// (everything but unreserved characters, so `+`, `/` or a space stay in
+/// the key and never change the path).
+fn reaction_path(message: MessageId, key: &str) -> String {
+    let key = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+    format!("chat/messages/{message}/reactions/{key}/")
 }

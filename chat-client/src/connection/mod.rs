@@ -13,7 +13,7 @@ mod task;
 use std::time::Duration;
 
 use chat_core::frame::PresenceStatus;
-use chat_core::timeline::{MemberEvent, MessageUpdate};
+use chat_core::timeline::{MemberEvent, MessageUpdate, ReactionEvent};
 use chat_core::{Message, RoomId, RoomRef, Seq, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -186,6 +186,10 @@ pub enum Event {
     /// A message of a subscribed room was deleted: `message` is its
     /// tombstone (`deleted: true`, empty body), which keeps its seq.
     MessageDeleted(MessageUpdate),
+    /// A reaction to a message of a subscribed room was added or taken back
+    /// (a timeline event; `message` carries the counts after it, `me`
+    /// absent: compare `user` with yourself).
+    Reaction(ReactionEvent),
     /// `user` has read `room` up to `seq`.
     Read {
         /// The room.

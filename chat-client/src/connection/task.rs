@@ -584,6 +584,10 @@ impl Actor {
                 self.bind_replay(update.room);
                 self.deliver(TimelineEvent::MessageDeleted(update));
             }
+            ServerFrame::Reaction(reaction) => {
+                self.bind_replay(reaction.room);
+                self.deliver(TimelineEvent::Reaction(reaction));
+            }
             ServerFrame::Ack { client_id, message } => {
                 if let Some(index) = client_id.and_then(|c| self.send_index.remove(&c))
                     && let Some(pending) = self.sends.remove(&index)
@@ -1053,5 +1057,6 @@ fn as_event(event: TimelineEvent) -> Event {
         TimelineEvent::Member(member) => Event::Member(member),
         TimelineEvent::MessageEdited(update) => Event::MessageEdited(update),
         TimelineEvent::MessageDeleted(update) => Event::MessageDeleted(update),
+        TimelineEvent::Reaction(reaction) => Event::Reaction(reaction),
     }
 }

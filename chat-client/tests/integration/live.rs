@@ -523,5 +523,27 @@ async fn edits_and_deletions_resume_once_in_order() {
     .await;
     assert_eq!(next_seq, marker.seq);
     assert_eq!(marker.seq, second.seq + 2);
+
+    // A reaction whose key needs encoding in the path.
+    let reacted = reader.react(marker.id, "+1").await.expect("react");
+    assert_eq!(reacted.reactions.len(), 1);
+    assert_eq!(
+        (
+            reacted.reactions[0].key.as_str(),
+            reacted.reactions[0].count
+        ),
+        ("+1", 1)
+    );
+    assert!(reacted.reactions[0].me);
+    let event = next_matching(&mut conn, |e| match e {
+        Event::Reaction(r) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert_eq!((event.key.as_str(), event.added), ("+1", true));
+    assert_eq!(event.message.id, marker.id);
+    assert_eq!(event.seq, marker.seq + 1);
+    let taken = reader.unreact(marker.id, "+1").await.expect("unreact");
+    assert!(taken.reactions.is_empty());
     conn.close().await;
 }

@@ -231,6 +231,59 @@ int main(int argc, char **argv) {
   CHECK(unread_bob == 0);
   EXPECT(CHAT_INVALID_ARG, chat_leave_room(bob, -3));
 
+  /* One message's life: sent with its id, edited, reacted to, deleted. */
+  int64_t mid = 0, mseq = 0;
+  char *changed = NULL;
+  EXPECT(CHAT_OK, chat_send_message(alice, room, "tpyo", &mid, &mseq));
+  CHECK(mid > 0 && mseq > seq3);
+  EXPECT(CHAT_OK, chat_send_message(bob, room, "no ids wanted", NULL, NULL));
+  EXPECT(CHAT_OK, chat_edit_message(alice, mid, "typo, fixed", &changed));
+  CHECK(changed != NULL);
+  if (changed) {
+    CHECK(strstr(changed, "\"body\":\"typo, fixed\"") != NULL);
+    CHECK(strstr(changed, "\"version\":1") != NULL);
+    CHECK(strstr(changed, "\"edited_at\"") != NULL);
+  }
+  chat_string_free(changed);
+  changed = NULL;
+  EXPECT(CHAT_FORBIDDEN, chat_edit_message(bob, mid, "mine now", NULL));
+  EXPECT(CHAT_INVALID_INPUT, chat_edit_message(alice, mid, "", NULL));
+  EXPECT(CHAT_NOT_FOUND, chat_edit_message(alice, 999999999, "x", NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_edit_message(alice, 0, "x", NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_edit_message(alice, mid, NULL, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_edit_message(NULL, mid, "x", NULL));
+  /* U+1F44D, thumbs up, in UTF-8. */
+  EXPECT(CHAT_OK, chat_react(bob, mid, "\xf0\x9f\x91\x8d", true, &changed));
+  CHECK(changed != NULL);
+  if (changed) {
+    CHECK(strstr(changed, "\"count\":1") != NULL);
+    CHECK(strstr(changed, "\"me\":true") != NULL);
+  }
+  chat_string_free(changed);
+  changed = NULL;
+  EXPECT(CHAT_OK, chat_react(bob, mid, "+1", true, NULL));
+  EXPECT(CHAT_INVALID_INPUT, chat_react(bob, mid, "two words", true, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_react(bob, mid, NULL, true, NULL));
+  EXPECT(CHAT_OK, chat_react(bob, mid, "\xf0\x9f\x91\x8d", false, &changed));
+  if (changed) {
+    CHECK(strstr(changed, "\"key\":\"+1\"") != NULL);
+    CHECK(count_occurrences(changed, "\"key\"") == 1);
+  }
+  chat_string_free(changed);
+  changed = NULL;
+  EXPECT(CHAT_FORBIDDEN, chat_delete_message(bob, mid, NULL));
+  EXPECT(CHAT_OK, chat_delete_message(alice, mid, &changed));
+  if (changed) {
+    CHECK(strstr(changed, "\"deleted\":true") != NULL);
+    CHECK(strstr(changed, "\"body\":\"\"") != NULL);
+    CHECK(strstr(changed, "reactions") == NULL);
+  }
+  chat_string_free(changed);
+  EXPECT(CHAT_OK, chat_delete_message(alice, mid, NULL));
+  EXPECT(CHAT_CONFLICT, chat_edit_message(alice, mid, "back", NULL));
+  EXPECT(CHAT_CONFLICT, chat_react(bob, mid, "+1", true, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_delete_message(alice, -1, NULL));
+
   /* Live: Bob's connection delivers through a callback what Alice's sends. */
   struct inbox inbox = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0};
   chat_connection *alice_conn = NULL, *bob_conn = NULL;

@@ -1,7 +1,8 @@
--- Changes to messages (edits, deletions) as timeline events.
+-- Changes to messages (edits, deletions, reactions) as timeline events.
 --
 -- A change is a row of `messages` like every event: its own seq, `kind`
--- 'edited' or 'deleted', who made it in `sender_id`, an empty body, and the
+-- 'edited', 'deleted', 'reacted' or 'unreacted', who made it in
+-- `sender_id`, an empty body (a reaction's key for the last two), and the
 -- message it changed in `target_id` (same room; no foreign key, since both
 -- go with the room and nothing else deletes a row). The message's own row
 -- holds its current state: the newest body, `edited_at`, `version` (one
@@ -30,7 +31,8 @@ CREATE TABLE messages (
     client_id  TEXT,
     created_at INTEGER NOT NULL,
     kind       TEXT    NOT NULL DEFAULT 'message'
-        CHECK (kind IN ('message', 'joined', 'left', 'edited', 'deleted')),
+        CHECK (kind IN ('message', 'joined', 'left', 'edited', 'deleted', 'reacted',
+            'unreacted')),
     msg_no     INTEGER NOT NULL DEFAULT 0,
     target_id  INTEGER,
     edited_at  INTEGER,
@@ -55,3 +57,20 @@ DROP TABLE messages_old;
 ALTER TABLE rooms ADD COLUMN msg_deleted INTEGER NOT NULL DEFAULT 0;
 
 CREATE INDEX messages_deleted_idx ON messages (room_id, seq) WHERE deleted_at IS NOT NULL;
+
+-- The changes of a message, found from it (a deletion erases the keys of
+-- its reaction events).
+CREATE INDEX messages_target_id_idx ON messages (target_id) WHERE target_id IS NOT NULL;
+
+-- Who reacted to what: one row per user, message and key. Counts per key
+-- come from here, grouped; a deletion removes the message's rows.
+CREATE TABLE reactions (
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key        TEXT    NOT NULL,
+    -- The seq of the event that added it: keys are listed in the order of
+    -- their first reaction.
+    seq        INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (message_id, user_id, key)
+);

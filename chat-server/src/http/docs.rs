@@ -105,6 +105,8 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         messages::send,
         messages::edit,
         messages::delete,
+        messages::react,
+        messages::unreact,
         conversations::list,
         conversations::detail,
         conversations::create,

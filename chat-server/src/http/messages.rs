@@ -203,3 +203,89 @@ pub(super) async fn delete(
     let changed = state.service.delete_message(user, id).await?;
     Ok(Json(changed.message))
 }
+
+/// A message id and a reaction key in the path (percent-decoded).
+pub(super) struct ReactionPath(MessageId, String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReactionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path((id, key)) = Path::<(i64, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::MessageNotFound))?;
+        Ok(Self(MessageId(id), key))
+    }
+}
+
+/// React to a message
+///
+/// A member adds their reaction `key` (an emoji or a short name, 1–32
+/// characters without spaces, control characters or `/`; percent-encode it
+/// in the path) to a message of the room. Each user reacts at most once per
+/// key; doing it again changes nothing. The room gets a `reaction` event.
+/// Answers the message with its `reactions` (`me` marks the caller's).
+#[utoipa::path(
+    put,
+    path = "/chat/messages/{id}/reactions/{key}/",
+    operation_id = "add_reaction",
+    tag = "messages",
+    params(
+        ("id" = MessageId, Path, description = "The message's id"),
+        ("key" = String, Path, description = "The reaction, percent-encoded"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message with its reactions", body = Message),
+        (status = 400, description = "`invalid_input`: a bad key, or the message has 20 different reactions already", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message, or the caller is not a member of its room", body = ErrorBody),
+        (status = 409, description = "`message_deleted`: the message was deleted", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: changes count against `--user-rate-limit` like sends", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn react(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ReactionPath(id, key): ReactionPath,
+) -> ApiResult<Json<Message>> {
+    let changed = state.service.react(user, id, key, true).await?;
+    Ok(Json(changed.message))
+}
+
+/// Take a reaction back
+///
+/// Removes the caller's reaction `key` from a message; not having it
+/// changes nothing. The room gets a `reaction` event with `added: false`.
+#[utoipa::path(
+    delete,
+    path = "/chat/messages/{id}/reactions/{key}/",
+    operation_id = "remove_reaction",
+    tag = "messages",
+    params(
+        ("id" = MessageId, Path, description = "The message's id"),
+        ("key" = String, Path, description = "The reaction, percent-encoded"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message with its reactions", body = Message),
+        (status = 400, description = "`invalid_input`: a bad key", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message, or the caller is not a member of its room", body = ErrorBody),
+        (status = 409, description = "`message_deleted`: the message was deleted", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: changes count against `--user-rate-limit` like sends", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn unreact(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ReactionPath(id, key): ReactionPath,
+) -> ApiResult<Json<Message>> {
+    let changed = state.service.react(user, id, key, false).await?;
+    Ok(Json(changed.message))
+}

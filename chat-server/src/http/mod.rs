@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use chat_core::ErrorCode;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -49,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/chat/messages/{id}",
             patch(messages::edit).delete(messages::delete),
+        )
+        .route(
+            "/chat/messages/{id}/reactions/{key}",
+            put(messages::react).delete(messages::unreact),
         )
         .route("/api/chats/conversations", get(conversations::list))
         .route(

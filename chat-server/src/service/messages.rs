@@ -4,9 +4,10 @@
 
 use chat_core::api::{HistoryQuery, HistoryResponse};
 use chat_core::frame::ServerFrame;
-use chat_core::message::Message;
+use chat_core::message::{Message, Reaction};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, MessageUpdate, TimelineEvent, TimelineQuery, TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, ReactionEvent, TimelineEvent, TimelineQuery,
+    TimelineResponse,
 };
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
 
@@ -15,8 +16,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::event::{ConnId, Event};
 use crate::hub::Hub;
 use crate::storage::{
-    self, Authority, ChangeOp, CommitListener, Committed, MessageChange, NewMessage, ReadMark,
-    RoomRecord, StoredEvent, StoredMember, StoredMessage, StoredUpdate, UpdateKind,
+    self, Authority, ChangeOp, CommitListener, Committed, MessageChange, NewMessage, ReactionCount,
+    ReadMark, RoomRecord, StoredEvent, StoredMember, StoredMessage, StoredUpdate, UpdateKind,
 };
 
 /// Page size bounds of `GET /chat/history/`.
@@ -74,22 +75,55 @@ pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
         edited_at: m.edited_at,
         version: m.version,
         deleted: m.deleted,
+        reactions: Vec::new(),
+    }
+}
+
+fn reactions_to_wire(counts: Vec<ReactionCount>) -> Vec<Reaction> {
+    counts
+        .into_iter()
+        .map(|c| Reaction {
+            key: c.key,
+            count: c.count,
+            me: c.mine,
+        })
+        .collect()
+}
+
+/// The message a timeline event carries, if any, to fill in per viewer.
+fn message_of(event: &mut TimelineEvent) -> Option<&mut Message> {
+    match event {
+        TimelineEvent::Message { message } => Some(message),
+        TimelineEvent::MessageEdited(u) | TimelineEvent::MessageDeleted(u) => Some(&mut u.message),
+        TimelineEvent::Reaction(r) => Some(&mut r.message),
+        TimelineEvent::Member(_) => None,
     }
 }
 
 /// A change to a message as its timeline event's frame, the same for
 /// every viewer (see [`MessageUpdate`] on `is_read`).
 pub fn update_to_wire(u: &StoredUpdate) -> TimelineEvent {
+    let mut message = to_wire(u.message.clone(), false);
+    message.reactions = reactions_to_wire(u.reactions.clone());
     let update = MessageUpdate {
         room: u.room,
         seq: u.seq,
         user: u.user,
         created_at: u.created_at,
-        message: to_wire(u.message.clone(), false),
+        message,
     };
-    match u.kind {
+    match &u.kind {
         UpdateKind::Edited => TimelineEvent::MessageEdited(update),
         UpdateKind::Deleted => TimelineEvent::MessageDeleted(update),
+        UpdateKind::Reacted { key, added } => TimelineEvent::Reaction(ReactionEvent {
+            room: update.room,
+            seq: update.seq,
+            user: update.user,
+            created_at: update.created_at,
+            key: key.clone(),
+            added: *added,
+            message: update.message,
+        }),
     }
 }
 
@@ -101,6 +135,7 @@ pub fn timeline_frame(event: TimelineEvent) -> ServerFrame {
         TimelineEvent::Member(member) => ServerFrame::Member(member),
         TimelineEvent::MessageEdited(update) => ServerFrame::MessageEdited(update),
         TimelineEvent::MessageDeleted(update) => ServerFrame::MessageDeleted(update),
+        TimelineEvent::Reaction(reaction) => ServerFrame::Reaction(reaction),
     }
 }
 
@@ -173,6 +208,30 @@ pub fn member_to_wire(m: &StoredMember) -> MemberEvent {
         change: m.change,
         created_at: m.created_at,
     }
+}
+
+/// Reaction keys: 1 to 32 characters (an emoji with its modifiers, a short
+/// name such as `+1`), none of them whitespace, a control character or `/`
+/// (keys appear in paths).
+pub const MAX_REACTION_KEY_CHARS: usize = 32;
+
+fn check_reaction_key(key: &str) -> ApiResult<()> {
+    let chars = key.chars().count();
+    if chars == 0
+        || chars > MAX_REACTION_KEY_CHARS
+        || key
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(ApiError::invalid_field(
+            "key",
+            format!(
+                "must be 1 to {MAX_REACTION_KEY_CHARS} characters, without spaces, control \
+                 characters or '/'"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What a change to a message came to.
@@ -325,8 +384,10 @@ impl ChatService {
             }
             let marks = ReadMarks(self.storage.read_marks(room).await?);
             let is_read = marks.is_read(user, &appended.message);
+            let mut message = to_wire(appended.message, is_read);
+            self.with_reactions(user, [&mut message]).await?;
             return Ok(Sent {
-                message: to_wire(appended.message, is_read),
+                message,
                 created: false,
             });
         }
@@ -406,7 +467,7 @@ impl ChatService {
         } else {
             ReadMarks::default()
         };
-        let events = page
+        let mut events: Vec<TimelineEvent> = page
             .events
             .into_iter()
             .map(|event| match event {
@@ -420,6 +481,8 @@ impl ChatService {
                 StoredEvent::Update(u) => update_to_wire(&u),
             })
             .collect();
+        self.with_reactions(viewer, events.iter_mut().filter_map(message_of))
+            .await?;
         Ok((events, page.has_more))
     }
 
@@ -436,7 +499,7 @@ impl ChatService {
             return Ok((Vec::new(), page.has_more));
         }
         let marks = ReadMarks(self.storage.read_marks(room).await?);
-        let messages = page
+        let mut messages: Vec<Message> = page
             .messages
             .into_iter()
             .map(|m| {
@@ -444,6 +507,7 @@ impl ChatService {
                 to_wire(m, is_read)
             })
             .collect();
+        self.with_reactions(viewer, messages.iter_mut()).await?;
         Ok((messages, page.has_more))
     }
 
@@ -475,6 +539,47 @@ impl ChatService {
             Authority::SenderOrModerator,
         )
         .await
+    }
+
+    /// `PUT` / `DELETE /chat/messages/{id}/reactions/{key}/`, WS `react` /
+    /// `unreact`: a member adds or takes back their reaction `key`.
+    /// Reacting as one already has changes nothing.
+    pub async fn react(
+        &self,
+        user: UserId,
+        message: MessageId,
+        key: String,
+        add: bool,
+    ) -> ApiResult<MessageChanged> {
+        check_reaction_key(&key)?;
+        self.change_message(
+            user,
+            message,
+            ChangeOp::React { key, add },
+            Authority::Member,
+        )
+        .await
+    }
+
+    /// Fills in the reactions of `messages` as `viewer` sees them (with
+    /// `me`), in one read.
+    pub(crate) async fn with_reactions<'m>(
+        &self,
+        viewer: UserId,
+        messages: impl IntoIterator<Item = &'m mut Message>,
+    ) -> ApiResult<()> {
+        let mut messages: Vec<&mut Message> = messages.into_iter().collect();
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<MessageId> = messages.iter().map(|m| m.id).collect();
+        for (id, counts) in self.storage.reactions(&ids, viewer).await? {
+            let wire = reactions_to_wire(counts);
+            for message in messages.iter_mut().filter(|m| m.id == id) {
+                message.reactions.clone_from(&wire);
+            }
+        }
+        Ok(())
     }
 
     /// A change to a message, checked and made by storage under the room's
@@ -511,9 +616,11 @@ impl ChatService {
             })?;
         let marks = ReadMarks(self.storage.read_marks(changed.message.room).await?);
         let is_read = marks.is_read(user, &changed.message);
+        let mut message = to_wire(changed.message, is_read);
+        self.with_reactions(user, [&mut message]).await?;
         Ok(MessageChanged {
             seq: changed.event.as_ref().map(|e| e.seq),
-            message: to_wire(changed.message, is_read),
+            message,
         })
     }
 

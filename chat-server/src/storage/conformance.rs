@@ -33,9 +33,9 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
-    MemberState, MessageChange, NewMessage, NewRoom, NewUser, RefreshTokenRecord, Refusal, RoomKey,
-    RoomPerson, RoomRecord, Storage, StorageError, StoredEvent, StoredMessage, TokenUse,
-    UpdateKind, UserRecord, UserRoom,
+    MAX_REACTION_KEYS, MemberState, MessageChange, NewMessage, NewRoom, NewUser, ReactionCount,
+    RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
+    StoredEvent, StoredMessage, StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -134,6 +134,7 @@ macro_rules! storage_conformance_tests {
             delete_message,
             change_message_refusals,
             changes_heard_in_order,
+            react_to_message,
             timeline_pages_every_kind,
             listener_hears_every_event_in_order,
             ping,
@@ -292,6 +293,33 @@ async fn edit(
             Authority::Sender,
         ))
         .await
+}
+
+async fn react(
+    store: &dyn Storage,
+    message: MessageId,
+    user: UserId,
+    key: &str,
+    add: bool,
+) -> Result<Changed, StorageError> {
+    store
+        .change_message(change(
+            message,
+            user,
+            ChangeOp::React {
+                key: key.to_owned(),
+                add,
+            },
+            Authority::Member,
+        ))
+        .await
+}
+
+fn counts(reactions: &[ReactionCount]) -> Vec<(&str, u32, bool)> {
+    reactions
+        .iter()
+        .map(|r| (r.key.as_str(), r.count, r.mine))
+        .collect()
 }
 
 async fn delete(
@@ -2724,7 +2752,7 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
             let who = users[rng.random_range(0..users.len())];
             let member = model.marks[&room].contains_key(&who);
             let last = model.last(room);
-            match rng.random_range(0..12) {
+            match rng.random_range(0..13) {
                 // Messages most often, so that counts grow.
                 0..=4 if member => {
                     let sent = send(store, room, who, &format!("{seed}-{step}")).await;
@@ -2779,6 +2807,22 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                     delete(store, id, who).await.expect("delete");
                     model.events.get_mut(&room).expect("room")[i].message = Some((id, true));
                     model.push(room, Ev { who, message: None });
+                }
+                9 if member => {
+                    let live = model.changeable(room, who, true);
+                    if live.is_empty() {
+                        continue;
+                    }
+                    let i = live[rng.random_range(0..live.len())];
+                    let Some((id, _)) = model.events[&room][i].message else {
+                        continue;
+                    };
+                    let key = ["a", "b"][rng.random_range(0..2)];
+                    let add = rng.random_bool(0.6);
+                    let changed = react(store, id, who, key, add).await.expect("react");
+                    if changed.event.is_some() {
+                        model.push(room, Ev { who, message: None });
+                    }
                 }
                 _ if member => {
                     let to = rng.random_range(0..=last + 2);
@@ -3277,4 +3321,148 @@ pub async fn changes_heard_in_order(store: Arc<dyn Storage>) {
     assert_eq!(heard.iter().filter(|(_, _, u)| *u).count(), 5, "five edits");
     let edited = page(&*store, lobby.id, None, Some(0), 1).await;
     assert_eq!(edited.messages[0].version, 5);
+}
+
+/// Reactions: any member, once per key; counts per key in the order of
+/// each key's first; each change an event; the viewer's own marked; a
+/// bounded number of keys; gone with the message.
+pub async fn react_to_message(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id, carol.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let target = send(store, lobby.id, alice.id, "react to me").await;
+    let before = last_seq(store, lobby.id).await;
+    let unread = store.unread_total(bob.id).await.expect("unread");
+
+    let changed = react(store, target.id, bob.id, "👍", true)
+        .await
+        .expect("react");
+    let event = changed.event.expect("a reaction is an event");
+    assert_eq!(event.seq, before + 1);
+    assert_eq!(
+        event.kind,
+        UpdateKind::Reacted {
+            key: "👍".to_owned(),
+            added: true
+        }
+    );
+    assert_eq!(counts(&event.reactions), vec![("👍", 1, false)]);
+    assert_eq!(changed.message.version, 1);
+    // Again: nothing.
+    let again = react(store, target.id, bob.id, "👍", true)
+        .await
+        .expect("again");
+    assert!(again.event.is_none());
+    assert_eq!(last_seq(store, lobby.id).await, before + 1);
+
+    react(store, target.id, alice.id, "❤️", true)
+        .await
+        .expect("react");
+    let last = react(store, target.id, alice.id, "👍", true)
+        .await
+        .expect("react");
+    assert_eq!(
+        counts(&last.event.expect("event").reactions),
+        vec![("👍", 2, false), ("❤️", 1, false)],
+        "in the order of each key's first reaction"
+    );
+    let seen = store
+        .reactions(&[target.id, MessageId(i64::MAX)], bob.id)
+        .await
+        .expect("reactions");
+    assert_eq!(seen.len(), 1, "messages without reactions are left out");
+    assert_eq!(seen[0].0, target.id);
+    assert_eq!(counts(&seen[0].1), vec![("👍", 2, true), ("❤️", 1, false)]);
+
+    // Taken back: once; twice changes nothing.
+    let back = react(store, target.id, bob.id, "👍", false)
+        .await
+        .expect("unreact");
+    assert_eq!(
+        back.event.as_ref().map(|e| e.kind.clone()),
+        Some(UpdateKind::Reacted {
+            key: "👍".to_owned(),
+            added: false
+        })
+    );
+    assert!(
+        react(store, target.id, bob.id, "👍", false)
+            .await
+            .expect("again")
+            .event
+            .is_none()
+    );
+    // The timeline replays each reaction with its key.
+    let keys: Vec<(String, bool)> = timeline(store, lobby.id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            StoredEvent::Update(StoredUpdate {
+                kind: UpdateKind::Reacted { key, added },
+                ..
+            }) => Some((key, added)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 4);
+    assert_eq!(keys[3], ("👍".to_owned(), false));
+    assert_eq!(
+        store.unread_total(bob.id).await.expect("unread"),
+        unread,
+        "reactions count for nobody"
+    );
+
+    // An invitee is not a member.
+    assert!(matches!(
+        react(store, target.id, carol.id, "👍", true).await,
+        Err(StorageError::NotMember { .. })
+    ));
+    // A bounded number of keys; an existing key is still welcome.
+    let other = send(store, lobby.id, alice.id, "many").await;
+    for i in 0..MAX_REACTION_KEYS {
+        react(store, other.id, alice.id, &format!("k{i}"), true)
+            .await
+            .expect("under the bound");
+    }
+    assert!(matches!(
+        react(store, other.id, bob.id, "one-too-many", true).await,
+        Err(StorageError::Refused(Refusal::TooManyReactions))
+    ));
+    react(store, other.id, bob.id, "k0", true)
+        .await
+        .expect("an existing key");
+
+    // Deleted: the reactions go, and the keys of their events.
+    delete(store, target.id, alice.id).await.expect("delete");
+    assert!(
+        store
+            .reactions(&[target.id], bob.id)
+            .await
+            .expect("reactions")
+            .is_empty()
+    );
+    assert!(matches!(
+        react(store, target.id, bob.id, "👍", true).await,
+        Err(StorageError::Refused(Refusal::Deleted))
+    ));
+    let kept_keys: Vec<String> = timeline(store, lobby.id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            StoredEvent::Update(StoredUpdate {
+                kind: UpdateKind::Reacted { key, .. },
+                message,
+                ..
+            }) if message.id == target.id => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept_keys.len(), 4, "the events keep their seqs");
+    assert!(
+        kept_keys.iter().all(String::is_empty),
+        "no key of a deleted message's reactions is left: {kept_keys:?}"
+    );
 }

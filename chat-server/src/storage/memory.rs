@@ -15,9 +15,10 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation, HistoryPage,
-    HistoryQuery, Listener, MemberState, MessageChange, NewMessage, NewRoom, NewUser, ReadMark,
-    RefreshTokenRecord, RoomPerson, RoomRecord, Storage, StorageError, StoredEvent, StoredMember,
-    StoredMessage, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
+    HistoryQuery, Listener, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
+    ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Standing, Storage,
+    StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate, TimelinePage, TokenUse,
+    UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -70,6 +71,8 @@ struct State {
     client_ids: HashMap<(UserId, String), (RoomId, Seq)>,
     /// Where each message lives, by id (messages only, not other events).
     message_ids: HashMap<MessageId, (RoomId, Seq)>,
+    /// Per message, who reacted with which key, oldest first.
+    reactions: HashMap<MessageId, Vec<(UserId, String)>>,
 }
 
 #[derive(Debug)]
@@ -199,7 +202,8 @@ impl State {
                 room,
                 seq,
                 user: row.sender,
-                kind: *kind,
+                kind: kind.clone(),
+                reactions: Vec::new(),
                 created_at: row.created_at,
                 message: self.message(room, *target)?,
             }),
@@ -251,6 +255,27 @@ impl State {
             None,
         );
         Ok(())
+    }
+
+    /// A message's reactions per key, in the order of each key's first;
+    /// `mine` for `viewer`'s.
+    fn reaction_counts(&self, message: MessageId, viewer: Option<UserId>) -> Vec<ReactionCount> {
+        let mut counts: Vec<ReactionCount> = Vec::new();
+        for (user, key) in self.reactions.get(&message).into_iter().flatten() {
+            let mine = Some(*user) == viewer;
+            match counts.iter_mut().find(|c| c.key == *key) {
+                Some(c) => {
+                    c.count += 1;
+                    c.mine |= mine;
+                }
+                None => counts.push(ReactionCount {
+                    key: key.clone(),
+                    count: 1,
+                    mine,
+                }),
+            }
+        }
+        counts
     }
 
     /// The room list entry of `member` in `room`.
@@ -555,6 +580,12 @@ impl Storage for MemoryStorage {
         // `(sender, client_id)` entries with them.
         state.client_ids.retain(|_, (room, _)| *room != id);
         state.message_ids.retain(|_, (room, _)| *room != id);
+        let State {
+            message_ids,
+            reactions,
+            ..
+        } = &mut *state;
+        reactions.retain(|message, _| message_ids.contains_key(message));
         Ok(true)
     }
 
@@ -821,6 +852,22 @@ impl Storage for MemoryStorage {
         self.listener.set(listener);
     }
 
+    async fn reactions(
+        &self,
+        messages: &[MessageId],
+        viewer: UserId,
+    ) -> Result<Vec<(MessageId, Vec<ReactionCount>)>, StorageError> {
+        let state = self.lock();
+        let mut ids = messages.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids
+            .into_iter()
+            .map(|id| (id, state.reaction_counts(id, Some(viewer))))
+            .filter(|(_, counts)| !counts.is_empty())
+            .collect())
+    }
+
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
         let mut state = self.lock();
         // The SQL transaction's order: the message's room, the caller's
@@ -839,9 +886,22 @@ impl Storage for MemoryStorage {
                 });
             }
         }
-        let moderation = (room.record.kind, room.record.creator);
+        let mut standing = Standing {
+            kind: room.record.kind,
+            creator: room.record.creator,
+            reacted: false,
+            keys: 0,
+            key_present: false,
+        };
+        if let ChangeOp::React { key, .. } = &change.op {
+            let given = state.reactions.get(&change.message);
+            let given = given.map_or(&[][..], Vec::as_slice);
+            standing.keys = given.iter().map(|(_, k)| k).collect::<HashSet<_>>().len();
+            standing.key_present = given.iter().any(|(_, k)| k == key);
+            standing.reacted = given.iter().any(|(u, k)| *u == change.user && k == key);
+        }
         let target = state.message(room_id, seq).ok_or(StorageError::NotFound)?;
-        let Some(kind) = change.decide(&target, moderation)? else {
+        let Some(kind) = change.decide(&target, &standing)? else {
             return Ok(Changed {
                 message: target,
                 event: None,
@@ -879,6 +939,20 @@ impl Storage for MemoryStorage {
                     body.clear();
                     *deleted = true;
                 }
+                ChangeOp::React { .. } => {}
+            }
+        }
+        if change.op == ChangeOp::Delete {
+            // Its reactions go with it, and the keys of its reaction events.
+            for event in &mut room.events {
+                if let EventRowKind::Update {
+                    kind: UpdateKind::Reacted { key, .. },
+                    target,
+                } = &mut event.kind
+                    && *target == seq
+                {
+                    key.clear();
+                }
             }
         }
         if change.op == ChangeOp::Delete {
@@ -894,14 +968,34 @@ impl Storage for MemoryStorage {
         room.events.push(EventRow {
             id,
             sender: change.user,
-            kind: EventRowKind::Update { kind, target: seq },
+            kind: EventRowKind::Update {
+                kind: kind.clone(),
+                target: seq,
+            },
             created_at: change.created_at,
             msg_no: room.msg_count,
         });
+        match &change.op {
+            ChangeOp::Delete => {
+                state.reactions.remove(&change.message);
+            }
+            ChangeOp::React { key, add: true } => state
+                .reactions
+                .entry(change.message)
+                .or_default()
+                .push((change.user, key.clone())),
+            ChangeOp::React { key, add: false } => {
+                if let Some(given) = state.reactions.get_mut(&change.message) {
+                    given.retain(|(u, k)| !(*u == change.user && k == key));
+                }
+            }
+            ChangeOp::Edit { .. } => {}
+        }
         let message = state
             .message(room_id, seq)
             .ok_or_else(|| StorageError::Backend("changed message vanished".into()))?;
         let event = StoredUpdate {
+            reactions: state.reaction_counts(change.message, None),
             room: room_id,
             seq: event_seq,
             user: change.user,

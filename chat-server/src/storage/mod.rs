@@ -208,10 +208,26 @@ pub struct StoredMember {
 }
 
 /// What a change did to an earlier message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpdateKind {
     Edited,
     Deleted,
+    /// `user` added (`added`) or took back a reaction `key`. The key of a
+    /// reaction to a message deleted since reads back empty.
+    Reacted {
+        key: String,
+        added: bool,
+    },
+}
+
+/// How many users reacted to a message with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionCount {
+    pub key: String,
+    pub count: u32,
+    /// Whether the viewer asked about is one of them (always `false` in a
+    /// [`StoredUpdate`], which every viewer shares).
+    pub mine: bool,
 }
 
 /// A change to an earlier message, in the room's timeline.
@@ -226,6 +242,10 @@ pub struct StoredUpdate {
     /// The message changed, as it stands when read (its newest body, or
     /// its tombstone).
     pub message: StoredMessage,
+    /// The message's reactions right after the change, for the frame
+    /// published at the commit; empty when the event is read back (ask
+    /// [`Storage::reactions`]).
+    pub reactions: Vec<ReactionCount>,
 }
 
 /// One event of a room's timeline, as stored.
@@ -327,22 +347,36 @@ impl MessageChange {
     pub(crate) fn decide(
         &self,
         target: &StoredMessage,
-        room: (RoomType, UserId),
+        standing: &Standing,
     ) -> Result<Option<UpdateKind>, StorageError> {
         let own = target.sender == self.user;
         let allowed = match self.allowed {
             Authority::Sender => own,
-            Authority::SenderOrModerator => own || moderates(room.0, room.1, self.user),
+            Authority::SenderOrModerator => {
+                own || moderates(standing.kind, standing.creator, self.user)
+            }
+            Authority::Member => true,
         };
         if !allowed {
             return Err(StorageError::Refused(Refusal::NotAllowed));
         }
+        let refused = |why| Err(StorageError::Refused(why));
         match &self.op {
-            ChangeOp::Edit { .. } if target.deleted => Err(StorageError::Refused(Refusal::Deleted)),
-            ChangeOp::Edit { body } if *body == target.body => Ok(None),
-            ChangeOp::Edit { .. } => Ok(Some(UpdateKind::Edited)),
             ChangeOp::Delete if target.deleted => Ok(None),
             ChangeOp::Delete => Ok(Some(UpdateKind::Deleted)),
+            _ if target.deleted => refused(Refusal::Deleted),
+            ChangeOp::Edit { body } if *body == target.body => Ok(None),
+            ChangeOp::Edit { .. } => Ok(Some(UpdateKind::Edited)),
+            ChangeOp::React { add, .. } if *add == standing.reacted => Ok(None),
+            ChangeOp::React { add: true, .. }
+                if !standing.key_present && standing.keys >= MAX_REACTION_KEYS =>
+            {
+                refused(Refusal::TooManyReactions)
+            }
+            ChangeOp::React { key, add } => Ok(Some(UpdateKind::Reacted {
+                key: key.clone(),
+                added: *add,
+            })),
         }
     }
 }
@@ -352,10 +386,30 @@ impl MessageChange {
 pub enum ChangeOp {
     /// A new body. Equal to the current one: nothing changes.
     Edit { body: String },
-    /// Erase the body (and whatever hangs on the message); the row stays as
-    /// a tombstone. Already deleted: nothing changes.
+    /// Erase the body (and whatever hangs on the message: its reactions);
+    /// the row stays as a tombstone. Already deleted: nothing changes.
     Delete,
+    /// Add (`add`) or take back the caller's reaction `key` (validated by
+    /// the caller). Already so: nothing changes.
+    React { key: String, add: bool },
 }
+
+/// What the rule of a change needs to know beyond the message, read under
+/// the room's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Standing {
+    pub(crate) kind: RoomType,
+    pub(crate) creator: UserId,
+    /// For a reaction: whether the caller has it already.
+    pub(crate) reacted: bool,
+    /// For a reaction: how many distinct keys the message has, and whether
+    /// this key is one of them.
+    pub(crate) keys: usize,
+    pub(crate) key_present: bool,
+}
+
+/// The most distinct reaction keys one message takes.
+pub const MAX_REACTION_KEYS: usize = 20;
 
 /// Who may change a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,6 +418,8 @@ pub enum Authority {
     Sender,
     /// Its sender, or whoever moderates the room ([`moderates`]).
     SenderOrModerator,
+    /// Any member of the room.
+    Member,
 }
 
 /// Whether `user` moderates a room of `kind` made by `creator`: its
@@ -390,8 +446,11 @@ pub struct Changed {
 pub enum Refusal {
     /// The [`Authority`] does not cover the caller.
     NotAllowed,
-    /// The message was deleted; it cannot be edited.
+    /// The message was deleted; it cannot be edited or reacted to.
     Deleted,
+    /// The message has [`MAX_REACTION_KEYS`] keys already and this is a
+    /// new one.
+    TooManyReactions,
 }
 
 /// Hears of every new timeline event at its commit point: the seam that
@@ -684,6 +743,14 @@ pub trait Storage: Send + Sync + 'static {
     /// allow it or the message is deleted (for an edit). A deletion
     /// erases the body and makes the message unread for nobody.
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError>;
+    /// The reactions of `messages`, per message (in the order of each
+    /// key's first reaction), with whether `viewer` is among each key's
+    /// users. Messages without reactions are left out.
+    async fn reactions(
+        &self,
+        messages: &[MessageId],
+        viewer: UserId,
+    ) -> Result<Vec<(MessageId, Vec<ReactionCount>)>, StorageError>;
 
     // Read marks
 

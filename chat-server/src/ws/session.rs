@@ -576,6 +576,16 @@ where
                 let changed = service.delete_message(self.user, message_id).await;
                 return self.changed(changed).await;
             }
+            ClientFrame::React { message_id, key } => {
+                let service = self.state.service.clone();
+                let changed = service.react(self.user, message_id, key, true).await;
+                return self.changed(changed).await;
+            }
+            ClientFrame::Unreact { message_id, key } => {
+                let service = self.state.service.clone();
+                let changed = service.react(self.user, message_id, key, false).await;
+                return self.changed(changed).await;
+            }
             ClientFrame::Ping => self.push(&ServerFrame::Pong),
             ClientFrame::Auth { token } => self.reauthenticate(&token).await,
         }

@@ -56,7 +56,8 @@
 //!   moderates deletions, but the matrix's message is the creator's own;
 //!   nobody moderates a conversation); anyone not in the room gets 404
 //!   `message_not_found`, the same bytes as for an id that names no
-//!   message, as they may not read the room's history.
+//!   message, as they may not read the room's history. Any member reacts
+//!   (`PUT /chat/messages/{id}/reactions/{key}/`, the `react` frame).
 //! - Lists show a room only to its members and invitees (`GET /chat/rooms/`,
 //!   without content for invitees), a conversation only to its participants,
 //!   and the unread total counts only memberships.
@@ -175,9 +176,12 @@ enum Call {
     /// The `edit` and `delete` frames, on the same message.
     EditFrame,
     DeleteFrame,
+    /// `PUT /chat/messages/{id}/reactions/👍/` and the `react` frame.
+    React,
+    ReactFrame,
 }
 
-const HTTP_CALLS: [Call; 12] = [
+const HTTP_CALLS: [Call; 13] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -190,9 +194,10 @@ const HTTP_CALLS: [Call; 12] = [
     Call::Send(By::Name),
     Call::EditMessage,
     Call::DeleteMessage,
+    Call::React,
 ];
 
-const WS_CALLS: [Call; 16] = [
+const WS_CALLS: [Call; 17] = [
     Call::Bound(By::Id),
     Call::Bound(By::Name),
     Call::Subscribe(By::Id),
@@ -209,6 +214,7 @@ const WS_CALLS: [Call; 16] = [
     Call::Typing(By::Name),
     Call::EditFrame,
     Call::DeleteFrame,
+    Call::ReactFrame,
 ];
 
 /// What a cell must answer: a success status (101 for a handshake, 200 for
@@ -303,6 +309,11 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
                 _ => MESSAGE_NOT_FOUND,
             }
         }
+        // Any member reacts.
+        Call::React | Call::ReactFrame => match st {
+            S::Member => Expect::Ok(200),
+            _ => MESSAGE_NOT_FOUND,
+        },
     }
 }
 
@@ -560,6 +571,15 @@ impl World {
                 )
                 .await
             }
+            Call::React => {
+                s.call(
+                    "PUT",
+                    &format!("/chat/messages/{}/reactions/%F0%9F%91%8D/", t.message),
+                    Some(&user.access),
+                    None,
+                )
+                .await
+            }
             _ => unreachable!("{call:?} is a WebSocket call"),
         };
         Answer {
@@ -611,6 +631,7 @@ impl World {
                 json!({"type": "edit", "message_id": t.message, "body": "edited by the matrix"})
             }
             Call::DeleteFrame => json!({"type": "delete", "message_id": t.message}),
+            Call::ReactFrame => json!({"type": "react", "message_id": t.message, "key": "👍"}),
             _ => unreachable!("{call:?} is an HTTP call"),
         };
         let mut socket = self.s.ws("/ws/", user).await;
@@ -731,7 +752,8 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                 | Call::Read(_)
                 | Call::Typing(_)
                 | Call::EditFrame
-                | Call::DeleteFrame => frames.is_empty(),
+                | Call::DeleteFrame
+                | Call::ReactFrame => frames.is_empty(),
                 _ => true,
             };
             ensure(frames_ok, format!("frames {frames:?}"))?;
@@ -756,6 +778,10 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                 Call::DeleteMessage => ensure(
                     got.body["deleted"] == true && got.body["body"] == "",
                     format!("deleted {}", got.body),
+                ),
+                Call::React => ensure(
+                    got.body["reactions"] == json!([{"key": "👍", "count": 1, "me": true}]),
+                    format!("reacted {}", got.body),
                 ),
                 _ => Ok(()),
             }

@@ -10,7 +10,8 @@ use crate::support::{Backend, TestServer, TestUser, WsClient, each_backend};
 each_backend!(
     edit_and_delete_over_http,
     edit_and_delete_over_websocket,
-    resume_replays_changes_once_in_order
+    resume_replays_changes_once_in_order,
+    reactions_over_http_and_websocket
 );
 
 /// Sends over HTTP; returns the message's id and seq.
@@ -354,4 +355,136 @@ async fn resume_replays_changes_once_in_order(backend: Backend) {
         "the deleted body is gone everywhere"
     );
     bob_ws.expect_quiet().await;
+}
+
+async fn put_reaction(
+    s: &TestServer,
+    user: &TestUser,
+    id: i64,
+    key: &str,
+    method: &str,
+) -> (StatusCode, Value) {
+    let key = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+    s.call(
+        method,
+        &format!("/chat/messages/{id}/reactions/{key}/"),
+        Some(&user.access),
+        None,
+    )
+    .await
+}
+
+async fn reactions_over_http_and_websocket(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let eve = s.user("eve").await;
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    joined(&s, &bob, lobby).await;
+    let (id, seq) = send(&s, &ann, lobby, "react to this").await;
+    let mut watcher = s.ws("/ws/", &ann).await;
+    watcher.subscribe(json!(lobby), None).await;
+
+    let (status, message) = put_reaction(&s, &bob, id, "👍", "PUT").await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert_eq!(
+        message["reactions"],
+        json!([{"key": "👍", "count": 1, "me": true}])
+    );
+    let event = watcher.expect("reaction").await;
+    assert_eq!(event["key"], "👍");
+    assert_eq!(event["added"], true);
+    assert_eq!(event["user"], bob.id);
+    assert_eq!(event["seq"], seq + 1);
+    assert_eq!(
+        event["message"]["reactions"],
+        json!([{"key": "👍", "count": 1}]),
+        "`me` is nobody's in a shared frame"
+    );
+    // Again: the same answer, no event.
+    let (status, again) = put_reaction(&s, &bob, id, "👍", "PUT").await;
+    assert_eq!(
+        (status, &again["reactions"]),
+        (StatusCode::OK, &message["reactions"])
+    );
+    watcher.expect_quiet().await;
+
+    // Over the socket: Ann reacts too; the event comes before the pong.
+    let frames = exchange(
+        &mut watcher,
+        json!({"type": "react", "message_id": id, "key": "👍"}),
+    )
+    .await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["message"]["reactions"][0]["count"], 2);
+    // History shows each viewer's own.
+    let (_, history) = s
+        .get(&format!("/chat/history/?room={lobby}"), &bob.access)
+        .await;
+    assert_eq!(
+        history["chat_history"][0]["reactions"],
+        json!([{"key": "👍", "count": 2, "me": true}])
+    );
+    let (_, timeline) = s
+        .get(&format!("/chat/rooms/{lobby}/events/"), &eve.access)
+        .await;
+    assert_eq!(
+        timeline["code"], "room_not_found",
+        "a stranger reads nothing"
+    );
+
+    // Refusals: bad keys, strangers, unknown messages.
+    for key in ["", "two words", &"x".repeat(33)] {
+        let (status, body) = s
+            .call(
+                "PUT",
+                &format!(
+                    "/chat/messages/{id}/reactions/{}/",
+                    percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
+                ),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+            "{key:?}: {status} {body}"
+        );
+        assert!(
+            body["code"] == "invalid_input" || body["code"] == "not_found",
+            "{key:?}: {body}"
+        );
+    }
+    let (status, body) = put_reaction(&s, &eve, id, "👍", "PUT").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("message_not_found"))
+    );
+    let frames = exchange(
+        &mut watcher,
+        json!({"type": "react", "message_id": id, "key": "a b"}),
+    )
+    .await;
+    assert_eq!(frames[0]["code"], "invalid_input", "{frames:?}");
+
+    // Taken back.
+    let (status, message) = put_reaction(&s, &bob, id, "👍", "DELETE").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        message["reactions"],
+        json!([{"key": "👍", "count": 1}]),
+        "Ann's is left, not Bob's"
+    );
+    let event = watcher.expect("reaction").await;
+    assert_eq!(event["added"], false);
+    // Deleted: reactions go with the message.
+    let (status, tombstone) = delete(&s, &ann, id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(tombstone.get("reactions").is_none(), "{tombstone}");
+    watcher.expect("message_deleted").await;
+    let (status, body) = put_reaction(&s, &bob, id, "👍", "PUT").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("message_deleted"))
+    );
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
-use chat_core::message::Message;
-use chat_core::timeline::{MemberChange, MemberEvent, MessageUpdate};
+use chat_core::message::{Message, Reaction};
+use chat_core::timeline::{MemberChange, MemberEvent, MessageUpdate, ReactionEvent};
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Timestamp, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -47,6 +47,8 @@ const CLIENT_TYPES: &[&str] = &[
     "typing",
     "edit",
     "delete",
+    "react",
+    "unreact",
     "ping",
     "auth",
 ];
@@ -55,6 +57,7 @@ const SERVER_TYPES: &[&str] = &[
     "member",
     "message_edited",
     "message_deleted",
+    "reaction",
     "ack",
     "subscribed",
     "read",
@@ -468,6 +471,14 @@ async fn real_frames_match_the_frame_schema() {
         ClientFrame::Delete {
             message_id: MessageId(9),
         },
+        ClientFrame::React {
+            message_id: MessageId(9),
+            key: "👍".to_owned(),
+        },
+        ClientFrame::Unreact {
+            message_id: MessageId(9),
+            key: "👍".to_owned(),
+        },
         ClientFrame::Ping,
         ClientFrame::Auth {
             token: "a.b.c".to_owned(),
@@ -484,6 +495,7 @@ async fn real_frames_match_the_frame_schema() {
         json!({"type": "auth"}),
         json!({"type": "edit", "message_id": 1}),
         json!({"type": "delete"}),
+        json!({"type": "react", "message_id": 1}),
         json!({"type": "nope"}),
         json!({"message": 5}),
         json!({}),
@@ -509,6 +521,7 @@ async fn real_frames_match_the_frame_schema() {
         edited_at: None,
         version: 0,
         deleted: false,
+        reactions: Vec::new(),
     };
     let update = MessageUpdate {
         room: RoomId(2),
@@ -538,7 +551,7 @@ async fn real_frames_match_the_frame_schema() {
         },
         ServerFrame::Ack {
             client_id: Some("c-1".to_owned()),
-            message,
+            message: message.clone(),
         },
         ServerFrame::Subscribed {
             room: RoomId(2),
@@ -567,6 +580,23 @@ async fn real_frames_match_the_frame_schema() {
         }),
         ServerFrame::MessageEdited(update),
         ServerFrame::MessageDeleted(tombstone),
+        ServerFrame::Reaction(ReactionEvent {
+            room: RoomId(2),
+            seq: 6,
+            user: UserId(4),
+            created_at: Timestamp::parse("2026-02-24T10:33:00Z").expect("time"),
+            key: "👍".to_owned(),
+            added: true,
+            message: Message {
+                version: 1,
+                reactions: vec![Reaction {
+                    key: "👍".to_owned(),
+                    count: 1,
+                    me: false,
+                }],
+                ..message.clone()
+            },
+        }),
         ServerFrame::RoomDeleted { room: RoomId(2) },
         ServerFrame::Pong,
         ServerFrame::Authenticated {

@@ -11,7 +11,10 @@
 //! 2. The rule ([`Authority`]) is evaluated on those rows; then the row
 //!    changes and the event takes the room's next seq, counting as no
 //!    message.
-//! 3. A deletion erases the body and lowers the unread counts that held
+//! 3. A reaction is a row of `reactions` added or removed, the message's
+//!    `version` counting it, and its event's body the key.
+//! 4. A deletion erases the body (and the message's reactions, and the keys
+//!    of its reaction events) and lowers the unread counts that held
 //!    the message: the room counts one more deleted message
 //!    (`msg_deleted`), and every member whose mark is at or above it had
 //!    counted it as read (`read_no`), so theirs drops by one. Both counts
@@ -24,7 +27,9 @@ use super::{Dialect, append, rows, statements};
 use crate::storage::group_commit::{Applied, Op};
 use chat_core::UserId;
 
-use crate::storage::{ChangeOp, Changed, MessageChange, StorageError, StoredUpdate};
+use crate::storage::{
+    ChangeOp, Changed, MessageChange, Standing, StorageError, StoredUpdate, UpdateKind,
+};
 
 /// Applies one op of the committer's queue in a transaction of its own.
 pub(crate) async fn apply<D: Dialect>(
@@ -100,9 +105,26 @@ where
         .await
         .map_err(D::map_err)?;
     let target = message_from(&row)?;
-    let room_kind = rows::room_kind(&row.text("room_kind")?)?;
-    let creator = UserId(row.int("creator_id")?);
-    let kind = match change.decide(&target, (room_kind, creator)) {
+    let mut standing = Standing {
+        kind: rows::room_kind(&row.text("room_kind")?)?,
+        creator: UserId(row.int("creator_id")?),
+        reacted: false,
+        keys: 0,
+        key_present: false,
+    };
+    if let ChangeOp::React { key, .. } = &change.op {
+        let reactions = sqlx::query(statements::REACTION_STATE)
+            .bind(id)
+            .bind(change.user.get())
+            .bind(key.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        standing.keys = usize::try_from(reactions.int("keys")?).unwrap_or(usize::MAX);
+        standing.key_present = reactions.int("key_present")? != 0;
+        standing.reacted = reactions.int("reacted")? != 0;
+    }
+    let kind = match change.decide(&target, &standing) {
         Ok(Some(kind)) => kind,
         Ok(None) => {
             tx.rollback().await.map_err(D::map_err)?;
@@ -152,16 +174,52 @@ where
                 .execute(&mut *tx)
                 .await
                 .map_err(D::map_err)?;
+            // Whatever hangs on the message goes with its body.
+            for erase in [
+                statements::DELETE_REACTIONS,
+                statements::ERASE_REACTION_KEYS,
+            ] {
+                sqlx::query(erase)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::map_err)?;
+            }
+        }
+        ChangeOp::React { key, add } => {
+            let reaction = if *add {
+                sqlx::query(statements::INSERT_REACTION)
+            } else {
+                sqlx::query(statements::DELETE_REACTION)
+            }
+            .bind(id)
+            .bind(change.user.get())
+            .bind(key.as_str());
+            let reaction = if *add {
+                reaction.bind(seq).bind(at)
+            } else {
+                reaction
+            };
+            reaction.execute(&mut *tx).await.map_err(D::map_err)?;
+            sqlx::query(statements::COUNT_CHANGE)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
         }
     }
     sqlx::query(statements::INSERT_UPDATE_EVENT)
         .bind(room)
         .bind(seq)
         .bind(change.user.get())
-        .bind(update_text(kind))
+        .bind(update_text(&kind))
         .bind(at)
         .bind(numbered.int("msg_count")?)
         .bind(id)
+        .bind(match &kind {
+            UpdateKind::Reacted { key, .. } => key.as_str(),
+            _ => "",
+        })
         .execute(&mut *tx)
         .await
         .map_err(D::map_err)?;
@@ -171,6 +229,15 @@ where
         .await
         .map_err(D::map_err)?;
     let message = message_from(&changed)?;
+    let counts = sqlx::query(statements::REACTION_COUNTS)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let reactions = counts
+        .iter()
+        .map(rows::reaction_count_from)
+        .collect::<Result<Vec<_>, _>>()?;
     tx.commit().await.map_err(D::map_err)?;
     Ok(Changed {
         event: Some(StoredUpdate {
@@ -180,6 +247,7 @@ where
             kind,
             created_at: change.created_at,
             message: message.clone(),
+            reactions,
         }),
         message,
     })

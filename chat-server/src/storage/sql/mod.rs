@@ -20,14 +20,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
-use chat_core::{RoomId, Seq, Timestamp, UserId};
+use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::group_commit::{GroupCommit, MemberOp};
 use super::{
     Appended, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState,
-    MessageChange, NewMessage, NewRoom, NewUser, ReadMark, RefreshTokenRecord, RoomKey, RoomPerson,
-    RoomRecord, Storage, StorageError, TimelinePage, TokenUse, UserRecord, UserRoom,
+    MessageChange, NewMessage, NewRoom, NewUser, ReactionCount, ReadMark, RefreshTokenRecord,
+    RoomKey, RoomPerson, RoomRecord, Storage, StorageError, TimelinePage, TokenUse, UserRecord,
+    UserRoom,
 };
 
 pub(crate) mod append;
@@ -429,6 +430,34 @@ where
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
         // Through the committer, like a membership change (`sql/change.rs`).
         self.appends.change_message(change).await
+    }
+
+    async fn reactions(
+        &self,
+        messages: &[MessageId],
+        viewer: UserId,
+    ) -> Result<Vec<(MessageId, Vec<ReactionCount>)>, StorageError> {
+        let mut ids: Vec<i64> = messages.iter().map(|id| id.get()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found: Vec<(MessageId, Vec<ReactionCount>)> = Vec::new();
+        for chunk in ids.chunks(statements::IDS_PER_QUERY) {
+            let mut query = sqlx::query(AssertSqlSafe(statements::reactions_of(chunk.len())))
+                .bind(viewer.get());
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            // Rows come by message, each message's keys in order.
+            for row in &query.fetch_all(&self.read).await.map_err(D::map_err)? {
+                let message = MessageId(row.int("message_id")?);
+                let count = rows::reaction_count_from(row)?;
+                match found.last_mut() {
+                    Some((last, counts)) if *last == message => counts.push(count),
+                    _ => found.push((message, vec![count])),
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {

@@ -12,9 +12,9 @@ use sqlx::error::DatabaseError;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
-    Conflict, HistoryPage, HistoryQuery, MemberState, RefreshTokenRecord, RoomPerson, RoomRecord,
-    StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate, TimelinePage, UpdateKind,
-    UserRecord, UserRoom,
+    Conflict, HistoryPage, HistoryQuery, MemberState, ReactionCount, RefreshTokenRecord,
+    RoomPerson, RoomRecord, StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate,
+    TimelinePage, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -227,6 +227,7 @@ fn prefixed_message_from(row: &impl Columns, prefix: &str) -> Result<StoredMessa
 pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError> {
     let update = |kind| {
         Ok(StoredEvent::Update(StoredUpdate {
+            reactions: Vec::new(),
             room: RoomId(row.int("room_id")?),
             seq: row.int("seq")?,
             user: UserId(row.int("sender_id")?),
@@ -241,6 +242,12 @@ pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError
         "left" => MemberChange::Left,
         "edited" => return update(UpdateKind::Edited),
         "deleted" => return update(UpdateKind::Deleted),
+        "reacted" | "unreacted" => {
+            return update(UpdateKind::Reacted {
+                key: row.text("body")?,
+                added: row.text("kind")? == "reacted",
+            });
+        }
         other => return Err(corrupt(format!("unknown event kind {other:?}"))),
     };
     Ok(StoredEvent::Member(StoredMember {
@@ -253,11 +260,23 @@ pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError
 }
 
 /// How a change to a message is stored in `messages.kind`.
-pub(crate) fn update_text(kind: UpdateKind) -> &'static str {
+pub(crate) fn update_text(kind: &UpdateKind) -> &'static str {
     match kind {
         UpdateKind::Edited => "edited",
         UpdateKind::Deleted => "deleted",
+        UpdateKind::Reacted { added: true, .. } => "reacted",
+        UpdateKind::Reacted { added: false, .. } => "unreacted",
     }
+}
+
+/// A row of [`REACTION_COUNTS`](super::statements::REACTION_COUNTS) or of
+/// [`reactions_of`](super::statements::reactions_of).
+pub(crate) fn reaction_count_from(row: &impl Columns) -> Result<ReactionCount, StorageError> {
+    Ok(ReactionCount {
+        key: row.text("key")?,
+        count: u32::try_from(row.int("n")?).unwrap_or(u32::MAX),
+        mine: row.int("mine")? != 0,
+    })
 }
 
 /// How a membership change is stored in `messages.kind`.

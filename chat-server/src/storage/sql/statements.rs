@@ -453,10 +453,60 @@ pub(crate) const UNCOUNT_READ: &str = "UPDATE room_members SET read_no = read_no
     WHERE room_id = $1 AND state = 'member' AND read_seq >= $2";
 
 /// A change to message `$7` at seq `$2`: `$3` who made it, `$4` the kind
-/// (`edited`, `deleted`), `$6` the room's message count.
+/// (`edited`, `deleted`, `reacted`, `unreacted`), `$6` the room's message
+/// count, `$8` the body (a reaction's key, else empty).
 pub(crate) const INSERT_UPDATE_EVENT: &str = "INSERT INTO messages \
     (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
-    VALUES ($1, $2, $3, '', $4, $5, $6, $7)";
+    VALUES ($1, $2, $3, $8, $4, $5, $6, $7)";
+
+/// What a reaction's rule needs, for message `$1`, user `$2`, key `$3`:
+/// how many keys the message has, whether `$3` is one, whether `$2` gave it.
+pub(crate) const REACTION_STATE: &str = "SELECT COUNT(DISTINCT key) AS keys, \
+    CAST(COALESCE(MAX(CASE WHEN key = $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS key_present, \
+    CAST(COALESCE(MAX(CASE WHEN key = $3 AND user_id = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+        AS reacted \
+    FROM reactions WHERE message_id = $1";
+
+/// `$4` the seq of its event, `$5` when; the rule checked it is not there
+/// yet.
+pub(crate) const INSERT_REACTION: &str = "INSERT INTO reactions \
+    (message_id, user_id, key, seq, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+pub(crate) const DELETE_REACTION: &str =
+    "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND key = $3";
+
+/// A change that leaves the body as it is still makes a new version.
+pub(crate) const COUNT_CHANGE: &str = "UPDATE messages SET version = version + 1 WHERE id = $1";
+
+pub(crate) const DELETE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = $1";
+
+/// The keys of a deleted message's reaction events go with it (found by
+/// `messages_target_id_idx`).
+pub(crate) const ERASE_REACTION_KEYS: &str = "UPDATE messages SET body = '' \
+    WHERE target_id = $1 AND kind IN ('reacted', 'unreacted')";
+
+/// Message `$1`'s reactions per key, in the order of each key's first.
+pub(crate) const REACTION_COUNTS: &str = "SELECT key, COUNT(*) AS n, CAST(0 AS BIGINT) AS mine \
+    FROM reactions WHERE message_id = $1 GROUP BY key ORDER BY MIN(seq), key";
+
+/// [`REACTION_COUNTS`] of several messages, `$1` the viewer whose own
+/// reactions are marked: the caller appends the placeholder list of ids
+/// (`$2`…) and `)`, then [`REACTIONS_OF_SUFFIX`].
+pub(crate) const REACTIONS_OF_PREFIX: &str = "SELECT message_id, key, COUNT(*) AS n, \
+    CAST(MAX(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS BIGINT) AS mine \
+    FROM reactions WHERE message_id IN (";
+
+pub(crate) const REACTIONS_OF_SUFFIX: &str =
+    " GROUP BY message_id, key ORDER BY message_id, MIN(seq), key";
+
+/// [`REACTIONS_OF_PREFIX`] completed for `count` messages.
+pub(crate) fn reactions_of(count: usize) -> String {
+    let placeholders: Vec<String> = (2..=count + 1).map(|i| format!("${i}")).collect();
+    format!(
+        "{REACTIONS_OF_PREFIX}{}){REACTIONS_OF_SUFFIX}",
+        placeholders.join(", ")
+    )
+}
 
 // Read marks
 

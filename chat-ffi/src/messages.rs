@@ -1,0 +1,144 @@
+//! One message over HTTP: sending with its id, editing, deleting,
+//! reacting. Each change answers the message as it now stands, as JSON
+//! text (the server's wire format; see `chat_history_json` for why JSON).
+
+use std::ffi::c_char;
+
+use ::chat_client::chat_core::MessageId;
+use ::chat_client::{ClientError, Message, RoomRef};
+
+use crate::client::chat_client;
+use crate::error::{chat_code, client_error, fail, put_json};
+
+fn message_id(id: i64) -> Result<MessageId, chat_code> {
+    if id > 0 {
+        Ok(MessageId(id))
+    } else {
+        Err(fail(
+            chat_code::CHAT_INVALID_ARG,
+            format!("`message_id` must be positive, not {id}"),
+        ))
+    }
+}
+
+/// The answer of a change: the message as JSON into `*out_json` when it is
+/// not NULL.
+fn answer(result: Result<Message, ClientError>, out_json: *mut *mut c_char) -> chat_code {
+    match result {
+        Ok(_) if out_json.is_null() => chat_code::CHAT_OK,
+        Ok(message) => put_json(out_json, serde_json::to_string(&message), "the message"),
+        Err(e) => client_error(&e),
+    }
+}
+
+/// Sends `body` to `room` (an id in decimal, or a name) over HTTP and
+/// blocks until the server stored it; `*out_id` and `*out_seq` (either may
+/// be NULL) receive the message's id (what `chat_edit_message` and the
+/// others take) and its `seq` in the room.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_send_message(
+    client: *const chat_client,
+    room: *const c_char,
+    body: *const c_char,
+    out_id: *mut i64,
+    out_seq: *mut i64,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        let room = c_str!(room, "room");
+        let body = c_str!(body, "body");
+        match client
+            .runtime
+            .block_on(client.client.send(RoomRef::parse(room), body, None))
+        {
+            Ok(sent) => {
+                if !out_id.is_null() {
+                    // SAFETY: not NULL; the caller promises writable memory.
+                    unsafe { *out_id = sent.id.get() };
+                }
+                if !out_seq.is_null() {
+                    // SAFETY: as above.
+                    unsafe { *out_seq = sent.seq };
+                }
+                chat_code::CHAT_OK
+            }
+            Err(e) => client_error(&e),
+        }
+    })
+}
+
+/// Replaces the body of one of the caller's messages. `*out_json` (may be
+/// NULL; else free it with `chat_string_free`) receives the message as it
+/// now stands. Someone else's message is `CHAT_FORBIDDEN`; an unknown one,
+/// or one of a room the caller is not in, `CHAT_NOT_FOUND`; a deleted one
+/// `CHAT_CONFLICT`; an empty or too long body `CHAT_INVALID_INPUT`. The
+/// same body again changes nothing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_edit_message(
+    client: *const chat_client,
+    message_id: i64,
+    body: *const c_char,
+    out_json: *mut *mut c_char,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        let body = c_str!(body, "body");
+        let id = match self::message_id(message_id) {
+            Ok(id) => id,
+            Err(code) => return code,
+        };
+        let result = client
+            .runtime
+            .block_on(client.client.edit_message(id, body));
+        answer(result, out_json)
+    })
+}
+
+/// Deletes a message (the caller's own, or any in a room the caller
+/// created). `*out_json` (may be NULL) receives the tombstone. Deleting it
+/// again answers the same. Errors as `chat_edit_message`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_delete_message(
+    client: *const chat_client,
+    message_id: i64,
+    out_json: *mut *mut c_char,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        let id = match self::message_id(message_id) {
+            Ok(id) => id,
+            Err(code) => return code,
+        };
+        let result = client.runtime.block_on(client.client.delete_message(id));
+        answer(result, out_json)
+    })
+}
+
+/// Adds (`add` true) or takes back the caller's reaction `key` (UTF-8, 1 to
+/// 32 characters, no spaces or `/`) on a message of a room the caller is a
+/// member of. `*out_json` (may be NULL) receives the message with its
+/// `reactions`. Doing it twice changes nothing. A bad key is
+/// `CHAT_INVALID_INPUT`; a deleted message `CHAT_CONFLICT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_react(
+    client: *const chat_client,
+    message_id: i64,
+    key: *const c_char,
+    add: bool,
+    out_json: *mut *mut c_char,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        let key = c_str!(key, "key");
+        let id = match self::message_id(message_id) {
+            Ok(id) => id,
+            Err(code) => return code,
+        };
+        let result = if add {
+            client.runtime.block_on(client.client.react(id, key))
+        } else {
+            client.runtime.block_on(client.client.unreact(id, key))
+        };
+        answer(result, out_json)
+    })
+}
