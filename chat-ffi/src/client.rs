@@ -236,24 +236,9 @@ pub unsafe extern "C" fn chat_send_http(
     body: *const c_char,
     out_seq: *mut i64,
 ) -> chat_code {
-    ffi_guard!({
-        let client = client_ref!(client);
-        let room = c_str!(room, "room");
-        let body = c_str!(body, "body");
-        match client
-            .runtime
-            .block_on(client.client.send(RoomRef::parse(room), body, None))
-        {
-            Ok(sent) => {
-                if !out_seq.is_null() {
-                    // SAFETY: not NULL; the caller promises writable memory.
-                    unsafe { *out_seq = sent.seq };
-                }
-                chat_code::CHAT_OK
-            }
-            Err(e) => client_error(&e),
-        }
-    })
+    // SAFETY: the caller's promises for these pointers are the ones
+    // `chat_send_message` asks for; no id is wanted.
+    unsafe { crate::messages::chat_send_message(client, room, body, std::ptr::null_mut(), out_seq) }
 }
 
 /// A page of `room`'s history as JSON text into `*out_json` (free it with
