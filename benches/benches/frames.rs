@@ -27,6 +27,7 @@ fn message(body_bytes: usize) -> Message {
         version: 0,
         deleted: false,
         reactions: Vec::new(),
+        pinned: false,
     }
 }
 

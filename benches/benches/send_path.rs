@@ -52,6 +52,7 @@ fn message_frame(seq: i64) -> ServerFrame {
             version: 0,
             deleted: false,
             reactions: Vec::new(),
+            pinned: false,
         },
     }
 }

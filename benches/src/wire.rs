@@ -112,6 +112,7 @@ mod tests {
             version: 0,
             deleted: false,
             reactions: Vec::new(),
+            pinned: false,
         };
         serde_json::to_string(&ServerFrame::Message { message }).expect("serializes")
     }

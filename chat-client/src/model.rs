@@ -60,6 +60,8 @@ impl RoomMessages {
             Event::Message(m) if m.room == self.room => self.put(m.clone(), Viewed::ByViewer),
             Event::MessageEdited(MessageUpdate { message, .. })
             | Event::MessageDeleted(MessageUpdate { message, .. })
+            | Event::MessagePinned(MessageUpdate { message, .. })
+            | Event::MessageUnpinned(MessageUpdate { message, .. })
                 if message.room == self.room =>
             {
                 self.put(message.clone(), Viewed::Shared)
@@ -160,6 +162,7 @@ mod tests {
             version,
             deleted: false,
             reactions: Vec::new(),
+            pinned: false,
         }
     }
 

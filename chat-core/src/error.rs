@@ -50,6 +50,7 @@ pub enum ErrorCode {
     MessageNotFound,
     NotSender,
     MessageDeleted,
+    NotModerator,
     EmptyBody,
     BodyTooLong,
     InvalidJson,
@@ -84,6 +85,7 @@ impl ErrorCode {
             Self::MessageNotFound => "message_not_found",
             Self::NotSender => "not_sender",
             Self::MessageDeleted => "message_deleted",
+            Self::NotModerator => "not_moderator",
             Self::EmptyBody => "empty_body",
             Self::BodyTooLong => "body_too_long",
             Self::InvalidJson => "invalid_json",
@@ -117,6 +119,7 @@ impl ErrorCode {
             Self::MessageNotFound => "Message not found",
             Self::NotSender => "Only the message's sender (or a moderator, to delete) can do this",
             Self::MessageDeleted => "The message was deleted",
+            Self::NotModerator => "Only whoever moderates the room can do this",
             Self::EmptyBody => "Message body cannot be empty",
             Self::BodyTooLong => "Message body is too long",
             Self::InvalidJson => "Invalid JSON",
@@ -141,7 +144,7 @@ impl ErrorCode {
             | Self::InvalidJson
             | Self::UnknownType => 400,
             Self::InvalidCredentials | Self::InvalidToken | Self::Unauthorized => 401,
-            Self::NotAuthorized | Self::NotMember | Self::NotSender => 403,
+            Self::NotAuthorized | Self::NotMember | Self::NotSender | Self::NotModerator => 403,
             Self::RoomNotFound | Self::UserNotFound | Self::MessageNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UsernameTaken | Self::EmailTaken | Self::RoomNameTaken | Self::MessageDeleted => {

@@ -44,6 +44,10 @@ pub enum ClientFrame {
     React { message_id: MessageId, key: String },
     /// `{"type":"unreact","message_id","key"}`: take it back.
     Unreact { message_id: MessageId, key: String },
+    /// `{"type":"pin","message_id"}`: pin a message to its room.
+    Pin { message_id: MessageId },
+    /// `{"type":"unpin","message_id"}`.
+    Unpin { message_id: MessageId },
     /// `{"type":"ping"}`.
     Ping,
     /// `{"type":"auth","token"}`: a fresh access token for this socket, so
@@ -88,6 +92,14 @@ impl std::fmt::Debug for ClientFrame {
                 .finish(),
             Self::Delete { message_id } => f
                 .debug_struct("Delete")
+                .field("message_id", message_id)
+                .finish(),
+            Self::Pin { message_id } => f
+                .debug_struct("Pin")
+                .field("message_id", message_id)
+                .finish(),
+            Self::Unpin { message_id } => f
+                .debug_struct("Unpin")
                 .field("message_id", message_id)
                 .finish(),
             Self::React { message_id, key } => f
@@ -161,6 +173,12 @@ enum Typed {
     React { message_id: MessageId, key: String },
     /// Take your reaction `key` back. Answered like `react`.
     Unreact { message_id: MessageId, key: String },
+    /// Pin a message to its room: whoever moderates the room (its creator;
+    /// either participant of a conversation). Answered like `edit`, with a
+    /// `message_pinned` event; pinning a pinned message changes nothing.
+    Pin { message_id: MessageId },
+    /// Unpin it. Answered like `pin`, with `message_unpinned`.
+    Unpin { message_id: MessageId },
     /// Answered with `pong`.
     Ping,
     /// Re-authenticate the socket with a fresh access token of the same
@@ -179,6 +197,8 @@ const TYPES: &[&str] = &[
     "delete",
     "react",
     "unreact",
+    "pin",
+    "unpin",
     "ping",
     "auth",
 ];
@@ -259,6 +279,8 @@ impl From<Typed> for ClientFrame {
             Typed::Delete { message_id } => Self::Delete { message_id },
             Typed::React { message_id, key } => Self::React { message_id, key },
             Typed::Unreact { message_id, key } => Self::Unreact { message_id, key },
+            Typed::Pin { message_id } => Self::Pin { message_id },
+            Typed::Unpin { message_id } => Self::Unpin { message_id },
             Typed::Ping => Self::Ping,
             Typed::Auth { token } => Self::Auth { token },
         }
@@ -290,6 +312,8 @@ impl Serialize for ClientFrame {
             Self::Delete { message_id } => Typed::Delete { message_id },
             Self::React { message_id, key } => Typed::React { message_id, key },
             Self::Unreact { message_id, key } => Typed::Unreact { message_id, key },
+            Self::Pin { message_id } => Typed::Pin { message_id },
+            Self::Unpin { message_id } => Typed::Unpin { message_id },
             Self::Ping => Typed::Ping,
             Self::Auth { token } => Typed::Auth { token },
         };
@@ -431,6 +455,11 @@ pub enum ServerFrame {
     /// A reaction was added or taken back (a timeline event; see
     /// [`ReactionEvent`]).
     Reaction(ReactionEvent),
+    /// A message was pinned to the room (a timeline event; `message` shows
+    /// `pinned`).
+    MessagePinned(MessageUpdate),
+    /// A message was unpinned.
+    MessageUnpinned(MessageUpdate),
     /// The room is gone; its subscription ends.
     RoomDeleted { room: RoomId },
     /// The answer to `ping`.

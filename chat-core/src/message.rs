@@ -38,6 +38,9 @@ pub struct Message {
     /// none. In order of the first reaction of each key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
+    /// Pinned to its room (`GET /chat/rooms/{id}/pins/` lists them).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pinned: bool,
 }
 
 /// One reaction key on a message.

@@ -90,6 +90,10 @@ pub enum TimelineEvent {
     MessageDeleted(MessageUpdate),
     /// A reaction was added to a message or taken back.
     Reaction(ReactionEvent),
+    /// A message was pinned to the room.
+    MessagePinned(MessageUpdate),
+    /// A message was unpinned.
+    MessageUnpinned(MessageUpdate),
 }
 
 impl TimelineEvent {
@@ -98,7 +102,10 @@ impl TimelineEvent {
         match self {
             Self::Message { message } => message.room,
             Self::Member(event) => event.room,
-            Self::MessageEdited(update) | Self::MessageDeleted(update) => update.room,
+            Self::MessageEdited(update)
+            | Self::MessageDeleted(update)
+            | Self::MessagePinned(update)
+            | Self::MessageUnpinned(update) => update.room,
             Self::Reaction(reaction) => reaction.room,
         }
     }
@@ -108,10 +115,21 @@ impl TimelineEvent {
         match self {
             Self::Message { message } => message.seq,
             Self::Member(event) => event.seq,
-            Self::MessageEdited(update) | Self::MessageDeleted(update) => update.seq,
+            Self::MessageEdited(update)
+            | Self::MessageDeleted(update)
+            | Self::MessagePinned(update)
+            | Self::MessageUnpinned(update) => update.seq,
             Self::Reaction(reaction) => reaction.seq,
         }
     }
+}
+
+/// The answer of `GET /chat/rooms/{id}/pins/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct PinsResponse {
+    /// The room's pinned messages, the most recently pinned first.
+    pub pins: Vec<Message>,
 }
 
 /// `GET /chat/rooms/{id}/events/`: a page of the room's timeline.

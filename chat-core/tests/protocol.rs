@@ -19,8 +19,8 @@ use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::{LastMessage, Reaction};
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, MessageUpdate, ReactionEvent, TimelineEvent, TimelineQuery,
-    TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, TimelineEvent,
+    TimelineQuery, TimelineResponse,
 };
 use chat_core::user::OtherUser;
 use chat_core::{
@@ -124,6 +124,7 @@ fn message() -> Message {
         version: 0,
         deleted: false,
         reactions: Vec::new(),
+        pinned: false,
     }
 }
 
@@ -142,6 +143,7 @@ fn message_no_client_id() -> Message {
         version: 0,
         deleted: false,
         reactions: Vec::new(),
+        pinned: false,
     }
 }
 
@@ -1597,4 +1599,40 @@ fn client_react_and_unreact() {
         frame_error(r#"{"type": "react", "message_id": 42}"#),
         ErrorCode::InvalidInput
     );
+}
+
+#[test]
+fn pins_and_pin_frames() {
+    let pinned: ServerFrame = round_trip(
+        r#"{"type": "message_pinned", "room": 7, "seq": 12, "user": 1,
+            "created_at": "2026-02-24T10:31:15Z",
+            "message": {"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+                "body": "Hello", "created_at": "2026-02-24T10:30:00Z", "is_read": false,
+                "client_id": null, "version": 1, "pinned": true}}"#,
+    );
+    assert!(matches!(&pinned, ServerFrame::MessagePinned(u) if u.message.pinned));
+    let unpinned: ServerFrame = round_trip(
+        r#"{"type": "message_unpinned", "room": 7, "seq": 13, "user": 1,
+            "created_at": "2026-02-24T10:31:15Z",
+            "message": {"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+                "body": "Hello", "created_at": "2026-02-24T10:30:00Z", "is_read": false,
+                "client_id": null, "version": 2}}"#,
+    );
+    assert!(matches!(&unpinned, ServerFrame::MessageUnpinned(u) if !u.message.pinned));
+    let pins: PinsResponse = round_trip(&format!(r#"{{"pins": [{MESSAGE}]}}"#));
+    assert_eq!(pins.pins, vec![message()]);
+    assert_eq!(
+        client_frame(r#"{"type": "pin", "message_id": 42}"#),
+        ClientFrame::Pin {
+            message_id: MessageId(42)
+        }
+    );
+    assert_eq!(
+        client_frame(r#"{"type": "unpin", "message_id": 42}"#),
+        ClientFrame::Unpin {
+            message_id: MessageId(42)
+        }
+    );
+    assert_eq!(ErrorCode::NotModerator.http_status(), 403);
+    assert_eq!(ErrorCode::NotModerator.as_str(), "not_moderator");
 }

@@ -413,6 +413,17 @@ enum chat_code chat_react(const struct chat_client *client,
                           char **out_json);
 
 /*
+ Pins (`pin` true) or unpins a message: whoever moderates its room (its
+ creator; either participant of a conversation), else `CHAT_FORBIDDEN`.
+ `*out_json` (may be NULL) receives the message. Doing it twice changes
+ nothing.
+ */
+enum chat_code chat_pin_message(const struct chat_client *client,
+                                int64_t message_id,
+                                bool pin,
+                                char **out_json);
+
+/*
  Creates a room named `name` of type `kind` (a `chat_room_type`); the
  caller becomes its creator and first member. `*out_room_id` (may be
  NULL) receives its id. A taken name is `CHAT_CONFLICT`; a blank one

@@ -226,6 +226,14 @@ fn event_json(event: &Event) -> Value {
             json!({ "type": "message_deleted", "room": u.room, "seq": u.seq, "user": u.user,
                     "created_at": u.created_at, "message": u.message })
         }
+        Event::MessagePinned(u) => {
+            json!({ "type": "message_pinned", "room": u.room, "seq": u.seq, "user": u.user,
+                    "created_at": u.created_at, "message": u.message })
+        }
+        Event::MessageUnpinned(u) => {
+            json!({ "type": "message_unpinned", "room": u.room, "seq": u.seq, "user": u.user,
+                    "created_at": u.created_at, "message": u.message })
+        }
         Event::Reaction(r) => {
             json!({ "type": "reaction", "room": r.room, "seq": r.seq, "user": r.user,
                     "created_at": r.created_at, "key": r.key, "added": r.added,

@@ -142,3 +142,25 @@ pub unsafe extern "C" fn chat_react(
         answer(result, out_json)
     })
 }
+
+/// Pins (`pin` true) or unpins a message: whoever moderates its room (its
+/// creator; either participant of a conversation), else `CHAT_FORBIDDEN`.
+/// `*out_json` (may be NULL) receives the message. Doing it twice changes
+/// nothing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_pin_message(
+    client: *const chat_client,
+    message_id: i64,
+    pin: bool,
+    out_json: *mut *mut c_char,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        let id = match self::message_id(message_id) {
+            Ok(id) => id,
+            Err(code) => return code,
+        };
+        let result = client.runtime.block_on(client.client.pin(id, pin));
+        answer(result, out_json)
+    })
+}

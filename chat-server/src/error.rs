@@ -111,6 +111,14 @@ impl From<StorageError> for ApiError {
             StorageError::Refused(refusal) => match refusal {
                 crate::storage::Refusal::NotAllowed => Self::new(ErrorCode::NotSender),
                 crate::storage::Refusal::Deleted => Self::new(ErrorCode::MessageDeleted),
+                crate::storage::Refusal::NotModerator => Self::new(ErrorCode::NotModerator),
+                crate::storage::Refusal::TooManyPins => Self::with_message(
+                    ErrorCode::InvalidInput,
+                    format!(
+                        "A room keeps at most {} pinned messages",
+                        crate::storage::MAX_PINS
+                    ),
+                ),
                 crate::storage::Refusal::TooManyReactions => Self::invalid_field(
                     "key",
                     format!(

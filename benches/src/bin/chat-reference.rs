@@ -123,6 +123,7 @@ fn message(id: u64, room: i64, seq: i64, body: String, client_id: Option<String>
         version: 0,
         deleted: false,
         reactions: Vec::new(),
+        pinned: false,
     }
 }
 

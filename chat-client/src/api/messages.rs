@@ -3,7 +3,7 @@
 
 use chat_core::api::{EditRequest, HistoryResponse, SendRequest, SendResponse};
 use chat_core::message::Message;
-use chat_core::timeline::TimelineResponse;
+use chat_core::timeline::{PinsResponse, TimelineResponse};
 use chat_core::{MessageId, RoomId, RoomRef, Seq};
 
 use crate::client::Req;
@@ -224,6 +224,32 @@ impl ChatClient {
     /// changes nothing.
     pub async fn unreact(&self, message: MessageId, key: &str) -> Result<Message, ClientError> {
         self.call(Req::delete(reaction_path(message, key))).await
+    }
+
+    /// Pins a message to its room (`PUT /chat/messages/{id}/pin/`) or
+    /// unpins it (`DELETE`): whoever moderates the room (its creator; either
+    /// participant of a conversation). Returns the message; doing it twice
+    /// changes nothing. The room hears `message_pinned` / `message_unpinned`.
+    ///
+    /// Errors: [`Forbidden`](crate::ErrorKind::Forbidden) with
+    /// `not_moderator`; [`NotFound`](crate::ErrorKind::NotFound) with
+    /// `message_not_found`; [`Conflict`](crate::ErrorKind::Conflict) with
+    /// `message_deleted`.
+    pub async fn pin(&self, message: MessageId, pin: bool) -> Result<Message, ClientError> {
+        let path = format!("chat/messages/{message}/pin/");
+        let request = if pin {
+            Req::put(path)
+        } else {
+            Req::delete(path)
+        };
+        self.call(request).await
+    }
+
+    /// A room's pinned messages, the most recently pinned first
+    /// (`GET /chat/rooms/{id}/pins/`). Members only.
+    pub async fn pins(&self, room: RoomId) -> Result<PinsResponse, ClientError> {
+        self.call(Req::get(format!("chat/rooms/{room}/pins/")))
+            .await
     }
 }
 

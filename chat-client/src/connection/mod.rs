@@ -190,6 +190,10 @@ pub enum Event {
     /// (a timeline event; `message` carries the counts after it, `me`
     /// absent: compare `user` with yourself).
     Reaction(ReactionEvent),
+    /// A message of a subscribed room was pinned (`message.pinned`).
+    MessagePinned(MessageUpdate),
+    /// A message of a subscribed room was unpinned.
+    MessageUnpinned(MessageUpdate),
     /// `user` has read `room` up to `seq`.
     Read {
         /// The room.

@@ -588,6 +588,14 @@ impl Actor {
                 self.bind_replay(reaction.room);
                 self.deliver(TimelineEvent::Reaction(reaction));
             }
+            ServerFrame::MessagePinned(update) => {
+                self.bind_replay(update.room);
+                self.deliver(TimelineEvent::MessagePinned(update));
+            }
+            ServerFrame::MessageUnpinned(update) => {
+                self.bind_replay(update.room);
+                self.deliver(TimelineEvent::MessageUnpinned(update));
+            }
             ServerFrame::Ack { client_id, message } => {
                 if let Some(index) = client_id.and_then(|c| self.send_index.remove(&c))
                     && let Some(pending) = self.sends.remove(&index)
@@ -1058,5 +1066,7 @@ fn as_event(event: TimelineEvent) -> Event {
         TimelineEvent::MessageEdited(update) => Event::MessageEdited(update),
         TimelineEvent::MessageDeleted(update) => Event::MessageDeleted(update),
         TimelineEvent::Reaction(reaction) => Event::Reaction(reaction),
+        TimelineEvent::MessagePinned(update) => Event::MessagePinned(update),
+        TimelineEvent::MessageUnpinned(update) => Event::MessageUnpinned(update),
     }
 }

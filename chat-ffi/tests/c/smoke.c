@@ -271,6 +271,12 @@ int main(int argc, char **argv) {
   }
   chat_string_free(changed);
   changed = NULL;
+  EXPECT(CHAT_OK, chat_pin_message(alice, mid, true, &changed));
+  if (changed) CHECK(strstr(changed, "\"pinned\":true") != NULL);
+  chat_string_free(changed);
+  changed = NULL;
+  EXPECT(CHAT_FORBIDDEN, chat_pin_message(bob, mid, false, NULL));
+  EXPECT(CHAT_OK, chat_pin_message(alice, mid, false, NULL));
   EXPECT(CHAT_FORBIDDEN, chat_delete_message(bob, mid, NULL));
   EXPECT(CHAT_OK, chat_delete_message(alice, mid, &changed));
   if (changed) {

@@ -1,8 +1,9 @@
 -- Changes to messages (edits, deletions, reactions) as timeline events.
 --
 -- A change is a row of `messages` like every event: its own seq, `kind`
--- 'edited', 'deleted', 'reacted' or 'unreacted', who made it in
--- `sender_id`, an empty body (a reaction's key for the last two), and the
+-- 'edited', 'deleted', 'reacted', 'unreacted', 'pinned' or 'unpinned', who
+-- made it in `sender_id`, an empty body (a reaction's key for a reaction),
+-- and the
 -- message it changed in `target_id` (same room; no foreign key, since both
 -- go with the room and nothing else deletes a row). The message's own row
 -- holds its current state: the newest body, `edited_at`, `version` (one
@@ -17,11 +18,12 @@
 ALTER TABLE messages DROP CONSTRAINT messages_kind_check;
 ALTER TABLE messages ADD CONSTRAINT messages_kind_check
     CHECK (kind IN ('message', 'joined', 'left', 'edited', 'deleted', 'reacted',
-            'unreacted'));
+            'unreacted', 'pinned', 'unpinned'));
 ALTER TABLE messages ADD COLUMN target_id BIGINT;
 ALTER TABLE messages ADD COLUMN edited_at BIGINT;
 ALTER TABLE messages ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN deleted_at BIGINT;
+ALTER TABLE messages ADD COLUMN pinned_at BIGINT;
 ALTER TABLE rooms ADD COLUMN msg_deleted BIGINT NOT NULL DEFAULT 0;
 
 CREATE INDEX messages_deleted_idx ON messages (room_id, seq) WHERE deleted_at IS NOT NULL;
@@ -42,3 +44,6 @@ CREATE TABLE reactions (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (message_id, user_id, key)
 );
+
+-- A room's pinned messages, newest pin first.
+CREATE INDEX messages_pinned_idx ON messages (room_id, pinned_at) WHERE pinned_at IS NOT NULL;

@@ -1,8 +1,9 @@
 -- Changes to messages (edits, deletions, reactions) as timeline events.
 --
 -- A change is a row of `messages` like every event: its own seq, `kind`
--- 'edited', 'deleted', 'reacted' or 'unreacted', who made it in
--- `sender_id`, an empty body (a reaction's key for the last two), and the
+-- 'edited', 'deleted', 'reacted', 'unreacted', 'pinned' or 'unpinned', who
+-- made it in `sender_id`, an empty body (a reaction's key for a reaction),
+-- and the
 -- message it changed in `target_id` (same room; no foreign key, since both
 -- go with the room and nothing else deletes a row). The message's own row
 -- holds its current state: the newest body, `edited_at`, `version` (one
@@ -32,12 +33,13 @@ CREATE TABLE messages (
     created_at INTEGER NOT NULL,
     kind       TEXT    NOT NULL DEFAULT 'message'
         CHECK (kind IN ('message', 'joined', 'left', 'edited', 'deleted', 'reacted',
-            'unreacted')),
+            'unreacted', 'pinned', 'unpinned')),
     msg_no     INTEGER NOT NULL DEFAULT 0,
     target_id  INTEGER,
     edited_at  INTEGER,
     version    INTEGER NOT NULL DEFAULT 0,
     deleted_at INTEGER,
+    pinned_at  INTEGER,
     -- Serves history paging and the cascade from rooms.
     CONSTRAINT messages_room_id_seq_key UNIQUE (room_id, seq),
     -- Idempotent sends. NULL client ids never collide.
@@ -74,3 +76,6 @@ CREATE TABLE reactions (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (message_id, user_id, key)
 );
+
+-- A room's pinned messages, newest pin first.
+CREATE INDEX messages_pinned_idx ON messages (room_id, pinned_at) WHERE pinned_at IS NOT NULL;

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chat_core::api::{EditRequest, HistoryQuery, HistoryResponse, SendRequest, SendResponse};
 use chat_core::message::Message;
-use chat_core::timeline::{TimelineQuery, TimelineResponse};
+use chat_core::timeline::{PinsResponse, TimelineQuery, TimelineResponse};
 use chat_core::{ErrorBody, ErrorCode, MessageId, RoomId};
 
 use super::docs;
@@ -288,4 +288,91 @@ pub(super) async fn unreact(
 ) -> ApiResult<Json<Message>> {
     let changed = state.service.react(user, id, key, false).await?;
     Ok(Json(changed.message))
+}
+
+/// Pin a message
+///
+/// Whoever moderates the room (its creator; either participant of a
+/// conversation) pins a message to it. Pinning a pinned message changes
+/// nothing. The room gets a `message_pinned` event. A room keeps at most
+/// 50 pinned messages.
+#[utoipa::path(
+    put,
+    path = "/chat/messages/{id}/pin/",
+    operation_id = "pin_message",
+    tag = "messages",
+    params(("id" = MessageId, Path, description = "The message's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message, `pinned`", body = Message),
+        (status = 400, description = "`invalid_input`: the room has 50 pinned messages already", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_moderator`: the caller does not moderate the room", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message, or the caller is not a member of its room", body = ErrorBody),
+        (status = 409, description = "`message_deleted`: the message was deleted", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: changes count against `--user-rate-limit` like sends", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn pin(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    MessagePath(id): MessagePath,
+) -> ApiResult<Json<Message>> {
+    let changed = state.service.pin(user, id, true).await?;
+    Ok(Json(changed.message))
+}
+
+/// Unpin a message
+///
+/// As `PUT`, the other way; the room gets a `message_unpinned` event.
+#[utoipa::path(
+    delete,
+    path = "/chat/messages/{id}/pin/",
+    operation_id = "unpin_message",
+    tag = "messages",
+    params(("id" = MessageId, Path, description = "The message's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message, no longer `pinned`", body = Message),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_moderator`: the caller does not moderate the room", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message, or the caller is not a member of its room", body = ErrorBody),
+        (status = 409, description = "`message_deleted`: the message was deleted (which unpinned it)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: changes count against `--user-rate-limit` like sends", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn unpin(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    MessagePath(id): MessagePath,
+) -> ApiResult<Json<Message>> {
+    let changed = state.service.pin(user, id, false).await?;
+    Ok(Json(changed.message))
+}
+
+/// A room's pinned messages
+///
+/// The most recently pinned first. For members only, like history.
+#[utoipa::path(
+    get,
+    path = "/chat/rooms/{id}/pins/",
+    operation_id = "room_pins",
+    tag = "messages",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The pinned messages", body = PinsResponse),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`room_not_found`: no such room, or the caller is not a member of it", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn pins(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    RoomPath(room): RoomPath,
+) -> ApiResult<Json<PinsResponse>> {
+    state.service.pins(user, room).await.map(Json)
 }

@@ -51,6 +51,11 @@ pub fn router(state: AppState) -> Router {
             patch(messages::edit).delete(messages::delete),
         )
         .route(
+            "/chat/messages/{id}/pin",
+            put(messages::pin).delete(messages::unpin),
+        )
+        .route("/chat/rooms/{id}/pins", get(messages::pins))
+        .route(
             "/chat/messages/{id}/reactions/{key}",
             put(messages::react).delete(messages::unreact),
         )

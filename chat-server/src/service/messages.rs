@@ -6,8 +6,8 @@ use chat_core::api::{HistoryQuery, HistoryResponse};
 use chat_core::frame::ServerFrame;
 use chat_core::message::{Message, Reaction};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, MessageUpdate, ReactionEvent, TimelineEvent, TimelineQuery,
-    TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, TimelineEvent,
+    TimelineQuery, TimelineResponse,
 };
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
 
@@ -76,6 +76,7 @@ pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
         version: m.version,
         deleted: m.deleted,
         reactions: Vec::new(),
+        pinned: m.pinned,
     }
 }
 
@@ -94,7 +95,10 @@ fn reactions_to_wire(counts: Vec<ReactionCount>) -> Vec<Reaction> {
 fn message_of(event: &mut TimelineEvent) -> Option<&mut Message> {
     match event {
         TimelineEvent::Message { message } => Some(message),
-        TimelineEvent::MessageEdited(u) | TimelineEvent::MessageDeleted(u) => Some(&mut u.message),
+        TimelineEvent::MessageEdited(u)
+        | TimelineEvent::MessageDeleted(u)
+        | TimelineEvent::MessagePinned(u)
+        | TimelineEvent::MessageUnpinned(u) => Some(&mut u.message),
         TimelineEvent::Reaction(r) => Some(&mut r.message),
         TimelineEvent::Member(_) => None,
     }
@@ -115,6 +119,8 @@ pub fn update_to_wire(u: &StoredUpdate) -> TimelineEvent {
     match &u.kind {
         UpdateKind::Edited => TimelineEvent::MessageEdited(update),
         UpdateKind::Deleted => TimelineEvent::MessageDeleted(update),
+        UpdateKind::Pinned { pinned: true } => TimelineEvent::MessagePinned(update),
+        UpdateKind::Pinned { pinned: false } => TimelineEvent::MessageUnpinned(update),
         UpdateKind::Reacted { key, added } => TimelineEvent::Reaction(ReactionEvent {
             room: update.room,
             seq: update.seq,
@@ -136,6 +142,8 @@ pub fn timeline_frame(event: TimelineEvent) -> ServerFrame {
         TimelineEvent::MessageEdited(update) => ServerFrame::MessageEdited(update),
         TimelineEvent::MessageDeleted(update) => ServerFrame::MessageDeleted(update),
         TimelineEvent::Reaction(reaction) => ServerFrame::Reaction(reaction),
+        TimelineEvent::MessagePinned(update) => ServerFrame::MessagePinned(update),
+        TimelineEvent::MessageUnpinned(update) => ServerFrame::MessageUnpinned(update),
     }
 }
 
@@ -559,6 +567,38 @@ impl ChatService {
             Authority::Member,
         )
         .await
+    }
+
+    /// `PUT` / `DELETE /chat/messages/{id}/pin/`, WS `pin` / `unpin`:
+    /// whoever moderates the room (either participant of a conversation)
+    /// pins a message or unpins it.
+    pub async fn pin(
+        &self,
+        user: UserId,
+        message: MessageId,
+        pin: bool,
+    ) -> ApiResult<MessageChanged> {
+        self.change_message(user, message, ChangeOp::Pin { pin }, Authority::Moderator)
+            .await
+    }
+
+    /// `GET /chat/rooms/{id}/pins/`: a room's pinned messages, for members.
+    pub async fn pins(&self, user: UserId, room: RoomId) -> ApiResult<PinsResponse> {
+        let record = self.room_to_read(user, &RoomRef::Id(room)).await?;
+        let pinned = self.storage.pins(record.id).await?;
+        if pinned.is_empty() {
+            return Ok(PinsResponse { pins: Vec::new() });
+        }
+        let marks = ReadMarks(self.storage.read_marks(record.id).await?);
+        let mut pins: Vec<Message> = pinned
+            .into_iter()
+            .map(|m| {
+                let is_read = marks.is_read(user, &m);
+                to_wire(m, is_read)
+            })
+            .collect();
+        self.with_reactions(user, pins.iter_mut()).await?;
+        Ok(PinsResponse { pins })
     }
 
     /// Fills in the reactions of `messages` as `viewer` sees them (with

@@ -33,9 +33,10 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
-    MAX_REACTION_KEYS, MemberState, MessageChange, NewMessage, NewRoom, NewUser, ReactionCount,
-    RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord, Storage, StorageError,
-    StoredEvent, StoredMessage, StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
+    MAX_PINS, MAX_REACTION_KEYS, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
+    ReactionCount, RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord, Storage,
+    StorageError, StoredEvent, StoredMessage, StoredUpdate, TokenUse, UpdateKind, UserRecord,
+    UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -135,6 +136,7 @@ macro_rules! storage_conformance_tests {
             change_message_refusals,
             changes_heard_in_order,
             react_to_message,
+            pin_message,
             timeline_pages_every_kind,
             listener_hears_every_event_in_order,
             ping,
@@ -3465,4 +3467,121 @@ pub async fn react_to_message(store: Arc<dyn Storage>) {
         kept_keys.iter().all(String::is_empty),
         "no key of a deleted message's reactions is left: {kept_keys:?}"
     );
+}
+
+async fn pin(
+    store: &dyn Storage,
+    message: MessageId,
+    user: UserId,
+    pin: bool,
+) -> Result<Changed, StorageError> {
+    store
+        .change_message(change(
+            message,
+            user,
+            ChangeOp::Pin { pin },
+            Authority::Moderator,
+        ))
+        .await
+}
+
+/// Pins: the moderator pins and unpins (either participant of a
+/// conversation), each change an event; the room lists its pins, the
+/// latest first; a deletion unpins; a bounded number per room.
+pub async fn pin_message(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let first = send(store, lobby.id, bob.id, "first").await;
+    let second = send(store, lobby.id, bob.id, "second").await;
+    let unread = store.unread_total(alice.id).await.expect("unread");
+
+    assert!(matches!(
+        pin(store, first.id, bob.id, true).await,
+        Err(StorageError::Refused(Refusal::NotModerator))
+    ));
+    let before = last_seq(store, lobby.id).await;
+    let pinned = pin(store, first.id, alice.id, true).await.expect("pin");
+    assert!(pinned.message.pinned);
+    assert_eq!(pinned.message.version, 1);
+    let event = pinned.event.expect("a pin is an event");
+    assert_eq!(event.seq, before + 1);
+    assert_eq!(event.kind, UpdateKind::Pinned { pinned: true });
+    assert!(
+        pin(store, first.id, alice.id, true)
+            .await
+            .expect("again")
+            .event
+            .is_none()
+    );
+    pin(store, second.id, alice.id, true).await.expect("pin");
+    let ids: Vec<MessageId> = store
+        .pins(lobby.id)
+        .await
+        .expect("pins")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec![second.id, first.id], "the latest pin first");
+    assert_eq!(
+        store.unread_total(alice.id).await.expect("unread"),
+        unread,
+        "pins count for nobody"
+    );
+
+    let unpinned = pin(store, second.id, alice.id, false).await.expect("unpin");
+    assert!(!unpinned.message.pinned);
+    assert_eq!(
+        unpinned.event.map(|e| e.kind),
+        Some(UpdateKind::Pinned { pinned: false })
+    );
+    // A deletion unpins.
+    delete(store, first.id, bob.id).await.expect("delete");
+    assert!(store.pins(lobby.id).await.expect("pins").is_empty());
+    assert!(matches!(
+        pin(store, first.id, alice.id, true).await,
+        Err(StorageError::Refused(Refusal::Deleted))
+    ));
+    let events: Vec<UpdateKind> = timeline(store, lobby.id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            StoredEvent::Update(u) => Some(u.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            UpdateKind::Pinned { pinned: true },
+            UpdateKind::Pinned { pinned: true },
+            UpdateKind::Pinned { pinned: false },
+            UpdateKind::Deleted,
+        ]
+    );
+
+    // A conversation: either participant pins.
+    let (direct, _) = store
+        .direct_room(alice.id, bob.id, at(0))
+        .await
+        .expect("direct");
+    let said = send(store, direct.id, alice.id, "pin me").await;
+    assert!(pin(store, said.id, bob.id, true).await.is_ok());
+
+    // At most MAX_PINS per room.
+    let busy = room(store, "busy", alice.id, &[]).await;
+    for i in 0..MAX_PINS {
+        let m = send(store, busy.id, alice.id, &format!("m{i}")).await;
+        pin(store, m.id, alice.id, true)
+            .await
+            .expect("under the bound");
+    }
+    let extra = send(store, busy.id, alice.id, "one more").await;
+    assert!(matches!(
+        pin(store, extra.id, alice.id, true).await,
+        Err(StorageError::Refused(Refusal::TooManyPins))
+    ));
+    assert_eq!(store.pins(busy.id).await.expect("pins").len(), MAX_PINS);
 }

@@ -140,6 +140,7 @@ enum EventRowKind {
         edited_at: Option<Timestamp>,
         version: u32,
         deleted: bool,
+        pinned_at: Option<Timestamp>,
     },
     Member(MemberChange),
     /// A change to the message at seq `target` of the same room.
@@ -178,6 +179,7 @@ impl State {
                 edited_at,
                 version,
                 deleted,
+                pinned_at,
             } => StoredEvent::Message(StoredMessage {
                 id: row.id,
                 room,
@@ -190,6 +192,7 @@ impl State {
                 edited_at: *edited_at,
                 version: *version,
                 deleted: *deleted,
+                pinned: pinned_at.is_some(),
             }),
             EventRowKind::Member(change) => StoredEvent::Member(StoredMember {
                 room,
@@ -815,6 +818,7 @@ impl Storage for MemoryStorage {
                 edited_at: None,
                 version: 0,
                 deleted: false,
+                pinned_at: None,
             },
             created_at: message.created_at,
             msg_no: room.msg_count,
@@ -850,6 +854,30 @@ impl Storage for MemoryStorage {
 
     fn listen(&self, listener: Arc<dyn CommitListener>) {
         self.listener.set(listener);
+    }
+
+    async fn pins(&self, room: RoomId) -> Result<Vec<StoredMessage>, StorageError> {
+        let state = self.lock();
+        let Some(row) = state.rooms.get(&room) else {
+            return Ok(Vec::new());
+        };
+        let mut pinned: Vec<(Timestamp, Seq)> = row
+            .events
+            .iter()
+            .zip(1..)
+            .filter_map(|(e, seq)| match e.kind {
+                EventRowKind::Message {
+                    pinned_at: Some(at),
+                    ..
+                } => Some((at, seq)),
+                _ => None,
+            })
+            .collect();
+        pinned.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(pinned
+            .into_iter()
+            .filter_map(|(_, seq)| state.message(room, seq))
+            .collect())
     }
 
     async fn reactions(
@@ -892,6 +920,7 @@ impl Storage for MemoryStorage {
             reacted: false,
             keys: 0,
             key_present: false,
+            pins: 0,
         };
         if let ChangeOp::React { key, .. } = &change.op {
             let given = state.reactions.get(&change.message);
@@ -899,6 +928,21 @@ impl Storage for MemoryStorage {
             standing.keys = given.iter().map(|(_, k)| k).collect::<HashSet<_>>().len();
             standing.key_present = given.iter().any(|(_, k)| k == key);
             standing.reacted = given.iter().any(|(u, k)| *u == change.user && k == key);
+        }
+        if let ChangeOp::Pin { pin: true } = &change.op {
+            standing.pins = room
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        EventRowKind::Message {
+                            pinned_at: Some(_),
+                            ..
+                        }
+                    )
+                })
+                .count();
         }
         let target = state.message(room_id, seq).ok_or(StorageError::NotFound)?;
         let Some(kind) = change.decide(&target, &standing)? else {
@@ -924,6 +968,7 @@ impl Storage for MemoryStorage {
                     edited_at,
                     version,
                     deleted,
+                    pinned_at,
                     ..
                 },
             ..
@@ -938,6 +983,10 @@ impl Storage for MemoryStorage {
                 ChangeOp::Delete => {
                     body.clear();
                     *deleted = true;
+                    *pinned_at = None;
+                }
+                ChangeOp::Pin { pin } => {
+                    *pinned_at = pin.then_some(change.created_at);
                 }
                 ChangeOp::React { .. } => {}
             }
@@ -989,7 +1038,7 @@ impl Storage for MemoryStorage {
                     given.retain(|(u, k)| !(*u == change.user && k == key));
                 }
             }
-            ChangeOp::Edit { .. } => {}
+            ChangeOp::Edit { .. } | ChangeOp::Pin { .. } => {}
         }
         let message = state
             .message(room_id, seq)

@@ -194,6 +194,8 @@ pub struct StoredMessage {
     pub version: u32,
     /// Deleted: the body is erased (empty), the row keeps its seq.
     pub deleted: bool,
+    /// Pinned to its room.
+    pub pinned: bool,
 }
 
 /// A membership change in a room's timeline.
@@ -217,6 +219,10 @@ pub enum UpdateKind {
     Reacted {
         key: String,
         added: bool,
+    },
+    /// Pinned to the room, or unpinned.
+    Pinned {
+        pinned: bool,
     },
 }
 
@@ -356,6 +362,15 @@ impl MessageChange {
                 own || moderates(standing.kind, standing.creator, self.user)
             }
             Authority::Member => true,
+            Authority::Moderator => {
+                if standing.kind == RoomType::Direct
+                    || moderates(standing.kind, standing.creator, self.user)
+                {
+                    true
+                } else {
+                    return Err(StorageError::Refused(Refusal::NotModerator));
+                }
+            }
         };
         if !allowed {
             return Err(StorageError::Refused(Refusal::NotAllowed));
@@ -377,6 +392,11 @@ impl MessageChange {
                 key: key.clone(),
                 added: *add,
             })),
+            ChangeOp::Pin { pin } if *pin == target.pinned => Ok(None),
+            ChangeOp::Pin { pin: true } if standing.pins >= MAX_PINS => {
+                refused(Refusal::TooManyPins)
+            }
+            ChangeOp::Pin { pin } => Ok(Some(UpdateKind::Pinned { pinned: *pin })),
         }
     }
 }
@@ -392,6 +412,9 @@ pub enum ChangeOp {
     /// Add (`add`) or take back the caller's reaction `key` (validated by
     /// the caller). Already so: nothing changes.
     React { key: String, add: bool },
+    /// Pin the message to its room, or unpin it. Already so: nothing
+    /// changes. A deletion unpins.
+    Pin { pin: bool },
 }
 
 /// What the rule of a change needs to know beyond the message, read under
@@ -406,10 +429,15 @@ pub(crate) struct Standing {
     /// this key is one of them.
     pub(crate) keys: usize,
     pub(crate) key_present: bool,
+    /// For a pin: how many messages the room has pinned.
+    pub(crate) pins: usize,
 }
 
 /// The most distinct reaction keys one message takes.
 pub const MAX_REACTION_KEYS: usize = 20;
+
+/// The most messages one room keeps pinned.
+pub const MAX_PINS: usize = 50;
 
 /// Who may change a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,6 +448,8 @@ pub enum Authority {
     SenderOrModerator,
     /// Any member of the room.
     Member,
+    /// Whoever moderates the room; in a conversation, either participant.
+    Moderator,
 }
 
 /// Whether `user` moderates a room of `kind` made by `creator`: its
@@ -451,6 +481,10 @@ pub enum Refusal {
     /// The message has [`MAX_REACTION_KEYS`] keys already and this is a
     /// new one.
     TooManyReactions,
+    /// The change needs whoever moderates the room.
+    NotModerator,
+    /// The room has [`MAX_PINS`] pinned messages already.
+    TooManyPins,
 }
 
 /// Hears of every new timeline event at its commit point: the seam that
@@ -743,6 +777,8 @@ pub trait Storage: Send + Sync + 'static {
     /// allow it or the message is deleted (for an edit). A deletion
     /// erases the body and makes the message unread for nobody.
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError>;
+    /// The room's pinned messages, the most recently pinned first.
+    async fn pins(&self, room: RoomId) -> Result<Vec<StoredMessage>, StorageError>;
     /// The reactions of `messages`, per message (in the order of each
     /// key's first reaction), with whether `viewer` is among each key's
     /// users. Messages without reactions are left out.

@@ -586,6 +586,16 @@ where
                 let changed = service.react(self.user, message_id, key, false).await;
                 return self.changed(changed).await;
             }
+            ClientFrame::Pin { message_id } => {
+                let service = self.state.service.clone();
+                let changed = service.pin(self.user, message_id, true).await;
+                return self.changed(changed).await;
+            }
+            ClientFrame::Unpin { message_id } => {
+                let service = self.state.service.clone();
+                let changed = service.pin(self.user, message_id, false).await;
+                return self.changed(changed).await;
+            }
             ClientFrame::Ping => self.push(&ServerFrame::Pong),
             ClientFrame::Auth { token } => self.reauthenticate(&token).await,
         }

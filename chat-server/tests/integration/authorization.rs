@@ -57,7 +57,10 @@
 //!   nobody moderates a conversation); anyone not in the room gets 404
 //!   `message_not_found`, the same bytes as for an id that names no
 //!   message, as they may not read the room's history. Any member reacts
-//!   (`PUT /chat/messages/{id}/reactions/{key}/`, the `react` frame).
+//!   (`PUT /chat/messages/{id}/reactions/{key}/`, the `react` frame);
+//!   whoever moderates pins (the creator, either participant of a
+//!   conversation; 403 `not_moderator` for another member); the pins of a
+//!   room are for its members, like its history.
 //! - Lists show a room only to its members and invitees (`GET /chat/rooms/`,
 //!   without content for invitees), a conversation only to its participants,
 //!   and the unread total counts only memberships.
@@ -179,9 +182,14 @@ enum Call {
     /// `PUT /chat/messages/{id}/reactions/👍/` and the `react` frame.
     React,
     ReactFrame,
+    /// `PUT /chat/messages/{id}/pin/` and the `pin` frame; `GET
+    /// /chat/rooms/{id}/pins/`.
+    Pin,
+    PinFrame,
+    Pins,
 }
 
-const HTTP_CALLS: [Call; 13] = [
+const HTTP_CALLS: [Call; 15] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -195,9 +203,11 @@ const HTTP_CALLS: [Call; 13] = [
     Call::EditMessage,
     Call::DeleteMessage,
     Call::React,
+    Call::Pin,
+    Call::Pins,
 ];
 
-const WS_CALLS: [Call; 17] = [
+const WS_CALLS: [Call; 18] = [
     Call::Bound(By::Id),
     Call::Bound(By::Name),
     Call::Subscribe(By::Id),
@@ -215,6 +225,7 @@ const WS_CALLS: [Call; 17] = [
     Call::EditFrame,
     Call::DeleteFrame,
     Call::ReactFrame,
+    Call::PinFrame,
 ];
 
 /// What a cell must answer: a success status (101 for a handshake, 200 for
@@ -309,6 +320,18 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
                 _ => MESSAGE_NOT_FOUND,
             }
         }
+        // Whoever moderates: the creator; either participant of a
+        // conversation.
+        Call::Pin | Call::PinFrame => match (role, st) {
+            (Role::Creator, _) => Expect::Ok(200),
+            (_, S::Member) if direct => Expect::Ok(200),
+            (_, S::Member) => Expect::Err(403, "not_moderator"),
+            _ => MESSAGE_NOT_FOUND,
+        },
+        Call::Pins => match st {
+            S::Member => Expect::Ok(200),
+            _ => NOT_FOUND,
+        },
         // Any member reacts.
         Call::React | Call::ReactFrame => match st {
             S::Member => Expect::Ok(200),
@@ -571,6 +594,19 @@ impl World {
                 )
                 .await
             }
+            Call::Pin => {
+                s.call(
+                    "PUT",
+                    &format!("/chat/messages/{}/pin/", t.message),
+                    Some(&user.access),
+                    None,
+                )
+                .await
+            }
+            Call::Pins => {
+                s.get(&format!("/chat/rooms/{id}/pins/"), &user.access)
+                    .await
+            }
             Call::React => {
                 s.call(
                     "PUT",
@@ -632,6 +668,7 @@ impl World {
             }
             Call::DeleteFrame => json!({"type": "delete", "message_id": t.message}),
             Call::ReactFrame => json!({"type": "react", "message_id": t.message, "key": "👍"}),
+            Call::PinFrame => json!({"type": "pin", "message_id": t.message}),
             _ => unreachable!("{call:?} is an HTTP call"),
         };
         let mut socket = self.s.ws("/ws/", user).await;
@@ -714,7 +751,7 @@ fn sorted(a: i64, b: i64) -> (i64, i64) {
 fn frame_status(code: &str) -> u16 {
     match code {
         "invalid_input" => 400,
-        "not_member" | "not_authorized" | "not_sender" => 403,
+        "not_member" | "not_authorized" | "not_sender" | "not_moderator" => 403,
         "room_not_found" | "message_not_found" => 404,
         _ => 0,
     }
@@ -753,7 +790,8 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                 | Call::Typing(_)
                 | Call::EditFrame
                 | Call::DeleteFrame
-                | Call::ReactFrame => frames.is_empty(),
+                | Call::ReactFrame
+                | Call::PinFrame => frames.is_empty(),
                 _ => true,
             };
             ensure(frames_ok, format!("frames {frames:?}"))?;
@@ -779,6 +817,8 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                     got.body["deleted"] == true && got.body["body"] == "",
                     format!("deleted {}", got.body),
                 ),
+                Call::Pin => ensure(got.body["pinned"] == true, format!("pinned {}", got.body)),
+                Call::Pins => ensure(got.body["pins"] == json!([]), format!("pins {}", got.body)),
                 Call::React => ensure(
                     got.body["reactions"] == json!([{"key": "👍", "count": 1, "me": true}]),
                     format!("reacted {}", got.body),

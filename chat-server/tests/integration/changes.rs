@@ -11,7 +11,8 @@ each_backend!(
     edit_and_delete_over_http,
     edit_and_delete_over_websocket,
     resume_replays_changes_once_in_order,
-    reactions_over_http_and_websocket
+    reactions_over_http_and_websocket,
+    pins_over_http_and_websocket
 );
 
 /// Sends over HTTP; returns the message's id and seq.
@@ -487,4 +488,89 @@ async fn reactions_over_http_and_websocket(backend: Backend) {
         (status, body["code"].as_str()),
         (StatusCode::CONFLICT, Some("message_deleted"))
     );
+}
+
+async fn pins_over_http_and_websocket(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let eve = s.user("eve").await;
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    joined(&s, &bob, lobby).await;
+    let (first, _) = send(&s, &bob, lobby, "worth keeping").await;
+    let (second, _) = send(&s, &bob, lobby, "also").await;
+    let mut watcher = s.ws("/ws/", &bob).await;
+    watcher.subscribe(json!(lobby), None).await;
+
+    let (status, pinned) = s
+        .call(
+            "PUT",
+            &format!("/chat/messages/{first}/pin/"),
+            Some(&ann.access),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &pinned["pinned"]),
+        (StatusCode::OK, &json!(true)),
+        "{pinned}"
+    );
+    let event = watcher.expect("message_pinned").await;
+    assert_eq!(event["message"]["id"], first);
+    assert_eq!(event["user"], ann.id);
+    // Bob is a member, not the moderator.
+    let (status, body) = s
+        .call(
+            "PUT",
+            &format!("/chat/messages/{second}/pin/"),
+            Some(&bob.access),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::FORBIDDEN,
+            json!({"error": "Only whoever moderates the room can do this", "code": "not_moderator"})
+        )
+    );
+    // Over the socket, Ann pins the second: the event before the pong.
+    let mut ann_ws = s.ws("/ws/", &ann).await;
+    ann_ws.subscribe(json!(lobby), None).await;
+    assert_eq!(watcher.expect("presence").await["user"], ann.id);
+    let frames = exchange(&mut ann_ws, json!({"type": "pin", "message_id": second})).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "message_pinned");
+    watcher.expect("message_pinned").await;
+
+    let (status, pins) = s
+        .get(&format!("/chat/rooms/{lobby}/pins/"), &bob.access)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&Value> = pins["pins"]
+        .as_array()
+        .expect("pins")
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(
+        ids,
+        vec![&json!(second), &json!(first)],
+        "the latest pin first"
+    );
+    let (status, body) = s
+        .get(&format!("/chat/rooms/{lobby}/pins/"), &eve.access)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("room_not_found"))
+    );
+
+    let frames = exchange(&mut ann_ws, json!({"type": "unpin", "message_id": first})).await;
+    assert_eq!(frames[0]["type"], "message_unpinned", "{frames:?}");
+    assert_eq!(frames[0]["message"].get("pinned"), None);
+    let (_, pins) = s
+        .get(&format!("/chat/rooms/{lobby}/pins/"), &bob.access)
+        .await;
+    assert_eq!(pins["pins"].as_array().map(Vec::len), Some(1));
 }

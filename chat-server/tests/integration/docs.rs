@@ -49,6 +49,8 @@ const CLIENT_TYPES: &[&str] = &[
     "delete",
     "react",
     "unreact",
+    "pin",
+    "unpin",
     "ping",
     "auth",
 ];
@@ -58,6 +60,8 @@ const SERVER_TYPES: &[&str] = &[
     "message_edited",
     "message_deleted",
     "reaction",
+    "message_pinned",
+    "message_unpinned",
     "ack",
     "subscribed",
     "read",
@@ -479,6 +483,12 @@ async fn real_frames_match_the_frame_schema() {
             message_id: MessageId(9),
             key: "👍".to_owned(),
         },
+        ClientFrame::Pin {
+            message_id: MessageId(9),
+        },
+        ClientFrame::Unpin {
+            message_id: MessageId(9),
+        },
         ClientFrame::Ping,
         ClientFrame::Auth {
             token: "a.b.c".to_owned(),
@@ -522,6 +532,7 @@ async fn real_frames_match_the_frame_schema() {
         version: 0,
         deleted: false,
         reactions: Vec::new(),
+        pinned: false,
     };
     let update = MessageUpdate {
         room: RoomId(2),
@@ -578,8 +589,21 @@ async fn real_frames_match_the_frame_schema() {
             change: MemberChange::Left,
             created_at: Timestamp::parse("2026-02-24T10:31:00Z").expect("time"),
         }),
-        ServerFrame::MessageEdited(update),
+        ServerFrame::MessageEdited(update.clone()),
         ServerFrame::MessageDeleted(tombstone),
+        ServerFrame::MessagePinned(MessageUpdate {
+            seq: 7,
+            message: Message {
+                pinned: true,
+                version: 2,
+                ..update.message.clone()
+            },
+            ..update.clone()
+        }),
+        ServerFrame::MessageUnpinned(MessageUpdate {
+            seq: 8,
+            ..update.clone()
+        }),
         ServerFrame::Reaction(ReactionEvent {
             room: RoomId(2),
             seq: 6,

@@ -102,7 +102,7 @@ WITH locked AS MATERIALIZED (
 )
 SELECT i.ord, m.id, i.room_id, n.seq, i.sender_id, u.display_name AS sender_name,
        i.body, i.created_at, i.client_id, NULL::int8 AS edited_at, 0::int8 AS version,
-       NULL::int8 AS deleted_at, l.id AS locked, st.id AS stable, r.kind, rm.state
+       NULL::int8 AS deleted_at, NULL::int8 AS pinned_at, l.id AS locked, st.id AS stable, r.kind, rm.state
 FROM input i
 LEFT JOIN numbered n ON n.ord = i.ord
 LEFT JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq

@@ -111,7 +111,16 @@ where
         reacted: false,
         keys: 0,
         key_present: false,
+        pins: 0,
     };
+    if let ChangeOp::Pin { pin: true } = &change.op {
+        let pinned = sqlx::query(statements::PIN_COUNT)
+            .bind(room)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        standing.pins = usize::try_from(pinned.int("pins")?).unwrap_or(usize::MAX);
+    }
     if let ChangeOp::React { key, .. } = &change.op {
         let reactions = sqlx::query(statements::REACTION_STATE)
             .bind(id)
@@ -185,6 +194,21 @@ where
                     .await
                     .map_err(D::map_err)?;
             }
+        }
+        ChangeOp::Pin { pin: true } => {
+            sqlx::query(statements::PIN_MESSAGE)
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        ChangeOp::Pin { pin: false } => {
+            sqlx::query(statements::UNPIN_MESSAGE)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
         }
         ChangeOp::React { key, add } => {
             let reaction = if *add {

@@ -27,8 +27,8 @@ use super::group_commit::{GroupCommit, MemberOp};
 use super::{
     Appended, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState,
     MessageChange, NewMessage, NewRoom, NewUser, ReactionCount, ReadMark, RefreshTokenRecord,
-    RoomKey, RoomPerson, RoomRecord, Storage, StorageError, TimelinePage, TokenUse, UserRecord,
-    UserRoom,
+    RoomKey, RoomPerson, RoomRecord, Storage, StorageError, StoredMessage, TimelinePage, TokenUse,
+    UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -430,6 +430,15 @@ where
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
         // Through the committer, like a membership change (`sql/change.rs`).
         self.appends.change_message(change).await
+    }
+
+    async fn pins(&self, room: RoomId) -> Result<Vec<StoredMessage>, StorageError> {
+        let rows = sqlx::query(statements::PINNED)
+            .bind(room.get())
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(rows::message_from).collect()
     }
 
     async fn reactions(

@@ -217,6 +217,7 @@ fn prefixed_message_from(row: &impl Columns, prefix: &str) -> Result<StoredMessa
             .map(Timestamp::from_unix_micros),
         version: u32::try_from(row.int(&get("version"))?).unwrap_or(u32::MAX),
         deleted: row.opt_int(&get("deleted_at"))?.is_some(),
+        pinned: row.opt_int(&get("pinned_at"))?.is_some(),
     })
 }
 
@@ -242,6 +243,8 @@ pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError
         "left" => MemberChange::Left,
         "edited" => return update(UpdateKind::Edited),
         "deleted" => return update(UpdateKind::Deleted),
+        "pinned" => return update(UpdateKind::Pinned { pinned: true }),
+        "unpinned" => return update(UpdateKind::Pinned { pinned: false }),
         "reacted" | "unreacted" => {
             return update(UpdateKind::Reacted {
                 key: row.text("body")?,
@@ -266,6 +269,8 @@ pub(crate) fn update_text(kind: &UpdateKind) -> &'static str {
         UpdateKind::Deleted => "deleted",
         UpdateKind::Reacted { added: true, .. } => "reacted",
         UpdateKind::Reacted { added: false, .. } => "unreacted",
+        UpdateKind::Pinned { pinned: true } => "pinned",
+        UpdateKind::Pinned { pinned: false } => "unpinned",
     }
 }
 

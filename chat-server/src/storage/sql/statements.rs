@@ -28,7 +28,7 @@ macro_rules! room_columns {
 macro_rules! message_columns {
     () => {
         "m.id, m.room_id, m.seq, m.sender_id, u.display_name AS sender_name, \
-         m.body, m.created_at, m.client_id, m.edited_at, m.version, m.deleted_at"
+         m.body, m.created_at, m.client_id, m.edited_at, m.version, m.deleted_at, m.pinned_at"
     };
 }
 
@@ -40,7 +40,7 @@ macro_rules! target_columns {
         "t.id AS t_id, t.room_id AS t_room_id, t.seq AS t_seq, t.sender_id AS t_sender_id, \
          tu.display_name AS t_sender_name, t.body AS t_body, t.created_at AS t_created_at, \
          t.client_id AS t_client_id, t.edited_at AS t_edited_at, t.version AS t_version, \
-         t.deleted_at AS t_deleted_at"
+         t.deleted_at AS t_deleted_at, t.pinned_at AS t_pinned_at"
     };
 }
 
@@ -220,7 +220,8 @@ macro_rules! user_room_columns {
          l.id AS l_id, l.room_id AS l_room_id, l.seq AS l_seq, l.sender_id AS l_sender_id, \
          lu.display_name AS l_sender_name, \
          l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id, \
-         l.edited_at AS l_edited_at, l.version AS l_version, l.deleted_at AS l_deleted_at"
+         l.edited_at AS l_edited_at, l.version AS l_version, l.deleted_at AS l_deleted_at, \
+         l.pinned_at AS l_pinned_at"
     };
 }
 
@@ -440,8 +441,29 @@ pub(crate) const EDIT_MESSAGE: &str =
     "UPDATE messages SET body = $2, edited_at = $3, version = version + 1 WHERE id = $1";
 
 /// The body is erased, not hidden; the row keeps the message's seq.
-pub(crate) const DELETE_MESSAGE: &str =
-    "UPDATE messages SET body = '', deleted_at = $2, version = version + 1 WHERE id = $1";
+/// A deleted message is unpinned too.
+pub(crate) const DELETE_MESSAGE: &str = "UPDATE messages \
+    SET body = '', deleted_at = $2, pinned_at = NULL, version = version + 1 WHERE id = $1";
+
+/// `$2` when.
+pub(crate) const PIN_MESSAGE: &str =
+    "UPDATE messages SET pinned_at = $2, version = version + 1 WHERE id = $1";
+
+pub(crate) const UNPIN_MESSAGE: &str =
+    "UPDATE messages SET pinned_at = NULL, version = version + 1 WHERE id = $1";
+
+/// How many messages room `$1` has pinned (on `messages_pinned_idx`).
+pub(crate) const PIN_COUNT: &str =
+    "SELECT COUNT(*) AS pins FROM messages WHERE room_id = $1 AND pinned_at IS NOT NULL";
+
+/// Room `$1`'s pinned messages, the latest pin first.
+pub(crate) const PINNED: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.room_id = $1 AND m.pinned_at IS NOT NULL \
+      ORDER BY m.pinned_at DESC, m.seq DESC"
+);
 
 /// One more deleted message in room `$1`: unread counts subtract it.
 pub(crate) const COUNT_DELETED: &str =
@@ -453,7 +475,8 @@ pub(crate) const UNCOUNT_READ: &str = "UPDATE room_members SET read_no = read_no
     WHERE room_id = $1 AND state = 'member' AND read_seq >= $2";
 
 /// A change to message `$7` at seq `$2`: `$3` who made it, `$4` the kind
-/// (`edited`, `deleted`, `reacted`, `unreacted`), `$6` the room's message
+/// (`edited`, `deleted`, `reacted`, `unreacted`, `pinned`, `unpinned`), `$6`
+/// the room's message
 /// count, `$8` the body (a reaction's key, else empty).
 pub(crate) const INSERT_UPDATE_EVENT: &str = "INSERT INTO messages \
     (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
