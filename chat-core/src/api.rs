@@ -152,6 +152,52 @@ pub struct EditRequest {
     pub body: String,
 }
 
+/// Query of `GET /chat/search/`: full-text search over the messages of
+/// the rooms the caller is a member of, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
+pub struct SearchQuery {
+    /// Words to find (1 to 200 characters; every word must appear, case
+    /// and punctuation ignored).
+    pub q: String,
+    /// Only this room (its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    pub room: Option<RoomId>,
+    /// Only messages older than this one (its id): the next page starts
+    /// below the last hit of the previous one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    pub before: Option<MessageId>,
+    /// 1..=100, default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One message found by `GET /chat/search/`, with where it is: open the
+/// room's history around `message.seq` to show it in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct SearchHit {
+    pub room: RoomId,
+    pub room_name: String,
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
+    pub seq: Seq,
+    pub message: Message,
+}
+
+/// The answer of `GET /chat/search/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct SearchResponse {
+    /// Newest first.
+    pub hits: Vec<SearchHit>,
+    /// Whether older hits exist (ask again with `before` = the last hit's
+    /// message id).
+    pub has_more: bool,
+}
+
 /// The state of one dependency in `GET /healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]

@@ -424,6 +424,19 @@ enum chat_code chat_pin_message(const struct chat_client *client,
                                 char **out_json);
 
 /*
+ Full-text search over the messages of the caller's rooms, newest first,
+ as JSON text into `*out_json` (free it with `chat_string_free`):
+ `{"hits":[{"room","room_name","seq","message"}...],"has_more":bool}`.
+ Every word of `q` must appear. `room_id` 0 searches every room;
+ `before` 0 starts from the newest, else below that message id.
+ */
+enum chat_code chat_search_json(const struct chat_client *client,
+                                const char *q,
+                                int64_t room_id,
+                                int64_t before,
+                                char **out_json);
+
+/*
  Creates a room named `name` of type `kind` (a `chat_room_type`); the
  caller becomes its creator and first member. `*out_room_id` (may be
  NULL) receives its id. A taken name is `CHAT_CONFLICT`; a blank one

@@ -164,3 +164,38 @@ pub unsafe extern "C" fn chat_pin_message(
         answer(result, out_json)
     })
 }
+
+/// Full-text search over the messages of the caller's rooms, newest first,
+/// as JSON text into `*out_json` (free it with `chat_string_free`):
+/// `{"hits":[{"room","room_name","seq","message"}...],"has_more":bool}`.
+/// Every word of `q` must appear. `room_id` 0 searches every room;
+/// `before` 0 starts from the newest, else below that message id.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_search_json(
+    client: *const chat_client,
+    q: *const c_char,
+    room_id: i64,
+    before: i64,
+    out_json: *mut *mut c_char,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        let q = c_str!(q, "q");
+        non_null!(out_json, "out_json");
+        if room_id < 0 || before < 0 {
+            return fail(
+                chat_code::CHAT_INVALID_ARG,
+                "`room_id` and `before` must not be negative",
+            );
+        }
+        let room = (room_id > 0).then_some(::chat_client::RoomId(room_id));
+        let before = (before > 0).then_some(MessageId(before));
+        match client
+            .runtime
+            .block_on(client.client.search(q, room, before))
+        {
+            Ok(found) => put_json(out_json, serde_json::to_string(&found), "the hits"),
+            Err(e) => client_error(&e),
+        }
+    })
+}

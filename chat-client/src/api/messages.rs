@@ -1,7 +1,7 @@
 //! Messages over HTTP: `/chat/history/`, `/chat/send/` and
 //! `/chat/messages/{id}/`.
 
-use chat_core::api::{EditRequest, HistoryResponse, SendRequest, SendResponse};
+use chat_core::api::{EditRequest, HistoryResponse, SearchResponse, SendRequest, SendResponse};
 use chat_core::message::Message;
 use chat_core::timeline::{PinsResponse, TimelineResponse};
 use chat_core::{MessageId, RoomId, RoomRef, Seq};
@@ -243,6 +243,34 @@ impl ChatClient {
             Req::delete(path)
         };
         self.call(request).await
+    }
+
+    /// Full-text search over the messages of the caller's rooms
+    /// (`GET /chat/search/`), newest first: every word of `q` must appear
+    /// (case and punctuation ignored). `room` narrows it to one room;
+    /// `before` (a message id: the last hit's) pages back.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
+    /// let found = client.search("release notes", None, None).await?;
+    /// for hit in &found.hits {
+    ///     println!("{} #{}: {}", hit.room_name, hit.seq, hit.message.body);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn search(
+        &self,
+        q: &str,
+        room: Option<RoomId>,
+        before: Option<MessageId>,
+    ) -> Result<SearchResponse, ClientError> {
+        self.call(
+            Req::get("chat/search/")
+                .query("q", Some(q))
+                .query("room", room)
+                .query("before", before),
+        )
+        .await
     }
 
     /// A room's pinned messages, the most recently pinned first

@@ -290,6 +290,24 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_CONFLICT, chat_react(bob, mid, "+1", true, NULL));
   EXPECT(CHAT_INVALID_ARG, chat_delete_message(alice, -1, NULL));
 
+  /* Search: every word, newest first; the deleted message is gone. */
+  char *found = NULL;
+  EXPECT(CHAT_OK, chat_search_json(bob, "HELLO from", 0, 0, &found));
+  CHECK(found != NULL);
+  if (found) {
+    CHECK(strstr(found, "\"hits\"") != NULL);
+    CHECK(strstr(found, "hello from C") != NULL);
+    CHECK(count_occurrences(found, "\"room_name\"") == 1);
+  }
+  chat_string_free(found);
+  found = NULL;
+  EXPECT(CHAT_OK, chat_search_json(bob, "fixed", 0, 0, &found));
+  if (found) CHECK(strstr(found, "\"hits\":[]") != NULL);
+  chat_string_free(found);
+  EXPECT(CHAT_INVALID_INPUT, chat_search_json(bob, "?!", 0, 0, &found));
+  EXPECT(CHAT_INVALID_ARG, chat_search_json(bob, "x", -1, 0, &found));
+  EXPECT(CHAT_INVALID_ARG, chat_search_json(bob, "x", 0, 0, NULL));
+
   /* Live: Bob's connection delivers through a callback what Alice's sends. */
   struct inbox inbox = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0};
   chat_connection *alice_conn = NULL, *bob_conn = NULL;

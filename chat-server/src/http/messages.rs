@@ -6,7 +6,10 @@ use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use chat_core::api::{EditRequest, HistoryQuery, HistoryResponse, SendRequest, SendResponse};
+use chat_core::api::{
+    EditRequest, HistoryQuery, HistoryResponse, SearchQuery, SearchResponse, SendRequest,
+    SendResponse,
+};
 use chat_core::message::Message;
 use chat_core::timeline::{PinsResponse, TimelineQuery, TimelineResponse};
 use chat_core::{ErrorBody, ErrorCode, MessageId, RoomId};
@@ -375,4 +378,35 @@ pub(super) async fn pins(
     RoomPath(room): RoomPath,
 ) -> ApiResult<Json<PinsResponse>> {
     state.service.pins(user, room).await.map(Json)
+}
+
+/// Search messages
+///
+/// Full-text search over the messages of the rooms the caller is a member
+/// of (or of one of them, `room`), newest first: every word of `q` must
+/// appear (case and punctuation ignored; no stemming). Deleted messages
+/// are never found; an edited one is found by its current body. Each hit
+/// names its room and seq, to open the history around it. Page with
+/// `before` = the last hit's message id.
+#[utoipa::path(
+    get,
+    path = "/chat/search/",
+    operation_id = "search_messages",
+    tag = "messages",
+    params(SearchQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Hits, newest first", body = SearchResponse),
+        (status = 400, description = "`invalid_input`: no word in `q`, `q` too long, or `limit` outside 1..=100", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`room_not_found`: `room` is not a room the caller is a member of", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn search(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<SearchResponse>> {
+    state.service.search(user, q).await.map(Json)
 }

@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/rooms/{id}/events", get(messages::timeline))
         .route("/chat/history", get(messages::history))
         .route("/chat/send", post(messages::send))
+        .route("/chat/search", get(messages::search))
         .route(
             "/chat/messages/{id}",
             patch(messages::edit).delete(messages::delete),

@@ -2,7 +2,7 @@
 //! assigns its seq) before anyone is told about it; the broadcast goes through
 //! the broker, never around it.
 
-use chat_core::api::{HistoryQuery, HistoryResponse};
+use chat_core::api::{HistoryQuery, HistoryResponse, SearchHit, SearchQuery, SearchResponse};
 use chat_core::frame::ServerFrame;
 use chat_core::message::{Message, Reaction};
 use chat_core::timeline::{
@@ -240,6 +240,43 @@ fn check_reaction_key(key: &str) -> ApiResult<()> {
         ));
     }
     Ok(())
+}
+
+/// Page size bounds of `GET /chat/search/`.
+pub const MAX_SEARCH_PAGE: u32 = 100;
+const DEFAULT_SEARCH_PAGE: u32 = 20;
+const MAX_SEARCH_CHARS: usize = 200;
+const MAX_SEARCH_TERMS: usize = 20;
+
+/// The words of a search: runs of letters and digits, lowercased, each
+/// once, as the storage indexes split and fold them. Anything else in `q`
+/// (punctuation, operators of a query language) only separates words, so
+/// no input can reach an index's own syntax.
+fn search_terms(q: &str) -> ApiResult<Vec<String>> {
+    let q = q.trim();
+    if q.chars().count() > MAX_SEARCH_CHARS {
+        return Err(ApiError::invalid_field(
+            "q",
+            format!("must be at most {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
+    let mut terms: Vec<String> = Vec::new();
+    for word in q.split(|c: char| !c.is_alphanumeric()) {
+        let word = word.to_lowercase();
+        if !word.is_empty() && !terms.contains(&word) {
+            terms.push(word);
+        }
+    }
+    if terms.is_empty() {
+        return Err(ApiError::invalid_field("q", "needs at least one word"));
+    }
+    if terms.len() > MAX_SEARCH_TERMS {
+        return Err(ApiError::invalid_field(
+            "q",
+            format!("at most {MAX_SEARCH_TERMS} words"),
+        ));
+    }
+    Ok(terms)
 }
 
 /// What a change to a message came to.
@@ -580,6 +617,60 @@ impl ChatService {
     ) -> ApiResult<MessageChanged> {
         self.change_message(user, message, ChangeOp::Pin { pin }, Authority::Moderator)
             .await
+    }
+
+    /// `GET /chat/search/`: the messages of the caller's rooms (or of one
+    /// of them) holding every word of `q`, newest first.
+    pub async fn search(&self, user: UserId, q: SearchQuery) -> ApiResult<SearchResponse> {
+        let terms = search_terms(&q.q)?;
+        let limit = q.limit.unwrap_or(DEFAULT_SEARCH_PAGE);
+        if !(1..=MAX_SEARCH_PAGE).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("must be 1..={MAX_SEARCH_PAGE}"),
+            ));
+        }
+        let room = match q.room {
+            // A room the caller may not read answers as one that does not
+            // exist, as its history does.
+            Some(room) => Some(self.room_to_read(user, &RoomRef::Id(room)).await?.id),
+            None => None,
+        };
+        let page = self
+            .storage
+            .search(&storage::SearchRequest {
+                viewer: user,
+                terms,
+                room,
+                before: q.before,
+                limit,
+            })
+            .await?;
+        // Read marks per room found, read once each.
+        let mut marks: Vec<(RoomId, ReadMarks)> = Vec::new();
+        let mut hits = Vec::with_capacity(page.hits.len());
+        for (message, room_name) in page.hits {
+            let room = message.room;
+            if !marks.iter().any(|(r, _)| *r == room) {
+                marks.push((room, ReadMarks(self.storage.read_marks(room).await?)));
+            }
+            let is_read = marks
+                .iter()
+                .find(|(r, _)| *r == room)
+                .is_some_and(|(_, m)| m.is_read(user, &message));
+            hits.push(SearchHit {
+                room,
+                room_name,
+                seq: message.seq,
+                message: to_wire(message, is_read),
+            });
+        }
+        self.with_reactions(user, hits.iter_mut().map(|h| &mut h.message))
+            .await?;
+        Ok(SearchResponse {
+            hits,
+            has_more: page.has_more,
+        })
     }
 
     /// `GET /chat/rooms/{id}/pins/`: a room's pinned messages, for members.

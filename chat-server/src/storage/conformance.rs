@@ -34,9 +34,9 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
     MAX_PINS, MAX_REACTION_KEYS, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
-    ReactionCount, RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord, Storage,
-    StorageError, StoredEvent, StoredMessage, StoredUpdate, TokenUse, UpdateKind, UserRecord,
-    UserRoom,
+    ReactionCount, RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord, SearchRequest,
+    Storage, StorageError, StoredEvent, StoredMessage, StoredUpdate, TokenUse, UpdateKind,
+    UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -137,6 +137,7 @@ macro_rules! storage_conformance_tests {
             changes_heard_in_order,
             react_to_message,
             pin_message,
+            search_messages,
             timeline_pages_every_kind,
             listener_hears_every_event_in_order,
             ping,
@@ -3584,4 +3585,139 @@ pub async fn pin_message(store: Arc<dyn Storage>) {
         Err(StorageError::Refused(Refusal::TooManyPins))
     ));
     assert_eq!(store.pins(busy.id).await.expect("pins").len(), MAX_PINS);
+}
+
+async fn found(
+    store: &dyn Storage,
+    viewer: UserId,
+    terms: &[&str],
+    room: Option<RoomId>,
+    before: Option<MessageId>,
+    limit: u32,
+) -> (Vec<(String, String)>, bool) {
+    let page = store
+        .search(&SearchRequest {
+            viewer,
+            terms: terms.iter().map(|t| (*t).to_owned()).collect(),
+            room,
+            before,
+            limit,
+        })
+        .await
+        .expect("search");
+    (
+        page.hits
+            .into_iter()
+            .map(|(m, room)| (m.body, room))
+            .collect(),
+        page.has_more,
+    )
+}
+
+fn hits(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(b, r)| ((*b).to_owned(), (*r).to_owned()))
+        .collect()
+}
+
+/// Search: every word, case and punctuation ignored, newest first, only
+/// in the viewer's rooms; edits reindex, deletions and leaving remove.
+pub async fn search_messages(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let side = room(store, "side", alice.id, &[]).await;
+    let fox = send(store, lobby.id, alice.id, "The quick brown fox").await;
+    send(store, lobby.id, bob.id, "quick thinking").await;
+    send(store, side.id, alice.id, "a quick side note").await;
+    let dog = send(store, lobby.id, alice.id, "Slow brown dog").await;
+    send(store, lobby.id, bob.id, "QUICK, Brown!").await;
+    // Joins and leaves are events, never hits.
+    store.join_room(side.id, carol.id).await.expect("join");
+
+    assert_eq!(
+        found(store, bob.id, &["quick"], None, None, 10).await,
+        (
+            hits(&[
+                ("QUICK, Brown!", "lobby"),
+                ("quick thinking", "lobby"),
+                ("The quick brown fox", "lobby")
+            ]),
+            false
+        ),
+        "bob's rooms only, newest first, case ignored"
+    );
+    assert_eq!(
+        found(store, alice.id, &["quick", "brown"], None, None, 10)
+            .await
+            .0,
+        hits(&[("QUICK, Brown!", "lobby"), ("The quick brown fox", "lobby")])
+    );
+    assert_eq!(
+        found(store, alice.id, &["quick"], Some(side.id), None, 10)
+            .await
+            .0,
+        hits(&[("a quick side note", "side")])
+    );
+    assert_eq!(
+        found(store, carol.id, &["brown"], None, None, 10).await.0,
+        Vec::<(String, String)>::new(),
+        "carol is in no room with a brown"
+    );
+    // Paging: a limit and has_more, then below the last hit.
+    let (first, more) = found(store, alice.id, &["brown"], None, None, 2).await;
+    assert_eq!(first.len(), 2);
+    assert!(more);
+    let (rest, more) = found(store, alice.id, &["brown"], None, Some(dog.id), 2).await;
+    assert_eq!(rest, hits(&[("The quick brown fox", "lobby")]));
+    assert!(!more);
+
+    // An edit reindexes; a deletion removes.
+    edit(store, fox.id, alice.id, "The lazy red fox")
+        .await
+        .expect("edit");
+    assert!(
+        !found(store, alice.id, &["quick", "brown"], None, None, 10)
+            .await
+            .0
+            .iter()
+            .any(|(b, _)| b.contains("fox"))
+    );
+    assert_eq!(
+        found(store, alice.id, &["lazy"], None, None, 10).await.0,
+        hits(&[("The lazy red fox", "lobby")])
+    );
+    delete(store, fox.id, alice.id).await.expect("delete");
+    assert!(
+        found(store, alice.id, &["lazy"], None, None, 10)
+            .await
+            .0
+            .is_empty()
+    );
+    // Leaving takes the room out of one's search.
+    store.leave_room(lobby.id, bob.id).await.expect("leave");
+    assert!(
+        found(store, bob.id, &["quick"], None, None, 10)
+            .await
+            .0
+            .is_empty()
+    );
+    // A deleted room takes its messages out of the index.
+    store.delete_room(side.id).await.expect("delete room");
+    assert!(
+        found(store, alice.id, &["side"], None, None, 10)
+            .await
+            .0
+            .is_empty()
+    );
+    send(store, lobby.id, alice.id, "quick again").await;
+    assert_eq!(
+        found(store, alice.id, &["again"], None, None, 10).await.0,
+        hits(&[("quick again", "lobby")]),
+        "the index takes new messages after all that"
+    );
 }

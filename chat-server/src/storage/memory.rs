@@ -16,9 +16,9 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 use super::{
     Appended, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation, HistoryPage,
     HistoryQuery, Listener, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
-    ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, Standing, Storage,
-    StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate, TimelinePage, TokenUse,
-    UpdateKind, UserRecord, UserRoom,
+    ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, SearchPage, SearchRequest,
+    Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate,
+    TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -854,6 +854,52 @@ impl Storage for MemoryStorage {
 
     fn listen(&self, listener: Arc<dyn CommitListener>) {
         self.listener.set(listener);
+    }
+
+    async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StorageError> {
+        let state = self.lock();
+        let mut found: Vec<(StoredMessage, String)> = Vec::new();
+        for (&room, row) in &state.rooms {
+            let member = row
+                .member(request.viewer)
+                .is_some_and(|m| m.state == MemberState::Member);
+            if !member || request.room.is_some_and(|r| r != room) {
+                continue;
+            }
+            for (event, seq) in row.events.iter().zip(1..) {
+                let EventRowKind::Message {
+                    body,
+                    deleted: false,
+                    ..
+                } = &event.kind
+                else {
+                    continue;
+                };
+                if request.before.is_some_and(|b| event.id >= b) {
+                    continue;
+                }
+                // The SQL backends' tokenizers, roughly: words of letters
+                // and digits, case folded.
+                let words: HashSet<String> = body
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_lowercase)
+                    .collect();
+                if request.terms.iter().all(|t| words.contains(t))
+                    && let Some(message) = state.message(room, seq)
+                {
+                    found.push((message, row.record.name.clone()));
+                }
+            }
+        }
+        found.sort_unstable_by_key(|(m, _)| std::cmp::Reverse(m.id));
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let has_more = found.len() > limit;
+        found.truncate(limit);
+        Ok(SearchPage {
+            hits: found,
+            has_more,
+        })
     }
 
     async fn pins(&self, room: RoomId) -> Result<Vec<StoredMessage>, StorageError> {

@@ -545,6 +545,29 @@ pub struct Appended {
     pub created: bool,
 }
 
+/// A full-text search, checked by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchRequest {
+    /// Only rooms this user is a member of.
+    pub viewer: UserId,
+    /// Lowercased words, each made of letters and digits only; a message
+    /// matches if it holds every one as a word.
+    pub terms: Vec<String>,
+    pub room: Option<RoomId>,
+    /// Only messages with a lower id.
+    pub before: Option<MessageId>,
+    /// Already clamped by the caller.
+    pub limit: u32,
+}
+
+/// Messages found, newest first, each with its room's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    pub hits: Vec<(StoredMessage, String)>,
+    /// Older hits exist.
+    pub has_more: bool,
+}
+
 /// A page request. With `after`, the page runs upward from `after + 1`;
 /// without it, it is the newest `limit` messages below `before` (or of the
 /// room). Either way the page is returned oldest first.
@@ -777,6 +800,10 @@ pub trait Storage: Send + Sync + 'static {
     /// allow it or the message is deleted (for an edit). A deletion
     /// erases the body and makes the message unread for nobody.
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError>;
+    /// Messages matching a search in the rooms the viewer is a member of,
+    /// newest first (deleted ones never match): an index on SQLite (FTS5)
+    /// and PostgreSQL (full text, GIN), a scan in memory.
+    async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StorageError>;
     /// The room's pinned messages, the most recently pinned first.
     async fn pins(&self, room: RoomId) -> Result<Vec<StoredMessage>, StorageError>;
     /// The reactions of `messages`, per message (in the order of each

@@ -103,6 +103,12 @@ impl Dialect for PgDialect {
     const LOCK_ROOM: &'static str = statements::PG_LOCK_ROOM;
     const LOCK_DIRECT_PAIR: &'static str = statements::PG_LOCK_DIRECT_PAIR;
     const MEMBER_READ_MARK: &'static str = statements::PG_MEMBER_READ_MARK;
+    const SEARCH: &'static str = statements::PG_SEARCH;
+
+    /// `plainto_tsquery` takes plain text and ANDs its words.
+    fn search_text(terms: &[String]) -> String {
+        terms.join(" ")
+    }
 
     fn rows_affected(result: &<Postgres as sqlx::Database>::QueryResult) -> u64 {
         result.rows_affected()

@@ -66,6 +66,17 @@ impl Dialect for SqliteDialect {
     const LOCK_ROOM: &'static str = statements::ROOM_EXISTS;
     const LOCK_DIRECT_PAIR: &'static str = statements::USER_EXISTS;
     const MEMBER_READ_MARK: &'static str = statements::MEMBER_READ_MARK;
+    const SEARCH: &'static str = statements::SQLITE_SEARCH;
+
+    /// FTS5's query syntax: each word quoted (a phrase of one word),
+    /// juxtaposed for AND.
+    fn search_text(terms: &[String]) -> String {
+        terms
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 
     fn rows_affected(result: &<Sqlite as sqlx::Database>::QueryResult) -> u64 {
         result.rows_affected()

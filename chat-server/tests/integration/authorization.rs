@@ -187,9 +187,11 @@ enum Call {
     Pin,
     PinFrame,
     Pins,
+    /// `GET /chat/search/?q=…&room={id}`, for the creator's message.
+    Search,
 }
 
-const HTTP_CALLS: [Call; 15] = [
+const HTTP_CALLS: [Call; 16] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -205,6 +207,7 @@ const HTTP_CALLS: [Call; 15] = [
     Call::React,
     Call::Pin,
     Call::Pins,
+    Call::Search,
 ];
 
 const WS_CALLS: [Call; 18] = [
@@ -328,7 +331,7 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
             (_, S::Member) => Expect::Err(403, "not_moderator"),
             _ => MESSAGE_NOT_FOUND,
         },
-        Call::Pins => match st {
+        Call::Pins | Call::Search => match st {
             S::Member => Expect::Ok(200),
             _ => NOT_FOUND,
         },
@@ -607,6 +610,17 @@ impl World {
                 s.get(&format!("/chat/rooms/{id}/pins/"), &user.access)
                     .await
             }
+            Call::Search => {
+                // A word of the creator's message ("between us" in a
+                // conversation, "members only" elsewhere).
+                let word = if t.name.starts_with("direct/") {
+                    "between"
+                } else {
+                    "members"
+                };
+                s.get(&format!("/chat/search/?q={word}&room={id}"), &user.access)
+                    .await
+            }
             Call::React => {
                 s.call(
                     "PUT",
@@ -818,6 +832,10 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                     format!("deleted {}", got.body),
                 ),
                 Call::Pin => ensure(got.body["pinned"] == true, format!("pinned {}", got.body)),
+                Call::Search => ensure(
+                    got.body["hits"].as_array().map(Vec::len) == Some(1),
+                    format!("search {}", got.body),
+                ),
                 Call::Pins => ensure(got.body["pins"] == json!([]), format!("pins {}", got.body)),
                 Call::React => ensure(
                     got.body["reactions"] == json!([{"key": "👍", "count": 1, "me": true}]),

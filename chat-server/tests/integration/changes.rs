@@ -12,7 +12,8 @@ each_backend!(
     edit_and_delete_over_websocket,
     resume_replays_changes_once_in_order,
     reactions_over_http_and_websocket,
-    pins_over_http_and_websocket
+    pins_over_http_and_websocket,
+    search_over_http
 );
 
 /// Sends over HTTP; returns the message's id and seq.
@@ -573,4 +574,70 @@ async fn pins_over_http_and_websocket(backend: Backend) {
         .get(&format!("/chat/rooms/{lobby}/pins/"), &bob.access)
         .await;
     assert_eq!(pins["pins"].as_array().map(Vec::len), Some(1));
+}
+
+async fn search_over_http(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let eve = s.user("eve").await;
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    let secret = s.room(&ann, "secret", "private", &[]).await;
+    joined(&s, &bob, lobby).await;
+    let (fox, fox_seq) = send(&s, &ann, lobby, "The quick brown fox").await;
+    send(&s, &bob, lobby, "quick, said Bob").await;
+    send(&s, &ann, secret, "quick secret plans").await;
+    let (gone, _) = send(&s, &ann, lobby, "quick but deleted").await;
+    let (status, _) = delete(&s, &ann, gone).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, found) = s.get("/chat/search/?q=QUICK", &bob.access).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let bodies: Vec<&str> = found["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| h["message"]["body"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(bodies, vec!["quick, said Bob", "The quick brown fox"]);
+    assert_eq!(found["has_more"], false);
+    let (_, found) = s
+        .get("/chat/search/?q=brown%20fox!&limit=1", &ann.access)
+        .await;
+    let hit = &found["hits"][0];
+    assert_eq!(
+        (
+            &hit["room"],
+            &hit["room_name"],
+            &hit["seq"],
+            &hit["message"]["id"]
+        ),
+        (&json!(lobby), &json!("lobby"), &json!(fox_seq), &json!(fox))
+    );
+    let (_, found) = s
+        .get(&format!("/chat/search/?q=quick&room={secret}"), &ann.access)
+        .await;
+    assert_eq!(found["hits"].as_array().map(Vec::len), Some(1));
+    // A room the caller is not in answers as one that does not exist.
+    let (status, body) = s
+        .get(&format!("/chat/search/?q=quick&room={secret}"), &bob.access)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("room_not_found"))
+    );
+    let (_, found) = s.get("/chat/search/?q=quick", &eve.access).await;
+    assert_eq!(found["hits"], json!([]), "a stranger finds nothing");
+    for bad in [
+        "/chat/search/?q=%20!!%20",
+        "/chat/search/",
+        "/chat/search/?q=x&limit=0",
+    ] {
+        let (status, body) = s.get(bad, &bob.access).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_input")),
+            "{bad}: {body}"
+        );
+    }
 }

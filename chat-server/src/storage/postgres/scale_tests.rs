@@ -572,4 +572,54 @@ async fn pg_unread_and_history_at_scale_come_from_indexes() {
     )
     .await;
     print_analyzed(&mut conn, "USER_ROOMS, reader", sql::USER_ROOMS, &[user]).await;
+
+    // Search, a rare word (one message of the million) and a word every
+    // message holds: the rare one through the GIN index.
+    for (word, expect_index) in [("500000", true), ("big", false)] {
+        let (plan, ms, text) = search_plan(&mut conn, word, user).await;
+        println!("--- PG_SEARCH {word:?}, {ms:.2} ms (EXPLAIN ANALYZE)\n{text}");
+        if expect_index {
+            assert!(
+                uses_index(&plan, "messages_search_idx"),
+                "PG_SEARCH ({word}): {plan:#?}"
+            );
+        }
+    }
+}
+
+/// `EXPLAIN (ANALYZE)` of the search for `word` by `viewer` (every room,
+/// a first page of 20): its nodes, its execution time, and the text plan.
+async fn search_plan(conn: &mut PgConnection, word: &str, viewer: i64) -> (Vec<Node>, f64, String) {
+    let explain = |format: &'static str| {
+        sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, {format}) {}",
+            sql::PG_SEARCH
+        )))
+        .bind(word.to_owned())
+        .bind(viewer)
+        .bind(i64::MAX)
+        .bind(0_i64)
+        .bind(21_i64)
+    };
+    let row = explain("FORMAT JSON")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("explain");
+    let json: String = row.try_get_unchecked(0).expect("plan text");
+    let value: Value = serde_json::from_str(&json).expect("plan JSON");
+    let ms = value
+        .get(0)
+        .and_then(|p| p.get("Execution Time"))
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN);
+    let text_rows = explain("BUFFERS")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain");
+    let text = text_rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).expect("plan line"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (nodes_of(&json), ms, text)
 }

@@ -280,8 +280,8 @@ async fn concurrent_connects_migrate_once() {
     let expected: Vec<(i64, bool)> = super::MIGRATOR.iter().map(|m| (m.version, true)).collect();
     assert_eq!(
         expected.len(),
-        4,
-        "0001_init, 0002_direct_rooms, 0003_timeline and 0004_message_changes"
+        5,
+        "0001_init, 0002_direct_rooms, 0003_timeline, 0004_message_changes and 0005_search"
     );
     assert_eq!(applied, expected, "each migration recorded once");
     drop(conn);

@@ -35,6 +35,15 @@ pub trait Dialect: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// writers are concurrent: `statements::PG_MEMBER_READ_MARK`).
     const MEMBER_READ_MARK: &'static str;
 
+    /// Full-text search: `$1` the query as [`Dialect::search_text`] makes
+    /// it, `$2` the viewer, `$3` the id to search below, `$4` the room (0:
+    /// every room), `$5` the page size plus one; rows with the message
+    /// columns and `room_name`, newest first.
+    const SEARCH: &'static str;
+
+    /// `$1` of [`Dialect::SEARCH`] for words made of letters and digits.
+    fn search_text(terms: &[String]) -> String;
+
     /// Rows a statement changed (sqlx's result types share no trait for it).
     fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
 

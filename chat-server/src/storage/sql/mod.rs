@@ -27,8 +27,8 @@ use super::group_commit::{GroupCommit, MemberOp};
 use super::{
     Appended, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState,
     MessageChange, NewMessage, NewRoom, NewUser, ReactionCount, ReadMark, RefreshTokenRecord,
-    RoomKey, RoomPerson, RoomRecord, Storage, StorageError, StoredMessage, TimelinePage, TokenUse,
-    UserRecord, UserRoom,
+    RoomKey, RoomPerson, RoomRecord, SearchPage, SearchRequest, Storage, StorageError,
+    StoredMessage, TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -430,6 +430,28 @@ where
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
         // Through the committer, like a membership change (`sql/change.rs`).
         self.appends.change_message(change).await
+    }
+
+    async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StorageError> {
+        let rows = sqlx::query(D::SEARCH)
+            .bind(D::search_text(&request.terms))
+            .bind(request.viewer.get())
+            .bind(request.before.map_or(i64::MAX, MessageId::get))
+            .bind(request.room.map_or(0, RoomId::get))
+            .bind(i64::from(request.limit) + 1)
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let hits = rows
+            .iter()
+            .take(limit)
+            .map(|row| Ok((rows::message_from(row)?, row.text("room_name")?)))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok(SearchPage {
+            hits,
+            has_more: rows.len() > limit,
+        })
     }
 
     async fn pins(&self, room: RoomId) -> Result<Vec<StoredMessage>, StorageError> {

@@ -420,6 +420,58 @@ pub(crate) const TIMELINE_BEFORE: &str = concat!(
       ORDER BY m.seq DESC LIMIT $3"
 );
 
+// Search
+
+/// SQLite: the FTS5 index (`messages_fts`, kept by triggers, migration
+/// 0005) read newest first (`ORDER BY f.rowid DESC` is the index's own
+/// order, so the page stops at its size), each hit kept if the viewer is a
+/// member of its room. `CROSS JOIN` fixes that order: left to itself the
+/// planner starts from the viewer's memberships and sorts every match of
+/// every room (`scale_tests.rs`).
+pub(crate) const SQLITE_SEARCH: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    ", r.name AS room_name FROM messages_fts f \
+      CROSS JOIN messages m ON m.id = f.rowid \
+      CROSS JOIN room_members rm \
+          ON rm.room_id = m.room_id AND rm.user_id = $2 AND rm.state = 'member' \
+      CROSS JOIN rooms r ON r.id = m.room_id \
+      CROSS JOIN users u ON u.id = m.sender_id \
+      WHERE messages_fts MATCH $1 AND f.rowid < $3 AND ($4 = 0 OR m.room_id = $4) \
+        AND m.kind = 'message' AND m.deleted_at IS NULL \
+      ORDER BY f.rowid DESC LIMIT $5"
+);
+
+/// PostgreSQL: the GIN index on `to_tsvector('simple', body)` of messages
+/// not deleted (`messages_search_idx`; the `WHERE` repeats its predicate
+/// so that it applies) finds every match (`found`), the viewer's rooms
+/// keep theirs and the newest make the page (`page`), and only the page's
+/// rows are read whole. Both steps are materialized: the planner's guess
+/// for a word (0.5 % of the rows, whatever the word) otherwise led it to
+/// walk the primary key backwards filtering every row, which read the
+/// whole table for a rare word (964 ms at a million messages,
+/// `scale_tests.rs`); people search for the words that set a message
+/// apart.
+pub(crate) const PG_SEARCH: &str = concat!(
+    "WITH found AS MATERIALIZED ( \
+         SELECT id, room_id FROM messages \
+         WHERE to_tsvector('simple', body) @@ plainto_tsquery('simple', $1) \
+           AND kind = 'message' AND deleted_at IS NULL \
+           AND id < $3 AND ($4 = 0 OR room_id = $4)), \
+     page AS MATERIALIZED ( \
+         SELECT f.id FROM found f \
+         JOIN room_members rm \
+             ON rm.room_id = f.room_id AND rm.user_id = $2 AND rm.state = 'member' \
+         ORDER BY f.id DESC LIMIT $5) \
+     SELECT ",
+    message_columns!(),
+    ", r.name AS room_name FROM page p \
+      JOIN messages m ON m.id = p.id \
+      JOIN rooms r ON r.id = m.room_id \
+      JOIN users u ON u.id = m.sender_id \
+      ORDER BY m.id DESC"
+);
+
 // Changes to messages (`sql/change.rs`)
 
 /// The room of message `$1`; no row for an id that names no message (or

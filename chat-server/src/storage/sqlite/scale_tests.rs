@@ -461,6 +461,60 @@ async fn unread_and_history_at_scale_come_from_indexes() {
     );
     assert_no_scan(&p, "TIMELINE_BEFORE");
 
+    // Search reads the FTS5 index in its own order, newest first: no sort,
+    // no scan of messages.
+    let mut explain = sqlx::query(AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {}",
+        sql::SQLITE_SEARCH
+    )))
+    .bind("\"big\"")
+    .bind(user)
+    .bind(i64::MAX)
+    .bind(0_i64)
+    .bind(21_i64);
+    explain = explain.persistent(false);
+    let p: Vec<String> = explain
+        .fetch_all(&store.write)
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.try_get::<String, _>("detail").expect("detail column"))
+        .collect();
+    assert!(
+        p.iter().any(|l| l.contains("VIRTUAL TABLE INDEX")),
+        "SQLITE_SEARCH reads the FTS index: {p:#?}"
+    );
+    assert!(
+        !p.iter().any(|l| l.contains("TEMP B-TREE")),
+        "SQLITE_SEARCH in index order, no sort: {p:#?}"
+    );
+    // The one `SCAN` is of the FTS index itself, by its own order.
+    assert!(
+        p.iter()
+            .filter(|l| l.starts_with("SCAN"))
+            .all(|l| l.starts_with("SCAN f VIRTUAL TABLE INDEX")),
+        "SQLITE_SEARCH scans a table: {p:#?}"
+    );
+    for word in ["500000", "big"] {
+        let started = std::time::Instant::now();
+        let page = store
+            .search(&crate::storage::SearchRequest {
+                viewer: reader,
+                terms: vec![word.to_owned()],
+                room: None,
+                before: None,
+                limit: 20,
+            })
+            .await
+            .expect("search");
+        eprintln!(
+            "SQLITE_SEARCH {word:?}: {} hits in {:?}",
+            page.hits.len(),
+            started.elapsed()
+        );
+        assert!(!page.hits.is_empty(), "{word} is found");
+    }
+
     let p = plan(&store, sql::DIRECT_ROOM_BY_PAIR, &[1, 2]).await;
     assert_search(
         &p,
