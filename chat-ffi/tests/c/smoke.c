@@ -29,6 +29,9 @@ struct inbox {
   int after_unsubscribe;
   int after_resubscribe;
   int64_t last_seq;
+  /* Changes to messages, in the order they came. */
+  int edited;
+  int reacted_after_edit;
 };
 
 static void on_event(void *userdata, const char *event_json) {
@@ -42,6 +45,12 @@ static void on_event(void *userdata, const char *event_json) {
     const char *seq = strstr(event_json, "\"seq\":");
     if (seq) inbox->last_seq = strtoll(seq + 6, NULL, 10);
   }
+  if (strstr(event_json, "\"type\":\"message_edited\"") != NULL &&
+      strstr(event_json, "changed from C") != NULL)
+    inbox->edited++;
+  if (strstr(event_json, "\"type\":\"reaction\"") != NULL &&
+      strstr(event_json, "\"added\":true") != NULL && inbox->edited > 0)
+    inbox->reacted_after_edit++;
   pthread_mutex_unlock(&inbox->lock);
 }
 
@@ -309,7 +318,7 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_INVALID_ARG, chat_search_json(bob, "x", 0, 0, NULL));
 
   /* Live: Bob's connection delivers through a callback what Alice's sends. */
-  struct inbox inbox = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0};
+  struct inbox inbox = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, 0, 0};
   chat_connection *alice_conn = NULL, *bob_conn = NULL;
   EXPECT(CHAT_INVALID_ARG, chat_connect(NULL, &bob_conn));
   EXPECT(CHAT_OK, chat_connect(alice, &alice_conn));
@@ -358,6 +367,24 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_OK, chat_mark_read(bob_conn, room_id, live2));
   EXPECT(CHAT_OK, chat_unread_count(bob, &unread_bob));
   CHECK(unread_bob == 0);
+
+  /* Changes reach the callback as events of their own, in order. */
+  int64_t to_change = 0;
+  EXPECT(CHAT_OK, chat_send_message(alice, room, "to be changed", &to_change, NULL));
+  EXPECT(CHAT_OK, chat_edit_message(alice, to_change, "changed from C", NULL));
+  EXPECT(CHAT_OK, chat_react(bob, to_change, "+1", true, NULL));
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&inbox.lock);
+    int heard = inbox.reacted_after_edit;
+    pthread_mutex_unlock(&inbox.lock);
+    if (heard) break;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    nanosleep(&tick, NULL);
+  }
+  pthread_mutex_lock(&inbox.lock);
+  CHECK(inbox.edited == 1);
+  CHECK(inbox.reacted_after_edit == 1);
+  pthread_mutex_unlock(&inbox.lock);
 
   /* Unregistering: no callback after it returns. */
   chat_listener_free(listener);
