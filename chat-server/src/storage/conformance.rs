@@ -2755,7 +2755,7 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
             let who = users[rng.random_range(0..users.len())];
             let member = model.marks[&room].contains_key(&who);
             let last = model.last(room);
-            match rng.random_range(0..13) {
+            match rng.random_range(0..14) {
                 // Messages most often, so that counts grow.
                 0..=4 if member => {
                     let sent = send(store, room, who, &format!("{seed}-{step}")).await;
@@ -2823,6 +2823,22 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                     let key = ["a", "b"][rng.random_range(0..2)];
                     let add = rng.random_bool(0.6);
                     let changed = react(store, id, who, key, add).await.expect("react");
+                    if changed.event.is_some() {
+                        model.push(room, Ev { who, message: None });
+                    }
+                }
+                10 if member && model.creators[&room] == who => {
+                    let live = model.changeable(room, who, true);
+                    if live.is_empty() {
+                        continue;
+                    }
+                    let i = live[rng.random_range(0..live.len())];
+                    let Some((id, _)) = model.events[&room][i].message else {
+                        continue;
+                    };
+                    let changed = pin(store, id, who, rng.random_bool(0.7))
+                        .await
+                        .expect("pin");
                     if changed.event.is_some() {
                         model.push(room, Ev { who, message: None });
                     }

@@ -66,6 +66,7 @@ where
         return Err(StorageError::NotFound);
     };
     let (seq, msg_no) = (numbered.int("last_seq")?, numbered.int("msg_count")?);
+    let live = numbered.int("live_count")?;
     let access = sqlx::query(statements::APPEND_ACCESS)
         .bind(message.room.get())
         .bind(message.sender.get())
@@ -109,7 +110,7 @@ where
         .bind(message.room.get())
         .bind(message.sender.get())
         .bind(seq)
-        .bind(msg_no)
+        .bind(live)
         .execute(&mut *tx)
         .await
         .map_err(D::map_err)?;

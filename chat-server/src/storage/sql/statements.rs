@@ -322,10 +322,12 @@ pub(crate) const USER_CONVERSATIONS: &str = concat!(
 /// (Postgres) before it reads anything, and concurrent appends to one room
 /// queue here instead of racing for the same seq. A message also counts
 /// (`msg_count`, which is the new message's `msg_no`) and becomes the room's
-/// newest. (The right-hand sides read the row as it was.)
+/// newest. (The right-hand sides read the row as it was; `RETURNING` the
+/// row as it is: `live_count`, the messages not deleted up to the new one,
+/// is the sender's `read_no` after it.)
 pub(crate) const NEXT_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1, \
     msg_count = msg_count + 1, last_message_seq = last_seq + 1, last_message_at = $2 \
-    WHERE id = $1 RETURNING last_seq, msg_count";
+    WHERE id = $1 RETURNING last_seq, msg_count, msg_count - msg_deleted AS live_count";
 
 /// An append's access check, `$1` the room, `$2` the sender: the room's
 /// kind and the sender's state in it (NULL if none); no row if the room is
@@ -367,11 +369,9 @@ pub(crate) const MESSAGE_BY_CLIENT_ID: &str = concat!(
 );
 
 /// The sender has read its own message and everything below it: its mark
-/// moves to the message's seq `$3`, and its count to the messages not
-/// deleted up to there: the message's `msg_no` `$4` less every deletion,
-/// all of which are below the newest message. Invitees keep their 0.
-pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members \
-    SET read_seq = $3, read_no = $4 - (SELECT r.msg_deleted FROM rooms r WHERE r.id = $1) \
+/// moves to the message's seq `$3`, and its count to `$4`, the messages not
+/// deleted up to there (`NEXT_SEQ`'s `live_count`). Invitees keep their 0.
+pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members SET read_seq = $3, read_no = $4 \
     WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
 
 /// Messages upward from `$2` (exclusive), below `$3`: the `(room_id, seq)`

@@ -174,11 +174,17 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
         .map_err(sqlite_err)?
         .query_row(
             named_params! { "$1": m.room.get(), "$2": m.created_at.unix_micros() },
-            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            },
         )
         .optional()
         .map_err(sqlite_err)?;
-    let Some((seq, msg_no)) = numbered else {
+    let Some((seq, msg_no, live)) = numbered else {
         return Err(StorageError::Backend(
             "append batch: a room vanished under the write lock".into(),
         ));
@@ -207,7 +213,7 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
             "$1": m.room.get(),
             "$2": m.sender.get(),
             "$3": seq,
-            "$4": msg_no,
+            "$4": live,
         })
         .map_err(sqlite_err)?;
     let stored = tx
