@@ -28,6 +28,10 @@ fn message(body_bytes: usize) -> Message {
         deleted: false,
         reactions: Vec::new(),
         pinned: false,
+        reply_to: None,
+        thread_root: None,
+        thread: None,
+        mentions: Vec::new(),
     }
 }
 

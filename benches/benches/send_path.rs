@@ -53,6 +53,10 @@ fn message_frame(seq: i64) -> ServerFrame {
             deleted: false,
             reactions: Vec::new(),
             pinned: false,
+            reply_to: None,
+            thread_root: None,
+            thread: None,
+            mentions: Vec::new(),
         },
     }
 }

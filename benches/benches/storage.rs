@@ -59,6 +59,9 @@ fn bench_append(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, t: 
                 client_id: None,
                 created_at: Timestamp::now(),
                 origin: None,
+                reply_to: None,
+                thread_root: None,
+                mentions: Vec::new(),
             }))
         })
     });

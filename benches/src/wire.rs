@@ -113,6 +113,10 @@ mod tests {
             deleted: false,
             reactions: Vec::new(),
             pinned: false,
+            reply_to: None,
+            thread_root: None,
+            thread: None,
+            mentions: Vec::new(),
         };
         serde_json::to_string(&ServerFrame::Message { message }).expect("serializes")
     }

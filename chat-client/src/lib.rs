@@ -122,7 +122,7 @@ mod error;
 mod model;
 mod options;
 
-pub use api::HistoryQuery;
+pub use api::{HistoryQuery, SendOptions};
 pub use auth::Tokens;
 pub use client::ChatClient;
 pub use connection::{ConnectOptions, Connection, ConnectionState, Event};
@@ -138,4 +138,4 @@ pub use chat_core::conversation::{
 };
 pub use chat_core::frame::PresenceStatus;
 pub use chat_core::room::{JoinedRoom, Room, RoomListItem};
-pub use chat_core::{ErrorCode, Message, RoomId, RoomRef, RoomType, Seq, User, UserId};
+pub use chat_core::{ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Seq, User, UserId};

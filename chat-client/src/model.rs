@@ -163,6 +163,10 @@ mod tests {
             deleted: false,
             reactions: Vec::new(),
             pinned: false,
+            reply_to: None,
+            thread_root: None,
+            thread: None,
+            mentions: Vec::new(),
         }
     }
 

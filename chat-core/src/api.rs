@@ -129,6 +129,16 @@ pub struct SendRequest {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Reply to this message of the same room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    /// Post in the thread of this message of the same room (a reply in a
+    /// thread names the thread's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<MessageId>,
+    /// Users to mention: members of the room, at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
 }
 
 /// The answer of `POST /chat/send/`.

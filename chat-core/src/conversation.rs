@@ -14,6 +14,9 @@ pub struct ConversationSummary {
     pub other_user: OtherUser,
     pub last_message: Option<LastMessage>,
     pub unread_count: u64,
+    /// Of those, the ones that mention the caller.
+    #[serde(default)]
+    pub mention_count: u64,
     pub created_at: Timestamp,
 }
 

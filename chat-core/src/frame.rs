@@ -21,6 +21,12 @@ pub enum ClientFrame {
         room: Option<RoomRef>,
         body: String,
         client_id: Option<String>,
+        /// `"reply_to"?`: the message (same room) this one replies to.
+        reply_to: Option<MessageId>,
+        /// `"thread_root"?`: post in this message's thread.
+        thread_root: Option<MessageId>,
+        /// `"mentions"?`: members of the room to mention.
+        mentions: Vec<UserId>,
     },
     /// `{"type":"subscribe","room","after_seq"?}`: replay everything above
     /// `after_seq`, then live messages, with no gap and no duplicate.
@@ -65,11 +71,17 @@ impl std::fmt::Debug for ClientFrame {
                 room,
                 body,
                 client_id,
+                reply_to,
+                thread_root,
+                mentions,
             } => f
                 .debug_struct("Send")
                 .field("room", room)
                 .field("body", body)
                 .field("client_id", client_id)
+                .field("reply_to", reply_to)
+                .field("thread_root", thread_root)
+                .field("mentions", mentions)
                 .finish(),
             Self::Subscribe { room, after_seq } => f
                 .debug_struct("Subscribe")
@@ -138,6 +150,16 @@ enum Typed {
         body: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
+        /// Reply to this message of the same room: the message carries a
+        /// snippet of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
+        /// Post in the thread of this message of the same room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root: Option<MessageId>,
+        /// Members of the room to mention (at most 50).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<UserId>,
     },
     /// Start receiving a room. With `after_seq`, every stored message above it
     /// comes first, in order, then live ones, with no gap and no duplicate.
@@ -266,10 +288,16 @@ impl From<Typed> for ClientFrame {
                 room,
                 body,
                 client_id,
+                reply_to,
+                thread_root,
+                mentions,
             } => Self::Send {
                 room,
                 body,
                 client_id,
+                reply_to,
+                thread_root,
+                mentions,
             },
             Typed::Subscribe { room, after_seq } => Self::Subscribe { room, after_seq },
             Typed::Unsubscribe { room } => Self::Unsubscribe { room },
@@ -299,10 +327,16 @@ impl Serialize for ClientFrame {
                 room,
                 body,
                 client_id,
+                reply_to,
+                thread_root,
+                mentions,
             } => Typed::Send {
                 room,
                 body,
                 client_id,
+                reply_to,
+                thread_root,
+                mentions,
             },
             Self::Subscribe { room, after_seq } => Typed::Subscribe { room, after_seq },
             Self::Unsubscribe { room } => Typed::Unsubscribe { room },

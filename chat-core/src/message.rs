@@ -41,6 +41,52 @@ pub struct Message {
     /// Pinned to its room (`GET /chat/rooms/{id}/pins/` lists them).
     #[serde(default, skip_serializing_if = "is_false")]
     pub pinned: bool,
+    /// The message this one replies to (same room), with a snippet of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyPreview>,
+    /// The thread this message belongs to: its root's id. Thread replies
+    /// take the room's seqs and reach every subscriber like any message,
+    /// but `GET /chat/history/` leaves them out; page a thread with
+    /// `GET /chat/messages/{root}/thread/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<MessageId>,
+    /// On a thread's root, once it has had a reply: how many replies it
+    /// has (deleted ones not counted) and when the last was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSummary>,
+    /// The users the message mentions (members of the room when sent);
+    /// each counts it in the room's `mention_count` until read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
+}
+
+/// The message a reply answers, as the reply shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct ReplyPreview {
+    pub id: MessageId,
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
+    pub seq: Seq,
+    pub sender: UserId,
+    /// The start of its body (at most [`SNIPPET_CHARS`] characters) as it
+    /// was when the reply was sent; empty once it is deleted.
+    pub snippet: String,
+    /// The message replied to was deleted since: its text is gone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+/// The most characters of a message a reply's snippet keeps.
+pub const SNIPPET_CHARS: usize = 100;
+
+/// A thread root's replies, in short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct ThreadSummary {
+    /// Replies in the thread, not counting deleted ones.
+    pub reply_count: u32,
+    /// When the newest reply was sent.
+    pub last_reply_at: Timestamp,
 }
 
 /// One reaction key on a message.

@@ -158,6 +158,9 @@ pub struct RoomListItem {
     pub member_count: u64,
     /// Messages from others above the caller's read mark (0 while invited).
     pub unread_count: u64,
+    /// Of those, the ones that mention the caller.
+    #[serde(default)]
+    pub mention_count: u64,
     /// The newest message, or null if there is none or the caller is only
     /// invited.
     pub last_message: Option<LastMessage>,

@@ -132,6 +132,19 @@ pub struct PinsResponse {
     pub pins: Vec<Message>,
 }
 
+/// The answer of `GET /chat/messages/{id}/thread/` (paged by seq with the
+/// query of `GET /chat/rooms/{id}/events/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct ThreadResponse {
+    /// The thread's root, with its reply count.
+    pub root: Message,
+    /// Replies in the thread, oldest first.
+    pub replies: Vec<Message>,
+    /// Whether more replies lie beyond this page in the direction paged.
+    pub has_more: bool,
+}
+
 /// `GET /chat/rooms/{id}/events/`: a page of the room's timeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]

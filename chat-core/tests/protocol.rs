@@ -125,6 +125,10 @@ fn message() -> Message {
         deleted: false,
         reactions: Vec::new(),
         pinned: false,
+        reply_to: None,
+        thread_root: None,
+        thread: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -144,6 +148,10 @@ fn message_no_client_id() -> Message {
         deleted: false,
         reactions: Vec::new(),
         pinned: false,
+        reply_to: None,
+        thread_root: None,
+        thread: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -419,12 +427,12 @@ fn room_list() {
     let rooms: Vec<RoomListItem> = round_trip(
         r#"[
             {"id": 7, "name": "lobby", "type": "public", "creator": "alice",
-             "membership": "member", "member_count": 3, "unread_count": 2,
+             "membership": "member", "member_count": 3, "unread_count": 2, "mention_count": 0,
              "last_message": {"body": "Hello, world!", "created_at": "2026-02-24T10:30:00Z",
                               "sender_id": 1, "is_read": false},
              "created_at": "2026-02-24T10:30:00Z"},
             {"id": 8, "name": "poker-night", "type": "game", "creator": "carol",
-             "membership": "invited", "member_count": 1, "unread_count": 0,
+             "membership": "invited", "member_count": 1, "unread_count": 0, "mention_count": 0,
              "last_message": null, "created_at": "2026-02-24T10:31:15Z"}
         ]"#,
     );
@@ -439,6 +447,7 @@ fn room_list() {
                 membership: Membership::Member,
                 member_count: 3,
                 unread_count: 2,
+                mention_count: 0,
                 last_message: Some(LastMessage {
                     body: "Hello, world!".to_owned(),
                     created_at: ts(T0),
@@ -456,6 +465,7 @@ fn room_list() {
                 membership: Membership::Invited,
                 member_count: 1,
                 unread_count: 0,
+                mention_count: 0,
                 last_message: None,
                 created_at: ts(T1),
             },
@@ -521,6 +531,9 @@ fn send_request_by_room_id() {
             room: RoomRef::Id(RoomId(7)),
             message: "Hello, world!".to_owned(),
             client_id: None,
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         }
     );
 }
@@ -535,6 +548,9 @@ fn send_request_by_room_name_with_client_id() {
             room: RoomRef::Name("lobby".to_owned()),
             message: "Hello, world!".to_owned(),
             client_id: Some("c-0001".to_owned()),
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         }
     );
 }
@@ -598,9 +614,9 @@ fn conversation_list() {
             {"id": 12, "other_user": {"id": 2, "name": "Bob", "email": "bob@example.com"},
              "last_message": {"body": "Hi Alice", "created_at": "2026-02-24T10:31:15Z",
                               "sender_id": 2, "is_read": false},
-             "unread_count": 1, "created_at": "2026-02-24T10:30:00Z"},
+             "unread_count": 1, "mention_count": 0, "created_at": "2026-02-24T10:30:00Z"},
             {"id": 13, "other_user": {"id": 3, "name": "Carol", "email": ""},
-             "last_message": null, "unread_count": 0, "created_at": "2026-02-24T10:30:00Z"}
+             "last_message": null, "unread_count": 0, "mention_count": 0, "created_at": "2026-02-24T10:30:00Z"}
         ]"#,
     );
     assert_eq!(
@@ -621,6 +637,7 @@ fn conversation_list() {
                     deleted: false,
                 }),
                 unread_count: 1,
+                mention_count: 0,
                 created_at: ts(T0),
             },
             ConversationSummary {
@@ -632,6 +649,7 @@ fn conversation_list() {
                 },
                 last_message: None,
                 unread_count: 0,
+                mention_count: 0,
                 created_at: ts(T0),
             },
         ]
@@ -948,6 +966,9 @@ fn client_send_with_room_and_client_id() {
             room: Some(RoomRef::Name("lobby".to_owned())),
             body: "Hello, world!".to_owned(),
             client_id: Some("c-0001".to_owned()),
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         }
     );
 }
@@ -960,6 +981,9 @@ fn client_send_with_room_id_only() {
             room: Some(RoomRef::Id(RoomId(7))),
             body: "Hello, world!".to_owned(),
             client_id: None,
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         }
     );
 }
@@ -973,6 +997,9 @@ fn client_send_without_room() {
             room: None,
             body: "Hello, world!".to_owned(),
             client_id: None,
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         }
     );
     assert_eq!(
@@ -981,6 +1008,9 @@ fn client_send_without_room() {
             room: None,
             body: "Hello again".to_owned(),
             client_id: Some("c-0002".to_owned()),
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         }
     );
 }
@@ -1406,7 +1436,10 @@ fn unknown_keys_in_client_frames_are_ignored() {
         ClientFrame::Send {
             room: Some(RoomRef::Id(RoomId(3))),
             body: "hi".to_owned(),
-            client_id: None
+            client_id: None,
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         }
     );
 }

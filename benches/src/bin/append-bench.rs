@@ -175,6 +175,9 @@ async fn run(
                         client_id: None,
                         created_at: Timestamp::now(),
                         origin: None,
+                        reply_to: None,
+                        thread_root: None,
+                        mentions: Vec::new(),
                     })
                     .await?;
                 latency.record(t.elapsed().as_micros() as u64)?;

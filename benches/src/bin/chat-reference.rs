@@ -124,6 +124,10 @@ fn message(id: u64, room: i64, seq: i64, body: String, client_id: Option<String>
         deleted: false,
         reactions: Vec::new(),
         pinned: false,
+        reply_to: None,
+        thread_root: None,
+        thread: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -237,6 +241,7 @@ fn on_text(
             room: Some(room),
             body,
             client_id,
+            ..
         } => {
             let room = room_id(&room)?;
             let message = hub.publish(room, conn, body, client_id.clone());

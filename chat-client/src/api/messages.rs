@@ -3,11 +3,62 @@
 
 use chat_core::api::{EditRequest, HistoryResponse, SearchResponse, SendRequest, SendResponse};
 use chat_core::message::Message;
-use chat_core::timeline::{PinsResponse, TimelineResponse};
-use chat_core::{MessageId, RoomId, RoomRef, Seq};
+use chat_core::timeline::{PinsResponse, ThreadResponse, TimelineResponse};
+use chat_core::{MessageId, RoomId, RoomRef, Seq, UserId};
 
 use crate::client::Req;
 use crate::{ChatClient, ClientError};
+
+/// What a message refers to besides its text: the message it replies to,
+/// the thread it is posted in, the members it mentions. Used by
+/// [`ChatClient::send_with`] and [`Connection::send_with`](crate::Connection::send_with).
+///
+/// ```
+/// use chat_client::{SendOptions, UserId};
+/// # let (question, root) = (chat_client::MessageId(7), chat_client::MessageId(3));
+/// let options = SendOptions::new()
+///     .reply_to(question)
+///     .in_thread(root)
+///     .mention(UserId(42));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    pub(crate) reply_to: Option<MessageId>,
+    pub(crate) thread_root: Option<MessageId>,
+    pub(crate) mentions: Vec<UserId>,
+}
+
+impl SendOptions {
+    /// A plain message.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reply to `message`, of the same room: the message carries a
+    /// snippet of it (`reply_to`).
+    #[must_use]
+    pub fn reply_to(mut self, message: MessageId) -> Self {
+        self.reply_to = Some(message);
+        self
+    }
+
+    /// Post in the thread of `root`, of the same room (a reply in a thread
+    /// stands for its root). Thread replies are left out of
+    /// [`ChatClient::history`]; page them with [`ChatClient::thread`].
+    #[must_use]
+    pub fn in_thread(mut self, root: MessageId) -> Self {
+        self.thread_root = Some(root);
+        self
+    }
+
+    /// Mention `user`, a member of the room (at most 50 per message).
+    #[must_use]
+    pub fn mention(mut self, user: UserId) -> Self {
+        self.mentions.push(user);
+        self
+    }
+}
 
 /// Which page of a room's history [`ChatClient::history`] fetches. The
 /// default is the newest 50 messages.
@@ -151,12 +202,63 @@ impl ChatClient {
         body: &str,
         client_id: Option<String>,
     ) -> Result<SendResponse, ClientError> {
+        self.send_with(room, body, client_id, SendOptions::new())
+            .await
+    }
+
+    /// [`send`](Self::send) a reply, a thread reply or a message with
+    /// mentions.
+    ///
+    /// Errors, besides those of `send`: [`NotFound`](crate::ErrorKind::NotFound)
+    /// with `message_not_found` when the message replied to (or the
+    /// thread's root) is not in the room; [`Conflict`](crate::ErrorKind::Conflict)
+    /// with `message_deleted` when it was deleted;
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput) for a mention of
+    /// someone who is not a member, or more than 50.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chat_client::ChatClient, bob: chat_client::UserId) -> Result<(), chat_client::ClientError> {
+    /// use chat_client::SendOptions;
+    /// let question = client.send("lobby", "lunch?", None).await?;
+    /// let options = SendOptions::new().in_thread(question.id).mention(bob);
+    /// client.send_with("lobby", "yes, noon", None, options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with(
+        &self,
+        room: impl Into<RoomRef>,
+        body: &str,
+        client_id: Option<String>,
+        options: SendOptions,
+    ) -> Result<SendResponse, ClientError> {
         let request = SendRequest {
             room: room.into(),
             message: body.to_owned(),
             client_id: Some(client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
+            reply_to: options.reply_to,
+            thread_root: options.thread_root,
+            mentions: options.mentions,
         };
         self.call(Req::post("chat/send/").json(&request)?).await
+    }
+
+    /// A thread (`GET /chat/messages/{id}/thread/`): its root, with its
+    /// reply count, and a page of its replies, oldest first, paged by seq
+    /// like [`timeline`](Self::timeline). `root` may be any reply in the
+    /// thread. Members of its room only; others get
+    /// [`NotFound`](crate::ErrorKind::NotFound) `message_not_found`.
+    pub async fn thread(
+        &self,
+        root: MessageId,
+        query: HistoryQuery,
+    ) -> Result<ThreadResponse, ClientError> {
+        self.call(
+            Req::get(format!("chat/messages/{root}/thread/"))
+                .query("before", query.before)
+                .query("after", query.after)
+                .query("limit", query.limit),
+        )
+        .await
     }
 
     /// Replaces the body of one of the caller's messages

@@ -6,4 +6,4 @@ mod messages;
 mod rooms;
 mod users;
 
-pub use messages::HistoryQuery;
+pub use messages::{HistoryQuery, SendOptions};

@@ -17,7 +17,7 @@ use chat_core::timeline::{MemberEvent, MessageUpdate, ReactionEvent};
 use chat_core::{Message, RoomId, RoomRef, Seq, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{ChatClient, ClientError};
+use crate::{ChatClient, ClientError, SendOptions};
 
 /// How a [`Connection`] queues and reconnects. Start from
 /// [`ConnectOptions::default`] and chain the setters.
@@ -244,6 +244,7 @@ enum Command {
     Send {
         room: RoomRef,
         body: String,
+        options: SendOptions,
         reply: oneshot::Sender<Result<Message, ClientError>>,
     },
     Read {
@@ -439,9 +440,33 @@ impl Connection {
         room: impl Into<RoomRef>,
         body: impl Into<String>,
     ) -> Result<Message, ClientError> {
+        self.send_with(room, body, SendOptions::new()).await
+    }
+
+    /// [`send`](Self::send) a reply, a thread reply or a message with
+    /// mentions (see [`SendOptions`]); the same queueing and retries.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: chat_client::Connection, question: chat_client::Message) -> Result<(), chat_client::ClientError> {
+    /// use chat_client::SendOptions;
+    /// let options = SendOptions::new().reply_to(question.id).mention(question.sender);
+    /// conn.send_with(question.room, "good question", options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with(
+        &self,
+        room: impl Into<RoomRef>,
+        body: impl Into<String>,
+        options: SendOptions,
+    ) -> Result<Message, ClientError> {
         let (room, body) = (room.into(), body.into());
-        self.request(|reply| Command::Send { room, body, reply })
-            .await
+        self.request(|reply| Command::Send {
+            room,
+            body,
+            options,
+            reply,
+        })
+        .await
     }
 
     /// Marks `room` read up to `seq`; resolves once the server has taken it.

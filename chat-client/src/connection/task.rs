@@ -42,7 +42,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::socket::{self, Ws};
 use super::{Command, ConnectOptions, ConnectionState, Event};
-use crate::{ChatClient, ClientError, ErrorKind, HistoryQuery, Tokens};
+use crate::{ChatClient, ClientError, ErrorKind, HistoryQuery, SendOptions, Tokens};
 
 /// History pages fetched to fill a gap (the server's maximum).
 const FILL_PAGE: u32 = 200;
@@ -119,6 +119,7 @@ struct PendingSend {
     client_id: String,
     room: RoomRef,
     body: String,
+    options: SendOptions,
     reply: oneshot::Sender<Result<Message, ClientError>>,
     /// Written on the current socket (and so may be what the server is
     /// processing).
@@ -359,7 +360,12 @@ impl Actor {
                 };
                 self.push_op(op, ws).await
             }
-            Command::Send { room, body, reply } => {
+            Command::Send {
+                room,
+                body,
+                options,
+                reply,
+            } => {
                 if self.sends.len() >= self.options.queue_limit {
                     let _ = reply.send(Err(ClientError::QueueFull {
                         limit: self.options.queue_limit,
@@ -376,6 +382,7 @@ impl Actor {
                         client_id,
                         room,
                         body,
+                        options,
                         reply,
                         written: false,
                     },
@@ -1054,6 +1061,9 @@ async fn write_send(
         room: Some(pending.room.clone()),
         body: pending.body.clone(),
         client_id: Some(pending.client_id.clone()),
+        reply_to: pending.options.reply_to,
+        thread_root: pending.options.thread_root,
+        mentions: pending.options.mentions.clone(),
     };
     write(socket, &frame).await
 }

@@ -110,6 +110,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         messages::pin,
         messages::unpin,
         messages::pins,
+        messages::thread,
         messages::search,
         conversations::list,
         conversations::detail,

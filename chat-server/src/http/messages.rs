@@ -11,7 +11,7 @@ use chat_core::api::{
     SendResponse,
 };
 use chat_core::message::Message;
-use chat_core::timeline::{PinsResponse, TimelineQuery, TimelineResponse};
+use chat_core::timeline::{PinsResponse, ThreadResponse, TimelineQuery, TimelineResponse};
 use chat_core::{ErrorBody, ErrorCode, MessageId, RoomId};
 
 use super::docs;
@@ -19,6 +19,7 @@ use super::extract::{ApiJson, ApiQuery, Caller};
 use super::rooms::RoomPath;
 use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
+use crate::service::messages::Draft;
 
 /// A room's history
 ///
@@ -92,10 +93,11 @@ pub(super) async fn timeline(
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Stored: `{\"message\": \"Message sent!\", \"id\", \"seq\"}`", body = SendResponse),
-        (status = 400, description = "`empty_body`: \"Message body cannot be empty\"; `body_too_long`; `invalid_input`: a bad `client_id` or field; `invalid_json`", body = ErrorBody),
+        (status = 400, description = "`empty_body`: \"Message body cannot be empty\"; `body_too_long`; `invalid_input`: a bad `client_id` or field, more than 50 `mentions` or one who is not a member of the room; `invalid_json`", body = ErrorBody),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
         (status = 403, description = "`not_member`: the caller may see the room but has not joined it", body = ErrorBody),
-        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 404, description = "`room_not_found`: \"Room not found\" (also for a room hidden from the caller); `message_not_found`: `reply_to` or `thread_root` names no message of this room", body = ErrorBody),
+        (status = 409, description = "`message_deleted`: the message named by `reply_to` or `thread_root` was deleted", body = ErrorBody),
         (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
         (status = 429, description = "`rate_limited`: the caller sends faster than `--user-rate-limit` allows; nothing was stored; `Retry-After` says when to try again", body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
@@ -108,7 +110,18 @@ pub(super) async fn send(
 ) -> ApiResult<impl IntoResponse> {
     let sent = state
         .service
-        .send(user, &req.room, req.message, req.client_id, None)
+        .send(
+            user,
+            &req.room,
+            Draft {
+                body: req.message,
+                client_id: req.client_id,
+                reply_to: req.reply_to,
+                thread_root: req.thread_root,
+                mentions: req.mentions,
+            },
+            None,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -353,6 +366,39 @@ pub(super) async fn unpin(
 ) -> ApiResult<Json<Message>> {
     let changed = state.service.pin(user, id, false).await?;
     Ok(Json(changed.message))
+}
+
+/// A thread
+///
+/// A thread's root (with its reply count) and a page of its replies,
+/// oldest first, paged by seq like the room's timeline: without bounds
+/// the newest replies, with `after` the ones following that seq. A reply
+/// in the thread stands for its root. Thread replies are messages of the
+/// room (they take its seqs and reach its subscribers as `message`
+/// frames with `thread_root`), but `GET /chat/history/` leaves them out.
+/// For members of the message's room only.
+#[utoipa::path(
+    get,
+    path = "/chat/messages/{id}/thread/",
+    operation_id = "thread",
+    tag = "messages",
+    params(("id" = MessageId, Path, description = "The thread's root (or any reply in it)"), TimelineQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The root and a page of replies", body = ThreadResponse),
+        (status = 400, description = "`invalid_input`: a bound or `limit` out of range", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`message_not_found`: no such message, or the caller is not a member of its room", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn thread(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    MessagePath(id): MessagePath,
+    ApiQuery(q): ApiQuery<TimelineQuery>,
+) -> ApiResult<Json<ThreadResponse>> {
+    state.service.thread(user, id, q).await.map(Json)
 }
 
 /// A room's pinned messages

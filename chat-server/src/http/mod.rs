@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             put(messages::pin).delete(messages::unpin),
         )
         .route("/chat/rooms/{id}/pins", get(messages::pins))
+        .route("/chat/messages/{id}/thread", get(messages::thread))
         .route(
             "/chat/messages/{id}/reactions/{key}",
             put(messages::react).delete(messages::unreact),

@@ -82,6 +82,7 @@ impl ChatService {
                 other_user: other_user(&c.other),
                 last_message: last_message_view(user, &c.room),
                 unread_count: c.room.unread,
+                mention_count: c.room.mentions,
                 created_at: c.room.room.created_at,
             })
             .collect())

@@ -4,10 +4,10 @@
 
 use chat_core::api::{HistoryQuery, HistoryResponse, SearchHit, SearchQuery, SearchResponse};
 use chat_core::frame::ServerFrame;
-use chat_core::message::{Message, Reaction};
+use chat_core::message::{Message, Reaction, ReplyPreview, ThreadSummary};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, TimelineEvent,
-    TimelineQuery, TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, ThreadResponse,
+    TimelineEvent, TimelineQuery, TimelineResponse,
 };
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
 
@@ -77,6 +77,19 @@ pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
         deleted: m.deleted,
         reactions: Vec::new(),
         pinned: m.pinned,
+        reply_to: m.reply.map(|r| ReplyPreview {
+            id: r.id,
+            seq: r.seq,
+            sender: r.sender,
+            deleted: r.snippet.is_none(),
+            snippet: r.snippet.unwrap_or_default(),
+        }),
+        thread_root: m.thread_root,
+        thread: m.last_reply_at.map(|last_reply_at| ThreadSummary {
+            reply_count: m.reply_count,
+            last_reply_at,
+        }),
+        mentions: m.mentions,
     }
 }
 
@@ -288,12 +301,51 @@ pub struct MessageChanged {
     pub seq: Option<Seq>,
 }
 
+/// The most users one message mentions.
+pub const MAX_MENTIONS: usize = 50;
+
+/// What a client sends: the text and what it refers to, not yet checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Draft {
+    pub body: String,
+    pub client_id: Option<String>,
+    /// A message of the same room to reply to.
+    pub reply_to: Option<MessageId>,
+    /// A message of the same room in whose thread to post (a reply in a
+    /// thread stands for its root).
+    pub thread_root: Option<MessageId>,
+    /// Members of the room to mention.
+    pub mentions: Vec<UserId>,
+}
+
+impl Draft {
+    /// Plain text, with an idempotency key if given.
+    pub fn text(body: impl Into<String>, client_id: Option<String>) -> Self {
+        Self {
+            body: body.into(),
+            client_id,
+            ..Self::default()
+        }
+    }
+
+    fn refers(&self) -> bool {
+        self.reply_to.is_some() || self.thread_root.is_some() || !self.mentions.is_empty()
+    }
+}
+
 /// A message to send to a room whose access was checked.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub room: RoomId,
-    pub body: String,
-    pub client_id: Option<String>,
+    pub draft: Draft,
+}
+
+/// What a draft refers to, once checked.
+#[derive(Debug, Default)]
+struct Refs {
+    reply_to: Option<MessageId>,
+    thread_root: Option<MessageId>,
+    mentions: Vec<UserId>,
 }
 
 /// The result of a send.
@@ -312,12 +364,11 @@ impl ChatService {
         &self,
         user: UserId,
         room: &RoomRef,
-        body: String,
-        client_id: Option<String>,
+        draft: Draft,
         origin: Option<ConnId>,
     ) -> ApiResult<Sent> {
         let record = self.room_as_member(user, room).await?;
-        self.send_to(user, &record, body, client_id, origin).await
+        self.send_to(user, &record, draft, origin).await
     }
 
     /// Like [`send`](Self::send) for a room already checked.
@@ -325,14 +376,12 @@ impl ChatService {
         &self,
         user: UserId,
         room: &RoomRecord,
-        body: String,
-        client_id: Option<String>,
+        draft: Draft,
         origin: Option<ConnId>,
     ) -> ApiResult<Sent> {
         let outgoing = Outgoing {
             room: room.id,
-            body,
-            client_id,
+            draft,
         };
         self.send_many(user, vec![outgoing], origin)
             .await
@@ -355,17 +404,25 @@ impl ChatService {
         let mut admitted = Vec::with_capacity(outgoing.len());
         let mut messages = Vec::with_capacity(outgoing.len());
         for out in outgoing {
-            match self.admit(user, &out) {
-                Ok(()) => {
+            let admitted_refs = match self.admit(user, &out) {
+                Ok(()) if out.draft.refers() => self.check_refs(user, out.room, &out.draft).await,
+                Ok(()) => Ok(Refs::default()),
+                Err(e) => Err(e),
+            };
+            match admitted_refs {
+                Ok(refs) => {
                     admitted.push((results.len(), out.room));
                     results.push(None);
                     messages.push(NewMessage {
                         room: out.room,
                         sender: user,
-                        body: out.body,
-                        client_id: out.client_id,
+                        body: out.draft.body,
+                        client_id: out.draft.client_id,
                         created_at: Timestamp::now(),
                         origin,
+                        reply_to: refs.reply_to,
+                        thread_root: refs.thread_root,
+                        mentions: refs.mentions,
                     });
                 }
                 Err(e) => results.push(Some(Err(e))),
@@ -384,8 +441,70 @@ impl ChatService {
             .collect()
     }
 
+    /// What a draft refers to, checked: the sender a member of the room
+    /// (first, so that nothing here tells a stranger which messages a room
+    /// holds), the messages it replies to and posts under in the room and
+    /// not deleted, a thread reply standing for its thread's root, the
+    /// mentioned users members, each once. Rooms and messages never move,
+    /// so these hold at the commit; a target deleted meanwhile shows as
+    /// deleted, a user who left meanwhile is mentioned to no effect.
+    async fn check_refs(&self, user: UserId, room: RoomId, draft: &Draft) -> ApiResult<Refs> {
+        self.room_as_member(user, &RoomRef::Id(room)).await?;
+        let target = |id: MessageId, what: &'static str| async move {
+            match self.storage.message(id).await? {
+                Some(m) if m.room == room && m.deleted => Err(ApiError::with_message(
+                    ErrorCode::MessageDeleted,
+                    format!("The message to {what} was deleted"),
+                )),
+                Some(m) if m.room == room => Ok(m),
+                _ => Err(ApiError::with_message(
+                    ErrorCode::MessageNotFound,
+                    format!("No message to {what} in this room"),
+                )),
+            }
+        };
+        let reply_to = match draft.reply_to {
+            Some(id) => Some(target(id, "reply to").await?.id),
+            None => None,
+        };
+        let thread_root = match draft.thread_root {
+            Some(id) => {
+                let root = target(id, "post in the thread of").await?;
+                Some(root.thread_root.unwrap_or(root.id))
+            }
+            None => None,
+        };
+        let mut mentions: Vec<UserId> = Vec::with_capacity(draft.mentions.len());
+        for user in &draft.mentions {
+            if !mentions.contains(user) {
+                mentions.push(*user);
+            }
+        }
+        if mentions.len() > MAX_MENTIONS {
+            return Err(ApiError::invalid_field(
+                "mentions",
+                format!("at most {MAX_MENTIONS} users"),
+            ));
+        }
+        if !mentions.is_empty() {
+            let members = self.storage.members_among(room, &mentions).await?;
+            if let Some(stranger) = mentions.iter().find(|u| !members.contains(u)) {
+                return Err(ApiError::invalid_field(
+                    "mentions",
+                    format!("user {stranger} is not a member of this room"),
+                ));
+            }
+        }
+        Ok(Refs {
+            reply_to,
+            thread_root,
+            mentions,
+        })
+    }
+
     /// The checks a message passes before it is stored.
     fn admit(&self, user: UserId, out: &Outgoing) -> ApiResult<()> {
+        let out = &out.draft;
         self.check_body(&out.body)?;
         if let Some(id) = &out.client_id
             && (id.is_empty() || id.chars().count() > MAX_CLIENT_ID_CHARS)
@@ -669,6 +788,46 @@ impl ChatService {
             .await?;
         Ok(SearchResponse {
             hits,
+            has_more: page.has_more,
+        })
+    }
+
+    /// `GET /chat/messages/{id}/thread/`: a thread's root and a page of its
+    /// replies, by seq, for members of its room (a reply in the thread
+    /// stands for its root).
+    pub async fn thread(
+        &self,
+        user: UserId,
+        root: MessageId,
+        q: TimelineQuery,
+    ) -> ApiResult<ThreadResponse> {
+        let query = page_query(q.before, q.after, q.limit)?;
+        let not_found = || ApiError::new(ErrorCode::MessageNotFound);
+        let mut found = self.storage.message(root).await?.ok_or_else(not_found)?;
+        if let Some(actual) = found.thread_root {
+            found = self.storage.message(actual).await?.ok_or_else(not_found)?;
+        }
+        // A room the caller may not read: as if there were no message.
+        self.room_to_read(user, &RoomRef::Id(found.room))
+            .await
+            .map_err(|_| not_found())?;
+        let page = self.storage.thread(found.id, query).await?;
+        let marks = ReadMarks(self.storage.read_marks(found.room).await?);
+        let is_read = marks.is_read(user, &found);
+        let mut root = to_wire(found, is_read);
+        let mut replies: Vec<Message> = page
+            .messages
+            .into_iter()
+            .map(|m| {
+                let is_read = marks.is_read(user, &m);
+                to_wire(m, is_read)
+            })
+            .collect();
+        self.with_reactions(user, std::iter::once(&mut root).chain(replies.iter_mut()))
+            .await?;
+        Ok(ThreadResponse {
+            root,
+            replies,
             has_more: page.has_more,
         })
     }

@@ -257,6 +257,7 @@ impl ChatService {
                 member_count: r.member_count,
                 // Storage's count: messages only, 0 for invitees.
                 unread_count: r.unread,
+                mention_count: r.mentions,
                 last_message,
                 created_at: r.room.created_at,
             });

@@ -35,8 +35,8 @@ use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
     MAX_PINS, MAX_REACTION_KEYS, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
     ReactionCount, RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord, SearchRequest,
-    Storage, StorageError, StoredEvent, StoredMessage, StoredUpdate, TokenUse, UpdateKind,
-    UserRecord, UserRoom,
+    Storage, StorageError, StoredEvent, StoredMessage, StoredReply, StoredUpdate, TokenUse,
+    UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -137,6 +137,10 @@ macro_rules! storage_conformance_tests {
             changes_heard_in_order,
             react_to_message,
             pin_message,
+            reply_to_message,
+            thread_replies,
+            mentions_counted,
+            message_lookups,
             search_messages,
             timeline_pages_every_kind,
             listener_hears_every_event_in_order,
@@ -211,6 +215,9 @@ fn message(room: RoomId, sender: UserId, body: &str, client_id: Option<&str>) ->
         client_id: client_id.map(str::to_owned),
         created_at: at(1_000),
         origin: None,
+        reply_to: None,
+        thread_root: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -223,6 +230,22 @@ async fn send(store: &dyn Storage, room: RoomId, sender: UserId, body: &str) -> 
         appended.created,
         "a message without client_id is always new"
     );
+    appended.message
+}
+
+/// Appends what `with` makes of a plain message (a reply, a thread
+/// reply, mentions) at `at(micros)`.
+async fn send_with(
+    store: &dyn Storage,
+    room: RoomId,
+    sender: UserId,
+    body: &str,
+    with: impl FnOnce(&mut NewMessage),
+) -> StoredMessage {
+    let mut new = message(room, sender, body, None);
+    with(&mut new);
+    let appended = store.append(new).await.expect("append");
+    assert!(appended.created);
     appended.message
 }
 
@@ -1759,6 +1782,9 @@ pub async fn append_assigns_seq(store: Arc<dyn Storage>) {
                 client_id: Some(format!("c-{i}")),
                 created_at: at(10 + i as i64),
                 origin: None,
+                reply_to: None,
+                thread_root: None,
+                mentions: Vec::new(),
             })
             .await
             .expect("append");
@@ -2671,6 +2697,328 @@ pub async fn ping(store: Arc<dyn Storage>) {
     assert_eq!(store.user(alice.id).await.expect("user"), Some(alice));
 }
 
+/// A reply keeps its target's seq, sender and snippet (the first
+/// `SNIPPET_CHARS` characters, as they were when it was sent) wherever it
+/// is read; deleting the target erases the snippet from every reply, and a
+/// deleted reply loses its own.
+pub async fn reply_to_message(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let long: String = "é".repeat(chat_core::message::SNIPPET_CHARS + 20);
+    let question = send(store, lobby.id, alice.id, &long).await;
+    let short = send(store, lobby.id, alice.id, "short").await;
+    let answer = send_with(store, lobby.id, bob.id, "an answer", |m| {
+        m.reply_to = Some(question.id);
+    })
+    .await;
+    let expected = StoredReply {
+        id: question.id,
+        seq: question.seq,
+        sender: alice.id,
+        snippet: Some("é".repeat(chat_core::message::SNIPPET_CHARS)),
+    };
+    assert_eq!(answer.reply, Some(expected.clone()), "as appended");
+    let second = send_with(store, lobby.id, bob.id, "another", |m| {
+        m.reply_to = Some(question.id);
+    })
+    .await;
+    let third = send_with(store, lobby.id, alice.id, "to the short one", |m| {
+        m.reply_to = Some(short.id);
+    })
+    .await;
+    let history = page(store, lobby.id, None, None, 50).await;
+    let read = |id: MessageId| {
+        history
+            .messages
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.reply.clone())
+    };
+    assert_eq!(read(answer.id), Some(expected.clone()), "in history");
+    assert_eq!(
+        read(third.id).and_then(|r| r.snippet),
+        Some("short".to_owned())
+    );
+    assert_eq!(read(question.id), None, "not a reply");
+
+    // An edit of the target leaves the snippet as it was.
+    edit(store, question.id, alice.id, "reworded")
+        .await
+        .expect("edit");
+    let again = store
+        .message(answer.id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(again.reply, Some(expected.clone()));
+
+    delete(store, question.id, alice.id).await.expect("delete");
+    for id in [answer.id, second.id] {
+        let reply = store
+            .message(id)
+            .await
+            .expect("read")
+            .expect("found")
+            .reply
+            .expect("still a reply");
+        assert_eq!(reply.id, question.id);
+        assert_eq!(reply.snippet, None, "the deleted text is gone");
+    }
+    let events = timeline(store, lobby.id).await;
+    let in_timeline = events.iter().find_map(|e| match e {
+        StoredEvent::Message(m) if m.id == answer.id => m.reply.clone(),
+        _ => None,
+    });
+    assert_eq!(in_timeline.and_then(|r| r.snippet), None);
+    // A deleted reply keeps whom it answered, not what it quoted.
+    delete(store, third.id, alice.id).await.expect("delete");
+    let tombstone = store.message(third.id).await.expect("read").expect("found");
+    assert_eq!(
+        tombstone.reply.map(|r| (r.id, r.snippet)),
+        Some((short.id, None))
+    );
+}
+
+/// Thread replies take the room's seqs and count on their root; history
+/// leaves them out, the thread pages them, a deleted reply leaves the
+/// count.
+pub async fn thread_replies(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let root = send(store, lobby.id, alice.id, "root").await;
+    let other = send(store, lobby.id, alice.id, "another root").await;
+    let mut replies = Vec::new();
+    for i in 0..5 {
+        let reply = store
+            .append(NewMessage {
+                created_at: at(2_000 + i),
+                thread_root: Some(root.id),
+                ..message(lobby.id, bob.id, &format!("reply {i}"), None)
+            })
+            .await
+            .expect("append")
+            .message;
+        assert_eq!(reply.thread_root, Some(root.id));
+        replies.push(reply);
+    }
+    send_with(store, lobby.id, alice.id, "elsewhere", |m| {
+        m.thread_root = Some(other.id);
+    })
+    .await;
+    let after = send(store, lobby.id, alice.id, "main again").await;
+
+    let stored = store.message(root.id).await.expect("read").expect("root");
+    assert_eq!(stored.reply_count, 5);
+    assert_eq!(stored.last_reply_at, Some(at(2_004)));
+    assert_eq!(stored.thread_root, None);
+
+    let history = page(store, lobby.id, None, None, 50).await;
+    assert_eq!(
+        history.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![root.id, other.id, after.id],
+        "history leaves thread replies out"
+    );
+    assert!(
+        history.messages[0].reply_count == 5,
+        "history shows the root's count"
+    );
+    assert_eq!(
+        timeline(store, lobby.id).await.len() as Seq,
+        last_seq(store, lobby.id).await,
+        "the timeline has every reply"
+    );
+
+    let thread = |before, after, limit| {
+        store.thread(
+            root.id,
+            HistoryQuery {
+                before,
+                after,
+                limit,
+            },
+        )
+    };
+    let newest = thread(None, None, 2).await.expect("thread");
+    assert_eq!(
+        newest.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![replies[3].id, replies[4].id],
+        "the newest replies, oldest first"
+    );
+    assert!(newest.has_more);
+    let first = thread(None, Some(0), 3).await.expect("thread");
+    assert_eq!(
+        first.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        replies[..3].iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    assert!(first.has_more);
+    let older = thread(Some(replies[3].seq), None, 10)
+        .await
+        .expect("thread");
+    assert_eq!(older.messages.len(), 3);
+    assert!(!older.has_more);
+
+    delete(store, replies[1].id, bob.id).await.expect("delete");
+    let stored = store.message(root.id).await.expect("read").expect("root");
+    assert_eq!(stored.reply_count, 4, "a deleted reply leaves the count");
+    assert_eq!(stored.last_reply_at, Some(at(2_004)));
+    let all = thread(None, Some(0), 10).await.expect("thread");
+    assert_eq!(all.messages.len(), 5, "its tombstone keeps its place");
+    assert!(all.messages[1].deleted);
+    delete(store, replies[1].id, bob.id).await.expect("again");
+    let stored = store.message(root.id).await.expect("read").expect("root");
+    assert_eq!(stored.reply_count, 4, "deleting twice counts once");
+}
+
+/// Mentions are listed on the message and counted per member above the
+/// read mark, like unread: reading, a deletion and the sender's own
+/// mark lower the count; nothing else raises it.
+pub async fn mentions_counted(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id, carol.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    store.join_room(lobby.id, carol.id).await.expect("join");
+    let mentions_of = |user: UserId| async move {
+        store
+            .user_rooms(user)
+            .await
+            .expect("rooms")
+            .into_iter()
+            .find(|r| r.room.id == lobby.id)
+            .map(|r| (r.unread, r.mentions))
+    };
+    let first = send_with(store, lobby.id, alice.id, "@bob @carol", |m| {
+        m.mentions = vec![bob.id, carol.id];
+    })
+    .await;
+    assert_eq!(first.mentions, vec![bob.id, carol.id]);
+    let second = send_with(store, lobby.id, alice.id, "@bob again", |m| {
+        m.mentions = vec![bob.id];
+    })
+    .await;
+    send(store, lobby.id, alice.id, "no mention").await;
+    send_with(store, lobby.id, bob.id, "me, myself", |m| {
+        m.mentions = vec![bob.id];
+    })
+    .await;
+    assert_eq!(mentions_of(bob.id).await, Some((0, 0)), "bob sent last");
+    assert_eq!(mentions_of(carol.id).await, Some((4, 1)));
+    assert_eq!(mentions_of(alice.id).await, Some((1, 0)));
+
+    store.mark_read(lobby.id, bob.id, 0).await.expect("mark");
+    assert_eq!(
+        store
+            .history(
+                lobby.id,
+                HistoryQuery {
+                    before: None,
+                    after: None,
+                    limit: 10
+                }
+            )
+            .await
+            .expect("history")
+            .messages
+            .iter()
+            .find(|m| m.id == second.id)
+            .map(|m| m.mentions.clone()),
+        Some(vec![bob.id]),
+        "history lists them"
+    );
+    // Carol reads past the first: no mention left.
+    store
+        .mark_read(lobby.id, carol.id, first.seq)
+        .await
+        .expect("mark");
+    assert_eq!(mentions_of(carol.id).await, Some((3, 0)));
+    // Dave joins later: earlier mentions are below his mark.
+    let dave = user(store, "dave").await;
+    store.join_room(lobby.id, dave.id).await.expect("join");
+    let third = send_with(store, lobby.id, alice.id, "@dave @carol", |m| {
+        m.mentions = vec![dave.id, carol.id];
+    })
+    .await;
+    assert_eq!(mentions_of(dave.id).await, Some((1, 1)));
+    assert_eq!(mentions_of(carol.id).await, Some((4, 1)));
+    // Edits, reactions and pins raise nothing; a deletion lowers both.
+    edit(store, third.id, alice.id, "@dave @carol!")
+        .await
+        .expect("edit");
+    react(store, third.id, bob.id, "x", true)
+        .await
+        .expect("react");
+    pin(store, third.id, alice.id, true).await.expect("pin");
+    assert_eq!(mentions_of(dave.id).await, Some((1, 1)));
+    delete(store, third.id, alice.id).await.expect("delete");
+    assert_eq!(mentions_of(dave.id).await, Some((0, 0)));
+    assert_eq!(mentions_of(carol.id).await, Some((3, 0)));
+    let tombstone = store.message(third.id).await.expect("read").expect("found");
+    assert!(tombstone.mentions.is_empty(), "a tombstone names nobody");
+
+    // Conversations count them the same way.
+    let (direct, _) = store
+        .direct_room(alice.id, bob.id, at(9))
+        .await
+        .expect("conversation");
+    send_with(store, direct.id, alice.id, "@bob", |m| {
+        m.mentions = vec![bob.id];
+    })
+    .await;
+    let conversation = store
+        .user_conversations(bob.id)
+        .await
+        .expect("conversations")
+        .into_iter()
+        .find(|c| c.room.room.id == direct.id)
+        .expect("listed");
+    assert_eq!(
+        (conversation.room.unread, conversation.room.mentions),
+        (1, 1)
+    );
+}
+
+/// One message by id, and members among a list of users.
+pub async fn message_lookups(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[carol.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let sent = send(store, lobby.id, alice.id, "hello").await;
+    let found = store.message(sent.id).await.expect("read").expect("found");
+    assert_eq!(found, sent);
+    assert_eq!(
+        store.message(MessageId(9_999_999)).await.expect("read"),
+        None
+    );
+    // The join event has an id too, but is no message.
+    let join_event = MessageId(sent.id.get() - 1);
+    assert_eq!(store.message(join_event).await.expect("read"), None);
+
+    let mut members = store
+        .members_among(lobby.id, &[alice.id, bob.id, carol.id, UserId(9_999_999)])
+        .await
+        .expect("members");
+    members.sort_unstable();
+    assert_eq!(members, vec![alice.id, bob.id], "an invitee is no member");
+    assert!(
+        store
+            .members_among(RoomId(9_999_999), &[alice.id])
+            .await
+            .expect("members")
+            .is_empty()
+    );
+}
+
 /// The unread rule against a naive count: random interleavings of
 /// messages, joins, leaves (timeline events that take seqs but are no
 /// messages) and read marks, over two rooms, and after every step each
@@ -2680,12 +3028,14 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
     use rand::{Rng as _, SeedableRng as _};
 
     /// One event of the model's timeline.
-    #[derive(Clone, Copy)]
+    #[derive(Clone)]
     struct Ev {
         /// The sender, the member, or who changed a message.
         who: UserId,
         /// A message: its id and whether it was deleted since.
         message: Option<(MessageId, bool)>,
+        /// Who a message mentions.
+        mentions: Vec<UserId>,
     }
     /// What the store should hold, kept the obvious way.
     #[derive(Default)]
@@ -2696,9 +3046,33 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
         marks: HashMap<RoomId, HashMap<UserId, Seq>>,
         creators: HashMap<RoomId, UserId>,
     }
+    impl Ev {
+        fn other(who: UserId) -> Self {
+            Self {
+                who,
+                message: None,
+                mentions: Vec::new(),
+            }
+        }
+    }
     impl Model {
         fn last(&self, room: RoomId) -> Seq {
             self.events.get(&room).map_or(0, |e| e.len() as Seq)
+        }
+        fn mentions(&self, room: RoomId, user: UserId) -> Option<u64> {
+            let mark = *self.marks.get(&room)?.get(&user)?;
+            Some(
+                self.events[&room]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, e)| {
+                        matches!(e.message, Some((_, false)))
+                            && e.who != user
+                            && e.mentions.contains(&user)
+                            && (*i as Seq) + 1 > mark
+                    })
+                    .count() as u64,
+            )
         }
         fn unread(&self, room: RoomId, user: UserId) -> Option<u64> {
             let mark = *self.marks.get(&room)?.get(&user)?;
@@ -2758,12 +3132,32 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
             match rng.random_range(0..14) {
                 // Messages most often, so that counts grow.
                 0..=4 if member => {
-                    let sent = send(store, room, who, &format!("{seed}-{step}")).await;
+                    // Some mention members (the sender too, at times), some
+                    // are thread replies: both count like any message.
+                    let mut mentions: Vec<UserId> = model.marks[&room]
+                        .keys()
+                        .copied()
+                        .filter(|_| rng.random_bool(0.3))
+                        .collect();
+                    mentions.sort_unstable();
+                    let roots = model.changeable(room, who, true);
+                    let thread_root = (!roots.is_empty() && rng.random_bool(0.2))
+                        .then(|| {
+                            model.events[&room][roots[rng.random_range(0..roots.len())]].message
+                        })
+                        .flatten()
+                        .map(|(id, _)| id);
+                    let sent = send_with(store, room, who, &format!("{seed}-{step}"), |m| {
+                        m.mentions = mentions.clone();
+                        m.thread_root = thread_root;
+                    })
+                    .await;
                     model.push(
                         room,
                         Ev {
                             who,
                             message: Some((sent.id, false)),
+                            mentions,
                         },
                     );
                     model
@@ -2774,12 +3168,12 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                 }
                 0..=5 if !member => {
                     assert!(store.join_room(room, who).await.expect("join"));
-                    model.push(room, Ev { who, message: None });
+                    model.push(room, Ev::other(who));
                     model.marks.get_mut(&room).expect("room").insert(who, last);
                 }
                 6 if member => {
                     assert!(store.leave_room(room, who).await.expect("leave"));
-                    model.push(room, Ev { who, message: None });
+                    model.push(room, Ev::other(who));
                     model.marks.get_mut(&room).expect("room").remove(&who);
                 }
                 7 if member => {
@@ -2795,7 +3189,7 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                         .await
                         .expect("edit");
                     assert!(changed.event.is_some(), "a new body is an event");
-                    model.push(room, Ev { who, message: None });
+                    model.push(room, Ev::other(who));
                 }
                 8 if member => {
                     let moderator = model.creators[&room] == who;
@@ -2809,7 +3203,7 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                     };
                     delete(store, id, who).await.expect("delete");
                     model.events.get_mut(&room).expect("room")[i].message = Some((id, true));
-                    model.push(room, Ev { who, message: None });
+                    model.push(room, Ev::other(who));
                 }
                 9 if member => {
                     let live = model.changeable(room, who, true);
@@ -2824,7 +3218,7 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                     let add = rng.random_bool(0.6);
                     let changed = react(store, id, who, key, add).await.expect("react");
                     if changed.event.is_some() {
-                        model.push(room, Ev { who, message: None });
+                        model.push(room, Ev::other(who));
                     }
                 }
                 10 if member && model.creators[&room] == who => {
@@ -2840,7 +3234,7 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                         .await
                         .expect("pin");
                     if changed.event.is_some() {
-                        model.push(room, Ev { who, message: None });
+                        model.push(room, Ev::other(who));
                     }
                 }
                 _ if member => {
@@ -2867,6 +3261,13 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                         assert_eq!(
                             entry.unread, expected,
                             "seed {seed} step {step}: unread of {user} in {}",
+                            entry.room.id
+                        );
+                    }
+                    if let Some(expected) = model.mentions(entry.room.id, user) {
+                        assert_eq!(
+                            entry.mentions, expected,
+                            "seed {seed} step {step}: mentions of {user} in {}",
                             entry.room.id
                         );
                     }

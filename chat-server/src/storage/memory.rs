@@ -17,8 +17,8 @@ use super::{
     Appended, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation, HistoryPage,
     HistoryQuery, Listener, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
     ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, SearchPage, SearchRequest,
-    Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate,
-    TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
+    Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -141,6 +141,11 @@ enum EventRowKind {
         version: u32,
         deleted: bool,
         pinned_at: Option<Timestamp>,
+        reply: Option<StoredReply>,
+        thread_root: Option<MessageId>,
+        reply_count: u32,
+        last_reply_at: Option<Timestamp>,
+        mentions: Vec<UserId>,
     },
     Member(MemberChange),
     /// A change to the message at seq `target` of the same room.
@@ -180,6 +185,11 @@ impl State {
                 version,
                 deleted,
                 pinned_at,
+                reply,
+                thread_root,
+                reply_count,
+                last_reply_at,
+                mentions,
             } => StoredEvent::Message(StoredMessage {
                 id: row.id,
                 room,
@@ -193,6 +203,11 @@ impl State {
                 version: *version,
                 deleted: *deleted,
                 pinned: pinned_at.is_some(),
+                reply: reply.clone(),
+                thread_root: *thread_root,
+                reply_count: *reply_count,
+                last_reply_at: *last_reply_at,
+                mentions: mentions.clone(),
             }),
             EventRowKind::Member(change) => StoredEvent::Member(StoredMember {
                 room,
@@ -293,6 +308,11 @@ impl State {
             } else {
                 0
             },
+            mentions: if is_member {
+                room.mentions_above(member.user, member.read_seq)
+            } else {
+                0
+            },
             member_count: room
                 .members
                 .iter()
@@ -374,6 +394,20 @@ impl RoomRow {
             seqs.reverse();
         }
         (seqs, has_more)
+    }
+
+    /// Messages not deleted above `seq` that mention `user`.
+    fn mentions_above(&self, user: UserId, seq: Seq) -> u64 {
+        self.events
+            .iter()
+            .skip(usize::try_from(seq).unwrap_or(0))
+            .filter(|e| match &e.kind {
+                EventRowKind::Message {
+                    deleted, mentions, ..
+                } => !deleted && mentions.contains(&user),
+                _ => false,
+            })
+            .count() as u64
     }
 
     /// Messages not deleted, up to and including `seq`.
@@ -798,12 +832,44 @@ impl Storage for MemoryStorage {
         }
         state.require_user(message.sender)?;
 
+        // The caller checked that both name messages of this room.
+        let reply = message.reply_to.and_then(|target| {
+            let &(room, seq) = state.message_ids.get(&target)?;
+            let replied = state.message(room, seq)?;
+            Some(StoredReply {
+                id: target,
+                seq: replied.seq,
+                sender: replied.sender,
+                snippet: (!replied.deleted).then(|| super::snippet(&replied.body)),
+            })
+        });
+        let root = message
+            .thread_root
+            .and_then(|root| state.message_ids.get(&root).copied());
+
         state.last_message_id += 1;
         let id = MessageId(state.last_message_id);
         let room = state
             .rooms
             .get_mut(&message.room)
             .ok_or(StorageError::NotFound)?;
+        if let Some((root_room, root_seq)) = root
+            && root_room == message.room
+            && let Some(EventRow {
+                kind:
+                    EventRowKind::Message {
+                        reply_count,
+                        last_reply_at,
+                        ..
+                    },
+                ..
+            }) = room
+                .events
+                .get_mut(usize::try_from(root_seq - 1).unwrap_or(usize::MAX))
+        {
+            *reply_count += 1;
+            *last_reply_at = Some(message.created_at);
+        }
         let seq = room.record.last_seq + 1;
         room.record.last_seq = seq;
         room.msg_count += 1;
@@ -819,6 +885,11 @@ impl Storage for MemoryStorage {
                 version: 0,
                 deleted: false,
                 pinned_at: None,
+                reply,
+                thread_root: message.thread_root,
+                reply_count: 0,
+                last_reply_at: None,
+                mentions: message.mentions,
             },
             created_at: message.created_at,
             msg_no: room.msg_count,
@@ -1015,6 +1086,8 @@ impl Storage for MemoryStorage {
                     version,
                     deleted,
                     pinned_at,
+                    reply,
+                    mentions,
                     ..
                 },
             ..
@@ -1030,6 +1103,10 @@ impl Storage for MemoryStorage {
                     body.clear();
                     *deleted = true;
                     *pinned_at = None;
+                    if let Some(reply) = reply {
+                        reply.snippet = None;
+                    }
+                    mentions.clear();
                 }
                 ChangeOp::Pin { pin } => {
                     *pinned_at = pin.then_some(change.created_at);
@@ -1038,15 +1115,24 @@ impl Storage for MemoryStorage {
             }
         }
         if change.op == ChangeOp::Delete {
-            // Its reactions go with it, and the keys of its reaction events.
+            // Its reactions go with it, the keys of its reaction events, the
+            // snippets replies keep of it, and a reply off its thread's
+            // count.
             for event in &mut room.events {
-                if let EventRowKind::Update {
-                    kind: UpdateKind::Reacted { key, .. },
-                    target,
-                } = &mut event.kind
-                    && *target == seq
-                {
-                    key.clear();
+                match &mut event.kind {
+                    EventRowKind::Update {
+                        kind: UpdateKind::Reacted { key, .. },
+                        target,
+                    } if *target == seq => key.clear(),
+                    EventRowKind::Message {
+                        reply: Some(reply), ..
+                    } if reply.id == change.message => reply.snippet = None,
+                    EventRowKind::Message { reply_count, .. }
+                        if Some(event.id) == target.thread_root =>
+                    {
+                        *reply_count = reply_count.saturating_sub(1);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -1118,7 +1204,15 @@ impl Storage for MemoryStorage {
                 has_more: false,
             });
         };
-        let (seqs, has_more) = row.page(&query, |e| matches!(e.kind, EventRowKind::Message { .. }));
+        let (seqs, has_more) = row.page(&query, |e| {
+            matches!(
+                e.kind,
+                EventRowKind::Message {
+                    thread_root: None,
+                    ..
+                }
+            )
+        });
         Ok(HistoryPage {
             messages: seqs
                 .into_iter()
@@ -1126,6 +1220,61 @@ impl Storage for MemoryStorage {
                 .collect(),
             has_more,
         })
+    }
+
+    async fn thread(
+        &self,
+        root: MessageId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StorageError> {
+        let state = self.lock();
+        let Some((room, row)) = state
+            .message_ids
+            .get(&root)
+            .and_then(|(room, _)| Some((*room, state.rooms.get(room)?)))
+        else {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                has_more: false,
+            });
+        };
+        let (seqs, has_more) = row.page(
+            &query,
+            |e| matches!(e.kind, EventRowKind::Message { thread_root: Some(r), .. } if r == root),
+        );
+        Ok(HistoryPage {
+            messages: seqs
+                .into_iter()
+                .filter_map(|seq| state.message(room, seq))
+                .collect(),
+            has_more,
+        })
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StorageError> {
+        let state = self.lock();
+        Ok(state
+            .message_ids
+            .get(&id)
+            .and_then(|&(room, seq)| state.message(room, seq)))
+    }
+
+    async fn members_among(
+        &self,
+        room: RoomId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>, StorageError> {
+        let state = self.lock();
+        Ok(state.rooms.get(&room).map_or_else(Vec::new, |row| {
+            users
+                .iter()
+                .copied()
+                .filter(|u| {
+                    row.member(*u)
+                        .is_some_and(|m| m.state == MemberState::Member)
+                })
+                .collect()
+        }))
     }
 
     async fn timeline(

@@ -39,6 +39,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chat_core::message::SNIPPET_CHARS;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
@@ -154,6 +155,8 @@ pub struct UserRoom {
     pub read_seq: Seq,
     /// Messages from others above the read mark; 0 for invitees.
     pub unread: u64,
+    /// Of those, the ones that mention this user.
+    pub mentions: u64,
     pub member_count: u64,
     /// The highest read mark among the other members, 0 if there are none;
     /// always 0 for invitees, who may not see the room's progress yet. Lets
@@ -196,6 +199,32 @@ pub struct StoredMessage {
     pub deleted: bool,
     /// Pinned to its room.
     pub pinned: bool,
+    /// The message it replies to, as the reply shows it.
+    pub reply: Option<StoredReply>,
+    /// The root of the thread it is in.
+    pub thread_root: Option<MessageId>,
+    /// As a thread's root: its replies not deleted, and when the newest was
+    /// sent (`None`: it never had one).
+    pub reply_count: u32,
+    pub last_reply_at: Option<Timestamp>,
+    /// Who it mentions, in the order given.
+    pub mentions: Vec<UserId>,
+}
+
+/// What a reply keeps of the message it replies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReply {
+    pub id: MessageId,
+    pub seq: Seq,
+    pub sender: UserId,
+    /// The start of its body when the reply was sent; `None` once it is
+    /// deleted.
+    pub snippet: Option<String>,
+}
+
+/// A reply's snippet of `body`: its first [`SNIPPET_CHARS`] characters.
+pub fn snippet(body: &str) -> String {
+    body.chars().take(SNIPPET_CHARS).collect()
 }
 
 /// A membership change in a room's timeline.
@@ -328,6 +357,32 @@ pub struct NewMessage {
     /// The connection it came from, if any: not stored, only passed to the
     /// [`CommitListener`] with the message.
     pub origin: Option<ConnId>,
+    /// A message of the same room (checked by the caller) that it replies
+    /// to: the backend keeps its seq, sender and [`snippet`] as they are
+    /// at the commit.
+    pub reply_to: Option<MessageId>,
+    /// The root of its thread, a message of the same room that is not
+    /// itself in a thread (checked by the caller): its reply count goes up.
+    pub thread_root: Option<MessageId>,
+    /// Members it mentions (checked, without repeats, by the caller).
+    pub mentions: Vec<UserId>,
+}
+
+impl NewMessage {
+    /// A plain message sent now: no reply, thread, mention or origin.
+    pub fn new(room: RoomId, sender: UserId, body: impl Into<String>) -> Self {
+        Self {
+            room,
+            sender,
+            body: body.into(),
+            client_id: None,
+            created_at: Timestamp::now(),
+            origin: None,
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
+        }
+    }
 }
 
 /// A change to make to an earlier message; the backend checks it and
@@ -782,9 +837,25 @@ pub trait Storage: Send + Sync + 'static {
         }
         results
     }
-    /// A page of the room's messages (the other kinds of event left out).
+    /// A page of the room's messages (the other kinds of event left out,
+    /// and thread replies: [`Storage::thread`] pages those).
     async fn history(&self, room: RoomId, query: HistoryQuery)
     -> Result<HistoryPage, StorageError>;
+    /// A page of the replies in the thread of `root`, by seq.
+    async fn thread(
+        &self,
+        root: MessageId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StorageError>;
+    /// One message by id; `None` if no message has it (a timeline event
+    /// that is not a message counts as none).
+    async fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StorageError>;
+    /// Which of `users` are members of `room` (in no given order).
+    async fn members_among(
+        &self,
+        room: RoomId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>, StorageError>;
     /// A page of the room's timeline, every kind of event.
     async fn timeline(
         &self,

@@ -43,7 +43,7 @@ use crate::event::{ConnId, Event, EventKind, Frame};
 use crate::hub::{Delivery, Subscriber};
 use crate::server::AppState;
 use crate::service::Access;
-use crate::service::messages::{MAX_HISTORY_PAGE, MessageChanged, Outgoing, timeline_frame};
+use crate::service::messages::{Draft, MAX_HISTORY_PAGE, MessageChanged, Outgoing, timeline_frame};
 use crate::storage::{HistoryQuery, RoomRecord};
 
 /// A socket bound to one room at the handshake.
@@ -82,8 +82,7 @@ enum Flow {
 #[derive(Debug)]
 struct PendingSend {
     room: RoomRef,
-    body: String,
-    client_id: Option<String>,
+    draft: Draft,
 }
 
 /// One client frame as read, before it is executed.
@@ -92,7 +91,8 @@ enum Incoming {
     Send(PendingSend),
     Frame(ClientFrame),
     /// A frame answered by this reply alone (it did not parse).
-    Reply(ServerFrame),
+    /// Boxed: a server frame can hold a whole message; these are rare.
+    Reply(Box<ServerFrame>),
     /// The socket is done: the client closed it or it failed.
     End(Flow),
 }
@@ -396,17 +396,17 @@ where
                     Ok(send) => Incoming::Send(send),
                     Err(frame) => Incoming::Frame(frame),
                 },
-                Err(e) => Incoming::Reply(ServerFrame::Error {
+                Err(e) => Incoming::Reply(Box::new(ServerFrame::Error {
                     code: e.code,
                     error: e.message,
                     client_id: None,
-                }),
+                })),
             },
-            Some(Ok(WsMessage::Binary(_))) => Incoming::Reply(ServerFrame::Error {
+            Some(Ok(WsMessage::Binary(_))) => Incoming::Reply(Box::new(ServerFrame::Error {
                 code: ErrorCode::InvalidJson,
                 error: "Invalid JSON: frames must be text".to_owned(),
                 client_id: None,
-            }),
+            })),
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => return None,
             None | Some(Ok(WsMessage::Close(_))) => Incoming::End(Flow::Gone),
             Some(Err(e)) => {
@@ -421,13 +421,13 @@ where
     }
 
     /// A send frame becomes a [`PendingSend`]; any other frame comes back.
+    #[allow(clippy::result_large_err)] // the frame is handed back, not an error
     fn as_send(&self, frame: ClientFrame) -> Result<PendingSend, ClientFrame> {
         match frame {
             ClientFrame::Text { message } => match self.bound {
                 Some(room) => Ok(PendingSend {
                     room: RoomRef::Id(room),
-                    body: message,
-                    client_id: None,
+                    draft: Draft::text(message, None),
                 }),
                 None => Err(ClientFrame::Text { message }),
             },
@@ -435,18 +435,29 @@ where
                 room,
                 body,
                 client_id,
-            } => match room.or(self.bound.map(RoomRef::Id)) {
-                Some(room) => Ok(PendingSend {
-                    room,
+                reply_to,
+                thread_root,
+                mentions,
+            } => {
+                let draft = Draft {
                     body,
                     client_id,
-                }),
-                None => Err(ClientFrame::Send {
-                    room: None,
-                    body,
-                    client_id,
-                }),
-            },
+                    reply_to,
+                    thread_root,
+                    mentions,
+                };
+                match room.or(self.bound.map(RoomRef::Id)) {
+                    Some(room) => Ok(PendingSend { room, draft }),
+                    None => Err(ClientFrame::Send {
+                        room: None,
+                        body: draft.body,
+                        client_id: draft.client_id,
+                        reply_to: draft.reply_to,
+                        thread_root: draft.thread_root,
+                        mentions: draft.mentions,
+                    }),
+                }
+            }
             other => Err(other),
         }
     }
@@ -683,7 +694,10 @@ where
         let mut rooms: Vec<(RoomRef, Result<RoomId, ApiError>)> = Vec::new();
         for send in sends {
             if !self.allow() {
-                checked.push((send.client_id, Some(ApiError::new(ErrorCode::RateLimited))));
+                checked.push((
+                    send.draft.client_id,
+                    Some(ApiError::new(ErrorCode::RateLimited)),
+                ));
                 continue;
             }
             let record = match rooms.iter().find(|(r, _)| *r == send.room) {
@@ -696,14 +710,13 @@ where
             };
             match record {
                 Ok(room) => {
-                    checked.push((send.client_id.clone(), None));
+                    checked.push((send.draft.client_id.clone(), None));
                     outgoing.push(Outgoing {
                         room,
-                        body: send.body,
-                        client_id: send.client_id,
+                        draft: send.draft,
                     });
                 }
-                Err(e) => checked.push((send.client_id, Some(e))),
+                Err(e) => checked.push((send.draft.client_id, Some(e))),
             }
         }
         let service = self.state.service.clone();

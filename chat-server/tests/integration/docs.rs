@@ -452,11 +452,17 @@ async fn real_frames_match_the_frame_schema() {
             room: Some(room.clone()),
             body: "hi".to_owned(),
             client_id: Some("c-1".to_owned()),
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         },
         ClientFrame::Send {
             room: None,
             body: "hi".to_owned(),
             client_id: None,
+            reply_to: None,
+            thread_root: None,
+            mentions: Vec::new(),
         },
         ClientFrame::Subscribe {
             room: RoomRef::Id(RoomId(7)),
@@ -533,6 +539,10 @@ async fn real_frames_match_the_frame_schema() {
         deleted: false,
         reactions: Vec::new(),
         pinned: false,
+        reply_to: None,
+        thread_root: None,
+        thread: None,
+        mentions: Vec::new(),
     };
     let update = MessageUpdate {
         room: RoomId(2),

@@ -51,6 +51,7 @@
 //! the lookup.
 
 use async_trait::async_trait;
+use chat_core::MessageId;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
@@ -59,7 +60,7 @@ use super::{ACQUIRE_TIMEOUT, PgDialect, map_err};
 use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::apply;
-use crate::storage::sql::rows::{Columns, member_state, message_from, room_kind};
+use crate::storage::sql::rows::{Columns, member_state, mentions_text, message_from, room_kind};
 use crate::storage::{Appended, MemberState, NewMessage, StorageError};
 
 const APPEND_BATCH: &str = "\
@@ -68,8 +69,10 @@ WITH locked AS MATERIALIZED (
 ), stable AS MATERIALIZED (
     SELECT l.id FROM locked l JOIN rooms s ON s.id = l.id WHERE s.last_seq = l.last_seq
 ), input AS (
-    SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
-        WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at, ord)
+    SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[],
+            $7::int8[], $8::int8[], $9::text[])
+        WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at,
+            reply_to, thread_root, mentions, ord)
 ), members AS MATERIALIZED (
     SELECT rm.room_id, rm.user_id FROM room_members rm JOIN stable st ON st.id = rm.room_id
     WHERE (rm.room_id, rm.user_id) IN (SELECT room_id, sender_id FROM input)
@@ -90,9 +93,23 @@ WITH locked AS MATERIALIZED (
         b.base_no + row_number() OVER (PARTITION BY a.room_id ORDER BY a.ord) AS msg_no
     FROM accepted a JOIN bumped b ON b.id = a.room_id
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no)
-    SELECT room_id, seq, sender_id, body, client_id, created_at, msg_no FROM numbered ORDER BY ord
-    RETURNING id, room_id, seq
+    INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no,
+        reply_to, reply_seq, reply_sender_id, reply_snippet, thread_root, mentions)
+    SELECT n.room_id, n.seq, n.sender_id, n.body, n.client_id, n.created_at, n.msg_no,
+        n.reply_to, t.seq, t.sender_id,
+        CASE WHEN t.deleted_at IS NULL THEN substr(t.body, 1, 100) END, n.thread_root, n.mentions
+    FROM numbered n LEFT JOIN messages t ON t.id = n.reply_to ORDER BY n.ord
+    RETURNING id, room_id, seq, reply_seq, reply_sender_id, reply_snippet
+), threads AS (
+    UPDATE messages tr SET reply_count = tr.reply_count + c.n, last_reply_at = c.at
+    FROM (SELECT thread_root, count(*) AS n, max(created_at) AS at FROM numbered
+          WHERE thread_root IS NOT NULL GROUP BY thread_root) c
+    WHERE tr.id = c.thread_root
+), mentioned AS (
+    INSERT INTO mentions (user_id, room_id, seq)
+    SELECT mi.user_id, n.room_id, n.seq
+    FROM unnest($10::int8[], $11::int8[]) AS mi(ord, user_id) JOIN numbered n ON n.ord = mi.ord
+    ON CONFLICT DO NOTHING
 ), marks AS (
     UPDATE room_members rm SET read_seq = s.seq, read_no = s.msg_no - s.deleted
     FROM (SELECT room_id, sender_id, max(seq) AS seq, max(msg_no) AS msg_no, max(deleted) AS deleted
@@ -102,7 +119,10 @@ WITH locked AS MATERIALIZED (
 )
 SELECT i.ord, m.id, i.room_id, n.seq, i.sender_id, u.display_name AS sender_name,
        i.body, i.created_at, i.client_id, NULL::int8 AS edited_at, 0::int8 AS version,
-       NULL::int8 AS deleted_at, NULL::int8 AS pinned_at, l.id AS locked, st.id AS stable, r.kind, rm.state
+       NULL::int8 AS deleted_at, NULL::int8 AS pinned_at, i.reply_to, m.reply_seq,
+       m.reply_sender_id, m.reply_snippet, i.thread_root, 0::int8 AS reply_count,
+       NULL::int8 AS last_reply_at, i.mentions,
+       l.id AS locked, st.id AS stable, r.kind, rm.state
 FROM input i
 LEFT JOIN numbered n ON n.ord = i.ord
 LEFT JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
@@ -216,6 +236,21 @@ async fn store_batch(
     rooms.sort_unstable();
     rooms.dedup();
     let column = |f: fn(&NewMessage) -> i64| batch.iter().map(|m| f(m)).collect::<Vec<i64>>();
+    let optional = |f: fn(&NewMessage) -> Option<MessageId>| {
+        batch
+            .iter()
+            .map(|m| f(m).map(MessageId::get))
+            .collect::<Vec<Option<i64>>>()
+    };
+    // The mentions as pairs (the message's place in the batch, from 1 as
+    // `WITH ORDINALITY` counts, and the user).
+    let (mut mention_ords, mut mention_users) = (Vec::new(), Vec::new());
+    for (ord, m) in (1_i64..).zip(batch) {
+        for user in &m.mentions {
+            mention_ords.push(ord);
+            mention_users.push(user.get());
+        }
+    }
 
     let rows = sqlx::query(APPEND_BATCH)
         .bind(column(|m| m.room.get()))
@@ -229,6 +264,16 @@ async fn store_batch(
         )
         .bind(column(|m| m.created_at.unix_micros()))
         .bind(&rooms)
+        .bind(optional(|m| m.reply_to))
+        .bind(optional(|m| m.thread_root))
+        .bind(
+            batch
+                .iter()
+                .map(|m| mentions_text(&m.mentions))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&mention_ords)
+        .bind(&mention_users)
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;

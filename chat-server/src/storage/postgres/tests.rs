@@ -80,6 +80,9 @@ fn spawn_writers(
                             client_id: Some(format!("{tag}{w}:{i}")),
                             created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
                             origin: None,
+                            reply_to: None,
+                            thread_root: None,
+                            mentions: Vec::new(),
                         })
                         .await
                         .expect("append");
@@ -280,8 +283,9 @@ async fn concurrent_connects_migrate_once() {
     let expected: Vec<(i64, bool)> = super::MIGRATOR.iter().map(|m| (m.version, true)).collect();
     assert_eq!(
         expected.len(),
-        5,
-        "0001_init, 0002_direct_rooms, 0003_timeline, 0004_message_changes and 0005_search"
+        6,
+        "0001_init, 0002_direct_rooms, 0003_timeline, 0004_message_changes, 0005_search and \
+         0006_replies_threads_mentions"
     );
     assert_eq!(applied, expected, "each migration recorded once");
     drop(conn);
@@ -577,6 +581,9 @@ async fn concurrent_mark_read_reports_each_advance_once() {
                 client_id: None,
                 created_at: Timestamp::from_unix_micros(1),
                 origin: None,
+                reply_to: None,
+                thread_root: None,
+                mentions: Vec::new(),
             })
             .await
             .expect("append");
@@ -656,6 +663,9 @@ async fn concurrent_joins_get_distinct_positions() {
                     client_id: None,
                     created_at: Timestamp::from_unix_micros(1),
                     origin: None,
+                    reply_to: None,
+                    thread_root: None,
+                    mentions: Vec::new(),
                 })
                 .await
                 .expect("append");
@@ -783,6 +793,9 @@ fn batch_message(room: RoomId, sender: UserId, body: &str, client_id: Option<&st
         client_id: client_id.map(str::to_owned),
         created_at: Timestamp::from_unix_micros(1_770_000_000_000_000),
         origin: None,
+        reply_to: None,
+        thread_root: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -1064,6 +1077,9 @@ async fn a_send_racing_a_leave_on_another_instance_is_refused() {
                     client_id: None,
                     created_at: Timestamp::from_unix_micros(1_770_000_000_000_001),
                     origin: None,
+                    reply_to: None,
+                    thread_root: None,
+                    mentions: Vec::new(),
                 })
                 .await
         })

@@ -26,10 +26,10 @@ use sqlx::{
     AssertSqlSafe, Connection as _, Database, Encode, Executor, FromRow, IntoArguments, Type,
 };
 
-use chat_core::Timestamp;
 use chat_core::timeline::MemberChange;
+use chat_core::{MessageId, Timestamp};
 
-use super::rows::{Columns, change_text, message_from, refusal_from};
+use super::rows::{Columns, change_text, mentions_text, message_from, refusal_from};
 use super::{Dialect, statements};
 use crate::storage::group_commit::MemberOp;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMember};
@@ -47,6 +47,8 @@ where
     for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<String>: Encode<'q, D::Db> + Type<D::Db>,
 {
     // Wrapped: `Connection::begin_with` is generic over its statement, and
     // a bare `&'static str` trips the higher-ranked `Send` check of the
@@ -88,6 +90,9 @@ where
         .bind(message.client_id.as_deref())
         .bind(message.created_at.unix_micros())
         .bind(msg_no)
+        .bind(message.reply_to.map(MessageId::get))
+        .bind(message.thread_root.map(MessageId::get))
+        .bind(mentions_text(&message.mentions))
         .fetch_optional(&mut *tx)
         .await
         .map_err(D::map_err)?;
@@ -114,6 +119,23 @@ where
         .execute(&mut *tx)
         .await
         .map_err(D::map_err)?;
+    if let Some(root) = message.thread_root {
+        sqlx::query(statements::COUNT_THREAD_REPLY)
+            .bind(root.get())
+            .bind(message.created_at.unix_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+    }
+    for user in &message.mentions {
+        sqlx::query(statements::INSERT_MENTION)
+            .bind(user.get())
+            .bind(message.room.get())
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+    }
     let stored = sqlx::query(statements::MESSAGE_BY_ID)
         .bind(id)
         .fetch_one(&mut *tx)

@@ -183,13 +183,29 @@ where
                 .execute(&mut *tx)
                 .await
                 .map_err(D::map_err)?;
-            // Whatever hangs on the message goes with its body.
+            // Whatever hangs on the message goes with its body: its
+            // reactions, the keys of their events, the snippets replies
+            // keep of it, its mentions, its place in its thread's count.
             for erase in [
                 statements::DELETE_REACTIONS,
                 statements::ERASE_REACTION_KEYS,
+                statements::ERASE_REPLY_SNIPPETS,
             ] {
                 sqlx::query(erase)
                     .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::map_err)?;
+            }
+            sqlx::query(statements::DELETE_MENTIONS)
+                .bind(room)
+                .bind(target.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            if let Some(root) = target.thread_root {
+                sqlx::query(statements::UNCOUNT_THREAD_REPLY)
+                    .bind(root.get())
                     .execute(&mut *tx)
                     .await
                     .map_err(D::map_err)?;

@@ -89,13 +89,13 @@ where
     row.as_ref().map(decode).transpose()
 }
 
-/// The `limit + 1` rows of a page (see [`HistoryQuery`]): `after` runs
-/// the first statement (upward from `after`), else the second (downward
-/// from `before`).
+/// The `limit + 1` rows of a page (see [`HistoryQuery`]) of the events of
+/// `key` (a room, or a thread's root): `after` runs the first statement
+/// (upward from `after`), else the second (downward from `before`).
 async fn page_rows<D: Dialect>(
     pool: &Pool<D::Db>,
     (upward, downward): (&'static str, &'static str),
-    room: RoomId,
+    key: i64,
     query: &HistoryQuery,
 ) -> Result<Vec<<D::Db as Database>::Row>, StorageError>
 where
@@ -108,7 +108,7 @@ where
     match query.after {
         Some(after) => {
             sqlx::query(upward)
-                .bind(room.get())
+                .bind(key)
                 .bind(after)
                 .bind(before)
                 .bind(fetch)
@@ -117,7 +117,7 @@ where
         }
         None => {
             sqlx::query(downward)
-                .bind(room.get())
+                .bind(key)
                 .bind(before)
                 .bind(fetch)
                 .fetch_all(pool)
@@ -140,6 +140,8 @@ where
     for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> &'q String: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<String>: Encode<'q, D::Db> + Type<D::Db>,
 {
     async fn create_user(&self, user: NewUser) -> Result<UserRecord, StorageError> {
         let email = user.email.to_lowercase();
@@ -619,8 +621,49 @@ where
         query: HistoryQuery,
     ) -> Result<HistoryPage, StorageError> {
         let bounds = (statements::HISTORY_AFTER, statements::HISTORY_BEFORE);
-        let rows = page_rows::<D>(&self.read, bounds, room, &query).await?;
+        let rows = page_rows::<D>(&self.read, bounds, room.get(), &query).await?;
         rows::history_page(&rows, &query)
+    }
+
+    async fn thread(
+        &self,
+        root: MessageId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StorageError> {
+        let bounds = (statements::THREAD_AFTER, statements::THREAD_BEFORE);
+        let rows = page_rows::<D>(&self.read, bounds, root.get(), &query).await?;
+        rows::history_page(&rows, &query)
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StorageError> {
+        let row = sqlx::query(statements::MESSAGE_BY_ID)
+            .bind(id.get())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        match row {
+            Some(row) if row.text("kind")? == "message" => rows::message_from(&row).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn members_among(
+        &self,
+        room: RoomId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>, StorageError> {
+        let mut found = Vec::new();
+        for chunk in users.chunks(statements::IDS_PER_QUERY) {
+            let mut query =
+                sqlx::query(AssertSqlSafe(statements::members_among(chunk.len()))).bind(room.get());
+            for user in chunk {
+                query = query.bind(user.get());
+            }
+            for row in &query.fetch_all(&self.read).await.map_err(D::map_err)? {
+                found.push(UserId(row.int("user_id")?));
+            }
+        }
+        Ok(found)
     }
 
     async fn timeline(
@@ -629,7 +672,7 @@ where
         query: HistoryQuery,
     ) -> Result<TimelinePage, StorageError> {
         let bounds = (statements::TIMELINE_AFTER, statements::TIMELINE_BEFORE);
-        let rows = page_rows::<D>(&self.read, bounds, room, &query).await?;
+        let rows = page_rows::<D>(&self.read, bounds, room.get(), &query).await?;
         rows::timeline_page(&rows, &query)
     }
 

@@ -13,8 +13,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
     Conflict, HistoryPage, HistoryQuery, MemberState, ReactionCount, RefreshTokenRecord,
-    RoomPerson, RoomRecord, StorageError, StoredEvent, StoredMember, StoredMessage, StoredUpdate,
-    TimelinePage, UpdateKind, UserRecord, UserRoom,
+    RoomPerson, RoomRecord, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -218,7 +218,41 @@ fn prefixed_message_from(row: &impl Columns, prefix: &str) -> Result<StoredMessa
         version: u32::try_from(row.int(&get("version"))?).unwrap_or(u32::MAX),
         deleted: row.opt_int(&get("deleted_at"))?.is_some(),
         pinned: row.opt_int(&get("pinned_at"))?.is_some(),
+        reply: match row.opt_int(&get("reply_to"))? {
+            None => None,
+            Some(id) => Some(StoredReply {
+                id: MessageId(id),
+                seq: row.opt_int(&get("reply_seq"))?.unwrap_or(0),
+                sender: UserId(row.opt_int(&get("reply_sender_id"))?.unwrap_or(0)),
+                snippet: row.opt_text(&get("reply_snippet"))?,
+            }),
+        },
+        thread_root: row.opt_int(&get("thread_root"))?.map(MessageId),
+        reply_count: u32::try_from(row.int(&get("reply_count"))?).unwrap_or(0),
+        last_reply_at: row
+            .opt_int(&get("last_reply_at"))?
+            .map(Timestamp::from_unix_micros),
+        mentions: mentions_from(row.opt_text(&get("mentions"))?.as_deref())?,
     })
+}
+
+/// How a message's mentions are stored in `messages.mentions`: a JSON
+/// array of user ids, NULL for none.
+pub(crate) fn mentions_text(mentions: &[UserId]) -> Option<String> {
+    if mentions.is_empty() {
+        return None;
+    }
+    let ids: Vec<i64> = mentions.iter().map(|u| u.get()).collect();
+    serde_json::to_string(&ids).ok()
+}
+
+fn mentions_from(text: Option<&str>) -> Result<Vec<UserId>, StorageError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<i64> = serde_json::from_str(text)
+        .map_err(|e| corrupt(format!("mentions {text:?} are not a list of ids: {e}")))?;
+    Ok(ids.into_iter().map(UserId).collect())
 }
 
 /// A row of [`TIMELINE_AFTER`](super::statements::TIMELINE_AFTER) or
@@ -314,6 +348,7 @@ pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageErro
         state: member_state(&row.text("state")?)?,
         read_seq: row.int("read_seq")?,
         unread: u64::try_from(row.int("unread")?).unwrap_or(0),
+        mentions: u64::try_from(row.int("mention_count")?).unwrap_or(0),
         member_count: u64::try_from(row.int("member_count")?).unwrap_or(0),
         others_read_seq: row.int("others_read_seq")?,
         last_message,

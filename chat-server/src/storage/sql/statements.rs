@@ -28,7 +28,9 @@ macro_rules! room_columns {
 macro_rules! message_columns {
     () => {
         "m.id, m.room_id, m.seq, m.sender_id, u.display_name AS sender_name, \
-         m.body, m.created_at, m.client_id, m.edited_at, m.version, m.deleted_at, m.pinned_at"
+         m.body, m.created_at, m.client_id, m.edited_at, m.version, m.deleted_at, m.pinned_at, \
+         m.reply_to, m.reply_seq, m.reply_sender_id, m.reply_snippet, m.thread_root, \
+         m.reply_count, m.last_reply_at, m.mentions"
     };
 }
 
@@ -40,7 +42,11 @@ macro_rules! target_columns {
         "t.id AS t_id, t.room_id AS t_room_id, t.seq AS t_seq, t.sender_id AS t_sender_id, \
          tu.display_name AS t_sender_name, t.body AS t_body, t.created_at AS t_created_at, \
          t.client_id AS t_client_id, t.edited_at AS t_edited_at, t.version AS t_version, \
-         t.deleted_at AS t_deleted_at, t.pinned_at AS t_pinned_at"
+         t.deleted_at AS t_deleted_at, t.pinned_at AS t_pinned_at, t.reply_to AS t_reply_to, \
+         t.reply_seq AS t_reply_seq, t.reply_sender_id AS t_reply_sender_id, \
+         t.reply_snippet AS t_reply_snippet, t.thread_root AS t_thread_root, \
+         t.reply_count AS t_reply_count, t.last_reply_at AS t_last_reply_at, \
+         t.mentions AS t_mentions"
     };
 }
 
@@ -211,6 +217,10 @@ macro_rules! user_room_columns {
          m.state, m.read_seq, \
          CASE WHEN m.state = 'member' THEN r.msg_count - r.msg_deleted - m.read_no ELSE 0 END \
              AS unread, \
+         CASE WHEN m.state = 'member' THEN \
+             (SELECT COUNT(*) FROM mentions x \
+                 WHERE x.user_id = m.user_id AND x.room_id = r.id AND x.seq > m.read_seq) \
+         ELSE 0 END AS mention_count, \
          (SELECT COUNT(*) FROM room_members c \
              WHERE c.room_id = r.id AND c.state = 'member') AS member_count, \
          CASE WHEN m.state = 'member' THEN \
@@ -221,7 +231,10 @@ macro_rules! user_room_columns {
          lu.display_name AS l_sender_name, \
          l.body AS l_body, l.created_at AS l_created_at, l.client_id AS l_client_id, \
          l.edited_at AS l_edited_at, l.version AS l_version, l.deleted_at AS l_deleted_at, \
-         l.pinned_at AS l_pinned_at"
+         l.pinned_at AS l_pinned_at, l.reply_to AS l_reply_to, l.reply_seq AS l_reply_seq, \
+         l.reply_sender_id AS l_reply_sender_id, l.reply_snippet AS l_reply_snippet, \
+         l.thread_root AS l_thread_root, l.reply_count AS l_reply_count, \
+         l.last_reply_at AS l_last_reply_at, l.mentions AS l_mentions"
     };
 }
 
@@ -349,14 +362,31 @@ pub(crate) const INSERT_MEMBER_EVENT: &str = "INSERT INTO messages \
 
 /// Returns no row when `(sender_id, client_id)` is taken; the caller then
 /// rolls back, giving the seq back. `DO NOTHING` rather than catching the
-/// error, since an error aborts a Postgres transaction.
+/// error, since an error aborts a Postgres transaction. `$8` the message
+/// replied to (its seq, sender and snippet are copied as they stand, no
+/// snippet if it is deleted), `$9` the thread's root, `$10` the mentions
+/// (a JSON array, or NULL).
 pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages \
-    (room_id, seq, sender_id, body, client_id, created_at, msg_no) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7) \
+    (room_id, seq, sender_id, body, client_id, created_at, msg_no, \
+     reply_to, reply_seq, reply_sender_id, reply_snippet, thread_root, mentions) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+        (SELECT t.seq FROM messages t WHERE t.id = $8), \
+        (SELECT t.sender_id FROM messages t WHERE t.id = $8), \
+        (SELECT substr(t.body, 1, 100) FROM messages t WHERE t.id = $8 AND t.deleted_at IS NULL), \
+        $9, $10) \
     ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING id";
 
+/// One more reply in the thread of `$1`, sent at `$2`.
+pub(crate) const COUNT_THREAD_REPLY: &str =
+    "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = $2 WHERE id = $1";
+
+/// `$1` mentioned in room `$2` by the message at seq `$3`.
+pub(crate) const INSERT_MENTION: &str = "INSERT INTO mentions (user_id, room_id, seq) \
+    VALUES ($1, $2, $3) ON CONFLICT (user_id, room_id, seq) DO NOTHING";
+
+/// With its `kind`: an id names an event of any kind.
 pub(crate) const MESSAGE_BY_ID: &str = concat!(
-    "SELECT ",
+    "SELECT m.kind, ",
     message_columns!(),
     " FROM messages m JOIN users u ON u.id = m.sender_id WHERE m.id = $1"
 );
@@ -382,6 +412,7 @@ pub(crate) const HISTORY_AFTER: &str = concat!(
     message_columns!(),
     " FROM messages m JOIN users u ON u.id = m.sender_id \
       WHERE m.room_id = $1 AND m.seq > $2 AND m.seq < $3 AND m.kind = 'message' \
+        AND m.thread_root IS NULL \
       ORDER BY m.seq LIMIT $4"
 );
 
@@ -392,8 +423,39 @@ pub(crate) const HISTORY_BEFORE: &str = concat!(
     message_columns!(),
     " FROM messages m JOIN users u ON u.id = m.sender_id \
       WHERE m.room_id = $1 AND m.seq < $2 AND m.kind = 'message' \
+        AND m.thread_root IS NULL \
       ORDER BY m.seq DESC LIMIT $3"
 );
+
+/// The replies in the thread of `$1` upward from seq `$2` (exclusive),
+/// below `$3`, on `messages_thread_idx`; `$4` the page size plus one.
+pub(crate) const THREAD_AFTER: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.thread_root = $1 AND m.seq > $2 AND m.seq < $3 \
+      ORDER BY m.seq LIMIT $4"
+);
+
+/// [`THREAD_AFTER`] downward from `$2` (exclusive).
+pub(crate) const THREAD_BEFORE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN users u ON u.id = m.sender_id \
+      WHERE m.thread_root = $1 AND m.seq < $2 \
+      ORDER BY m.seq DESC LIMIT $3"
+);
+
+/// `room_members` of room `$1` among a list of users: the caller appends
+/// the placeholder list (`$2`…) and `)`.
+pub(crate) const MEMBERS_AMONG_PREFIX: &str = "SELECT user_id FROM room_members \
+    WHERE room_id = $1 AND state = 'member' AND user_id IN (";
+
+/// [`MEMBERS_AMONG_PREFIX`] completed for `count` users.
+pub(crate) fn members_among(count: usize) -> String {
+    let placeholders: Vec<String> = (2..=count + 1).map(|i| format!("${i}")).collect();
+    format!("{MEMBERS_AMONG_PREFIX}{})", placeholders.join(", "))
+}
 
 /// [`HISTORY_AFTER`] for every kind of event, with its `kind` and, for a
 /// change to a message, that message as it stands (`t_`).
@@ -492,10 +554,25 @@ pub(crate) const MESSAGE_TO_CHANGE: &str = concat!(
 pub(crate) const EDIT_MESSAGE: &str =
     "UPDATE messages SET body = $2, edited_at = $3, version = version + 1 WHERE id = $1";
 
-/// The body is erased, not hidden; the row keeps the message's seq.
+/// The body is erased, not hidden (and the snippet it kept of a message it
+/// replied to, and its mentions); the row keeps the message's seq.
 /// A deleted message is unpinned too.
 pub(crate) const DELETE_MESSAGE: &str = "UPDATE messages \
-    SET body = '', deleted_at = $2, pinned_at = NULL, version = version + 1 WHERE id = $1";
+    SET body = '', deleted_at = $2, pinned_at = NULL, reply_snippet = NULL, mentions = NULL, \
+        version = version + 1 WHERE id = $1";
+
+/// The replies to deleted message `$1` lose their snippet of it (found by
+/// `messages_reply_to_idx`).
+pub(crate) const ERASE_REPLY_SNIPPETS: &str =
+    "UPDATE messages SET reply_snippet = NULL WHERE reply_to = $1";
+
+/// The mentions of the deleted message at seq `$2` of room `$1` count no
+/// more.
+pub(crate) const DELETE_MENTIONS: &str = "DELETE FROM mentions WHERE room_id = $1 AND seq = $2";
+
+/// A deleted reply leaves its thread's count (root `$1`).
+pub(crate) const UNCOUNT_THREAD_REPLY: &str =
+    "UPDATE messages SET reply_count = reply_count - 1 WHERE id = $1 AND reply_count > 0";
 
 /// `$2` when.
 pub(crate) const PIN_MESSAGE: &str =

@@ -27,6 +27,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chat_core::MessageId;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, named_params};
 use sqlx::sqlite::SqlitePool;
 use tempfile::TempDir;
@@ -36,7 +37,7 @@ use super::{SqliteDialect, is_unavailable};
 use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::apply;
-use crate::storage::sql::rows::{Columns, message_from, refusal_from};
+use crate::storage::sql::rows::{Columns, mentions_text, message_from, refusal_from};
 use crate::storage::sql::statements;
 use crate::storage::sql::turns::WriteTurns;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMessage};
@@ -203,6 +204,9 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
                 "$5": m.client_id.as_deref(),
                 "$6": m.created_at.unix_micros(),
                 "$7": msg_no,
+                "$8": m.reply_to.map(MessageId::get),
+                "$9": m.thread_root.map(MessageId::get),
+                "$10": mentions_text(&m.mentions),
             },
             |row| row.get(0),
         )
@@ -216,6 +220,18 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
             "$4": live,
         })
         .map_err(sqlite_err)?;
+    if let Some(root) = m.thread_root {
+        tx.prepare_cached(statements::COUNT_THREAD_REPLY)
+            .map_err(sqlite_err)?
+            .execute(named_params! { "$1": root.get(), "$2": m.created_at.unix_micros() })
+            .map_err(sqlite_err)?;
+    }
+    for user in &m.mentions {
+        tx.prepare_cached(statements::INSERT_MENTION)
+            .map_err(sqlite_err)?
+            .execute(named_params! { "$1": user.get(), "$2": m.room.get(), "$3": seq })
+            .map_err(sqlite_err)?;
+    }
     let stored = tx
         .prepare_cached(statements::MESSAGE_BY_ID)
         .map_err(sqlite_err)?
