@@ -1,8 +1,10 @@
 //! A room's messages kept current from the event stream alone: new
-//! messages, edits, deletions and reactions applied in place.
+//! messages, edits, deletions and reactions applied in place, thread
+//! replies filed under their root.
 
 use std::collections::{BTreeMap, HashMap};
 
+use chat_core::message::ThreadSummary;
 use chat_core::timeline::{MessageUpdate, ReactionEvent};
 use chat_core::{Message, MessageId, RoomId, Seq, UserId};
 
@@ -17,6 +19,13 @@ use crate::Event;
 /// `version` is at least as high, so a replayed old edit never undoes a
 /// newer one, and what only the viewer can know (`is_read`, `me` on each
 /// reaction) is kept across copies that cannot tell it.
+///
+/// Thread replies follow the server's rule: they are not among
+/// [`messages`](Self::messages) (as history leaves them out) but under
+/// their root ([`thread`](Self::thread)), and each new one counts on the
+/// root's `thread` summary (one sent after the summary's `last_reply_at`,
+/// so that a replayed reply already counted by a fetched root is not
+/// counted twice); a reply deleted here leaves the count.
 ///
 /// ```
 /// use chat_client::RoomMessages;
@@ -76,18 +85,58 @@ impl RoomMessages {
         self.seq_of.get(&id).and_then(|seq| self.by_seq.get(seq))
     }
 
-    /// The messages held, oldest first (tombstones included: they keep
-    /// their place).
+    /// The room's messages held, oldest first (tombstones included: they
+    /// keep their place), without thread replies.
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
-        self.by_seq.values()
+        self.by_seq.values().filter(|m| m.thread_root.is_none())
     }
 
+    /// The replies held in the thread of `root`, oldest first.
+    pub fn thread(&self, root: MessageId) -> impl Iterator<Item = &Message> {
+        self.by_seq
+            .values()
+            .filter(move |m| m.thread_root == Some(root))
+    }
+
+    /// How many [`messages`](Self::messages) are held.
     pub fn len(&self) -> usize {
-        self.by_seq.len()
+        self.messages().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_seq.is_empty()
+        self.len() == 0
+    }
+
+    /// Counts a thread reply on its root: a new one (`+1`), or one deleted
+    /// here (`-1`).
+    fn count_reply(&mut self, reply: &Message, before: Option<bool>) {
+        let Some(root) = reply.thread_root.and_then(|r| self.seq_of.get(&r).copied()) else {
+            return;
+        };
+        let Some(root) = self.by_seq.get_mut(&root) else {
+            return;
+        };
+        match (before, reply.deleted) {
+            (None, false) => match &mut root.thread {
+                Some(t) if reply.created_at <= t.last_reply_at => {}
+                Some(t) => {
+                    t.reply_count += 1;
+                    t.last_reply_at = reply.created_at;
+                }
+                None => {
+                    root.thread = Some(ThreadSummary {
+                        reply_count: 1,
+                        last_reply_at: reply.created_at,
+                    });
+                }
+            },
+            (Some(false), true) => {
+                if let Some(t) = &mut root.thread {
+                    t.reply_count = t.reply_count.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn react(&mut self, reaction: &ReactionEvent) -> bool {
@@ -106,6 +155,7 @@ impl RoomMessages {
     }
 
     fn put(&mut self, mut message: Message, viewed: Viewed) -> bool {
+        let before = self.get(message.id).map(|m| m.deleted);
         if let Some(held) = self.get(message.id) {
             if held.version > message.version {
                 return false;
@@ -122,6 +172,7 @@ impl RoomMessages {
                 return false;
             }
         }
+        self.count_reply(&message, before);
         self.seq_of.insert(message.id, message.seq);
         self.by_seq.insert(message.seq, message);
         true
@@ -222,6 +273,48 @@ mod tests {
         elsewhere.room = RoomId(2);
         assert!(!room.apply(&Event::MessageEdited(update(5, elsewhere))));
         assert_eq!(room.len(), 2);
+    }
+
+    #[test]
+    fn thread_replies_count_on_their_root_once() {
+        let mut room = RoomMessages::new(RoomId(1), UserId(7));
+        room.extend([message(1, 0, "lunch?")]);
+        let reply = |seq: Seq, at: i64| {
+            let mut m = message(seq, 0, "noon");
+            m.thread_root = Some(MessageId(101));
+            m.created_at = Timestamp::from_unix_micros(at);
+            m
+        };
+        assert!(room.apply(&Event::Message(reply(2, 10))));
+        assert!(room.apply(&Event::Message(reply(3, 20))));
+        let summary = |room: &RoomMessages| {
+            room.get(MessageId(101))
+                .and_then(|m| m.thread)
+                .map(|t| (t.reply_count, t.last_reply_at.unix_micros()))
+        };
+        assert_eq!(summary(&room), Some((2, 20)));
+        // Delivered twice (a replay): counted once.
+        assert!(!room.apply(&Event::Message(reply(3, 20))));
+        assert_eq!(summary(&room), Some((2, 20)));
+        // The thread is apart from the room's messages.
+        assert_eq!(room.len(), 1);
+        assert_eq!(room.thread(MessageId(101)).count(), 2);
+        // A root fetched again with the server's count, then a replayed
+        // reply it already counts: not counted again.
+        let mut fetched = message(1, 0, "lunch?");
+        fetched.thread = Some(ThreadSummary {
+            reply_count: 3,
+            last_reply_at: Timestamp::from_unix_micros(30),
+        });
+        room.extend([fetched]);
+        room.apply(&Event::Message(reply(4, 30)));
+        assert_eq!(summary(&room), Some((3, 30)));
+        // A reply deleted here leaves the count.
+        let mut gone = reply(2, 10);
+        gone.deleted = true;
+        gone.version = 1;
+        assert!(room.apply(&Event::MessageDeleted(update(5, gone))));
+        assert_eq!(summary(&room), Some((2, 30)));
     }
 
     #[test]

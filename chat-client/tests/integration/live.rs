@@ -7,7 +7,7 @@ use std::time::Duration;
 use chat_client::chat_core::timeline::MemberChange;
 use chat_client::{
     ChatClient, ConnectOptions, Connection, ConnectionState, CreateRoomRequest, ErrorKind, Event,
-    HistoryQuery, Message, PresenceStatus, RoomId, RoomType, Seq,
+    HistoryQuery, Message, PresenceStatus, RoomId, RoomMessages, RoomType, SendOptions, Seq,
 };
 
 use crate::proxy::Proxy;
@@ -545,5 +545,105 @@ async fn edits_and_deletions_resume_once_in_order() {
     assert_eq!(event.seq, marker.seq + 1);
     let taken = reader.unreact(marker.id, "+1").await.expect("unreact");
     assert!(taken.reactions.is_empty());
+    conn.close().await;
+}
+
+/// Replies, thread replies and mentions: sent over the connection and over
+/// HTTP, replayed once and in order after a cut, kept apart by the room
+/// model (the thread under its root, counted once), paged by `thread`, and
+/// counted in the room list until read.
+#[tokio::test]
+async fn replies_threads_and_mentions_resume_once_in_order() {
+    let server = no_rate_limit().await;
+    let (author, _) = server.user("author").await;
+    let (reader, reader_user) = server.user("reader").await;
+    let reader_id = reader_user.id;
+    let room = public_room(&author, "threads").await;
+    reader.join_room(room).await.expect("join");
+
+    let proxy = Proxy::start(server.addr()).await;
+    let sub = ChatClient::new(&format!("http://{}", proxy.addr)).expect("client");
+    sub.set_tokens(reader.tokens());
+    let mut conn = sub.connect().await.expect("connect through the proxy");
+    conn.subscribe(room).await.expect("subscribe");
+    let mut model = RoomMessages::new(room, reader_id);
+
+    let root = author.send(room, "lunch?", None).await.expect("send");
+    let live = next_matching(&mut conn, |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    model.extend([live]);
+    // The reader answers in the thread over the socket, quoting the root.
+    let mine = conn
+        .send_with(
+            room,
+            "noon?",
+            SendOptions::new().reply_to(root.id).in_thread(root.id),
+        )
+        .await
+        .expect("thread reply");
+    assert_eq!(mine.thread_root, Some(root.id));
+    assert_eq!(
+        mine.reply_to.as_ref().map(|r| r.snippet.as_str()),
+        Some("lunch?")
+    );
+
+    // While the socket is cut: two thread replies (one mentioning the
+    // reader) and a message in the room.
+    proxy.cut();
+    let options = SendOptions::new().in_thread(root.id).mention(reader_id);
+    author
+        .send_with(room, "noon it is", None, options)
+        .await
+        .expect("reply");
+    author
+        .send_with(room, "see you", None, SendOptions::new().in_thread(root.id))
+        .await
+        .expect("reply");
+    let main = author
+        .send(room, "back in the room", None)
+        .await
+        .expect("send");
+    let listed = reader.rooms().await.expect("rooms");
+    let entry = listed.iter().find(|r| r.id == room).expect("listed");
+    assert_eq!((entry.unread_count, entry.mention_count), (3, 1));
+    proxy.restore();
+
+    // Resumed: each once, in order; the model files them.
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&main.seq) {
+        let event = next(&mut conn).await;
+        if let Event::Message(m) = &event {
+            seqs.push(m.seq);
+        }
+        model.apply(&event);
+    }
+    // The reader's own reply first: a sent message comes as an event too.
+    assert_eq!(seqs, vec![mine.seq, main.seq - 2, main.seq - 1, main.seq]);
+    let bodies: Vec<&str> = model.messages().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["lunch?", "back in the room"]);
+    let thread: Vec<&str> = model.thread(root.id).map(|m| m.body.as_str()).collect();
+    assert_eq!(thread, vec!["noon?", "noon it is", "see you"]);
+    let summary = model.get(root.id).and_then(|m| m.thread).expect("summary");
+    assert_eq!(summary.reply_count, 3, "counted from the events, once each");
+    assert_eq!(
+        model.thread(root.id).nth(1).map(|m| m.mentions.clone()),
+        Some(vec![reader_id])
+    );
+
+    // The server's view: three replies, paged by seq.
+    let page = reader
+        .thread(root.id, HistoryQuery::new().after(0).limit(2))
+        .await
+        .expect("thread");
+    assert_eq!(page.root.thread.map(|t| t.reply_count), Some(3));
+    assert_eq!(page.replies.len(), 2);
+    assert!(page.has_more);
+    conn.mark_read(room, main.seq).await.expect("read");
+    let listed = reader.rooms().await.expect("rooms");
+    let entry = listed.iter().find(|r| r.id == room).expect("listed");
+    assert_eq!((entry.unread_count, entry.mention_count), (0, 0));
     conn.close().await;
 }

@@ -60,7 +60,11 @@
 //!   (`PUT /chat/messages/{id}/reactions/{key}/`, the `react` frame);
 //!   whoever moderates pins (the creator, either participant of a
 //!   conversation; 403 `not_moderator` for another member); the pins of a
-//!   room are for its members, like its history.
+//!   room are for its members, like its history, and so is a thread
+//!   (`GET /chat/messages/{id}/thread/`: 404 `message_not_found` to
+//!   anyone else). A send that replies, posts in a thread and mentions
+//!   answers as a plain send: what it refers to is checked only for a
+//!   member, so it tells a stranger nothing of the room's messages.
 //! - Lists show a room only to its members and invitees (`GET /chat/rooms/`,
 //!   without content for invitees), a conversation only to its participants,
 //!   and the unread total counts only memberships.
@@ -189,9 +193,14 @@ enum Call {
     Pins,
     /// `GET /chat/search/?q=…&room={id}`, for the creator's message.
     Search,
+    /// `GET /chat/messages/{id}/thread/` of the creator's message.
+    Thread,
+    /// `POST /chat/send/` by id, replying to the creator's message in its
+    /// thread and mentioning the creator.
+    Reply,
 }
 
-const HTTP_CALLS: [Call; 16] = [
+const HTTP_CALLS: [Call; 18] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -208,6 +217,8 @@ const HTTP_CALLS: [Call; 16] = [
     Call::Pin,
     Call::Pins,
     Call::Search,
+    Call::Thread,
+    Call::Reply,
 ];
 
 const WS_CALLS: [Call; 18] = [
@@ -334,6 +345,17 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
         Call::Pins | Call::Search => match st {
             S::Member => Expect::Ok(200),
             _ => NOT_FOUND,
+        },
+        // A thread is read like history, its root named like a message.
+        Call::Thread => match st {
+            S::Member => Expect::Ok(200),
+            _ => MESSAGE_NOT_FOUND,
+        },
+        // A send's answers: what it refers to tells a stranger nothing.
+        Call::Reply => match st {
+            S::Member => Expect::Ok(201),
+            S::Hidden => NOT_FOUND,
+            _ => NOT_MEMBER,
         },
         // Any member reacts.
         Call::React | Call::ReactFrame => match st {
@@ -621,6 +643,22 @@ impl World {
                 s.get(&format!("/chat/search/?q={word}&room={id}"), &user.access)
                     .await
             }
+            Call::Thread => {
+                s.get(
+                    &format!("/chat/messages/{}/thread/", t.message),
+                    &user.access,
+                )
+                .await
+            }
+            Call::Reply => {
+                s.post(
+                    "/chat/send/",
+                    &user.access,
+                    json!({"room": id, "message": "a reply", "reply_to": t.message,
+                           "thread_root": t.message, "mentions": [user.id]}),
+                )
+                .await
+            }
             Call::React => {
                 s.call(
                     "PUT",
@@ -837,6 +875,13 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                     format!("search {}", got.body),
                 ),
                 Call::Pins => ensure(got.body["pins"] == json!([]), format!("pins {}", got.body)),
+                Call::Thread => ensure(
+                    ["members only", "between us"]
+                        .iter()
+                        .any(|b| got.body["root"]["body"] == *b)
+                        && got.body["replies"] == json!([]),
+                    format!("thread {}", got.body),
+                ),
                 Call::React => ensure(
                     got.body["reactions"] == json!([{"key": "👍", "count": 1, "me": true}]),
                     format!("reacted {}", got.body),

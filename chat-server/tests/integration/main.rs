@@ -15,6 +15,7 @@ mod outage;
 mod presence;
 mod proxy;
 mod redis_server;
+mod replies;
 mod rooms;
 mod support;
 mod tls;
