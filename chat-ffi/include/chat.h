@@ -266,6 +266,11 @@ enum chat_code chat_history_json(const struct chat_client *client,
 enum chat_code chat_unread_count(const struct chat_client *client, uint64_t *out);
 
 /*
+ The logged-in user's id into `*out` (what mentions name).
+ */
+enum chat_code chat_me_id(const struct chat_client *client, int64_t *out);
+
+/*
  Opens a live connection for the logged-in `client` into `*out`; blocks
  until the first socket is open. Free it with `chat_connection_free`
  (before or after the client: it keeps the runtime alive).
@@ -376,6 +381,38 @@ enum chat_code chat_send_message(const struct chat_client *client,
                                  const char *body,
                                  int64_t *out_id,
                                  int64_t *out_seq);
+
+/*
+ [`chat_send_message`] with references: `reply_to` (0 for none) a
+ message of the room to reply to, `thread_root` (0 for none) a message
+ of the room in whose thread to post, and `mentions_len` user ids at
+ `mentions` (may be NULL when `mentions_len` is 0) to mention, members
+ of the room. A reply target or root not in the room is
+ `CHAT_NOT_FOUND`, a deleted one `CHAT_CONFLICT`, a mention of someone
+ outside the room `CHAT_INVALID_INPUT`.
+ */
+enum chat_code chat_send_reply(const struct chat_client *client,
+                               const char *room,
+                               const char *body,
+                               int64_t reply_to,
+                               int64_t thread_root,
+                               const int64_t *mentions,
+                               uintptr_t mentions_len,
+                               int64_t *out_id,
+                               int64_t *out_seq);
+
+/*
+ A thread as JSON into `*out_json` (free it with `chat_string_free`):
+ `{"root":{...,"thread":{"reply_count","last_reply_at"}},"replies":[...],
+ "has_more":bool}`, replies oldest first from above seq `after` (0: from
+ the start), at most `limit` (1 to 200). `root_id` may be any reply in
+ the thread. Not a member of its room: `CHAT_NOT_FOUND`.
+ */
+enum chat_code chat_thread_json(const struct chat_client *client,
+                                int64_t root_id,
+                                int64_t after,
+                                uint32_t limit,
+                                char **out_json);
 
 /*
  Replaces the body of one of the caller's messages. `*out_json` (may be

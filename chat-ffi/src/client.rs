@@ -303,3 +303,21 @@ pub unsafe extern "C" fn chat_unread_count(client: *const chat_client, out: *mut
         }
     })
 }
+
+/// The logged-in user's id into `*out` (what mentions name).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_me_id(client: *const chat_client, out: *mut i64) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        non_null!(out, "out");
+        match client.runtime.block_on(client.client.me()) {
+            Ok(me) => {
+                // SAFETY: not NULL (checked above); the caller promises
+                // writable memory.
+                unsafe { *out = me.id.get() };
+                chat_code::CHAT_OK
+            }
+            Err(e) => client_error(&e),
+        }
+    })
+}

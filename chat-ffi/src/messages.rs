@@ -5,7 +5,7 @@
 use std::ffi::c_char;
 
 use ::chat_client::chat_core::MessageId;
-use ::chat_client::{ClientError, Message, RoomRef};
+use ::chat_client::{ClientError, HistoryQuery, Message, RoomRef, SendOptions, UserId};
 
 use crate::client::chat_client;
 use crate::error::{chat_code, client_error, fail, put_json};
@@ -62,6 +62,104 @@ pub unsafe extern "C" fn chat_send_message(
                 }
                 chat_code::CHAT_OK
             }
+            Err(e) => client_error(&e),
+        }
+    })
+}
+
+/// [`chat_send_message`] with references: `reply_to` (0 for none) a
+/// message of the room to reply to, `thread_root` (0 for none) a message
+/// of the room in whose thread to post, and `mentions_len` user ids at
+/// `mentions` (may be NULL when `mentions_len` is 0) to mention, members
+/// of the room. A reply target or root not in the room is
+/// `CHAT_NOT_FOUND`, a deleted one `CHAT_CONFLICT`, a mention of someone
+/// outside the room `CHAT_INVALID_INPUT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_send_reply(
+    client: *const chat_client,
+    room: *const c_char,
+    body: *const c_char,
+    reply_to: i64,
+    thread_root: i64,
+    mentions: *const i64,
+    mentions_len: usize,
+    out_id: *mut i64,
+    out_seq: *mut i64,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        let room = c_str!(room, "room");
+        let body = c_str!(body, "body");
+        if reply_to < 0 || thread_root < 0 {
+            return fail(
+                chat_code::CHAT_INVALID_ARG,
+                "`reply_to` and `thread_root` must not be negative",
+            );
+        }
+        let mut options = SendOptions::new();
+        if reply_to > 0 {
+            options = options.reply_to(MessageId(reply_to));
+        }
+        if thread_root > 0 {
+            options = options.in_thread(MessageId(thread_root));
+        }
+        if mentions_len > 0 {
+            non_null!(mentions, "mentions");
+            // SAFETY: not NULL; the caller promises `mentions_len` readable
+            // ids there, which are copied before this returns.
+            let ids = unsafe { std::slice::from_raw_parts(mentions, mentions_len) };
+            for id in ids {
+                options = options.mention(UserId(*id));
+            }
+        }
+        match client.runtime.block_on(client.client.send_with(
+            RoomRef::parse(room),
+            body,
+            None,
+            options,
+        )) {
+            Ok(sent) => {
+                if !out_id.is_null() {
+                    // SAFETY: not NULL; the caller promises writable memory.
+                    unsafe { *out_id = sent.id.get() };
+                }
+                if !out_seq.is_null() {
+                    // SAFETY: as above.
+                    unsafe { *out_seq = sent.seq };
+                }
+                chat_code::CHAT_OK
+            }
+            Err(e) => client_error(&e),
+        }
+    })
+}
+
+/// A thread as JSON into `*out_json` (free it with `chat_string_free`):
+/// `{"root":{...,"thread":{"reply_count","last_reply_at"}},"replies":[...],
+/// "has_more":bool}`, replies oldest first from above seq `after` (0: from
+/// the start), at most `limit` (1 to 200). `root_id` may be any reply in
+/// the thread. Not a member of its room: `CHAT_NOT_FOUND`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chat_thread_json(
+    client: *const chat_client,
+    root_id: i64,
+    after: i64,
+    limit: u32,
+    out_json: *mut *mut c_char,
+) -> chat_code {
+    ffi_guard!({
+        let client = client_ref!(client);
+        non_null!(out_json, "out_json");
+        let root = match message_id(root_id) {
+            Ok(id) => id,
+            Err(code) => return code,
+        };
+        if after < 0 {
+            return fail(chat_code::CHAT_INVALID_ARG, "`after` must not be negative");
+        }
+        let query = HistoryQuery::new().after(after).limit(limit);
+        match client.runtime.block_on(client.client.thread(root, query)) {
+            Ok(thread) => put_json(out_json, serde_json::to_string(&thread), "the thread"),
             Err(e) => client_error(&e),
         }
     })

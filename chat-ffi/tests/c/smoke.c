@@ -299,6 +299,40 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_CONFLICT, chat_react(bob, mid, "+1", true, NULL));
   EXPECT(CHAT_INVALID_ARG, chat_delete_message(alice, -1, NULL));
 
+  /* A thread: a reply quoting its root, in its thread, mentioning Bob. */
+  int64_t bob_id = 0, root_id = 0, reply_id = 0;
+  EXPECT(CHAT_OK, chat_me_id(bob, &bob_id));
+  CHECK(bob_id > 0);
+  EXPECT(CHAT_INVALID_ARG, chat_me_id(bob, NULL));
+  EXPECT(CHAT_OK, chat_send_message(alice, room, "lunch?", &root_id, NULL));
+  int64_t mentioned[2] = {bob_id, bob_id};
+  EXPECT(CHAT_OK, chat_send_reply(alice, room, "noon, @bob", root_id, root_id,
+                                  mentioned, 2, &reply_id, NULL));
+  CHECK(reply_id > root_id);
+  /* Bob's room list counts the mention until Bob reads (or sends). */
+  char *listed = NULL;
+  EXPECT(CHAT_OK, chat_rooms_json(bob, &listed));
+  if (listed) CHECK(strstr(listed, "\"mention_count\":1") != NULL);
+  chat_string_free(listed);
+  EXPECT(CHAT_OK, chat_send_reply(bob, room, "ok", 0, reply_id, NULL, 0, NULL, NULL));
+  EXPECT(CHAT_NOT_FOUND, chat_send_reply(bob, room, "x", 999999999, 0, NULL, 0, NULL, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_send_reply(bob, room, "x", 0, 0, NULL, 1, NULL, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_send_reply(bob, room, "x", -1, 0, NULL, 0, NULL, NULL));
+  char *thread = NULL;
+  EXPECT(CHAT_OK, chat_thread_json(bob, reply_id, 0, 50, &thread));
+  CHECK(thread != NULL);
+  if (thread) {
+    CHECK(strstr(thread, "\"reply_count\":2") != NULL);
+    CHECK(strstr(thread, "\"snippet\":\"lunch?\"") != NULL);
+    CHECK(count_occurrences(thread, "\"thread_root\"") == 2);
+    CHECK(count_occurrences(thread, "\"mentions\"") == 1);
+  }
+  chat_string_free(thread);
+  thread = NULL;
+  EXPECT(CHAT_NOT_FOUND, chat_thread_json(bob, 999999999, 0, 50, &thread));
+  EXPECT(CHAT_INVALID_INPUT, chat_thread_json(bob, root_id, 0, 0, &thread));
+  EXPECT(CHAT_INVALID_ARG, chat_thread_json(bob, root_id, 0, 50, NULL));
+
   /* Search: every word, newest first; the deleted message is gone. */
   char *found = NULL;
   EXPECT(CHAT_OK, chat_search_json(bob, "HELLO from", 0, 0, &found));
