@@ -16,11 +16,11 @@ use chat_core::conversation::{
     UnreadCount,
 };
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
-use chat_core::message::{LastMessage, Reaction};
+use chat_core::message::{LastMessage, Reaction, ReplyPreview};
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, TimelineEvent,
-    TimelineQuery, TimelineResponse,
+    MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, ThreadResponse,
+    TimelineEvent, TimelineQuery, TimelineResponse,
 };
 use chat_core::user::OtherUser;
 use chat_core::{
@@ -1668,4 +1668,97 @@ fn pins_and_pin_frames() {
     );
     assert_eq!(ErrorCode::NotModerator.http_status(), 403);
     assert_eq!(ErrorCode::NotModerator.as_str(), "not_moderator");
+}
+
+// ---------------------------------------------------------------------------
+// Replies, threads and mentions
+// ---------------------------------------------------------------------------
+
+/// A reply carries its target's preview (a deleted target: `deleted`,
+/// empty snippet), a thread reply its root, a root its summary, a message
+/// its mentions; a message with none of them keeps its old shape.
+#[test]
+fn replies_threads_and_mentions_on_a_message() {
+    let reply: Message = round_trip(
+        r#"{"id": 43, "room": 7, "seq": 4, "sender": 2, "sender_name": "Bob",
+            "body": "noon", "created_at": "2026-02-24T10:31:00Z", "is_read": false,
+            "client_id": null,
+            "reply_to": {"id": 42, "seq": 3, "sender": 1, "snippet": "lunch?"},
+            "thread_root": 42, "mentions": [1, 3]}"#,
+    );
+    let preview = reply.reply_to.as_ref().expect("a reply");
+    assert_eq!(
+        (preview.id, preview.seq, preview.sender, preview.deleted),
+        (MessageId(42), 3, UserId(1), false)
+    );
+    assert_eq!(reply.thread_root, Some(MessageId(42)));
+    assert_eq!(reply.mentions, vec![UserId(1), UserId(3)]);
+    let gone: ReplyPreview =
+        round_trip(r#"{"id": 42, "seq": 3, "sender": 1, "snippet": "", "deleted": true}"#);
+    assert!(gone.deleted && gone.snippet.is_empty());
+    let root: Message = round_trip(
+        r#"{"id": 42, "room": 7, "seq": 3, "sender": 1, "sender_name": "Alice",
+            "body": "lunch?", "created_at": "2026-02-24T10:30:00Z", "is_read": true,
+            "client_id": null,
+            "thread": {"reply_count": 2, "last_reply_at": "2026-02-24T10:31:00Z"}}"#,
+    );
+    assert_eq!(root.thread.map(|t| t.reply_count), Some(2));
+    let plain = serde_json::to_value(message()).expect("serializes");
+    for key in ["reply_to", "thread_root", "thread", "mentions"] {
+        assert!(plain.get(key).is_none(), "{key} is absent when unused");
+    }
+}
+
+#[test]
+fn sending_a_reply_in_a_thread_with_mentions() {
+    let req: SendRequest = round_trip(
+        r#"{"room": 7, "message": "noon", "client_id": "c-2",
+            "reply_to": 42, "thread_root": 42, "mentions": [1]}"#,
+    );
+    assert_eq!(
+        (req.reply_to, req.thread_root, req.mentions),
+        (Some(MessageId(42)), Some(MessageId(42)), vec![UserId(1)])
+    );
+    assert_eq!(
+        client_frame(
+            r#"{"type": "send", "room": 7, "body": "noon", "reply_to": 42,
+                "thread_root": 42, "mentions": [1, 3]}"#
+        ),
+        ClientFrame::Send {
+            room: Some(RoomRef::Id(RoomId(7))),
+            body: "noon".to_owned(),
+            client_id: None,
+            reply_to: Some(MessageId(42)),
+            thread_root: Some(MessageId(42)),
+            mentions: vec![UserId(1), UserId(3)],
+        }
+    );
+}
+
+#[test]
+fn a_thread_page() {
+    let thread: ThreadResponse = round_trip(&format!(
+        r#"{{"root": {MESSAGE}, "replies": [{MESSAGE}], "has_more": false}}"#
+    ));
+    assert_eq!(thread.root, message());
+    assert_eq!(thread.replies.len(), 1);
+}
+
+#[test]
+fn mention_counts_in_lists() {
+    let rooms: Vec<RoomListItem> = round_trip(
+        r#"[{"id": 7, "name": "lobby", "type": "public", "creator": "alice",
+             "membership": "member", "member_count": 3, "unread_count": 4,
+             "mention_count": 2, "last_message": null,
+             "created_at": "2026-02-24T10:30:00Z"}]"#,
+    );
+    assert_eq!((rooms[0].unread_count, rooms[0].mention_count), (4, 2));
+    // From a server without mentions: 0.
+    let older: RoomListItem = serde_json::from_str(
+        r#"{"id": 7, "name": "lobby", "type": "public", "creator": "alice",
+            "membership": "member", "member_count": 3, "unread_count": 4,
+            "last_message": null, "created_at": "2026-02-24T10:30:00Z"}"#,
+    )
+    .expect("parses");
+    assert_eq!(older.mention_count, 0);
 }

@@ -38,6 +38,13 @@
 //! (2026-12-06). On one instance nothing else moves a room's timeline, and
 //! nothing is retried.
 //!
+//! A message's references go in the same statement: a reply's target
+//! row is joined for its seq, sender and snippet (the target is in the
+//! message's room, so a deletion of it moves the room's timeline and the
+//! batch sees it or retries), each thread root's count rises by its
+//! replies in the batch (`threads`), and the mentions arrive as pairs of
+//! the message's place and the user (`mentioned`).
+//!
 //! Repeats within the batch never reach it (group commit answers them). A
 //! pair `(sender, client_id)` stored before fails the statement on its
 //! unique index, the statement rolls back, and group commit appends the
