@@ -13,6 +13,8 @@
 #                                 # stepped until p99 passes 100 ms (W4ws), and the
 #                                 # storage API alone (append-bench; reference: memory://)
 #   benches/run.sh W5 sqlite      # W1's shape, the rate per sender stepped to saturation
+#   benches/run.sh W1C sqlite     # W1, then W1 with 10 % of the sends edits and reactions,
+#                                 # on the same backend in the same run (p99 of both)
 #   benches/run.sh M sqlite       # server RSS after start, 20 registrations, 20 logins
 #   benches/run.sh all all        # every scenario on sqlite, postgres, redis2
 #
@@ -139,6 +141,10 @@ W4_ARGS=(--mode step --rooms 1 --sockets 1 --senders 50 --rate 40 --step-factor 
 # sender raised x1.5 per step until p99 passes 100 ms or a message is lost.
 W5_ARGS=(--mode step --rooms 10 --sockets 500 --senders 5 --rate 20 --step-factor 1.5 --p99-limit-ms 100 --body-bytes 100 --duration "$W2_SECS" --users 50 --grace 3)
 
+# W1 with a tenth of each sender's ticks changes to its newest message
+# (an edit, a reaction, the reaction taken back, in turn).
+W1C_ARGS=("${W1_ARGS[@]}" --change-share 0.1)
+
 scenario_args() { # scenario -> name of the args array
     case $1 in W1) echo "W1_ARGS[@]" ;; W2) echo "W2_ARGS[@]" ;; W3) echo "W3_ARGS[@]" ;; W5) echo "W5_ARGS[@]" ;; esac
 }
@@ -203,6 +209,33 @@ run_socket_scenario() { # scenario
     done
 }
 
+# Plain W1 and W1C on each backend, each on a fresh server, the reference
+# once: W1C's p99 over W1's is the figure.
+run_w1c() {
+    start_ref
+    # shellcheck disable=SC2046
+    load W1 reference --reference --url "http://127.0.0.1:$REF_PORT" $(pids_args "$REF_PID") "${W1_ARGS[@]}"
+    stop "$REF_PID"
+    local b
+    for b in $BACKENDS; do
+        start_chat "$b"
+        # shellcheck disable=SC2046
+        load W1 "$b" "${URLS[@]}" $(pids_args "${SERVER_PIDS[@]}") "${W1_ARGS[@]}"
+        order_metrics W1 "$b"
+        stop "${SERVER_PIDS[@]}"
+        start_chat "$b"
+        # shellcheck disable=SC2046
+        load W1C "$b" "${URLS[@]}" $(pids_args "${SERVER_PIDS[@]}") "${W1C_ARGS[@]}"
+        order_metrics W1C "$b"
+        stop "${SERVER_PIDS[@]}"
+        jq -rs --arg b "$b" '
+            (map(select(.backend == $b and .scenario == "W1" and .target == "chat-rs")) | last) as $w1 |
+            (map(select(.backend == $b and .scenario == "W1C")) | last) as $w1c |
+            "-- W1C \($b): p99 \($w1c.p99_ms) ms with changes vs \($w1.p99_ms) ms without: \(($w1c.p99_ms / $w1.p99_ms * 100 | round) / 100) x; \($w1c.changes) changes, lost \($w1c.lost)"' \
+            "$RESULTS" >&2
+    done
+}
+
 run_w4() {
     local url
     echo "-- W4 memory (reference)" >&2
@@ -229,8 +262,9 @@ for s in $SCENARIOS; do
     case $s in
         W1|W2|W3|W5) run_socket_scenario "$s" ;;
         W4) run_w4 ;;
+        W1C) run_w1c ;;
         M) run_mem ;;
-        *) echo "unknown scenario $s (W1 W2 W3 W4 W5 M all)" >&2; exit 2 ;;
+        *) echo "unknown scenario $s (W1 W1C W2 W3 W4 W5 M all)" >&2; exit 2 ;;
     esac
 done
 

@@ -4,7 +4,7 @@
 //! mutex that no task holds across an `.await`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -80,6 +80,8 @@ pub struct Counters {
     /// When the newest ack arrived (Unix micros).
     pub last_ack_us: AtomicU64,
     pub sent: AtomicU64,
+    /// Edits and reactions sent in place of messages.
+    pub changes: AtomicU64,
     pub acked: AtomicU64,
     /// `error` frames answering sends (rate limited, refused).
     pub send_errors: AtomicU64,
@@ -98,6 +100,7 @@ impl Default for Counters {
             last_delivery_us: AtomicU64::new(0),
             last_ack_us: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             latency: Mutex::new(latency_histogram()),
@@ -174,37 +177,84 @@ pub struct Sender {
     pub room: i64,
     sink: SplitSink<Ws, Message>,
     counter: u32,
+    /// The id of this sender's newest acknowledged message (0: none yet),
+    /// what its changes change.
+    last_id: std::sync::Arc<AtomicI64>,
+    /// Changes made, and the message its last reaction went to.
+    changes: u64,
+    reacted: i64,
+}
+
+/// What a sender sends on one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    Message,
+    /// An edit, a reaction or its removal, in turn, of the sender's newest
+    /// message.
+    Change,
+}
+
+/// Which ticks are changes: every `1 / share`-th, spread evenly (0: none).
+pub fn tick_kind(n: u64, share: f64) -> Tick {
+    if share <= 0.0 {
+        return Tick::Message;
+    }
+    // A change when the running count of changes due steps up.
+    let due = |k: u64| (k as f64 * share).floor() as u64;
+    if due(n + 1) > due(n) {
+        Tick::Change
+    } else {
+        Tick::Message
+    }
 }
 
 impl Sender {
     pub fn new(id: u32, room: i64, ws: Ws, counters: std::sync::Arc<Counters>) -> Self {
         let (sink, stream) = ws.split();
-        tokio::spawn(count_answers(stream, counters));
+        let last_id = std::sync::Arc::new(AtomicI64::new(0));
+        tokio::spawn(count_answers(stream, counters, last_id.clone()));
         Self {
             id,
             room,
             sink,
             counter: 0,
+            last_id,
+            changes: 0,
+            reacted: 0,
         }
     }
 
-    /// Sends `count` messages at `rate` per second, the first after
-    /// `offset` (senders are staggered so their ticks do not coincide).
-    /// Late ticks are caught up, so the offered load is what was asked.
+    /// Sends on `count` ticks at `rate` per second, the first after
+    /// `offset` (senders are staggered so their ticks do not coincide),
+    /// the share `change_share` of them changes to an earlier message
+    /// instead of messages. Late ticks are caught up, so the offered load
+    /// is what was asked. Answers how many messages were sent.
     pub async fn run(
         mut self,
         count: u64,
         rate: f64,
         offset: Duration,
         body_bytes: usize,
+        change_share: f64,
         counters: std::sync::Arc<Counters>,
-    ) -> (Self, anyhow::Result<()>) {
+    ) -> (Self, anyhow::Result<u64>) {
         let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut body = String::with_capacity(body_bytes + 32);
-        for _ in 0..count {
+        let mut messages = 0;
+        for n in 0..count {
             tick.tick().await;
+            let target = self.last_id.load(Ordering::Relaxed);
+            if tick_kind(n, change_share) == Tick::Change && target > 0 {
+                let frame = self.change(target, body_bytes);
+                if let Err(e) = self.sink.send(Message::text(frame)).await {
+                    return (self, Err(e.into()));
+                }
+                counters.changes.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            messages += 1;
             wire::write_body(
                 &mut body,
                 wire::now_micros(),
@@ -222,14 +272,47 @@ impl Sender {
             }
             counters.sent.fetch_add(1, Ordering::Relaxed);
         }
-        (self, Ok(()))
+        (self, Ok(messages))
+    }
+
+    /// The next change, in turn: an edit of `target` (a body of the
+    /// message size), a reaction to it, the reaction taken back (from the
+    /// message it went to), so that each one changes something and takes
+    /// a seq.
+    fn change(&mut self, target: i64, body_bytes: usize) -> String {
+        let turn = self.changes % 3;
+        self.changes += 1;
+        match turn {
+            0 => {
+                let mut body = format!("edit {}:", self.changes);
+                while body.len() < body_bytes {
+                    body.push('y');
+                }
+                format!(r#"{{"type":"edit","message_id":{target},"body":"{body}"}}"#)
+            }
+            1 => {
+                self.reacted = target;
+                format!(r#"{{"type":"react","message_id":{target},"key":"+1"}}"#)
+            }
+            _ => format!(
+                r#"{{"type":"unreact","message_id":{},"key":"+1"}}"#,
+                self.reacted
+            ),
+        }
     }
 }
 
-async fn count_answers(mut stream: SplitStream<Ws>, counters: std::sync::Arc<Counters>) {
+async fn count_answers(
+    mut stream: SplitStream<Ws>,
+    counters: std::sync::Arc<Counters>,
+    last_id: std::sync::Arc<AtomicI64>,
+) {
     while let Some(Ok(frame)) = stream.next().await {
         if let Message::Text(t) = frame {
             if wire::is_ack(t.as_str()) {
+                if let Some(id) = wire::ack_message_id(t.as_str()) {
+                    last_id.fetch_max(id, Ordering::Relaxed);
+                }
                 counters.acked.fetch_add(1, Ordering::Relaxed);
                 counters
                     .last_ack_us
@@ -243,5 +326,19 @@ async fn count_answers(mut stream: SplitStream<Ws>, counters: std::sync::Arc<Cou
                 counters.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Tick, tick_kind};
+
+    #[test]
+    fn a_tenth_of_the_ticks_are_changes_spread_evenly() {
+        let changes: Vec<u64> = (0..40)
+            .filter(|n| tick_kind(*n, 0.1) == Tick::Change)
+            .collect();
+        assert_eq!(changes, vec![9, 19, 29, 39]);
+        assert!((0..100).all(|n| tick_kind(n, 0.0) == Tick::Message));
     }
 }

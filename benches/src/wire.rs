@@ -76,6 +76,20 @@ pub fn ack_sent_us(frame: &str) -> Option<u64> {
     frame[start..].split(':').next()?.parse().ok()
 }
 
+/// The id of the message an `ack` answers (`"message":{"id":N`, as the
+/// server serializes it: the id first).
+pub fn ack_message_id(frame: &str) -> Option<i64> {
+    if !is_ack(frame) {
+        return None;
+    }
+    const ID_KEY: &str = r#""message":{"id":"#;
+    let start = frame.find(ID_KEY)? + ID_KEY.len();
+    let digits = frame[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(&frame[start..], |end| &frame[start..start + end]);
+    digits.parse().ok()
+}
+
 /// Whether a frame is an `ack` (the server stored a sent message).
 pub fn is_ack(frame: &str) -> bool {
     frame.starts_with(r#"{"type":"ack""#)
@@ -135,6 +149,21 @@ mod tests {
                 counter: 77
             }
         );
+    }
+
+    #[test]
+    fn an_acks_message_id_as_the_server_writes_it() {
+        let message =
+            serde_json::from_str::<serde_json::Value>(&frame("x")).expect("json")["message"]
+                .clone();
+        assert_eq!(ack_message_id(&frame("x")), None, "not an ack");
+        // The server's own serialization puts `id` first.
+        let real = serde_json::to_string(&ServerFrame::Ack {
+            client_id: None,
+            message: serde_json::from_value(message).expect("a message"),
+        })
+        .expect("serializes");
+        assert_eq!(ack_message_id(&real), Some(7));
     }
 
     #[test]

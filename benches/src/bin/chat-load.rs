@@ -103,6 +103,12 @@ struct Args {
     /// Step mode: a step with a p99 above this fails.
     #[arg(long, default_value_t = 100.0)]
     p99_limit_ms: f64,
+    /// The share of each sender's ticks that edit or react to (and take
+    /// back the reaction to) its newest message instead of sending one:
+    /// changes take seqs in the same rooms, and the latency and loss
+    /// figures are the messages'.
+    #[arg(long, default_value_t = 0.0)]
+    change_share: f64,
     /// Idle mode: seconds to hold the sockets open before measuring.
     #[arg(long, default_value_t = 10.0)]
     idle_secs: f64,
@@ -454,6 +460,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             json!(counters.acked.load(Ordering::Relaxed)),
         );
         o.insert("sent".into(), json!(counters.sent.load(Ordering::Relaxed)));
+        o.insert("change_share".into(), json!(args.change_share));
+        o.insert(
+            "changes".into(),
+            json!(counters.changes.load(Ordering::Relaxed)),
+        );
         o.insert(
             "steps".into(),
             Value::Array(steps.iter().map(Step::to_json).collect()),
@@ -531,8 +542,9 @@ async fn run_step(
         let offset = Duration::from_secs_f64(i as f64 / total as f64 / rate.max(0.001));
         let counters = counters.clone();
         let body = args.body_bytes;
+        let share = args.change_share;
         tasks.push(tokio::spawn(async move {
-            let (s, r) = s.run(count, rate, offset, body, counters).await;
+            let (s, r) = s.run(count, rate, offset, body, share, counters).await;
             (room_idx, s, r)
         }));
     }
@@ -540,8 +552,8 @@ async fn run_step(
     let mut expected = 0u64;
     for t in tasks {
         let (room_idx, s, r) = t.await.context("sender task")?;
-        r.with_context(|| format!("sender {}", s.id))?;
-        expected += count * receivers_per_room.get(room_idx).copied().unwrap_or(0);
+        let messages = r.with_context(|| format!("sender {}", s.id))?;
+        expected += messages * receivers_per_room.get(room_idx).copied().unwrap_or(0);
         back.push((room_idx, s));
     }
     let sent_secs = started.elapsed().as_secs_f64();

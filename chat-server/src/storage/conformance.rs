@@ -142,6 +142,7 @@ macro_rules! storage_conformance_tests {
             mentions_counted,
             message_lookups,
             search_messages,
+            search_pages_through_many_messages,
             timeline_pages_every_kind,
             listener_hears_every_event_in_order,
             ping,
@@ -4040,6 +4041,74 @@ fn hits(items: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// Search: every word, case and punctuation ignored, newest first, only
 /// in the viewer's rooms; edits reindex, deletions and leaving remove.
+/// Paging a search through thousands of messages finds every match once,
+/// newest first, whether a word is in many recent messages or a few old
+/// ones (PostgreSQL matches its newest messages one by one and asks its
+/// index below them: the pages must meet without a gap or an overlap).
+pub async fn search_pages_through_many_messages(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    let side = room(store, "side", bob.id, &[]).await;
+    let mut batch = Vec::new();
+    for i in 0..2_600_u32 {
+        let body = match (i % 7, i < 300) {
+            (0, _) => format!("common {i}"),
+            (_, true) if i % 50 == 1 => format!("rare and common {i}"),
+            _ => format!("filler {i}"),
+        };
+        batch.push(message(lobby.id, alice.id, &body, None));
+        if i % 100 == 0 {
+            batch.push(message(side.id, bob.id, "common rare, not alice's", None));
+        }
+    }
+    let mut expected: HashMap<&str, Vec<MessageId>> = HashMap::new();
+    for appended in store.append_many(batch).await {
+        let m = appended.expect("append").message;
+        if m.room != lobby.id {
+            continue;
+        }
+        for word in ["common", "rare"] {
+            if m.body.split(' ').any(|w| w == word) {
+                expected.entry(word).or_default().push(m.id);
+            }
+        }
+    }
+    for (word, room) in [
+        ("common", None),
+        ("rare", None),
+        ("common", Some(lobby.id)),
+        ("rare", Some(lobby.id)),
+    ] {
+        let mut want = expected[word].clone();
+        want.reverse();
+        let mut got = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .search(&SearchRequest {
+                    viewer: alice.id,
+                    terms: vec![word.to_owned()],
+                    room,
+                    before,
+                    limit: 37,
+                })
+                .await
+                .expect("search");
+            got.extend(page.hits.iter().map(|(m, _)| m.id));
+            before = page.hits.last().map(|(m, _)| m.id);
+            if !page.has_more {
+                break;
+            }
+        }
+        assert_eq!(
+            got, want,
+            "{word:?} in {room:?}: every match once, newest first"
+        );
+    }
+}
+
 pub async fn search_messages(store: Arc<dyn Storage>) {
     let store = &*store;
     let alice = user(store, "alice").await;
