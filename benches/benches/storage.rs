@@ -52,17 +52,10 @@ fn bench_append(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, t: 
     let body = "x".repeat(100);
     c.bench_function(&format!("append_100B/{name}"), |b| {
         b.iter(|| {
-            rt.block_on(t.store.append(NewMessage {
-                room: t.room,
-                sender: t.user,
-                body: body.clone(),
-                client_id: None,
-                created_at: Timestamp::now(),
-                origin: None,
-                reply_to: None,
-                thread_root: None,
-                mentions: Vec::new(),
-            }))
+            rt.block_on(
+                t.store
+                    .append(NewMessage::new(t.room, t.user, body.clone())),
+            )
         })
     });
 }

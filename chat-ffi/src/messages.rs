@@ -5,7 +5,9 @@
 use std::ffi::c_char;
 
 use ::chat_client::chat_core::MessageId;
-use ::chat_client::{ClientError, HistoryQuery, Message, RoomRef, SendOptions, UserId};
+use ::chat_client::{
+    ClientError, HistoryQuery, Message, RoomRef, SendOptions, SendResponse, UserId,
+};
 
 use crate::client::chat_client;
 use crate::error::{chat_code, client_error, fail, put_json};
@@ -47,24 +49,34 @@ pub unsafe extern "C" fn chat_send_message(
         let client = client_ref!(client);
         let room = c_str!(room, "room");
         let body = c_str!(body, "body");
-        match client
+        let sent = client
             .runtime
-            .block_on(client.client.send(RoomRef::parse(room), body, None))
-        {
-            Ok(sent) => {
-                if !out_id.is_null() {
-                    // SAFETY: not NULL; the caller promises writable memory.
-                    unsafe { *out_id = sent.id.get() };
-                }
-                if !out_seq.is_null() {
-                    // SAFETY: as above.
-                    unsafe { *out_seq = sent.seq };
-                }
-                chat_code::CHAT_OK
-            }
-            Err(e) => client_error(&e),
-        }
+            .block_on(client.client.send(RoomRef::parse(room), body, None));
+        sent_answer(sent, out_id, out_seq)
     })
+}
+
+/// The answer of a send: the stored message's id and seq into the out
+/// pointers that are not NULL.
+fn sent_answer(
+    result: Result<SendResponse, ClientError>,
+    out_id: *mut i64,
+    out_seq: *mut i64,
+) -> chat_code {
+    match result {
+        Ok(sent) => {
+            if !out_id.is_null() {
+                // SAFETY: not NULL; the caller promises writable memory.
+                unsafe { *out_id = sent.id.get() };
+            }
+            if !out_seq.is_null() {
+                // SAFETY: as above.
+                unsafe { *out_seq = sent.seq };
+            }
+            chat_code::CHAT_OK
+        }
+        Err(e) => client_error(&e),
+    }
 }
 
 /// [`chat_send_message`] with references: `reply_to` (0 for none) a
@@ -112,25 +124,13 @@ pub unsafe extern "C" fn chat_send_reply(
                 options = options.mention(UserId(*id));
             }
         }
-        match client.runtime.block_on(client.client.send_with(
+        let sent = client.runtime.block_on(client.client.send_with(
             RoomRef::parse(room),
             body,
             None,
             options,
-        )) {
-            Ok(sent) => {
-                if !out_id.is_null() {
-                    // SAFETY: not NULL; the caller promises writable memory.
-                    unsafe { *out_id = sent.id.get() };
-                }
-                if !out_seq.is_null() {
-                    // SAFETY: as above.
-                    unsafe { *out_seq = sent.seq };
-                }
-                chat_code::CHAT_OK
-            }
-            Err(e) => client_error(&e),
-        }
+        ));
+        sent_answer(sent, out_id, out_seq)
     })
 }
 

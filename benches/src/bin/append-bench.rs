@@ -168,17 +168,7 @@ async fn run(
             for _ in 0..messages {
                 let t = Instant::now();
                 store
-                    .append(NewMessage {
-                        room,
-                        sender,
-                        body: body.clone(),
-                        client_id: None,
-                        created_at: Timestamp::now(),
-                        origin: None,
-                        reply_to: None,
-                        thread_root: None,
-                        mentions: Vec::new(),
-                    })
+                    .append(NewMessage::new(room, sender, body.clone()))
                     .await?;
                 latency.record(t.elapsed().as_micros() as u64)?;
             }
