@@ -2,15 +2,19 @@
 //! for any SQL dialect, and the committer's entry point for every change
 //! that is not a new message ([`apply`]).
 //!
-//! 1. The message's room is read first (a message never moves), then the
-//!    room is locked as every timeline write locks it (PostgreSQL's row
-//!    lock; SQLite's `BEGIN IMMEDIATE` already holds the only write lock),
-//!    so the caller's membership and the message are read as the last
-//!    commit left them: a change racing a leave or another change to the
-//!    same message is made before it or judged after it, never in between.
-//! 2. The rule ([`Authority`]) is evaluated on those rows; then the row
-//!    changes and the event takes the room's next seq, counting as no
-//!    message.
+//! 1. The message's room takes its next seq first (`NEXT_CHANGE_SEQ`, a
+//!    write: PostgreSQL's row lock on the room; SQLite's `BEGIN IMMEDIATE`
+//!    already holds the only write lock), so the caller's membership and
+//!    the message are then read, in one statement (`CHANGE_STANDING`), as
+//!    the last commit left them: a change racing a leave or another change
+//!    to the same message is made before it or judged after it, never in
+//!    between. Each statement is a round trip on the committer's one
+//!    connection, which every message of the instance waits behind, so a
+//!    change is as few as it can be (an edit: seven with `BEGIN` and
+//!    `COMMIT`).
+//! 2. The rule ([`Authority`]) is evaluated on those rows; a change that
+//!    comes to nothing rolls back, seq included. Otherwise the row changes
+//!    and the event takes that seq, counting as no message.
 //! 3. A reaction is a row of `reactions` added or removed, the message's
 //!    `version` counting it, and its event's body the key.
 //! 4. A deletion erases the body (and the message's reactions, and the keys
@@ -70,7 +74,7 @@ where
         .begin_with(AssertSqlSafe(D::BEGIN))
         .await
         .map_err(D::map_err)?;
-    let Some(room) = sqlx::query(statements::MESSAGE_ROOM)
+    let Some(numbered) = sqlx::query(statements::NEXT_CHANGE_SEQ)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
@@ -79,63 +83,38 @@ where
         tx.rollback().await.map_err(D::map_err)?;
         return Err(StorageError::NotFound);
     };
-    let room = room.int("room_id")?;
-    let locked = sqlx::query(D::LOCK_ROOM)
-        .bind(room)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(D::map_err)?;
-    if locked.is_none() {
-        tx.rollback().await.map_err(D::map_err)?;
-        return Err(StorageError::NotFound);
-    }
-    let access = sqlx::query(statements::APPEND_ACCESS)
-        .bind(room)
+    let (room, seq) = (numbered.int("id")?, numbered.int("last_seq")?);
+    let key = match &change.op {
+        ChangeOp::React { key, .. } => key.as_str(),
+        _ => "",
+    };
+    let row = sqlx::query(statements::CHANGE_STANDING)
+        .bind(id)
         .bind(change.user.get())
+        .bind(key)
         .fetch_one(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    if let Some(refusal) = refusal_from(&access)? {
+    if let Some(refusal) = refusal_from(&row)? {
         tx.rollback().await.map_err(D::map_err)?;
         return Err(refusal);
     }
-    let row = sqlx::query(statements::MESSAGE_TO_CHANGE)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(D::map_err)?;
     let target = message_from(&row)?;
-    let mut standing = Standing {
-        kind: rows::room_kind(&row.text("room_kind")?)?,
-        creator: UserId(row.int("creator_id")?),
-        reacted: false,
-        keys: 0,
-        key_present: false,
-        pins: 0,
+    let count = |column: &str| -> Result<usize, StorageError> {
+        Ok(usize::try_from(row.int(column)?).unwrap_or(usize::MAX))
     };
-    if let ChangeOp::Pin { pin: true } = &change.op {
-        let pinned = sqlx::query(statements::PIN_COUNT)
-            .bind(room)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(D::map_err)?;
-        standing.pins = usize::try_from(pinned.int("pins")?).unwrap_or(usize::MAX);
-    }
-    if let ChangeOp::React { key, .. } = &change.op {
-        let reactions = sqlx::query(statements::REACTION_STATE)
-            .bind(id)
-            .bind(change.user.get())
-            .bind(key.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(D::map_err)?;
-        standing.keys = usize::try_from(reactions.int("keys")?).unwrap_or(usize::MAX);
-        standing.key_present = reactions.int("key_present")? != 0;
-        standing.reacted = reactions.int("reacted")? != 0;
-    }
+    let standing = Standing {
+        kind: rows::room_kind(&row.text("kind")?)?,
+        creator: UserId(row.int("creator_id")?),
+        reacted: row.int("reacted")? != 0,
+        keys: count("keys")?,
+        key_present: row.int("key_present")? != 0,
+        pins: count("pins")?,
+    };
     let kind = match change.decide(&target, &standing) {
         Ok(Some(kind)) => kind,
         Ok(None) => {
+            // Nothing changes: the seq taken goes back with the rest.
             tx.rollback().await.map_err(D::map_err)?;
             return Ok(Changed {
                 message: target,
@@ -148,12 +127,6 @@ where
         }
     };
 
-    let numbered = sqlx::query(statements::NEXT_EVENT_SEQ)
-        .bind(room)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(D::map_err)?;
-    let seq = numbered.int("last_seq")?;
     let at = change.created_at.unix_micros();
     match &change.op {
         ChangeOp::Edit { body } => {
@@ -269,15 +242,20 @@ where
         .await
         .map_err(D::map_err)?;
     let message = message_from(&changed)?;
-    let counts = sqlx::query(statements::REACTION_COUNTS)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(D::map_err)?;
-    let reactions = counts
-        .iter()
-        .map(rows::reaction_count_from)
-        .collect::<Result<Vec<_>, _>>()?;
+    // The reactions the event carries: none to read when the message had
+    // none and this is no reaction, or when it is gone.
+    let reactions = match &change.op {
+        ChangeOp::Delete => Vec::new(),
+        ChangeOp::Edit { .. } | ChangeOp::Pin { .. } if standing.keys == 0 => Vec::new(),
+        _ => sqlx::query(statements::REACTION_COUNTS)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(D::map_err)?
+            .iter()
+            .map(rows::reaction_count_from)
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     tx.commit().await.map_err(D::map_err)?;
     Ok(Changed {
         event: Some(StoredUpdate {

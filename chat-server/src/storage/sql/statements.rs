@@ -565,18 +565,35 @@ pub(crate) const PG_SEARCH: &str = concat!(
 
 // Changes to messages (`sql/change.rs`)
 
-/// The room of message `$1`; no row for an id that names no message (or
-/// names another kind of event).
-pub(crate) const MESSAGE_ROOM: &str =
-    "SELECT room_id FROM messages WHERE id = $1 AND kind = 'message'";
+/// The first statement of a change to message `$1`: the next seq of its
+/// room, taken as an append takes it (a write, so the transaction holds
+/// the room's row lock, or SQLite's write lock, before it reads anything;
+/// a change that comes to nothing rolls back and gives the seq back). No
+/// row for an id that names no message (or another kind of event), or a
+/// room gone.
+pub(crate) const NEXT_CHANGE_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1 \
+    WHERE id = (SELECT room_id FROM messages WHERE id = $1 AND kind = 'message') \
+    RETURNING id, last_seq, msg_count";
 
-/// The message to change, with its room's kind and creator (who moderates
-/// it), read under the room's lock.
-pub(crate) const MESSAGE_TO_CHANGE: &str = concat!(
+/// Everything the rule of a change to message `$1` by user `$2` needs, in
+/// one read under the room's lock: the message, its room's kind and
+/// creator (who moderates it), the user's membership (`state`, NULL if
+/// none), the room's pins, and for reaction key `$3` how many keys the
+/// message has, whether `$3` is one, and whether `$2` gave it.
+pub(crate) const CHANGE_STANDING: &str = concat!(
     "SELECT ",
     message_columns!(),
-    ", r.kind AS room_kind, r.creator_id FROM messages m JOIN users u ON u.id = m.sender_id \
-      JOIN rooms r ON r.id = m.room_id WHERE m.id = $1"
+    ", r.kind AS kind, r.creator_id, mb.state AS state, \
+       (SELECT COUNT(*) FROM messages p \
+           WHERE p.room_id = m.room_id AND p.pinned_at IS NOT NULL) AS pins, \
+       (SELECT COUNT(DISTINCT x.key) FROM reactions x WHERE x.message_id = m.id) AS keys, \
+       CAST(COALESCE((SELECT MAX(CASE WHEN x.key = $3 THEN 1 ELSE 0 END) \
+           FROM reactions x WHERE x.message_id = m.id), 0) AS BIGINT) AS key_present, \
+       CAST(COALESCE((SELECT MAX(CASE WHEN x.key = $3 AND x.user_id = $2 THEN 1 ELSE 0 END) \
+           FROM reactions x WHERE x.message_id = m.id), 0) AS BIGINT) AS reacted \
+     FROM messages m JOIN users u ON u.id = m.sender_id JOIN rooms r ON r.id = m.room_id \
+     LEFT JOIN room_members mb ON mb.room_id = m.room_id AND mb.user_id = $2 \
+     WHERE m.id = $1"
 );
 
 /// `$2` the new body, `$3` when.
@@ -610,10 +627,6 @@ pub(crate) const PIN_MESSAGE: &str =
 pub(crate) const UNPIN_MESSAGE: &str =
     "UPDATE messages SET pinned_at = NULL, version = version + 1 WHERE id = $1";
 
-/// How many messages room `$1` has pinned (on `messages_pinned_idx`).
-pub(crate) const PIN_COUNT: &str =
-    "SELECT COUNT(*) AS pins FROM messages WHERE room_id = $1 AND pinned_at IS NOT NULL";
-
 /// Room `$1`'s pinned messages, the latest pin first.
 pub(crate) const PINNED: &str = concat!(
     "SELECT ",
@@ -639,14 +652,6 @@ pub(crate) const UNCOUNT_READ: &str = "UPDATE room_members SET read_no = read_no
 pub(crate) const INSERT_UPDATE_EVENT: &str = "INSERT INTO messages \
     (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
     VALUES ($1, $2, $3, $8, $4, $5, $6, $7)";
-
-/// What a reaction's rule needs, for message `$1`, user `$2`, key `$3`:
-/// how many keys the message has, whether `$3` is one, whether `$2` gave it.
-pub(crate) const REACTION_STATE: &str = "SELECT COUNT(DISTINCT key) AS keys, \
-    CAST(COALESCE(MAX(CASE WHEN key = $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS key_present, \
-    CAST(COALESCE(MAX(CASE WHEN key = $3 AND user_id = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
-        AS reacted \
-    FROM reactions WHERE message_id = $1";
 
 /// `$4` the seq of its event, `$5` when; the rule checked it is not there
 /// yet.
