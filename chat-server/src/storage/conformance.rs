@@ -297,6 +297,7 @@ async fn timeline(store: &dyn Storage, room: RoomId) -> Vec<StoredEvent> {
 fn change(message: MessageId, user: UserId, op: ChangeOp, allowed: Authority) -> MessageChange {
     MessageChange {
         message,
+        room: None,
         user,
         op,
         allowed,

@@ -40,8 +40,17 @@
 //! once.
 //!
 //! Every other change to a room's timeline (a membership change, an edit, a
-//! deletion: [`Op`]) goes through the same queue and runs alone, in its
-//! place between the batches, and is published the same way.
+//! deletion: [`Op`]) goes through the same queue, runs in a transaction of
+//! its own and is published the same way.
+//!
+//! Work on a room runs in the order it arrived, and never beside other
+//! work on that room; work on other rooms may run beside it ([`Lanes`]):
+//! on PostgreSQL an op runs on a connection of its own while the batch
+//! commits ([`BatchAppend::lanes`]), so that its round trips do not hold
+//! up every message of the instance; SQLite, one writer, runs one thing at
+//! a time. Only one batch is in flight: the appends queued meanwhile make
+//! the next. Since each room's work is serialized, each room's events are
+//! still published in seq order; rooms' events interleave as they commit.
 //!
 //! A batch that commits may leave some messages unsettled: a room the
 //! backend could not be sure of (`Stored::Retry`: PostgreSQL, a room another
@@ -49,7 +58,7 @@
 //! the batch refused. They are committed again after it, as a batch of their
 //! own, and published after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -57,6 +66,7 @@ use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use super::{
     Appended, Changed, CommitListener, Committed, Listener, MemberState, MessageChange, NewMessage,
@@ -93,6 +103,12 @@ pub(crate) trait BatchAppend: Send + Sync + 'static {
 
     /// Applies `op` and appends its event in one transaction (`sql/`).
     async fn apply(&self, op: &Op) -> Result<Applied, StorageError>;
+
+    /// How many batches and ops may be in flight at once, each on rooms
+    /// the others do not touch: 1 for a single-writer database.
+    fn lanes(&self) -> usize {
+        1
+    }
 }
 
 /// What became of one message of a batch.
@@ -215,8 +231,8 @@ impl GroupCommit {
     }
 
     /// Queues `messages` in their order, then waits for each: one caller's
-    /// messages are committed in the order given, in one batch or adjacent
-    /// ones, and never wait for each other's commits.
+    /// messages to a room are committed in the order given, in one batch or
+    /// adjacent ones, and never wait for each other's commits.
     pub(crate) async fn append_many(
         &self,
         messages: Vec<NewMessage>,
@@ -282,28 +298,212 @@ async fn commit_loop<B: BatchAppend>(
     listener: Listener,
 ) {
     backend.warm_up().await;
-    let mut work = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut work, MAX_BATCH).await > 0 {
-        // Runs of appends are batches; anything else runs alone, between
-        // the batches before and after it, so that this committer commits
-        // (and publishes) in the order things arrived.
-        let mut run = Vec::new();
-        for item in work.drain(..) {
-            match item {
-                Work::Append(message, reply) => run.push((message, reply)),
-                Work::Apply(op, reply) => {
-                    append_run(&*backend, std::mem::take(&mut run), &listener).await;
-                    let result = backend.apply(&op).await;
-                    if let Some(event) = result.as_ref().ok().and_then(Applied::committed) {
-                        // No origin: every socket of the room hears of a
-                        // change, the one that asked for it included.
-                        listener.committed(event, None);
+    let lanes = backend.lanes().max(1);
+    let mut lane = Lanes::default();
+    let mut pending: VecDeque<Work> = VecDeque::new();
+    let mut running: JoinSet<Started> = JoinSet::new();
+    let mut received = Vec::with_capacity(MAX_BATCH);
+    let mut open = true;
+    loop {
+        for unit in lane.schedule(&mut pending, lanes - running.len()) {
+            let (backend, listener) = (backend.clone(), listener.clone());
+            running.spawn(async move {
+                let started = unit.started();
+                unit.run(&*backend, &listener).await;
+                started
+            });
+        }
+        if running.is_empty() && !open && pending.is_empty() {
+            return;
+        }
+        tokio::select! {
+            Some(done) = running.join_next(), if !running.is_empty() => match done {
+                Ok(started) => lane.release(&started),
+                // A unit that panicked: its rooms stay taken, and what
+                // waits on them waits; a bug to see in the logs, not to
+                // hide.
+                Err(e) => tracing::error!(error = %e, "a commit unit failed"),
+            },
+            n = queue.recv_many(&mut received, MAX_BATCH), if open => {
+                if n == 0 {
+                    open = false;
+                }
+                pending.extend(received.drain(..));
+            }
+        }
+    }
+}
+
+/// The rooms work in flight holds: work on a room waits for the work on
+/// it before (arrival order per room); ops on other rooms run beside it,
+/// up to the backend's [`BatchAppend::lanes`]. One batch at a time: appends
+/// queued while it commits make the next one, and a batch per lane would
+/// split them into more, smaller commits (W5 on PostgreSQL fell from
+/// 378,713 to 168,508 deliveries/s with four).
+#[derive(Debug, Default)]
+struct Lanes {
+    busy: HashSet<RoomId>,
+    /// Work of unknown room in flight: nothing else runs.
+    barrier: bool,
+    /// A batch in flight.
+    batch: bool,
+}
+
+/// What a started unit holds until it is done.
+#[derive(Debug)]
+struct Started {
+    rooms: Vec<RoomId>,
+    barrier: bool,
+    batch: bool,
+}
+
+/// Work started together: a batch of appends, or one op.
+enum Unit {
+    Batch(Vec<(NewMessage, Reply)>),
+    Apply(Op, oneshot::Sender<Result<Applied, StorageError>>),
+}
+
+impl Lanes {
+    /// Takes from `pending`, in arrival order, what may start now on at
+    /// most `free` lanes: the appends to rooms nothing holds, as one batch
+    /// (one lane), and ops on rooms nothing holds (a lane each). Whatever
+    /// stays waits, and so does everything after it on its room. An op of
+    /// unknown room starts only alone, first in line with nothing in
+    /// flight, and holds everything.
+    fn schedule(&mut self, pending: &mut VecDeque<Work>, free: usize) -> Vec<Unit> {
+        let mut units = Vec::new();
+        if free == 0 || self.barrier || pending.is_empty() {
+            return units;
+        }
+        let mut lanes_left = free;
+        let mut batch: Vec<(NewMessage, Reply)> = Vec::new();
+        let mut batch_rooms: Vec<RoomId> = Vec::new();
+        let mut waiting: HashSet<RoomId> = HashSet::new();
+        let mut kept = VecDeque::with_capacity(pending.len());
+        let mut closed = false;
+        let nothing_running = self.busy.is_empty();
+        for work in pending.drain(..) {
+            if closed {
+                kept.push_back(work);
+                continue;
+            }
+            let Some(room) = work.room() else {
+                // Unknown room: alone, or not yet.
+                if nothing_running && units.is_empty() && batch.is_empty() && kept.is_empty() {
+                    if let Work::Apply(op, reply) = work {
+                        self.barrier = true;
+                        units.push(Unit::Apply(op, reply));
                     }
-                    let _ = reply.send(result);
+                } else {
+                    kept.push_back(work);
+                }
+                closed = true;
+                continue;
+            };
+            let free_room = !self.busy.contains(&room) && !waiting.contains(&room);
+            match work {
+                Work::Append(message, reply)
+                    if free_room
+                        && !self.batch
+                        && batch.len() < MAX_BATCH
+                        && (!batch.is_empty() || lanes_left > 0) =>
+                {
+                    if batch.is_empty() {
+                        lanes_left -= 1;
+                    }
+                    if !batch_rooms.contains(&room) {
+                        batch_rooms.push(room);
+                    }
+                    batch.push((message, reply));
+                }
+                Work::Apply(op, reply)
+                    if free_room && !batch_rooms.contains(&room) && lanes_left > 0 =>
+                {
+                    lanes_left -= 1;
+                    waiting.insert(room);
+                    self.busy.insert(room);
+                    units.push(Unit::Apply(op, reply));
+                }
+                other => {
+                    waiting.insert(room);
+                    kept.push_back(other);
                 }
             }
         }
-        append_run(&*backend, run, &listener).await;
+        *pending = kept;
+        if !batch.is_empty() {
+            self.busy.extend(batch_rooms.iter().copied());
+            self.batch = true;
+            units.push(Unit::Batch(batch));
+        }
+        units
+    }
+
+    fn release(&mut self, started: &Started) {
+        for room in &started.rooms {
+            self.busy.remove(room);
+        }
+        if started.barrier {
+            self.barrier = false;
+        }
+        if started.batch {
+            self.batch = false;
+        }
+    }
+}
+
+impl Work {
+    /// The room it changes; `None` when not known before it runs.
+    fn room(&self) -> Option<RoomId> {
+        match self {
+            Self::Append(message, _) => Some(message.room),
+            Self::Apply(Op::Member(op), _) => Some(op.room),
+            Self::Apply(Op::Message(change), _) => change.room,
+        }
+    }
+}
+
+impl Unit {
+    fn started(&self) -> Started {
+        match self {
+            Self::Batch(run) => {
+                let mut rooms: Vec<RoomId> = run.iter().map(|(m, _)| m.room).collect();
+                rooms.sort_unstable();
+                rooms.dedup();
+                Started {
+                    rooms,
+                    barrier: false,
+                    batch: true,
+                }
+            }
+            Self::Apply(op, _) => {
+                let room = match op {
+                    Op::Member(op) => Some(op.room),
+                    Op::Message(change) => change.room,
+                };
+                Started {
+                    rooms: room.into_iter().collect(),
+                    barrier: room.is_none(),
+                    batch: false,
+                }
+            }
+        }
+    }
+
+    /// Commits, publishes, answers.
+    async fn run<B: BatchAppend>(self, backend: &B, listener: &Listener) {
+        match self {
+            Self::Batch(run) => append_run(backend, run, listener).await,
+            Self::Apply(op, reply) => {
+                let result = backend.apply(&op).await;
+                if let Some(event) = result.as_ref().ok().and_then(Applied::committed) {
+                    // No origin: every socket of the room hears of a
+                    // change, the one that asked for it included.
+                    listener.committed(event, None);
+                }
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -487,4 +687,120 @@ fn answers(slots: &[Slot], stored: &[Stored]) -> Vec<Option<Result<Appended, Sto
 
 fn miscount() -> StorageError {
     StorageError::Backend("append batch answered the wrong number of messages".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Authority, ChangeOp};
+    use chat_core::Timestamp;
+
+    fn append(room: i64, body: &str) -> Work {
+        let (reply, _) = oneshot::channel();
+        Work::Append(NewMessage::new(RoomId(room), UserId(1), body), reply)
+    }
+
+    fn edit(room: Option<i64>) -> Work {
+        let (reply, _) = oneshot::channel();
+        Work::Apply(
+            Op::Message(MessageChange {
+                message: chat_core::MessageId(1),
+                room: room.map(RoomId),
+                user: UserId(1),
+                op: ChangeOp::Delete,
+                allowed: Authority::Sender,
+                created_at: Timestamp::now(),
+            }),
+            reply,
+        )
+    }
+
+    /// What each unit holds: a batch's bodies, or `op@room`.
+    fn shape(units: &[Unit]) -> Vec<String> {
+        units
+            .iter()
+            .map(|u| match u {
+                Unit::Batch(run) => run
+                    .iter()
+                    .map(|(m, _)| m.body.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Unit::Apply(op, _) => match op {
+                    Op::Message(c) => format!("op@{:?}", c.room.map(RoomId::get)),
+                    Op::Member(m) => format!("member@{}", m.room.get()),
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ops_run_beside_the_batch_on_other_rooms_and_each_room_keeps_its_order() {
+        let mut lanes = Lanes::default();
+        let mut pending: VecDeque<Work> = [
+            append(1, "a1"),
+            edit(Some(2)),
+            append(2, "b1"),
+            edit(Some(1)),
+            append(3, "c1"),
+            append(1, "a2"),
+        ]
+        .into();
+        let units = lanes.schedule(&mut pending, 4);
+        // Room 1's edit waits for the batch holding a1, and a2 for the
+        // edit; room 2's message waits for its edit; room 3 joins the batch.
+        assert_eq!(shape(&units), vec!["op@Some(2)", "a1,c1"]);
+        assert_eq!(pending.len(), 3);
+        // Nothing more while they run, but a new room's op.
+        pending.push_back(edit(Some(4)));
+        let more = lanes.schedule(&mut pending, 2);
+        assert_eq!(shape(&more), vec!["op@Some(4)"]);
+        for unit in units.iter().chain(&more) {
+            lanes.release(&unit.started());
+        }
+        // Then room 1's edit and room 2's message; a2 still after the edit.
+        let next = lanes.schedule(&mut pending, 4);
+        assert_eq!(shape(&next), vec!["op@Some(1)", "b1"]);
+        for unit in &next {
+            lanes.release(&unit.started());
+        }
+        assert_eq!(shape(&lanes.schedule(&mut pending, 4)), vec!["a2"]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn an_op_of_unknown_room_runs_alone() {
+        let mut lanes = Lanes::default();
+        let mut pending: VecDeque<Work> = [append(1, "a1"), edit(None), append(2, "b1")].into();
+        let first = lanes.schedule(&mut pending, 4);
+        assert_eq!(shape(&first), vec!["a1"], "not past the unknown room");
+        for unit in &first {
+            lanes.release(&unit.started());
+        }
+        let alone = lanes.schedule(&mut pending, 4);
+        assert_eq!(shape(&alone), vec!["op@None"]);
+        assert!(
+            lanes.schedule(&mut pending, 4).is_empty(),
+            "it holds everything"
+        );
+        for unit in &alone {
+            lanes.release(&unit.started());
+        }
+        assert_eq!(shape(&lanes.schedule(&mut pending, 4)), vec!["b1"]);
+    }
+
+    #[test]
+    fn one_lane_runs_one_thing_at_a_time_in_arrival_order() {
+        let mut lanes = Lanes::default();
+        let mut pending: VecDeque<Work> = [edit(Some(1)), append(2, "b1"), append(3, "c1")].into();
+        let mut order = Vec::new();
+        while !pending.is_empty() {
+            let units = lanes.schedule(&mut pending, 1);
+            assert_eq!(units.len(), 1);
+            order.extend(shape(&units));
+            for unit in &units {
+                lanes.release(&unit.started());
+            }
+        }
+        assert_eq!(order, vec!["op@Some(1)", "b1,c1"]);
+    }
 }
