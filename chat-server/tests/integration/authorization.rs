@@ -57,9 +57,10 @@
 //!   nobody moderates a conversation); anyone not in the room gets 404
 //!   `message_not_found`, the same bytes as for an id that names no
 //!   message, as they may not read the room's history. Any member reacts
-//!   (`PUT /chat/messages/{id}/reactions/{key}/`, the `react` frame);
-//!   whoever moderates pins (the creator, either participant of a
-//!   conversation; 403 `not_moderator` for another member); the pins of a
+//!   (`PUT /chat/messages/{id}/reactions/{key}/`, the `react` frame) and
+//!   takes a reaction back (`DELETE`, `unreact`); whoever moderates pins
+//!   and unpins (the creator, either participant of a conversation; 403
+//!   `not_moderator` for another member); the pins of a
 //!   room are for its members, like its history, and so is a thread
 //!   (`GET /chat/messages/{id}/thread/`: 404 `message_not_found` to
 //!   anyone else). A send that replies, posts in a thread and mentions
@@ -183,13 +184,19 @@ enum Call {
     /// The `edit` and `delete` frames, on the same message.
     EditFrame,
     DeleteFrame,
-    /// `PUT /chat/messages/{id}/reactions/👍/` and the `react` frame.
+    /// `PUT /chat/messages/{id}/reactions/👍/` and the `react` frame;
+    /// `DELETE` and `unreact` (nothing to take back: the same answers).
     React,
     ReactFrame,
+    Unreact,
+    UnreactFrame,
     /// `PUT /chat/messages/{id}/pin/` and the `pin` frame; `GET
     /// /chat/rooms/{id}/pins/`.
     Pin,
     PinFrame,
+    /// `DELETE /chat/messages/{id}/pin/` and the `unpin` frame.
+    Unpin,
+    UnpinFrame,
     Pins,
     /// `GET /chat/search/?q=…&room={id}`, for the creator's message.
     Search,
@@ -200,7 +207,7 @@ enum Call {
     Reply,
 }
 
-const HTTP_CALLS: [Call; 18] = [
+const HTTP_CALLS: [Call; 20] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -214,14 +221,16 @@ const HTTP_CALLS: [Call; 18] = [
     Call::EditMessage,
     Call::DeleteMessage,
     Call::React,
+    Call::Unreact,
     Call::Pin,
+    Call::Unpin,
     Call::Pins,
     Call::Search,
     Call::Thread,
     Call::Reply,
 ];
 
-const WS_CALLS: [Call; 18] = [
+const WS_CALLS: [Call; 20] = [
     Call::Bound(By::Id),
     Call::Bound(By::Name),
     Call::Subscribe(By::Id),
@@ -239,7 +248,9 @@ const WS_CALLS: [Call; 18] = [
     Call::EditFrame,
     Call::DeleteFrame,
     Call::ReactFrame,
+    Call::UnreactFrame,
     Call::PinFrame,
+    Call::UnpinFrame,
 ];
 
 /// What a cell must answer: a success status (101 for a handshake, 200 for
@@ -336,7 +347,7 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
         }
         // Whoever moderates: the creator; either participant of a
         // conversation.
-        Call::Pin | Call::PinFrame => match (role, st) {
+        Call::Pin | Call::PinFrame | Call::Unpin | Call::UnpinFrame => match (role, st) {
             (Role::Creator, _) => Expect::Ok(200),
             (_, S::Member) if direct => Expect::Ok(200),
             (_, S::Member) => Expect::Err(403, "not_moderator"),
@@ -358,7 +369,7 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
             _ => NOT_MEMBER,
         },
         // Any member reacts.
-        Call::React | Call::ReactFrame => match st {
+        Call::React | Call::ReactFrame | Call::Unreact | Call::UnreactFrame => match st {
             S::Member => Expect::Ok(200),
             _ => MESSAGE_NOT_FOUND,
         },
@@ -659,6 +670,24 @@ impl World {
                 )
                 .await
             }
+            Call::Unpin => {
+                s.call(
+                    "DELETE",
+                    &format!("/chat/messages/{}/pin/", t.message),
+                    Some(&user.access),
+                    None,
+                )
+                .await
+            }
+            Call::Unreact => {
+                s.call(
+                    "DELETE",
+                    &format!("/chat/messages/{}/reactions/%F0%9F%91%8D/", t.message),
+                    Some(&user.access),
+                    None,
+                )
+                .await
+            }
             Call::React => {
                 s.call(
                     "PUT",
@@ -721,6 +750,10 @@ impl World {
             Call::DeleteFrame => json!({"type": "delete", "message_id": t.message}),
             Call::ReactFrame => json!({"type": "react", "message_id": t.message, "key": "👍"}),
             Call::PinFrame => json!({"type": "pin", "message_id": t.message}),
+            Call::UnreactFrame => {
+                json!({"type": "unreact", "message_id": t.message, "key": "👍"})
+            }
+            Call::UnpinFrame => json!({"type": "unpin", "message_id": t.message}),
             _ => unreachable!("{call:?} is an HTTP call"),
         };
         let mut socket = self.s.ws("/ws/", user).await;
@@ -843,7 +876,9 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                 | Call::EditFrame
                 | Call::DeleteFrame
                 | Call::ReactFrame
-                | Call::PinFrame => frames.is_empty(),
+                | Call::UnreactFrame
+                | Call::PinFrame
+                | Call::UnpinFrame => frames.is_empty(),
                 _ => true,
             };
             ensure(frames_ok, format!("frames {frames:?}"))?;
@@ -870,6 +905,15 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                     format!("deleted {}", got.body),
                 ),
                 Call::Pin => ensure(got.body["pinned"] == true, format!("pinned {}", got.body)),
+                // Nothing was there to take back: the message as it was.
+                Call::Unpin => ensure(
+                    got.body.get("pinned").is_none() && got.body["id"].is_i64(),
+                    format!("unpinned {}", got.body),
+                ),
+                Call::Unreact => ensure(
+                    got.body.get("reactions").is_none() && got.body["id"].is_i64(),
+                    format!("unreacted {}", got.body),
+                ),
                 Call::Search => ensure(
                     got.body["hits"].as_array().map(Vec::len) == Some(1),
                     format!("search {}", got.body),

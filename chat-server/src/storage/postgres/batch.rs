@@ -339,3 +339,15 @@ async fn store_batch(
     }
     Ok(stored)
 }
+
+#[cfg(test)]
+mod tests {
+    use chat_core::message::SNIPPET_CHARS;
+
+    /// The batch keeps a reply's snippet as long as the single append.
+    #[test]
+    fn a_replys_snippet_takes_the_wire_length() {
+        let cut = format!("substr(t.body, 1, {SNIPPET_CHARS})");
+        assert!(super::APPEND_BATCH.contains(&cut), "{cut}");
+    }
+}

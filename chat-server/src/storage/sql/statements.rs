@@ -744,3 +744,15 @@ pub(crate) const UNREAD_TOTAL: &str = "SELECT \
     WHERE m.user_id = $1 AND m.state = 'member'";
 
 pub(crate) const PING: &str = "SELECT 1";
+
+#[cfg(test)]
+mod tests {
+    use chat_core::message::SNIPPET_CHARS;
+
+    /// The snippet a reply keeps is as long in SQL as the wire says.
+    #[test]
+    fn a_replys_snippet_takes_the_wire_length() {
+        let cut = format!("substr(t.body, 1, {SNIPPET_CHARS})");
+        assert!(super::INSERT_MESSAGE.contains(&cut), "{cut}");
+    }
+}
