@@ -75,6 +75,7 @@ use super::sql::{Dialect, SqlStorage};
 use super::{StorageError, StorageOptions};
 
 mod batch;
+mod change;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

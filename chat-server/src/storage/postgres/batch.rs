@@ -210,10 +210,16 @@ fn no_connection() -> StorageError {
 impl BatchAppend for PgAppender {
     async fn warm_up(&self) {
         // The first messages after a start would otherwise wait for the
-        // connection (W1's p99 was that wait). A database that is down now
-        // is tried again by the first append. The other lanes open when
-        // work first runs beside other work (a quiet instance keeps one).
-        let _ = self.connection().await;
+        // connection (W1's p99 was that wait), and the first change beside
+        // a batch for another, with its room's messages behind it. A
+        // database that is down now is tried again by the first append.
+        let opened = self.conns.iter().map(|slot| async move {
+            let mut slot = slot.lock().await;
+            if slot.is_none() {
+                *slot = self.open().await.ok();
+            }
+        });
+        futures_util::future::join_all(opened).await;
     }
 
     fn lanes(&self) -> usize {
@@ -233,7 +239,12 @@ impl BatchAppend for PgAppender {
     async fn apply(&self, op: &Op) -> Result<Applied, StorageError> {
         let mut slot = self.connection().await?;
         let conn = slot.as_mut().ok_or_else(no_connection)?;
-        let result = apply::<PgDialect>(conn, op).await;
+        let result = match op {
+            Op::Message(change) => super::change::change_message(conn, change)
+                .await
+                .map(|changed| Applied::Message(Box::new(changed))),
+            Op::Member(_) => apply::<PgDialect>(conn, op).await,
+        };
         if result.is_err() {
             keep_if_alive(&mut slot).await;
         }

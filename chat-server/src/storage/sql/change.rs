@@ -32,7 +32,8 @@ use crate::storage::group_commit::{Applied, Op};
 use chat_core::UserId;
 
 use crate::storage::{
-    ChangeOp, Changed, MessageChange, Standing, StorageError, StoredUpdate, UpdateKind,
+    ChangeOp, Changed, MessageChange, ReactionCount, Standing, StorageError, StoredMessage,
+    StoredUpdate, UpdateKind,
 };
 
 /// Applies one op of the committer's queue in a transaction of its own.
@@ -84,10 +85,7 @@ where
         return Err(StorageError::NotFound);
     };
     let (room, seq) = (numbered.int("id")?, numbered.int("last_seq")?);
-    let key = match &change.op {
-        ChangeOp::React { key, .. } => key.as_str(),
-        _ => "",
-    };
+    let key = reaction_key(&change.op);
     let row = sqlx::query(statements::CHANGE_STANDING)
         .bind(id)
         .bind(change.user.get())
@@ -95,29 +93,18 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    if let Some(refusal) = refusal_from(&row)? {
-        tx.rollback().await.map_err(D::map_err)?;
-        return Err(refusal);
-    }
-    let target = message_from(&row)?;
-    let count = |column: &str| -> Result<usize, StorageError> {
-        Ok(usize::try_from(row.int(column)?).unwrap_or(usize::MAX))
-    };
-    let standing = Standing {
-        kind: rows::room_kind(&row.text("kind")?)?,
-        creator: UserId(row.int("creator_id")?),
-        reacted: row.int("reacted")? != 0,
-        keys: count("keys")?,
-        key_present: row.int("key_present")? != 0,
-        pins: count("pins")?,
-    };
-    let kind = match change.decide(&target, &standing) {
-        Ok(Some(kind)) => kind,
-        Ok(None) => {
+    let (target, standing, kind) = match judge(&row, change) {
+        Ok(Judged::Change {
+            target,
+            standing,
+            kind,
+            ..
+        }) => (target, standing, kind),
+        Ok(Judged::Nothing(message)) => {
             // Nothing changes: the seq taken goes back with the rest.
             tx.rollback().await.map_err(D::map_err)?;
             return Ok(Changed {
-                message: target,
+                message,
                 event: None,
             });
         }
@@ -236,28 +223,101 @@ where
         .execute(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    let changed = sqlx::query(statements::MESSAGE_BY_ID)
+    let row = sqlx::query(statements::MESSAGE_BY_ID)
         .bind(id)
         .fetch_one(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    let message = message_from(&changed)?;
-    // The reactions the event carries: none to read when the message had
-    // none and this is no reaction, or when it is gone.
-    let reactions = match &change.op {
-        ChangeOp::Delete => Vec::new(),
-        ChangeOp::Edit { .. } | ChangeOp::Pin { .. } if standing.keys == 0 => Vec::new(),
-        _ => sqlx::query(statements::REACTION_COUNTS)
+    let message = message_from(&row)?;
+    let reactions = if reads_reactions(&change.op, &standing) {
+        sqlx::query(statements::REACTION_COUNTS)
             .bind(id)
             .fetch_all(&mut *tx)
             .await
             .map_err(D::map_err)?
             .iter()
             .map(rows::reaction_count_from)
-            .collect::<Result<Vec<_>, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
     };
     tx.commit().await.map_err(D::map_err)?;
-    Ok(Changed {
+    Ok(changed(change, kind, seq, message, reactions))
+}
+
+/// What the rule makes of a change, judged on a [`statements::CHANGE_STANDING`]
+/// row.
+#[derive(Debug)]
+pub(crate) enum Judged {
+    /// Nothing changes (the same body again, a second deletion): the
+    /// message as it stands.
+    Nothing(StoredMessage),
+    /// The change to make.
+    Change {
+        target: StoredMessage,
+        standing: Standing,
+        kind: UpdateKind,
+        /// The room's `last_seq` as the row was read.
+        room_seq: i64,
+    },
+}
+
+/// Applies the rule ([`MessageChange::decide`]) to what the row says of
+/// the message, the room and the caller; `Err` for a refusal.
+pub(crate) fn judge(row: &impl Columns, change: &MessageChange) -> Result<Judged, StorageError> {
+    if let Some(refusal) = refusal_from(row)? {
+        return Err(refusal);
+    }
+    let target = message_from(row)?;
+    let count = |column: &str| -> Result<usize, StorageError> {
+        Ok(usize::try_from(row.int(column)?).unwrap_or(usize::MAX))
+    };
+    let standing = Standing {
+        kind: rows::room_kind(&row.text("kind")?)?,
+        creator: UserId(row.int("creator_id")?),
+        reacted: row.int("reacted")? != 0,
+        keys: count("keys")?,
+        key_present: row.int("key_present")? != 0,
+        pins: count("pins")?,
+    };
+    Ok(match change.decide(&target, &standing)? {
+        None => Judged::Nothing(target),
+        Some(kind) => Judged::Change {
+            target,
+            standing,
+            kind,
+            room_seq: row.int("room_seq")?,
+        },
+    })
+}
+
+/// The reaction key a change reads its standing for (`""`: none).
+pub(crate) fn reaction_key(op: &ChangeOp) -> &str {
+    match op {
+        ChangeOp::React { key, .. } => key.as_str(),
+        _ => "",
+    }
+}
+
+/// Whether the event must read the message's reactions: not when it is
+/// gone, nor when the message had none and this is no reaction.
+pub(crate) fn reads_reactions(op: &ChangeOp, standing: &Standing) -> bool {
+    match op {
+        ChangeOp::Delete => false,
+        ChangeOp::Edit { .. } | ChangeOp::Pin { .. } => standing.keys > 0,
+        ChangeOp::React { .. } => true,
+    }
+}
+
+/// The answer to a change that appended its event at `seq`.
+pub(crate) fn changed(
+    change: &MessageChange,
+    kind: UpdateKind,
+    seq: i64,
+    message: StoredMessage,
+    reactions: Vec<ReactionCount>,
+) -> Changed {
+    Changed {
         event: Some(StoredUpdate {
             room: message.room,
             seq,
@@ -268,5 +328,5 @@ where
             reactions,
         }),
         message,
-    })
+    }
 }

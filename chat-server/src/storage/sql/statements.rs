@@ -33,6 +33,7 @@ macro_rules! message_columns {
          m.reply_count, m.last_reply_at, m.mentions"
     };
 }
+pub(crate) use message_columns;
 
 /// The message a change event changed, its columns prefixed `t_`; needs
 /// `messages t` (by `m.target_id`) joined with `users tu`, both `LEFT`:
@@ -576,14 +577,16 @@ pub(crate) const NEXT_CHANGE_SEQ: &str = "UPDATE rooms SET last_seq = last_seq +
     RETURNING id, last_seq, msg_count";
 
 /// Everything the rule of a change to message `$1` by user `$2` needs, in
-/// one read under the room's lock: the message, its room's kind and
-/// creator (who moderates it), the user's membership (`state`, NULL if
-/// none), the room's pins, and for reaction key `$3` how many keys the
-/// message has, whether `$3` is one, and whether `$2` gave it.
+/// one read: the message, its room's kind, creator (who moderates it) and
+/// `last_seq` (`room_seq`), the user's membership (`state`, NULL if none),
+/// the room's pins, and for reaction key `$3` how many keys the message
+/// has, whether `$3` is one, and whether `$2` gave it. Every row it reads
+/// changes only with an event of the room's timeline, which moves
+/// `room_seq`. No row for an event, which no change targets.
 pub(crate) const CHANGE_STANDING: &str = concat!(
     "SELECT ",
     message_columns!(),
-    ", r.kind AS kind, r.creator_id, mb.state AS state, \
+    ", r.kind AS kind, r.creator_id, r.last_seq AS room_seq, mb.state AS state, \
        (SELECT COUNT(*) FROM messages p \
            WHERE p.room_id = m.room_id AND p.pinned_at IS NOT NULL) AS pins, \
        (SELECT COUNT(DISTINCT x.key) FROM reactions x WHERE x.message_id = m.id) AS keys, \
@@ -593,7 +596,7 @@ pub(crate) const CHANGE_STANDING: &str = concat!(
            FROM reactions x WHERE x.message_id = m.id), 0) AS BIGINT) AS reacted \
      FROM messages m JOIN users u ON u.id = m.sender_id JOIN rooms r ON r.id = m.room_id \
      LEFT JOIN room_members mb ON mb.room_id = m.room_id AND mb.user_id = $2 \
-     WHERE m.id = $1"
+     WHERE m.id = $1 AND m.kind = 'message'"
 );
 
 /// `$2` the new body, `$3` when.

@@ -1,0 +1,351 @@
+//! The two-round-trip change against the locked transaction it stands in
+//! for, and against a room that moved between its read and its write.
+
+use chat_core::room::RoomType;
+use chat_core::{MessageId, RoomId, Timestamp, UserId};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Row as _};
+
+use super::{change_message, write};
+use crate::storage::postgres::testing::TestSchema;
+use crate::storage::postgres::{PgDialect, PostgresStorage};
+use crate::storage::sql::change::{self as locked, Judged, judge, reaction_key};
+use crate::storage::sql::statements;
+use crate::storage::{
+    Authority, ChangeOp, Changed, MessageChange, NewMessage, NewRoom, NewUser, Storage,
+    StorageOptions,
+};
+
+fn at(micros: i64) -> Timestamp {
+    Timestamp::from_unix_micros(1_770_000_000_000_000 + micros)
+}
+
+async fn user(store: &PostgresStorage, name: &str) -> UserId {
+    store
+        .create_user(NewUser {
+            username: name.to_owned(),
+            email: format!("{name}@example.com"),
+            display_name: name.to_owned(),
+            password_hash: "hash".to_owned(),
+            created_at: at(0),
+        })
+        .await
+        .expect("user")
+        .id
+}
+
+/// A room of `ann` and `bob` with a root message, a reply to it, a thread
+/// reply mentioning bob, and a plain message: their ids, in that order.
+async fn seeded_room(
+    store: &PostgresStorage,
+    name: &str,
+    ann: UserId,
+    bob: UserId,
+) -> (RoomId, Vec<MessageId>) {
+    let room = store
+        .create_room(NewRoom {
+            name: name.to_owned(),
+            kind: RoomType::Public,
+            creator: ann,
+            invited: Vec::new(),
+            created_at: at(1),
+        })
+        .await
+        .expect("room")
+        .id;
+    store.join_room(room, bob).await.expect("join");
+    let mut ids = Vec::new();
+    let send = |mut message: NewMessage| async move {
+        // The same times in both rooms: a root keeps its last reply's.
+        message.created_at = at(10);
+        store.append(message).await.expect("append").message.id
+    };
+    let root = send(NewMessage::new(room, ann, "the root")).await;
+    ids.push(root);
+    let mut reply = NewMessage::new(room, bob, "a reply");
+    reply.reply_to = Some(root);
+    ids.push(send(reply).await);
+    let mut threaded = NewMessage::new(room, ann, "in the thread, @bob");
+    threaded.thread_root = Some(root);
+    threaded.mentions = vec![bob];
+    ids.push(send(threaded).await);
+    ids.push(send(NewMessage::new(room, bob, "plain")).await);
+    // Bob reads everything, so that deletions lower his count.
+    let last = store
+        .message(ids[3])
+        .await
+        .expect("read")
+        .expect("there")
+        .seq;
+    store.mark_read(room, bob, last).await.expect("mark");
+    (room, ids)
+}
+
+/// Every kind of change, by whom, on which of the seeded messages.
+fn script(ann: UserId, bob: UserId, ids: &[MessageId]) -> Vec<MessageChange> {
+    let change = |user, message: MessageId, op, allowed, t: i64| MessageChange {
+        message,
+        room: None,
+        user,
+        op,
+        allowed,
+        created_at: at(100 + t),
+    };
+    let react = |key: &str, add| ChangeOp::React {
+        key: key.to_owned(),
+        add,
+    };
+    vec![
+        change(
+            bob,
+            ids[3],
+            ChangeOp::Edit {
+                body: "plain, fixed".into(),
+            },
+            Authority::Sender,
+            1,
+        ),
+        change(
+            bob,
+            ids[3],
+            ChangeOp::Edit {
+                body: "plain, fixed".into(),
+            },
+            Authority::Sender,
+            2,
+        ),
+        change(
+            ann,
+            ids[3],
+            ChangeOp::Edit {
+                body: "not hers".into(),
+            },
+            Authority::Sender,
+            3,
+        ),
+        change(ann, ids[3], react("👍", true), Authority::Member, 4),
+        change(bob, ids[3], react("🎉", true), Authority::Member, 5),
+        change(bob, ids[3], react("👍", true), Authority::Member, 6),
+        change(ann, ids[3], react("👍", false), Authority::Member, 7),
+        change(ann, ids[3], react("👍", false), Authority::Member, 8),
+        change(
+            ann,
+            ids[1],
+            ChangeOp::Pin { pin: true },
+            Authority::Moderator,
+            9,
+        ),
+        change(
+            ann,
+            ids[3],
+            ChangeOp::Pin { pin: true },
+            Authority::Moderator,
+            10,
+        ),
+        change(
+            ann,
+            ids[1],
+            ChangeOp::Pin { pin: false },
+            Authority::Moderator,
+            11,
+        ),
+        change(
+            bob,
+            ids[0],
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+            12,
+        ),
+        change(
+            ann,
+            ids[0],
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+            13,
+        ),
+        change(
+            ann,
+            ids[0],
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+            14,
+        ),
+        change(
+            ann,
+            ids[0],
+            ChangeOp::Edit {
+                body: "gone".into(),
+            },
+            Authority::Sender,
+            15,
+        ),
+        change(ann, ids[2], ChangeOp::Delete, Authority::Sender, 16),
+        change(
+            ann,
+            ids[3],
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+            17,
+        ),
+    ]
+}
+
+/// An answer with the room's ids taken out, to compare two rooms'.
+fn shape(answer: &Result<Changed, crate::storage::StorageError>) -> String {
+    match answer {
+        Ok(changed) => {
+            let m = &changed.message;
+            let event = changed.event.as_ref().map(|e| {
+                let counts: Vec<_> = e.reactions.iter().map(|r| (&r.key, r.count)).collect();
+                format!("seq {} {:?} by {} {counts:?}", e.seq, e.kind, e.user.get())
+            });
+            format!(
+                "seq {} {:?} v{} deleted {} pinned {} snippet {:?} replies {} mentions {:?} \
+                 edited {:?} event {event:?}",
+                m.seq,
+                m.body,
+                m.version,
+                m.deleted,
+                m.pinned,
+                m.reply.as_ref().map(|r| (r.seq, &r.snippet)),
+                m.reply_count,
+                m.mentions,
+                m.edited_at,
+            )
+        }
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// What the database holds of `room`, without its ids.
+async fn dump(conn: &mut PgConnection, room: RoomId) -> Vec<String> {
+    let mut lines = Vec::new();
+    let queries = [
+        "SELECT concat_ws(' ', last_seq, msg_count, msg_deleted, last_message_seq) \
+         FROM rooms WHERE id = $1",
+        "SELECT concat_ws(' ', user_id, state, read_seq, read_no) FROM room_members \
+         WHERE room_id = $1 ORDER BY user_id",
+        "SELECT concat_ws(' ', m.seq, m.kind, m.sender_id, m.body, m.version, m.msg_no, \
+             m.edited_at, m.deleted_at, m.pinned_at, m.reply_seq, m.reply_snippet, \
+             m.reply_count, m.last_reply_at, m.mentions, t.seq) \
+         FROM messages m LEFT JOIN messages t ON t.id = m.target_id \
+         WHERE m.room_id = $1 ORDER BY m.seq",
+        "SELECT concat_ws(' ', m.seq, x.user_id, x.key, x.seq) FROM reactions x \
+         JOIN messages m ON m.id = x.message_id WHERE m.room_id = $1 ORDER BY x.seq",
+        "SELECT concat_ws(' ', user_id, seq) FROM mentions WHERE room_id = $1 ORDER BY seq",
+        "SELECT concat_ws(' ', count(*)) FROM messages \
+         WHERE room_id = $1 AND to_tsvector('simple', body) @@ plainto_tsquery('simple', 'plain')",
+    ];
+    for query in queries {
+        for row in sqlx::query(query)
+            .bind(room.get())
+            .fetch_all(&mut *conn)
+            .await
+            .expect("dump")
+        {
+            lines.push(row.get::<String, _>(0));
+        }
+    }
+    lines
+}
+
+#[tokio::test]
+async fn two_round_trips_do_what_the_locked_transaction_does() {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let (ann, bob) = (user(&store, "ann").await, user(&store, "bob").await);
+    let (fast_room, fast_ids) = seeded_room(&store, "fast", ann, bob).await;
+    let (slow_room, slow_ids) = seeded_room(&store, "slow", ann, bob).await;
+    let mut conn = PgConnection::connect(&schema.url()).await.expect("conn");
+
+    let mut fast = Vec::new();
+    for change in script(ann, bob, &fast_ids) {
+        fast.push(shape(&change_message(&mut conn, &change).await));
+    }
+    let mut slow = Vec::new();
+    for change in script(ann, bob, &slow_ids) {
+        slow.push(shape(
+            &locked::change_message::<PgDialect>(&mut conn, &change).await,
+        ));
+    }
+    assert_eq!(fast, slow);
+    // The script did something of every kind, and refused and skipped.
+    let all = fast.join("\n");
+    for seen in [
+        "Edited",
+        "Deleted",
+        "added: true",
+        "added: false",
+        "pinned: true",
+        "pinned: false",
+        "NotAllowed",
+        "event None",
+        "Deleted)",
+    ] {
+        assert!(all.contains(seen), "{seen} in\n{all}");
+    }
+    let (fast_rows, slow_rows) = (
+        dump(&mut conn, fast_room).await,
+        dump(&mut conn, slow_room).await,
+    );
+    assert_eq!(fast_rows, slow_rows);
+    assert!(fast_rows.len() > 10, "{fast_rows:?}");
+    drop(store);
+}
+
+#[tokio::test]
+async fn a_room_that_moved_after_the_read_takes_nothing_and_the_change_reads_again() {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let (ann, bob) = (user(&store, "ann").await, user(&store, "bob").await);
+    let (room, ids) = seeded_room(&store, "moving", ann, bob).await;
+    let mut conn = PgConnection::connect(&schema.url()).await.expect("conn");
+    let edit = MessageChange {
+        message: ids[3],
+        room: Some(room),
+        user: bob,
+        op: ChangeOp::Edit {
+            body: "edited".into(),
+        },
+        allowed: Authority::Sender,
+        created_at: at(50),
+    };
+    let row = sqlx::query(statements::CHANGE_STANDING)
+        .bind(edit.message.get())
+        .bind(bob.get())
+        .bind(reaction_key(&edit.op))
+        .fetch_one(&mut conn)
+        .await
+        .expect("standing");
+    let Judged::Change {
+        target,
+        kind,
+        room_seq,
+        ..
+    } = judge(&row, &edit).expect("allowed")
+    else {
+        panic!("an edit to a new body changes something");
+    };
+    // Another writer moves the room between the read and the write.
+    store
+        .append(NewMessage::new(room, ann, "meanwhile"))
+        .await
+        .expect("append");
+    let before = dump(&mut conn, room).await;
+    let stale = write(&mut conn, &edit, &target, kind, room_seq)
+        .await
+        .expect("write");
+    assert!(stale.is_none(), "a moved room takes nothing");
+    assert_eq!(dump(&mut conn, room).await, before, "and writes nothing");
+
+    // The whole change reads again and lands after the other message.
+    let done = change_message(&mut conn, &edit).await.expect("change");
+    let event = done.event.expect("an event");
+    assert_eq!(event.seq, room_seq + 2);
+    assert_eq!(done.message.body, "edited");
+    assert_eq!(done.message.version, target.version + 1);
+}
