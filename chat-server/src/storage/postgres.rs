@@ -29,8 +29,9 @@
 //! `Unavailable`. Sessions run with `jit=off` unless the URL sets `jit`
 //! (why: `connect_options`).
 //!
-//! Everything but connecting, migrations, error mapping and the batch
-//! statement is the one SQL backend ([`super::sql`]): [`PostgresStorage`] is
+//! Everything but connecting, migrations, error mapping, the batch
+//! statement and the committer's two-round-trip change to a message
+//! (`change.rs`) is the one SQL backend ([`super::sql`]): [`PostgresStorage`] is
 //! `SqlStorage<PgDialect>`, its read and write pools the same pool.
 //!
 //! Transactions run at PostgreSQL's default, read committed. Where SQLite's
@@ -48,6 +49,11 @@
 //!   (`group_commit.rs`, `postgres/batch.rs`): a batch locks its rooms in id
 //!   order, then numbers, inserts and commits all its messages at once,
 //!   with the same guarantees and one commit for the lot.
+//! - `change_message` (`change.rs`): judged on a read without locks, then
+//!   written in one statement that takes the room's row lock and its next
+//!   seq only if `last_seq` is still the one read; every row the rule read
+//!   changes only with a timeline event, so an unmoved room was judged as
+//!   it stands, and a moved one is read and judged again.
 //! - `join_room`, `invite`: lock the room row first (`PG_LOCK_ROOM`).
 //! - `mark_read`: locks the member row while it reads the old mark
 //!   (`PG_MEMBER_READ_MARK`).
@@ -67,12 +73,14 @@ use sqlx::Postgres;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::group_commit::GroupCommit;
+use futures_util::future::BoxFuture;
+
+use super::group_commit::{GroupCommit, Judgement};
 use super::sql::rows::conflict_of;
 use super::sql::statements;
 use super::sql::turns::WriteTurns;
 use super::sql::{Dialect, SqlStorage};
-use super::{StorageError, StorageOptions};
+use super::{MessageChange, StorageError, StorageOptions};
 
 mod batch;
 mod change;
@@ -117,6 +125,13 @@ impl Dialect for PgDialect {
 
     fn map_err(error: sqlx::Error) -> StorageError {
         map_err(error)
+    }
+
+    fn judge_ahead<'a>(
+        pool: &'a sqlx::PgPool,
+        change: &'a MessageChange,
+    ) -> BoxFuture<'a, Result<Option<Judgement>, StorageError>> {
+        Box::pin(change::judge_ahead(pool, change))
     }
 }
 

@@ -1,28 +1,31 @@
-//! A change to a message on PostgreSQL in two round trips instead of seven
-//! to nine: one read, the rule in Rust, one write.
+//! A change to a message on PostgreSQL in one round trip on the
+//! committer instead of seven to nine: a read before it is queued, the rule
+//! in Rust, then one write.
 //!
 //! Every statement of the committer is a round trip, and work on the
 //! change's room waits behind all of them (W1C: a change held its room
 //! about 1.3 ms in `sql/change.rs`'s transaction, and the room's messages
 //! queued behind it). Here:
 //!
-//! 1. `CHANGE_STANDING` reads the message, the caller's membership and the
-//!    room's `last_seq`, outside any transaction; the rule
-//!    ([`judge`](crate::storage::sql::change::judge), the same as every
-//!    backend's) decides on it. A refusal or a change that comes to nothing
-//!    answers at once, writing nothing.
+//! 1. `CHANGE_STANDING` reads the message, the caller's membership and how
+//!    many of the room's events are not messages (`room_events`), outside
+//!    any transaction; the rule ([`judge`], the same as every backend's)
+//!    decides on it. The storage does this on its pool before it queues
+//!    the change ([`Judgement`]), so the read holds up nothing; the
+//!    committer reads again itself when that judgement is stale or was no
+//!    change to make (a refusal judged ahead could be undone by a change
+//!    queued before this one).
 //! 2. One statement, its own transaction, writes the change: it takes the
-//!    room's next seq only if `last_seq` is still the one read (`locked`:
-//!    the `UPDATE` waits for the room's row lock, then re-checks its
-//!    `WHERE` on the row as committed), and every other part of it is
-//!    conditioned on `locked`. Everything the rule read changes only with
-//!    an event of the room's timeline, which moves `last_seq`, so a room
-//!    that has not moved is judged as it stands under the lock, as in the
-//!    locked transaction. A room that moved (another instance wrote to it
-//!    between the two) writes nothing, and the change starts over; after
-//!    [`ATTEMPTS`], it takes the lock first (`sql/change.rs`), which always
-//!    ends. On one instance nothing else moves a room between the two: the
-//!    committer runs one thing at a time per room.
+//!    room's next seq only if the room's events other than messages are
+//!    still as many as read (`locked`: the `UPDATE` waits for the room's
+//!    row lock, then re-checks its `WHERE` on the row as committed), and
+//!    every other part of it is conditioned on `locked`. Everything the
+//!    rule read changes only with such an event (messages appended
+//!    meanwhile change none of it), so a room where none happened is
+//!    judged as it stands under the lock, as in the locked transaction. A
+//!    room where one did writes nothing, and the change is read and judged
+//!    again; after [`ATTEMPTS`], it takes the lock first (`sql/change.rs`),
+//!    which always ends.
 //!
 //! The statement's parts see one snapshot, so the reactions the event
 //! carries are the snapshot's with the change's own row added or left out,
@@ -37,6 +40,7 @@ use sqlx::Row as _;
 use sqlx::postgres::PgConnection;
 
 use super::map_err;
+use crate::storage::group_commit::Judgement;
 use crate::storage::sql::change::{Judged, changed, judge, reaction_key};
 use crate::storage::sql::rows::{message_from, update_text};
 use crate::storage::sql::statements::{self, message_columns};
@@ -48,7 +52,8 @@ use crate::storage::{
 /// its room, before it waits for the room's lock instead.
 const ATTEMPTS: usize = 3;
 
-/// The room's next seq, taken only if `last_seq` is still `$4`. `$1` the
+/// The room's next seq, taken only if its events other than messages are
+/// still `$4`. `$1` the
 /// message, `$2` the user, `$3` the room, `$5` when, `$6` the event's kind,
 /// `$7` the reaction key (else empty: the event's body).
 macro_rules! locked {
@@ -56,7 +61,7 @@ macro_rules! locked {
         concat!(
             "WITH locked AS (UPDATE rooms SET last_seq = last_seq + 1",
             $set,
-            " WHERE id = $3 AND last_seq = $4 AND EXISTS (SELECT 1 FROM messages WHERE id = $1) \
+            " WHERE id = $3 AND last_seq - msg_count = $4 AND EXISTS (SELECT 1 FROM messages WHERE id = $1) \
               RETURNING id, last_seq, msg_count), \
              event AS (INSERT INTO messages \
                  (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
@@ -160,11 +165,53 @@ const DELETE: &str = concat!(
     answer!("SELECT key, seq FROM reactions WHERE false")
 );
 
-/// Checks and applies `change` (see the module doc).
+/// The change's judgement on a read of the pool, if it is one to write
+/// (see the module doc); `None` leaves the committer to read and judge.
+pub(super) async fn judge_ahead(
+    pool: &sqlx::PgPool,
+    change: &MessageChange,
+) -> Result<Option<Judgement>, StorageError> {
+    let row = sqlx::query(statements::CHANGE_STANDING)
+        .bind(change.message.get())
+        .bind(change.user.get())
+        .bind(reaction_key(&change.op))
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(match row.map(|row| judge(&row, change)) {
+        Some(Ok(Judged::Change {
+            target,
+            kind,
+            events,
+            ..
+        })) => Some(Judgement {
+            target,
+            kind,
+            events,
+        }),
+        _ => None,
+    })
+}
+
+/// Checks and applies `change` (see the module doc), with its judgement
+/// made before it was queued if there is one.
 pub(super) async fn change_message(
     conn: &mut PgConnection,
     change: &MessageChange,
+    judged: Option<&Judgement>,
 ) -> Result<Changed, StorageError> {
+    if let Some(judged) = judged
+        && let Some(done) = write(
+            conn,
+            change,
+            &judged.target,
+            judged.kind.clone(),
+            judged.events,
+        )
+        .await?
+    {
+        return Ok(done);
+    }
     for _ in 0..ATTEMPTS {
         let Some(row) = sqlx::query(statements::CHANGE_STANDING)
             .bind(change.message.get())
@@ -176,7 +223,7 @@ pub(super) async fn change_message(
         else {
             return Err(StorageError::NotFound);
         };
-        let (target, kind, room_seq) = match judge(&row, change)? {
+        let (target, kind, events) = match judge(&row, change)? {
             Judged::Nothing(message) => {
                 return Ok(Changed {
                     message,
@@ -186,25 +233,25 @@ pub(super) async fn change_message(
             Judged::Change {
                 target,
                 kind,
-                room_seq,
+                events,
                 ..
-            } => (target, kind, room_seq),
+            } => (target, kind, events),
         };
-        if let Some(done) = write(conn, change, &target, kind, room_seq).await? {
+        if let Some(done) = write(conn, change, &target, kind, events).await? {
             return Ok(done);
         }
     }
     crate::storage::sql::change::change_message::<super::PgDialect>(conn, change).await
 }
 
-/// The write of a change judged on the room at `room_seq`; `None` if the
-/// room has moved since.
+/// The write of a change judged on the room with `events` events other
+/// than messages; `None` if it has more since.
 async fn write(
     conn: &mut PgConnection,
     change: &MessageChange,
     target: &StoredMessage,
     kind: UpdateKind,
-    room_seq: i64,
+    events: i64,
 ) -> Result<Option<Changed>, StorageError> {
     let statement = match &change.op {
         ChangeOp::Edit { .. } => EDIT,
@@ -218,7 +265,7 @@ async fn write(
         .bind(change.message.get())
         .bind(change.user.get())
         .bind(target.room.get())
-        .bind(room_seq)
+        .bind(events)
         .bind(change.created_at.unix_micros())
         .bind(update_text(&kind))
         .bind(reaction_key(&change.op));

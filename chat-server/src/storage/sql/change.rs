@@ -8,11 +8,14 @@
 //!    the message are then read, in one statement (`CHANGE_STANDING`), as
 //!    the last commit left them: a change racing a leave or another change
 //!    to the same message is made before it or judged after it, never in
-//!    between. Each statement is a round trip on the committer's one
-//!    connection, which every message of the instance waits behind, so a
-//!    change is as few as it can be (an edit: seven with `BEGIN` and
-//!    `COMMIT`).
-//! 2. The rule ([`Authority`]) is evaluated on those rows; a change that
+//!    between. Each statement is a round trip, and the room's messages
+//!    wait behind them all (an edit: seven with `BEGIN` and `COMMIT`). So
+//!    this transaction is SQLite's way, where a statement is a function
+//!    call, and PostgreSQL's fallback: its committer reads, judges and
+//!    writes in two round trips (`postgres/change.rs`), and comes here only
+//!    when other instances keep moving the room between the two.
+//! 2. The rule ([`Authority`]) is evaluated on those rows ([`judge`], the
+//!    same for both ways); a change that
 //!    comes to nothing rolls back, seq included. Otherwise the row changes
 //!    and the event takes that seq, counting as no message.
 //! 3. A reaction is a row of `reactions` added or removed, the message's
@@ -52,7 +55,7 @@ where
         Op::Member(op) => append::change_membership::<D>(conn, op)
             .await
             .map(Applied::Member),
-        Op::Message(change) => change_message::<D>(conn, change)
+        Op::Message(change, _) => change_message::<D>(conn, change)
             .await
             .map(|changed| Applied::Message(Box::new(changed))),
     }
@@ -257,8 +260,8 @@ pub(crate) enum Judged {
         target: StoredMessage,
         standing: Standing,
         kind: UpdateKind,
-        /// The room's `last_seq` as the row was read.
-        room_seq: i64,
+        /// The room's events other than messages, as the row was read.
+        events: i64,
     },
 }
 
@@ -286,7 +289,7 @@ pub(crate) fn judge(row: &impl Columns, change: &MessageChange) -> Result<Judged
             target,
             standing,
             kind,
-            room_seq: row.int("room_seq")?,
+            events: row.int("room_events")?,
         },
     })
 }

@@ -577,16 +577,19 @@ pub(crate) const NEXT_CHANGE_SEQ: &str = "UPDATE rooms SET last_seq = last_seq +
     RETURNING id, last_seq, msg_count";
 
 /// Everything the rule of a change to message `$1` by user `$2` needs, in
-/// one read: the message, its room's kind, creator (who moderates it) and
-/// `last_seq` (`room_seq`), the user's membership (`state`, NULL if none),
-/// the room's pins, and for reaction key `$3` how many keys the message
-/// has, whether `$3` is one, and whether `$2` gave it. Every row it reads
-/// changes only with an event of the room's timeline, which moves
-/// `room_seq`. No row for an event, which no change targets.
+/// one read: the message, its room's kind and creator (who moderates it),
+/// the user's membership (`state`, NULL if none), the room's pins, and for
+/// reaction key `$3` how many keys the message has, whether `$3` is one,
+/// and whether `$2` gave it. Every row it reads changes only with an event
+/// of the room's timeline that is not a message (a change, a membership
+/// change), and `room_events` counts those: every event takes a seq,
+/// every message counts in `msg_count`. No row for an event, which no
+/// change targets.
 pub(crate) const CHANGE_STANDING: &str = concat!(
     "SELECT ",
     message_columns!(),
-    ", r.kind AS kind, r.creator_id, r.last_seq AS room_seq, mb.state AS state, \
+    ", r.kind AS kind, r.creator_id, r.last_seq - r.msg_count AS room_events, \
+       mb.state AS state, \
        (SELECT COUNT(*) FROM messages p \
            WHERE p.room_id = m.room_id AND p.pinned_at IS NOT NULL) AS pins, \
        (SELECT COUNT(DISTINCT x.key) FROM reactions x WHERE x.message_id = m.id) AS keys, \

@@ -7,13 +7,14 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Row as _};
 
 use super::{change_message, write};
+use crate::storage::group_commit::Judgement;
 use crate::storage::postgres::testing::TestSchema;
 use crate::storage::postgres::{PgDialect, PostgresStorage};
 use crate::storage::sql::change::{self as locked, Judged, judge, reaction_key};
 use crate::storage::sql::statements;
 use crate::storage::{
     Authority, ChangeOp, Changed, MessageChange, NewMessage, NewRoom, NewUser, Storage,
-    StorageOptions,
+    StorageOptions, StoredMessage, UpdateKind,
 };
 
 fn at(micros: i64) -> Timestamp {
@@ -262,7 +263,7 @@ async fn two_round_trips_do_what_the_locked_transaction_does() {
 
     let mut fast = Vec::new();
     for change in script(ann, bob, &fast_ids) {
-        fast.push(shape(&change_message(&mut conn, &change).await));
+        fast.push(shape(&change_message(&mut conn, &change, None).await));
     }
     let mut slow = Vec::new();
     for change in script(ann, bob, &slow_ids) {
@@ -295,57 +296,98 @@ async fn two_round_trips_do_what_the_locked_transaction_does() {
     drop(store);
 }
 
-#[tokio::test]
-async fn a_room_that_moved_after_the_read_takes_nothing_and_the_change_reads_again() {
-    let schema = TestSchema::create().await;
-    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
-        .await
-        .expect("connect");
-    let (ann, bob) = (user(&store, "ann").await, user(&store, "bob").await);
-    let (room, ids) = seeded_room(&store, "moving", ann, bob).await;
-    let mut conn = PgConnection::connect(&schema.url()).await.expect("conn");
-    let edit = MessageChange {
-        message: ids[3],
-        room: Some(room),
-        user: bob,
-        op: ChangeOp::Edit {
-            body: "edited".into(),
-        },
-        allowed: Authority::Sender,
-        created_at: at(50),
-    };
+/// A judgement on a fresh read of `change`.
+async fn judged(
+    conn: &mut PgConnection,
+    change: &MessageChange,
+) -> (StoredMessage, UpdateKind, i64) {
     let row = sqlx::query(statements::CHANGE_STANDING)
-        .bind(edit.message.get())
-        .bind(bob.get())
-        .bind(reaction_key(&edit.op))
-        .fetch_one(&mut conn)
+        .bind(change.message.get())
+        .bind(change.user.get())
+        .bind(reaction_key(&change.op))
+        .fetch_one(&mut *conn)
         .await
         .expect("standing");
     let Judged::Change {
         target,
         kind,
-        room_seq,
+        events,
         ..
-    } = judge(&row, &edit).expect("allowed")
+    } = judge(&row, change).expect("allowed")
     else {
-        panic!("an edit to a new body changes something");
+        panic!("{change:?} changes something");
     };
-    // Another writer moves the room between the read and the write.
-    store
+    (target, kind, events)
+}
+
+#[tokio::test]
+async fn a_judgement_holds_over_messages_and_not_over_other_events() {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let (ann, bob) = (user(&store, "ann").await, user(&store, "bob").await);
+    let carol = user(&store, "carol").await;
+    let (room, ids) = seeded_room(&store, "moving", ann, bob).await;
+    let mut conn = PgConnection::connect(&schema.url()).await.expect("conn");
+    let edit = |body: &str, t| MessageChange {
+        message: ids[3],
+        room: Some(room),
+        user: bob,
+        op: ChangeOp::Edit { body: body.into() },
+        allowed: Authority::Sender,
+        created_at: at(t),
+    };
+
+    // Messages sent between the read and the write change nothing the
+    // rule read: the write goes through, after them.
+    let first = edit("first", 50);
+    let (target, kind, events) = judged(&mut conn, &first).await;
+    let meanwhile = store
         .append(NewMessage::new(room, ann, "meanwhile"))
         .await
-        .expect("append");
+        .expect("append")
+        .message;
+    let done = write(&mut conn, &first, &target, kind, events)
+        .await
+        .expect("write")
+        .expect("not stale");
+    assert_eq!(done.event.expect("event").seq, meanwhile.seq + 1);
+    assert_eq!(done.message.body, "first");
+
+    // A membership change between them is an event the rule may depend
+    // on: the write takes nothing and writes nothing.
+    let second = edit("second", 60);
+    let (target, kind, events) = judged(&mut conn, &second).await;
+    store.join_room(room, carol).await.expect("join");
+    let joined_at = store
+        .room(room)
+        .await
+        .expect("room")
+        .expect("there")
+        .last_seq;
     let before = dump(&mut conn, room).await;
-    let stale = write(&mut conn, &edit, &target, kind, room_seq)
+    let stale = write(&mut conn, &second, &target, kind.clone(), events)
         .await
         .expect("write");
-    assert!(stale.is_none(), "a moved room takes nothing");
+    assert!(stale.is_none(), "a room with a new event takes nothing");
     assert_eq!(dump(&mut conn, room).await, before, "and writes nothing");
 
-    // The whole change reads again and lands after the other message.
-    let done = change_message(&mut conn, &edit).await.expect("change");
-    let event = done.event.expect("an event");
-    assert_eq!(event.seq, room_seq + 2);
-    assert_eq!(done.message.body, "edited");
+    // Given the stale judgement, the committer's change reads again and
+    // lands after the join; so does one judged by nobody.
+    let stale_judgement = Judgement {
+        target: target.clone(),
+        kind,
+        events,
+    };
+    let done = change_message(&mut conn, &second, Some(&stale_judgement))
+        .await
+        .expect("change");
+    assert_eq!(done.message.body, "second");
     assert_eq!(done.message.version, target.version + 1);
+    assert_eq!(done.event.expect("event").seq, joined_at + 1);
+    let third = change_message(&mut conn, &edit("third", 70), None)
+        .await
+        .expect("change");
+    assert_eq!(third.message.version, target.version + 2);
 }
