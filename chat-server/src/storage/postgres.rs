@@ -51,9 +51,10 @@
 //!   with the same guarantees and one commit for the lot.
 //! - `change_message` (`change.rs`): judged on a read without locks, then
 //!   written in one statement that takes the room's row lock and its next
-//!   seq only if `last_seq` is still the one read; every row the rule read
-//!   changes only with a timeline event, so an unmoved room was judged as
-//!   it stands, and a moved one is read and judged again.
+//!   seq only if the room has had no event but messages since the read;
+//!   every row the rule read changes only with such an event, so the
+//!   change was judged on the room as it stands, and otherwise it is read
+//!   and judged again.
 //! - `join_room`, `invite`: lock the room row first (`PG_LOCK_ROOM`).
 //! - `mark_read`: locks the member row while it reads the old mark
 //!   (`PG_MEMBER_READ_MARK`).
@@ -73,14 +74,12 @@ use sqlx::Postgres;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use futures_util::future::BoxFuture;
-
-use super::group_commit::{GroupCommit, Judgement};
+use super::group_commit::GroupCommit;
 use super::sql::rows::conflict_of;
 use super::sql::statements;
 use super::sql::turns::WriteTurns;
 use super::sql::{Dialect, SqlStorage};
-use super::{MessageChange, StorageError, StorageOptions};
+use super::{StorageError, StorageOptions};
 
 mod batch;
 mod change;
@@ -125,13 +124,6 @@ impl Dialect for PgDialect {
 
     fn map_err(error: sqlx::Error) -> StorageError {
         map_err(error)
-    }
-
-    fn judge_ahead<'a>(
-        pool: &'a sqlx::PgPool,
-        change: &'a MessageChange,
-    ) -> BoxFuture<'a, Result<Option<Judgement>, StorageError>> {
-        Box::pin(change::judge_ahead(pool, change))
     }
 }
 

@@ -5,11 +5,9 @@
 //! once against this trait; `sqlite.rs` and `postgres.rs` each implement it
 //! (and their own connecting, migrations and batch statement).
 
-use futures_util::future::BoxFuture;
-use sqlx::{Database, Pool};
+use sqlx::Database;
 
-use crate::storage::group_commit::Judgement;
-use crate::storage::{MessageChange, StorageError};
+use crate::storage::StorageError;
 
 /// A SQL database the one SQL backend runs on.
 pub trait Dialect: std::fmt::Debug + Clone + Send + Sync + 'static {
@@ -52,16 +50,4 @@ pub trait Dialect: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// Maps sqlx's errors onto the storage contract: unique violations to
     /// `Conflict`, "cannot serve now" to `Unavailable`, the rest `Backend`.
     fn map_err(error: sqlx::Error) -> StorageError;
-
-    /// A change to a message judged on `pool` before it is queued to the
-    /// committer, for a committer that can write it without reading again
-    /// (PostgreSQL: `postgres/change.rs`); `None` by default, where the
-    /// committer's own reads cost nothing (SQLite, in-process).
-    fn judge_ahead<'a>(
-        pool: &'a Pool<Self::Db>,
-        change: &'a MessageChange,
-    ) -> BoxFuture<'a, Result<Option<Judgement>, StorageError>> {
-        let _ = (pool, change);
-        Box::pin(async { Ok(None) })
-    }
 }

@@ -430,10 +430,8 @@ where
     }
 
     async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
-        // Through the committer, like a membership change (`sql/change.rs`),
-        // judged first where the committer can use it.
-        let judged = D::judge_ahead(&self.read, &change).await?;
-        self.appends.change_message(change, judged).await
+        // Through the committer, like a membership change (`sql/change.rs`).
+        self.appends.change_message(change).await
     }
 
     async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StorageError> {

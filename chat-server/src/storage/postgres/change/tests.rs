@@ -7,7 +7,6 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Row as _};
 
 use super::{change_message, write};
-use crate::storage::group_commit::Judgement;
 use crate::storage::postgres::testing::TestSchema;
 use crate::storage::postgres::{PgDialect, PostgresStorage};
 use crate::storage::sql::change::{self as locked, Judged, judge, reaction_key};
@@ -263,7 +262,7 @@ async fn two_round_trips_do_what_the_locked_transaction_does() {
 
     let mut fast = Vec::new();
     for change in script(ann, bob, &fast_ids) {
-        fast.push(shape(&change_message(&mut conn, &change, None).await));
+        fast.push(shape(&change_message(&mut conn, &change).await));
     }
     let mut slow = Vec::new();
     for change in script(ann, bob, &slow_ids) {
@@ -367,27 +366,15 @@ async fn a_judgement_holds_over_messages_and_not_over_other_events() {
         .expect("there")
         .last_seq;
     let before = dump(&mut conn, room).await;
-    let stale = write(&mut conn, &second, &target, kind.clone(), events)
+    let stale = write(&mut conn, &second, &target, kind, events)
         .await
         .expect("write");
     assert!(stale.is_none(), "a room with a new event takes nothing");
     assert_eq!(dump(&mut conn, room).await, before, "and writes nothing");
 
-    // Given the stale judgement, the committer's change reads again and
-    // lands after the join; so does one judged by nobody.
-    let stale_judgement = Judgement {
-        target: target.clone(),
-        kind,
-        events,
-    };
-    let done = change_message(&mut conn, &second, Some(&stale_judgement))
-        .await
-        .expect("change");
+    // The whole change reads again and lands after the join.
+    let done = change_message(&mut conn, &second).await.expect("change");
     assert_eq!(done.message.body, "second");
     assert_eq!(done.message.version, target.version + 1);
     assert_eq!(done.event.expect("event").seq, joined_at + 1);
-    let third = change_message(&mut conn, &edit("third", 70), None)
-        .await
-        .expect("change");
-    assert_eq!(third.message.version, target.version + 2);
 }
