@@ -194,13 +194,18 @@ pub enum Tick {
     Change,
 }
 
-/// Which ticks are changes: every `1 / share`-th, spread evenly (0: none).
-pub fn tick_kind(n: u64, share: f64) -> Tick {
+/// Which ticks are changes: every `1 / share`-th, spread evenly (0: none),
+/// shifted by `phase`: senders given different phases make their changes
+/// on different ticks, so that the server sees changes and messages mixed
+/// as people make them, not every sender's change in the same window with
+/// no message in it (which the first W1C runs did).
+pub fn tick_kind(n: u64, share: f64, phase: u64) -> Tick {
     if share <= 0.0 {
         return Tick::Message;
     }
     // A change when the running count of changes due steps up.
     let due = |k: u64| (k as f64 * share).floor() as u64;
+    let n = n + phase;
     if due(n + 1) > due(n) {
         Tick::Change
     } else {
@@ -246,7 +251,7 @@ impl Sender {
         for n in 0..count {
             tick.tick().await;
             let target = self.last_id.load(Ordering::Relaxed);
-            if tick_kind(n, change_share) == Tick::Change && target > 0 {
+            if tick_kind(n, change_share, u64::from(self.id)) == Tick::Change && target > 0 {
                 let frame = self.change(target, body_bytes);
                 if let Err(e) = self.sink.send(Message::text(frame)).await {
                     return (self, Err(e.into()));
@@ -335,10 +340,14 @@ mod tests {
 
     #[test]
     fn a_tenth_of_the_ticks_are_changes_spread_evenly() {
-        let changes: Vec<u64> = (0..40)
-            .filter(|n| tick_kind(*n, 0.1) == Tick::Change)
-            .collect();
-        assert_eq!(changes, vec![9, 19, 29, 39]);
-        assert!((0..100).all(|n| tick_kind(n, 0.0) == Tick::Message));
+        let changes = |phase| -> Vec<u64> {
+            (0..40)
+                .filter(|n| tick_kind(*n, 0.1, phase) == Tick::Change)
+                .collect()
+        };
+        assert_eq!(changes(0), vec![9, 19, 29, 39]);
+        assert_eq!(changes(3), vec![6, 16, 26, 36]);
+        assert_eq!(changes(13), changes(3));
+        assert!((0..100).all(|n| tick_kind(n, 0.0, 0) == Tick::Message));
     }
 }
