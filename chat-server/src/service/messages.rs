@@ -888,17 +888,13 @@ impl ChatService {
         if let Err(wait) = self.user_rate.check(user) {
             return Err(ApiError::rate_limited(wait));
         }
-        // Where the message is (a read beside the committer, not on it):
-        // the committer runs changes of different rooms side by side, and
-        // an id that names no message is answered without it.
-        let Some(stored) = self.storage.message(message).await? else {
-            return Err(ApiError::new(ErrorCode::MessageNotFound));
-        };
+        // Storage finds the message's room (and answers an id that names
+        // no message) before the committer.
         let changed = self
             .storage
             .change_message(MessageChange {
                 message,
-                room: Some(stored.room),
+                room: None,
                 user,
                 op,
                 allowed,

@@ -70,7 +70,7 @@ use tokio::task::JoinSet;
 
 use super::{
     Appended, Changed, CommitListener, Committed, Listener, MemberState, MessageChange, NewMessage,
-    StorageError, StoredMember, StoredMessage,
+    StorageError, StoredMember, StoredMessage, UpdateKind,
 };
 
 /// The most appends one transaction takes. Bounds the statement's size and
@@ -149,7 +149,20 @@ pub(crate) struct MemberOp {
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
     Member(MemberOp),
-    Message(MessageChange),
+    /// A change to a message, with what the backend judged of it before
+    /// queueing it, if anything.
+    Message(MessageChange, Option<Box<Judgement>>),
+}
+
+/// A change to a message judged on a read made before it was queued
+/// (PostgreSQL, `postgres/change.rs`): the backend writes it at once if
+/// the room's events other than messages are still `events` in number
+/// (nothing the rule read has changed), and judges it again otherwise.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub(crate) target: StoredMessage,
+    pub(crate) kind: UpdateKind,
+    pub(crate) events: i64,
 }
 
 /// What applying an [`Op`] did.
@@ -269,8 +282,9 @@ impl GroupCommit {
     pub(crate) async fn change_message(
         &self,
         change: MessageChange,
+        judged: Option<Box<Judgement>>,
     ) -> Result<Changed, StorageError> {
-        match self.apply(Op::Message(change)).await? {
+        match self.apply(Op::Message(change, judged)).await? {
             Applied::Message(changed) => Ok(*changed),
             Applied::Member(_) => Err(mismatch()),
         }
@@ -475,9 +489,17 @@ impl Work {
         match self {
             Self::Append(message, _) => Some(message.room),
             Self::Apply(Op::Member(op), _) => Some(op.room),
-            Self::Apply(Op::Message(change), _) => change.room,
+            Self::Apply(Op::Message(change, judged), _) => change_room(change, judged),
         }
     }
+}
+
+/// A change's room: as the caller named it, or as its judgement read it
+/// (messages never move).
+fn change_room(change: &MessageChange, judged: &Option<Box<Judgement>>) -> Option<RoomId> {
+    change
+        .room
+        .or_else(|| judged.as_ref().map(|j| j.target.room))
 }
 
 impl Unit {
@@ -497,7 +519,7 @@ impl Unit {
             Self::Apply(op, _) => {
                 let room = match op {
                     Op::Member(op) => Some(op.room),
-                    Op::Message(change) => change.room,
+                    Op::Message(change, judged) => change_room(change, judged),
                 };
                 Started {
                     rooms: room.into_iter().collect(),
@@ -722,14 +744,17 @@ mod tests {
     fn edit(room: Option<i64>) -> Work {
         let (reply, _) = oneshot::channel();
         Work::Apply(
-            Op::Message(MessageChange {
-                message: chat_core::MessageId(1),
-                room: room.map(RoomId),
-                user: UserId(1),
-                op: ChangeOp::Delete,
-                allowed: Authority::Sender,
-                created_at: Timestamp::now(),
-            }),
+            Op::Message(
+                MessageChange {
+                    message: chat_core::MessageId(1),
+                    room: room.map(RoomId),
+                    user: UserId(1),
+                    op: ChangeOp::Delete,
+                    allowed: Authority::Sender,
+                    created_at: Timestamp::now(),
+                },
+                None,
+            ),
             reply,
         )
     }
@@ -745,7 +770,7 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(","),
                 Unit::Apply(op, _) => match op {
-                    Op::Message(c) => format!("op@{:?}", c.room.map(RoomId::get)),
+                    Op::Message(c, _) => format!("op@{:?}", c.room.map(RoomId::get)),
                     Op::Member(m) => format!("member@{}", m.room.get()),
                 },
             })

@@ -390,9 +390,9 @@ impl NewMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageChange {
     pub message: MessageId,
-    /// The message's room, if the caller read it (messages never move):
-    /// the committer then runs this change beside work on other rooms
-    /// instead of alone. A backend checks nothing by it.
+    /// The message's room, if the caller knows it (messages never move);
+    /// the SQL backend reads it otherwise, so that its committer runs the
+    /// change beside work on other rooms. A backend checks nothing by it.
     pub room: Option<RoomId>,
     /// Who makes the change: a member of the message's room.
     pub user: UserId,

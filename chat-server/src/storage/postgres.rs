@@ -74,12 +74,15 @@ use sqlx::Postgres;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use futures_util::future::BoxFuture;
+
 use super::group_commit::GroupCommit;
+use super::sql::Ahead;
 use super::sql::rows::conflict_of;
 use super::sql::statements;
 use super::sql::turns::WriteTurns;
 use super::sql::{Dialect, SqlStorage};
-use super::{StorageError, StorageOptions};
+use super::{MessageChange, StorageError, StorageOptions};
 
 mod batch;
 mod change;
@@ -124,6 +127,13 @@ impl Dialect for PgDialect {
 
     fn map_err(error: sqlx::Error) -> StorageError {
         map_err(error)
+    }
+
+    fn judge_ahead<'a>(
+        pool: &'a sqlx::PgPool,
+        change: &'a MessageChange,
+    ) -> BoxFuture<'a, Result<Ahead, StorageError>> {
+        Box::pin(change::judge_ahead(pool, change))
     }
 }
 

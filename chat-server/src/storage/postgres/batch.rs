@@ -240,9 +240,11 @@ impl BatchAppend for PgAppender {
         let mut slot = self.connection().await?;
         let conn = slot.as_mut().ok_or_else(no_connection)?;
         let result = match op {
-            Op::Message(change) => super::change::change_message(conn, change)
-                .await
-                .map(|changed| Applied::Message(Box::new(changed))),
+            Op::Message(change, judged) => {
+                super::change::change_message(conn, change, judged.as_deref())
+                    .await
+                    .map(|changed| Applied::Message(Box::new(changed)))
+            }
             Op::Member(_) => apply::<PgDialect>(conn, op).await,
         };
         if result.is_err() {

@@ -1,34 +1,41 @@
-//! A change to a message on PostgreSQL in two round trips instead of seven
-//! to nine: one read, the rule in Rust, one write.
+//! A change to a message on PostgreSQL in one round trip on the committer
+//! instead of seven to nine: a read before it is queued, the rule in Rust,
+//! then one write.
 //!
 //! Every statement of the committer is a round trip, and work on the
 //! change's room waits behind all of them (W1C: a change held its room
 //! about 1.3 ms in `sql/change.rs`'s transaction, and the room's messages
 //! queued behind it). Here:
 //!
-//! 1. `CHANGE_STANDING` reads the message, the caller's membership and how
-//!    many of the room's events are not messages (`room_events`), outside
-//!    any transaction; the rule ([`judge`], the same as every backend's)
-//!    decides on it. A refusal or a change that comes to nothing answers at
-//!    once, writing nothing.
+//! 1. `CHANGE_STANDING` reads the message (and so its room, which the
+//!    committer needs to run the change beside other rooms' work), the
+//!    caller's membership and how many of the room's events are not
+//!    messages (`room_events`), on the pool, before the change is queued
+//!    ([`judge_ahead`]); the rule ([`judge`], the same as every backend's)
+//!    decides on it. A change to make goes to the committer with that
+//!    judgement ([`Judgement`]); a refusal or a change that comes to
+//!    nothing goes without, and the committer reads and judges it again
+//!    in its order (a change queued before it may make it allowed or
+//!    not).
 //! 2. One statement, its own transaction, writes the change: it takes the
 //!    room's next seq only if the room's events other than messages are
 //!    still as many as read (`locked`: the `UPDATE` waits for the room's
 //!    row lock, then re-checks its `WHERE` on the row as committed), and
 //!    every other part of it is conditioned on `locked`. Everything the
 //!    rule read changes only with such an event (messages appended
-//!    meanwhile, by another instance, change none of it), so a room where
-//!    none happened is judged as it stands under the lock, as in the
-//!    locked transaction. A room where one did (another instance changed
-//!    it between the two) writes nothing, and the change is read and
-//!    judged again; after [`ATTEMPTS`], it takes the lock first
-//!    (`sql/change.rs`), which always ends. On one instance nothing else
-//!    changes a room between the two: the committer runs one thing at a
-//!    time per room.
+//!    meanwhile change none of it), so a room where none happened was
+//!    judged as it stands under the lock, as in the locked transaction. A
+//!    room where one did (a change queued before this one, a membership
+//!    change, another instance) writes nothing, and the committer reads
+//!    and judges again; after [`ATTEMPTS`], it takes the lock first
+//!    (`sql/change.rs`), which always ends.
 //!
-//! Reading ahead, on the pool before the change is queued, would leave
-//! the committer one round trip; measured, it made W1C's p99 about twice
-//! as long (three A/B pairs on PostgreSQL, 2026-12-06), and was not kept.
+//! The read ahead replaced the service's own read of the message's room,
+//! so a change costs the database three statements in all. (Measured
+//! first with every sender's change in the same 50 ms, judgements made
+//! ahead mostly went stale behind the room's other changes and cost more
+//! than they saved; with changes spread as people make them, W1C's p99
+//! over W1's went from about 1.5 to 1.2 ×.)
 //!
 //! The statement's parts see one snapshot, so the reactions the event
 //! carries are the snapshot's with the change's own row added or left out,
@@ -44,7 +51,12 @@ use sqlx::Row as _;
 use sqlx::postgres::PgConnection;
 
 use super::map_err;
+use chat_core::RoomId;
+
+use crate::storage::group_commit::Judgement;
+use crate::storage::sql::Ahead;
 use crate::storage::sql::change::{Judged, changed, judge, reaction_key};
+use crate::storage::sql::rows::Columns as _;
 use crate::storage::sql::rows::{message_from, update_text};
 use crate::storage::sql::statements::{self, message_columns};
 use crate::storage::{
@@ -168,11 +180,58 @@ const DELETE: &str = concat!(
     answer!("SELECT key, seq FROM reactions WHERE false")
 );
 
-/// Checks and applies `change` (see the module doc).
+/// What a read of the pool says of the change before it is queued: its
+/// room, and its judgement if it is one to write.
+pub(super) async fn judge_ahead(
+    pool: &sqlx::PgPool,
+    change: &MessageChange,
+) -> Result<Ahead, StorageError> {
+    let Some(row) = sqlx::query(statements::CHANGE_STANDING)
+        .bind(change.message.get())
+        .bind(change.user.get())
+        .bind(reaction_key(&change.op))
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?
+    else {
+        return Ok(Ahead::Missing);
+    };
+    let room = RoomId(row.int("room_id")?);
+    let judgement = match judge(&row, change) {
+        Ok(Judged::Change {
+            target,
+            kind,
+            events,
+            ..
+        }) => Some(Box::new(Judgement {
+            target,
+            kind,
+            events,
+        })),
+        _ => None,
+    };
+    Ok(Ahead::Read { room, judgement })
+}
+
+/// Checks and applies `change` (see the module doc), with its judgement
+/// made before it was queued if there is one.
 pub(super) async fn change_message(
     conn: &mut PgConnection,
     change: &MessageChange,
+    judged: Option<&Judgement>,
 ) -> Result<Changed, StorageError> {
+    if let Some(judged) = judged
+        && let Some(done) = write(
+            conn,
+            change,
+            &judged.target,
+            judged.kind.clone(),
+            judged.events,
+        )
+        .await?
+    {
+        return Ok(done);
+    }
     for _ in 0..ATTEMPTS {
         let Some(row) = sqlx::query(statements::CHANGE_STANDING)
             .bind(change.message.get())

@@ -55,7 +55,7 @@ where
         Op::Member(op) => append::change_membership::<D>(conn, op)
             .await
             .map(Applied::Member),
-        Op::Message(change) => change_message::<D>(conn, change)
+        Op::Message(change, _) => change_message::<D>(conn, change)
             .await
             .map(|changed| Applied::Message(Box::new(changed))),
     }

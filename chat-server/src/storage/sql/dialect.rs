@@ -5,9 +5,11 @@
 //! once against this trait; `sqlite.rs` and `postgres.rs` each implement it
 //! (and their own connecting, migrations and batch statement).
 
-use sqlx::Database;
+use futures_util::future::BoxFuture;
+use sqlx::{Database, Pool};
 
-use crate::storage::StorageError;
+use crate::storage::group_commit::Judgement;
+use crate::storage::{MessageChange, StorageError};
 
 /// A SQL database the one SQL backend runs on.
 pub trait Dialect: std::fmt::Debug + Clone + Send + Sync + 'static {
@@ -50,4 +52,33 @@ pub trait Dialect: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// Maps sqlx's errors onto the storage contract: unique violations to
     /// `Conflict`, "cannot serve now" to `Unavailable`, the rest `Backend`.
     fn map_err(error: sqlx::Error) -> StorageError;
+
+    /// A change to a message read on `pool` before it is queued to the
+    /// committer: its room, and its judgement for a committer that can
+    /// write it without reading again (PostgreSQL: `postgres/change.rs`).
+    /// [`Ahead::Skipped`] by default, where the committer's own reads cost
+    /// nothing (SQLite, in-process).
+    fn judge_ahead<'a>(
+        pool: &'a Pool<Self::Db>,
+        change: &'a MessageChange,
+    ) -> BoxFuture<'a, Result<Ahead, StorageError>> {
+        let _ = (pool, change);
+        Box::pin(async { Ok(Ahead::Skipped) })
+    }
+}
+
+/// What [`Dialect::judge_ahead`] read of a change.
+#[derive(Debug)]
+pub enum Ahead {
+    /// Nothing: the committer reads.
+    Skipped,
+    /// No such message.
+    Missing,
+    /// The message's room, and the change's judgement if it is one to
+    /// write (a refusal or a change that comes to nothing is judged again
+    /// by the committer, in its order with the changes queued before it).
+    Read {
+        room: chat_core::RoomId,
+        judgement: Option<Box<Judgement>>,
+    },
 }

@@ -38,7 +38,7 @@ pub(crate) mod rows;
 pub(crate) mod statements;
 pub(crate) mod turns;
 
-pub use dialect::Dialect;
+pub use dialect::{Ahead, Dialect};
 use rows::{
     Columns, member_state, person_from, prefixed_user_from, read_mark_from, room_from, state_text,
     token_from, user_from, user_room_from,
@@ -429,9 +429,31 @@ where
         tx.commit().await
     }
 
-    async fn change_message(&self, change: MessageChange) -> Result<Changed, StorageError> {
-        // Through the committer, like a membership change (`sql/change.rs`).
-        self.appends.change_message(change).await
+    async fn change_message(&self, mut change: MessageChange) -> Result<Changed, StorageError> {
+        // Through the committer, like a membership change (`sql/change.rs`),
+        // judged first where the committer can use it, and with its room
+        // named: the committer runs changes of different rooms side by
+        // side, and one of unknown room alone.
+        let judged = match D::judge_ahead(&self.read, &change).await? {
+            Ahead::Missing => return Err(StorageError::NotFound),
+            Ahead::Read { room, judgement } => {
+                change.room = change.room.or(Some(room));
+                judgement
+            }
+            Ahead::Skipped => None,
+        };
+        if change.room.is_none() {
+            let room = one_where::<D, _>(
+                &self.read,
+                statements::MESSAGE_ROOM,
+                change.message.get(),
+                |row| row.int("room_id"),
+            )
+            .await?
+            .ok_or(StorageError::NotFound)?;
+            change.room = Some(RoomId(room));
+        }
+        self.appends.change_message(change, judged).await
     }
 
     async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StorageError> {

@@ -572,6 +572,10 @@ pub(crate) const PG_SEARCH: &str = concat!(
 /// a change that comes to nothing rolls back and gives the seq back). No
 /// row for an id that names no message (or another kind of event), or a
 /// room gone.
+/// The room of message `$1`, which a change may target (no event).
+pub(crate) const MESSAGE_ROOM: &str =
+    "SELECT room_id FROM messages WHERE id = $1 AND kind = 'message'";
+
 pub(crate) const NEXT_CHANGE_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1 \
     WHERE id = (SELECT room_id FROM messages WHERE id = $1 AND kind = 'message') \
     RETURNING id, last_seq, msg_count";

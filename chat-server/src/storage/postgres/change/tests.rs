@@ -262,7 +262,7 @@ async fn two_round_trips_do_what_the_locked_transaction_does() {
 
     let mut fast = Vec::new();
     for change in script(ann, bob, &fast_ids) {
-        fast.push(shape(&change_message(&mut conn, &change).await));
+        fast.push(shape(&change_message(&mut conn, &change, None).await));
     }
     let mut slow = Vec::new();
     for change in script(ann, bob, &slow_ids) {
@@ -373,7 +373,9 @@ async fn a_judgement_holds_over_messages_and_not_over_other_events() {
     assert_eq!(dump(&mut conn, room).await, before, "and writes nothing");
 
     // The whole change reads again and lands after the join.
-    let done = change_message(&mut conn, &second).await.expect("change");
+    let done = change_message(&mut conn, &second, None)
+        .await
+        .expect("change");
     assert_eq!(done.message.body, "second");
     assert_eq!(done.message.version, target.version + 1);
     assert_eq!(done.event.expect("event").seq, joined_at + 1);
