@@ -15,14 +15,15 @@
 //! safe: sqlx's migrator holds an advisory lock while it works (see
 //! `run_migrations` below).
 //!
-//! One pool of `max_connections` serves reads and every write but appends;
-//! appends go through the group committer's own connection (`batch.rs`).
+//! One pool of `max_connections` serves reads and every write but the
+//! timeline's; appends and changes go through the group committer's own
+//! connections (`batch.rs`).
 //! Acquiring waits at most [`ACQUIRE_TIMEOUT`], so a database that is down
 //! shows as `Unavailable` within seconds rather than as a hang, and every
 //! pooled connection is pinged before it is handed out, so the pool drops
 //! the connections a restarted or failed-over database killed and opens
-//! fresh ones by itself; the committer's connection is checked after an
-//! error and replaced the same way. Instances × (pool size + 1) must stay
+//! fresh ones by itself; the committer's four connections are checked
+//! after an error and replaced the same way. Instances × (pool size + 4) must stay
 //! below the server's `max_connections` (100 by default, a few kept for
 //! superusers): past it,
 //! new sessions are refused (SQLSTATE 53300) and requests see
