@@ -31,7 +31,7 @@
 //! (why: `connect_options`).
 //!
 //! Everything but connecting, migrations, error mapping, the batch
-//! statement and the committer's two-round-trip change to a message
+//! statement and the committer's one-statement change to a message
 //! (`change.rs`) is the one SQL backend ([`super::sql`]): [`PostgresStorage`] is
 //! `SqlStorage<PgDialect>`, its read and write pools the same pool.
 //!

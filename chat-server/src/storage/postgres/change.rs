@@ -73,11 +73,15 @@ const ATTEMPTS: usize = 3;
 /// `$7` the reaction key (else empty: the event's body).
 macro_rules! locked {
     ($set:literal) => {
+        locked!($set, "")
+    };
+    ($set:literal, $also:literal) => {
         concat!(
             "WITH locked AS (UPDATE rooms SET last_seq = last_seq + 1",
             $set,
-            " WHERE id = $3 AND last_seq - msg_count = $4 AND EXISTS (SELECT 1 FROM messages WHERE id = $1) \
-              RETURNING id, last_seq, msg_count), \
+            " WHERE id = $3 AND last_seq - msg_count = $4 AND EXISTS (SELECT 1 FROM messages WHERE id = $1)",
+            $also,
+            " RETURNING id, last_seq, msg_count), \
              event AS (INSERT INTO messages \
                  (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
                  SELECT id, last_seq, $2, $7, $6, $5, msg_count, $1 FROM locked)"
@@ -159,8 +163,19 @@ const UNREACT: &str = concat!(
 /// body, reactions, reaction events' keys, replies' snippets and mentions
 /// go; the room counts one more deleted message, and members whose mark
 /// is at or above it one fewer read (see `sql/change.rs`).
+///
+/// A deletion also reads rows that messages change: the replies whose
+/// snippets it erases and the read marks it lowers. A message committed
+/// while the statement waited for the room's lock (by another instance) is
+/// not in the statement's snapshot, so the deletion also asks that the
+/// room's `last_seq` be the snapshot's (the sub-select runs once, on the
+/// snapshot), as the batch does (`batch.rs`, `stable`); else it is read
+/// and judged again.
 const DELETE: &str = concat!(
-    locked!(", msg_deleted = msg_deleted + 1"),
+    locked!(
+        ", msg_deleted = msg_deleted + 1",
+        " AND last_seq = (SELECT r0.last_seq FROM rooms r0 WHERE r0.id = $3)"
+    ),
     changed!(
         ", body = '', deleted_at = $5, pinned_at = NULL, reply_snippet = NULL, mentions = NULL"
     ),

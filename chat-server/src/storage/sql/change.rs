@@ -12,7 +12,7 @@
 //!    wait behind them all (an edit: seven with `BEGIN` and `COMMIT`). So
 //!    this transaction is SQLite's way, where a statement is a function
 //!    call, and PostgreSQL's fallback: its committer reads, judges and
-//!    writes in two round trips (`postgres/change.rs`), and comes here only
+//!    writes in one statement (`postgres/change.rs`), and comes here only
 //!    when other instances keep moving the room between the two.
 //! 2. The rule ([`Authority`]) is evaluated on those rows ([`judge`], the
 //!    same for both ways); a change that

@@ -437,7 +437,9 @@ where
         let judged = match D::judge_ahead(&self.read, &change).await? {
             Ahead::Missing => return Err(StorageError::NotFound),
             Ahead::Read { room, judgement } => {
-                change.room = change.room.or(Some(room));
+                // The room read wins: the committer must hold the room the
+                // write goes to.
+                change.room = Some(room);
                 judgement
             }
             Ahead::Skipped => None,

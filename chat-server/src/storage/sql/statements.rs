@@ -566,16 +566,16 @@ pub(crate) const PG_SEARCH: &str = concat!(
 
 // Changes to messages (`sql/change.rs`)
 
+/// The room of message `$1`, which a change may target (no event).
+pub(crate) const MESSAGE_ROOM: &str =
+    "SELECT room_id FROM messages WHERE id = $1 AND kind = 'message'";
+
 /// The first statement of a change to message `$1`: the next seq of its
 /// room, taken as an append takes it (a write, so the transaction holds
 /// the room's row lock, or SQLite's write lock, before it reads anything;
 /// a change that comes to nothing rolls back and gives the seq back). No
 /// row for an id that names no message (or another kind of event), or a
 /// room gone.
-/// The room of message `$1`, which a change may target (no event).
-pub(crate) const MESSAGE_ROOM: &str =
-    "SELECT room_id FROM messages WHERE id = $1 AND kind = 'message'";
-
 pub(crate) const NEXT_CHANGE_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1 \
     WHERE id = (SELECT room_id FROM messages WHERE id = $1 AND kind = 'message') \
     RETURNING id, last_seq, msg_count";

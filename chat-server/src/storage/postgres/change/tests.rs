@@ -1,4 +1,4 @@
-//! The two-round-trip change against the locked transaction it stands in
+//! The one-statement change against the locked transaction it stands in
 //! for, and against a room that moved between its read and its write.
 
 use chat_core::room::RoomType;
@@ -250,7 +250,7 @@ async fn dump(conn: &mut PgConnection, room: RoomId) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn two_round_trips_do_what_the_locked_transaction_does() {
+async fn the_one_statement_write_does_what_the_locked_transaction_does() {
     let schema = TestSchema::create().await;
     let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
         .await
@@ -379,4 +379,67 @@ async fn a_judgement_holds_over_messages_and_not_over_other_events() {
     assert_eq!(done.message.body, "second");
     assert_eq!(done.message.version, target.version + 1);
     assert_eq!(done.event.expect("event").seq, joined_at + 1);
+}
+
+#[tokio::test]
+async fn a_deletion_that_waited_behind_another_instances_message_reads_again() {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let (ann, bob) = (user(&store, "ann").await, user(&store, "bob").await);
+    let (room, ids) = seeded_room(&store, "racing", ann, bob).await;
+    let mut conn = PgConnection::connect(&schema.url()).await.expect("conn");
+    let delete = MessageChange {
+        message: ids[0],
+        room: Some(room),
+        user: ann,
+        op: ChangeOp::Delete,
+        allowed: Authority::SenderOrModerator,
+        created_at: at(50),
+    };
+    let (target, kind, events) = judged(&mut conn, &delete).await;
+
+    // Another instance appends a reply to the message, holding the room's
+    // row lock until it commits, while the deletion waits for it.
+    let mut other = PgConnection::connect(&schema.url()).await.expect("other");
+    let mut tx = other.begin().await.expect("begin");
+    sqlx::query(
+        "WITH bumped AS (UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + 1 \
+             WHERE id = $1 RETURNING id, last_seq, msg_count) \
+         INSERT INTO messages (room_id, seq, sender_id, body, created_at, msg_no, reply_to, \
+             reply_seq, reply_sender_id, reply_snippet) \
+         SELECT id, last_seq, $2, 'late reply', 0, msg_count, $3, $4, $5, 'the root' FROM bumped",
+    )
+    .bind(room.get())
+    .bind(bob.get())
+    .bind(ids[0].get())
+    .bind(target.seq)
+    .bind(ann.get())
+    .execute(&mut *tx)
+    .await
+    .expect("reply");
+    let (written, committed) =
+        tokio::join!(write(&mut conn, &delete, &target, kind, events), async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tx.commit().await
+        });
+    committed.expect("commit");
+    assert!(
+        written.expect("write").is_none(),
+        "the deletion did not see the reply: it must read again"
+    );
+
+    // Read again, it erases the late reply's snippet too.
+    let done = change_message(&mut conn, &delete, None)
+        .await
+        .expect("delete");
+    assert!(done.message.deleted);
+    let snippets: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT reply_snippet FROM messages WHERE reply_to = $1")
+            .bind(ids[0].get())
+            .fetch_all(&mut conn)
+            .await
+            .expect("snippets");
+    assert_eq!(snippets, vec![None, None]);
 }
