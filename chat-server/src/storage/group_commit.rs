@@ -64,7 +64,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
-use chat_core::{RoomId, UserId};
+use chat_core::{MessageId, RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -104,6 +104,30 @@ pub(crate) trait BatchAppend: Send + Sync + 'static {
     /// Applies `op` and appends its event in one transaction (`sql/`).
     async fn apply(&self, op: &Op) -> Result<Applied, StorageError>;
 
+    /// Whether [`BatchAppend::store_batch_with`] writes changes judged
+    /// before they were queued in the batch's own transaction.
+    fn batches_changes(&self) -> bool {
+        false
+    }
+
+    /// [`BatchAppend::store_batch`] with `changes` at their places among
+    /// the messages, in the same transaction. A change comes back `None`
+    /// when it was not written (its room moved, or had another event than
+    /// a message since it was judged), and its room's messages then answer
+    /// `Retry`: nothing of that room is stored.
+    async fn store_batch_with(
+        &self,
+        fresh: &[&NewMessage],
+        changes: &[Placed<'_>],
+    ) -> Result<(Vec<Stored>, Vec<Option<Changed>>), StorageError> {
+        if !changes.is_empty() {
+            return Err(StorageError::Backend(
+                "this backend writes no change in a batch".into(),
+            ));
+        }
+        Ok((self.store_batch(fresh).await?, Vec::new()))
+    }
+
     /// How many batches and ops may be in flight at once, each on rooms
     /// the others do not touch: 1 for a single-writer database.
     fn lanes(&self) -> usize {
@@ -133,6 +157,7 @@ pub(crate) enum Stored {
 }
 
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
+type ApplyReply = oneshot::Sender<Result<Applied, StorageError>>;
 
 /// A membership change, which the committer applies in order with the
 /// appends around it (see [`BatchAppend::change_membership`]).
@@ -165,6 +190,15 @@ pub struct Judgement {
     pub(crate) events: i64,
 }
 
+/// A change to a message written in a batch: after `before` of the
+/// batch's messages, with the judgement it was queued with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placed<'a> {
+    pub(crate) before: usize,
+    pub(crate) change: &'a MessageChange,
+    pub(crate) judged: &'a Judgement,
+}
+
 /// What applying an [`Op`] did.
 #[derive(Debug)]
 pub(crate) enum Applied {
@@ -187,7 +221,7 @@ impl Applied {
 #[derive(Debug)]
 enum Work {
     Append(NewMessage, Reply),
-    Apply(Op, oneshot::Sender<Result<Applied, StorageError>>),
+    Apply(Op, ApplyReply),
 }
 
 /// The handle appends go through; cheap to clone.
@@ -313,7 +347,10 @@ async fn commit_loop<B: BatchAppend>(
 ) {
     backend.warm_up().await;
     let lanes = backend.lanes().max(1);
-    let mut lane = Lanes::default();
+    let mut lane = Lanes {
+        changes_in_batch: backend.batches_changes(),
+        ..Lanes::default()
+    };
     let mut pending: VecDeque<Work> = VecDeque::new();
     let mut running: JoinSet<Started> = JoinSet::new();
     let mut received = Vec::with_capacity(MAX_BATCH);
@@ -358,8 +395,20 @@ async fn commit_loop<B: BatchAppend>(
 /// beside the one in flight: otherwise a change made its room's messages
 /// wait for it, then for a whole batch they were not in, then for their
 /// own (W1C on PostgreSQL).
+///
+/// Where the backend writes changes in a batch ([`BatchAppend::batches_changes`]),
+/// a change to a message judged before it was queued (not a deletion,
+/// which writes rows messages also write) goes in the batch at its place
+/// among its room's messages: one commit, no lane of its own, and the
+/// room's messages behind it in the same statement. One per room and
+/// batch (a second one's judgement would be stale behind the first), and
+/// never beside a message of the batch that updates or reads the same row
+/// after it (a reply in its thread, a reply quoting it): the statement
+/// sees one snapshot, and updates a row once.
 #[derive(Debug, Default)]
 struct Lanes {
+    /// Changes judged ahead go in batches.
+    changes_in_batch: bool,
     busy: HashSet<RoomId>,
     /// Work of unknown room in flight: nothing else runs.
     barrier: bool,
@@ -381,11 +430,33 @@ struct Started {
     op: bool,
 }
 
-/// Work started together: a batch of appends (`true`: the batch in
-/// flight; `false`: messages behind an op), or one op.
+/// Work started together: a batch (`true`: the batch in flight; `false`:
+/// messages behind an op), or one op.
 enum Unit {
-    Batch(Vec<(NewMessage, Reply)>, bool),
-    Apply(Op, oneshot::Sender<Result<Applied, StorageError>>),
+    Batch(Vec<Item>, bool),
+    Apply(Op, ApplyReply),
+}
+
+/// What a batch holds, in arrival order: messages, and changes judged
+/// before they were queued.
+enum Item {
+    Append(NewMessage, Reply),
+    Change(MessageChange, Box<Judgement>, ApplyReply),
+}
+
+impl Item {
+    fn room(&self) -> Option<RoomId> {
+        match self {
+            Self::Append(message, _) => Some(message.room),
+            Self::Change(change, judged, _) => Some(change.room.unwrap_or(judged.target.room)),
+        }
+    }
+}
+
+/// Whether a change may be written in a batch: not a deletion, which
+/// writes rows that messages write too (read marks, replies' snippets).
+fn batchable(change: &MessageChange) -> bool {
+    !matches!(change.op, super::ChangeOp::Delete)
 }
 
 impl Lanes {
@@ -403,8 +474,13 @@ impl Lanes {
             return units;
         }
         let mut lanes_left = free;
-        let mut batch: Vec<(NewMessage, Reply)> = Vec::new();
+        let mut batch: Vec<Item> = Vec::new();
         let mut batch_rooms: Vec<RoomId> = Vec::new();
+        // Of the batch's changes: their rooms and messages; of its
+        // messages: the thread roots they update.
+        let mut changed_rooms: HashSet<RoomId> = HashSet::new();
+        let mut targets: HashSet<MessageId> = HashSet::new();
+        let mut roots: HashSet<MessageId> = HashSet::new();
         let mut waiting: HashSet<RoomId> = HashSet::new();
         let mut kept = VecDeque::with_capacity(pending.len());
         let mut closed = false;
@@ -428,20 +504,37 @@ impl Lanes {
                 continue;
             };
             let free_room = !self.busy.contains(&room) && !waiting.contains(&room);
-            match work {
+            let joins = free_room
+                && (!self.batch || after_op.contains(&room))
+                && batch.len() < MAX_BATCH
+                && (!batch.is_empty() || lanes_left > 0);
+            let item = match work {
                 Work::Append(message, reply)
-                    if free_room
-                        && (!self.batch || after_op.contains(&room))
-                        && batch.len() < MAX_BATCH
-                        && (!batch.is_empty() || lanes_left > 0) =>
+                    if joins
+                        && ![message.thread_root, message.reply_to]
+                            .iter()
+                            .flatten()
+                            .any(|m| targets.contains(m)) =>
                 {
-                    if batch.is_empty() {
-                        lanes_left -= 1;
+                    roots.extend(message.thread_root);
+                    Item::Append(message, reply)
+                }
+                Work::Apply(Op::Message(change, Some(judged)), reply)
+                    if self.changes_in_batch && batchable(&change) =>
+                {
+                    if joins
+                        && !changed_rooms.contains(&room)
+                        && !roots.contains(&change.message)
+                        && !targets.contains(&change.message)
+                    {
+                        changed_rooms.insert(room);
+                        targets.insert(change.message);
+                        Item::Change(change, judged, reply)
+                    } else {
+                        waiting.insert(room);
+                        kept.push_back(Work::Apply(Op::Message(change, Some(judged)), reply));
+                        continue;
                     }
-                    if !batch_rooms.contains(&room) {
-                        batch_rooms.push(room);
-                    }
-                    batch.push((message, reply));
                 }
                 Work::Apply(op, reply)
                     if free_room && !batch_rooms.contains(&room) && lanes_left > 0 =>
@@ -450,12 +543,21 @@ impl Lanes {
                     waiting.insert(room);
                     self.busy.insert(room);
                     units.push(Unit::Apply(op, reply));
+                    continue;
                 }
                 other => {
                     waiting.insert(room);
                     kept.push_back(other);
+                    continue;
                 }
+            };
+            if batch.is_empty() {
+                lanes_left -= 1;
             }
+            if !batch_rooms.contains(&room) {
+                batch_rooms.push(room);
+            }
+            batch.push(item);
         }
         *pending = kept;
         if !batch.is_empty() {
@@ -506,7 +608,7 @@ impl Unit {
     fn started(&self) -> Started {
         match self {
             Self::Batch(run, main) => {
-                let mut rooms: Vec<RoomId> = run.iter().map(|(m, _)| m.room).collect();
+                let mut rooms: Vec<RoomId> = run.iter().filter_map(Item::room).collect();
                 rooms.sort_unstable();
                 rooms.dedup();
                 Started {
@@ -548,36 +650,110 @@ impl Unit {
     }
 }
 
-/// Commits a run of appends as a batch, publishes them, then answers.
-async fn append_run<B: BatchAppend>(
-    backend: &B,
-    run: Vec<(NewMessage, Reply)>,
-    listener: &Listener,
-) {
+/// Commits a batch, publishes it, then answers.
+async fn append_run<B: BatchAppend>(backend: &B, run: Vec<Item>, listener: &Listener) {
     if run.is_empty() {
         return;
     }
-    let (messages, replies): (Vec<_>, Vec<_>) = run.into_iter().unzip();
-    metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages.len() as f64);
-    let origins: Vec<_> = messages.iter().map(|m| m.origin).collect();
-    let Outcome { results, late } = commit(backend, messages, RETRIES).await;
+    let mut entries = Vec::with_capacity(run.len());
+    let mut replies = Vec::with_capacity(run.len());
+    for item in run {
+        match item {
+            Item::Append(message, reply) => {
+                entries.push(Entry::Message(message));
+                replies.push(Answer::Message(reply));
+            }
+            Item::Change(change, judged, reply) => {
+                entries.push(Entry::Change(change, judged));
+                replies.push(Answer::Change(reply));
+            }
+        }
+    }
+    let messages = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Message(_)))
+        .count();
+    metrics::histogram!(crate::metrics::APPEND_BATCH_SIZE).record(messages as f64);
+    let origins: Vec<_> = entries
+        .iter()
+        .map(|e| match e {
+            Entry::Message(m) => m.origin,
+            Entry::Change(..) => None,
+        })
+        .collect();
+    let Outcome { results, late } = commit(backend, entries, RETRIES).await;
     // The whole batch is published before anyone is answered: a sender
     // that hears back knows every socket of this instance has its message
     // queued, in seq order after everything committed before. What was
     // appended after the batch comes after it, as its seqs do.
     let on_time = (0..results.len()).filter(|slot| !late.contains(slot));
     for slot in on_time.chain(late.iter().copied()) {
-        if let (Some(Ok(appended)), Some(origin)) = (results.get(slot), origins.get(slot)) {
-            listener.appended(appended, *origin);
+        match (results.get(slot), origins.get(slot)) {
+            (Some(Done::Message(Ok(appended))), Some(origin)) => {
+                listener.appended(appended, *origin);
+            }
+            // No origin: every socket of the room hears of a change, the
+            // one that asked for it included.
+            (Some(Done::Change(Ok(applied))), _) => {
+                if let Some(event) = applied.committed() {
+                    listener.committed(event, None);
+                }
+            }
+            _ => {}
         }
     }
     for (reply, result) in replies.into_iter().zip(results) {
         // A caller that stopped waiting still has its message stored.
-        let _ = reply.send(result);
+        match (reply, result) {
+            (Answer::Message(reply), Done::Message(result)) => {
+                let _ = reply.send(result);
+            }
+            (Answer::Change(reply), Done::Change(result)) => {
+                let _ = reply.send(result);
+            }
+            (Answer::Message(reply), Done::Change(_)) => {
+                let _ = reply.send(Err(mismatch()));
+            }
+            (Answer::Change(reply), Done::Message(_)) => {
+                let _ = reply.send(Err(mismatch()));
+            }
+        }
     }
 }
 
-/// Where a batch's message gets its answer.
+/// One thing a batch commits, kept for a retry.
+#[derive(Debug, Clone)]
+enum Entry {
+    Message(NewMessage),
+    Change(MessageChange, Box<Judgement>),
+}
+
+/// What became of an [`Entry`]. (Sized as the message's answer: a batch
+/// holds mostly messages.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Done {
+    Message(Result<Appended, StorageError>),
+    Change(Result<Applied, StorageError>),
+}
+
+impl Entry {
+    /// `error` as this entry's answer.
+    fn failed(&self, error: StorageError) -> Done {
+        match self {
+            Self::Message(_) => Done::Message(Err(error)),
+            Self::Change(..) => Done::Change(Err(error)),
+        }
+    }
+}
+
+/// Where an entry's answer goes.
+enum Answer {
+    Message(Reply),
+    Change(ApplyReply),
+}
+
+/// Where a batch's entry gets its answer.
 #[derive(Debug, Clone, Copy)]
 enum Slot {
     /// From what the store said of `fresh[k]`.
@@ -585,29 +761,44 @@ enum Slot {
     /// A repeat of `fresh[k]`'s `(sender, client_id)` earlier in the batch:
     /// answered with that message, as it would be one by one.
     RepeatOf(usize),
+    /// From what the store said of the `k`th change.
+    Change(usize),
 }
 
 /// Batches a run of messages may go through before the ones still
 /// unsettled are appended one by one.
 const RETRIES: u32 = 2;
 
-/// What committing a run came to: an answer per message, in order, and
-/// the messages committed again after the batch (`late`, in order), whose
-/// seqs come after all of the batch's.
+/// What committing a run came to: an answer per entry, in order, and the
+/// entries committed again after the batch (`late`, in order), whose seqs
+/// come after all of the batch's.
 struct Outcome {
-    results: Vec<Result<Appended, StorageError>>,
+    results: Vec<Done>,
     late: Vec<usize>,
 }
 
-/// Commits `messages` as one batch, or one by one if the batch fails for a
+/// Commits `entries` as one batch, or one by one if the batch fails for a
 /// reason that may be one message's. A lone message goes as a batch of one
 /// too: the batch takes fewer statements than the single append, which is
 /// kept for what a batch cannot answer.
-async fn commit<B: BatchAppend>(backend: &B, messages: Vec<NewMessage>, retries: u32) -> Outcome {
+async fn commit<B: BatchAppend>(backend: &B, entries: Vec<Entry>, retries: u32) -> Outcome {
     let mut first: HashMap<(UserId, &str), usize> = HashMap::new();
-    let mut slots = Vec::with_capacity(messages.len());
-    let mut fresh: Vec<&NewMessage> = Vec::with_capacity(messages.len());
-    for m in &messages {
+    let mut slots = Vec::with_capacity(entries.len());
+    let mut fresh: Vec<&NewMessage> = Vec::with_capacity(entries.len());
+    let mut placed: Vec<Placed<'_>> = Vec::new();
+    for entry in &entries {
+        let m = match entry {
+            Entry::Message(m) => m,
+            Entry::Change(change, judged) => {
+                slots.push(Slot::Change(placed.len()));
+                placed.push(Placed {
+                    before: fresh.len(),
+                    change,
+                    judged,
+                });
+                continue;
+            }
+        };
         let key = m.client_id.as_deref().map(|c| (m.sender, c));
         match key.and_then(|k| first.get(&k)) {
             Some(&k) => slots.push(Slot::RepeatOf(k)),
@@ -624,82 +815,103 @@ async fn commit<B: BatchAppend>(backend: &B, messages: Vec<NewMessage>, retries:
         results,
         late: Vec::new(),
     };
-    match backend.store_batch(&fresh).await {
-        Ok(stored) if stored.len() == fresh.len() => {
-            let answers = answers(&slots, &stored);
-            // Unsettled: a message to retry (all of its room's are), or a
-            // repeat of a message the batch refused (its room gone, its
-            // sender not a member), which is no answer for a repeat that
-            // goes to another room: one by one it could be new there. They
-            // commit after the batch, in their order, so each room's seqs
-            // still follow the slots.
-            let mut results: Vec<Option<Result<Appended, StorageError>>> =
-                Vec::with_capacity(answers.len());
+    let stored = if placed.is_empty() {
+        backend
+            .store_batch(&fresh)
+            .await
+            .map(|stored| (stored, Vec::new()))
+    } else {
+        backend.store_batch_with(&fresh, &placed).await
+    };
+    match stored {
+        Ok((stored, written)) if stored.len() == fresh.len() && written.len() == placed.len() => {
+            let answers = answers(&slots, &stored, &written);
+            // Unsettled: a message or change to retry (all of its room's
+            // are), or a repeat of a message the batch refused (its room
+            // gone, its sender not a member), which is no answer for a
+            // repeat that goes to another room: one by one it could be new
+            // there. They commit after the batch, in their order, so each
+            // room's seqs still follow the slots. A change left out is
+            // judged again by the one-by-one path.
+            let mut results: Vec<Option<Done>> = Vec::with_capacity(answers.len());
             let mut late = Vec::new();
             let mut again = Vec::new();
-            for (slot, (answer, message)) in answers.into_iter().zip(&messages).enumerate() {
+            for (slot, (answer, entry)) in answers.into_iter().zip(&entries).enumerate() {
                 if answer.is_none() {
                     late.push(slot);
-                    again.push(message.clone());
+                    again.push(entry.clone());
                 }
                 results.push(answer);
             }
+            let changes_again = again.iter().any(|e| matches!(e, Entry::Change(..)));
             let mut settled = if again.is_empty() {
                 Vec::new()
-            } else if retries > 0 {
+            } else if retries > 0 && !changes_again {
                 Box::pin(commit(backend, again, retries - 1)).await.results
             } else {
-                let mut one_by_one = Vec::with_capacity(again.len());
-                for message in again {
-                    one_by_one.push(backend.append_one(message).await);
-                }
-                one_by_one
+                one_by_one(backend, again).await
             }
             .into_iter();
             let results = results
                 .into_iter()
-                .map(|answer| {
-                    answer.unwrap_or_else(|| settled.next().unwrap_or_else(|| Err(miscount())))
+                .zip(&entries)
+                .map(|(answer, entry)| {
+                    answer.unwrap_or_else(|| {
+                        settled.next().unwrap_or_else(|| entry.failed(miscount()))
+                    })
                 })
                 .collect();
             return Outcome { results, late };
         }
-        Ok(stored) => {
+        Ok((stored, written)) => {
             tracing::error!(
                 sent = fresh.len(),
                 answered = stored.len(),
+                changes = placed.len(),
+                changes_answered = written.len(),
                 "append batch answered the wrong number of messages"
             );
-            return all_at_once(messages.iter().map(|_| Err(miscount())).collect());
+            return all_at_once(entries.iter().map(|e| e.failed(miscount())).collect());
         }
         Err(StorageError::Unavailable(e)) => {
             let why = e.to_string();
             return all_at_once(
-                messages
+                entries
                     .iter()
-                    .map(|_| Err(StorageError::Unavailable(why.clone().into())))
+                    .map(|e| e.failed(StorageError::Unavailable(why.clone().into())))
                     .collect(),
             );
         }
         Err(e) => {
-            tracing::debug!(error = %e, size = messages.len(),
+            tracing::debug!(error = %e, size = entries.len(),
                 "append batch rolled back; appending one by one");
         }
     }
-    let mut results = Vec::with_capacity(messages.len());
-    for message in messages {
-        results.push(backend.append_one(message).await);
-    }
-    all_at_once(results)
+    all_at_once(one_by_one(backend, entries).await)
 }
 
-/// Each message's answer from what the batch stored; `None` for a message
-/// to retry and for a repeat of a message the batch refused.
-fn answers(slots: &[Slot], stored: &[Stored]) -> Vec<Option<Result<Appended, StorageError>>> {
+/// Each entry on its own, in order: a message by the single append, a
+/// change by the op's path (which judges it again if it went stale).
+async fn one_by_one<B: BatchAppend>(backend: &B, entries: Vec<Entry>) -> Vec<Done> {
+    let mut results = Vec::with_capacity(entries.len());
+    for entry in entries {
+        results.push(match entry {
+            Entry::Message(message) => Done::Message(backend.append_one(message).await),
+            Entry::Change(change, judged) => {
+                Done::Change(backend.apply(&Op::Message(change, Some(judged))).await)
+            }
+        });
+    }
+    results
+}
+
+/// Each entry's answer from what the batch stored; `None` for an entry to
+/// retry and for a repeat of a message the batch refused.
+fn answers(slots: &[Slot], stored: &[Stored], written: &[Option<Changed>]) -> Vec<Option<Done>> {
     slots
         .iter()
         .map(|slot| match *slot {
-            Slot::Fresh(k) => Some(match stored.get(k)? {
+            Slot::Fresh(k) => Some(Done::Message(match stored.get(k)? {
                 Stored::New(message) => Ok(Appended {
                     message: message.clone(),
                     created: true,
@@ -714,14 +926,20 @@ fn answers(slots: &[Slot], stored: &[Stored]) -> Vec<Option<Result<Appended, Sto
                     state: *state,
                 }),
                 Stored::Retry => return None,
-            }),
+            })),
             Slot::RepeatOf(k) => match stored.get(k)? {
-                Stored::New(message) | Stored::Original(message) => Some(Ok(Appended {
-                    message: message.clone(),
-                    created: false,
-                })),
+                Stored::New(message) | Stored::Original(message) => {
+                    Some(Done::Message(Ok(Appended {
+                        message: message.clone(),
+                        created: false,
+                    })))
+                }
                 Stored::NoRoom | Stored::NotMember { .. } | Stored::Retry => None,
             },
+            Slot::Change(k) => {
+                let changed = written.get(k)?.clone()?;
+                Some(Done::Change(Ok(Applied::Message(Box::new(changed)))))
+            }
         })
         .collect()
 }
@@ -766,7 +984,10 @@ mod tests {
             .map(|u| match u {
                 Unit::Batch(run, _) => run
                     .iter()
-                    .map(|(m, _)| m.body.clone())
+                    .map(|item| match item {
+                        Item::Append(m, _) => m.body.clone(),
+                        Item::Change(c, _, _) => format!("change@{}", c.message.get()),
+                    })
                     .collect::<Vec<_>>()
                     .join(","),
                 Unit::Apply(op, _) => match op {
@@ -836,6 +1057,96 @@ mod tests {
         lanes.release(&batch);
         assert_eq!(shape(&lanes.schedule(&mut pending, 3)), vec!["b2,a3"]);
         assert!(pending.is_empty());
+    }
+
+    /// A change to message `message` of `room`, judged before it was
+    /// queued.
+    fn judged(room: i64, message: i64, op: ChangeOp) -> Work {
+        let (reply, _) = oneshot::channel();
+        let target = StoredMessage {
+            id: chat_core::MessageId(message),
+            room: RoomId(room),
+            seq: 1,
+            sender: UserId(1),
+            sender_name: "ann".into(),
+            body: "hi".into(),
+            created_at: Timestamp::now(),
+            client_id: None,
+            edited_at: None,
+            version: 0,
+            deleted: false,
+            pinned: false,
+            reply: None,
+            thread_root: None,
+            reply_count: 0,
+            last_reply_at: None,
+            mentions: Vec::new(),
+        };
+        Work::Apply(
+            Op::Message(
+                MessageChange {
+                    message: chat_core::MessageId(message),
+                    room: None,
+                    user: UserId(1),
+                    op,
+                    allowed: Authority::Sender,
+                    created_at: Timestamp::now(),
+                },
+                Some(Box::new(Judgement {
+                    target,
+                    kind: UpdateKind::Edited,
+                    events: 0,
+                })),
+            ),
+            reply,
+        )
+    }
+
+    fn edit_op() -> ChangeOp {
+        ChangeOp::Edit { body: "x".into() }
+    }
+
+    #[test]
+    fn a_judged_change_goes_in_the_batch_at_its_place_one_per_room() {
+        let mut lanes = Lanes {
+            changes_in_batch: true,
+            ..Lanes::default()
+        };
+        let mut reply_to_7 = NewMessage::new(RoomId(2), UserId(1), "b2");
+        reply_to_7.reply_to = Some(chat_core::MessageId(7));
+        let (reply, _) = oneshot::channel();
+        let mut pending: VecDeque<Work> = [
+            append(1, "a1"),
+            judged(1, 5, edit_op()),
+            append(1, "a2"),
+            judged(1, 6, edit_op()),
+            append(1, "a3"),
+            judged(2, 7, edit_op()),
+            Work::Append(reply_to_7, reply),
+            append(3, "c1"),
+            judged(3, 8, ChangeOp::Delete),
+        ]
+        .into();
+        let units = lanes.schedule(&mut pending, 4);
+        // Room 1's second change waits for the next batch, and a3 behind
+        // it; the reply quoting message 7 after its edit waits too; a
+        // deletion runs as an op of its own, after c1's batch.
+        assert_eq!(shape(&units), vec!["a1,change@5,a2,change@7,c1"]);
+        for unit in &units {
+            lanes.release(&unit.started());
+        }
+        let next = lanes.schedule(&mut pending, 4);
+        assert_eq!(shape(&next), vec!["op@None", "change@6,a3,b2"]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn without_batched_changes_a_judged_change_runs_as_an_op() {
+        // A backend that writes no change in a batch runs it as an op.
+        let mut lanes = Lanes::default();
+        let mut pending: VecDeque<Work> = [append(1, "a1"), judged(2, 5, edit_op())].into();
+        let units = lanes.schedule(&mut pending, 4);
+        assert_eq!(shape(&units), vec!["op@None", "a1"]);
     }
 
     #[test]

@@ -51,11 +51,11 @@
 //!   order, then numbers, inserts and commits all its messages at once,
 //!   with the same guarantees and one commit for the lot.
 //! - `change_message` (`change.rs`): judged on a read without locks, then
-//!   written in one statement that takes the room's row lock and its next
-//!   seq only if the room has had no event but messages since the read;
-//!   every row the rule read changes only with such an event, so the
-//!   change was judged on the room as it stands, and otherwise it is read
-//!   and judged again.
+//!   written (in the batch's statement, or one of its own for a deletion)
+//!   under the room's row lock, with its next seq, only if the room has had
+//!   no event but messages since the read; every row the rule read changes
+//!   only with such an event, so the change was judged on the room as it
+//!   stands, and otherwise it is read and judged again.
 //! - `join_room`, `invite`: lock the room row first (`PG_LOCK_ROOM`).
 //! - `mark_read`: locks the member row while it reads the old mark
 //!   (`PG_MEMBER_READ_MARK`).

@@ -45,6 +45,20 @@
 //! replies in the batch (`threads`), and the mentions arrive as pairs of
 //! the message's place and the user (`mentioned`).
 //!
+//! Changes to messages judged before they were queued (`change.rs`: an
+//! edit, a reaction, a pin) go in the same statement, at their places
+//! among the messages (`changes`; messages and changes share one order,
+//! `ord`): each takes the seq of its place (`items` numbers both), writes
+//! what `change.rs`'s statement of its kind writes (`events`, `changed`,
+//! `reacted`, `unreacted`) and answers with the message's reactions as
+//! they stand after it. A room counts as `stable` only if, besides not
+//! having moved, its events other than messages are still as many as
+//! each change of it was judged with; a room where they are not stores
+//! nothing, and group commit takes its entries again one by one, the
+//! change judged again. A batch holds one change per room and none to a
+//! message that another row of the batch updates (a thread root): one
+//! statement updates a row once, and its parts see one snapshot.
+//!
 //! Repeats within the batch never reach it (group commit answers them). A
 //! pair `(sender, client_id)` stored before fails the statement on its
 //! unique index, the statement rolls back, and group commit appends the
@@ -60,25 +74,37 @@
 use async_trait::async_trait;
 use chat_core::MessageId;
 use sqlx::Connection as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::Row as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{ACQUIRE_TIMEOUT, PgDialect, map_err};
-use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
+use crate::storage::group_commit::{Applied, BatchAppend, Op, Placed, Stored};
 use crate::storage::sql::append::append_one;
-use crate::storage::sql::change::apply;
-use crate::storage::sql::rows::{Columns, member_state, mentions_text, message_from, room_kind};
-use crate::storage::{Appended, MemberState, NewMessage, StorageError};
+use crate::storage::sql::change::{apply, changed, reaction_key};
+use crate::storage::sql::rows::{
+    Columns, member_state, mentions_text, message_from, room_kind, update_text,
+};
+use crate::storage::{
+    Appended, ChangeOp, Changed, MemberState, NewMessage, ReactionCount, StorageError,
+};
 
 const APPEND_BATCH: &str = "\
 WITH locked AS MATERIALIZED (
-    SELECT id, last_seq FROM rooms WHERE id = ANY($6) ORDER BY id FOR UPDATE
+    SELECT id, last_seq, msg_count, msg_deleted FROM rooms WHERE id = ANY($6)
+    ORDER BY id FOR UPDATE
+), changes AS (
+    SELECT * FROM unnest($13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::text[],
+            $18::text[], $19::text[], $20::int8[], $21::int8[])
+        AS c(ord, room_id, message_id, user_id, kind, key, body, events, created_at)
 ), stable AS MATERIALIZED (
     SELECT l.id FROM locked l JOIN rooms s ON s.id = l.id WHERE s.last_seq = l.last_seq
+      AND NOT EXISTS (SELECT 1 FROM changes c
+                      WHERE c.room_id = l.id AND c.events <> l.last_seq - l.msg_count)
 ), input AS (
     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[],
-            $7::int8[], $8::int8[], $9::text[])
-        WITH ORDINALITY AS t(room_id, sender_id, body, client_id, created_at,
+            $7::int8[], $8::int8[], $9::text[], $12::int8[])
+        AS t(room_id, sender_id, body, client_id, created_at,
             reply_to, thread_root, mentions, ord)
 ), members AS MATERIALIZED (
     SELECT rm.room_id, rm.user_id FROM room_members rm JOIN stable st ON st.id = rm.room_id
@@ -87,18 +113,29 @@ WITH locked AS MATERIALIZED (
 ), accepted AS (
     SELECT i.* FROM input i
     JOIN members mb ON mb.room_id = i.room_id AND mb.user_id = i.sender_id
-), counts AS (
-    SELECT room_id, count(*) AS n, max(created_at) AS at FROM accepted GROUP BY room_id
+), applied AS (
+    SELECT c.* FROM changes c JOIN stable st ON st.id = c.room_id
+), items AS MATERIALIZED (
+    SELECT it.room_id, it.ord, it.is_message, it.created_at,
+        l.last_seq + row_number() OVER w AS seq,
+        l.msg_count + sum(it.is_message) OVER w AS msg_no
+    FROM (SELECT room_id, ord, 1 AS is_message, created_at FROM accepted
+          UNION ALL SELECT room_id, ord, 0, created_at FROM applied) it
+    JOIN locked l ON l.id = it.room_id
+    WINDOW w AS (PARTITION BY it.room_id ORDER BY it.ord)
 ), bumped AS (
-    UPDATE rooms r SET last_seq = r.last_seq + c.n, msg_count = r.msg_count + c.n,
-        last_message_seq = r.last_seq + c.n, last_message_at = c.at
-    FROM counts c JOIN locked l ON l.id = c.room_id WHERE r.id = c.room_id
-    RETURNING r.id, r.last_seq - c.n AS base, r.msg_count - c.n AS base_no, r.msg_deleted AS deleted
+    UPDATE rooms r SET last_seq = r.last_seq + c.n, msg_count = r.msg_count + c.messages,
+        last_message_seq = COALESCE(c.last_message_seq, r.last_message_seq),
+        last_message_at = COALESCE(c.at, r.last_message_at)
+    FROM (SELECT room_id, count(*) AS n, sum(is_message) AS messages,
+              max(seq) FILTER (WHERE is_message = 1) AS last_message_seq,
+              max(created_at) FILTER (WHERE is_message = 1) AS at
+          FROM items GROUP BY room_id) c
+    WHERE r.id = c.room_id
 ), numbered AS (
-    SELECT a.*, b.deleted,
-        b.base + row_number() OVER (PARTITION BY a.room_id ORDER BY a.ord) AS seq,
-        b.base_no + row_number() OVER (PARTITION BY a.room_id ORDER BY a.ord) AS msg_no
-    FROM accepted a JOIN bumped b ON b.id = a.room_id
+    SELECT a.*, l.msg_deleted AS deleted, it.seq, it.msg_no
+    FROM accepted a JOIN items it ON it.room_id = a.room_id AND it.ord = a.ord
+    JOIN locked l ON l.id = a.room_id
 ), inserted AS (
     INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no,
         reply_to, reply_seq, reply_sender_id, reply_snippet, thread_root, mentions)
@@ -123,13 +160,35 @@ WITH locked AS MATERIALIZED (
           FROM numbered GROUP BY room_id, sender_id) s
     WHERE rm.room_id = s.room_id AND rm.user_id = s.sender_id
       AND rm.state = 'member' AND rm.read_seq < s.seq
+), cnumbered AS (
+    SELECT c.*, it.seq, it.msg_no FROM applied c
+    JOIN items it ON it.room_id = c.room_id AND it.ord = c.ord
+), events AS (
+    INSERT INTO messages (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id)
+    SELECT room_id, seq, user_id, key, kind, created_at, msg_no, message_id FROM cnumbered
+), changed AS (
+    UPDATE messages m SET version = m.version + 1,
+        body = CASE WHEN c.kind = 'edited' THEN c.body ELSE m.body END,
+        edited_at = CASE WHEN c.kind = 'edited' THEN c.created_at ELSE m.edited_at END,
+        pinned_at = CASE c.kind WHEN 'pinned' THEN c.created_at
+                                WHEN 'unpinned' THEN NULL ELSE m.pinned_at END
+    FROM cnumbered c WHERE m.id = c.message_id
+    RETURNING c.ord AS change_ord, c.seq AS event_seq, m.*
+), reacted AS (
+    INSERT INTO reactions (message_id, user_id, key, seq, created_at)
+    SELECT message_id, user_id, key, seq, created_at FROM cnumbered WHERE kind = 'reacted'
+), unreacted AS (
+    DELETE FROM reactions x USING cnumbered c
+    WHERE c.kind = 'unreacted' AND x.message_id = c.message_id
+      AND x.user_id = c.user_id AND x.key = c.key
 )
-SELECT i.ord, m.id, i.room_id, n.seq, i.sender_id, u.display_name AS sender_name,
-       i.body, i.created_at, i.client_id, NULL::int8 AS edited_at, 0::int8 AS version,
-       NULL::int8 AS deleted_at, NULL::int8 AS pinned_at, i.reply_to, m.reply_seq,
-       m.reply_sender_id, m.reply_snippet, i.thread_root, 0::int8 AS reply_count,
-       NULL::int8 AS last_reply_at, i.mentions,
-       l.id AS locked, st.id AS stable, r.kind, rm.state
+SELECT false AS is_change, i.ord, m.id, i.room_id, n.seq, i.sender_id,
+       u.display_name AS sender_name, i.body, i.created_at, i.client_id,
+       NULL::int8 AS edited_at, 0::int8 AS version, NULL::int8 AS deleted_at,
+       NULL::int8 AS pinned_at, i.reply_to, m.reply_seq, m.reply_sender_id, m.reply_snippet,
+       i.thread_root, 0::int8 AS reply_count, NULL::int8 AS last_reply_at, i.mentions,
+       l.id AS locked, st.id AS stable, r.kind, rm.state,
+       NULL::int8 AS event_seq, NULL::text[] AS reaction_keys, NULL::int8[] AS reaction_ns
 FROM input i
 LEFT JOIN numbered n ON n.ord = i.ord
 LEFT JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
@@ -138,7 +197,25 @@ LEFT JOIN locked l ON l.id = i.room_id
 LEFT JOIN stable st ON st.id = i.room_id
 LEFT JOIN rooms r ON r.id = i.room_id
 LEFT JOIN room_members rm ON rm.room_id = i.room_id AND rm.user_id = i.sender_id
-ORDER BY i.ord";
+UNION ALL
+SELECT true, c.ord, ch.id, ch.room_id, ch.seq, ch.sender_id, u.display_name, ch.body,
+       ch.created_at, ch.client_id, ch.edited_at, ch.version, ch.deleted_at, ch.pinned_at,
+       ch.reply_to, ch.reply_seq, ch.reply_sender_id, ch.reply_snippet, ch.thread_root,
+       ch.reply_count, ch.last_reply_at, ch.mentions,
+       NULL, NULL, NULL, NULL, ch.event_seq, rc.reaction_keys, rc.reaction_ns
+FROM changes c
+LEFT JOIN changed ch ON ch.change_ord = c.ord
+LEFT JOIN users u ON u.id = ch.sender_id
+CROSS JOIN LATERAL (
+    SELECT array_agg(k.key ORDER BY k.first, k.key) AS reaction_keys,
+        array_agg(k.n ORDER BY k.first, k.key) AS reaction_ns
+    FROM (SELECT x.key, count(*) AS n, min(x.seq) AS first FROM (
+            SELECT r.key, r.seq FROM reactions r WHERE r.message_id = c.message_id
+              AND NOT (c.kind = 'unreacted' AND r.user_id = c.user_id AND r.key = c.key)
+            UNION ALL SELECT c.key, ch.event_seq WHERE c.kind = 'reacted'
+        ) x GROUP BY x.key) k
+) rc
+ORDER BY ord";
 
 /// Batches and ops the committer runs at once on PostgreSQL, each on
 /// rooms the others do not touch and on a connection of its own. One was
@@ -254,9 +331,23 @@ impl BatchAppend for PgAppender {
     }
 
     async fn store_batch(&self, fresh: &[&NewMessage]) -> Result<Vec<Stored>, StorageError> {
+        self.store_batch_with(fresh, &[])
+            .await
+            .map(|(stored, _)| stored)
+    }
+
+    fn batches_changes(&self) -> bool {
+        true
+    }
+
+    async fn store_batch_with(
+        &self,
+        fresh: &[&NewMessage],
+        changes: &[Placed<'_>],
+    ) -> Result<(Vec<Stored>, Vec<Option<Changed>>), StorageError> {
         let mut slot = self.connection().await?;
         let conn = slot.as_mut().ok_or_else(no_connection)?;
-        let result = store_batch(conn, fresh).await;
+        let result = store_batch(conn, fresh, changes).await;
         if result.is_err() {
             keep_if_alive(&mut slot).await;
         }
@@ -264,12 +355,37 @@ impl BatchAppend for PgAppender {
     }
 }
 
-/// One batch in one statement, its own transaction.
+/// One batch in one statement, its own transaction: the messages, and
+/// the changes judged before they were queued, each at its place among
+/// them. A change comes back `None` if it was not written: its room
+/// moved or had another event than a message since it was judged (then
+/// none of that room's messages are stored either: they answer `Retry`).
 async fn store_batch(
     conn: &mut PgConnection,
     batch: &[&NewMessage],
-) -> Result<Vec<Stored>, StorageError> {
-    let mut rooms: Vec<i64> = batch.iter().map(|m| m.room.get()).collect();
+    changes: &[Placed<'_>],
+) -> Result<(Vec<Stored>, Vec<Option<Changed>>), StorageError> {
+    // Messages and changes share one order: a message's place counts the
+    // changes before it, from 1 (as the mentions' places do).
+    let mut message_ords = Vec::with_capacity(batch.len());
+    let mut change_ords = Vec::with_capacity(changes.len());
+    let mut next_change = changes.iter().peekable();
+    let mut ord = 0_i64;
+    for k in 0..=batch.len() {
+        while next_change.next_if(|c| c.before <= k).is_some() {
+            ord += 1;
+            change_ords.push(ord);
+        }
+        if k < batch.len() {
+            ord += 1;
+            message_ords.push(ord);
+        }
+    }
+    let mut rooms: Vec<i64> = batch
+        .iter()
+        .map(|m| m.room.get())
+        .chain(changes.iter().map(|c| c.judged.target.room.get()))
+        .collect();
     rooms.sort_unstable();
     rooms.dedup();
     let column = |f: fn(&NewMessage) -> i64| batch.iter().map(|m| f(m)).collect::<Vec<i64>>();
@@ -279,15 +395,15 @@ async fn store_batch(
             .map(|m| f(m).map(MessageId::get))
             .collect::<Vec<Option<i64>>>()
     };
-    // The mentions as pairs (the message's place in the batch, from 1 as
-    // `WITH ORDINALITY` counts, and the user).
+    // The mentions as pairs (the message's place, and the user).
     let (mut mention_ords, mut mention_users) = (Vec::new(), Vec::new());
-    for (ord, m) in (1_i64..).zip(batch) {
+    for (ord, m) in message_ords.iter().zip(batch) {
         for user in &m.mentions {
-            mention_ords.push(ord);
+            mention_ords.push(*ord);
             mention_users.push(user.get());
         }
     }
+    let change = |f: fn(&Placed<'_>) -> i64| changes.iter().map(f).collect::<Vec<i64>>();
 
     let rows = sqlx::query(APPEND_BATCH)
         .bind(column(|m| m.room.get()))
@@ -311,13 +427,50 @@ async fn store_batch(
         )
         .bind(&mention_ords)
         .bind(&mention_users)
+        .bind(&message_ords)
+        .bind(&change_ords)
+        .bind(change(|c| c.judged.target.room.get()))
+        .bind(change(|c| c.change.message.get()))
+        .bind(change(|c| c.change.user.get()))
+        .bind(
+            changes
+                .iter()
+                .map(|c| update_text(&c.judged.kind))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| reaction_key(&c.change.op))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| match &c.change.op {
+                    ChangeOp::Edit { body } => Some(body.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(change(|c| c.judged.events))
+        .bind(change(|c| c.change.created_at.unix_micros()))
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
 
-    // A row per message, in order: stored (it has an id), or refused.
+    // A row per message and per change, in their order.
     let mut stored = Vec::with_capacity(batch.len());
+    let mut written = Vec::with_capacity(changes.len());
+    let mut placed = changes.iter();
     for row in &rows {
+        if row.try_get::<bool, _>("is_change").map_err(map_err)? {
+            let placed = placed
+                .next()
+                .ok_or_else(|| miscounted(&rows, batch, changes))?;
+            written.push(change_from(row, placed)?);
+            continue;
+        }
         let id: Option<i64> = row.opt_int("id")?;
         let outcome = if id.is_some() {
             Stored::New(message_from(row)?)
@@ -340,17 +493,51 @@ async fn store_batch(
         };
         stored.push(outcome);
     }
-    if stored.len() != batch.len() {
-        return Err(StorageError::Backend(
-            format!(
-                "append batch answered {} of {} messages",
-                stored.len(),
-                batch.len()
-            )
-            .into(),
-        ));
+    if stored.len() != batch.len() || written.len() != changes.len() {
+        return Err(miscounted(&rows, batch, changes));
     }
-    Ok(stored)
+    Ok((stored, written))
+}
+
+/// What the batch wrote of a change: the message as changed, its event's
+/// seq and the message's reactions after it; `None` if not written.
+fn change_from(row: &PgRow, placed: &Placed<'_>) -> Result<Option<Changed>, StorageError> {
+    if row.opt_int("id")?.is_none() {
+        return Ok(None);
+    }
+    let message = message_from(row)?;
+    let seq = row.int("event_seq")?;
+    let keys: Option<Vec<String>> = row.try_get("reaction_keys").map_err(map_err)?;
+    let counts: Option<Vec<i64>> = row.try_get("reaction_ns").map_err(map_err)?;
+    let reactions = keys
+        .unwrap_or_default()
+        .into_iter()
+        .zip(counts.unwrap_or_default())
+        .map(|(key, n)| ReactionCount {
+            key,
+            count: u32::try_from(n).unwrap_or(u32::MAX),
+            mine: false,
+        })
+        .collect();
+    Ok(Some(changed(
+        placed.change,
+        placed.judged.kind.clone(),
+        seq,
+        message,
+        reactions,
+    )))
+}
+
+fn miscounted(rows: &[PgRow], batch: &[&NewMessage], changes: &[Placed<'_>]) -> StorageError {
+    StorageError::Backend(
+        format!(
+            "append batch answered {} rows for {} messages and {} changes",
+            rows.len(),
+            batch.len(),
+            changes.len()
+        )
+        .into(),
+    )
 }
 
 #[cfg(test)]

@@ -443,3 +443,216 @@ async fn a_deletion_that_waited_behind_another_instances_message_reads_again() {
             .expect("snippets");
     assert_eq!(snippets, vec![None, None]);
 }
+
+/// `change` as the committer would write it in a batch, between a message
+/// of bob's before it and one of ann's after it: the batch's answers, as
+/// [`shape`] and the messages' seqs. A change that is refused or comes to
+/// nothing never goes in a batch: it takes the op's path.
+async fn in_a_batch(
+    conn: &mut PgConnection,
+    appender: &crate::storage::postgres::batch::PgAppender,
+    change: &MessageChange,
+    room: RoomId,
+    (ann, bob): (UserId, UserId),
+) -> String {
+    use crate::storage::group_commit::{BatchAppend as _, Judgement, Placed, Stored};
+    let row = sqlx::query(statements::CHANGE_STANDING)
+        .bind(change.message.get())
+        .bind(change.user.get())
+        .bind(reaction_key(&change.op))
+        .fetch_one(&mut *conn)
+        .await
+        .expect("standing");
+    let judged = match judge(&row, change) {
+        Ok(Judged::Change {
+            target,
+            kind,
+            events,
+            ..
+        }) if !matches!(change.op, ChangeOp::Delete) => Judgement {
+            target,
+            kind,
+            events,
+        },
+        _ => return shape(&change_message(conn, change, None).await),
+    };
+    let before = NewMessage::new(room, bob, "before");
+    let after = NewMessage::new(room, ann, "after");
+    let placed = [Placed {
+        before: 1,
+        change,
+        judged: &judged,
+    }];
+    let (stored, written) = appender
+        .store_batch_with(&[&before, &after], &placed)
+        .await
+        .expect("batch");
+    let seqs: Vec<String> = stored
+        .iter()
+        .map(|s| match s {
+            Stored::New(m) => format!("{} {}", m.seq, m.body),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let [Some(changed)] = written.as_slice() else {
+        panic!("the change was written: {written:?}");
+    };
+    format!("{seqs:?} {}", shape(&Ok(changed.clone())))
+}
+
+/// The same with the locked transaction, the messages appended alone.
+async fn one_after_another(
+    conn: &mut PgConnection,
+    store: &PostgresStorage,
+    change: &MessageChange,
+    room: RoomId,
+    (ann, bob): (UserId, UserId),
+) -> String {
+    let row = sqlx::query(statements::CHANGE_STANDING)
+        .bind(change.message.get())
+        .bind(change.user.get())
+        .bind(reaction_key(&change.op))
+        .fetch_one(&mut *conn)
+        .await
+        .expect("standing");
+    let batched = matches!(judge(&row, change), Ok(Judged::Change { .. }))
+        && !matches!(change.op, ChangeOp::Delete);
+    if !batched {
+        return shape(&locked::change_message::<PgDialect>(conn, change).await);
+    }
+    let before = store
+        .append(NewMessage::new(room, bob, "before"))
+        .await
+        .expect("before")
+        .message;
+    let changed = locked::change_message::<PgDialect>(conn, change).await;
+    let after = store
+        .append(NewMessage::new(room, ann, "after"))
+        .await
+        .expect("after")
+        .message;
+    let seqs = vec![
+        format!("{} {}", before.seq, before.body),
+        format!("{} {}", after.seq, after.body),
+    ];
+    format!("{seqs:?} {}", shape(&changed))
+}
+
+#[tokio::test]
+async fn a_change_written_in_a_batch_does_what_the_locked_transaction_does() {
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let (ann, bob) = (user(&store, "ann").await, user(&store, "bob").await);
+    let (batch_room, batch_ids) = seeded_room(&store, "batched", ann, bob).await;
+    let (slow_room, slow_ids) = seeded_room(&store, "slow", ann, bob).await;
+    let mut conn = PgConnection::connect(&schema.url()).await.expect("conn");
+    let appender = crate::storage::postgres::batch::PgAppender::new(
+        crate::storage::postgres::connect_options(&schema.url()).expect("options"),
+    );
+
+    let mut batched = Vec::new();
+    for change in script(ann, bob, &batch_ids) {
+        batched.push(in_a_batch(&mut conn, &appender, &change, batch_room, (ann, bob)).await);
+    }
+    let mut slow = Vec::new();
+    for change in script(ann, bob, &slow_ids) {
+        slow.push(one_after_another(&mut conn, &store, &change, slow_room, (ann, bob)).await);
+    }
+    assert_eq!(batched, slow);
+    let all = batched.join("\n");
+    for seen in [
+        "Edited",
+        "added: true",
+        "added: false",
+        "pinned: true",
+        "pinned: false",
+        " after\"",
+    ] {
+        assert!(all.contains(seen), "{seen} in\n{all}");
+    }
+    let (batch_rows, slow_rows) = (
+        dump(&mut conn, batch_room).await,
+        dump(&mut conn, slow_room).await,
+    );
+    assert_eq!(batch_rows, slow_rows);
+    drop(store);
+}
+
+#[tokio::test]
+async fn a_stale_change_in_a_batch_stores_nothing_of_its_room() {
+    use crate::storage::group_commit::{BatchAppend as _, Judgement, Placed, Stored};
+    let schema = TestSchema::create().await;
+    let store = PostgresStorage::connect(&schema.url(), &StorageOptions::default())
+        .await
+        .expect("connect");
+    let (ann, bob) = (user(&store, "ann").await, user(&store, "bob").await);
+    let carol = user(&store, "carol").await;
+    let (room, ids) = seeded_room(&store, "moving", ann, bob).await;
+    let (other, _) = seeded_room(&store, "still", ann, bob).await;
+    let mut conn = PgConnection::connect(&schema.url()).await.expect("conn");
+    let appender = crate::storage::postgres::batch::PgAppender::new(
+        crate::storage::postgres::connect_options(&schema.url()).expect("options"),
+    );
+    let edit = MessageChange {
+        message: ids[3],
+        room: Some(room),
+        user: bob,
+        op: ChangeOp::Edit {
+            body: "fixed".into(),
+        },
+        allowed: Authority::Sender,
+        created_at: at(50),
+    };
+    let (target, kind, events) = judged(&mut conn, &edit).await;
+    // An event other than a message after the judgement.
+    store.join_room(room, carol).await.expect("join");
+    let before = dump(&mut conn, room).await;
+
+    let judgement = Judgement {
+        target,
+        kind,
+        events,
+    };
+    let first = NewMessage::new(room, ann, "first");
+    let elsewhere = NewMessage::new(other, ann, "elsewhere");
+    let last = NewMessage::new(room, bob, "last");
+    let (stored, written) = appender
+        .store_batch_with(
+            &[&first, &elsewhere, &last],
+            &[Placed {
+                before: 1,
+                change: &edit,
+                judged: &judgement,
+            }],
+        )
+        .await
+        .expect("batch");
+    assert!(matches!(stored[0], Stored::Retry), "{stored:?}");
+    assert!(matches!(stored[1], Stored::New(_)), "{stored:?}");
+    assert!(matches!(stored[2], Stored::Retry), "{stored:?}");
+    assert!(written[0].is_none(), "{written:?}");
+    assert_eq!(dump(&mut conn, room).await, before, "nothing of the room");
+
+    // Through group commit, the room's entries go again one by one, the
+    // change judged again, in their order.
+    let commit = crate::storage::group_commit::GroupCommit::start({
+        let url = schema.url();
+        move || {
+            crate::storage::postgres::batch::PgAppender::new(
+                crate::storage::postgres::connect_options(&url).expect("options"),
+            )
+        }
+    });
+    let (a, b) = tokio::join!(
+        commit.append(first.clone()),
+        commit.change_message(edit.clone(), Some(Box::new(judgement.clone())))
+    );
+    let c = commit.append(last.clone()).await;
+    let (a, b, c) = (a.expect("first"), b.expect("edit"), c.expect("last"));
+    let event = b.event.expect("an event").seq;
+    assert_eq!(b.message.body, "fixed");
+    assert!(a.message.seq < event && event < c.message.seq, "in order");
+    drop(store);
+}
