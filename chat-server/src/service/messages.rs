@@ -907,14 +907,26 @@ impl ChatService {
                 }
                 other => other.into(),
             })?;
-        let marks = ReadMarks(self.storage.read_marks(changed.message.room).await?);
-        let is_read = marks.is_read(user, &changed.message);
-        let mut message = to_wire(changed.message, is_read);
-        self.with_reactions(user, [&mut message]).await?;
-        Ok(MessageChanged {
-            seq: changed.event.as_ref().map(|e| e.seq),
-            message,
-        })
+        let seq = changed.event.as_ref().map(|e| e.seq);
+        // As the caller sees it: from the storage's answer if it had it at
+        // hand (no read after the change), else read.
+        let message = match changed.seen {
+            Some(seen) => {
+                let m = &changed.message;
+                let is_read = is_read(user, m.sender, m.seq, seen.own_mark, seen.others_mark);
+                let mut message = to_wire(changed.message, is_read);
+                message.reactions = reactions_to_wire(seen.reactions);
+                message
+            }
+            None => {
+                let marks = ReadMarks(self.storage.read_marks(changed.message.room).await?);
+                let is_read = marks.is_read(user, &changed.message);
+                let mut message = to_wire(changed.message, is_read);
+                self.with_reactions(user, [&mut message]).await?;
+                message
+            }
+        };
+        Ok(MessageChanged { seq, message })
     }
 
     /// Tells the room that `user` is typing (a signal, not stored).

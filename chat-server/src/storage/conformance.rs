@@ -305,22 +305,67 @@ fn change(message: MessageId, user: UserId, op: ChangeOp, allowed: Authority) ->
     }
 }
 
+/// Makes `change`; where the backend answers with what the changer sees
+/// of the message ([`Changed::seen`]), it is what the reads say (read
+/// marks as of the change: appends running beside it may have moved them
+/// on since).
+async fn changed_as_read(
+    store: &dyn Storage,
+    change: MessageChange,
+) -> Result<Changed, StorageError> {
+    let user = change.user;
+    let changed = store.change_message(change).await?;
+    if let Some(seen) = &changed.seen {
+        let id = changed.message.id;
+        let reactions = store
+            .reactions(&[id], user)
+            .await
+            .expect("reactions")
+            .into_iter()
+            .find(|(m, _)| *m == id)
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        let marks = store
+            .read_marks(changed.message.room)
+            .await
+            .expect("read marks");
+        let own_mark = marks.iter().find(|(u, _)| *u == user).map_or(0, |m| m.1);
+        let others_mark = marks
+            .iter()
+            .filter(|(u, _)| *u != user)
+            .map(|m| m.1)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            seen.reactions, reactions,
+            "the changer's reactions, as read"
+        );
+        assert!(
+            seen.own_mark <= own_mark && seen.others_mark <= others_mark,
+            "read marks as of the change: {seen:?}, read {own_mark} and {others_mark}"
+        );
+    }
+    Ok(changed)
+}
+
 async fn edit(
     store: &dyn Storage,
     message: MessageId,
     user: UserId,
     body: &str,
 ) -> Result<Changed, StorageError> {
-    store
-        .change_message(change(
+    changed_as_read(
+        store,
+        change(
             message,
             user,
             ChangeOp::Edit {
                 body: body.to_owned(),
             },
             Authority::Sender,
-        ))
-        .await
+        ),
+    )
+    .await
 }
 
 async fn react(
@@ -330,8 +375,9 @@ async fn react(
     key: &str,
     add: bool,
 ) -> Result<Changed, StorageError> {
-    store
-        .change_message(change(
+    changed_as_read(
+        store,
+        change(
             message,
             user,
             ChangeOp::React {
@@ -339,8 +385,9 @@ async fn react(
                 add,
             },
             Authority::Member,
-        ))
-        .await
+        ),
+    )
+    .await
 }
 
 fn counts(reactions: &[ReactionCount]) -> Vec<(&str, u32, bool)> {
@@ -355,14 +402,16 @@ async fn delete(
     message: MessageId,
     user: UserId,
 ) -> Result<Changed, StorageError> {
-    store
-        .change_message(change(
+    changed_as_read(
+        store,
+        change(
             message,
             user,
             ChangeOp::Delete,
             Authority::SenderOrModerator,
-        ))
-        .await
+        ),
+    )
+    .await
 }
 
 fn seqs(page: &HistoryPage) -> Vec<Seq> {
@@ -3895,14 +3944,11 @@ async fn pin(
     user: UserId,
     pin: bool,
 ) -> Result<Changed, StorageError> {
-    store
-        .change_message(change(
-            message,
-            user,
-            ChangeOp::Pin { pin },
-            Authority::Moderator,
-        ))
-        .await
+    changed_as_read(
+        store,
+        change(message, user, ChangeOp::Pin { pin }, Authority::Moderator),
+    )
+    .await
 }
 
 /// Pins: the moderator pins and unpins (either participant of a

@@ -17,7 +17,7 @@ use super::{
     Appended, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation, HistoryPage,
     HistoryQuery, Listener, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
     ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, SearchPage, SearchRequest,
-    Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    Seen, Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
     StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
@@ -294,6 +294,28 @@ impl State {
             }
         }
         counts
+    }
+
+    /// What `viewer` sees of `message` of `room` besides the message.
+    fn seen(&self, room: RoomId, message: MessageId, viewer: UserId) -> Seen {
+        let members = self.rooms.get(&room).map(|r| r.members.as_slice());
+        let marks = members
+            .into_iter()
+            .flatten()
+            .filter(|m| m.state == MemberState::Member);
+        let (mut own_mark, mut others_mark) = (0, 0);
+        for m in marks {
+            if m.user == viewer {
+                own_mark = m.read_seq;
+            } else {
+                others_mark = others_mark.max(m.read_seq);
+            }
+        }
+        Seen {
+            reactions: self.reaction_counts(message, Some(viewer)),
+            own_mark,
+            others_mark,
+        }
     }
 
     /// The room list entry of `member` in `room`.
@@ -1063,9 +1085,11 @@ impl Storage for MemoryStorage {
         }
         let target = state.message(room_id, seq).ok_or(StorageError::NotFound)?;
         let Some(kind) = change.decide(&target, &standing)? else {
+            let seen = state.seen(room_id, change.message, change.user);
             return Ok(Changed {
                 message: target,
                 event: None,
+                seen: Some(seen),
             });
         };
 
@@ -1189,6 +1213,7 @@ impl Storage for MemoryStorage {
         Ok(Changed {
             message,
             event: Some(event),
+            seen: Some(state.seen(room_id, change.message, change.user)),
         })
     }
 

@@ -527,6 +527,23 @@ pub struct Changed {
     /// The timeline event the change appended; `None` if nothing changed
     /// (the same body again, a second deletion).
     pub event: Option<StoredUpdate>,
+    /// The message as the one who changed it sees it, where the backend
+    /// had it at hand as it wrote the change (PostgreSQL's batch, memory):
+    /// the caller need not read it again. `None`: read it.
+    pub seen: Option<Seen>,
+}
+
+/// What one viewer sees of a message besides the message: what
+/// [`Storage::reactions`] and [`Storage::read_marks`] say of it for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The message's reactions, the viewer's own marked `mine`, in the
+    /// order of each key's first.
+    pub reactions: Vec<ReactionCount>,
+    /// The viewer's read mark in the message's room (0 if none).
+    pub own_mark: Seq,
+    /// The highest read mark of the room's other members (0 if none).
+    pub others_mark: Seq,
 }
 
 /// Why a backend refused a change to a message.

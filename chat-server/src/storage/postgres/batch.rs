@@ -86,7 +86,7 @@ use crate::storage::sql::rows::{
     Columns, member_state, mentions_text, message_from, room_kind, update_text,
 };
 use crate::storage::{
-    Appended, ChangeOp, Changed, MemberState, NewMessage, ReactionCount, StorageError,
+    Appended, ChangeOp, Changed, MemberState, NewMessage, ReactionCount, Seen, StorageError,
 };
 
 const APPEND_BATCH: &str = "\
@@ -188,7 +188,8 @@ SELECT false AS is_change, i.ord, m.id, i.room_id, n.seq, i.sender_id,
        NULL::int8 AS pinned_at, i.reply_to, m.reply_seq, m.reply_sender_id, m.reply_snippet,
        i.thread_root, 0::int8 AS reply_count, NULL::int8 AS last_reply_at, i.mentions,
        l.id AS locked, st.id AS stable, r.kind, rm.state,
-       NULL::int8 AS event_seq, NULL::text[] AS reaction_keys, NULL::int8[] AS reaction_ns
+       NULL::int8 AS event_seq, NULL::text[] AS reaction_keys, NULL::int8[] AS reaction_ns,
+       NULL::bool[] AS reaction_mine, NULL::int8 AS own_mark, NULL::int8 AS others_mark
 FROM input i
 LEFT JOIN numbered n ON n.ord = i.ord
 LEFT JOIN inserted m ON m.room_id = n.room_id AND m.seq = n.seq
@@ -202,17 +203,24 @@ SELECT true, c.ord, ch.id, ch.room_id, ch.seq, ch.sender_id, u.display_name, ch.
        ch.created_at, ch.client_id, ch.edited_at, ch.version, ch.deleted_at, ch.pinned_at,
        ch.reply_to, ch.reply_seq, ch.reply_sender_id, ch.reply_snippet, ch.thread_root,
        ch.reply_count, ch.last_reply_at, ch.mentions,
-       NULL, NULL, NULL, NULL, ch.event_seq, rc.reaction_keys, rc.reaction_ns
+       NULL, NULL, NULL, NULL, ch.event_seq, rc.reaction_keys, rc.reaction_ns,
+       rc.reaction_mine,
+       (SELECT o.read_seq FROM room_members o
+        WHERE o.room_id = c.room_id AND o.user_id = c.user_id AND o.state = 'member'),
+       (SELECT max(o.read_seq) FROM room_members o
+        WHERE o.room_id = c.room_id AND o.user_id <> c.user_id AND o.state = 'member')
 FROM changes c
 LEFT JOIN changed ch ON ch.change_ord = c.ord
 LEFT JOIN users u ON u.id = ch.sender_id
 CROSS JOIN LATERAL (
     SELECT array_agg(k.key ORDER BY k.first, k.key) AS reaction_keys,
-        array_agg(k.n ORDER BY k.first, k.key) AS reaction_ns
-    FROM (SELECT x.key, count(*) AS n, min(x.seq) AS first FROM (
-            SELECT r.key, r.seq FROM reactions r WHERE r.message_id = c.message_id
+        array_agg(k.n ORDER BY k.first, k.key) AS reaction_ns,
+        array_agg(k.mine ORDER BY k.first, k.key) AS reaction_mine
+    FROM (SELECT x.key, count(*) AS n, min(x.seq) AS first,
+              bool_or(x.user_id = c.user_id) AS mine FROM (
+            SELECT r.key, r.seq, r.user_id FROM reactions r WHERE r.message_id = c.message_id
               AND NOT (c.kind = 'unreacted' AND r.user_id = c.user_id AND r.key = c.key)
-            UNION ALL SELECT c.key, ch.event_seq WHERE c.kind = 'reacted'
+            UNION ALL SELECT c.key, ch.event_seq, c.user_id WHERE c.kind = 'reacted'
         ) x GROUP BY x.key) k
 ) rc
 ORDER BY ord";
@@ -500,7 +508,8 @@ async fn store_batch(
 }
 
 /// What the batch wrote of a change: the message as changed, its event's
-/// seq and the message's reactions after it; `None` if not written.
+/// seq and the message's reactions after it, and what the changer sees of
+/// it (the read marks as the statement found them); `None` if not written.
 fn change_from(row: &PgRow, placed: &Placed<'_>) -> Result<Option<Changed>, StorageError> {
     if row.opt_int("id")?.is_none() {
         return Ok(None);
@@ -509,23 +518,39 @@ fn change_from(row: &PgRow, placed: &Placed<'_>) -> Result<Option<Changed>, Stor
     let seq = row.int("event_seq")?;
     let keys: Option<Vec<String>> = row.try_get("reaction_keys").map_err(map_err)?;
     let counts: Option<Vec<i64>> = row.try_get("reaction_ns").map_err(map_err)?;
-    let reactions = keys
+    let mine: Option<Vec<bool>> = row.try_get("reaction_mine").map_err(map_err)?;
+    let seen: Vec<ReactionCount> = keys
         .unwrap_or_default()
         .into_iter()
         .zip(counts.unwrap_or_default())
-        .map(|(key, n)| ReactionCount {
+        .zip(mine.unwrap_or_default())
+        .map(|((key, n), mine)| ReactionCount {
             key,
             count: u32::try_from(n).unwrap_or(u32::MAX),
-            mine: false,
+            mine,
         })
         .collect();
-    Ok(Some(changed(
+    // The room hears the counts without anyone's `mine`.
+    let reactions = seen
+        .iter()
+        .map(|r| ReactionCount {
+            mine: false,
+            ..r.clone()
+        })
+        .collect();
+    let mut done = changed(
         placed.change,
         placed.judged.kind.clone(),
         seq,
         message,
         reactions,
-    )))
+    );
+    done.seen = Some(Seen {
+        reactions: seen,
+        own_mark: row.opt_int("own_mark")?.unwrap_or(0),
+        others_mark: row.opt_int("others_mark")?.unwrap_or(0),
+    });
+    Ok(Some(done))
 }
 
 fn miscounted(rows: &[PgRow], batch: &[&NewMessage], changes: &[Placed<'_>]) -> StorageError {

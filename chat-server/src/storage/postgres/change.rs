@@ -263,6 +263,7 @@ pub(super) async fn change_message(
                 return Ok(Changed {
                     message,
                     event: None,
+                    seen: None,
                 });
             }
             Judged::Change {

@@ -109,6 +109,7 @@ where
             return Ok(Changed {
                 message,
                 event: None,
+                seen: None,
             });
         }
         Err(refused) => {
@@ -331,5 +332,6 @@ pub(crate) fn changed(
             reactions,
         }),
         message,
+        seen: None,
     }
 }

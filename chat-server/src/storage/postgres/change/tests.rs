@@ -497,6 +497,10 @@ async fn in_a_batch(
     let [Some(changed)] = written.as_slice() else {
         panic!("the change was written: {written:?}");
     };
+    assert!(
+        changed.seen.is_some(),
+        "a batch answers what the changer sees"
+    );
     format!("{seqs:?} {}", shape(&Ok(changed.clone())))
 }
 
