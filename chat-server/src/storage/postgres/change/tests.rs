@@ -295,18 +295,23 @@ async fn the_one_statement_write_does_what_the_locked_transaction_does() {
     drop(store);
 }
 
-/// A judgement on a fresh read of `change`.
-async fn judged(
-    conn: &mut PgConnection,
-    change: &MessageChange,
-) -> (StoredMessage, UpdateKind, i64) {
-    let row = sqlx::query(statements::CHANGE_STANDING)
+/// What `change`'s rule reads, read now.
+async fn standing(conn: &mut PgConnection, change: &MessageChange) -> sqlx::postgres::PgRow {
+    sqlx::query(statements::CHANGE_STANDING)
         .bind(change.message.get())
         .bind(change.user.get())
         .bind(reaction_key(&change.op))
         .fetch_one(&mut *conn)
         .await
-        .expect("standing");
+        .expect("standing")
+}
+
+/// A judgement on a fresh read of `change`.
+async fn judged(
+    conn: &mut PgConnection,
+    change: &MessageChange,
+) -> (StoredMessage, UpdateKind, i64) {
+    let row = standing(conn, change).await;
     let Judged::Change {
         target,
         kind,
@@ -456,13 +461,7 @@ async fn in_a_batch(
     (ann, bob): (UserId, UserId),
 ) -> String {
     use crate::storage::group_commit::{BatchAppend as _, Judgement, Placed, Stored};
-    let row = sqlx::query(statements::CHANGE_STANDING)
-        .bind(change.message.get())
-        .bind(change.user.get())
-        .bind(reaction_key(&change.op))
-        .fetch_one(&mut *conn)
-        .await
-        .expect("standing");
+    let row = standing(conn, change).await;
     let judged = match judge(&row, change) {
         Ok(Judged::Change {
             target,
@@ -512,13 +511,7 @@ async fn one_after_another(
     room: RoomId,
     (ann, bob): (UserId, UserId),
 ) -> String {
-    let row = sqlx::query(statements::CHANGE_STANDING)
-        .bind(change.message.get())
-        .bind(change.user.get())
-        .bind(reaction_key(&change.op))
-        .fetch_one(&mut *conn)
-        .await
-        .expect("standing");
+    let row = standing(conn, change).await;
     let batched = matches!(judge(&row, change), Ok(Judged::Change { .. }))
         && !matches!(change.op, ChangeOp::Delete);
     if !batched {
