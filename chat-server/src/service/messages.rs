@@ -908,24 +908,15 @@ impl ChatService {
                 other => other.into(),
             })?;
         let seq = changed.event.as_ref().map(|e| e.seq);
-        // As the caller sees it: from the storage's answer if it had it at
-        // hand (no read after the change), else read.
-        let message = match changed.seen {
-            Some(seen) => {
-                let m = &changed.message;
-                let is_read = is_read(user, m.sender, m.seq, seen.own_mark, seen.others_mark);
-                let mut message = to_wire(changed.message, is_read);
-                message.reactions = reactions_to_wire(seen.reactions);
-                message
-            }
-            None => {
-                let marks = ReadMarks(self.storage.read_marks(changed.message.room).await?);
-                let is_read = marks.is_read(user, &changed.message);
-                let mut message = to_wire(changed.message, is_read);
-                self.with_reactions(user, [&mut message]).await?;
-                message
-            }
+        // As the caller sees it, from the storage's answer.
+        let seen = match changed.seen {
+            Some(seen) => seen,
+            None => storage::read_seen(&*self.storage, &changed.message, user).await?,
         };
+        let m = &changed.message;
+        let is_read = is_read(user, m.sender, m.seq, seen.own_mark, seen.others_mark);
+        let mut message = to_wire(changed.message, is_read);
+        message.reactions = reactions_to_wire(seen.reactions);
         Ok(MessageChanged { seq, message })
     }
 

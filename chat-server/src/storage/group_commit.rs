@@ -448,7 +448,7 @@ impl Item {
     fn room(&self) -> Option<RoomId> {
         match self {
             Self::Append(message, _) => Some(message.room),
-            Self::Change(change, judged, _) => Some(change.room.unwrap_or(judged.target.room)),
+            Self::Change(change, judged, _) => change_room(change, Some(judged)),
         }
     }
 }
@@ -591,17 +591,15 @@ impl Work {
         match self {
             Self::Append(message, _) => Some(message.room),
             Self::Apply(Op::Member(op), _) => Some(op.room),
-            Self::Apply(Op::Message(change, judged), _) => change_room(change, judged),
+            Self::Apply(Op::Message(change, judged), _) => change_room(change, judged.as_deref()),
         }
     }
 }
 
 /// A change's room: as the caller named it, or as its judgement read it
 /// (messages never move).
-fn change_room(change: &MessageChange, judged: &Option<Box<Judgement>>) -> Option<RoomId> {
-    change
-        .room
-        .or_else(|| judged.as_ref().map(|j| j.target.room))
+fn change_room(change: &MessageChange, judged: Option<&Judgement>) -> Option<RoomId> {
+    change.room.or_else(|| judged.map(|j| j.target.room))
 }
 
 impl Unit {
@@ -621,7 +619,7 @@ impl Unit {
             Self::Apply(op, _) => {
                 let room = match op {
                     Op::Member(op) => Some(op.room),
-                    Op::Message(change, judged) => change_room(change, judged),
+                    Op::Message(change, judged) => change_room(change, judged.as_deref()),
                 };
                 Started {
                     rooms: room.into_iter().collect(),

@@ -528,9 +528,39 @@ pub struct Changed {
     /// (the same body again, a second deletion).
     pub event: Option<StoredUpdate>,
     /// The message as the one who changed it sees it, where the backend
-    /// had it at hand as it wrote the change (PostgreSQL's batch, memory):
-    /// the caller need not read it again. `None`: read it.
+    /// had it at hand as it wrote the change (PostgreSQL's batch, memory),
+    /// so that the caller need not read it again. `None`: the caller reads
+    /// it ([`read_seen`]).
     pub seen: Option<Seen>,
+}
+
+/// What `viewer` sees of `message` besides the message, read from
+/// `store`.
+pub async fn read_seen<S: Storage + ?Sized>(
+    store: &S,
+    message: &StoredMessage,
+    viewer: UserId,
+) -> Result<Seen, StorageError> {
+    let reactions = store
+        .reactions(&[message.id], viewer)
+        .await?
+        .into_iter()
+        .find(|(id, _)| *id == message.id)
+        .map(|(_, counts)| counts)
+        .unwrap_or_default();
+    let marks = store.read_marks(message.room).await?;
+    let own_mark = marks.iter().find(|(u, _)| *u == viewer).map_or(0, |m| m.1);
+    let others_mark = marks
+        .iter()
+        .filter(|(u, _)| *u != viewer)
+        .map(|m| m.1)
+        .max()
+        .unwrap_or(0);
+    Ok(Seen {
+        reactions,
+        own_mark,
+        others_mark,
+    })
 }
 
 /// What one viewer sees of a message besides the message: what

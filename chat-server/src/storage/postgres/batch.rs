@@ -448,7 +448,7 @@ impl BatchAppend for PgAppender {
 /// them. A change comes back `None` if it was not written: its room
 /// moved or had another event than a message since it was judged (then
 /// none of that room's messages are stored either: they answer `Retry`).
-async fn store_batch(
+pub(super) async fn store_batch(
     conn: &mut PgConnection,
     batch: &[&NewMessage],
     changes: &[Placed<'_>],

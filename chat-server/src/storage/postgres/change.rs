@@ -17,30 +17,30 @@
 //!    nothing goes without, and the committer reads and judges it again
 //!    in its order (a change queued before it may make it allowed or
 //!    not).
-//! 2. One statement, its own transaction, writes the change: it takes the
-//!    room's next seq only if the room's events other than messages are
-//!    still as many as read (`locked`: the `UPDATE` waits for the room's
-//!    row lock, then re-checks its `WHERE` on the row as committed), and
-//!    every other part of it is conditioned on `locked`. Everything the
-//!    rule read changes only with such an event (messages appended
-//!    meanwhile change none of it), so a room where none happened was
-//!    judged as it stands under the lock, as in the locked transaction. A
-//!    room where one did (a change queued before this one, a membership
-//!    change, another instance) writes nothing, and the committer reads
-//!    and judges again; after [`ATTEMPTS`], it takes the lock first
-//!    (`sql/change.rs`), which always ends.
+//! 2. One statement, its own transaction, writes the change: the
+//!    batch's statement (`batch.rs`), where a change usually goes among
+//!    its room's messages, or for a deletion (which writes rows messages
+//!    write too) [`DELETE`]. It takes the room's next seq only if the
+//!    room's events other than messages are still as many as read (the
+//!    check waits for the room's row lock, then re-checks on the row as
+//!    committed), and every other part of it is conditioned on that.
+//!    Everything the rule read changes only with such an event (messages
+//!    appended meanwhile change none of it), so a room where none
+//!    happened was judged as it stands under the lock, as in the locked
+//!    transaction. A room where one did (a change queued before this one,
+//!    a membership change, another instance) writes nothing, and the
+//!    committer reads and judges again; after [`ATTEMPTS`], it takes the
+//!    lock first (`sql/change.rs`), which always ends.
 //!
-//! The read ahead replaced the service's own read of the message's room,
-//! so a change costs the database three statements in all. (Measured
-//! first with every sender's change in the same 50 ms, judgements made
-//! ahead mostly went stale behind the room's other changes and cost more
-//! than they saved; with changes spread as people make them, W1C's p99
-//! over W1's went from about 1.5 to 1.2 ×.)
+//! The read ahead replaced the service's own read of the message's room.
+//! (Measured first with every sender's change in the same 50 ms,
+//! judgements made ahead mostly went stale behind the room's other changes
+//! and cost more than they saved; spread as people make them, they rarely
+//! do.)
 //!
-//! The statement's parts see one snapshot, so the reactions the event
-//! carries are the snapshot's with the change's own row added or left out,
-//! and no two parts update the same row (a deletion's replies, reaction
-//! events and thread root are other rows than the message).
+//! A statement's parts see one snapshot, so the reactions an event
+//! carries are the snapshot's with the change's own row added or left
+//! out, and no two parts update the same row.
 //!
 //! What each kind writes is what `sql/change.rs` writes, statement for
 //! statement; the conformance suite runs both ways over every kind, and
@@ -53,114 +53,24 @@ use sqlx::postgres::PgConnection;
 use super::map_err;
 use chat_core::RoomId;
 
-use crate::storage::group_commit::Judgement;
+use crate::storage::group_commit::{Judgement, Placed};
 use crate::storage::sql::Ahead;
 use crate::storage::sql::change::{Judged, changed, judge, reaction_key};
 use crate::storage::sql::rows::Columns as _;
-use crate::storage::sql::rows::{message_from, update_text};
+use crate::storage::sql::rows::message_from;
 use crate::storage::sql::statements::{self, message_columns};
-use crate::storage::{
-    ChangeOp, Changed, MessageChange, ReactionCount, StorageError, StoredMessage, UpdateKind,
-};
+use crate::storage::{ChangeOp, Changed, MessageChange, StorageError, StoredMessage, UpdateKind};
 
 /// Reads and writes a change may take when other instances keep moving
 /// its room, before it waits for the room's lock instead.
 const ATTEMPTS: usize = 3;
 
-/// The room's next seq, taken only if its events other than messages are
-/// still `$4`. `$1` the
-/// message, `$2` the user, `$3` the room, `$5` when, `$6` the event's kind,
-/// `$7` the reaction key (else empty: the event's body).
-macro_rules! locked {
-    ($set:literal) => {
-        locked!($set, "")
-    };
-    ($set:literal, $also:literal) => {
-        concat!(
-            "WITH locked AS (UPDATE rooms SET last_seq = last_seq + 1",
-            $set,
-            " WHERE id = $3 AND last_seq - msg_count = $4 AND EXISTS (SELECT 1 FROM messages WHERE id = $1)",
-            $also,
-            " RETURNING id, last_seq, msg_count), \
-             event AS (INSERT INTO messages \
-                 (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
-                 SELECT id, last_seq, $2, $7, $6, $5, msg_count, $1 FROM locked)"
-        )
-    };
-}
-
-/// The message's row changed by `$set` (besides a new version).
-macro_rules! changed {
-    ($set:literal) => {
-        concat!(
-            ", changed AS (UPDATE messages m SET version = m.version + 1",
-            $set,
-            " FROM locked WHERE m.id = $1 RETURNING m.*)"
-        )
-    };
-}
-
-/// The changed message, the event's seq, and the message's reactions
-/// after the change, from `$reactions` (rows of key and seq).
-macro_rules! answer {
-    ($reactions:literal) => {
-        concat!(
-            " SELECT ",
-            message_columns!(),
-            ", l.last_seq AS event_seq, rc.reaction_keys, rc.reaction_ns \
-             FROM changed m JOIN users u ON u.id = m.sender_id CROSS JOIN locked l \
-             CROSS JOIN LATERAL (SELECT array_agg(c.key ORDER BY c.first, c.key) AS reaction_keys, \
-                 array_agg(c.n ORDER BY c.first, c.key) AS reaction_ns \
-                 FROM (SELECT x.key, count(*) AS n, min(x.seq) AS first FROM (",
-            $reactions,
-            ") x GROUP BY x.key) c) rc"
-        )
-    };
-}
-
-/// `$8` the new body.
-const EDIT: &str = concat!(
-    locked!(""),
-    changed!(", body = $8, edited_at = $5"),
-    answer!("SELECT key, seq FROM reactions WHERE message_id = $1")
-);
-
-const PIN: &str = concat!(
-    locked!(""),
-    changed!(", pinned_at = $5"),
-    answer!("SELECT key, seq FROM reactions WHERE message_id = $1")
-);
-
-const UNPIN: &str = concat!(
-    locked!(""),
-    changed!(", pinned_at = NULL"),
-    answer!("SELECT key, seq FROM reactions WHERE message_id = $1")
-);
-
-const REACT: &str = concat!(
-    locked!(""),
-    changed!(""),
-    ", reacted AS (INSERT INTO reactions (message_id, user_id, key, seq, created_at) \
-       SELECT $1, $2, $7, last_seq, $5 FROM locked)",
-    answer!(
-        "SELECT key, seq FROM reactions WHERE message_id = $1 \
-         UNION ALL SELECT $7::text, last_seq FROM locked"
-    )
-);
-
-const UNREACT: &str = concat!(
-    locked!(""),
-    changed!(""),
-    ", unreacted AS (DELETE FROM reactions \
-       WHERE message_id = $1 AND user_id = $2 AND key = $7 AND EXISTS (SELECT 1 FROM locked))",
-    answer!(
-        "SELECT key, seq FROM reactions WHERE message_id = $1 \
-         AND NOT (user_id = $2 AND key = $7)"
-    )
-);
-
-/// `$8` the message's seq, `$9` its thread's root (NULL if none). The
-/// body, reactions, reaction events' keys, replies' snippets and mentions
+/// A deletion, the one change that does not go in a batch: `$1` the
+/// message, `$2` the user, `$3` the room, `$4` the room's events other
+/// than messages as judged, `$5` when, `$6` the message's seq, `$7` its
+/// thread's root (NULL if none). The next seq is taken only if the
+/// events are still `$4` (`locked`), and every other part is conditioned
+/// on it. The body, reactions, reaction events' keys, replies' snippets and mentions
 /// go; the room counts one more deleted message, and members whose mark
 /// is at or above it one fewer read (see `sql/change.rs`).
 ///
@@ -172,15 +82,19 @@ const UNREACT: &str = concat!(
 /// snapshot), as the batch does (`batch.rs`, `stable`); else it is read
 /// and judged again.
 const DELETE: &str = concat!(
-    locked!(
-        ", msg_deleted = msg_deleted + 1",
-        " AND last_seq = (SELECT r0.last_seq FROM rooms r0 WHERE r0.id = $3)"
-    ),
-    changed!(
-        ", body = '', deleted_at = $5, pinned_at = NULL, reply_snippet = NULL, mentions = NULL"
-    ),
-    ", uncounted AS (UPDATE room_members SET read_no = read_no - 1 \
-       WHERE room_id = $3 AND state = 'member' AND read_seq >= $8 \
+    "WITH locked AS (UPDATE rooms SET last_seq = last_seq + 1, msg_deleted = msg_deleted + 1 \
+       WHERE id = $3 AND last_seq - msg_count = $4 \
+         AND EXISTS (SELECT 1 FROM messages WHERE id = $1) \
+         AND last_seq = (SELECT r0.last_seq FROM rooms r0 WHERE r0.id = $3) \
+       RETURNING id, last_seq, msg_count), \
+     event AS (INSERT INTO messages \
+         (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
+         SELECT id, last_seq, $2, '', 'deleted', $5, msg_count, $1 FROM locked), \
+     changed AS (UPDATE messages m SET version = m.version + 1, body = '', deleted_at = $5, \
+         pinned_at = NULL, reply_snippet = NULL, mentions = NULL \
+       FROM locked WHERE m.id = $1 RETURNING m.*), \
+     uncounted AS (UPDATE room_members SET read_no = read_no - 1 \
+       WHERE room_id = $3 AND state = 'member' AND read_seq >= $6 \
          AND EXISTS (SELECT 1 FROM locked)), \
      unreacted AS (DELETE FROM reactions WHERE message_id = $1 AND EXISTS (SELECT 1 FROM locked)), \
      keys_erased AS (UPDATE messages SET body = '' \
@@ -188,11 +102,13 @@ const DELETE: &str = concat!(
          AND EXISTS (SELECT 1 FROM locked)), \
      snippets_erased AS (UPDATE messages SET reply_snippet = NULL \
        WHERE reply_to = $1 AND EXISTS (SELECT 1 FROM locked)), \
-     unmentioned AS (DELETE FROM mentions WHERE room_id = $3 AND seq = $8 \
+     unmentioned AS (DELETE FROM mentions WHERE room_id = $3 AND seq = $6 \
        AND EXISTS (SELECT 1 FROM locked)), \
      thread AS (UPDATE messages SET reply_count = reply_count - 1 \
-       WHERE id = $9 AND reply_count > 0 AND EXISTS (SELECT 1 FROM locked))",
-    answer!("SELECT key, seq FROM reactions WHERE false")
+       WHERE id = $7 AND reply_count > 0 AND EXISTS (SELECT 1 FROM locked)) \
+     SELECT ",
+    message_columns!(),
+    ", l.last_seq AS event_seq FROM changed m JOIN users u ON u.id = m.sender_id CROSS JOIN locked l"
 );
 
 /// What a read of the pool says of the change before it is queued: its
@@ -281,7 +197,9 @@ pub(super) async fn change_message(
 }
 
 /// The write of a change judged on the room with `events` events other
-/// than messages; `None` if it has more since.
+/// than messages; `None` if it has more since. A deletion in its own
+/// statement; every other kind in the batch's, as a batch of that change
+/// alone (`batch.rs`), so that what a change writes is written once.
 async fn write(
     conn: &mut PgConnection,
     change: &MessageChange,
@@ -289,47 +207,38 @@ async fn write(
     kind: UpdateKind,
     events: i64,
 ) -> Result<Option<Changed>, StorageError> {
-    let statement = match &change.op {
-        ChangeOp::Edit { .. } => EDIT,
-        ChangeOp::Delete => DELETE,
-        ChangeOp::Pin { pin: true } => PIN,
-        ChangeOp::Pin { pin: false } => UNPIN,
-        ChangeOp::React { add: true, .. } => REACT,
-        ChangeOp::React { add: false, .. } => UNREACT,
-    };
-    let query = sqlx::query(statement)
+    if !matches!(change.op, ChangeOp::Delete) {
+        let judged = Judgement {
+            target: target.clone(),
+            kind,
+            events,
+        };
+        let placed = [Placed {
+            before: 0,
+            change,
+            judged: &judged,
+        }];
+        let (_, mut written) = super::batch::store_batch(conn, &[], &placed).await?;
+        return Ok(written.pop().flatten());
+    }
+    let row = sqlx::query(DELETE)
         .bind(change.message.get())
         .bind(change.user.get())
         .bind(target.room.get())
         .bind(events)
         .bind(change.created_at.unix_micros())
-        .bind(update_text(&kind))
-        .bind(reaction_key(&change.op));
-    let query = match &change.op {
-        ChangeOp::Edit { body } => query.bind(body.as_str()),
-        ChangeOp::Delete => query
-            .bind(target.seq)
-            .bind(target.thread_root.map(|root| root.get())),
-        _ => query,
-    };
-    let Some(row) = query.fetch_optional(&mut *conn).await.map_err(map_err)? else {
+        .bind(target.seq)
+        .bind(target.thread_root.map(|root| root.get()))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let Some(row) = row else {
         return Ok(None);
     };
     let message = message_from(&row)?;
     let seq: i64 = row.try_get("event_seq").map_err(map_err)?;
-    let keys: Option<Vec<String>> = row.try_get("reaction_keys").map_err(map_err)?;
-    let counts: Option<Vec<i64>> = row.try_get("reaction_ns").map_err(map_err)?;
-    let reactions = keys
-        .unwrap_or_default()
-        .into_iter()
-        .zip(counts.unwrap_or_default())
-        .map(|(key, n)| ReactionCount {
-            key,
-            count: u32::try_from(n).unwrap_or(u32::MAX),
-            mine: false,
-        })
-        .collect();
-    Ok(Some(changed(change, kind, seq, message, reactions)))
+    // A deleted message has no reactions.
+    Ok(Some(changed(change, kind, seq, message, Vec::new())))
 }
 
 #[cfg(test)]
