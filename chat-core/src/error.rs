@@ -51,6 +51,10 @@ pub enum ErrorCode {
     NotSender,
     MessageDeleted,
     NotModerator,
+    InsufficientRole,
+    Banned,
+    Muted,
+    NotInRoom,
     EmptyBody,
     BodyTooLong,
     InvalidJson,
@@ -86,6 +90,10 @@ impl ErrorCode {
             Self::NotSender => "not_sender",
             Self::MessageDeleted => "message_deleted",
             Self::NotModerator => "not_moderator",
+            Self::InsufficientRole => "insufficient_role",
+            Self::Banned => "banned",
+            Self::Muted => "muted",
+            Self::NotInRoom => "not_in_room",
             Self::EmptyBody => "empty_body",
             Self::BodyTooLong => "body_too_long",
             Self::InvalidJson => "invalid_json",
@@ -120,6 +128,10 @@ impl ErrorCode {
             Self::NotSender => "Only the message's sender (or a moderator, to delete) can do this",
             Self::MessageDeleted => "The message was deleted",
             Self::NotModerator => "Only whoever moderates the room can do this",
+            Self::InsufficientRole => "Your role in this room does not allow this",
+            Self::Banned => "You are banned from this room",
+            Self::Muted => "You are muted in this room",
+            Self::NotInRoom => "That user is not in this room",
             Self::EmptyBody => "Message body cannot be empty",
             Self::BodyTooLong => "Message body is too long",
             Self::InvalidJson => "Invalid JSON",
@@ -144,8 +156,18 @@ impl ErrorCode {
             | Self::InvalidJson
             | Self::UnknownType => 400,
             Self::InvalidCredentials | Self::InvalidToken | Self::Unauthorized => 401,
-            Self::NotAuthorized | Self::NotMember | Self::NotSender | Self::NotModerator => 403,
-            Self::RoomNotFound | Self::UserNotFound | Self::MessageNotFound | Self::NotFound => 404,
+            Self::NotAuthorized
+            | Self::NotMember
+            | Self::NotSender
+            | Self::NotModerator
+            | Self::InsufficientRole
+            | Self::Banned
+            | Self::Muted => 403,
+            Self::RoomNotFound
+            | Self::UserNotFound
+            | Self::MessageNotFound
+            | Self::NotInRoom
+            | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UsernameTaken | Self::EmailTaken | Self::RoomNameTaken | Self::MessageDeleted => {
                 409

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 use crate::message::Message;
+use crate::moderation::ModerateRequest;
 use crate::room::RoomRef;
 use crate::timeline::{MemberEvent, MessageUpdate, ReactionEvent};
 use crate::{MessageId, RoomId, Seq, Timestamp, UserId};
@@ -54,6 +55,12 @@ pub enum ClientFrame {
     Pin { message_id: MessageId },
     /// `{"type":"unpin","message_id"}`.
     Unpin { message_id: MessageId },
+    /// `{"type":"moderate","room","user_id","action",...}`: kick, ban,
+    /// mute, promote (see [`ModerateRequest`]).
+    Moderate {
+        room: RoomRef,
+        request: ModerateRequest,
+    },
     /// `{"type":"ping"}`.
     Ping,
     /// `{"type":"auth","token"}`: a fresh access token for this socket, so
@@ -123,6 +130,11 @@ impl std::fmt::Debug for ClientFrame {
                 .debug_struct("Unreact")
                 .field("message_id", message_id)
                 .field("key", key)
+                .finish(),
+            Self::Moderate { room, request } => f
+                .debug_struct("Moderate")
+                .field("room", room)
+                .field("request", request)
                 .finish(),
             Self::Ping => f.write_str("Ping"),
             Self::Auth { .. } => f
@@ -201,6 +213,16 @@ enum Typed {
     Pin { message_id: MessageId },
     /// Unpin it. Answered like `pin`, with `message_unpinned`.
     Unpin { message_id: MessageId },
+    /// Kick, ban, unban, mute, unmute a user of `room`, change a member's
+    /// role or hand the room over (the fields of `POST
+    /// /chat/rooms/{id}/moderate/`). Answered like `edit`, with the
+    /// `member` event it appended; an action that changes nothing (a
+    /// second unmute) is answered by nothing.
+    Moderate {
+        room: RoomRef,
+        #[serde(flatten)]
+        request: ModerateRequest,
+    },
     /// Answered with `pong`.
     Ping,
     /// Re-authenticate the socket with a fresh access token of the same
@@ -221,6 +243,7 @@ const TYPES: &[&str] = &[
     "unreact",
     "pin",
     "unpin",
+    "moderate",
     "ping",
     "auth",
 ];
@@ -309,6 +332,7 @@ impl From<Typed> for ClientFrame {
             Typed::Unreact { message_id, key } => Self::Unreact { message_id, key },
             Typed::Pin { message_id } => Self::Pin { message_id },
             Typed::Unpin { message_id } => Self::Unpin { message_id },
+            Typed::Moderate { room, request } => Self::Moderate { room, request },
             Typed::Ping => Self::Ping,
             Typed::Auth { token } => Self::Auth { token },
         }
@@ -348,6 +372,7 @@ impl Serialize for ClientFrame {
             Self::Unreact { message_id, key } => Typed::Unreact { message_id, key },
             Self::Pin { message_id } => Typed::Pin { message_id },
             Self::Unpin { message_id } => Typed::Unpin { message_id },
+            Self::Moderate { room, request } => Typed::Moderate { room, request },
             Self::Ping => Typed::Ping,
             Self::Auth { token } => Typed::Auth { token },
         };
@@ -478,8 +503,10 @@ pub enum ServerFrame {
         user: UserId,
         status: PresenceStatus,
     },
-    /// A member joined or left (a timeline event, with its seq). To the
-    /// leaver's own sockets too, which then stop receiving the room.
+    /// A membership changed: joined, left, invited, kicked, banned,
+    /// unbanned, role changed, muted, unmuted (a timeline event, with its
+    /// seq). To a removed member's own sockets too (left, kicked,
+    /// banned), which then stop receiving the room.
     Member(MemberEvent),
     /// A message was edited (a timeline event with its own seq; see
     /// [`MessageUpdate`]).

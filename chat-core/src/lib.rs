@@ -37,6 +37,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod message;
+pub mod moderation;
 pub mod room;
 pub mod time;
 pub mod timeline;

@@ -121,6 +121,13 @@ pub struct Room {
     /// Usernames of the members, the creator included.
     pub members: Vec<String>,
     pub created_at: Timestamp,
+    /// The owner's username: the creator until the room is handed over
+    /// (absent in a conversation, which has no roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Usernames of the members with role `admin`.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// The answer of `POST /chat/join-room/`.
@@ -165,4 +172,14 @@ pub struct RoomListItem {
     /// invited.
     pub last_message: Option<LastMessage>,
     pub created_at: Timestamp,
+    /// The caller's role; absent while invited and in conversations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::moderation::Role>,
+    /// Until when the caller may not send here; absent when not muted
+    /// (and for a mute without end, `muted` alone says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<Timestamp>,
+    /// Whether the caller is muted here now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
 }

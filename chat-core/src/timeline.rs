@@ -20,6 +20,61 @@ pub enum MemberChange {
     Joined,
     /// `user` left: no longer a member nor invited.
     Left,
+    /// `user` was invited by `by`.
+    Invited,
+    /// `by` removed `user` (a member, or an invitation), with `reason`.
+    Kicked,
+    /// `by` banned `user` until `until` (`null`: until lifted), with
+    /// `reason`; a member is removed too.
+    Banned,
+    /// `by` lifted `user`'s ban.
+    Unbanned,
+    /// `by` made `user`'s role `role` (an ownership handed over is two of
+    /// these: the new owner's, then the old owner's, now `admin`).
+    RoleChanged,
+    /// `by` muted `user` until `until` (`null`: until unmuted).
+    Muted,
+    /// `by` unmuted `user`.
+    Unmuted,
+}
+
+impl MemberChange {
+    /// The name it has on the wire and in storage.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::Left => "left",
+            Self::Invited => "invited",
+            Self::Kicked => "kicked",
+            Self::Banned => "banned",
+            Self::Unbanned => "unbanned",
+            Self::RoleChanged => "role_changed",
+            Self::Muted => "muted",
+            Self::Unmuted => "unmuted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Joined,
+            Self::Left,
+            Self::Invited,
+            Self::Kicked,
+            Self::Banned,
+            Self::Unbanned,
+            Self::RoleChanged,
+            Self::Muted,
+            Self::Unmuted,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
+    /// Whether `user` is out of the room after it: their sockets stop
+    /// receiving it.
+    pub const fn removes(self) -> bool {
+        matches!(self, Self::Left | Self::Kicked | Self::Banned)
+    }
 }
 
 /// A membership change, as a timeline event.
@@ -33,6 +88,18 @@ pub struct MemberEvent {
     pub user: UserId,
     pub change: MemberChange,
     pub created_at: Timestamp,
+    /// Who made the change, when it was not `user` themself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<UserId>,
+    /// Why, as the moderator gave it (kick, ban).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The role after a `role_changed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::moderation::Role>,
+    /// When a ban or a mute ends; absent: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
 }
 
 /// A change to an earlier message of the room, as a timeline event with a

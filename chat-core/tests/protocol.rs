@@ -17,6 +17,9 @@ use chat_core::conversation::{
 };
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::{LastMessage, Reaction, ReplyPreview};
+use chat_core::moderation::{
+    BansResponse, ModerateRequest, ModerateResponse, ModerationAction, Role,
+};
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
 use chat_core::timeline::{
     MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, ThreadResponse,
@@ -383,7 +386,7 @@ fn room() {
     let room: Room = round_trip(
         r#"{"id": 7, "name": "lobby", "type": "private", "creator": "alice",
             "invited_users": ["bob", "carol"], "members": ["alice"],
-            "created_at": "2026-02-24T10:30:00Z"}"#,
+            "created_at": "2026-02-24T10:30:00Z", "owner": "alice", "admins": []}"#,
     );
     assert_eq!(
         room,
@@ -395,6 +398,8 @@ fn room() {
             invited_users: strings(&["bob", "carol"]),
             members: strings(&["alice"]),
             created_at: ts(T0),
+            owner: Some("alice".to_owned()),
+            admins: Vec::new(),
         }
     );
 }
@@ -430,7 +435,8 @@ fn room_list() {
              "membership": "member", "member_count": 3, "unread_count": 2, "mention_count": 0,
              "last_message": {"body": "Hello, world!", "created_at": "2026-02-24T10:30:00Z",
                               "sender_id": 1, "is_read": false},
-             "created_at": "2026-02-24T10:30:00Z"},
+             "created_at": "2026-02-24T10:30:00Z", "role": "admin",
+             "muted_until": "2026-02-24T11:30:00Z", "muted": true},
             {"id": 8, "name": "poker-night", "type": "game", "creator": "carol",
              "membership": "invited", "member_count": 1, "unread_count": 0, "mention_count": 0,
              "last_message": null, "created_at": "2026-02-24T10:31:15Z"}
@@ -456,6 +462,9 @@ fn room_list() {
                     deleted: false,
                 }),
                 created_at: ts(T0),
+                role: Some(Role::Admin),
+                muted_until: Some(ts("2026-02-24T11:30:00Z")),
+                muted: true,
             },
             RoomListItem {
                 id: RoomId(8),
@@ -468,6 +477,9 @@ fn room_list() {
                 mention_count: 0,
                 last_message: None,
                 created_at: ts(T1),
+                role: None,
+                muted_until: None,
+                muted: false,
             },
         ]
     );
@@ -1289,6 +1301,10 @@ fn server_member() {
             user: UserId(3),
             change: MemberChange::Left,
             created_at: ts("2026-02-24T10:30:00Z"),
+            by: None,
+            reason: None,
+            role: None,
+            until: None,
         })
     );
     let joined: MemberChange = round_trip(r#""joined""#);
@@ -1761,4 +1777,94 @@ fn mention_counts_in_lists() {
     )
     .expect("parses");
     assert_eq!(older.mention_count, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Moderation
+// ---------------------------------------------------------------------------
+
+/// A moderator's member events carry who, why, until when and the new
+/// role; a join keeps its old shape.
+#[test]
+fn moderation_member_events() {
+    let banned: ServerFrame = round_trip(
+        r#"{"type": "member", "room": 7, "seq": 12, "user": 3, "change": "banned",
+            "created_at": "2026-02-24T10:31:00Z", "by": 1, "reason": "spam",
+            "until": "2026-02-25T10:31:00Z"}"#,
+    );
+    let ServerFrame::Member(event) = &banned else {
+        panic!("a member frame: {banned:?}");
+    };
+    assert_eq!(event.change, MemberChange::Banned);
+    assert_eq!(event.by, Some(UserId(1)));
+    assert_eq!(event.reason.as_deref(), Some("spam"));
+    assert!(event.until.is_some() && event.change.removes());
+    let promoted: ServerFrame = round_trip(
+        r#"{"type": "member", "room": 7, "seq": 13, "user": 3, "change": "role_changed",
+            "created_at": "2026-02-24T10:31:00Z", "by": 1, "role": "admin"}"#,
+    );
+    assert!(matches!(&promoted, ServerFrame::Member(e) if e.role == Some(Role::Admin)));
+    for change in [
+        "joined",
+        "left",
+        "invited",
+        "kicked",
+        "banned",
+        "unbanned",
+        "role_changed",
+        "muted",
+        "unmuted",
+    ] {
+        let parsed = MemberChange::parse(change).expect("a member change");
+        assert_eq!(parsed.as_str(), change);
+        assert_eq!(
+            serde_json::to_value(parsed).expect("serializes"),
+            serde_json::json!(change)
+        );
+    }
+    assert!(!MemberChange::Muted.removes() && MemberChange::Kicked.removes());
+}
+
+/// The moderate call and frame, the bans list, the new error codes.
+#[test]
+fn moderation_requests() {
+    let req: ModerateRequest = round_trip(
+        r#"{"user_id": 3, "action": "ban", "reason": "spam", "until": "2026-02-25T10:31:00Z"}"#,
+    );
+    assert_eq!(req.action, ModerationAction::Ban);
+    let req: ModerateRequest =
+        round_trip(r#"{"user_id": 3, "action": "set_role", "role": "admin"}"#);
+    assert_eq!(req.role, Some(Role::Admin));
+    assert_eq!(
+        client_frame(r#"{"type": "moderate", "room": 7, "user_id": 3, "action": "kick"}"#),
+        ClientFrame::Moderate {
+            room: RoomRef::Id(RoomId(7)),
+            request: ModerateRequest {
+                user_id: UserId(3),
+                action: ModerationAction::Kick,
+                reason: None,
+                until: None,
+                role: None,
+            },
+        }
+    );
+    let frame = ClientFrame::from_json(r#"{"type": "moderate", "room": 7, "action": "kick"}"#)
+        .expect_err("no user");
+    assert_eq!(frame.code, ErrorCode::InvalidInput);
+    let response: ModerateResponse = round_trip(r#"{"event": null}"#);
+    assert!(response.event.is_none());
+    let bans: BansResponse = round_trip(
+        r#"{"bans": [{"room": 7, "user_id": 3, "username": "eve", "by": 1, "reason": "spam",
+            "until": null, "created_at": "2026-02-24T10:31:00Z"}]}"#,
+    );
+    assert_eq!(bans.bans[0].user_id, UserId(3));
+    for (code, status) in [
+        (ErrorCode::InsufficientRole, 403),
+        (ErrorCode::Banned, 403),
+        (ErrorCode::Muted, 403),
+        (ErrorCode::NotInRoom, 404),
+    ] {
+        assert_eq!(code.http_status(), status);
+    }
+    assert!(Role::Owner > Role::Admin && Role::Admin > Role::Member);
 }

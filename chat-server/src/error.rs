@@ -126,6 +126,21 @@ impl From<StorageError> for ApiError {
                         crate::storage::MAX_REACTION_KEYS
                     ),
                 ),
+                crate::storage::Refusal::InsufficientRole => Self::new(ErrorCode::InsufficientRole),
+                crate::storage::Refusal::Banned => Self::new(ErrorCode::Banned),
+                crate::storage::Refusal::Muted { until: Some(until) } => Self::with_message(
+                    ErrorCode::Muted,
+                    format!("You are muted in this room until {until}"),
+                ),
+                crate::storage::Refusal::Muted { until: None } => Self::new(ErrorCode::Muted),
+                crate::storage::Refusal::NotInRoom => Self::new(ErrorCode::NotInRoom),
+                crate::storage::Refusal::SelfAction => {
+                    Self::invalid_field("user_id", "a moderator cannot do this to themself")
+                }
+                crate::storage::Refusal::Conversation => Self::with_message(
+                    ErrorCode::InvalidInput,
+                    "Conversations have no roles and take no moderation",
+                ),
             },
             other => {
                 tracing::error!(error = %other, "storage failure");

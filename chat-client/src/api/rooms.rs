@@ -1,7 +1,9 @@
 //! Group rooms: `/chat/create-room/`, `/chat/join-room/`, `/chat/rooms/…`.
 
 use chat_core::api::{CreateRoomRequest, InviteRequest, JoinRoomRequest};
+use chat_core::moderation::{Ban, BansResponse, ModerateRequest, ModerateResponse};
 use chat_core::room::{JoinedRoom, Room, RoomListItem};
+use chat_core::timeline::MemberEvent;
 use chat_core::{RoomId, UserId};
 
 use crate::client::Req;
@@ -104,6 +106,39 @@ impl ChatClient {
         };
         self.call(Req::post(format!("chat/rooms/{room}/invite/")).json(&body)?)
             .await
+    }
+
+    /// Moderates a member (`POST /chat/rooms/{id}/moderate/`): kick, ban,
+    /// unban, mute, unmute, set a role, hand the room over. Returns the
+    /// `member` event it appended, `None` if it changed nothing.
+    ///
+    /// ```no_run
+    /// use chat_client::{ModerateRequest, ModerationAction, RoomId, UserId};
+    ///
+    /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
+    /// let mut kick = ModerateRequest::new(UserId(3), ModerationAction::Kick);
+    /// kick.reason = Some("off topic".to_owned());
+    /// client.moderate(RoomId(7), &kick).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn moderate(
+        &self,
+        room: RoomId,
+        request: &ModerateRequest,
+    ) -> Result<Option<MemberEvent>, ClientError> {
+        let answer: ModerateResponse = self
+            .call(Req::post(format!("chat/rooms/{room}/moderate/")).json(request)?)
+            .await?;
+        Ok(answer.event)
+    }
+
+    /// The room's bans in force, newest first (`GET
+    /// /chat/rooms/{id}/bans/`): its admins and owner only.
+    pub async fn bans(&self, room: RoomId) -> Result<Vec<Ban>, ClientError> {
+        let answer: BansResponse = self
+            .call(Req::get(format!("chat/rooms/{room}/bans/")))
+            .await?;
+        Ok(answer.bans)
     }
 
     /// Leaves a room, or declines an invitation

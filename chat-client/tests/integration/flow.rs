@@ -233,3 +233,69 @@ async fn rooms_messages_and_conversations() {
     let gone = alice.room(lobby.id).await.expect_err("deleted room");
     assert_eq!(gone.kind(), chat_client::ErrorKind::NotFound);
 }
+
+#[tokio::test]
+async fn moderation() {
+    use chat_client::{ErrorCode, ModerateRequest, ModerationAction, Role};
+
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, bob_user) = server.user("bob").await;
+    let (carol, carol_user) = server.user("carol").await;
+    let lobby = alice
+        .create_room(CreateRoomRequest {
+            name: Some("lobby".into()),
+            kind: Some(RoomType::Public),
+            ..Default::default()
+        })
+        .await
+        .expect("create lobby");
+    bob.join_room(lobby.id).await.expect("join");
+    carol.join_room(lobby.id).await.expect("join");
+
+    let promote = ModerateRequest {
+        role: Some(Role::Admin),
+        ..ModerateRequest::new(bob_user.id, ModerationAction::SetRole)
+    };
+    let event = alice
+        .moderate(lobby.id, &promote)
+        .await
+        .expect("promote")
+        .expect("an event");
+    assert_eq!(
+        (event.change, event.role),
+        (MemberChange::RoleChanged, Some(Role::Admin))
+    );
+    let ban = ModerateRequest {
+        reason: Some("spam".to_owned()),
+        ..ModerateRequest::new(carol_user.id, ModerationAction::Ban)
+    };
+    bob.moderate(lobby.id, &ban).await.expect("ban");
+    let err = carol.join_room(lobby.id).await.expect_err("banned");
+    assert_eq!(err.code(), Some(ErrorCode::Banned));
+    let bans = bob.bans(lobby.id).await.expect("bans");
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].reason.as_deref(), Some("spam"));
+    let err = carol
+        .moderate(
+            lobby.id,
+            &ModerateRequest::new(bob_user.id, ModerationAction::Kick),
+        )
+        .await
+        .expect_err("not a member");
+    assert_eq!(err.code(), Some(ErrorCode::NotMember));
+    let unban = ModerateRequest::new(carol_user.id, ModerationAction::Unban);
+    assert!(
+        bob.moderate(lobby.id, &unban)
+            .await
+            .expect("unban")
+            .is_some()
+    );
+    assert!(
+        bob.moderate(lobby.id, &unban)
+            .await
+            .expect("again")
+            .is_none()
+    );
+    assert_eq!(alice.room(lobby.id).await.expect("detail").admins, ["bob"]);
+}

@@ -100,6 +100,8 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         rooms::invite,
         rooms::leave,
         rooms::delete,
+        rooms::moderate,
+        rooms::bans,
         messages::history,
         messages::timeline,
         messages::send,
@@ -125,6 +127,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
     tags(
         (name = "users", description = "Accounts and JWT tokens"),
         (name = "rooms", description = "Group rooms: public, private and game"),
+        (name = "moderation", description = "Roles, kicks, bans and mutes in group rooms"),
         (name = "messages", description = "History and sending over HTTP (WebSocket is the real-time path)"),
         (name = "conversations", description = "One-to-one conversations: rooms of type `direct`"),
         (name = "operations", description = "Health and metrics"),

@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/rooms/{id}", get(rooms::detail).delete(rooms::delete))
         .route("/chat/rooms/{id}/invite", post(rooms::invite))
         .route("/chat/rooms/{id}/leave", post(rooms::leave))
+        .route("/chat/rooms/{id}/moderate", post(rooms::moderate))
+        .route("/chat/rooms/{id}/bans", get(rooms::bans))
         .route("/chat/rooms/{id}/events", get(messages::timeline))
         .route("/chat/history", get(messages::history))
         .route("/chat/send", post(messages::send))

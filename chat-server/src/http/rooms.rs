@@ -1,10 +1,12 @@
-//! `/chat/…` rooms: create, join, list, detail, invite, leave, delete.
+//! `/chat/…` rooms: create, join, list, detail, invite, leave, delete,
+//! moderate, bans.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chat_core::api::{CreateRoomRequest, InviteRequest, JoinRoomRequest};
+use chat_core::moderation::{BansResponse, ModerateRequest, ModerateResponse};
 use chat_core::room::{JoinedRoom, Room, RoomListItem};
 use chat_core::{ErrorBody, ErrorCode, RoomId};
 
@@ -221,4 +223,70 @@ pub(super) async fn delete(
 ) -> ApiResult<StatusCode> {
     state.service.delete_room(user, room).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Moderate a member
+///
+/// Kick, ban (with an optional end), unban, mute (until a time, or until
+/// unmuted), unmute, make a member an admin or an admin a member, or hand
+/// the room over (the old owner stays as an admin). Admins act on members;
+/// the owner on anyone; roles and handovers are the owner's. The room
+/// gets a `member` event (`kicked`, `banned`, `unbanned`, `muted`,
+/// `unmuted`, `role_changed`), which is also the answer; a kicked or
+/// banned member's sockets stop receiving the room at once. An action that
+/// changes nothing (a second unmute) answers `{"event": null}`.
+#[utoipa::path(
+    post,
+    path = "/chat/rooms/{id}/moderate/",
+    operation_id = "moderate",
+    tag = "moderation",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    request_body = ModerateRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = ModerateResponse),
+        (status = 400, description = "`invalid_input`: a bad field (`until` in the past or on an action without an end, `reason` too long, `role` missing), an action on oneself, or a conversation; `invalid_json`", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_member`: the caller is not a member; `not_moderator`: the caller is neither admin nor owner; `insufficient_role`: the user's role is not below the caller's, or the action is the owner's", body = ErrorBody),
+        (status = 404, description = "`room_not_found`; `user_not_found`: no such user; `not_in_room`: the user is not in the room (kick, mute, role)", body = ErrorBody),
+        (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn moderate(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    RoomPath(room): RoomPath,
+    ApiJson(req): ApiJson<ModerateRequest>,
+) -> ApiResult<Json<ModerateResponse>> {
+    let event = state.service.moderate(user, &room.into(), req).await?;
+    Ok(Json(ModerateResponse { event }))
+}
+
+/// List a room's bans
+///
+/// The bans in force, newest first: the room's admins and owner only.
+#[utoipa::path(
+    get,
+    path = "/chat/rooms/{id}/bans/",
+    operation_id = "room_bans",
+    tag = "moderation",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The bans", body = BansResponse),
+        (status = 400, description = "`invalid_input`: a conversation", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_member`; `not_moderator`: the caller is neither admin nor owner", body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn bans(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    RoomPath(room): RoomPath,
+) -> ApiResult<Json<BansResponse>> {
+    let bans = state.service.bans(user, &room.into()).await?;
+    Ok(Json(BansResponse { bans }))
 }

@@ -6,8 +6,8 @@ use chat_core::api::{HistoryQuery, HistoryResponse, SearchHit, SearchQuery, Sear
 use chat_core::frame::ServerFrame;
 use chat_core::message::{Message, Reaction, ReplyPreview, ThreadSummary};
 use chat_core::timeline::{
-    MemberChange, MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, ThreadResponse,
-    TimelineEvent, TimelineQuery, TimelineResponse,
+    MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, ThreadResponse, TimelineEvent,
+    TimelineQuery, TimelineResponse,
 };
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
 
@@ -181,7 +181,7 @@ impl CommitListener for Publisher {
             }
             Committed::Member(member) => {
                 let frame = ServerFrame::Member(member_to_wire(member));
-                let leaves = (member.change == MemberChange::Left).then_some(member.user);
+                let leaves = member.change.removes().then_some(member.user);
                 Event::timeline(member.room, member.seq, origin, &frame, leaves)
             }
             Committed::Update(update) => {
@@ -228,6 +228,10 @@ pub fn member_to_wire(m: &StoredMember) -> MemberEvent {
         user: m.user,
         change: m.change,
         created_at: m.created_at,
+        by: m.by,
+        reason: m.reason.clone(),
+        role: m.role,
+        until: m.until,
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`users`]: accounts and tokens.
 //! - [`rooms`]: rooms, membership and the access rule.
 //! - [`messages`]: send, history and read marks.
+//! - [`moderation`]: kick, ban, mute, roles.
 //! - [`conversations`]: one-to-one rooms and unread totals.
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::storage::Storage;
 
 pub mod conversations;
 pub mod messages;
+pub mod moderation;
 pub mod rooms;
 pub mod throttle;
 pub mod users;

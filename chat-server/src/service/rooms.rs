@@ -17,12 +17,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use chat_core::api::{CreateRoomRequest, InviteRequest};
 use chat_core::message::LastMessage;
+use chat_core::moderation::Role;
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem, RoomType};
 use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
 
 use super::ChatService;
 use crate::error::{ApiError, ApiResult};
 use crate::event::Event;
+use crate::storage::roles::MUTED_FOR_GOOD;
 use crate::storage::{Conflict, MemberState, NewRoom, RoomKey, RoomRecord, StorageError, UserRoom};
 
 /// How a user stands towards a room, which decides every answer.
@@ -209,9 +211,9 @@ impl ChatService {
             Access::Invited | Access::PublicStranger => {
                 self.storage.join_room(record.id, user).await?;
             }
-            // The creator knows the room exists (they left it): telling
+            // The owner knows the room exists (they left it): telling
             // them they may not come back reveals nothing.
-            Access::Hidden if record.creator == user => {
+            Access::Hidden if record.owner == user => {
                 return Err(ApiError::new(ErrorCode::NotAuthorized));
             }
             // Answered exactly like a room that does not exist: 403 here
@@ -231,6 +233,7 @@ impl ChatService {
     /// activity first. Conversations have their own list.
     pub async fn list_rooms(&self, user: UserId) -> ApiResult<Vec<RoomListItem>> {
         let rooms = self.storage.user_rooms(user).await?;
+        let now = Timestamp::now();
         let creators: Vec<UserId> = rooms.iter().map(|r| r.room.creator).collect();
         let names = self.usernames(&creators).await?;
         let mut out = Vec::with_capacity(rooms.len());
@@ -260,6 +263,11 @@ impl ChatService {
                 mention_count: r.mentions,
                 last_message,
                 created_at: r.room.created_at,
+                role: member.then_some(r.role),
+                muted_until: r.muted_until.filter(|until| {
+                    member && *until > now && until.unix_micros() != MUTED_FOR_GOOD
+                }),
+                muted: member && r.muted_until.is_some_and(|until| until > now),
             });
         }
         Ok(out)
@@ -290,7 +298,16 @@ impl ChatService {
             ));
         }
         let users = self.existing_users(&req.user_ids, "user_ids").await?;
-        self.storage.invite(record.id, &users).await?;
+        // Storage refuses a banned user under the room's lock, and stops
+        // there; asking first keeps the call all or nothing.
+        let bans = self.storage.bans(record.id, Timestamp::now()).await?;
+        if let Some(ban) = bans.iter().find(|b| users.contains(&b.user)) {
+            return Err(ApiError::with_message(
+                ErrorCode::Banned,
+                format!("{} is banned from this room", ban.username),
+            ));
+        }
+        self.storage.invite(record.id, user, &users).await?;
         self.room_view(&record).await
     }
 
@@ -310,13 +327,13 @@ impl ChatService {
         Ok(())
     }
 
-    /// `DELETE /chat/rooms/{id}/`: the creator deletes the room and its
+    /// `DELETE /chat/rooms/{id}/`: the owner deletes the room and its
     /// history; connected sockets get `room_deleted`.
     pub async fn delete_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
         let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
-        // The creator may delete even after leaving; anyone else must see
+        // The owner may delete even after leaving; anyone else must see
         // the room to be told they may not.
-        if record.creator != user {
+        if record.owner != user {
             if self.access_to(user, &record).await? == Access::Hidden {
                 return Err(room_not_found());
             }
@@ -350,6 +367,20 @@ impl ChatService {
                 .remove(&record.creator)
                 .unwrap_or_default(),
         };
+        let direct = record.kind == RoomType::Direct;
+        let owner = match people.iter().find(|p| p.user == record.owner) {
+            Some(p) => p.username.clone(),
+            None => self
+                .usernames(&[record.owner])
+                .await?
+                .remove(&record.owner)
+                .unwrap_or_default(),
+        };
+        let admins = people
+            .iter()
+            .filter(|p| !direct && p.state == MemberState::Member && p.role == Role::Admin)
+            .map(|p| p.username.clone())
+            .collect();
         let (members, invited): (Vec<_>, Vec<_>) = people
             .into_iter()
             .partition(|p| p.state == MemberState::Member);
@@ -361,6 +392,8 @@ impl ChatService {
             invited_users: invited.into_iter().map(|p| p.username).collect(),
             members: members.into_iter().map(|p| p.username).collect(),
             created_at: record.created_at,
+            owner: (!direct).then_some(owner),
+            admins,
         })
     }
 

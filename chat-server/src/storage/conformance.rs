@@ -27,16 +27,17 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use chat_core::moderation::Role;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
-    MAX_PINS, MAX_REACTION_KEYS, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
-    ReactionCount, RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord, SearchRequest,
-    Storage, StorageError, StoredEvent, StoredMessage, StoredReply, StoredUpdate, TokenUse,
-    UpdateKind, UserRecord, UserRoom,
+    MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange, NewMessage, NewRoom,
+    NewUser, ReactionCount, RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord,
+    SearchRequest, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -104,6 +105,7 @@ macro_rules! storage_conformance_tests {
             join_room,
             invite,
             leave_room,
+            moderate_members,
             user_rooms,
             user_rooms_others_read_seq,
             direct_room_create_then_get,
@@ -441,6 +443,15 @@ fn person(user: &UserRecord, state: MemberState, read_seq: Seq) -> RoomPerson {
         username: user.username.clone(),
         state,
         read_seq,
+        role: Role::Member,
+    }
+}
+
+/// [`person`] for the room's owner.
+fn owner(user: &UserRecord, state: MemberState, read_seq: Seq) -> RoomPerson {
+    RoomPerson {
+        role: Role::Owner,
+        ..person(user, state, read_seq)
     }
 }
 
@@ -746,7 +757,7 @@ pub async fn room_create(store: Arc<dyn Storage>) {
     assert_eq!(
         people,
         vec![
-            person(&alice, MemberState::Member, 0),
+            owner(&alice, MemberState::Member, 0),
             person(&bob, MemberState::Invited, 0),
             person(&carol, MemberState::Invited, 0),
         ],
@@ -929,13 +940,16 @@ pub async fn room_people_ordering(store: Arc<dyn Storage>) {
     assert!(store.join_room(lobby.id, dave.id).await.expect("join"));
     send(store, lobby.id, alice.id, "three").await;
     assert!(store.join_room(lobby.id, bob.id).await.expect("join"));
-    store.invite(lobby.id, &[erin.id]).await.expect("invite");
+    store
+        .invite(lobby.id, alice.id, &[erin.id])
+        .await
+        .expect("invite");
 
     let people = store.room_people(lobby.id).await.expect("people");
     assert_eq!(
         people,
         vec![
-            person(&alice, MemberState::Member, 4),
+            owner(&alice, MemberState::Member, 4),
             person(&dave, MemberState::Member, 2),
             person(&bob, MemberState::Member, 4),
             person(&carol, MemberState::Invited, 0),
@@ -1140,7 +1154,11 @@ pub async fn invite(store: Arc<dyn Storage>) {
     send(store, lobby.id, alice.id, "hi").await;
 
     store
-        .invite(lobby.id, &[bob.id, alice.id, dave.id, carol.id, dave.id])
+        .invite(
+            lobby.id,
+            alice.id,
+            &[bob.id, alice.id, dave.id, carol.id, dave.id],
+        )
         .await
         .expect("invite");
     let people = store.room_people(lobby.id).await.expect("people");
@@ -1148,7 +1166,7 @@ pub async fn invite(store: Arc<dyn Storage>) {
         people,
         // Carol's join took seq 1, alice's message 2.
         vec![
-            person(&alice, MemberState::Member, 2),
+            owner(&alice, MemberState::Member, 2),
             person(&carol, MemberState::Member, 0),
             person(&bob, MemberState::Invited, 0),
             person(&dave, MemberState::Invited, 0),
@@ -1156,12 +1174,12 @@ pub async fn invite(store: Arc<dyn Storage>) {
         "only dave is new, once; nobody else changes"
     );
     store
-        .invite(lobby.id, &[])
+        .invite(lobby.id, alice.id, &[])
         .await
         .expect("inviting nobody is fine");
 
     let err = store
-        .invite(RoomId(987_654), &[dave.id])
+        .invite(RoomId(987_654), alice.id, &[dave.id])
         .await
         .expect_err("no room");
     assert!(matches!(err, StorageError::NotFound), "got {err:?}");
@@ -1218,7 +1236,7 @@ pub async fn leave_room(store: Arc<dyn Storage>) {
     assert_eq!(
         store.room_people(lobby.id).await.expect("people"),
         // Bob's join took seq 1, alice's message 2.
-        vec![person(&alice, MemberState::Member, 2)]
+        vec![owner(&alice, MemberState::Member, 2)]
     );
     assert_eq!(store.unread_total(bob.id).await.expect("unread"), 0);
     assert!(store.user_rooms(bob.id).await.expect("rooms").is_empty());
@@ -1432,7 +1450,7 @@ pub async fn direct_room_create_then_get(store: Arc<dyn Storage>) {
     assert_eq!(
         store.room_people(created.id).await.expect("people"),
         vec![
-            person(&bob, MemberState::Member, 0),
+            owner(&bob, MemberState::Member, 0),
             person(&alice, MemberState::Member, 0),
         ],
         "both are members at once, marks at 0, creator first"
@@ -4236,5 +4254,395 @@ pub async fn search_messages(store: Arc<dyn Storage>) {
         found(store, alice.id, &["again"], None, None, 10).await.0,
         hits(&[("quick again", "lobby")]),
         "the index takes new messages after all that"
+    );
+}
+
+// Moderation
+
+/// `update` made by `by` at `at(micros)`.
+fn moderation(
+    room: RoomId,
+    user: UserId,
+    change: MemberChange,
+    by: UserId,
+    micros: i64,
+) -> MemberUpdate {
+    MemberUpdate {
+        created_at: at(micros),
+        ..MemberUpdate::new(room, user, change, Some(by))
+    }
+}
+
+fn refused(result: Result<Option<StoredMember>, StorageError>) -> Refusal {
+    match result {
+        Err(StorageError::Refused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn role_in(store: &dyn Storage, room: RoomId, user: UserId) -> Option<Role> {
+    store
+        .room_people(room)
+        .await
+        .expect("people")
+        .into_iter()
+        .find(|p| p.user == user && p.state == MemberState::Member)
+        .map(|p| p.role)
+}
+
+/// Roles, kicks, bans, mutes and handovers: the rule judged by the
+/// backend, what each writes, and each as a timeline event.
+pub async fn moderate_members(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let erin = user(store, "erin").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    for u in [&bob, &carol, &dave] {
+        assert!(store.join_room(lobby.id, u.id).await.expect("join"));
+    }
+    assert_eq!(role_in(store, lobby.id, alice.id).await, Some(Role::Owner));
+    assert_eq!(role_in(store, lobby.id, bob.id).await, Some(Role::Member));
+
+    // A member moderates nobody; a stranger is not a member.
+    let kick = |user, by| moderation(lobby.id, user, MemberChange::Kicked, by, 10);
+    assert_eq!(
+        refused(store.update_member(kick(dave.id, carol.id)).await),
+        Refusal::NotModerator
+    );
+    assert!(matches!(
+        store.update_member(kick(dave.id, erin.id)).await,
+        Err(StorageError::NotMember { state: None, .. })
+    ));
+
+    // The owner names an admin; an admin acts on members only.
+    let promote = MemberUpdate {
+        role: Some(Role::Admin),
+        ..moderation(lobby.id, bob.id, MemberChange::RoleChanged, alice.id, 20)
+    };
+    let event = store
+        .update_member(promote.clone())
+        .await
+        .expect("promote")
+        .expect("an event");
+    assert_eq!(
+        (event.change, event.by, event.role),
+        (MemberChange::RoleChanged, Some(alice.id), Some(Role::Admin))
+    );
+    assert!(
+        store.update_member(promote).await.expect("again").is_none(),
+        "the same role again changes nothing"
+    );
+    assert_eq!(role_in(store, lobby.id, bob.id).await, Some(Role::Admin));
+    let bob_sets_carol = MemberUpdate {
+        role: Some(Role::Admin),
+        ..moderation(lobby.id, carol.id, MemberChange::RoleChanged, bob.id, 30)
+    };
+    assert_eq!(
+        refused(store.update_member(bob_sets_carol).await),
+        Refusal::InsufficientRole,
+        "roles are the owner's"
+    );
+    assert_eq!(
+        refused(store.update_member(kick(alice.id, bob.id)).await),
+        Refusal::InsufficientRole
+    );
+    assert_eq!(
+        refused(store.update_member(kick(bob.id, bob.id)).await),
+        Refusal::SelfAction
+    );
+    assert_eq!(
+        refused(store.update_member(kick(erin.id, bob.id)).await),
+        Refusal::NotInRoom
+    );
+
+    // A kick removes and tells why; the kicked may come back.
+    let said = send(store, lobby.id, carol.id, "spam spam").await;
+    let event = store
+        .update_member(MemberUpdate {
+            reason: Some("spam".to_owned()),
+            ..kick(carol.id, bob.id)
+        })
+        .await
+        .expect("kick")
+        .expect("an event");
+    assert_eq!(event.reason.as_deref(), Some("spam"));
+    assert_eq!(store.membership(lobby.id, carol.id).await.expect("m"), None);
+    assert!(matches!(
+        store
+            .append(message(lobby.id, carol.id, "more", None))
+            .await,
+        Err(StorageError::NotMember { state: None, .. })
+    ));
+    let timeline = store
+        .timeline(
+            lobby.id,
+            HistoryQuery {
+                before: None,
+                after: Some(event.seq - 1),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("timeline");
+    assert_eq!(
+        timeline.events,
+        vec![StoredEvent::Member(event.clone())],
+        "the kick as stored: who, by whom, why"
+    );
+    assert!(store.join_room(lobby.id, carol.id).await.expect("rejoin"));
+
+    // An admin deletes others' messages; a member pins nothing.
+    changed_as_read(
+        store,
+        change(
+            said.id,
+            bob.id,
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+        ),
+    )
+    .await
+    .expect("an admin deletes");
+    let kept = send(store, lobby.id, alice.id, "keep").await;
+    assert!(matches!(
+        store
+            .change_message(change(
+                kept.id,
+                dave.id,
+                ChangeOp::Pin { pin: true },
+                Authority::Moderator
+            ))
+            .await,
+        Err(StorageError::Refused(Refusal::NotModerator))
+    ));
+
+    // A ban removes and keeps out until it ends; inviting is refused too.
+    let ban = MemberUpdate {
+        reason: Some("again".to_owned()),
+        until: Some(at(3_600_000_000)),
+        ..moderation(lobby.id, carol.id, MemberChange::Banned, bob.id, 40)
+    };
+    let event = store
+        .update_member(ban)
+        .await
+        .expect("ban")
+        .expect("an event");
+    assert_eq!(
+        (event.change, event.until, event.reason.as_deref()),
+        (MemberChange::Banned, Some(at(3_600_000_000)), Some("again"))
+    );
+    assert_eq!(store.membership(lobby.id, carol.id).await.expect("m"), None);
+    let rejoin = MemberUpdate {
+        created_at: at(50),
+        ..MemberUpdate::new(lobby.id, carol.id, MemberChange::Joined, None)
+    };
+    assert_eq!(
+        refused(store.update_member(rejoin.clone()).await),
+        Refusal::Banned
+    );
+    let invite = moderation(lobby.id, carol.id, MemberChange::Invited, dave.id, 50);
+    assert_eq!(refused(store.update_member(invite).await), Refusal::Banned);
+    let bans = store.bans(lobby.id, at(60)).await.expect("bans");
+    assert_eq!(
+        bans.iter()
+            .map(|b| (b.user, b.by, b.reason.as_deref(), b.until))
+            .collect::<Vec<_>>(),
+        vec![(carol.id, bob.id, Some("again"), Some(at(3_600_000_000)))]
+    );
+    assert!(
+        store
+            .bans(lobby.id, at(3_600_000_001))
+            .await
+            .expect("bans")
+            .is_empty(),
+        "an ended ban is not listed"
+    );
+    // Strangers can be banned too; a ban that has ended keeps nobody out.
+    let erin_ban = MemberUpdate {
+        until: Some(at(100)),
+        ..moderation(lobby.id, erin.id, MemberChange::Banned, alice.id, 70)
+    };
+    store.update_member(erin_ban).await.expect("ban a stranger");
+    let erin_joins = MemberUpdate {
+        created_at: at(200),
+        ..MemberUpdate::new(lobby.id, erin.id, MemberChange::Joined, None)
+    };
+    assert!(
+        store
+            .update_member(erin_joins)
+            .await
+            .expect("join")
+            .is_some()
+    );
+    let unban = moderation(lobby.id, carol.id, MemberChange::Unbanned, bob.id, 80);
+    assert!(
+        store
+            .update_member(unban.clone())
+            .await
+            .expect("unban")
+            .is_some()
+    );
+    assert!(store.update_member(unban).await.expect("again").is_none());
+    assert!(store.update_member(rejoin).await.expect("rejoin").is_some());
+
+    // A mute stops sends only, outlives leaving, and lifts.
+    let mute = MemberUpdate {
+        until: Some(at(10_000)),
+        ..moderation(lobby.id, dave.id, MemberChange::Muted, bob.id, 90)
+    };
+    store
+        .update_member(mute)
+        .await
+        .expect("mute")
+        .expect("an event");
+    let muted = |r: Result<Appended, StorageError>| match r {
+        Err(StorageError::Refused(Refusal::Muted { until })) => until,
+        other => panic!("expected muted, got {other:?}"),
+    };
+    assert_eq!(
+        muted(store.append(message(lobby.id, dave.id, "hush", None)).await),
+        Some(at(10_000))
+    );
+    let later = NewMessage {
+        created_at: at(10_001),
+        ..message(lobby.id, dave.id, "after the mute", None)
+    };
+    let results = store
+        .append_many(vec![
+            message(lobby.id, dave.id, "hush", None),
+            later,
+            message(lobby.id, alice.id, "hi", None),
+        ])
+        .await;
+    assert!(matches!(
+        results[0],
+        Err(StorageError::Refused(Refusal::Muted { .. }))
+    ));
+    assert!(results[1].is_ok() && results[2].is_ok(), "{results:?}");
+    changed_as_read(
+        store,
+        change(
+            kept.id,
+            dave.id,
+            ChangeOp::React {
+                key: "+1".to_owned(),
+                add: true,
+            },
+            Authority::Member,
+        ),
+    )
+    .await
+    .expect("a muted member still reacts");
+    let forever = moderation(lobby.id, dave.id, MemberChange::Muted, bob.id, 100);
+    store.update_member(forever).await.expect("mute for good");
+    let dave_room = store
+        .user_rooms(dave.id)
+        .await
+        .expect("rooms")
+        .into_iter()
+        .find(|r| r.room.id == lobby.id)
+        .expect("dave's lobby");
+    assert_eq!(
+        (dave_room.role, dave_room.muted_until.is_some()),
+        (Role::Member, true)
+    );
+    assert!(store.leave_room(lobby.id, dave.id).await.expect("leave"));
+    assert!(store.join_room(lobby.id, dave.id).await.expect("join"));
+    assert_eq!(
+        muted(store.append(message(lobby.id, dave.id, "back", None)).await),
+        None,
+        "muted for good, through leaving and coming back"
+    );
+    let unmute = moderation(lobby.id, dave.id, MemberChange::Unmuted, alice.id, 110);
+    assert!(
+        store
+            .update_member(unmute.clone())
+            .await
+            .expect("unmute")
+            .is_some()
+    );
+    assert!(store.update_member(unmute).await.expect("again").is_none());
+    send(store, lobby.id, dave.id, "free").await;
+
+    // The owner hands the room over and stays as an admin.
+    let handover = MemberUpdate {
+        role: Some(Role::Owner),
+        ..moderation(lobby.id, bob.id, MemberChange::RoleChanged, alice.id, 120)
+    };
+    store
+        .update_member(handover)
+        .await
+        .expect("handover")
+        .expect("an event");
+    assert_eq!(
+        store.room(lobby.id).await.expect("room").map(|r| r.owner),
+        Some(bob.id)
+    );
+    assert_eq!(role_in(store, lobby.id, bob.id).await, Some(Role::Owner));
+    assert_eq!(role_in(store, lobby.id, alice.id).await, Some(Role::Admin));
+    let alice_sets = MemberUpdate {
+        role: Some(Role::Admin),
+        ..moderation(lobby.id, dave.id, MemberChange::RoleChanged, alice.id, 130)
+    };
+    assert_eq!(
+        refused(store.update_member(alice_sets).await),
+        Refusal::InsufficientRole
+    );
+    assert!(
+        store
+            .update_member(kick(dave.id, alice.id))
+            .await
+            .expect("kick")
+            .is_some()
+    );
+
+    // Conversations take no moderation.
+    let (direct, _) = store
+        .direct_room(alice.id, bob.id, at(0))
+        .await
+        .expect("direct");
+    let in_direct = moderation(direct.id, bob.id, MemberChange::Kicked, alice.id, 140);
+    assert_eq!(
+        refused(store.update_member(in_direct).await),
+        Refusal::Conversation
+    );
+
+    // Every change above is in the timeline, with its details.
+    let all = store
+        .timeline(
+            lobby.id,
+            HistoryQuery {
+                before: None,
+                after: Some(0),
+                limit: 200,
+            },
+        )
+        .await
+        .expect("timeline");
+    let changes: Vec<MemberChange> = all
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            StoredEvent::Member(m) if m.by.is_some() => Some(m.change),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            MemberChange::RoleChanged,
+            MemberChange::Kicked,
+            MemberChange::Banned,
+            MemberChange::Banned,
+            MemberChange::Unbanned,
+            MemberChange::Muted,
+            MemberChange::Muted,
+            MemberChange::Unmuted,
+            MemberChange::RoleChanged,
+            MemberChange::Kicked,
+        ]
     );
 }

@@ -63,14 +63,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
-use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::{
-    Appended, Changed, CommitListener, Committed, Listener, MemberState, MessageChange, NewMessage,
-    StorageError, StoredMember, StoredMessage, UpdateKind,
+    Appended, Changed, CommitListener, Committed, Listener, MemberState, MemberUpdate,
+    MessageChange, NewMessage, Refusal, StorageError, StoredMember, StoredMessage, UpdateKind,
 };
 
 /// The most appends one transaction takes. Bounds the statement's size and
@@ -150,6 +149,8 @@ pub(crate) enum Stored {
         kind: RoomType,
         state: Option<MemberState>,
     },
+    /// A member the room refuses to hear from (muted).
+    Refused(Refusal),
     /// Not stored: the backend could not be sure of the room's state (its
     /// timeline moved while the batch waited for it). Every message of that
     /// room in the batch says so, and group commit commits them again.
@@ -159,21 +160,13 @@ pub(crate) enum Stored {
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
 type ApplyReply = oneshot::Sender<Result<Applied, StorageError>>;
 
-/// A membership change, which the committer applies in order with the
-/// appends around it (see [`BatchAppend::change_membership`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MemberOp {
-    pub(crate) room: RoomId,
-    pub(crate) user: UserId,
-    pub(crate) change: MemberChange,
-}
-
 /// A change other than a new message: it runs alone, between the batches
 /// before and after it, and appends one timeline event (or none, if it
 /// changed nothing). A new kind of room event is one more variant here.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Member(MemberOp),
+    /// A membership change, applied in order with the appends around it.
+    Member(MemberUpdate),
     /// A change to a message, with what the backend judged of it before
     /// queueing it, if anything.
     Message(MessageChange, Option<Box<Judgement>>),
@@ -303,11 +296,14 @@ impl GroupCommit {
 }
 
 impl GroupCommit {
-    /// Applies a membership change and its timeline event; `false` if
+    /// Applies a membership change and its timeline event; `None` if
     /// nothing changed.
-    pub(crate) async fn change_membership(&self, op: MemberOp) -> Result<bool, StorageError> {
+    pub(crate) async fn change_membership(
+        &self,
+        op: MemberUpdate,
+    ) -> Result<Option<StoredMember>, StorageError> {
         match self.apply(Op::Member(op)).await? {
-            Applied::Member(event) => Ok(event.is_some()),
+            Applied::Member(event) => Ok(event),
             Applied::Message(_) => Err(mismatch()),
         }
     }
@@ -923,6 +919,7 @@ fn answers(slots: &[Slot], stored: &[Stored], written: &[Option<Changed>]) -> Ve
                     kind: *kind,
                     state: *state,
                 }),
+                Stored::Refused(why) => Err(StorageError::Refused(*why)),
                 Stored::Retry => return None,
             })),
             Slot::RepeatOf(k) => match stored.get(k)? {
@@ -932,7 +929,9 @@ fn answers(slots: &[Slot], stored: &[Stored], written: &[Option<Changed>]) -> Ve
                         created: false,
                     })))
                 }
-                Stored::NoRoom | Stored::NotMember { .. } | Stored::Retry => None,
+                Stored::NoRoom | Stored::NotMember { .. } | Stored::Refused(_) | Stored::Retry => {
+                    None
+                }
             },
             Slot::Change(k) => {
                 let changed = written.get(k)?.clone()?;

@@ -9,16 +9,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chat_core::moderation::Role;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
+use super::roles::{self, Effect};
 use super::{
-    Appended, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation, HistoryPage,
-    HistoryQuery, Listener, MemberState, MessageChange, NewMessage, NewRoom, NewUser,
-    ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord, SearchPage, SearchRequest,
-    Seen, Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
-    StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
+    Appended, BanRecord, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation,
+    HistoryPage, HistoryQuery, Listener, MemberState, MemberUpdate, MessageChange, NewMessage,
+    NewRoom, NewUser, ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord,
+    SearchPage, SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent, StoredMember,
+    StoredMessage, StoredReply, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord,
+    UserRoom,
 };
 
 /// The in-memory backend.
@@ -91,6 +94,11 @@ struct RoomRow {
     /// the order they joined or were invited.
     members: Vec<MemberRow>,
     last_position: u64,
+    /// Bans by user: by whom, why, until when (microseconds; `None`: for
+    /// good), since when.
+    bans: HashMap<UserId, (UserId, Option<String>, Option<i64>, Timestamp)>,
+    /// Mutes by user: until when (microseconds).
+    mutes: HashMap<UserId, i64>,
     /// The timeline: `events[i]` has `seq == i + 1`, the gap-free
     /// numbering by construction.
     events: Vec<EventRow>,
@@ -107,6 +115,8 @@ struct MemberRow {
     read_seq: Seq,
     /// The messages not deleted at or below `read_seq`.
     read_no: i64,
+    /// As stored: the owner is whoever the room's record names.
+    role: Role,
 }
 
 impl MemberRow {
@@ -116,6 +126,7 @@ impl MemberRow {
             state,
             read_seq: 0,
             read_no: 0,
+            role: Role::Member,
         }
     }
 }
@@ -147,12 +158,10 @@ enum EventRowKind {
         last_reply_at: Option<Timestamp>,
         mentions: Vec<UserId>,
     },
-    Member(MemberChange),
+    /// A membership change, as it was asked for.
+    Member(Box<MemberUpdate>),
     /// A change to the message at seq `target` of the same room.
-    Update {
-        kind: UpdateKind,
-        target: Seq,
-    },
+    Update { kind: UpdateKind, target: Seq },
 }
 
 /// What a foreign key would reject on a database.
@@ -209,13 +218,7 @@ impl State {
                 last_reply_at: *last_reply_at,
                 mentions: mentions.clone(),
             }),
-            EventRowKind::Member(change) => StoredEvent::Member(StoredMember {
-                room,
-                seq,
-                user: row.sender,
-                change: *change,
-                created_at: row.created_at,
-            }),
+            EventRowKind::Member(update) => StoredEvent::Member(update.event(seq)),
             EventRowKind::Update { kind, target } => StoredEvent::Update(StoredUpdate {
                 room,
                 seq,
@@ -244,35 +247,27 @@ impl State {
     /// listener, under the lock (the commit point).
     fn member_event(
         &mut self,
-        room: RoomId,
-        user: UserId,
-        change: MemberChange,
+        update: &MemberUpdate,
         listener: &Listener,
-    ) -> Result<(), StorageError> {
+    ) -> Result<StoredMember, StorageError> {
         self.last_message_id += 1;
         let id = MessageId(self.last_message_id);
-        let row = self.rooms.get_mut(&room).ok_or(StorageError::NotFound)?;
+        let row = self
+            .rooms
+            .get_mut(&update.room)
+            .ok_or(StorageError::NotFound)?;
         let seq = row.record.last_seq + 1;
         row.record.last_seq = seq;
-        let created_at = Timestamp::now();
         row.events.push(EventRow {
             id,
-            sender: user,
-            kind: EventRowKind::Member(change),
-            created_at,
+            sender: update.user,
+            kind: EventRowKind::Member(Box::new(update.clone())),
+            created_at: update.created_at,
             msg_no: row.msg_count,
         });
-        listener.committed(
-            Committed::Member(&StoredMember {
-                room,
-                seq,
-                user,
-                change,
-                created_at,
-            }),
-            None,
-        );
-        Ok(())
+        let event = update.event(seq);
+        listener.committed(Committed::Member(&event), None);
+        Ok(event)
     }
 
     /// A message's reactions per key, in the order of each key's first;
@@ -325,6 +320,11 @@ impl State {
             room: room.record.clone(),
             state: member.state,
             read_seq: member.read_seq,
+            role: room.role(member),
+            muted_until: room
+                .mutes
+                .get(&member.user)
+                .map(|until| Timestamp::from_unix_micros(*until)),
             unread: if is_member {
                 u64::try_from(room.msg_count - room.msg_deleted - member.read_no).unwrap_or(0)
             } else {
@@ -383,6 +383,8 @@ impl RoomRow {
             direct,
             last_position: members.len() as u64,
             members,
+            bans: HashMap::new(),
+            mutes: HashMap::new(),
             events: Vec::new(),
             msg_count: 0,
             msg_deleted: 0,
@@ -391,6 +393,27 @@ impl RoomRow {
 
     fn member(&self, user: UserId) -> Option<&MemberRow> {
         self.members.iter().find(|m| m.user == user)
+    }
+
+    fn role(&self, member: &MemberRow) -> Role {
+        roles::role_of(self.record.owner, member.user, member.role)
+    }
+
+    /// What the membership rule reads for `update`.
+    fn member_standing(&self, update: &MemberUpdate) -> roles::Standing {
+        let place = |user| {
+            self.member(user).map(|m| roles::Place {
+                state: m.state,
+                role: self.role(m),
+            })
+        };
+        roles::Standing {
+            kind: self.record.kind,
+            actor: place(update.by.unwrap_or(update.user)),
+            target: place(update.user),
+            banned: self.bans.get(&update.user).map(|ban| ban.2),
+            muted: self.mutes.get(&update.user).copied(),
+        }
     }
 
     fn event(&self, seq: Seq) -> Option<&EventRow> {
@@ -593,6 +616,7 @@ impl Storage for MemoryStorage {
             name: room.name,
             kind: room.kind,
             creator: room.creator,
+            owner: room.creator,
             created_at: room.created_at,
             last_seq: 0,
             last_message_seq: 0,
@@ -662,6 +686,7 @@ impl Storage for MemoryStorage {
                 .unwrap_or_default(),
             state: m.state,
             read_seq: m.read_seq,
+            role: row.role(m),
         };
         let members = row
             .members
@@ -687,60 +712,105 @@ impl Storage for MemoryStorage {
             .map(|m| m.state))
     }
 
-    async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
+    async fn update_member(
+        &self,
+        update: MemberUpdate,
+    ) -> Result<Option<StoredMember>, StorageError> {
         let mut state = self.lock();
-        state.require_user(user)?;
-        let row = state.rooms.get_mut(&room).ok_or(StorageError::NotFound)?;
-        let index = row.members.iter().position(|m| m.user == user);
-        if let Some(i) = index {
-            if row.members[i].state == MemberState::Member {
-                return Ok(false);
+        let Some(row) = state.rooms.get(&update.room) else {
+            return match update.change {
+                MemberChange::Left => Ok(None),
+                _ => Err(StorageError::NotFound),
+            };
+        };
+        let Some(effect) = roles::judge(&update.request(), &row.member_standing(&update))? else {
+            return Ok(None);
+        };
+        if matches!(effect, Effect::Join | Effect::Invite) {
+            state.require_user(update.user)?;
+        }
+        let by = update.by.unwrap_or(update.user);
+        let row = state
+            .rooms
+            .get_mut(&update.room)
+            .ok_or(StorageError::NotFound)?;
+        let user = update.user;
+        match effect {
+            Effect::Join => {
+                // Joining takes a new place at the end: members are listed
+                // in order of joining, not of invitation.
+                let role = row.member(user).map_or(Role::Member, |m| m.role);
+                row.members.retain(|m| m.user != user);
+                row.next_position();
+                row.members.push(MemberRow {
+                    user,
+                    state: MemberState::Member,
+                    read_seq: row.record.last_seq,
+                    read_no: row.msg_count - row.msg_deleted,
+                    role,
+                });
             }
-            // Joining takes a new place at the end: members are listed in
-            // order of joining, not of invitation.
-            row.members.remove(i);
-        }
-        row.next_position();
-        row.members.push(MemberRow {
-            user,
-            state: MemberState::Member,
-            read_seq: row.record.last_seq,
-            read_no: row.msg_count - row.msg_deleted,
-        });
-        state.member_event(room, user, MemberChange::Joined, &self.listener)?;
-        Ok(true)
-    }
-
-    async fn invite(&self, room: RoomId, users: &[UserId]) -> Result<(), StorageError> {
-        let mut state = self.lock();
-        if !state.rooms.contains_key(&room) {
-            return Err(StorageError::NotFound);
-        }
-        for &user in users {
-            state.require_user(user)?;
-        }
-        let row = state.rooms.get_mut(&room).ok_or(StorageError::NotFound)?;
-        for &user in users {
-            if row.member(user).is_none() {
+            Effect::Remove => row.members.retain(|m| m.user != user),
+            Effect::Invite => {
                 row.next_position();
                 row.members.push(MemberRow::new(user, MemberState::Invited));
             }
+            Effect::Ban => {
+                row.members.retain(|m| m.user != user);
+                let until = update.until.map(|t| t.unix_micros());
+                row.bans
+                    .insert(user, (by, update.reason.clone(), until, update.created_at));
+            }
+            Effect::Unban => {
+                row.bans.remove(&user);
+            }
+            Effect::Mute(Some(until)) => {
+                row.mutes.insert(user, until);
+            }
+            Effect::Mute(None) => {
+                row.mutes.remove(&user);
+            }
+            Effect::SetRole(role) => {
+                if let Some(m) = row.members.iter_mut().find(|m| m.user == user) {
+                    m.role = role;
+                }
+            }
+            Effect::Transfer => {
+                row.record.owner = user;
+                if let Some(m) = row.members.iter_mut().find(|m| m.user == by) {
+                    m.role = Role::Admin;
+                }
+            }
         }
-        Ok(())
+        state.member_event(&update, &self.listener).map(Some)
     }
 
-    async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
-        let mut state = self.lock();
-        let Some(row) = state.rooms.get_mut(&room) else {
-            return Ok(false);
+    async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError> {
+        let state = self.lock();
+        let Some(row) = state.rooms.get(&room) else {
+            return Ok(Vec::new());
         };
-        let before = row.members.len();
-        row.members.retain(|m| m.user != user);
-        if row.members.len() == before {
-            return Ok(false);
-        }
-        state.member_event(room, user, MemberChange::Left, &self.listener)?;
-        Ok(true)
+        let now = now.unix_micros();
+        let mut bans: Vec<BanRecord> = row
+            .bans
+            .iter()
+            .filter(|(_, (_, _, until, _))| until.is_none_or(|u| u > now))
+            .map(|(&user, (by, reason, until, at))| BanRecord {
+                room,
+                user,
+                username: state
+                    .users
+                    .get(&user)
+                    .map(|u| u.username.clone())
+                    .unwrap_or_default(),
+                by: *by,
+                reason: reason.clone(),
+                until: until.map(Timestamp::from_unix_micros),
+                created_at: *at,
+            })
+            .collect();
+        bans.sort_by(|a, b| (b.created_at, a.user).cmp(&(a.created_at, b.user)));
+        Ok(bans)
     }
 
     async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError> {
@@ -779,6 +849,7 @@ impl Storage for MemoryStorage {
             name,
             kind: RoomType::Direct,
             creator: a,
+            owner: a,
             created_at,
             last_seq: 0,
             last_message_seq: 0,
@@ -840,6 +911,11 @@ impl Storage for MemoryStorage {
                     state: other,
                 });
             }
+        }
+        if let Some(&until) = room.mutes.get(&message.sender)
+            && until > message.created_at.unix_micros()
+        {
+            return Err(StorageError::Refused(roles::muted(until)));
         }
         if let Some(client_id) = &message.client_id
             && let Some(&(room, seq)) = state.client_ids.get(&(message.sender, client_id.clone()))
@@ -1055,7 +1131,9 @@ impl Storage for MemoryStorage {
         }
         let mut standing = Standing {
             kind: room.record.kind,
-            creator: room.record.creator,
+            role: room
+                .member(change.user)
+                .map_or(Role::Member, |m| room.role(m)),
             reacted: false,
             keys: 0,
             key_present: false,

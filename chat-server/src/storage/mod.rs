@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::message::SNIPPET_CHARS;
+use chat_core::moderation::Role;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
@@ -51,6 +52,7 @@ pub mod conformance;
 mod group_commit;
 pub mod memory;
 pub mod postgres;
+pub(crate) mod roles;
 pub mod sql;
 pub mod sqlite;
 
@@ -105,6 +107,8 @@ pub struct RoomRecord {
     pub name: String,
     pub kind: RoomType,
     pub creator: UserId,
+    /// Its owner (see [`roles`]): the creator until handed over.
+    pub owner: UserId,
     pub created_at: Timestamp,
     /// The seq of the newest timeline event, 0 while the room has none.
     pub last_seq: Seq,
@@ -145,6 +149,8 @@ pub struct RoomPerson {
     pub state: MemberState,
     /// 0 for invitees.
     pub read_seq: Seq,
+    /// `Member` for invitees (and in conversations, where it means nothing).
+    pub role: Role,
 }
 
 /// One room of a user's room list.
@@ -153,6 +159,10 @@ pub struct UserRoom {
     pub room: RoomRecord,
     pub state: MemberState,
     pub read_seq: Seq,
+    pub role: Role,
+    /// Until when the user may not send here, if muted (see
+    /// [`Storage::update_member`]); it may have passed.
+    pub muted_until: Option<Timestamp>,
     /// Messages from others above the read mark; 0 for invitees.
     pub unread: u64,
     /// Of those, the ones that mention this user.
@@ -235,6 +245,86 @@ pub struct StoredMember {
     /// Whose membership changed.
     pub user: UserId,
     pub change: MemberChange,
+    pub created_at: Timestamp,
+    /// Who made it, when not `user` themself.
+    pub by: Option<UserId>,
+    pub reason: Option<String>,
+    /// The role after a `RoleChanged` (`Owner`: the room was handed to
+    /// `user`, and `by` is an admin now).
+    pub role: Option<Role>,
+    /// The end of a ban or a mute; `None`: until lifted.
+    pub until: Option<Timestamp>,
+}
+
+/// A change to someone's membership of a room, as
+/// [`Storage::update_member`] takes it: a join or a leave by the user
+/// (`by` is `None`), an invitation by a member, or a moderator's action
+/// (kick, ban, unban, mute, unmute, role change; a handover is a
+/// `RoleChanged` to `Owner`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberUpdate {
+    pub room: RoomId,
+    pub user: UserId,
+    pub change: MemberChange,
+    pub by: Option<UserId>,
+    pub reason: Option<String>,
+    pub role: Option<Role>,
+    pub until: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl MemberUpdate {
+    /// `change` of `user`'s membership, made by `by` (`None`: by the user).
+    pub fn new(room: RoomId, user: UserId, change: MemberChange, by: Option<UserId>) -> Self {
+        Self {
+            room,
+            user,
+            change,
+            by,
+            reason: None,
+            role: None,
+            until: None,
+            created_at: Timestamp::now(),
+        }
+    }
+
+    /// The event it appends, at `seq`.
+    pub(crate) fn event(&self, seq: Seq) -> StoredMember {
+        StoredMember {
+            room: self.room,
+            seq,
+            user: self.user,
+            change: self.change,
+            created_at: self.created_at,
+            by: self.by,
+            reason: self.reason.clone(),
+            role: self.role,
+            until: self.until,
+        }
+    }
+
+    /// What the rule reads of it.
+    pub(crate) fn request(&self) -> roles::Request<'_> {
+        roles::Request {
+            user: self.user,
+            by: self.by,
+            change: self.change,
+            role: self.role,
+            until: self.until.as_ref(),
+            at: self.created_at,
+        }
+    }
+}
+
+/// A ban in force, as [`Storage::bans`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanRecord {
+    pub room: RoomId,
+    pub user: UserId,
+    pub username: String,
+    pub by: UserId,
+    pub reason: Option<String>,
+    pub until: Option<Timestamp>,
     pub created_at: Timestamp,
 }
 
@@ -417,13 +507,11 @@ impl MessageChange {
         let own = target.sender == self.user;
         let allowed = match self.allowed {
             Authority::Sender => own,
-            Authority::SenderOrModerator => {
-                own || moderates(standing.kind, standing.creator, self.user)
-            }
+            Authority::SenderOrModerator => own || roles::moderates(standing.kind, standing.role),
             Authority::Member => true,
             Authority::Moderator => {
                 if standing.kind == RoomType::Direct
-                    || moderates(standing.kind, standing.creator, self.user)
+                    || roles::moderates(standing.kind, standing.role)
                 {
                     true
                 } else {
@@ -481,7 +569,8 @@ pub enum ChangeOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Standing {
     pub(crate) kind: RoomType,
-    pub(crate) creator: UserId,
+    /// The caller's role in the room.
+    pub(crate) role: Role,
     /// For a reaction: whether the caller has it already.
     pub(crate) reacted: bool,
     /// For a reaction: how many distinct keys the message has, and whether
@@ -503,20 +592,12 @@ pub const MAX_PINS: usize = 50;
 pub enum Authority {
     /// Its sender only.
     Sender,
-    /// Its sender, or whoever moderates the room ([`moderates`]).
+    /// Its sender, or whoever moderates the room (`roles::moderates`).
     SenderOrModerator,
     /// Any member of the room.
     Member,
     /// Whoever moderates the room; in a conversation, either participant.
     Moderator,
-}
-
-/// Whether `user` moderates a room of `kind` made by `creator`: its
-/// creator, in a group room. A conversation has no moderator: each
-/// participant answers for their own messages. (Roles come later; this is
-/// the one place that says who moderates.)
-pub fn moderates(kind: RoomType, creator: UserId, user: UserId) -> bool {
-    kind != RoomType::Direct && creator == user
 }
 
 /// What a [`MessageChange`] came to.
@@ -591,6 +672,19 @@ pub enum Refusal {
     NotModerator,
     /// The room has [`MAX_PINS`] pinned messages already.
     TooManyPins,
+    /// The caller's role is not above the target's, or the action is the
+    /// owner's.
+    InsufficientRole,
+    /// The user is banned from the room.
+    Banned,
+    /// The sender is muted in the room until then (`None`: until unmuted).
+    Muted { until: Option<Timestamp> },
+    /// The user the action is for is not in the room.
+    NotInRoom,
+    /// An action a moderator cannot take on themself.
+    SelfAction,
+    /// Conversations take no moderation.
+    Conversation,
 }
 
 /// Hears of every new timeline event at its commit point: the seam that
@@ -823,18 +917,50 @@ pub trait Storage: Send + Sync + 'static {
             None => Ok(None),
         }
     }
-    /// Makes `user` a member (from invited or from nothing) with its read
-    /// mark at the room's current `last_seq`, and appends a `Joined` event
-    /// to the timeline. Returns `false` if it already was a member (its mark
-    /// is then untouched, and nothing is appended). `NotFound` if the room
-    /// is gone.
-    async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError>;
-    /// Invites the users that are neither members nor invited yet.
-    /// `NotFound` if the room is gone.
-    async fn invite(&self, room: RoomId, users: &[UserId]) -> Result<(), StorageError>;
-    /// Removes a member or invitee and appends a `Left` event to the
-    /// timeline. `false` if `user` was neither (nothing is appended).
-    async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError>;
+    /// Changes a membership and appends its event to the room's timeline,
+    /// in one transaction under the room's lock, where the rule
+    /// (`roles::judge`) is checked on the rows as they stand: the event,
+    /// or `None` if nothing changed (a join of a member, a kick of someone
+    /// gone, a second unmute). A join makes `user` a member (from invited
+    /// or from nothing) with its read mark at the room's `last_seq`; a
+    /// leave, kick or ban removes the member or invitee (a ban also keeps
+    /// them from joining and from being invited until it ends); a mute
+    /// keeps a member from sending until it ends. `NotFound` if the room is
+    /// gone (for a join, an invitation or a moderator's action);
+    /// `NotMember` if `by` is not a member; `Refused` for what the rule
+    /// does not allow.
+    async fn update_member(
+        &self,
+        update: MemberUpdate,
+    ) -> Result<Option<StoredMember>, StorageError>;
+    /// Joins `room` (see [`Storage::update_member`]); `false` if already a
+    /// member (its mark is then untouched, and nothing is appended).
+    async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
+        let update = MemberUpdate::new(room, user, MemberChange::Joined, None);
+        Ok(self.update_member(update).await?.is_some())
+    }
+    /// Invites, as `by`, the users that are neither members nor invited
+    /// yet, each with an `Invited` event, in order; stops at the first
+    /// refusal (a banned user), those before it invited.
+    async fn invite(&self, room: RoomId, by: UserId, users: &[UserId]) -> Result<(), StorageError> {
+        for &user in users {
+            let update = MemberUpdate::new(room, user, MemberChange::Invited, Some(by));
+            self.update_member(update).await?;
+        }
+        Ok(())
+    }
+    /// Removes a member or invitee with a `Left` event; `false` if `user`
+    /// was neither (nothing is appended).
+    async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
+        let update = MemberUpdate::new(room, user, MemberChange::Left, None);
+        match self.update_member(update).await {
+            Ok(event) => Ok(event.is_some()),
+            Err(StorageError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    /// The room's bans in force at `now`, newest first.
+    async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError>;
     /// Every room where `user` is a member or invited, newest activity
     /// first (last message time, else creation time). Conversations
     /// included; callers filter by kind.

@@ -215,6 +215,7 @@ mod tests {
     use crate::storage::conformance::TestStore;
     use crate::storage::{self, NewUser, Storage, StorageOptions};
     use chat_core::Timestamp;
+    use std::str::FromStr;
 
     crate::storage_conformance_tests!(async {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -322,6 +323,93 @@ mod tests {
         assert!(
             matches!(err, storage::StorageError::Unavailable(_)),
             "got {err:?}"
+        );
+    }
+
+    /// 0007 rebuilds `messages` (to drop the CHECK on `kind`) outside
+    /// sqlx's transaction: a database made by 0001-0006 keeps every
+    /// message, reaction and search entry, and takes the new kinds.
+    #[tokio::test]
+    async fn the_messages_rebuild_keeps_reactions_and_search() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("chat.db").display());
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+        super::MIGRATOR.run_to(6, &pool).await.expect("up to 0006");
+        for statement in [
+            "INSERT INTO users (id, username, email, display_name, password_hash, created_at) \
+             VALUES (1, 'ann', 'ann@x', 'Ann', 'h', 0)",
+            "INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, msg_count, \
+             last_message_seq) VALUES (1, 'lobby', 'public', 1, 0, 2, 2, 2)",
+            "INSERT INTO room_members (room_id, user_id, state, read_seq, read_no, position) \
+             VALUES (1, 1, 'member', 2, 2, 1)",
+            "INSERT INTO messages (room_id, seq, sender_id, body, created_at, msg_no) \
+             VALUES (1, 1, 1, 'hello rebuilt world', 0, 1)",
+            "INSERT INTO messages (room_id, seq, sender_id, body, kind, created_at, msg_no, \
+             target_id) VALUES (1, 2, 1, '+1', 'reacted', 0, 1, 1)",
+            "INSERT INTO reactions (message_id, user_id, key, seq, created_at) \
+             VALUES (1, 1, '+1', 2, 0)",
+        ] {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect(statement);
+        }
+        super::MIGRATOR.run(&pool).await.expect("0007");
+        let count = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .expect(sql)
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM messages").await, 2);
+        assert_eq!(count("SELECT COUNT(*) FROM reactions").await, 1, "kept");
+        assert_eq!(
+            count("SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH 'rebuilt'").await,
+            1
+        );
+        assert_eq!(count("SELECT owner_id FROM rooms WHERE id = 1").await, 1);
+        assert_eq!(count("PRAGMA foreign_keys").await, 1, "back on");
+        sqlx::query(
+            "INSERT INTO messages (room_id, seq, sender_id, body, kind, created_at, msg_no) \
+             VALUES (1, 3, 1, '', 'banned', 0, 1)",
+        )
+        .execute(&pool)
+        .await
+        .expect("a new kind needs no new CHECK");
+        let fk_target: String = sqlx::query_scalar(
+            "SELECT \"table\" FROM pragma_foreign_key_list('reactions') WHERE \"from\" = 'message_id'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("fk");
+        assert_eq!(fk_target, "messages");
+        // The rebuilt table's triggers index new messages and drop deleted ones.
+        sqlx::query(
+            "INSERT INTO messages (room_id, seq, sender_id, body, created_at, msg_no) \
+             VALUES (1, 4, 1, 'fresh words', 0, 2)",
+        )
+        .execute(&pool)
+        .await
+        .expect("insert");
+        assert_eq!(
+            count("SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH 'fresh'").await,
+            1
+        );
+        sqlx::query("DELETE FROM messages WHERE id = 1")
+            .execute(&pool)
+            .await
+            .expect("delete");
+        assert_eq!(
+            count("SELECT COUNT(*) FROM reactions").await,
+            0,
+            "the cascade holds"
         );
     }
 }

@@ -607,6 +607,21 @@ where
                 let changed = service.pin(self.user, message_id, false).await;
                 return self.changed(changed).await;
             }
+            ClientFrame::Moderate { room, request } => {
+                let service = self.state.service.clone();
+                match service.moderate(self.user, &room, request).await {
+                    // Answered by the event, in its place in the room's
+                    // stream if this socket listens to the room.
+                    Ok(Some(event)) => {
+                        let (room, seq) = (event.room, event.seq);
+                        return self
+                            .take_while(|s| s.rooms.get(&room).is_some_and(|c| c.delivered < seq))
+                            .await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.push_error(&e, None),
+                }
+            }
             ClientFrame::Ping => self.push(&ServerFrame::Pong),
             ClientFrame::Auth { token } => self.reauthenticate(&token).await,
         }

@@ -205,9 +205,15 @@ enum Call {
     /// `POST /chat/send/` by id, replying to the creator's message in its
     /// thread and mentioning the creator.
     Reply,
+    /// `POST /chat/rooms/{id}/moderate/` and the `moderate` frame: unban
+    /// the guest (never banned: done, nothing changes); `GET
+    /// /chat/rooms/{id}/bans/`.
+    Moderate,
+    ModerateFrame,
+    Bans,
 }
 
-const HTTP_CALLS: [Call; 20] = [
+const HTTP_CALLS: [Call; 22] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -228,9 +234,11 @@ const HTTP_CALLS: [Call; 20] = [
     Call::Search,
     Call::Thread,
     Call::Reply,
+    Call::Moderate,
+    Call::Bans,
 ];
 
-const WS_CALLS: [Call; 20] = [
+const WS_CALLS: [Call; 21] = [
     Call::Bound(By::Id),
     Call::Bound(By::Name),
     Call::Subscribe(By::Id),
@@ -251,6 +259,7 @@ const WS_CALLS: [Call; 20] = [
     Call::UnreactFrame,
     Call::PinFrame,
     Call::UnpinFrame,
+    Call::ModerateFrame,
 ];
 
 /// What a cell must answer: a success status (101 for a handshake, 200 for
@@ -368,6 +377,15 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
             S::Hidden => NOT_FOUND,
             _ => NOT_MEMBER,
         },
+        // The owner (the creator) moderates; a conversation takes no
+        // moderation; the rest as for any room call.
+        Call::Moderate | Call::ModerateFrame | Call::Bans => match (role, st) {
+            (_, S::Member) if direct => Expect::Err(400, "invalid_input"),
+            (Role::Creator, S::Member) => Expect::Ok(200),
+            (_, S::Member) => Expect::Err(403, "not_moderator"),
+            (_, S::Invited | S::Outsider) => NOT_MEMBER,
+            (_, S::Hidden) => NOT_FOUND,
+        },
         // Any member reacts.
         Call::React | Call::ReactFrame | Call::Unreact | Call::UnreactFrame => match st {
             S::Member => Expect::Ok(200),
@@ -394,7 +412,7 @@ struct World {
     member: TestUser,
     removed: TestUser,
     stranger: TestUser,
-    /// Only ever the target of invitations.
+    /// Only ever the target of invitations and of the moderation cells.
     guest: TestUser,
     rooms_made: std::cell::Cell<u32>,
     /// The cell running: a fresh `client_id` for each (a repeated one would
@@ -697,6 +715,18 @@ impl World {
                 )
                 .await
             }
+            Call::Moderate => {
+                s.post(
+                    &format!("/chat/rooms/{id}/moderate/"),
+                    &user.access,
+                    json!({"user_id": self.guest.id, "action": "unban"}),
+                )
+                .await
+            }
+            Call::Bans => {
+                s.get(&format!("/chat/rooms/{id}/bans/"), &user.access)
+                    .await
+            }
             _ => unreachable!("{call:?} is a WebSocket call"),
         };
         Answer {
@@ -754,6 +784,9 @@ impl World {
                 json!({"type": "unreact", "message_id": t.message, "key": "👍"})
             }
             Call::UnpinFrame => json!({"type": "unpin", "message_id": t.message}),
+            Call::ModerateFrame => {
+                json!({"type": "moderate", "room": t.id, "user_id": self.guest.id, "action": "unban"})
+            }
             _ => unreachable!("{call:?} is an HTTP call"),
         };
         let mut socket = self.s.ws("/ws/", user).await;
@@ -836,7 +869,9 @@ fn sorted(a: i64, b: i64) -> (i64, i64) {
 fn frame_status(code: &str) -> u16 {
     match code {
         "invalid_input" => 400,
-        "not_member" | "not_authorized" | "not_sender" | "not_moderator" => 403,
+        "not_member" | "not_authorized" | "not_sender" | "not_moderator" | "insufficient_role" => {
+            403
+        }
         "room_not_found" | "message_not_found" => 404,
         _ => 0,
     }

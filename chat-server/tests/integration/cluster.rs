@@ -12,7 +12,7 @@ use crate::redis_server::RedisServer;
 use crate::support::{PgSchema, TestServer, TestUser, WsClient};
 
 /// Two servers on one PostgreSQL schema and one Redis (own prefix).
-async fn two_instances(redis_url: &str) -> (TestServer, TestServer) {
+pub(crate) async fn two_instances(redis_url: &str) -> (TestServer, TestServer) {
     let schema = PgSchema::create().await;
     let url = schema.url();
     let prefix = format!("chat-test-{:08x}", rand::random::<u32>());

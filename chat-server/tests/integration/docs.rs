@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::{Message, Reaction};
+use chat_core::moderation::{ModerateRequest, ModerationAction, Role};
 use chat_core::timeline::{MemberChange, MemberEvent, MessageUpdate, ReactionEvent};
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Timestamp, UserId};
 use reqwest::StatusCode;
@@ -51,6 +52,7 @@ const CLIENT_TYPES: &[&str] = &[
     "unreact",
     "pin",
     "unpin",
+    "moderate",
     "ping",
     "auth",
 ];
@@ -495,6 +497,16 @@ async fn real_frames_match_the_frame_schema() {
         ClientFrame::Unpin {
             message_id: MessageId(9),
         },
+        ClientFrame::Moderate {
+            room: RoomRef::Id(RoomId(2)),
+            request: ModerateRequest {
+                user_id: UserId(3),
+                action: ModerationAction::Ban,
+                reason: Some("spam".to_owned()),
+                until: Some(Timestamp::parse("2026-02-25T10:31:00Z").expect("time")),
+                role: None,
+            },
+        },
         ClientFrame::Ping,
         ClientFrame::Auth {
             token: "a.b.c".to_owned(),
@@ -598,6 +610,32 @@ async fn real_frames_match_the_frame_schema() {
             user: UserId(3),
             change: MemberChange::Left,
             created_at: Timestamp::parse("2026-02-24T10:31:00Z").expect("time"),
+            by: None,
+            reason: None,
+            role: None,
+            until: None,
+        }),
+        ServerFrame::Member(MemberEvent {
+            room: RoomId(2),
+            seq: 3,
+            user: UserId(3),
+            change: MemberChange::Banned,
+            created_at: Timestamp::parse("2026-02-24T10:31:00Z").expect("time"),
+            by: Some(UserId(1)),
+            reason: Some("spam".to_owned()),
+            role: None,
+            until: Some(Timestamp::parse("2026-02-25T10:31:00Z").expect("time")),
+        }),
+        ServerFrame::Member(MemberEvent {
+            room: RoomId(2),
+            seq: 4,
+            user: UserId(3),
+            change: MemberChange::RoleChanged,
+            created_at: Timestamp::parse("2026-02-24T10:31:00Z").expect("time"),
+            by: Some(UserId(1)),
+            reason: None,
+            role: Some(Role::Admin),
+            until: None,
         }),
         ServerFrame::MessageEdited(update.clone()),
         ServerFrame::MessageDeleted(tombstone),

@@ -9,6 +9,7 @@ mod conversations;
 mod docs;
 mod limits;
 mod messages;
+mod moderation;
 mod operations;
 mod origins;
 mod outage;

@@ -86,7 +86,7 @@ use crate::storage::group_commit::{Applied, BatchAppend, Op, Placed, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::{apply, changed, reaction_key};
 use crate::storage::sql::rows::{
-    Columns, member_state, mentions_text, message_from, room_kind, update_text,
+    Columns, member_state, mentions_text, message_from, muted_from, room_kind, update_text,
 };
 use crate::storage::{
     Appended, ChangeOp, Changed, MemberState, NewMessage, ReactionCount, Seen, StorageError,
@@ -103,7 +103,7 @@ macro_rules! locked {
 }
 
 /// The messages (`input`, each at its place `ord`), and those whose
-/// sender is a member of a `stable` room (`accepted`).
+/// sender is a member of a `stable` room and not muted (`accepted`).
 macro_rules! accepted {
     () => {
         "), input AS (
@@ -118,6 +118,8 @@ macro_rules! accepted {
 ), accepted AS (
     SELECT i.* FROM input i
     JOIN members mb ON mb.room_id = i.room_id AND mb.user_id = i.sender_id
+    WHERE NOT EXISTS (SELECT 1 FROM room_mutes mu
+        WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id AND mu.until > i.created_at)
 "
     };
 }
@@ -163,6 +165,8 @@ macro_rules! message_rows {
        NULL::int8 AS pinned_at, i.reply_to, m.reply_seq, m.reply_sender_id, m.reply_snippet,
        i.thread_root, 0::int8 AS reply_count, NULL::int8 AS last_reply_at, i.mentions,
        l.id AS locked, st.id AS stable, r.kind, rm.state,
+       (SELECT mu.until FROM room_mutes mu
+        WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id) AS muted_until,
        NULL::int8 AS event_seq, NULL::text[] AS reaction_keys, NULL::int8[] AS reaction_ns,
        NULL::bool[] AS reaction_mine, NULL::int8 AS own_mark, NULL::int8 AS others_mark
 FROM input i
@@ -274,7 +278,7 @@ SELECT true, c.ord, ch.id, ch.room_id, ch.seq, ch.sender_id, u.display_name, ch.
        ch.created_at, ch.client_id, ch.edited_at, ch.version, ch.deleted_at, ch.pinned_at,
        ch.reply_to, ch.reply_seq, ch.reply_sender_id, ch.reply_snippet, ch.thread_root,
        ch.reply_count, ch.last_reply_at, ch.mentions,
-       NULL, NULL, NULL, NULL, ch.event_seq, rc.reaction_keys, rc.reaction_ns,
+       NULL, NULL, NULL, NULL, NULL, ch.event_seq, rc.reaction_keys, rc.reaction_ns,
        rc.reaction_mine,
        (SELECT o.read_seq FROM room_members o
         WHERE o.room_id = c.room_id AND o.user_id = c.user_id AND o.state = 'member'),
@@ -574,6 +578,13 @@ pub(super) async fn store_batch(
             Stored::NoRoom
         } else if row.opt_int("stable")?.is_none() {
             Stored::Retry
+        } else if let Some(refused) = muted_from(row, row.int("created_at")?)?
+            .filter(|_| row.opt_text("state").ok().flatten().as_deref() == Some("member"))
+        {
+            match refused {
+                StorageError::Refused(why) => Stored::Refused(why),
+                other => return Err(other),
+            }
         } else {
             // Read from the statement's snapshot: a member then was not one
             // when the row was locked, and has left since.

@@ -93,10 +93,11 @@ async fn fill(conn: &mut PgConnection, reader: UserId, sender: UserId, bystander
     run(
         conn,
         "rooms",
-        "INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, msg_count, \
-             last_message_seq, last_message_at) \
+        "INSERT INTO rooms (id, name, kind, creator_id, owner_id, created_at, last_seq, \
+             msg_count, last_message_seq, last_message_at) \
          OVERRIDING SYSTEM VALUE \
-         SELECT i, 'room-' || i, 'private', CASE WHEN i <= $1 THEN $2 ELSE $3 END, $4, \
+         SELECT i, 'room-' || i, 'private', CASE WHEN i <= $1 THEN $2 ELSE $3 END, \
+             CASE WHEN i <= $1 THEN $2 ELSE $3 END, $4, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \

@@ -26,13 +26,17 @@ use sqlx::{
     AssertSqlSafe, Connection as _, Database, Encode, Executor, FromRow, IntoArguments, Type,
 };
 
+use chat_core::MessageId;
+use chat_core::moderation::Role;
 use chat_core::timeline::MemberChange;
-use chat_core::{MessageId, Timestamp};
 
-use super::rows::{Columns, change_text, mentions_text, message_from, refusal_from};
+use super::rows::{
+    Columns, member_detail, member_standing_from, mentions_text, message_from, muted_from,
+    refusal_from,
+};
 use super::{Dialect, statements};
-use crate::storage::group_commit::MemberOp;
-use crate::storage::{Appended, NewMessage, StorageError, StoredMember};
+use crate::storage::roles::{self, Effect};
+use crate::storage::{Appended, MemberUpdate, NewMessage, StorageError, StoredMember};
 
 /// Appends `message` in a transaction of its own on `conn`.
 pub(crate) async fn append_one<D: Dialect>(
@@ -75,7 +79,11 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    if let Some(refusal) = refusal_from(&access)? {
+    let refusal = match refusal_from(&access)? {
+        Some(refusal) => Some(refusal),
+        None => muted_from(&access, message.created_at.unix_micros())?,
+    };
+    if let Some(refusal) = refusal {
         tx.rollback().await.map_err(D::map_err)?;
         return Err(refusal);
     }
@@ -149,15 +157,16 @@ where
     })
 }
 
-/// Joins or leaves, and appends the change to the room's timeline, in one
-/// transaction on `conn`: the room is locked first (as every write that
-/// touches both takes room before member row), then the membership row
-/// changes, then the event takes the next seq without counting as a
+/// Changes a membership and appends the change to the room's timeline, in
+/// one transaction on `conn`: the room is locked first (as every write
+/// that touches both takes room before member row), then what the rule
+/// reads is read (`MEMBER_STANDING`) and judged (`roles::judge`), the rows
+/// change, and the event takes the next seq without counting as a
 /// message. `None` if nothing changed (already a member; not in the room);
-/// `NotFound` for a join to a room that is gone.
+/// `NotFound` for a room that is gone, but to a leave.
 pub(crate) async fn change_membership<D: Dialect>(
     conn: &mut <D::Db as Database>::Connection,
-    op: &MemberOp,
+    op: &MemberUpdate,
 ) -> Result<Option<StoredMember>, StorageError>
 where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
@@ -165,6 +174,8 @@ where
     <D::Db as Database>::Row: Columns,
     for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db> + Type<D::Db>,
 {
     let (room, user) = (op.room.get(), op.user.get());
     let mut tx = conn
@@ -176,32 +187,102 @@ where
         .fetch_optional(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    let changed = match (locked, op.change) {
-        (None, MemberChange::Joined) => {
+    if locked.is_none() {
+        tx.rollback().await.map_err(D::map_err)?;
+        return match op.change {
+            MemberChange::Left => Ok(None),
+            _ => Err(StorageError::NotFound),
+        };
+    }
+    let row = sqlx::query(statements::MEMBER_STANDING)
+        .bind(room)
+        .bind(op.by.unwrap_or(op.user).get())
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let standing = member_standing_from(&row)?;
+    let effect = match roles::judge(&op.request(), &standing) {
+        Ok(Some(effect)) => effect,
+        outcome => {
             tx.rollback().await.map_err(D::map_err)?;
-            return Err(StorageError::NotFound);
+            return outcome.map(|_| None);
         }
-        (None, MemberChange::Left) => false,
-        (Some(_), MemberChange::Joined) => sqlx::query(statements::JOIN_ROOM)
-            .bind(room)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(D::map_err)?
-            .is_some(),
-        (Some(_), MemberChange::Left) => {
-            let done = sqlx::query(statements::LEAVE_ROOM)
-                .bind(room)
-                .bind(user)
+    };
+    let run = |sql: &'static str| sqlx::query(sql).bind(room).bind(user);
+    match effect {
+        Effect::Join => {
+            run(statements::JOIN_ROOM)
                 .execute(&mut *tx)
                 .await
                 .map_err(D::map_err)?;
-            D::rows_affected(&done) > 0
         }
-    };
-    if !changed {
-        tx.rollback().await.map_err(D::map_err)?;
-        return Ok(None);
+        Effect::Remove => {
+            run(statements::LEAVE_ROOM)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Effect::Invite => {
+            run(statements::INVITE)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Effect::Ban => {
+            run(statements::LEAVE_ROOM)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            run(statements::UPSERT_BAN)
+                .bind(op.by.unwrap_or(op.user).get())
+                .bind(op.reason.as_deref())
+                .bind(op.until.map(|t| t.unix_micros()))
+                .bind(op.created_at.unix_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Effect::Unban => {
+            run(statements::DELETE_BAN)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Effect::Mute(Some(until)) => {
+            run(statements::UPSERT_MUTE)
+                .bind(until)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Effect::Mute(None) => {
+            run(statements::DELETE_MUTE)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Effect::SetRole(role) => {
+            run(statements::SET_ROLE)
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Effect::Transfer => {
+            run(statements::SET_OWNER)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            // The old owner stays as an admin.
+            sqlx::query(statements::SET_ROLE)
+                .bind(room)
+                .bind(op.by.unwrap_or(op.user).get())
+                .bind(Role::Admin.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
     }
     let numbered = sqlx::query(statements::NEXT_EVENT_SEQ)
         .bind(room)
@@ -209,23 +290,18 @@ where
         .await
         .map_err(D::map_err)?;
     let seq = numbered.int("last_seq")?;
-    let created_at = Timestamp::now();
+    let detail = member_detail(op);
     sqlx::query(statements::INSERT_MEMBER_EVENT)
         .bind(room)
         .bind(seq)
         .bind(user)
-        .bind(change_text(op.change))
-        .bind(created_at.unix_micros())
+        .bind(op.change.as_str())
+        .bind(op.created_at.unix_micros())
         .bind(numbered.int("msg_count")?)
+        .bind(detail.as_str())
         .execute(&mut *tx)
         .await
         .map_err(D::map_err)?;
     tx.commit().await.map_err(D::map_err)?;
-    Ok(Some(StoredMember {
-        room: op.room,
-        seq,
-        user: op.user,
-        change: op.change,
-        created_at,
-    }))
+    Ok(Some(op.event(seq)))
 }

@@ -32,7 +32,6 @@ use sqlx::{AssertSqlSafe, Connection as _, Database, Encode, Executor, IntoArgum
 use super::rows::{Columns, message_from, refusal_from, update_text};
 use super::{Dialect, append, rows, statements};
 use crate::storage::group_commit::{Applied, Op};
-use chat_core::UserId;
 
 use crate::storage::{
     ChangeOp, Changed, MessageChange, ReactionCount, Standing, StorageError, StoredMessage,
@@ -50,6 +49,8 @@ where
     <D::Db as Database>::Row: Columns,
     for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db> + Type<D::Db>,
 {
     match op {
         Op::Member(op) => append::change_membership::<D>(conn, op)
@@ -278,7 +279,7 @@ pub(crate) fn judge(row: &impl Columns, change: &MessageChange) -> Result<Judged
     };
     let standing = Standing {
         kind: rows::room_kind(&row.text("kind")?)?,
-        creator: UserId(row.int("creator_id")?),
+        role: rows::role(&row.text("role")?)?,
         reacted: row.int("reacted")? != 0,
         keys: count("keys")?,
         key_present: row.int("key_present")? != 0,

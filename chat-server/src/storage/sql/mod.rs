@@ -19,16 +19,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
-use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
-use super::group_commit::{GroupCommit, MemberOp};
+use super::group_commit::GroupCommit;
 use super::{
-    Appended, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery, MemberState,
-    MessageChange, NewMessage, NewRoom, NewUser, ReactionCount, ReadMark, RefreshTokenRecord,
-    RoomKey, RoomPerson, RoomRecord, SearchPage, SearchRequest, Storage, StorageError,
-    StoredMessage, TimelinePage, TokenUse, UserRecord, UserRoom,
+    Appended, BanRecord, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery,
+    MemberState, MemberUpdate, MessageChange, NewMessage, NewRoom, NewUser, ReactionCount,
+    ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, SearchPage, SearchRequest,
+    Storage, StorageError, StoredMember, StoredMessage, TimelinePage, TokenUse, UserRecord,
+    UserRoom,
 };
 
 pub(crate) mod append;
@@ -322,6 +322,7 @@ where
             name: room.name,
             kind: room.kind,
             creator: room.creator,
+            owner: room.creator,
             created_at: room.created_at,
             last_seq: 0,
             last_message_seq: 0,
@@ -394,39 +395,23 @@ where
         row.as_ref().map(rows::room_for_from).transpose()
     }
 
-    async fn join_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
-        // Through the committer: the `Joined` event takes a seq, and this
-        // instance publishes in commit order (`sql/append.rs`).
-        self.appends
-            .change_membership(MemberOp {
-                room,
-                user,
-                change: MemberChange::Joined,
-            })
-            .await
+    async fn update_member(
+        &self,
+        update: MemberUpdate,
+    ) -> Result<Option<StoredMember>, StorageError> {
+        // Through the committer: the event takes a seq, and this instance
+        // publishes in commit order (`sql/append.rs`).
+        self.appends.change_membership(update).await
     }
 
-    async fn invite(&self, room: RoomId, users: &[UserId]) -> Result<(), StorageError> {
-        let mut tx = self.begin().await?;
-        // See `Dialect::LOCK_ROOM`: positions stay unique.
-        let locked = sqlx::query(D::LOCK_ROOM)
+    async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError> {
+        let rows = sqlx::query(statements::BANS)
             .bind(room.get())
-            .fetch_optional(&mut *tx)
+            .bind(now.unix_micros())
+            .fetch_all(&self.read)
             .await
             .map_err(D::map_err)?;
-        if locked.is_none() {
-            tx.rollback().await?;
-            return Err(StorageError::NotFound);
-        }
-        for user in users {
-            sqlx::query(statements::INVITE)
-                .bind(room.get())
-                .bind(user.get())
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        tx.commit().await
+        rows.iter().map(rows::ban_from).collect()
     }
 
     async fn change_message(&self, mut change: MessageChange) -> Result<Changed, StorageError> {
@@ -517,16 +502,6 @@ where
         Ok(found)
     }
 
-    async fn leave_room(&self, room: RoomId, user: UserId) -> Result<bool, StorageError> {
-        self.appends
-            .change_membership(MemberOp {
-                room,
-                user,
-                change: MemberChange::Left,
-            })
-            .await
-    }
-
     async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError> {
         let rows = sqlx::query(statements::USER_ROOMS)
             .bind(user.get())
@@ -587,6 +562,7 @@ where
             name,
             kind: RoomType::Direct,
             creator: a,
+            owner: a,
             created_at,
             last_seq: 0,
             last_message_seq: 0,

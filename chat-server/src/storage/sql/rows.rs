@@ -5,6 +5,7 @@
 //! meaning (times are integer microseconds on both), so one set of row
 //! decoders, generic over the backend's row type, serves both.
 
+use chat_core::moderation::Role;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Timestamp, UserId};
@@ -12,9 +13,10 @@ use sqlx::error::DatabaseError;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
-    Conflict, HistoryPage, HistoryQuery, MemberState, ReactionCount, RefreshTokenRecord,
-    RoomPerson, RoomRecord, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
-    StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom,
+    BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState, MemberUpdate, ReactionCount,
+    RefreshTokenRecord, RoomPerson, RoomRecord, StorageError, StoredEvent, StoredMember,
+    StoredMessage, StoredReply, StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom,
+    roles,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -163,6 +165,18 @@ pub(crate) fn refusal_from(row: &impl Columns) -> Result<Option<StorageError>, S
     }
 }
 
+/// Whether an append's sender is muted at `at` (a row of
+/// [`APPEND_ACCESS`](super::statements::APPEND_ACCESS), its `muted_until`).
+pub(crate) fn muted_from(
+    row: &impl Columns,
+    at: i64,
+) -> Result<Option<StorageError>, StorageError> {
+    Ok(row
+        .opt_int("muted_until")?
+        .filter(|until| *until > at)
+        .map(|until| StorageError::Refused(roles::muted(until))))
+}
+
 /// How a [`MemberState`] is stored in `room_members.state`.
 pub(crate) fn state_text(state: MemberState) -> &'static str {
     match state {
@@ -177,6 +191,7 @@ pub(crate) fn room_from(row: &impl Columns) -> Result<RoomRecord, StorageError> 
         name: row.text("name")?,
         kind: room_kind(&row.text("kind")?)?,
         creator: UserId(row.int("creator_id")?),
+        owner: UserId(row.int("owner_id")?),
         created_at: Timestamp::from_unix_micros(row.int("created_at")?),
         last_seq: row.int("last_seq")?,
         last_message_seq: row.int("last_message_seq")?,
@@ -271,10 +286,9 @@ pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError
             message: prefixed_message_from(row, "t_")?,
         }))
     };
-    let change = match row.text("kind")?.as_str() {
+    let kind = row.text("kind")?;
+    let change = match kind.as_str() {
         "message" => return message_from(row).map(StoredEvent::Message),
-        "joined" => MemberChange::Joined,
-        "left" => MemberChange::Left,
         "edited" => return update(UpdateKind::Edited),
         "deleted" => return update(UpdateKind::Deleted),
         "pinned" => return update(UpdateKind::Pinned { pinned: true }),
@@ -285,15 +299,60 @@ pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError
                 added: row.text("kind")? == "reacted",
             });
         }
-        other => return Err(corrupt(format!("unknown event kind {other:?}"))),
+        other => MemberChange::parse(other)
+            .ok_or_else(|| corrupt(format!("unknown event kind {other:?}")))?,
     };
+    let detail = member_detail_from(&row.text("body")?)?;
     Ok(StoredEvent::Member(StoredMember {
         room: RoomId(row.int("room_id")?),
         seq: row.int("seq")?,
         user: UserId(row.int("sender_id")?),
         change,
         created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+        by: detail.by.map(UserId),
+        reason: detail.reason,
+        role: detail.role,
+        until: detail.until.map(Timestamp::from_unix_micros),
     }))
+}
+
+/// What a member event keeps beside its member: who made it and why,
+/// stored as JSON in the event row's `body` (empty when there is none).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct MemberDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<i64>,
+}
+
+/// The `body` of `update`'s event.
+pub(crate) fn member_detail(update: &MemberUpdate) -> String {
+    let detail = MemberDetail {
+        by: update.by.filter(|by| *by != update.user).map(UserId::get),
+        reason: update.reason.clone(),
+        role: update.role,
+        until: update.until.map(|t| t.unix_micros()),
+    };
+    if detail.by.is_none()
+        && detail.reason.is_none()
+        && detail.role.is_none()
+        && detail.until.is_none()
+    {
+        return String::new();
+    }
+    serde_json::to_string(&detail).unwrap_or_default()
+}
+
+fn member_detail_from(body: &str) -> Result<MemberDetail, StorageError> {
+    if body.is_empty() {
+        return Ok(MemberDetail::default());
+    }
+    serde_json::from_str(body).map_err(|e| corrupt(format!("member event detail: {e}")))
 }
 
 /// How a change to a message is stored in `messages.kind`.
@@ -318,14 +377,6 @@ pub(crate) fn reaction_count_from(row: &impl Columns) -> Result<ReactionCount, S
     })
 }
 
-/// How a membership change is stored in `messages.kind`.
-pub(crate) fn change_text(change: MemberChange) -> &'static str {
-    match change {
-        MemberChange::Joined => "joined",
-        MemberChange::Left => "left",
-    }
-}
-
 /// The page for `query` from the rows [`TIMELINE_AFTER`](super::statements::TIMELINE_AFTER)
 /// or [`TIMELINE_BEFORE`](super::statements::TIMELINE_BEFORE) returned when
 /// asked for `limit + 1` (see [`history_page`]).
@@ -347,6 +398,8 @@ pub(crate) fn user_room_from(row: &impl Columns) -> Result<UserRoom, StorageErro
     Ok(UserRoom {
         state: member_state(&row.text("state")?)?,
         read_seq: row.int("read_seq")?,
+        role: role(&row.text("role")?)?,
+        muted_until: row.opt_int("muted_until")?.map(Timestamp::from_unix_micros),
         unread: u64::try_from(row.int("unread")?).unwrap_or(0),
         mentions: u64::try_from(row.int("mention_count")?).unwrap_or(0),
         member_count: u64::try_from(row.int("member_count")?).unwrap_or(0),
@@ -363,6 +416,49 @@ pub(crate) fn person_from(row: &impl Columns) -> Result<RoomPerson, StorageError
         username: row.text("username")?,
         state: member_state(&row.text("state")?)?,
         read_seq: row.int("read_seq")?,
+        role: role(&row.text("role")?)?,
+    })
+}
+
+/// A role as read (`owner` worked out from the room's `owner_id`).
+pub(crate) fn role(text: &str) -> Result<Role, StorageError> {
+    Role::parse(text).ok_or_else(|| corrupt(format!("unknown role {text:?}")))
+}
+
+/// A row of [`BANS`](super::statements::BANS).
+pub(crate) fn ban_from(row: &impl Columns) -> Result<BanRecord, StorageError> {
+    Ok(BanRecord {
+        room: RoomId(row.int("room_id")?),
+        user: UserId(row.int("user_id")?),
+        username: row.text("username")?,
+        by: UserId(row.int("by_id")?),
+        reason: row.opt_text("reason")?,
+        until: row.opt_int("until")?.map(Timestamp::from_unix_micros),
+        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+    })
+}
+
+/// What the membership rule reads, from a row of
+/// [`MEMBER_STANDING`](super::statements::MEMBER_STANDING).
+pub(crate) fn member_standing_from(row: &impl Columns) -> Result<roles::Standing, StorageError> {
+    let place = |prefix: &str| -> Result<Option<roles::Place>, StorageError> {
+        let Some(state) = row.opt_text(&format!("{prefix}_state"))? else {
+            return Ok(None);
+        };
+        Ok(Some(roles::Place {
+            state: member_state(&state)?,
+            role: role(&row.text(&format!("{prefix}_role"))?)?,
+        }))
+    };
+    Ok(roles::Standing {
+        kind: room_kind(&row.text("kind")?)?,
+        actor: place("a")?,
+        target: place("t")?,
+        banned: match row.opt_int("banned")? {
+            Some(_) => Some(row.opt_int("ban_until")?),
+            None => None,
+        },
+        muted: row.opt_int("muted_until")?,
     })
 }
 

@@ -19,7 +19,7 @@ macro_rules! user_columns {
 
 macro_rules! room_columns {
     () => {
-        "id, name, kind, creator_id, created_at, last_seq, last_message_seq"
+        "id, name, kind, creator_id, owner_id, created_at, last_seq, last_message_seq"
     };
 }
 
@@ -126,8 +126,8 @@ pub(crate) const SERVER_SECRET: &str = "SELECT value FROM server_secrets WHERE n
 
 // Rooms and members
 
-pub(crate) const INSERT_ROOM: &str =
-    "INSERT INTO rooms (name, kind, creator_id, created_at) VALUES ($1, $2, $3, $4) RETURNING id";
+pub(crate) const INSERT_ROOM: &str = "INSERT INTO rooms (name, kind, creator_id, owner_id, created_at) \
+    VALUES ($1, $2, $3, $3, $4) RETURNING id";
 
 /// A member row with an explicit position, for a room being created.
 pub(crate) const INSERT_MEMBER: &str = "INSERT INTO room_members \
@@ -141,11 +141,11 @@ pub(crate) const ROOM_BY_NAME: &str =
     concat!("SELECT ", room_columns!(), " FROM rooms WHERE name = $1");
 
 /// A room with one user's membership state (NULL when none).
-pub(crate) const ROOM_FOR_BY_ID: &str = "SELECT r.id, r.name, r.kind, r.creator_id, \
+pub(crate) const ROOM_FOR_BY_ID: &str = "SELECT r.id, r.name, r.kind, r.creator_id, r.owner_id, \
     r.created_at, r.last_seq, r.last_message_seq, m.state AS member_state FROM rooms r \
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
 
-pub(crate) const ROOM_FOR_BY_NAME: &str = "SELECT r.id, r.name, r.kind, r.creator_id, \
+pub(crate) const ROOM_FOR_BY_NAME: &str = "SELECT r.id, r.name, r.kind, r.creator_id, r.owner_id, \
     r.created_at, r.last_seq, r.last_message_seq, m.state AS member_state FROM rooms r \
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.name = $1";
 
@@ -169,8 +169,9 @@ pub(crate) const PG_LOCK_ROOM: &str = "SELECT id FROM rooms WHERE id = $1 FOR NO
 /// Members and messages go with it (`ON DELETE CASCADE`).
 pub(crate) const DELETE_ROOM: &str = "DELETE FROM rooms WHERE id = $1";
 
-pub(crate) const ROOM_PEOPLE: &str = "SELECT m.user_id, u.username, m.state, m.read_seq \
-    FROM room_members m JOIN users u ON u.id = m.user_id \
+pub(crate) const ROOM_PEOPLE: &str = "SELECT m.user_id, u.username, m.state, m.read_seq, \
+    CASE WHEN m.user_id = r.owner_id THEN 'owner' ELSE m.role END AS role \
+    FROM room_members m JOIN users u ON u.id = m.user_id JOIN rooms r ON r.id = m.room_id \
     WHERE m.room_id = $1 \
     ORDER BY CASE m.state WHEN 'member' THEN 0 ELSE 1 END, m.position";
 
@@ -214,8 +215,11 @@ pub(crate) const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE room_id = $1
 /// invitees, as their last message stays NULL.
 macro_rules! user_room_columns {
     () => {
-        "r.id, r.name, r.kind, r.creator_id, r.created_at, r.last_seq, r.last_message_seq, \
-         m.state, m.read_seq, \
+        "r.id, r.name, r.kind, r.creator_id, r.owner_id, r.created_at, r.last_seq, \
+         r.last_message_seq, m.state, m.read_seq, \
+         CASE WHEN m.user_id = r.owner_id THEN 'owner' ELSE m.role END AS role, \
+         (SELECT mu.until FROM room_mutes mu WHERE mu.room_id = r.id AND mu.user_id = m.user_id) \
+             AS muted_until, \
          CASE WHEN m.state = 'member' THEN r.msg_count - r.msg_deleted - m.read_no ELSE 0 END \
              AS unread, \
          CASE WHEN m.state = 'member' THEN \
@@ -290,8 +294,8 @@ pub(crate) const USER_ROOMS: &str = concat!(
 /// only the named index is its arbiter. [`PG_LOCK_DIRECT_PAIR`] closes that
 /// window.
 pub(crate) const INSERT_DIRECT_ROOM: &str = "INSERT INTO rooms \
-    (name, kind, creator_id, created_at, direct_lo, direct_hi) \
-    VALUES ($1, 'direct', $2, $3, $4, $5) \
+    (name, kind, creator_id, owner_id, created_at, direct_lo, direct_hi) \
+    VALUES ($1, 'direct', $2, $2, $3, $4, $5) \
     ON CONFLICT (direct_lo, direct_hi) WHERE direct_lo IS NOT NULL DO NOTHING \
     RETURNING id";
 
@@ -347,8 +351,10 @@ pub(crate) const NEXT_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1, \
 /// kind and the sender's state in it (NULL if none); no row if the room is
 /// gone. Run after [`NEXT_SEQ`] has locked the room (PostgreSQL), so that a
 /// leave committed meanwhile is seen.
-pub(crate) const APPEND_ACCESS: &str = "SELECT r.kind, m.state FROM rooms r \
-    LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
+pub(crate) const APPEND_ACCESS: &str = "SELECT r.kind, m.state, \
+    (SELECT mu.until FROM room_mutes mu WHERE mu.room_id = r.id AND mu.user_id = $2) \
+        AS muted_until \
+    FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
 
 /// The seq of a timeline event that is not a message: counts nothing, and
 /// the room's newest message stays what it was.
@@ -356,10 +362,54 @@ pub(crate) const NEXT_EVENT_SEQ: &str =
     "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq, msg_count";
 
 /// A membership change at seq `$2`: `$3` the member, `$4` the kind
-/// (`joined` or `left`), `$6` the room's message count.
+/// (`MemberChange::as_str`), `$6` the room's message count, `$7` who made
+/// it and why, as JSON (`rows::member_detail`; empty for a join or a
+/// leave).
 pub(crate) const INSERT_MEMBER_EVENT: &str = "INSERT INTO messages \
     (room_id, seq, sender_id, body, kind, created_at, msg_no) \
-    VALUES ($1, $2, $3, '', $4, $5, $6)";
+    VALUES ($1, $2, $3, $7, $4, $5, $6)";
+
+/// Everything the membership rule (`roles::judge`) reads of room `$1`
+/// for a change to `$3`'s membership made by `$2` (the same user for a
+/// join or a leave): the room's kind, both memberships with their roles,
+/// and `$3`'s ban and mute rows. Read under the room's lock.
+pub(crate) const MEMBER_STANDING: &str = "SELECT r.kind, \
+    a.state AS a_state, CASE WHEN a.user_id = r.owner_id THEN 'owner' ELSE a.role END AS a_role, \
+    t.state AS t_state, CASE WHEN t.user_id = r.owner_id THEN 'owner' ELSE t.role END AS t_role, \
+    b.user_id AS banned, b.until AS ban_until, mu.until AS muted_until \
+    FROM rooms r \
+    LEFT JOIN room_members a ON a.room_id = r.id AND a.user_id = $2 \
+    LEFT JOIN room_members t ON t.room_id = r.id AND t.user_id = $3 \
+    LEFT JOIN room_bans b ON b.room_id = r.id AND b.user_id = $3 \
+    LEFT JOIN room_mutes mu ON mu.room_id = r.id AND mu.user_id = $3 \
+    WHERE r.id = $1";
+
+/// `$3` the member's stored role.
+pub(crate) const SET_ROLE: &str =
+    "UPDATE room_members SET role = $3 WHERE room_id = $1 AND user_id = $2";
+
+pub(crate) const SET_OWNER: &str = "UPDATE rooms SET owner_id = $2 WHERE id = $1";
+
+/// A ban of `$2` by `$3`, with reason `$4`, until `$5` (NULL: for good), at
+/// `$6`; a second ban replaces the first.
+pub(crate) const UPSERT_BAN: &str = "INSERT INTO room_bans \
+    (room_id, user_id, by_id, reason, until, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (room_id, user_id) DO UPDATE SET by_id = excluded.by_id, \
+        reason = excluded.reason, until = excluded.until, created_at = excluded.created_at";
+
+pub(crate) const DELETE_BAN: &str = "DELETE FROM room_bans WHERE room_id = $1 AND user_id = $2";
+
+/// A mute of `$2` until `$3`.
+pub(crate) const UPSERT_MUTE: &str = "INSERT INTO room_mutes (room_id, user_id, until) \
+    VALUES ($1, $2, $3) ON CONFLICT (room_id, user_id) DO UPDATE SET until = excluded.until";
+
+pub(crate) const DELETE_MUTE: &str = "DELETE FROM room_mutes WHERE room_id = $1 AND user_id = $2";
+
+/// Room `$1`'s bans in force at `$2`, newest first.
+pub(crate) const BANS: &str = "SELECT b.room_id, b.user_id, u.username, b.by_id, b.reason, \
+    b.until, b.created_at FROM room_bans b JOIN users u ON u.id = b.user_id \
+    WHERE b.room_id = $1 AND (b.until IS NULL OR b.until > $2) \
+    ORDER BY b.created_at DESC, b.user_id";
 
 /// Returns no row when `(sender_id, client_id)` is taken; the caller then
 /// rolls back, giving the seq back. `DO NOTHING` rather than catching the
@@ -581,7 +631,8 @@ pub(crate) const NEXT_CHANGE_SEQ: &str = "UPDATE rooms SET last_seq = last_seq +
     RETURNING id, last_seq, msg_count";
 
 /// Everything the rule of a change to message `$1` by user `$2` needs, in
-/// one read: the message, its room's kind and creator (who moderates it),
+/// one read: the message, its room's kind and the user's role (whether
+/// they moderate it),
 /// the user's membership (`state`, NULL if none), the room's pins, and for
 /// reaction key `$3` how many keys the message has, whether `$3` is one,
 /// and whether `$2` gave it. Every row it reads changes only with an event
@@ -592,7 +643,8 @@ pub(crate) const NEXT_CHANGE_SEQ: &str = "UPDATE rooms SET last_seq = last_seq +
 pub(crate) const CHANGE_STANDING: &str = concat!(
     "SELECT ",
     message_columns!(),
-    ", r.kind AS kind, r.creator_id, r.last_seq - r.msg_count AS room_events, \
+    ", r.kind AS kind, r.last_seq - r.msg_count AS room_events, \
+       CASE WHEN r.owner_id = $2 THEN 'owner' ELSE COALESCE(mb.role, 'member') END AS role, \
        mb.state AS state, \
        (SELECT COUNT(*) FROM messages p \
            WHERE p.room_id = m.room_id AND p.pinned_at IS NOT NULL) AS pins, \

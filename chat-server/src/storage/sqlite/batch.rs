@@ -37,7 +37,7 @@ use super::{SqliteDialect, is_unavailable};
 use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::apply;
-use crate::storage::sql::rows::{Columns, mentions_text, message_from, refusal_from};
+use crate::storage::sql::rows::{Columns, mentions_text, message_from, muted_from, refusal_from};
 use crate::storage::sql::statements;
 use crate::storage::sql::turns::WriteTurns;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMessage};
@@ -144,7 +144,13 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
         .map_err(sqlite_err)?
         .query_row(
             named_params! { "$1": m.room.get(), "$2": m.sender.get() },
-            |row| Ok(refusal_from(&Row(row))),
+            |row| {
+                let row = Row(row);
+                Ok(match refusal_from(&row) {
+                    Ok(None) => muted_from(&row, m.created_at.unix_micros()),
+                    other => other,
+                })
+            },
         )
         .optional()
         .map_err(sqlite_err)?;
@@ -153,6 +159,7 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
         Some(Some(StorageError::NotMember { kind, state })) => {
             return Ok(Stored::NotMember { kind, state });
         }
+        Some(Some(StorageError::Refused(why))) => return Ok(Stored::Refused(why)),
         Some(Some(other)) => return Err(other),
         Some(None) => {}
     }

@@ -99,9 +99,10 @@ async fn fill(store: &SqliteStorage, reader: UserId, sender: UserId, bystander: 
     let mut tx = store.write.begin().await.expect("begin");
 
     let rooms = format!(
-        "{}INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, msg_count, \
-             last_message_seq, last_message_at) \
-         SELECT i, 'room-' || i, 'private', CASE WHEN i <= $1 THEN $2 ELSE $3 END, $4, \
+        "{}INSERT INTO rooms (id, name, kind, creator_id, owner_id, created_at, last_seq, \
+             msg_count, last_message_seq, last_message_at) \
+         SELECT i, 'room-' || i, 'private', CASE WHEN i <= $1 THEN $2 ELSE $3 END, \
+             CASE WHEN i <= $1 THEN $2 ELSE $3 END, $4, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \
              CASE WHEN i = 1 THEN $5 WHEN i <= $1 THEN $6 ELSE 0 END, \

@@ -1,0 +1,151 @@
+//! Running a room: roles, and what owners and admins do to members (kick,
+//! ban, mute, promote, hand over the room). Each action that changes
+//! something is a timeline event ([`crate::timeline::MemberEvent`]), so
+//! every client keeps its member list right from the room's stream.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{RoomId, Timestamp, UserId};
+
+/// A member's role in a group room. Conversations have none: each
+/// participant answers for their own messages.
+///
+/// Ranked `member < admin < owner`: an action on a member needs a rank
+/// above theirs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Member,
+    /// Moderates: deletes and pins messages, kicks, bans and mutes
+    /// members, changes the room's settings.
+    Admin,
+    /// One per room, its creator until handed over: everything an admin
+    /// does, and names admins, hands the room over, deletes it.
+    Owner,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "member" => Self::Member,
+            "admin" => Self::Admin,
+            "owner" => Self::Owner,
+            _ => return None,
+        })
+    }
+}
+
+/// What a moderation request does to its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    /// Remove a member (or take back an invitation); they may come back.
+    Kick,
+    /// Remove them and keep them out until `until` (or for good); a
+    /// user who is not in the room can be banned too.
+    Ban,
+    /// Let a banned user join again.
+    Unban,
+    /// A member may not send until `until` (or until unmuted); everything
+    /// else stays allowed.
+    Mute,
+    Unmute,
+    /// Make a member an admin or an admin a member (`role`): the owner only.
+    SetRole,
+    /// Hand the room over to another member, who becomes its owner; the
+    /// old owner stays as an admin. The owner only.
+    TransferOwnership,
+}
+
+impl ModerationAction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Kick => "kick",
+            Self::Ban => "ban",
+            Self::Unban => "unban",
+            Self::Mute => "mute",
+            Self::Unmute => "unmute",
+            Self::SetRole => "set_role",
+            Self::TransferOwnership => "transfer_ownership",
+        }
+    }
+}
+
+/// `POST /chat/rooms/{id}/moderate/` (and the WebSocket `moderate` frame,
+/// with `room`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct ModerateRequest {
+    /// Whom the action is for.
+    pub user_id: UserId,
+    pub action: ModerationAction,
+    /// Shown to the room with a kick or a ban (at most 500 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When a ban or a mute ends; absent: until lifted. Must be in the
+    /// future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    /// The new role, for `set_role`: `admin` or `member`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+impl ModerateRequest {
+    /// `action` for `user_id`, without reason, end or role.
+    pub fn new(user_id: UserId, action: ModerationAction) -> Self {
+        Self {
+            user_id,
+            action,
+            reason: None,
+            until: None,
+            role: None,
+        }
+    }
+}
+
+/// The answer of `POST /chat/rooms/{id}/moderate/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct ModerateResponse {
+    /// The timeline event the action appended; `null` if it changed
+    /// nothing (a kick of someone gone already, a second unmute).
+    pub event: Option<crate::timeline::MemberEvent>,
+}
+
+/// A ban of a room, as `GET /chat/rooms/{id}/bans/` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct Ban {
+    pub room: RoomId,
+    pub user_id: UserId,
+    pub username: String,
+    /// Who banned them.
+    pub by: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it ends; `null`: until lifted.
+    pub until: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// The answer of `GET /chat/rooms/{id}/bans/`: the bans in force, newest
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct BansResponse {
+    pub bans: Vec<Ban>,
+}

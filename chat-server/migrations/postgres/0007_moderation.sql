@@ -1,0 +1,31 @@
+-- Roles, bans and mutes, and membership changes made by moderators as
+-- timeline events (see migrations/sqlite/0007_moderation.sql, the same
+-- schema).
+--
+-- `messages.kind` loses its CHECK, as on SQLite (where changing it meant
+-- rebuilding the table for every new kind of event): the row decoder
+-- refuses a kind it does not know.
+
+ALTER TABLE messages DROP CONSTRAINT messages_kind_check;
+
+ALTER TABLE rooms ADD COLUMN owner_id BIGINT REFERENCES users (id);
+UPDATE rooms SET owner_id = creator_id;
+
+ALTER TABLE room_members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+
+CREATE TABLE room_bans (
+    room_id    BIGINT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    by_id      BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    reason     TEXT,
+    until      BIGINT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
+
+CREATE TABLE room_mutes (
+    room_id    BIGINT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    until      BIGINT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
