@@ -137,6 +137,9 @@ pub use chat_core::conversation::{
     ConversationDetail, ConversationSummary, CreateConversationResponse,
 };
 pub use chat_core::frame::PresenceStatus;
-pub use chat_core::moderation::{Ban, ModerateRequest, ModerationAction, Role};
+pub use chat_core::moderation::{
+    Ban, DirectoryResponse, DirectoryRoom, ModerateRequest, ModerationAction, Role, RoomSettings,
+    RoomUpdate,
+};
 pub use chat_core::room::{JoinedRoom, Room, RoomListItem};
 pub use chat_core::{ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Seq, User, UserId};

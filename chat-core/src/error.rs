@@ -55,6 +55,8 @@ pub enum ErrorCode {
     Banned,
     Muted,
     NotInRoom,
+    AnnouncementOnly,
+    SlowMode,
     EmptyBody,
     BodyTooLong,
     InvalidJson,
@@ -94,6 +96,8 @@ impl ErrorCode {
             Self::Banned => "banned",
             Self::Muted => "muted",
             Self::NotInRoom => "not_in_room",
+            Self::AnnouncementOnly => "announcement_only",
+            Self::SlowMode => "slow_mode",
             Self::EmptyBody => "empty_body",
             Self::BodyTooLong => "body_too_long",
             Self::InvalidJson => "invalid_json",
@@ -132,6 +136,8 @@ impl ErrorCode {
             Self::Banned => "You are banned from this room",
             Self::Muted => "You are muted in this room",
             Self::NotInRoom => "That user is not in this room",
+            Self::AnnouncementOnly => "Only admins post in this room",
+            Self::SlowMode => "Slow mode is on: wait before sending again",
             Self::EmptyBody => "Message body cannot be empty",
             Self::BodyTooLong => "Message body is too long",
             Self::InvalidJson => "Invalid JSON",
@@ -162,7 +168,8 @@ impl ErrorCode {
             | Self::NotModerator
             | Self::InsufficientRole
             | Self::Banned
-            | Self::Muted => 403,
+            | Self::Muted
+            | Self::AnnouncementOnly => 403,
             Self::RoomNotFound
             | Self::UserNotFound
             | Self::MessageNotFound
@@ -173,7 +180,7 @@ impl ErrorCode {
                 409
             }
             Self::PayloadTooLarge => 413,
-            Self::RateLimited => 429,
+            Self::RateLimited | Self::SlowMode => 429,
             Self::StorageUnavailable => 503,
             Self::Internal | Self::Unknown => 500,
         }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 use crate::message::Message;
-use crate::moderation::ModerateRequest;
+use crate::moderation::{ModerateRequest, RoomSettings, RoomUpdate};
 use crate::room::RoomRef;
 use crate::timeline::{MemberEvent, MessageUpdate, ReactionEvent};
 use crate::{MessageId, RoomId, Seq, Timestamp, UserId};
@@ -60,6 +60,12 @@ pub enum ClientFrame {
     Moderate {
         room: RoomRef,
         request: ModerateRequest,
+    },
+    /// `{"type":"update_room","room",...}`: change the room's settings
+    /// (see [`RoomSettings`]).
+    UpdateRoom {
+        room: RoomRef,
+        settings: RoomSettings,
     },
     /// `{"type":"ping"}`.
     Ping,
@@ -135,6 +141,11 @@ impl std::fmt::Debug for ClientFrame {
                 .debug_struct("Moderate")
                 .field("room", room)
                 .field("request", request)
+                .finish(),
+            Self::UpdateRoom { room, settings } => f
+                .debug_struct("UpdateRoom")
+                .field("room", room)
+                .field("settings", settings)
                 .finish(),
             Self::Ping => f.write_str("Ping"),
             Self::Auth { .. } => f
@@ -223,6 +234,15 @@ enum Typed {
         #[serde(flatten)]
         request: ModerateRequest,
     },
+    /// Change `room`'s settings (the fields of `PATCH /chat/rooms/{id}/`):
+    /// admins and the owner. Answered like `edit`, with the
+    /// `room_updated` event; settings that change nothing are answered by
+    /// nothing.
+    UpdateRoom {
+        room: RoomRef,
+        #[serde(flatten)]
+        settings: RoomSettings,
+    },
     /// Answered with `pong`.
     Ping,
     /// Re-authenticate the socket with a fresh access token of the same
@@ -244,6 +264,7 @@ const TYPES: &[&str] = &[
     "pin",
     "unpin",
     "moderate",
+    "update_room",
     "ping",
     "auth",
 ];
@@ -333,6 +354,7 @@ impl From<Typed> for ClientFrame {
             Typed::Pin { message_id } => Self::Pin { message_id },
             Typed::Unpin { message_id } => Self::Unpin { message_id },
             Typed::Moderate { room, request } => Self::Moderate { room, request },
+            Typed::UpdateRoom { room, settings } => Self::UpdateRoom { room, settings },
             Typed::Ping => Self::Ping,
             Typed::Auth { token } => Self::Auth { token },
         }
@@ -373,6 +395,7 @@ impl Serialize for ClientFrame {
             Self::Pin { message_id } => Typed::Pin { message_id },
             Self::Unpin { message_id } => Typed::Unpin { message_id },
             Self::Moderate { room, request } => Typed::Moderate { room, request },
+            Self::UpdateRoom { room, settings } => Typed::UpdateRoom { room, settings },
             Self::Ping => Typed::Ping,
             Self::Auth { token } => Typed::Auth { token },
         };
@@ -521,6 +544,9 @@ pub enum ServerFrame {
     MessagePinned(MessageUpdate),
     /// A message was unpinned.
     MessageUnpinned(MessageUpdate),
+    /// The room's settings changed (a timeline event with its seq):
+    /// `settings` holds what changed.
+    RoomUpdated(RoomUpdate),
     /// The room is gone; its subscription ends.
     RoomDeleted { room: RoomId },
     /// The answer to `ping`.

@@ -149,3 +149,99 @@ pub struct Ban {
 pub struct BansResponse {
     pub bans: Vec<Ban>,
 }
+
+/// A room's settings, as `PATCH /chat/rooms/{id}/` takes them (each
+/// optional: only what is given changes) and as a `room_updated` event
+/// carries them (only what changed, with its new value). An empty string
+/// clears `topic`, `description` or `avatar_url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct RoomSettings {
+    /// A new name: the rules of creation, and still unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `public` or `private` (a game room and a conversation keep theirs).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::RoomType>,
+    /// At most 250 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// At most 2,000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// An `https://` (or `http://`) URL, at most 2,000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// Only admins and the owner post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcement: Option<bool>,
+    /// At most one message per member every this many seconds (admins and
+    /// the owner excepted); 0 turns it off. At most 21,600 (6 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_mode_seconds: Option<u32>,
+}
+
+impl RoomSettings {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A room's settings changed: a timeline event with a seq of its own.
+/// `settings` holds what changed, with the new values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct RoomUpdate {
+    pub room: RoomId,
+    #[cfg_attr(feature = "schema", schema(value_type = i64))]
+    pub seq: crate::Seq,
+    /// Who changed them.
+    pub user: UserId,
+    pub created_at: Timestamp,
+    pub settings: RoomSettings,
+}
+
+/// `GET /chat/directory/`: public rooms by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
+pub struct DirectoryQuery {
+    /// Only rooms whose name starts with this (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    /// Only rooms whose name sorts after this one: the last name of the
+    /// page before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// 1..=100, default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One public room of the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct DirectoryRoom {
+    pub id: RoomId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    pub member_count: u64,
+    /// The newest message's time, else the room's creation.
+    pub last_activity_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+/// The answer of `GET /chat/directory/`, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct DirectoryResponse {
+    pub rooms: Vec<DirectoryRoom>,
+    /// Whether more rooms follow: ask again with `after` = the last name.
+    pub has_more: bool,
+}

@@ -128,6 +128,22 @@ pub struct Room {
     /// Usernames of the members with role `admin`.
     #[serde(default)]
     pub admins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// Only admins and the owner post.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announcement: bool,
+    /// At most one message per member every this many seconds (0: off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slow_mode_seconds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The answer of `POST /chat/join-room/`.

@@ -161,6 +161,8 @@ pub enum TimelineEvent {
     MessagePinned(MessageUpdate),
     /// A message was unpinned.
     MessageUnpinned(MessageUpdate),
+    /// The room's settings changed.
+    RoomUpdated(crate::moderation::RoomUpdate),
 }
 
 impl TimelineEvent {
@@ -174,6 +176,7 @@ impl TimelineEvent {
             | Self::MessagePinned(update)
             | Self::MessageUnpinned(update) => update.room,
             Self::Reaction(reaction) => reaction.room,
+            Self::RoomUpdated(update) => update.room,
         }
     }
 
@@ -187,6 +190,7 @@ impl TimelineEvent {
             | Self::MessagePinned(update)
             | Self::MessageUnpinned(update) => update.seq,
             Self::Reaction(reaction) => reaction.seq,
+            Self::RoomUpdated(update) => update.seq,
         }
     }
 }

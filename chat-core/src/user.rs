@@ -28,3 +28,21 @@ pub struct OtherUser {
     /// viewer may not see it.
     pub email: String,
 }
+
+/// A user the caller blocked, as `GET /api/users/blocked/` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct BlockedUser {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    /// When they were blocked.
+    pub blocked_at: Timestamp,
+}
+
+/// The answer of `GET /api/users/blocked/`, the newest block first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct BlockedResponse {
+    pub blocked: Vec<BlockedUser>,
+}

@@ -18,7 +18,8 @@ use chat_core::conversation::{
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::{LastMessage, Reaction, ReplyPreview};
 use chat_core::moderation::{
-    BansResponse, ModerateRequest, ModerateResponse, ModerationAction, Role,
+    BansResponse, DirectoryResponse, ModerateRequest, ModerateResponse, ModerationAction, Role,
+    RoomSettings,
 };
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem};
 use chat_core::timeline::{
@@ -400,6 +401,11 @@ fn room() {
             created_at: ts(T0),
             owner: Some("alice".to_owned()),
             admins: Vec::new(),
+            topic: None,
+            description: None,
+            avatar_url: None,
+            announcement: false,
+            slow_mode_seconds: 0,
         }
     );
 }
@@ -1867,4 +1873,41 @@ fn moderation_requests() {
         assert_eq!(code.http_status(), status);
     }
     assert!(Role::Owner > Role::Admin && Role::Admin > Role::Member);
+}
+
+/// Room settings: the PATCH body and frame, the `room_updated` event, the
+/// directory, the new codes.
+#[test]
+fn room_settings_and_directory() {
+    let settings: RoomSettings = round_trip(
+        r#"{"name": "hall", "type": "public", "topic": "", "announcement": true,
+            "slow_mode_seconds": 30}"#,
+    );
+    assert_eq!(settings.topic.as_deref(), Some(""));
+    assert!(!settings.is_empty() && RoomSettings::default().is_empty());
+    assert_eq!(
+        client_frame(r#"{"type": "update_room", "room": "lobby", "topic": "news"}"#),
+        ClientFrame::UpdateRoom {
+            room: RoomRef::Name("lobby".to_owned()),
+            settings: RoomSettings {
+                topic: Some("news".to_owned()),
+                ..RoomSettings::default()
+            },
+        }
+    );
+    let event: ServerFrame = round_trip(
+        r#"{"type": "room_updated", "room": 7, "seq": 9, "user": 1,
+            "created_at": "2026-02-24T10:31:00Z", "settings": {"slow_mode_seconds": 0}}"#,
+    );
+    assert!(
+        matches!(&event, ServerFrame::RoomUpdated(u) if u.settings.slow_mode_seconds == Some(0))
+    );
+    let page: DirectoryResponse = round_trip(
+        r#"{"rooms": [{"id": 7, "name": "hall", "topic": "news", "member_count": 3,
+            "last_activity_at": "2026-02-24T10:31:00Z", "created_at": "2026-02-24T10:30:00Z"}],
+            "has_more": false}"#,
+    );
+    assert_eq!(page.rooms[0].member_count, 3);
+    assert_eq!(ErrorCode::SlowMode.http_status(), 429);
+    assert_eq!(ErrorCode::AnnouncementOnly.http_status(), 403);
 }

@@ -10,6 +10,7 @@
 use std::ffi::{CString, c_char, c_void};
 use std::sync::Arc;
 
+use ::chat_client::chat_core::frame::ServerFrame;
 use ::chat_client::{
     ClientError, Connection, ConnectionState, Event, Message, RoomId, RoomRef, Seq,
 };
@@ -212,11 +213,11 @@ fn complete(done: Completion, result: Result<Message, ClientError>) {
 fn event_json(event: &Event) -> Value {
     match event {
         Event::Message(m) => json!({ "type": "message", "message": m }),
-        // The same JSON as the server's `member` frame.
-        Event::Member(m) => json!({
-            "type": "member", "room": m.room, "seq": m.seq, "user": m.user,
-            "change": m.change, "created_at": m.created_at,
-        }),
+        // The same JSON as the server's `member` and `room_updated` frames.
+        Event::Member(m) => serde_json::to_value(ServerFrame::Member(m.clone()))
+            .unwrap_or_else(|_| json!({ "type": "other" })),
+        Event::RoomUpdated(u) => serde_json::to_value(ServerFrame::RoomUpdated(u.clone()))
+            .unwrap_or_else(|_| json!({ "type": "other" })),
         // The same JSON as the server's frames.
         Event::MessageEdited(u) => {
             json!({ "type": "message_edited", "room": u.room, "seq": u.seq, "user": u.user,

@@ -137,6 +137,11 @@ impl From<StorageError> for ApiError {
                 crate::storage::Refusal::SelfAction => {
                     Self::invalid_field("user_id", "a moderator cannot do this to themself")
                 }
+                crate::storage::Refusal::AnnouncementOnly => Self::new(ErrorCode::AnnouncementOnly),
+                crate::storage::Refusal::SlowMode { until } => Self::with_message(
+                    ErrorCode::SlowMode,
+                    format!("Slow mode is on: you may send again at {until}"),
+                ),
                 crate::storage::Refusal::Conversation => Self::with_message(
                     ErrorCode::InvalidInput,
                     "Conversations have no roles and take no moderation",

@@ -1,7 +1,9 @@
 //! Group rooms: `/chat/create-room/`, `/chat/join-room/`, `/chat/rooms/…`.
 
 use chat_core::api::{CreateRoomRequest, InviteRequest, JoinRoomRequest};
-use chat_core::moderation::{Ban, BansResponse, ModerateRequest, ModerateResponse};
+use chat_core::moderation::{
+    Ban, BansResponse, DirectoryResponse, ModerateRequest, ModerateResponse, RoomSettings,
+};
 use chat_core::room::{JoinedRoom, Room, RoomListItem};
 use chat_core::timeline::MemberEvent;
 use chat_core::{RoomId, UserId};
@@ -130,6 +132,49 @@ impl ChatClient {
             .call(Req::post(format!("chat/rooms/{room}/moderate/")).json(request)?)
             .await?;
         Ok(answer.event)
+    }
+
+    /// Changes a room's settings (`PATCH /chat/rooms/{id}/`): only what is
+    /// given changes; an empty string clears a text. Admins and the owner.
+    /// Returns the room as it now stands.
+    ///
+    /// ```no_run
+    /// use chat_client::{RoomId, RoomSettings};
+    ///
+    /// # async fn demo(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
+    /// let settings = RoomSettings {
+    ///     topic: Some("Release day".to_owned()),
+    ///     slow_mode_seconds: Some(30),
+    ///     ..RoomSettings::default()
+    /// };
+    /// client.update_room(RoomId(7), &settings).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_room(
+        &self,
+        room: RoomId,
+        settings: &RoomSettings,
+    ) -> Result<Room, ClientError> {
+        self.call(Req::patch(format!("chat/rooms/{room}/")).json(settings)?)
+            .await
+    }
+
+    /// A page of the public directory (`GET /chat/directory/`): public
+    /// rooms by name whose name starts with `prefix` (case-insensitive),
+    /// after the name `after`.
+    pub async fn directory(
+        &self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<DirectoryResponse, ClientError> {
+        self.call(
+            Req::get("chat/directory/")
+                .query("q", prefix)
+                .query("after", after)
+                .query("limit", limit),
+        )
+        .await
     }
 
     /// The room's bans in force, newest first (`GET

@@ -13,6 +13,7 @@ mod task;
 use std::time::Duration;
 
 use chat_core::frame::PresenceStatus;
+use chat_core::moderation::RoomUpdate;
 use chat_core::timeline::{MemberEvent, MessageUpdate, ReactionEvent};
 use chat_core::{Message, RoomId, RoomRef, Seq, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -174,9 +175,11 @@ pub enum Event {
     /// comes exactly once, in `seq` order, this connection's own sends
     /// included.
     Message(Message),
-    /// A member joined or left a subscribed room. Like messages, these are
-    /// timeline events: each comes once, in `seq` order with the room's
-    /// messages (a room's seqs number both).
+    /// A membership of a subscribed room changed: joined, left, invited,
+    /// kicked, banned, unbanned, role changed, muted, unmuted. Like
+    /// messages, these are timeline events: each comes once, in `seq`
+    /// order with the room's messages (a room's seqs number both). After
+    /// your own `kicked` or `banned`, the room sends nothing more.
     Member(MemberEvent),
     /// A message of a subscribed room was edited: a timeline event of its
     /// own (its `seq` is the event's), carrying the message as it stands.
@@ -194,6 +197,9 @@ pub enum Event {
     MessagePinned(MessageUpdate),
     /// A message of a subscribed room was unpinned.
     MessageUnpinned(MessageUpdate),
+    /// A subscribed room's settings changed (a timeline event): `settings`
+    /// holds what changed, with the new values.
+    RoomUpdated(RoomUpdate),
     /// `user` has read `room` up to `seq`.
     Read {
         /// The room.

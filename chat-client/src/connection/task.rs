@@ -603,6 +603,10 @@ impl Actor {
                 self.bind_replay(update.room);
                 self.deliver(TimelineEvent::MessageUnpinned(update));
             }
+            ServerFrame::RoomUpdated(update) => {
+                self.bind_replay(update.room);
+                self.deliver(TimelineEvent::RoomUpdated(update));
+            }
             ServerFrame::Ack { client_id, message } => {
                 if let Some(index) = client_id.and_then(|c| self.send_index.remove(&c))
                     && let Some(pending) = self.sends.remove(&index)
@@ -1078,5 +1082,6 @@ fn as_event(event: TimelineEvent) -> Event {
         TimelineEvent::Reaction(reaction) => Event::Reaction(reaction),
         TimelineEvent::MessagePinned(update) => Event::MessagePinned(update),
         TimelineEvent::MessageUnpinned(update) => Event::MessageUnpinned(update),
+        TimelineEvent::RoomUpdated(update) => Event::RoomUpdated(update),
     }
 }

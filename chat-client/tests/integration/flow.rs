@@ -298,4 +298,20 @@ async fn moderation() {
             .is_none()
     );
     assert_eq!(alice.room(lobby.id).await.expect("detail").admins, ["bob"]);
+
+    let settings = chat_client::RoomSettings {
+        topic: Some("news".to_owned()),
+        ..Default::default()
+    };
+    let room = bob
+        .update_room(lobby.id, &settings)
+        .await
+        .expect("settings");
+    assert_eq!(room.topic.as_deref(), Some("news"));
+    let page = carol
+        .directory(Some("LOB"), None, None)
+        .await
+        .expect("directory");
+    assert_eq!(page.rooms.len(), 1);
+    assert_eq!(page.rooms[0].topic.as_deref(), Some("news"));
 }

@@ -101,6 +101,20 @@ ALTER TABLE rooms ADD COLUMN owner_id INTEGER REFERENCES users (id);
 UPDATE rooms SET owner_id = creator_id;
 
 ALTER TABLE room_members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+-- When the member last sent a message (slow mode counts from it).
+ALTER TABLE room_members ADD COLUMN last_sent_at INTEGER;
+
+-- A room's settings: shown (topic, description, avatar), and read by every
+-- append (announcement: only admins post; slow mode: seconds between a
+-- member's messages, 0 for off).
+ALTER TABLE rooms ADD COLUMN topic TEXT;
+ALTER TABLE rooms ADD COLUMN description TEXT;
+ALTER TABLE rooms ADD COLUMN avatar_url TEXT;
+ALTER TABLE rooms ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rooms ADD COLUMN slow_mode INTEGER NOT NULL DEFAULT 0;
+
+-- The public directory, by name.
+CREATE INDEX rooms_public_name_idx ON rooms (name) WHERE kind = 'public';
 
 CREATE TABLE room_bans (
     room_id    INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,

@@ -102,6 +102,8 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         rooms::delete,
         rooms::moderate,
         rooms::bans,
+        rooms::update,
+        rooms::directory,
         messages::history,
         messages::timeline,
         messages::send,

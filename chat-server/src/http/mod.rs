@@ -40,7 +40,13 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/create-room", post(rooms::create))
         .route("/chat/join-room", post(rooms::join))
         .route("/chat/rooms", get(rooms::list))
-        .route("/chat/rooms/{id}", get(rooms::detail).delete(rooms::delete))
+        .route(
+            "/chat/rooms/{id}",
+            get(rooms::detail)
+                .patch(rooms::update)
+                .delete(rooms::delete),
+        )
+        .route("/chat/directory", get(rooms::directory))
         .route("/chat/rooms/{id}/invite", post(rooms::invite))
         .route("/chat/rooms/{id}/leave", post(rooms::leave))
         .route("/chat/rooms/{id}/moderate", post(rooms::moderate))

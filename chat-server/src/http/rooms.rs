@@ -6,12 +6,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chat_core::api::{CreateRoomRequest, InviteRequest, JoinRoomRequest};
-use chat_core::moderation::{BansResponse, ModerateRequest, ModerateResponse};
+use chat_core::moderation::{
+    BansResponse, DirectoryQuery, DirectoryResponse, ModerateRequest, ModerateResponse,
+    RoomSettings,
+};
 use chat_core::room::{JoinedRoom, Room, RoomListItem};
 use chat_core::{ErrorBody, ErrorCode, RoomId};
 
 use super::docs;
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
 
@@ -289,4 +292,72 @@ pub(super) async fn bans(
 ) -> ApiResult<Json<BansResponse>> {
     let bans = state.service.bans(user, &room.into()).await?;
     Ok(Json(BansResponse { bans }))
+}
+
+/// Change a room's settings
+///
+/// Name (the rules of creation, still unique), type (public ↔ private),
+/// topic, description, avatar URL, announcement mode (only admins post)
+/// and slow mode (seconds between a member's messages; 0 turns it off).
+/// Only what is given changes; an empty string clears a text. Admins and
+/// the owner. The room gets a `room_updated` event with what changed; the
+/// answer is the room as it now stands.
+#[utoipa::path(
+    patch,
+    path = "/chat/rooms/{id}/",
+    operation_id = "update_room",
+    tag = "moderation",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    request_body = RoomSettings,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The room as it now stands", body = Room),
+        (status = 400, description = "`invalid_input`: nothing given, a bad field (name, type, lengths, avatar URL, slow mode), or a conversation; `invalid_json`", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`not_member`; `not_moderator`: the caller is neither admin nor owner", body = ErrorBody),
+        (status = 404, description = docs::ROOM_NOT_FOUND, body = ErrorBody),
+        (status = 409, description = "`room_name_taken`", body = ErrorBody),
+        (status = 413, description = docs::PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    RoomPath(room): RoomPath,
+    ApiJson(settings): ApiJson<RoomSettings>,
+) -> ApiResult<Json<Room>> {
+    let (room, _) = state
+        .service
+        .update_room(user, &room.into(), settings)
+        .await?;
+    Ok(Json(room))
+}
+
+/// The public directory
+///
+/// Public rooms by name (never private, game or direct ones), with their
+/// member counts and last activity: `q` keeps the names that start with
+/// it (case-insensitive), `after` pages on (the last name of the page
+/// before).
+#[utoipa::path(
+    get,
+    path = "/chat/directory/",
+    operation_id = "directory",
+    tag = "rooms",
+    params(DirectoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of public rooms", body = DirectoryResponse),
+        (status = 400, description = "`invalid_input`: a bad `limit`, `q` or `after`", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn directory(
+    State(state): State<AppState>,
+    Caller(_user): Caller,
+    ApiQuery(query): ApiQuery<DirectoryQuery>,
+) -> ApiResult<Json<DirectoryResponse>> {
+    state.service.directory(query).await.map(Json)
 }

@@ -113,7 +113,7 @@ fn message_of(event: &mut TimelineEvent) -> Option<&mut Message> {
         | TimelineEvent::MessagePinned(u)
         | TimelineEvent::MessageUnpinned(u) => Some(&mut u.message),
         TimelineEvent::Reaction(r) => Some(&mut r.message),
-        TimelineEvent::Member(_) => None,
+        TimelineEvent::Member(_) | TimelineEvent::RoomUpdated(_) => None,
     }
 }
 
@@ -157,6 +157,7 @@ pub fn timeline_frame(event: TimelineEvent) -> ServerFrame {
         TimelineEvent::Reaction(reaction) => ServerFrame::Reaction(reaction),
         TimelineEvent::MessagePinned(update) => ServerFrame::MessagePinned(update),
         TimelineEvent::MessageUnpinned(update) => ServerFrame::MessageUnpinned(update),
+        TimelineEvent::RoomUpdated(update) => ServerFrame::RoomUpdated(update),
     }
 }
 
@@ -186,6 +187,10 @@ impl CommitListener for Publisher {
             }
             Committed::Update(update) => {
                 let frame = timeline_frame(update_to_wire(update));
+                Event::timeline(update.room, update.seq, origin, &frame, None)
+            }
+            Committed::Room(update) => {
+                let frame = ServerFrame::RoomUpdated(room_update_to_wire(update));
                 Event::timeline(update.room, update.seq, origin, &frame, None)
             }
         };
@@ -218,6 +223,17 @@ fn page_query(
         after,
         limit,
     })
+}
+
+/// A stored change to a room's settings as the wire has it.
+pub fn room_update_to_wire(r: &storage::StoredRoomUpdate) -> chat_core::moderation::RoomUpdate {
+    chat_core::moderation::RoomUpdate {
+        room: r.room,
+        seq: r.seq,
+        user: r.user,
+        created_at: r.created_at,
+        settings: r.settings.clone(),
+    }
 }
 
 /// A stored membership change as the wire has it.
@@ -647,6 +663,7 @@ impl ChatService {
                 }
                 StoredEvent::Member(m) => TimelineEvent::Member(member_to_wire(&m)),
                 StoredEvent::Update(u) => update_to_wire(&u),
+                StoredEvent::Room(r) => TimelineEvent::RoomUpdated(room_update_to_wire(&r)),
             })
             .collect();
         self.with_reactions(viewer, events.iter_mut().filter_map(message_of))

@@ -4,15 +4,18 @@
 //! judged by storage under the room's lock, so a moderator racing another
 //! is judged on what the other did.
 
-use chat_core::moderation::{Ban, ModerateRequest, ModerationAction, Role};
+use chat_core::moderation::{
+    Ban, ModerateRequest, ModerationAction, Role, RoomSettings, RoomUpdate,
+};
+use chat_core::room::Room;
 use chat_core::room::RoomType;
 use chat_core::timeline::{MemberChange, MemberEvent};
 use chat_core::{ErrorCode, RoomRef, Timestamp, UserId};
 
 use super::ChatService;
-use super::messages::member_to_wire;
+use super::messages::{member_to_wire, room_update_to_wire};
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{MemberState, MemberUpdate, roles};
+use crate::storage::{Conflict, MemberState, MemberUpdate, RoomChange, StorageError, roles};
 
 /// The longest reason a kick or a ban takes, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -45,6 +48,44 @@ impl ChatService {
                 change = event.change.as_str(), "member moderated");
         }
         Ok(event.as_ref().map(member_to_wire))
+    }
+
+    /// `PATCH /chat/rooms/{id}/` and the `update_room` frame: the room as it
+    /// now stands and the event (`None` if nothing changed).
+    pub async fn update_room(
+        &self,
+        user: UserId,
+        room: &RoomRef,
+        settings: RoomSettings,
+    ) -> ApiResult<(Room, Option<RoomUpdate>)> {
+        let record = self.room_as_member(user, room).await?;
+        let settings = check_settings(settings, record.kind)?;
+        let change = RoomChange {
+            room: record.id,
+            by: user,
+            settings,
+            created_at: Timestamp::now(),
+        };
+        let event = self
+            .storage
+            .update_room(change)
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict(Conflict::RoomName) => {
+                    ApiError::new(ErrorCode::RoomNameTaken)
+                }
+                other => other.into(),
+            })?;
+        let record = self
+            .storage
+            .room(record.id)
+            .await?
+            .ok_or_else(super::rooms::room_not_found)?;
+        if event.is_some() {
+            tracing::info!(room = %record.id, by = %user, "room settings changed");
+        }
+        let view = self.room_view(&record).await?;
+        Ok((view, event.as_ref().map(room_update_to_wire)))
     }
 
     /// `GET /chat/rooms/{id}/bans/`: the bans in force; the room's admins
@@ -138,4 +179,82 @@ fn check(req: &ModerateRequest, now: Timestamp) -> ApiResult<(MemberChange, Opti
         },
         A::TransferOwnership => (MemberChange::RoleChanged, Some(Role::Owner)),
     })
+}
+
+/// The longest topic, description and avatar URL, in characters.
+pub const MAX_TOPIC_CHARS: usize = 250;
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+pub const MAX_AVATAR_URL_CHARS: usize = 2_000;
+/// The longest slow mode, in seconds (6 hours).
+pub const MAX_SLOW_MODE_SECONDS: u32 = 21_600;
+
+/// The settings, checked for a room of `kind`: the name by the rules of
+/// creation, the type public or private (of a public or private room),
+/// text lengths, an http(s) avatar URL, slow mode's bound.
+fn check_settings(mut settings: RoomSettings, kind: RoomType) -> ApiResult<RoomSettings> {
+    if settings.is_empty() {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidInput,
+            "Give at least one setting to change",
+        ));
+    }
+    if kind == RoomType::Direct {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidInput,
+            "Conversations have no roles and take no moderation",
+        ));
+    }
+    if let Some(name) = settings.name.take() {
+        settings.name = Some(super::rooms::validate_room_name(Some(&name))?);
+    }
+    if let Some(new) = settings.kind {
+        let group = |k| matches!(k, RoomType::Public | RoomType::Private);
+        if !group(new) || !group(kind) {
+            return Err(ApiError::invalid_field(
+                "type",
+                "a public room can become private and back; game rooms keep their type",
+            ));
+        }
+    }
+    let text = |field: &str, value: &Option<String>, max: usize, lines: bool| -> ApiResult<()> {
+        match value {
+            Some(v) if v.chars().count() > max => Err(ApiError::invalid_field(
+                field,
+                format!("at most {max} characters"),
+            )),
+            Some(v) if v.chars().any(|c| c.is_control() && !(lines && c == '\n')) => {
+                Err(ApiError::invalid_field(field, "no control characters"))
+            }
+            _ => Ok(()),
+        }
+    };
+    text("topic", &settings.topic, MAX_TOPIC_CHARS, false)?;
+    text(
+        "description",
+        &settings.description,
+        MAX_DESCRIPTION_CHARS,
+        true,
+    )?;
+    text(
+        "avatar_url",
+        &settings.avatar_url,
+        MAX_AVATAR_URL_CHARS,
+        false,
+    )?;
+    if let Some(avatar) = settings.avatar_url.as_deref().filter(|a| !a.is_empty()) {
+        let parsed = url::Url::parse(avatar).ok();
+        if !parsed.is_some_and(|u| matches!(u.scheme(), "https" | "http") && u.has_host()) {
+            return Err(ApiError::invalid_field("avatar_url", "an http(s) URL"));
+        }
+    }
+    if settings
+        .slow_mode_seconds
+        .is_some_and(|s| s > MAX_SLOW_MODE_SECONDS)
+    {
+        return Err(ApiError::invalid_field(
+            "slow_mode_seconds",
+            format!("0..={MAX_SLOW_MODE_SECONDS}"),
+        ));
+    }
+    Ok(settings)
 }

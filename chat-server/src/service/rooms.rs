@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chat_core::api::{CreateRoomRequest, InviteRequest};
 use chat_core::message::LastMessage;
-use chat_core::moderation::Role;
+use chat_core::moderation::{DirectoryQuery, DirectoryResponse, DirectoryRoom, Role};
 use chat_core::room::{JoinedRoom, Membership, Room, RoomListItem, RoomType};
 use chat_core::{ErrorCode, RoomId, RoomRef, Timestamp, UserId};
 
@@ -357,7 +357,46 @@ impl ChatService {
         }
     }
 
-    async fn room_view(&self, record: &RoomRecord) -> ApiResult<Room> {
+    /// `GET /chat/directory/`: public rooms by name, never private, game or
+    /// direct ones, whoever asks.
+    pub async fn directory(&self, query: DirectoryQuery) -> ApiResult<DirectoryResponse> {
+        let limit = query.limit.unwrap_or(DEFAULT_DIRECTORY_PAGE);
+        if !(1..=MAX_DIRECTORY_PAGE).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("must be 1..={MAX_DIRECTORY_PAGE}"),
+            ));
+        }
+        for (field, value) in [("q", &query.q), ("after", &query.after)] {
+            if value.as_ref().is_some_and(|v| v.chars().count() > 64) {
+                return Err(ApiError::invalid_field(field, "at most 64 characters"));
+            }
+        }
+        let mut found = self
+            .storage
+            .public_rooms(query.q.as_deref(), query.after.as_deref(), limit + 1)
+            .await?;
+        let has_more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        Ok(DirectoryResponse {
+            rooms: found
+                .into_iter()
+                .map(|p| DirectoryRoom {
+                    id: p.room.id,
+                    name: p.room.name,
+                    topic: p.room.profile.topic,
+                    description: p.room.profile.description,
+                    avatar_url: p.room.profile.avatar_url,
+                    member_count: p.member_count,
+                    last_activity_at: p.last_activity_at,
+                    created_at: p.room.created_at,
+                })
+                .collect(),
+            has_more,
+        })
+    }
+
+    pub(crate) async fn room_view(&self, record: &RoomRecord) -> ApiResult<Room> {
         let people = self.storage.room_people(record.id).await?;
         let creator = match people.iter().find(|p| p.user == record.creator) {
             Some(p) => p.username.clone(),
@@ -394,6 +433,11 @@ impl ChatService {
             created_at: record.created_at,
             owner: (!direct).then_some(owner),
             admins,
+            topic: record.profile.topic.clone(),
+            description: record.profile.description.clone(),
+            avatar_url: record.profile.avatar_url.clone(),
+            announcement: record.profile.announcement,
+            slow_mode_seconds: record.profile.slow_mode,
         })
     }
 
@@ -434,6 +478,10 @@ impl ChatService {
         Ok(wanted)
     }
 }
+
+/// The directory's page size: default and largest.
+pub const DEFAULT_DIRECTORY_PAGE: u32 = 50;
+pub const MAX_DIRECTORY_PAGE: u32 = 100;
 
 /// The newest message of a listed room as `viewer` sees it.
 pub(crate) fn last_message_view(viewer: UserId, r: &UserRoom) -> Option<LastMessage> {

@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use chat_core::moderation::Role;
+use chat_core::moderation::{Role, RoomSettings};
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
@@ -35,9 +35,9 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
     MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange, NewMessage, NewRoom,
-    NewUser, ReactionCount, RefreshTokenRecord, Refusal, RoomKey, RoomPerson, RoomRecord,
-    SearchRequest, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
-    StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
+    NewUser, PublicRoom, ReactionCount, RefreshTokenRecord, Refusal, RoomChange, RoomKey,
+    RoomPerson, RoomRecord, SearchRequest, Storage, StorageError, StoredEvent, StoredMember,
+    StoredMessage, StoredReply, StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -106,6 +106,8 @@ macro_rules! storage_conformance_tests {
             invite,
             leave_room,
             moderate_members,
+            room_settings_and_the_rule_of_sending,
+            public_directory,
             user_rooms,
             user_rooms_others_read_seq,
             direct_room_create_then_get,
@@ -1120,7 +1122,7 @@ pub async fn join_room(store: Arc<dyn Storage>) {
             StoredEvent::Member(m) if m.user == bob.id => (m.seq, "bob joined"),
             StoredEvent::Member(m) if m.user == carol.id => (m.seq, "carol joined"),
             StoredEvent::Member(_) => (e.seq(), "someone else"),
-            StoredEvent::Update(_) => (e.seq(), "a change"),
+            StoredEvent::Update(_) | StoredEvent::Room(_) => (e.seq(), "a change"),
         })
         .collect();
     assert_eq!(
@@ -1254,7 +1256,7 @@ pub async fn leave_room(store: Arc<dyn Storage>) {
         .iter()
         .filter_map(|e| match e {
             StoredEvent::Member(m) => Some((m.seq, m.user, m.change)),
-            StoredEvent::Message(_) | StoredEvent::Update(_) => None,
+            StoredEvent::Message(_) | StoredEvent::Update(_) | StoredEvent::Room(_) => None,
         })
         .collect();
     assert_eq!(
@@ -3336,6 +3338,7 @@ pub async fn unread_counts_match_a_naive_count(store: Arc<dyn Storage>) {
                     StoredEvent::Message(m) => (m.sender, Some(m.deleted)),
                     StoredEvent::Member(m) => (m.user, None),
                     StoredEvent::Update(u) => (u.user, None),
+                    StoredEvent::Room(r) => (r.user, None),
                 })
                 .collect();
             let expected: Vec<(UserId, Option<bool>)> = model.events[&room]
@@ -4644,5 +4647,302 @@ pub async fn moderate_members(store: Arc<dyn Storage>) {
             MemberChange::RoleChanged,
             MemberChange::Kicked,
         ]
+    );
+}
+
+/// A room's settings change under the rule, as a timeline event of what
+/// changed; the rule of sending reads them inside the append; a repeat of
+/// a stored message gets its original whatever the rule says now.
+pub async fn room_settings_and_the_rule_of_sending(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    let _other = room(store, "taken", alice.id, &[]).await;
+    for u in [&bob, &carol] {
+        store.join_room(lobby.id, u.id).await.expect("join");
+    }
+    let promote = MemberUpdate {
+        role: Some(Role::Admin),
+        ..moderation(lobby.id, bob.id, MemberChange::RoleChanged, alice.id, 1)
+    };
+    store.update_member(promote).await.expect("promote");
+    let change = |by: UserId, settings: RoomSettings| RoomChange {
+        room: lobby.id,
+        by,
+        settings,
+        created_at: at(2),
+    };
+    let topic = RoomSettings {
+        topic: Some("news".to_owned()),
+        ..RoomSettings::default()
+    };
+    assert!(matches!(
+        store.update_room(change(carol.id, topic.clone())).await,
+        Err(StorageError::Refused(Refusal::NotModerator))
+    ));
+    let event = store
+        .update_room(change(bob.id, topic.clone()))
+        .await
+        .expect("an admin changes settings")
+        .expect("an event");
+    assert_eq!((event.user, &event.settings), (bob.id, &topic));
+    assert!(
+        store
+            .update_room(change(bob.id, topic))
+            .await
+            .expect("again")
+            .is_none(),
+        "the same topic again changes nothing"
+    );
+    let rename = RoomSettings {
+        name: Some("taken".to_owned()),
+        ..RoomSettings::default()
+    };
+    assert!(matches!(
+        store.update_room(change(alice.id, rename)).await,
+        Err(StorageError::Conflict(Conflict::RoomName))
+    ));
+    let many = RoomSettings {
+        name: Some("hall".to_owned()),
+        kind: Some(RoomType::Public),
+        topic: Some(String::new()),
+        description: Some("a hall".to_owned()),
+        avatar_url: Some("https://example.com/a.png".to_owned()),
+        announcement: Some(false),
+        slow_mode_seconds: Some(0),
+    };
+    let event = store
+        .update_room(change(alice.id, many))
+        .await
+        .expect("update")
+        .expect("an event");
+    assert_eq!(
+        event.settings,
+        RoomSettings {
+            name: Some("hall".to_owned()),
+            kind: Some(RoomType::Public),
+            topic: Some(String::new()),
+            description: Some("a hall".to_owned()),
+            avatar_url: Some("https://example.com/a.png".to_owned()),
+            ..RoomSettings::default()
+        },
+        "what changed, a cleared topic as empty"
+    );
+    let hall = store.room(lobby.id).await.expect("room").expect("a room");
+    assert_eq!((hall.name.as_str(), hall.kind), ("hall", RoomType::Public));
+    assert_eq!(hall.profile.topic, None);
+    assert_eq!(hall.profile.description.as_deref(), Some("a hall"));
+    assert!(
+        store
+            .room_by_name("lobby")
+            .await
+            .expect("by name")
+            .is_none()
+    );
+    let page = store
+        .timeline(
+            lobby.id,
+            HistoryQuery {
+                before: None,
+                after: Some(event.seq - 1),
+                limit: 5,
+            },
+        )
+        .await
+        .expect("timeline");
+    assert_eq!(page.events, vec![StoredEvent::Room(event)]);
+
+    // Announcement mode: admins and the owner post, members not.
+    let announce = RoomSettings {
+        announcement: Some(true),
+        ..RoomSettings::default()
+    };
+    store
+        .update_room(change(alice.id, announce))
+        .await
+        .expect("announce");
+    assert!(matches!(
+        store.append(message(lobby.id, carol.id, "hi", None)).await,
+        Err(StorageError::Refused(Refusal::AnnouncementOnly))
+    ));
+    send(store, lobby.id, bob.id, "an announcement").await;
+    let open = RoomSettings {
+        announcement: Some(false),
+        slow_mode_seconds: Some(60),
+        ..RoomSettings::default()
+    };
+    store
+        .update_room(change(alice.id, open))
+        .await
+        .expect("slow mode");
+
+    // Slow mode: one message a minute for members; a repeat gets its
+    // original; admins are not slowed.
+    let first = NewMessage {
+        created_at: at(10_000_000),
+        ..message(lobby.id, carol.id, "first", Some("c-1"))
+    };
+    let stored = store.append(first.clone()).await.expect("first");
+    let soon = NewMessage {
+        created_at: at(20_000_000),
+        ..message(lobby.id, carol.id, "too soon", Some("c-2"))
+    };
+    let refused = store.append(soon.clone()).await;
+    assert!(
+        matches!(refused, Err(StorageError::Refused(Refusal::SlowMode { until })) if until == at(70_000_000)),
+        "{refused:?}"
+    );
+    let again = store
+        .append(NewMessage {
+            created_at: at(20_000_000),
+            ..first
+        })
+        .await
+        .expect("repeat");
+    assert_eq!(
+        (again.created, again.message.id),
+        (false, stored.message.id)
+    );
+    let later = NewMessage {
+        created_at: at(70_000_000),
+        ..soon
+    };
+    assert!(store.append(later).await.expect("a minute on").created);
+    // Two in one burst: the first goes, the second waits.
+    let burst = store
+        .append_many(vec![
+            NewMessage {
+                created_at: at(200_000_000),
+                ..message(lobby.id, carol.id, "one", None)
+            },
+            NewMessage {
+                created_at: at(200_000_001),
+                ..message(lobby.id, carol.id, "two", None)
+            },
+            NewMessage {
+                created_at: at(200_000_002),
+                ..message(lobby.id, bob.id, "admin", None)
+            },
+            NewMessage {
+                created_at: at(200_000_003),
+                ..message(lobby.id, bob.id, "admin", None)
+            },
+        ])
+        .await;
+    assert!(burst[0].is_ok(), "{burst:?}");
+    assert!(
+        matches!(
+            burst[1],
+            Err(StorageError::Refused(Refusal::SlowMode { .. }))
+        ),
+        "{burst:?}"
+    );
+    assert!(burst[2].is_ok() && burst[3].is_ok(), "{burst:?}");
+
+    // Conversations take no settings.
+    let (direct, _) = store
+        .direct_room(alice.id, bob.id, at(0))
+        .await
+        .expect("direct");
+    let in_direct = RoomChange {
+        room: direct.id,
+        ..change(
+            alice.id,
+            RoomSettings {
+                topic: Some("x".to_owned()),
+                ..RoomSettings::default()
+            },
+        )
+    };
+    assert!(matches!(
+        store.update_room(in_direct).await,
+        Err(StorageError::Refused(Refusal::Conversation))
+    ));
+}
+
+/// Public rooms by name, by prefix, paged; never private, game or direct.
+pub async fn public_directory(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let make = |name: &'static str, kind: RoomType| NewRoom {
+        name: name.to_owned(),
+        kind,
+        creator: alice.id,
+        invited: Vec::new(),
+        created_at: at(0),
+    };
+    for (name, kind) in [
+        ("Chess", RoomType::Public),
+        ("chess-club", RoomType::Public),
+        ("cooking", RoomType::Public),
+        ("chess-secret", RoomType::Private),
+        ("chess-game", RoomType::Game),
+        ("50%_off", RoomType::Public),
+    ] {
+        store.create_room(make(name, kind)).await.expect("create");
+    }
+    store
+        .direct_room(alice.id, bob.id, at(0))
+        .await
+        .expect("direct");
+    let names = |rooms: Vec<PublicRoom>| rooms.into_iter().map(|r| r.room.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.public_rooms(None, None, 10).await.expect("all")),
+        ["50%_off", "Chess", "chess-club", "cooking"]
+    );
+    assert_eq!(
+        names(
+            store
+                .public_rooms(Some("CHE"), None, 10)
+                .await
+                .expect("prefix")
+        ),
+        ["Chess", "chess-club"],
+        "a prefix, case-insensitive"
+    );
+    assert_eq!(
+        names(
+            store
+                .public_rooms(Some("50%_"), None, 10)
+                .await
+                .expect("literal")
+        ),
+        ["50%_off"],
+        "wildcards are literal"
+    );
+    assert!(
+        store
+            .public_rooms(Some("5_"), None, 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    let first = store.public_rooms(None, None, 2).await.expect("page");
+    assert_eq!(names(first.clone()), ["50%_off", "Chess"]);
+    assert_eq!(
+        names(
+            store
+                .public_rooms(None, Some("Chess"), 2)
+                .await
+                .expect("next")
+        ),
+        ["chess-club", "cooking"]
+    );
+    let club = store
+        .room_by_name("chess-club")
+        .await
+        .expect("by name")
+        .expect("room");
+    store.join_room(club.id, bob.id).await.expect("join");
+    let listed = store
+        .public_rooms(Some("chess-"), None, 10)
+        .await
+        .expect("club");
+    assert_eq!(
+        (listed[0].member_count, listed[0].last_activity_at),
+        (2, at(0))
     );
 }

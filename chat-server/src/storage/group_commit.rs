@@ -69,7 +69,8 @@ use tokio::task::JoinSet;
 
 use super::{
     Appended, Changed, CommitListener, Committed, Listener, MemberState, MemberUpdate,
-    MessageChange, NewMessage, Refusal, StorageError, StoredMember, StoredMessage, UpdateKind,
+    MessageChange, NewMessage, Refusal, RoomChange, StorageError, StoredMember, StoredMessage,
+    StoredRoomUpdate, UpdateKind,
 };
 
 /// The most appends one transaction takes. Bounds the statement's size and
@@ -149,8 +150,13 @@ pub(crate) enum Stored {
         kind: RoomType,
         state: Option<MemberState>,
     },
-    /// A member the room refuses to hear from (muted).
+    /// A member the room refuses to hear from (muted, slow mode, an
+    /// announcement room).
     Refused(Refusal),
+    /// Not stored: for the single append to settle (a refused repeat of a
+    /// stored message, whose original it answers). Its room's other
+    /// messages are settled.
+    Alone,
     /// Not stored: the backend could not be sure of the room's state (its
     /// timeline moved while the batch waited for it). Every message of that
     /// room in the batch says so, and group commit commits them again.
@@ -167,6 +173,8 @@ type ApplyReply = oneshot::Sender<Result<Applied, StorageError>>;
 pub(crate) enum Op {
     /// A membership change, applied in order with the appends around it.
     Member(MemberUpdate),
+    /// A change to a room's settings.
+    Room(RoomChange),
     /// A change to a message, with what the backend judged of it before
     /// queueing it, if anything.
     Message(MessageChange, Option<Box<Judgement>>),
@@ -198,6 +206,8 @@ pub(crate) enum Applied {
     /// The membership change's event; `None` if nothing changed.
     Member(Option<StoredMember>),
     Message(Box<Changed>),
+    /// The settings change's event; `None` if nothing changed.
+    Room(Option<StoredRoomUpdate>),
 }
 
 impl Applied {
@@ -206,6 +216,7 @@ impl Applied {
         match self {
             Self::Member(event) => event.as_ref().map(Committed::Member),
             Self::Message(changed) => changed.event.as_ref().map(Committed::Update),
+            Self::Room(event) => event.as_ref().map(Committed::Room),
         }
     }
 }
@@ -304,6 +315,7 @@ impl GroupCommit {
     ) -> Result<Option<StoredMember>, StorageError> {
         match self.apply(Op::Member(op)).await? {
             Applied::Member(event) => Ok(event),
+            Applied::Room(_) => Err(mismatch()),
             Applied::Message(_) => Err(mismatch()),
         }
     }
@@ -316,7 +328,18 @@ impl GroupCommit {
     ) -> Result<Changed, StorageError> {
         match self.apply(Op::Message(change, judged)).await? {
             Applied::Message(changed) => Ok(*changed),
-            Applied::Member(_) => Err(mismatch()),
+            Applied::Member(_) | Applied::Room(_) => Err(mismatch()),
+        }
+    }
+
+    /// Changes a room's settings and appends the change's event.
+    pub(crate) async fn change_room(
+        &self,
+        change: RoomChange,
+    ) -> Result<Option<StoredRoomUpdate>, StorageError> {
+        match self.apply(Op::Room(change)).await? {
+            Applied::Room(event) => Ok(event),
+            Applied::Member(_) | Applied::Message(_) => Err(mismatch()),
         }
     }
 
@@ -587,6 +610,7 @@ impl Work {
         match self {
             Self::Append(message, _) => Some(message.room),
             Self::Apply(Op::Member(op), _) => Some(op.room),
+            Self::Apply(Op::Room(change), _) => Some(change.room),
             Self::Apply(Op::Message(change, judged), _) => change_room(change, judged.as_deref()),
         }
     }
@@ -615,6 +639,7 @@ impl Unit {
             Self::Apply(op, _) => {
                 let room = match op {
                     Op::Member(op) => Some(op.room),
+                    Op::Room(change) => Some(change.room),
                     Op::Message(change, judged) => change_room(change, judged.as_deref()),
                 };
                 Started {
@@ -837,7 +862,8 @@ async fn commit<B: BatchAppend>(backend: &B, entries: Vec<Entry>, retries: u32) 
                 }
                 results.push(answer);
             }
-            let changes_again = again.iter().any(|e| matches!(e, Entry::Change(..)));
+            let changes_again = again.iter().any(|e| matches!(e, Entry::Change(..)))
+                || stored.iter().any(|s| matches!(s, Stored::Alone));
             let mut settled = if again.is_empty() {
                 Vec::new()
             } else if retries > 0 && !changes_again {
@@ -920,7 +946,7 @@ fn answers(slots: &[Slot], stored: &[Stored], written: &[Option<Changed>]) -> Ve
                     state: *state,
                 }),
                 Stored::Refused(why) => Err(StorageError::Refused(*why)),
-                Stored::Retry => return None,
+                Stored::Retry | Stored::Alone => return None,
             })),
             Slot::RepeatOf(k) => match stored.get(k)? {
                 Stored::New(message) | Stored::Original(message) => {
@@ -929,9 +955,11 @@ fn answers(slots: &[Slot], stored: &[Stored], written: &[Option<Changed>]) -> Ve
                         created: false,
                     })))
                 }
-                Stored::NoRoom | Stored::NotMember { .. } | Stored::Refused(_) | Stored::Retry => {
-                    None
-                }
+                Stored::NoRoom
+                | Stored::NotMember { .. }
+                | Stored::Refused(_)
+                | Stored::Retry
+                | Stored::Alone => None,
             },
             Slot::Change(k) => {
                 let changed = written.get(k)?.clone()?;
@@ -990,6 +1018,7 @@ mod tests {
                 Unit::Apply(op, _) => match op {
                     Op::Message(c, _) => format!("op@{:?}", c.room.map(RoomId::get)),
                     Op::Member(m) => format!("member@{}", m.room.get()),
+                    Op::Room(r) => format!("room@{}", r.room.get()),
                 },
             })
             .collect()

@@ -18,10 +18,10 @@ use super::roles::{self, Effect};
 use super::{
     Appended, BanRecord, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation,
     HistoryPage, HistoryQuery, Listener, MemberState, MemberUpdate, MessageChange, NewMessage,
-    NewRoom, NewUser, ReactionCount, ReadMark, RefreshTokenRecord, RoomPerson, RoomRecord,
-    SearchPage, SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent, StoredMember,
-    StoredMessage, StoredReply, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord,
-    UserRoom,
+    NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, RoomChange,
+    RoomPerson, RoomProfile, RoomRecord, SearchPage, SearchRequest, Seen, Standing, Storage,
+    StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply, StoredRoomUpdate,
+    StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -117,6 +117,8 @@ struct MemberRow {
     read_no: i64,
     /// As stored: the owner is whoever the room's record names.
     role: Role,
+    /// When it last sent a message here (microseconds).
+    last_sent_at: Option<i64>,
 }
 
 impl MemberRow {
@@ -127,6 +129,7 @@ impl MemberRow {
             read_seq: 0,
             read_no: 0,
             role: Role::Member,
+            last_sent_at: None,
         }
     }
 }
@@ -160,6 +163,8 @@ enum EventRowKind {
     },
     /// A membership change, as it was asked for.
     Member(Box<MemberUpdate>),
+    /// A change to the room's settings.
+    Room(Box<StoredRoomUpdate>),
     /// A change to the message at seq `target` of the same room.
     Update { kind: UpdateKind, target: Seq },
 }
@@ -219,6 +224,10 @@ impl State {
                 mentions: mentions.clone(),
             }),
             EventRowKind::Member(update) => StoredEvent::Member(update.event(seq)),
+            EventRowKind::Room(update) => StoredEvent::Room(StoredRoomUpdate {
+                seq,
+                ..(**update).clone()
+            }),
             EventRowKind::Update { kind, target } => StoredEvent::Update(StoredUpdate {
                 room,
                 seq,
@@ -239,7 +248,7 @@ impl State {
     fn message(&self, room: RoomId, seq: Seq) -> Option<StoredMessage> {
         match self.event(room, seq)? {
             StoredEvent::Message(m) => Some(m),
-            StoredEvent::Member(_) | StoredEvent::Update(_) => None,
+            StoredEvent::Member(_) | StoredEvent::Update(_) | StoredEvent::Room(_) => None,
         }
     }
 
@@ -617,6 +626,7 @@ impl Storage for MemoryStorage {
             kind: room.kind,
             creator: room.creator,
             owner: room.creator,
+            profile: RoomProfile::default(),
             created_at: room.created_at,
             last_seq: 0,
             last_message_seq: 0,
@@ -748,6 +758,7 @@ impl Storage for MemoryStorage {
                     read_seq: row.record.last_seq,
                     read_no: row.msg_count - row.msg_deleted,
                     role,
+                    last_sent_at: None,
                 });
             }
             Effect::Remove => row.members.retain(|m| m.user != user),
@@ -783,6 +794,95 @@ impl Storage for MemoryStorage {
             }
         }
         state.member_event(&update, &self.listener).map(Some)
+    }
+
+    async fn update_room(
+        &self,
+        change: RoomChange,
+    ) -> Result<Option<StoredRoomUpdate>, StorageError> {
+        let mut state = self.lock();
+        let row = state
+            .rooms
+            .get(&change.room)
+            .ok_or(StorageError::NotFound)?;
+        let actor = row.member(change.by).map(|m| roles::Place {
+            state: m.state,
+            role: row.role(m),
+        });
+        roles::judge_settings(row.record.kind, actor)?;
+        let Some((name, kind, profile, changed)) =
+            row.record
+                .profile
+                .apply(&row.record.name, row.record.kind, &change.settings)
+        else {
+            return Ok(None);
+        };
+        let old_name = row.record.name.clone();
+        if name != old_name && state.room_names.contains_key(&name) {
+            return Err(StorageError::Conflict(Conflict::RoomName));
+        }
+        state.last_message_id += 1;
+        let id = MessageId(state.last_message_id);
+        let row = state
+            .rooms
+            .get_mut(&change.room)
+            .ok_or(StorageError::NotFound)?;
+        row.record.name = name.clone();
+        row.record.kind = kind;
+        row.record.profile = profile;
+        let seq = row.record.last_seq + 1;
+        row.record.last_seq = seq;
+        let event = StoredRoomUpdate {
+            room: change.room,
+            seq,
+            user: change.by,
+            created_at: change.created_at,
+            settings: changed,
+        };
+        row.events.push(EventRow {
+            id,
+            sender: change.by,
+            kind: EventRowKind::Room(Box::new(event.clone())),
+            created_at: change.created_at,
+            msg_no: row.msg_count,
+        });
+        if name != old_name {
+            state.room_names.remove(&old_name);
+            state.room_names.insert(name, change.room);
+        }
+        self.listener.committed(Committed::Room(&event), None);
+        Ok(Some(event))
+    }
+
+    async fn public_rooms(
+        &self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PublicRoom>, StorageError> {
+        let state = self.lock();
+        let prefix = prefix.unwrap_or("").to_lowercase();
+        let mut rooms: Vec<&RoomRow> = state
+            .rooms
+            .values()
+            .filter(|r| r.record.kind == RoomType::Public)
+            .filter(|r| after.is_none_or(|a| r.record.name.as_str() > a))
+            .filter(|r| r.record.name.to_lowercase().starts_with(&prefix))
+            .collect();
+        rooms.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        Ok(rooms
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|r| PublicRoom {
+                room: r.record.clone(),
+                member_count: r
+                    .members
+                    .iter()
+                    .filter(|m| m.state == MemberState::Member)
+                    .count() as u64,
+                last_activity_at: r.activity(),
+            })
+            .collect())
     }
 
     async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError> {
@@ -850,6 +950,7 @@ impl Storage for MemoryStorage {
             kind: RoomType::Direct,
             creator: a,
             owner: a,
+            profile: RoomProfile::default(),
             created_at,
             last_seq: 0,
             last_message_seq: 0,
@@ -903,20 +1004,25 @@ impl Storage for MemoryStorage {
         let Some(room) = state.rooms.get(&message.room) else {
             return Err(StorageError::NotFound);
         };
-        match room.member(message.sender).map(|m| m.state) {
-            Some(MemberState::Member) => {}
+        let member = match room.member(message.sender) {
+            Some(m) if m.state == MemberState::Member => m,
             other => {
                 return Err(StorageError::NotMember {
                     kind: room.record.kind,
-                    state: other,
+                    state: other.map(|m| m.state),
                 });
             }
-        }
-        if let Some(&until) = room.mutes.get(&message.sender)
-            && until > message.created_at.unix_micros()
-        {
-            return Err(StorageError::Refused(roles::muted(until)));
-        }
+        };
+        // Applied after a repeat is answered: a retry gets its original.
+        let gate = roles::Gate {
+            kind: room.record.kind,
+            role: room.role(member),
+            muted_until: room.mutes.get(&message.sender).copied(),
+            announcement: room.record.profile.announcement,
+            slow_mode: i64::from(room.record.profile.slow_mode),
+            last_sent_at: member.last_sent_at,
+        };
+        let refused = roles::send_refusal(&gate, message.created_at.unix_micros());
         if let Some(client_id) = &message.client_id
             && let Some(&(room, seq)) = state.client_ids.get(&(message.sender, client_id.clone()))
         {
@@ -927,6 +1033,9 @@ impl Storage for MemoryStorage {
                 message: original,
                 created: false,
             });
+        }
+        if let Some(why) = refused {
+            return Err(StorageError::Refused(why));
         }
         state.require_user(message.sender)?;
 
@@ -1001,6 +1110,7 @@ impl Storage for MemoryStorage {
         {
             member.read_seq = seq;
             member.read_no = live;
+            member.last_sent_at = Some(message.created_at.unix_micros());
         }
         state.message_ids.insert(id, (message.room, seq));
         if let Some(client_id) = message.client_id {

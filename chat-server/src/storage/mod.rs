@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::message::SNIPPET_CHARS;
-use chat_core::moderation::Role;
+use chat_core::moderation::{Role, RoomSettings};
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
@@ -109,6 +109,8 @@ pub struct RoomRecord {
     pub creator: UserId,
     /// Its owner (see [`roles`]): the creator until handed over.
     pub owner: UserId,
+    /// Its settings beyond name and type.
+    pub profile: RoomProfile,
     pub created_at: Timestamp,
     /// The seq of the newest timeline event, 0 while the room has none.
     pub last_seq: Seq,
@@ -379,6 +381,98 @@ pub enum StoredEvent {
     Message(StoredMessage),
     Member(StoredMember),
     Update(StoredUpdate),
+    Room(StoredRoomUpdate),
+}
+
+/// A change to a room's settings, in its timeline: what changed, with the
+/// new values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRoomUpdate {
+    pub room: RoomId,
+    pub seq: Seq,
+    /// Who changed them.
+    pub user: UserId,
+    pub created_at: Timestamp,
+    pub settings: RoomSettings,
+}
+
+/// A change to make to a room's settings ([`Storage::update_room`]),
+/// already validated (name rules, lengths, the type public or private).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomChange {
+    pub room: RoomId,
+    /// Who makes it: an admin or the owner.
+    pub by: UserId,
+    pub settings: RoomSettings,
+    pub created_at: Timestamp,
+}
+
+/// What a room shows and what its appends read beside the membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomProfile {
+    pub topic: Option<String>,
+    pub description: Option<String>,
+    pub avatar_url: Option<String>,
+    /// Only admins and the owner post.
+    pub announcement: bool,
+    /// Seconds between a member's messages; 0 for off.
+    pub slow_mode: u32,
+}
+
+impl RoomProfile {
+    /// `settings` applied to it, and what of them changes anything (`None`:
+    /// nothing). The name and type are the record's, given beside.
+    pub(crate) fn apply(
+        &self,
+        name: &str,
+        kind: RoomType,
+        settings: &RoomSettings,
+    ) -> Option<(String, RoomType, RoomProfile, RoomSettings)> {
+        let text = |new: &Option<String>, old: &Option<String>| {
+            new.as_ref()
+                .map(|v| (!v.is_empty()).then(|| v.clone()))
+                .filter(|v| v != old)
+        };
+        let changed = RoomSettings {
+            name: settings.name.clone().filter(|n| n != name),
+            kind: settings.kind.filter(|k| *k != kind),
+            topic: text(&settings.topic, &self.topic).map(Option::unwrap_or_default),
+            description: text(&settings.description, &self.description)
+                .map(Option::unwrap_or_default),
+            avatar_url: text(&settings.avatar_url, &self.avatar_url).map(Option::unwrap_or_default),
+            announcement: settings.announcement.filter(|a| *a != self.announcement),
+            slow_mode_seconds: settings.slow_mode_seconds.filter(|s| *s != self.slow_mode),
+        };
+        if changed.is_empty() {
+            return None;
+        }
+        let clear = |v: &Option<String>, old: &Option<String>| match v {
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(v.clone()),
+            None => old.clone(),
+        };
+        let profile = RoomProfile {
+            topic: clear(&changed.topic, &self.topic),
+            description: clear(&changed.description, &self.description),
+            avatar_url: clear(&changed.avatar_url, &self.avatar_url),
+            announcement: changed.announcement.unwrap_or(self.announcement),
+            slow_mode: changed.slow_mode_seconds.unwrap_or(self.slow_mode),
+        };
+        Some((
+            changed.name.clone().unwrap_or_else(|| name.to_owned()),
+            changed.kind.unwrap_or(kind),
+            profile,
+            changed,
+        ))
+    }
+}
+
+/// One public room of the directory ([`Storage::public_rooms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicRoom {
+    pub room: RoomRecord,
+    pub member_count: u64,
+    pub last_activity_at: Timestamp,
 }
 
 impl StoredEvent {
@@ -388,6 +482,7 @@ impl StoredEvent {
             Self::Message(m) => Committed::Message(m),
             Self::Member(m) => Committed::Member(m),
             Self::Update(u) => Committed::Update(u),
+            Self::Room(r) => Committed::Room(r),
         }
     }
 
@@ -407,6 +502,7 @@ pub enum Committed<'a> {
     Message(&'a StoredMessage),
     Member(&'a StoredMember),
     Update(&'a StoredUpdate),
+    Room(&'a StoredRoomUpdate),
 }
 
 impl Committed<'_> {
@@ -415,6 +511,7 @@ impl Committed<'_> {
             Self::Message(m) => m.room,
             Self::Member(m) => m.room,
             Self::Update(u) => u.room,
+            Self::Room(r) => r.room,
         }
     }
 
@@ -423,6 +520,7 @@ impl Committed<'_> {
             Self::Message(m) => m.seq,
             Self::Member(m) => m.seq,
             Self::Update(u) => u.seq,
+            Self::Room(r) => r.seq,
         }
     }
 }
@@ -685,6 +783,10 @@ pub enum Refusal {
     SelfAction,
     /// Conversations take no moderation.
     Conversation,
+    /// An announcement room: admins and the owner post.
+    AnnouncementOnly,
+    /// Slow mode: the sender may send again from then.
+    SlowMode { until: Timestamp },
 }
 
 /// Hears of every new timeline event at its commit point: the seam that
@@ -959,6 +1061,23 @@ pub trait Storage: Send + Sync + 'static {
             Err(e) => Err(e),
         }
     }
+    /// Changes a room's settings and appends a `room_updated` event with
+    /// what changed, in one transaction under the room's lock, where the
+    /// rule (`roles::judge_settings`: an admin or the owner of a group
+    /// room) is checked. `None` if nothing changes. `NotFound` if the room
+    /// is gone; `Conflict(RoomName)` if the new name is taken.
+    async fn update_room(
+        &self,
+        change: RoomChange,
+    ) -> Result<Option<StoredRoomUpdate>, StorageError>;
+    /// Public rooms by name, after `after`, whose name starts with `prefix`
+    /// (both compared lowercased), at most `limit`.
+    async fn public_rooms(
+        &self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PublicRoom>, StorageError>;
     /// The room's bans in force at `now`, newest first.
     async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError>;
     /// Every room where `user` is a member or invited, newest activity

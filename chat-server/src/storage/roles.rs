@@ -192,3 +192,63 @@ pub(crate) fn judge(
         }
     }
 }
+
+/// What an append reads of its sender and room, beside the membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gate {
+    pub(crate) kind: RoomType,
+    pub(crate) role: Role,
+    /// The sender's mute row's end, if any (microseconds).
+    pub(crate) muted_until: Option<i64>,
+    pub(crate) announcement: bool,
+    /// Seconds; 0 for off.
+    pub(crate) slow_mode: i64,
+    /// The sender's last message in the room (microseconds).
+    pub(crate) last_sent_at: Option<i64>,
+}
+
+/// The rule of sending, for a member, at `at` (microseconds): a mute in
+/// force, an announcement room (admins and the owner post), slow mode
+/// (admins and the owner excepted; one message per member every
+/// `slow_mode` seconds). Checked after a repeated `client_id` is answered:
+/// a retry of a stored message gets its original, whatever changed since.
+pub(crate) fn send_refusal(gate: &Gate, at: i64) -> Option<Refusal> {
+    if let Some(until) = gate.muted_until.filter(|until| *until > at) {
+        return Some(muted(until));
+    }
+    let group = gate.kind != RoomType::Direct;
+    if group && gate.announcement && gate.role < Role::Admin {
+        return Some(Refusal::AnnouncementOnly);
+    }
+    if group && gate.slow_mode > 0 && gate.role < Role::Admin {
+        let next = gate
+            .last_sent_at
+            .map(|last| last.saturating_add(gate.slow_mode.saturating_mul(1_000_000)));
+        if let Some(next) = next.filter(|next| *next > at) {
+            return Some(Refusal::SlowMode {
+                until: Timestamp::from_unix_micros(next),
+            });
+        }
+    }
+    None
+}
+
+/// The rule of a change to a room's settings, made by someone standing as
+/// `actor` in a room of `kind`.
+pub(crate) fn judge_settings(kind: RoomType, actor: Option<Place>) -> Result<(), StorageError> {
+    match actor {
+        Some(actor) if actor.state == MemberState::Member => {
+            if kind == RoomType::Direct {
+                Err(StorageError::Refused(Refusal::Conversation))
+            } else if moderates(kind, actor.role) {
+                Ok(())
+            } else {
+                Err(StorageError::Refused(Refusal::NotModerator))
+            }
+        }
+        other => Err(StorageError::NotMember {
+            kind,
+            state: other.map(|a| a.state),
+        }),
+    }
+}

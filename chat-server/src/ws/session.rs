@@ -622,6 +622,20 @@ where
                     Err(e) => self.push_error(&e, None),
                 }
             }
+            ClientFrame::UpdateRoom { room, settings } => {
+                let service = self.state.service.clone();
+                match service.update_room(self.user, &room, settings).await {
+                    // Answered by the event, like `moderate`.
+                    Ok((_, Some(event))) => {
+                        let (room, seq) = (event.room, event.seq);
+                        return self
+                            .take_while(|s| s.rooms.get(&room).is_some_and(|c| c.delivered < seq))
+                            .await;
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) => self.push_error(&e, None),
+                }
+            }
             ClientFrame::Ping => self.push(&ServerFrame::Pong),
             ClientFrame::Auth { token } => self.reauthenticate(&token).await,
         }

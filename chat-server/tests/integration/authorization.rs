@@ -211,9 +211,12 @@ enum Call {
     Moderate,
     ModerateFrame,
     Bans,
+    /// `PATCH /chat/rooms/{id}/` and the `update_room` frame: a new topic.
+    Settings,
+    SettingsFrame,
 }
 
-const HTTP_CALLS: [Call; 22] = [
+const HTTP_CALLS: [Call; 23] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -236,9 +239,10 @@ const HTTP_CALLS: [Call; 22] = [
     Call::Reply,
     Call::Moderate,
     Call::Bans,
+    Call::Settings,
 ];
 
-const WS_CALLS: [Call; 21] = [
+const WS_CALLS: [Call; 22] = [
     Call::Bound(By::Id),
     Call::Bound(By::Name),
     Call::Subscribe(By::Id),
@@ -260,6 +264,7 @@ const WS_CALLS: [Call; 21] = [
     Call::PinFrame,
     Call::UnpinFrame,
     Call::ModerateFrame,
+    Call::SettingsFrame,
 ];
 
 /// What a cell must answer: a success status (101 for a handshake, 200 for
@@ -379,7 +384,11 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
         },
         // The owner (the creator) moderates; a conversation takes no
         // moderation; the rest as for any room call.
-        Call::Moderate | Call::ModerateFrame | Call::Bans => match (role, st) {
+        Call::Moderate
+        | Call::ModerateFrame
+        | Call::Bans
+        | Call::Settings
+        | Call::SettingsFrame => match (role, st) {
             (_, S::Member) if direct => Expect::Err(400, "invalid_input"),
             (Role::Creator, S::Member) => Expect::Ok(200),
             (_, S::Member) => Expect::Err(403, "not_moderator"),
@@ -727,6 +736,15 @@ impl World {
                 s.get(&format!("/chat/rooms/{id}/bans/"), &user.access)
                     .await
             }
+            Call::Settings => {
+                s.call(
+                    "PATCH",
+                    &format!("/chat/rooms/{id}/"),
+                    Some(&user.access),
+                    Some(json!({"topic": "set by the matrix"})),
+                )
+                .await
+            }
             _ => unreachable!("{call:?} is a WebSocket call"),
         };
         Answer {
@@ -784,6 +802,9 @@ impl World {
                 json!({"type": "unreact", "message_id": t.message, "key": "👍"})
             }
             Call::UnpinFrame => json!({"type": "unpin", "message_id": t.message}),
+            Call::SettingsFrame => {
+                json!({"type": "update_room", "room": t.id, "topic": "set by the matrix"})
+            }
             Call::ModerateFrame => {
                 json!({"type": "moderate", "room": t.id, "user_id": self.guest.id, "action": "unban"})
             }

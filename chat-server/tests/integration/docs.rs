@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use chat_core::frame::{ClientFrame, PresenceStatus, ServerFrame};
 use chat_core::message::{Message, Reaction};
-use chat_core::moderation::{ModerateRequest, ModerationAction, Role};
+use chat_core::moderation::{ModerateRequest, ModerationAction, Role, RoomSettings, RoomUpdate};
 use chat_core::timeline::{MemberChange, MemberEvent, MessageUpdate, ReactionEvent};
 use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Timestamp, UserId};
 use reqwest::StatusCode;
@@ -53,6 +53,7 @@ const CLIENT_TYPES: &[&str] = &[
     "pin",
     "unpin",
     "moderate",
+    "update_room",
     "ping",
     "auth",
 ];
@@ -64,6 +65,7 @@ const SERVER_TYPES: &[&str] = &[
     "reaction",
     "message_pinned",
     "message_unpinned",
+    "room_updated",
     "ack",
     "subscribed",
     "read",
@@ -507,6 +509,14 @@ async fn real_frames_match_the_frame_schema() {
                 role: None,
             },
         },
+        ClientFrame::UpdateRoom {
+            room: RoomRef::Id(RoomId(2)),
+            settings: RoomSettings {
+                topic: Some("news".to_owned()),
+                slow_mode_seconds: Some(30),
+                ..RoomSettings::default()
+            },
+        },
         ClientFrame::Ping,
         ClientFrame::Auth {
             token: "a.b.c".to_owned(),
@@ -639,6 +649,17 @@ async fn real_frames_match_the_frame_schema() {
         }),
         ServerFrame::MessageEdited(update.clone()),
         ServerFrame::MessageDeleted(tombstone),
+        ServerFrame::RoomUpdated(RoomUpdate {
+            room: RoomId(2),
+            seq: 5,
+            user: UserId(1),
+            created_at: Timestamp::parse("2026-02-24T10:31:00Z").expect("time"),
+            settings: RoomSettings {
+                name: Some("hall".to_owned()),
+                announcement: Some(true),
+                ..RoomSettings::default()
+            },
+        }),
         ServerFrame::MessagePinned(MessageUpdate {
             seq: 7,
             message: Message {

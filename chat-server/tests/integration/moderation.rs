@@ -11,7 +11,9 @@ use crate::support::{Backend, TestServer, TestUser, WsClient, each_backend};
 
 each_backend!(
     moderation_over_http_and_websocket,
-    banned_users_see_a_private_room_as_missing
+    banned_users_see_a_private_room_as_missing,
+    room_settings_over_http_and_websocket,
+    the_public_directory
 );
 
 async fn moderate(s: &TestServer, by: &TestUser, room: i64, body: Value) -> (StatusCode, Value) {
@@ -521,4 +523,223 @@ async fn a_kick_on_one_instance_takes_effect_on_the_other() {
         (status, &body["code"]),
         (StatusCode::FORBIDDEN, &json!("not_member"))
     );
+}
+
+async fn patch_room(s: &TestServer, by: &TestUser, room: i64, body: Value) -> (StatusCode, Value) {
+    s.call(
+        "PATCH",
+        &format!("/chat/rooms/{room}/"),
+        Some(&by.access),
+        Some(body),
+    )
+    .await
+}
+
+/// Settings change by admins and the owner, reach every socket as
+/// `room_updated`, and the rule of sending reads them: announcement mode
+/// and slow mode refuse with their codes.
+async fn room_settings_over_http_and_websocket(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let cat = s.user("cat").await;
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    s.room(&ann, "taken", "public", &[]).await;
+    for u in [&bob, &cat] {
+        assert_eq!(join(&s, u, lobby).await.0, StatusCode::OK);
+    }
+    done(
+        &s,
+        &ann,
+        lobby,
+        json!({"user_id": bob.id, "action": "set_role", "role": "admin"}),
+    )
+    .await;
+    let mut c = s.ws("/ws/", &cat).await.with_members();
+    c.subscribe(json!(lobby), None).await;
+
+    for (body, status, code) in [
+        (json!({}), StatusCode::BAD_REQUEST, "invalid_input"),
+        (
+            json!({"name": "123"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            json!({"name": "taken"}),
+            StatusCode::CONFLICT,
+            "room_name_taken",
+        ),
+        (
+            json!({"type": "game"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            json!({"topic": "x".repeat(251)}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            json!({"avatar_url": "javascript:alert(1)"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            json!({"slow_mode_seconds": 21_601}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+    ] {
+        let (got, answer) = patch_room(&s, &ann, lobby, body.clone()).await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let (status, body) = patch_room(&s, &cat, lobby, json!({"topic": "mine"})).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::FORBIDDEN, &json!("not_moderator"))
+    );
+
+    let (status, room) = patch_room(
+        &s,
+        &bob,
+        lobby,
+        json!({"name": "hall", "topic": "news", "avatar_url": "https://example.com/a.png"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{room}");
+    assert_eq!(
+        (&room["name"], &room["topic"], &room["avatar_url"]),
+        (
+            &json!("hall"),
+            &json!("news"),
+            &json!("https://example.com/a.png")
+        )
+    );
+    let updated = next(&mut c, "room_updated").await;
+    assert_eq!(
+        (&updated["user"], &updated["settings"]),
+        (
+            &json!(bob.id),
+            &json!({"name": "hall", "topic": "news", "avatar_url": "https://example.com/a.png"})
+        )
+    );
+
+    // Announcement mode over the socket: members' sends are refused.
+    let mut b = s.ws("/ws/", &bob).await.with_members();
+    b.subscribe(json!(lobby), None).await;
+    b.send(json!({"type": "update_room", "room": lobby, "announcement": true}))
+        .await;
+    assert_eq!(
+        next(&mut b, "room_updated").await["settings"],
+        json!({"announcement": true})
+    );
+    assert_eq!(
+        next(&mut c, "room_updated").await["settings"],
+        json!({"announcement": true})
+    );
+    let (status, body) = s
+        .post(
+            "/chat/send/",
+            &cat.access,
+            json!({"room": lobby, "message": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::FORBIDDEN, &json!("announcement_only"))
+    );
+    s.send(&bob, lobby, "an announcement").await;
+
+    // Slow mode: one message, then 429 until the time the error names.
+    let (status, _) = patch_room(
+        &s,
+        &ann,
+        lobby,
+        json!({"announcement": false, "slow_mode_seconds": 3600}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    s.send(&cat, lobby, "one").await;
+    let (status, body) = s
+        .post(
+            "/chat/send/",
+            &cat.access,
+            json!({"room": lobby, "message": "two"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::TOO_MANY_REQUESTS, &json!("slow_mode"))
+    );
+    c.send(json!({"type": "send", "room": lobby, "body": "two", "client_id": "t2"}))
+        .await;
+    loop {
+        let f = c.frame().await;
+        if f["type"] == "error" {
+            assert_eq!(
+                (&f["code"], &f["client_id"]),
+                (&json!("slow_mode"), &json!("t2"))
+            );
+            break;
+        }
+    }
+    s.send(&bob, lobby, "admins are not slowed").await;
+    s.send(&bob, lobby, "at all").await;
+    let (_, detail) = s.get(&format!("/chat/rooms/{lobby}/"), &cat.access).await;
+    assert_eq!(detail["slow_mode_seconds"], 3600);
+
+    // A public room made private leaves the directory.
+    let (_, listed) = s.get("/chat/directory/?q=hall", &cat.access).await;
+    assert_eq!(listed["rooms"][0]["name"], "hall");
+    patch_room(&s, &ann, lobby, json!({"type": "private"})).await;
+    let (_, listed) = s.get("/chat/directory/?q=hall", &cat.access).await;
+    assert_eq!(listed["rooms"], json!([]));
+}
+
+/// The directory: public rooms only, by name, prefix, paged.
+async fn the_public_directory(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let eve = s.user("eve").await;
+    for (name, kind) in [
+        ("alpha", "public"),
+        ("alps", "public"),
+        ("beta", "public"),
+        ("alcove", "private"),
+        ("alley", "game"),
+    ] {
+        s.room(&ann, name, kind, &[]).await;
+    }
+    let (status, page) = s.get("/chat/directory/?q=AL&limit=1", &eve.access).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        (&page["rooms"][0]["name"], &page["has_more"]),
+        (&json!("alpha"), &json!(true))
+    );
+    assert_eq!(page["rooms"][0]["member_count"], 1);
+    let (_, next_page) = s
+        .get("/chat/directory/?q=al&after=alpha", &eve.access)
+        .await;
+    let names: Vec<&str> = next_page["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        (names, &next_page["has_more"]),
+        (vec!["alps"], &json!(false))
+    );
+    let (status, body) = s.get("/chat/directory/?limit=0", &eve.access).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_input"))
+    );
+    let (status, _) = s.call("GET", "/chat/directory/", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

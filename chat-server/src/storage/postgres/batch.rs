@@ -86,7 +86,7 @@ use crate::storage::group_commit::{Applied, BatchAppend, Op, Placed, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::{apply, changed, reaction_key};
 use crate::storage::sql::rows::{
-    Columns, member_state, mentions_text, message_from, muted_from, room_kind, update_text,
+    Columns, member_state, mentions_text, message_from, room_kind, send_refused, update_text,
 };
 use crate::storage::{
     Appended, ChangeOp, Changed, MemberState, NewMessage, ReactionCount, Seen, StorageError,
@@ -103,7 +103,11 @@ macro_rules! locked {
 }
 
 /// The messages (`input`, each at its place `ord`), and those whose
-/// sender is a member of a `stable` room and not muted (`accepted`).
+/// sender is a member of a `stable` room and may send (`accepted`): the
+/// rule of sending (`roles::send_refusal`) in SQL, on the snapshot, which
+/// holds for a stable room (every change to a membership, a mute or the
+/// settings is an event that moves `last_seq`). Slow mode counts the
+/// sender's earlier messages in the batch too.
 macro_rules! accepted {
     () => {
         "), input AS (
@@ -112,7 +116,9 @@ macro_rules! accepted {
         AS t(room_id, sender_id, body, client_id, created_at,
             reply_to, thread_root, mentions, ord)
 ), members AS MATERIALIZED (
-    SELECT rm.room_id, rm.user_id FROM room_members rm JOIN stable st ON st.id = rm.room_id
+    SELECT rm.room_id, rm.user_id, rm.last_sent_at, r.announcement, r.slow_mode,
+        r.kind <> 'direct' AND rm.user_id <> r.owner_id AND rm.role = 'member' AS gated
+    FROM room_members rm JOIN stable st ON st.id = rm.room_id JOIN rooms r ON r.id = rm.room_id
     WHERE (rm.room_id, rm.user_id) IN (SELECT room_id, sender_id FROM input)
       AND rm.state = 'member'
 ), accepted AS (
@@ -120,6 +126,11 @@ macro_rules! accepted {
     JOIN members mb ON mb.room_id = i.room_id AND mb.user_id = i.sender_id
     WHERE NOT EXISTS (SELECT 1 FROM room_mutes mu
         WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id AND mu.until > i.created_at)
+      AND NOT (mb.gated AND mb.announcement <> 0)
+      AND NOT (mb.gated AND mb.slow_mode > 0 AND (
+          COALESCE(mb.last_sent_at + mb.slow_mode * 1000000 > i.created_at, false)
+          OR EXISTS (SELECT 1 FROM input e WHERE e.room_id = i.room_id
+              AND e.sender_id = i.sender_id AND e.ord < i.ord)))
 "
     };
 }
@@ -147,8 +158,10 @@ macro_rules! writes {
     FROM unnest($10::int8[], $11::int8[]) AS mi(ord, user_id) JOIN numbered n ON n.ord = mi.ord
     ON CONFLICT DO NOTHING
 ), marks AS (
-    UPDATE room_members rm SET read_seq = s.seq, read_no = s.msg_no - s.deleted
-    FROM (SELECT room_id, sender_id, max(seq) AS seq, max(msg_no) AS msg_no, max(deleted) AS deleted
+    UPDATE room_members rm SET read_seq = s.seq, read_no = s.msg_no - s.deleted,
+        last_sent_at = s.at
+    FROM (SELECT room_id, sender_id, max(seq) AS seq, max(msg_no) AS msg_no,
+              max(deleted) AS deleted, max(created_at) AS at
           FROM numbered GROUP BY room_id, sender_id) s
     WHERE rm.room_id = s.room_id AND rm.user_id = s.sender_id
       AND rm.state = 'member' AND rm.read_seq < s.seq
@@ -165,8 +178,15 @@ macro_rules! message_rows {
        NULL::int8 AS pinned_at, i.reply_to, m.reply_seq, m.reply_sender_id, m.reply_snippet,
        i.thread_root, 0::int8 AS reply_count, NULL::int8 AS last_reply_at, i.mentions,
        l.id AS locked, st.id AS stable, r.kind, rm.state,
+       CASE WHEN r.owner_id = i.sender_id THEN 'owner' ELSE COALESCE(rm.role, 'member') END
+           AS role, r.announcement, r.slow_mode,
+       GREATEST(rm.last_sent_at, (SELECT max(e.created_at) FROM input e
+           WHERE e.room_id = i.room_id AND e.sender_id = i.sender_id AND e.ord < i.ord))
+           AS last_sent_at,
        (SELECT mu.until FROM room_mutes mu
         WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id) AS muted_until,
+       CASE WHEN n.seq IS NULL AND i.client_id IS NOT NULL THEN EXISTS (SELECT 1 FROM messages o
+           WHERE o.sender_id = i.sender_id AND o.client_id = i.client_id) END AS has_original,
        NULL::int8 AS event_seq, NULL::text[] AS reaction_keys, NULL::int8[] AS reaction_ns,
        NULL::bool[] AS reaction_mine, NULL::int8 AS own_mark, NULL::int8 AS others_mark
 FROM input i
@@ -278,7 +298,8 @@ SELECT true, c.ord, ch.id, ch.room_id, ch.seq, ch.sender_id, u.display_name, ch.
        ch.created_at, ch.client_id, ch.edited_at, ch.version, ch.deleted_at, ch.pinned_at,
        ch.reply_to, ch.reply_seq, ch.reply_sender_id, ch.reply_snippet, ch.thread_root,
        ch.reply_count, ch.last_reply_at, ch.mentions,
-       NULL, NULL, NULL, NULL, NULL, ch.event_seq, rc.reaction_keys, rc.reaction_ns,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ch.event_seq,
+       rc.reaction_keys, rc.reaction_ns,
        rc.reaction_mine,
        (SELECT o.read_seq FROM room_members o
         WHERE o.room_id = c.room_id AND o.user_id = c.user_id AND o.state = 'member'),
@@ -414,7 +435,7 @@ impl BatchAppend for PgAppender {
                     .await
                     .map(|changed| Applied::Message(Box::new(changed)))
             }
-            Op::Member(_) => apply::<PgDialect>(conn, op).await,
+            Op::Member(_) | Op::Room(_) => apply::<PgDialect>(conn, op).await,
         };
         if result.is_err() {
             keep_if_alive(&mut slot).await;
@@ -578,12 +599,16 @@ pub(super) async fn store_batch(
             Stored::NoRoom
         } else if row.opt_int("stable")?.is_none() {
             Stored::Retry
-        } else if let Some(refused) = muted_from(row, row.int("created_at")?)?
-            .filter(|_| row.opt_text("state").ok().flatten().as_deref() == Some("member"))
-        {
-            match refused {
-                StorageError::Refused(why) => Stored::Refused(why),
-                other => return Err(other),
+        } else if row.opt_text("state")?.as_deref() == Some("member") {
+            // Refused by the rule of sending. A repeat of a stored message
+            // gets its original from the single append instead, as does a
+            // refusal the rule, judged again here, does not explain.
+            let has_original: Option<bool> = row.try_get("has_original").map_err(map_err)?;
+            match send_refused(row, row.int("created_at")?)? {
+                Some(StorageError::Refused(why)) if has_original != Some(true) => {
+                    Stored::Refused(why)
+                }
+                _ => Stored::Alone,
             }
         } else {
             // Read from the statement's snapshot: a member then was not one

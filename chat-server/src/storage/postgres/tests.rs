@@ -704,9 +704,9 @@ async fn concurrent_joins_get_distinct_positions() {
         .iter()
         .filter_map(|e| match e {
             crate::storage::StoredEvent::Member(m) => Some((m.user, m.seq)),
-            crate::storage::StoredEvent::Message(_) | crate::storage::StoredEvent::Update(_) => {
-                None
-            }
+            crate::storage::StoredEvent::Message(_)
+            | crate::storage::StoredEvent::Update(_)
+            | crate::storage::StoredEvent::Room(_) => None,
         })
         .collect();
     assert_eq!(joins.len(), JOINERS);

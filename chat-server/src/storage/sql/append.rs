@@ -31,12 +31,14 @@ use chat_core::moderation::Role;
 use chat_core::timeline::MemberChange;
 
 use super::rows::{
-    Columns, member_detail, member_standing_from, mentions_text, message_from, muted_from,
-    refusal_from,
+    Columns, member_detail, member_standing_from, mentions_text, message_from, refusal_from,
+    room_from, send_refused, settings_text,
 };
 use super::{Dialect, statements};
 use crate::storage::roles::{self, Effect};
-use crate::storage::{Appended, MemberUpdate, NewMessage, StorageError, StoredMember};
+use crate::storage::{
+    Appended, MemberUpdate, NewMessage, RoomChange, StorageError, StoredMember, StoredRoomUpdate,
+};
 
 /// Appends `message` in a transaction of its own on `conn`.
 pub(crate) async fn append_one<D: Dialect>(
@@ -79,14 +81,12 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(D::map_err)?;
-    let refusal = match refusal_from(&access)? {
-        Some(refusal) => Some(refusal),
-        None => muted_from(&access, message.created_at.unix_micros())?,
-    };
-    if let Some(refusal) = refusal {
+    if let Some(refusal) = refusal_from(&access)? {
         tx.rollback().await.map_err(D::map_err)?;
         return Err(refusal);
     }
+    // Judged now, applied after the insert: a repeat gets its original.
+    let refused = send_refused(&access, message.created_at.unix_micros())?;
 
     // An error here (an unknown sender) drops `tx`, which rolls back the
     // seq with it.
@@ -118,12 +118,17 @@ where
             created: false,
         });
     };
+    if let Some(refused) = refused {
+        tx.rollback().await.map_err(D::map_err)?;
+        return Err(refused);
+    }
 
     sqlx::query(statements::ADVANCE_SENDER_MARK)
         .bind(message.room.get())
         .bind(message.sender.get())
         .bind(seq)
         .bind(live)
+        .bind(message.created_at.unix_micros())
         .execute(&mut *tx)
         .await
         .map_err(D::map_err)?;
@@ -304,4 +309,95 @@ where
         .map_err(D::map_err)?;
     tx.commit().await.map_err(D::map_err)?;
     Ok(Some(op.event(seq)))
+}
+
+/// Changes a room's settings and appends a `room_updated` event with what
+/// changed, in one transaction on `conn`: the room locked, then the
+/// caller's standing read and judged (`roles::judge_settings`), then the
+/// row rewritten. `None` if nothing changes.
+pub(crate) async fn change_room<D: Dialect>(
+    conn: &mut <D::Db as Database>::Connection,
+    change: &RoomChange,
+) -> Result<Option<StoredRoomUpdate>, StorageError>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+    for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+{
+    let room = change.room.get();
+    let mut tx = conn
+        .begin_with(AssertSqlSafe(D::BEGIN))
+        .await
+        .map_err(D::map_err)?;
+    let locked = sqlx::query(D::LOCK_ROOM)
+        .bind(room)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    if locked.is_none() {
+        tx.rollback().await.map_err(D::map_err)?;
+        return Err(StorageError::NotFound);
+    }
+    let record = sqlx::query(statements::ROOM_BY_ID)
+        .bind(room)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let record = room_from(&record)?;
+    let standing = sqlx::query(statements::MEMBER_STANDING)
+        .bind(room)
+        .bind(change.by.get())
+        .bind(change.by.get())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let standing = member_standing_from(&standing)?;
+    let judged = roles::judge_settings(record.kind, standing.actor);
+    let applied = record
+        .profile
+        .apply(&record.name, record.kind, &change.settings);
+    let (Ok(()), Some((name, kind, profile, changed))) = (&judged, applied) else {
+        tx.rollback().await.map_err(D::map_err)?;
+        return judged.map(|()| None);
+    };
+    sqlx::query(statements::UPDATE_ROOM)
+        .bind(room)
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .bind(profile.topic.as_deref())
+        .bind(profile.description.as_deref())
+        .bind(profile.avatar_url.as_deref())
+        .bind(i64::from(profile.announcement))
+        .bind(i64::from(profile.slow_mode))
+        .execute(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let numbered = sqlx::query(statements::NEXT_EVENT_SEQ)
+        .bind(room)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    let seq = numbered.int("last_seq")?;
+    let body = settings_text(&changed);
+    sqlx::query(statements::INSERT_ROOM_EVENT)
+        .bind(room)
+        .bind(seq)
+        .bind(change.by.get())
+        .bind(body.as_str())
+        .bind(change.created_at.unix_micros())
+        .bind(numbered.int("msg_count")?)
+        .execute(&mut *tx)
+        .await
+        .map_err(D::map_err)?;
+    tx.commit().await.map_err(D::map_err)?;
+    Ok(Some(StoredRoomUpdate {
+        room: change.room,
+        seq,
+        user: change.by,
+        created_at: change.created_at,
+        settings: changed,
+    }))
 }

@@ -56,6 +56,9 @@ where
         Op::Member(op) => append::change_membership::<D>(conn, op)
             .await
             .map(Applied::Member),
+        Op::Room(change) => append::change_room::<D>(conn, change)
+            .await
+            .map(Applied::Room),
         Op::Message(change, _) => change_message::<D>(conn, change)
             .await
             .map(|changed| Applied::Message(Box::new(changed))),

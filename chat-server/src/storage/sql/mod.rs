@@ -25,10 +25,10 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Po
 use super::group_commit::GroupCommit;
 use super::{
     Appended, BanRecord, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery,
-    MemberState, MemberUpdate, MessageChange, NewMessage, NewRoom, NewUser, ReactionCount,
-    ReadMark, RefreshTokenRecord, RoomKey, RoomPerson, RoomRecord, SearchPage, SearchRequest,
-    Storage, StorageError, StoredMember, StoredMessage, TimelinePage, TokenUse, UserRecord,
-    UserRoom,
+    MemberState, MemberUpdate, MessageChange, NewMessage, NewRoom, NewUser, PublicRoom,
+    ReactionCount, ReadMark, RefreshTokenRecord, RoomChange, RoomKey, RoomPerson, RoomProfile,
+    RoomRecord, SearchPage, SearchRequest, Storage, StorageError, StoredMember, StoredMessage,
+    StoredRoomUpdate, TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -323,6 +323,7 @@ where
             kind: room.kind,
             creator: room.creator,
             owner: room.creator,
+            profile: RoomProfile::default(),
             created_at: room.created_at,
             last_seq: 0,
             last_message_seq: 0,
@@ -402,6 +403,30 @@ where
         // Through the committer: the event takes a seq, and this instance
         // publishes in commit order (`sql/append.rs`).
         self.appends.change_membership(update).await
+    }
+
+    async fn update_room(
+        &self,
+        change: RoomChange,
+    ) -> Result<Option<StoredRoomUpdate>, StorageError> {
+        self.appends.change_room(change).await
+    }
+
+    async fn public_rooms(
+        &self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PublicRoom>, StorageError> {
+        let pattern = format!("{}%", like_escaped(&prefix.unwrap_or("").to_lowercase()));
+        let rows = sqlx::query(statements::PUBLIC_ROOMS)
+            .bind(pattern)
+            .bind(after.unwrap_or("").to_owned())
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(rows::public_room_from).collect()
     }
 
     async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError> {
@@ -563,6 +588,7 @@ where
             kind: RoomType::Direct,
             creator: a,
             owner: a,
+            profile: RoomProfile::default(),
             created_at,
             last_seq: 0,
             last_message_seq: 0,
@@ -748,4 +774,16 @@ where
         }
         Ok(())
     }
+}
+
+/// `text` with `LIKE`'s wildcards and its escape (`\\`) escaped.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -5,7 +5,7 @@
 //! meaning (times are integer microseconds on both), so one set of row
 //! decoders, generic over the backend's row type, serves both.
 
-use chat_core::moderation::Role;
+use chat_core::moderation::{Role, RoomSettings};
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Timestamp, UserId};
@@ -13,10 +13,10 @@ use sqlx::error::DatabaseError;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
-    BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState, MemberUpdate, ReactionCount,
-    RefreshTokenRecord, RoomPerson, RoomRecord, StorageError, StoredEvent, StoredMember,
-    StoredMessage, StoredReply, StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom,
-    roles,
+    BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState, MemberUpdate, PublicRoom,
+    ReactionCount, RefreshTokenRecord, RoomPerson, RoomProfile, RoomRecord, StorageError,
+    StoredEvent, StoredMember, StoredMessage, StoredReply, StoredRoomUpdate, StoredUpdate,
+    TimelinePage, UpdateKind, UserRecord, UserRoom, roles,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -165,16 +165,40 @@ pub(crate) fn refusal_from(row: &impl Columns) -> Result<Option<StorageError>, S
     }
 }
 
-/// Whether an append's sender is muted at `at` (a row of
-/// [`APPEND_ACCESS`](super::statements::APPEND_ACCESS), its `muted_until`).
-pub(crate) fn muted_from(
+/// What the rule of sending reads (a row of
+/// [`APPEND_ACCESS`](super::statements::APPEND_ACCESS)).
+pub(crate) fn gate_from(row: &impl Columns) -> Result<roles::Gate, StorageError> {
+    Ok(roles::Gate {
+        kind: room_kind(&row.text("kind")?)?,
+        role: role(&row.text("role")?)?,
+        muted_until: row.opt_int("muted_until")?,
+        announcement: row.int("announcement")? != 0,
+        slow_mode: row.int("slow_mode")?,
+        last_sent_at: row.opt_int("last_sent_at")?,
+    })
+}
+
+/// Whether the rule of sending refuses an append at `at` (see
+/// [`gate_from`]).
+pub(crate) fn send_refused(
     row: &impl Columns,
     at: i64,
 ) -> Result<Option<StorageError>, StorageError> {
-    Ok(row
-        .opt_int("muted_until")?
-        .filter(|until| *until > at)
-        .map(|until| StorageError::Refused(roles::muted(until))))
+    Ok(roles::send_refusal(&gate_from(row)?, at).map(StorageError::Refused))
+}
+
+/// A row of [`PUBLIC_ROOMS`](super::statements::PUBLIC_ROOMS).
+pub(crate) fn public_room_from(row: &impl Columns) -> Result<PublicRoom, StorageError> {
+    Ok(PublicRoom {
+        room: room_from(row)?,
+        member_count: u64::try_from(row.int("member_count")?).unwrap_or(0),
+        last_activity_at: Timestamp::from_unix_micros(row.int("last_activity_at")?),
+    })
+}
+
+/// The `body` of a `room_updated` event: what changed.
+pub(crate) fn settings_text(settings: &RoomSettings) -> String {
+    serde_json::to_string(settings).unwrap_or_default()
 }
 
 /// How a [`MemberState`] is stored in `room_members.state`.
@@ -192,6 +216,13 @@ pub(crate) fn room_from(row: &impl Columns) -> Result<RoomRecord, StorageError> 
         kind: room_kind(&row.text("kind")?)?,
         creator: UserId(row.int("creator_id")?),
         owner: UserId(row.int("owner_id")?),
+        profile: RoomProfile {
+            topic: row.opt_text("topic")?,
+            description: row.opt_text("description")?,
+            avatar_url: row.opt_text("avatar_url")?,
+            announcement: row.int("announcement")? != 0,
+            slow_mode: u32::try_from(row.int("slow_mode")?).unwrap_or(0),
+        },
         created_at: Timestamp::from_unix_micros(row.int("created_at")?),
         last_seq: row.int("last_seq")?,
         last_message_seq: row.int("last_message_seq")?,
@@ -289,6 +320,16 @@ pub(crate) fn event_from(row: &impl Columns) -> Result<StoredEvent, StorageError
     let kind = row.text("kind")?;
     let change = match kind.as_str() {
         "message" => return message_from(row).map(StoredEvent::Message),
+        "room_updated" => {
+            return Ok(StoredEvent::Room(StoredRoomUpdate {
+                room: RoomId(row.int("room_id")?),
+                seq: row.int("seq")?,
+                user: UserId(row.int("sender_id")?),
+                created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+                settings: serde_json::from_str(&row.text("body")?)
+                    .map_err(|e| corrupt(format!("room_updated settings: {e}")))?,
+            }));
+        }
         "edited" => return update(UpdateKind::Edited),
         "deleted" => return update(UpdateKind::Deleted),
         "pinned" => return update(UpdateKind::Pinned { pinned: true }),

@@ -19,7 +19,8 @@ macro_rules! user_columns {
 
 macro_rules! room_columns {
     () => {
-        "id, name, kind, creator_id, owner_id, created_at, last_seq, last_message_seq"
+        "id, name, kind, creator_id, owner_id, created_at, last_seq, last_message_seq, \
+         topic, description, avatar_url, announcement, slow_mode"
     };
 }
 
@@ -142,11 +143,13 @@ pub(crate) const ROOM_BY_NAME: &str =
 
 /// A room with one user's membership state (NULL when none).
 pub(crate) const ROOM_FOR_BY_ID: &str = "SELECT r.id, r.name, r.kind, r.creator_id, r.owner_id, \
-    r.created_at, r.last_seq, r.last_message_seq, m.state AS member_state FROM rooms r \
+    r.created_at, r.last_seq, r.last_message_seq, r.topic, r.description, r.avatar_url, \
+    r.announcement, r.slow_mode, m.state AS member_state FROM rooms r \
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
 
 pub(crate) const ROOM_FOR_BY_NAME: &str = "SELECT r.id, r.name, r.kind, r.creator_id, r.owner_id, \
-    r.created_at, r.last_seq, r.last_message_seq, m.state AS member_state FROM rooms r \
+    r.created_at, r.last_seq, r.last_message_seq, r.topic, r.description, r.avatar_url, \
+    r.announcement, r.slow_mode, m.state AS member_state FROM rooms r \
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.name = $1";
 
 pub(crate) const ROOM_EXISTS: &str = "SELECT id FROM rooms WHERE id = $1";
@@ -216,7 +219,8 @@ pub(crate) const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE room_id = $1
 macro_rules! user_room_columns {
     () => {
         "r.id, r.name, r.kind, r.creator_id, r.owner_id, r.created_at, r.last_seq, \
-         r.last_message_seq, m.state, m.read_seq, \
+         r.last_message_seq, r.topic, r.description, r.avatar_url, r.announcement, \
+         r.slow_mode, m.state, m.read_seq, \
          CASE WHEN m.user_id = r.owner_id THEN 'owner' ELSE m.role END AS role, \
          (SELECT mu.until FROM room_mutes mu WHERE mu.room_id = r.id AND mu.user_id = m.user_id) \
              AS muted_until, \
@@ -352,6 +356,8 @@ pub(crate) const NEXT_SEQ: &str = "UPDATE rooms SET last_seq = last_seq + 1, \
 /// gone. Run after [`NEXT_SEQ`] has locked the room (PostgreSQL), so that a
 /// leave committed meanwhile is seen.
 pub(crate) const APPEND_ACCESS: &str = "SELECT r.kind, m.state, \
+    CASE WHEN r.owner_id = $2 THEN 'owner' ELSE COALESCE(m.role, 'member') END AS role, \
+    r.announcement, r.slow_mode, m.last_sent_at, \
     (SELECT mu.until FROM room_mutes mu WHERE mu.room_id = r.id AND mu.user_id = $2) \
         AS muted_until \
     FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
@@ -387,6 +393,31 @@ pub(crate) const MEMBER_STANDING: &str = "SELECT r.kind, \
 /// `$3` the member's stored role.
 pub(crate) const SET_ROLE: &str =
     "UPDATE room_members SET role = $3 WHERE room_id = $1 AND user_id = $2";
+
+/// A room's settings all at once (the caller merged the change into what
+/// it read under the room's lock).
+pub(crate) const UPDATE_ROOM: &str = "UPDATE rooms SET name = $2, kind = $3, topic = $4, \
+    description = $5, avatar_url = $6, announcement = $7, slow_mode = $8 WHERE id = $1";
+
+/// A room's settings at seq `$2`, changed by `$3`: what changed as JSON in
+/// `$4`; `$6` the room's message count.
+pub(crate) const INSERT_ROOM_EVENT: &str = "INSERT INTO messages \
+    (room_id, seq, sender_id, body, kind, created_at, msg_no) \
+    VALUES ($1, $2, $3, $4, 'room_updated', $5, $6)";
+
+/// Public rooms by name after `$2` ('' for the first page) whose lowercased
+/// name starts with `$1` (a `LIKE` pattern, escaped by the caller), at
+/// most `$3`, on the partial index of public rooms by name, with their
+/// member counts.
+pub(crate) const PUBLIC_ROOMS: &str = concat!(
+    "SELECT ",
+    room_columns!(),
+    ", COALESCE(last_message_at, created_at) AS last_activity_at, \
+     (SELECT COUNT(*) FROM room_members c WHERE c.room_id = rooms.id AND c.state = 'member') \
+         AS member_count \
+     FROM rooms WHERE kind = 'public' AND name > $2 AND lower(name) LIKE $1 ESCAPE '\\' \
+     ORDER BY name LIMIT $3"
+);
 
 pub(crate) const SET_OWNER: &str = "UPDATE rooms SET owner_id = $2 WHERE id = $1";
 
@@ -452,7 +483,9 @@ pub(crate) const MESSAGE_BY_CLIENT_ID: &str = concat!(
 /// The sender has read its own message and everything below it: its mark
 /// moves to the message's seq `$3`, and its count to `$4`, the messages not
 /// deleted up to there (`NEXT_SEQ`'s `live_count`). Invitees keep their 0.
-pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members SET read_seq = $3, read_no = $4 \
+/// `$5` when it was sent, for slow mode.
+pub(crate) const ADVANCE_SENDER_MARK: &str = "UPDATE room_members \
+    SET read_seq = $3, read_no = $4, last_sent_at = $5 \
     WHERE room_id = $1 AND user_id = $2 AND state = 'member' AND read_seq < $3";
 
 /// Messages upward from `$2` (exclusive), below `$3`: the `(room_id, seq)`

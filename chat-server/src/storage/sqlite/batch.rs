@@ -37,7 +37,7 @@ use super::{SqliteDialect, is_unavailable};
 use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::apply;
-use crate::storage::sql::rows::{Columns, mentions_text, message_from, muted_from, refusal_from};
+use crate::storage::sql::rows::{Columns, mentions_text, message_from, refusal_from, send_refused};
 use crate::storage::sql::statements;
 use crate::storage::sql::turns::WriteTurns;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMessage};
@@ -146,23 +146,23 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
             named_params! { "$1": m.room.get(), "$2": m.sender.get() },
             |row| {
                 let row = Row(row);
-                Ok(match refusal_from(&row) {
-                    Ok(None) => muted_from(&row, m.created_at.unix_micros()),
-                    other => other,
-                })
+                Ok(refusal_from(&row).and_then(|refused| {
+                    Ok((refused, send_refused(&row, m.created_at.unix_micros())?))
+                }))
             },
         )
         .optional()
         .map_err(sqlite_err)?;
-    match access.transpose()? {
+    // The rule of sending is applied after a repeat is answered: a retry
+    // of a stored message gets its original.
+    let refused = match access.transpose()? {
         None => return Ok(Stored::NoRoom),
-        Some(Some(StorageError::NotMember { kind, state })) => {
+        Some((Some(StorageError::NotMember { kind, state }), _)) => {
             return Ok(Stored::NotMember { kind, state });
         }
-        Some(Some(StorageError::Refused(why))) => return Ok(Stored::Refused(why)),
-        Some(Some(other)) => return Err(other),
-        Some(None) => {}
-    }
+        Some((Some(other), _)) => return Err(other),
+        Some((None, refused)) => refused,
+    };
     if let Some(client_id) = m.client_id.as_deref() {
         let original = tx
             .prepare_cached(statements::MESSAGE_BY_CLIENT_ID)
@@ -176,6 +176,11 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
         if let Some(original) = original {
             return Ok(Stored::Original(original?));
         }
+    }
+    match refused {
+        Some(StorageError::Refused(why)) => return Ok(Stored::Refused(why)),
+        Some(other) => return Err(other),
+        None => {}
     }
     let numbered = tx
         .prepare_cached(statements::NEXT_SEQ)
@@ -225,6 +230,7 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
             "$2": m.sender.get(),
             "$3": seq,
             "$4": live,
+            "$5": m.created_at.unix_micros(),
         })
         .map_err(sqlite_err)?;
     if let Some(root) = m.thread_root {
