@@ -142,4 +142,5 @@ pub use chat_core::moderation::{
     RoomUpdate,
 };
 pub use chat_core::room::{JoinedRoom, Room, RoomListItem};
+pub use chat_core::user::BlockedUser;
 pub use chat_core::{ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Seq, User, UserId};

@@ -137,6 +137,8 @@ impl From<StorageError> for ApiError {
                 crate::storage::Refusal::SelfAction => {
                     Self::invalid_field("user_id", "a moderator cannot do this to themself")
                 }
+                // The same bytes as a conversation that does not exist.
+                crate::storage::Refusal::Blocked => Self::new(ErrorCode::RoomNotFound),
                 crate::storage::Refusal::AnnouncementOnly => Self::new(ErrorCode::AnnouncementOnly),
                 crate::storage::Refusal::SlowMode { until } => Self::with_message(
                     ErrorCode::SlowMode,

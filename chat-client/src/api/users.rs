@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use chat_core::api::{RefreshRequest, RegisterRequest, TokenRequest, TokenResponse};
+use chat_core::user::{BlockedResponse, BlockedUser};
 use chat_core::{User, UserId};
 
 use crate::client::Req;
@@ -142,6 +143,26 @@ impl ChatClient {
     /// ```
     pub async fn me(&self) -> Result<User, ClientError> {
         self.call(Req::get("api/users/me/")).await
+    }
+
+    /// Blocks a user (`POST /api/users/{id}/block/`): they can no longer
+    /// open a conversation with you nor send in yours.
+    pub async fn block(&self, user: UserId) -> Result<(), ClientError> {
+        self.call_empty(Req::post(format!("api/users/{user}/block/")))
+            .await
+    }
+
+    /// Lifts a block (`DELETE /api/users/{id}/block/`).
+    pub async fn unblock(&self, user: UserId) -> Result<(), ClientError> {
+        self.call_empty(Req::delete(format!("api/users/{user}/block/")))
+            .await
+    }
+
+    /// The users you blocked, the newest block first
+    /// (`GET /api/users/blocked/`).
+    pub async fn blocked(&self) -> Result<Vec<BlockedUser>, ClientError> {
+        let answer: BlockedResponse = self.call(Req::get("api/users/blocked/")).await?;
+        Ok(answer.blocked)
     }
 
     /// One page of users ordered by id (`GET /api/users/`): those with an id

@@ -314,4 +314,9 @@ async fn moderation() {
         .expect("directory");
     assert_eq!(page.rooms.len(), 1);
     assert_eq!(page.rooms[0].topic.as_deref(), Some("news"));
+
+    alice.block(carol_user.id).await.expect("block");
+    assert_eq!(alice.blocked().await.expect("blocked")[0].id, carol_user.id);
+    alice.unblock(carol_user.id).await.expect("unblock");
+    assert!(alice.blocked().await.expect("blocked").is_empty());
 }

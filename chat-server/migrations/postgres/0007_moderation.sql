@@ -24,6 +24,16 @@ ALTER TABLE rooms ADD COLUMN avatar_url TEXT;
 ALTER TABLE rooms ADD COLUMN announcement BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE rooms ADD COLUMN slow_mode BIGINT NOT NULL DEFAULT 0;
 
+-- Who blocked whom: the blocked may not open a conversation with the
+-- blocker nor send in theirs (an append reads it by primary key, for
+-- conversations only).
+CREATE TABLE user_blocks (
+    blocker_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    blocked_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (blocker_id, blocked_id)
+);
+
 -- The public directory, by name.
 CREATE INDEX rooms_public_name_idx ON rooms (name) WHERE kind = 'public';
 

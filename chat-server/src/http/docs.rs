@@ -41,7 +41,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::Config;
 
-use super::{conversations, health, messages, rooms, users};
+use super::{blocks, conversations, health, messages, rooms, users};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -93,6 +93,9 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         users::logout,
         users::list,
         users::me,
+        blocks::block,
+        blocks::unblock,
+        blocks::blocked,
         rooms::create,
         rooms::join,
         rooms::list,

@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::server::AppState;
 
+mod blocks;
 mod conversations;
 mod docs;
 pub mod extract;
@@ -37,6 +38,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/logout", post(users::logout))
         .route("/api/users", get(users::list))
         .route("/api/users/me", get(users::me))
+        .route("/api/users/blocked", get(blocks::blocked))
+        .route(
+            "/api/users/{id}/block",
+            post(blocks::block).delete(blocks::unblock),
+        )
         .route("/chat/create-room", post(rooms::create))
         .route("/chat/join-room", post(rooms::join))
         .route("/chat/rooms", get(rooms::list))

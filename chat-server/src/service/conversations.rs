@@ -43,6 +43,10 @@ impl ChatService {
             .user(other)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound))?;
+        // Blocked by them: they are as good as absent.
+        if self.storage.is_blocked(other.id, user).await? {
+            return Err(ApiError::new(ErrorCode::UserNotFound));
+        }
         let (room, created) = self
             .storage
             .direct_room(user, other.id, Timestamp::now())

@@ -942,9 +942,21 @@ impl ChatService {
     }
 
     /// Tells the room that `user` is typing (a signal, not stored).
-    pub fn typing(&self, user: UserId, room: RoomId, origin: ConnId) {
-        let frame = ServerFrame::Typing { room, user };
-        self.hub.publish(Event::signal(room, Some(origin), &frame));
+    pub async fn typing(&self, user: UserId, room: &RoomRecord, origin: ConnId) -> ApiResult<()> {
+        // A conversation's other participant who blocked the typist hears
+        // nothing from them.
+        if let Some(other) = storage::direct_other(room, user)
+            && self.storage.is_blocked(other, user).await?
+        {
+            return Ok(());
+        }
+        let frame = ServerFrame::Typing {
+            room: room.id,
+            user,
+        };
+        self.hub
+            .publish(Event::signal(room.id, Some(origin), &frame));
+        Ok(())
     }
 
     /// Marks a room read up to `seq` and, if the mark moved, tells the room.

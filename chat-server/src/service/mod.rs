@@ -14,6 +14,7 @@ use crate::auth::Tokens;
 use crate::hub::Hub;
 use crate::storage::Storage;
 
+pub mod blocks;
 pub mod conversations;
 pub mod messages;
 pub mod moderation;

@@ -108,6 +108,7 @@ macro_rules! storage_conformance_tests {
             moderate_members,
             room_settings_and_the_rule_of_sending,
             public_directory,
+            blocks,
             user_rooms,
             user_rooms_others_read_seq,
             direct_room_create_then_get,
@@ -4945,4 +4946,83 @@ pub async fn public_directory(store: Arc<dyn Storage>) {
         (listed[0].member_count, listed[0].last_activity_at),
         (2, at(0))
     );
+}
+
+/// A block: listed, idempotent, lifted; inside a conversation the blocked
+/// participant's sends are refused, the blocker's are not, a repeat of a
+/// message stored before still gets its original; group rooms are not
+/// filtered.
+pub async fn blocks(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let (direct, _) = store
+        .direct_room(alice.id, bob.id, at(0))
+        .await
+        .expect("direct");
+    let before = store
+        .append(message(direct.id, bob.id, "before", Some("b-1")))
+        .await
+        .expect("before the block");
+    assert!(
+        store
+            .block_user(alice.id, bob.id, at(5))
+            .await
+            .expect("block")
+    );
+    assert!(
+        !store
+            .block_user(alice.id, bob.id, at(6))
+            .await
+            .expect("again")
+    );
+    store
+        .block_user(alice.id, carol.id, at(7))
+        .await
+        .expect("block");
+    assert!(store.is_blocked(alice.id, bob.id).await.expect("is"));
+    assert!(!store.is_blocked(bob.id, alice.id).await.expect("one way"));
+    let listed: Vec<(UserId, Timestamp)> = store
+        .blocked_users(alice.id)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(u, t)| (u.id, t))
+        .collect();
+    assert_eq!(listed, vec![(carol.id, at(7)), (bob.id, at(5))]);
+
+    assert!(matches!(
+        store
+            .append(message(direct.id, bob.id, "hello?", None))
+            .await,
+        Err(StorageError::Refused(Refusal::Blocked))
+    ));
+    let burst = store
+        .append_many(vec![
+            message(direct.id, bob.id, "one", None),
+            message(direct.id, alice.id, "mine", None),
+        ])
+        .await;
+    assert!(
+        matches!(burst[0], Err(StorageError::Refused(Refusal::Blocked))),
+        "{burst:?}"
+    );
+    assert!(burst[1].is_ok(), "the blocker still sends: {burst:?}");
+    let again = store
+        .append(message(direct.id, bob.id, "before", Some("b-1")))
+        .await
+        .expect("a repeat");
+    assert_eq!(
+        (again.created, again.message.id),
+        (false, before.message.id)
+    );
+
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    send(store, lobby.id, bob.id, "group rooms are not filtered").await;
+
+    assert!(store.unblock_user(alice.id, bob.id).await.expect("unblock"));
+    assert!(!store.unblock_user(alice.id, bob.id).await.expect("again"));
+    send(store, direct.id, bob.id, "back").await;
 }

@@ -76,6 +76,8 @@ struct State {
     message_ids: HashMap<MessageId, (RoomId, Seq)>,
     /// Per message, who reacted with which key, oldest first.
     reactions: HashMap<MessageId, Vec<(UserId, String)>>,
+    /// Blocks by (blocker, blocked): since when.
+    blocks: HashMap<(UserId, UserId), Timestamp>,
 }
 
 #[derive(Debug)]
@@ -885,6 +887,45 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
+    async fn block_user(
+        &self,
+        blocker: UserId,
+        blocked: UserId,
+        at: Timestamp,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        state.require_user(blocker)?;
+        state.require_user(blocked)?;
+        if state.blocks.contains_key(&(blocker, blocked)) {
+            return Ok(false);
+        }
+        state.blocks.insert((blocker, blocked), at);
+        Ok(true)
+    }
+
+    async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> Result<bool, StorageError> {
+        Ok(self.lock().blocks.remove(&(blocker, blocked)).is_some())
+    }
+
+    async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> Result<bool, StorageError> {
+        Ok(self.lock().blocks.contains_key(&(blocker, blocked)))
+    }
+
+    async fn blocked_users(
+        &self,
+        blocker: UserId,
+    ) -> Result<Vec<(UserRecord, Timestamp)>, StorageError> {
+        let state = self.lock();
+        let mut found: Vec<(UserRecord, Timestamp)> = state
+            .blocks
+            .iter()
+            .filter(|((by, _), _)| *by == blocker)
+            .filter_map(|((_, blocked), at)| Some((state.users.get(blocked)?.clone(), *at)))
+            .collect();
+        found.sort_by(|a, b| (b.1, a.0.id).cmp(&(a.1, b.0.id)));
+        Ok(found)
+    }
+
     async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError> {
         let state = self.lock();
         let Some(row) = state.rooms.get(&room) else {
@@ -1021,6 +1062,10 @@ impl Storage for MemoryStorage {
             announcement: room.record.profile.announcement,
             slow_mode: i64::from(room.record.profile.slow_mode),
             last_sent_at: member.last_sent_at,
+            blocked: room.direct.is_some_and(|(lo, hi)| {
+                let other = if lo == message.sender { hi } else { lo };
+                state.blocks.contains_key(&(other, message.sender))
+            }),
         };
         let refused = roles::send_refusal(&gate, message.created_at.unix_micros());
         if let Some(client_id) = &message.client_id

@@ -787,6 +787,9 @@ pub enum Refusal {
     AnnouncementOnly,
     /// Slow mode: the sender may send again from then.
     SlowMode { until: Timestamp },
+    /// The other participant of the conversation blocked the sender: the
+    /// conversation answers as one that does not exist.
+    Blocked,
 }
 
 /// Hears of every new timeline event at its commit point: the seam that
@@ -1078,6 +1081,26 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<PublicRoom>, StorageError>;
+    // Blocks
+
+    /// `blocker` blocks `blocked` (see `roles::send_refusal`); `false` if
+    /// it already did.
+    async fn block_user(
+        &self,
+        blocker: UserId,
+        blocked: UserId,
+        at: Timestamp,
+    ) -> Result<bool, StorageError>;
+    /// Lifts a block; `false` if there was none.
+    async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> Result<bool, StorageError>;
+    /// Whether `blocker` blocked `blocked`.
+    async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> Result<bool, StorageError>;
+    /// The users `blocker` blocked, with when, the newest first.
+    async fn blocked_users(
+        &self,
+        blocker: UserId,
+    ) -> Result<Vec<(UserRecord, Timestamp)>, StorageError>;
+
     /// The room's bans in force at `now`, newest first.
     async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError>;
     /// Every room where `user` is a member or invited, newest activity
@@ -1222,6 +1245,18 @@ pub(crate) fn self_conversation() -> StorageError {
 
 /// A conversation's room name. The `/` keeps it out of the group rooms'
 /// namespace; users never see it.
+/// The other participant of a conversation made by `direct_room`, read
+/// from its name (`direct/{lo}/{hi}`); `None` for any other room.
+pub(crate) fn direct_other(room: &RoomRecord, user: UserId) -> Option<UserId> {
+    if room.kind != RoomType::Direct {
+        return None;
+    }
+    let mut ids = room.name.strip_prefix("direct/")?.split('/');
+    let lo = UserId(ids.next()?.parse().ok()?);
+    let hi = UserId(ids.next()?.parse().ok()?);
+    (lo == user).then_some(hi).or((hi == user).then_some(lo))
+}
+
 pub(crate) fn direct_name(lo: UserId, hi: UserId) -> String {
     format!("direct/{lo}/{hi}")
 }

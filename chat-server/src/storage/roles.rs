@@ -205,14 +205,20 @@ pub(crate) struct Gate {
     pub(crate) slow_mode: i64,
     /// The sender's last message in the room (microseconds).
     pub(crate) last_sent_at: Option<i64>,
+    /// In a conversation: the other participant blocked the sender.
+    pub(crate) blocked: bool,
 }
 
-/// The rule of sending, for a member, at `at` (microseconds): a mute in
+/// The rule of sending, for a member, at `at` (microseconds): a block by
+/// the other participant of a conversation, a mute in
 /// force, an announcement room (admins and the owner post), slow mode
 /// (admins and the owner excepted; one message per member every
 /// `slow_mode` seconds). Checked after a repeated `client_id` is answered:
 /// a retry of a stored message gets its original, whatever changed since.
 pub(crate) fn send_refusal(gate: &Gate, at: i64) -> Option<Refusal> {
+    if gate.blocked {
+        return Some(Refusal::Blocked);
+    }
     if let Some(until) = gate.muted_until.filter(|until| *until > at) {
         return Some(muted(until));
     }

@@ -571,7 +571,10 @@ where
                             .is_none_or(|at| now.duration_since(*at) >= TYPING_INTERVAL);
                         if due {
                             self.typing_sent.insert(record.id, now);
-                            self.state.service.typing(self.user, record.id, self.conn);
+                            let service = self.state.service.clone();
+                            if let Err(e) = service.typing(self.user, &record, self.conn).await {
+                                self.push_error(&e, None);
+                            }
                         }
                     }
                     Err(e) => self.push_error(&e, None),

@@ -13,7 +13,8 @@ each_backend!(
     moderation_over_http_and_websocket,
     banned_users_see_a_private_room_as_missing,
     room_settings_over_http_and_websocket,
-    the_public_directory
+    the_public_directory,
+    blocking_users
 );
 
 async fn moderate(s: &TestServer, by: &TestUser, room: i64, body: Value) -> (StatusCode, Value) {
@@ -742,4 +743,112 @@ async fn the_public_directory(backend: Backend) {
     );
     let (status, _) = s.call("GET", "/chat/directory/", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+async fn block(s: &TestServer, by: &TestUser, who: i64) -> (StatusCode, Value) {
+    s.call(
+        "POST",
+        &format!("/api/users/{who}/block/"),
+        Some(&by.access),
+        None,
+    )
+    .await
+}
+
+/// A blocked user cannot open a conversation with the blocker nor send in
+/// it, and gets the answers of a user and a conversation that do not
+/// exist; the blocker hears nothing from them; unblocking restores it.
+async fn blocking_users(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let (status, opened) = s
+        .post(
+            "/api/chats/conversations/create/",
+            &ann.access,
+            json!({"user_id": bob.id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let direct = opened["id"].as_i64().expect("id");
+    assert_eq!(block(&s, &ann, bob.id).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        block(&s, &ann, bob.id).await.0,
+        StatusCode::NO_CONTENT,
+        "twice is fine"
+    );
+    let (status, body) = block(&s, &ann, ann.id).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_input"))
+    );
+    let (status, body) = block(&s, &ann, 987_654).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::NOT_FOUND, &json!("user_not_found"))
+    );
+    let (_, listed) = s.get("/api/users/blocked/", &ann.access).await;
+    assert_eq!(listed["blocked"][0]["id"], bob.id);
+
+    let mut a = s.ws("/ws/", &ann).await;
+    a.subscribe(json!(direct), None).await;
+    // Bob's answers are those of things that do not exist.
+    let (_, no_user) = s
+        .post(
+            "/api/chats/conversations/create/",
+            &bob.access,
+            json!({"user_id": 987_654}),
+        )
+        .await;
+    let (status, body) = s
+        .post(
+            "/api/chats/conversations/create/",
+            &bob.access,
+            json!({"user_id": ann.id}),
+        )
+        .await;
+    assert_eq!((status, &body), (StatusCode::NOT_FOUND, &no_user));
+    let (_, no_room) = s
+        .post(
+            "/chat/send/",
+            &bob.access,
+            json!({"room": 987_654, "message": "hi"}),
+        )
+        .await;
+    let (status, body) = s
+        .post(
+            "/chat/send/",
+            &bob.access,
+            json!({"room": direct, "message": "hi"}),
+        )
+        .await;
+    assert_eq!((status, &body), (StatusCode::NOT_FOUND, &no_room));
+    let mut b = s.ws("/ws/", &bob).await;
+    b.send(json!({"type": "send", "room": direct, "body": "hi", "client_id": "x"}))
+        .await;
+    assert_eq!(next(&mut b, "error").await["code"], "room_not_found");
+    b.send(json!({"type": "typing", "room": direct})).await;
+    assert_eq!(
+        room_frames(&mut a).await,
+        Vec::<Value>::new(),
+        "ann hears nothing"
+    );
+    // Group rooms are not filtered; ann still writes to bob.
+    let lobby = s.room(&ann, "lobby", "public", &[]).await;
+    assert_eq!(join(&s, &bob, lobby).await.0, StatusCode::OK);
+    s.send(&bob, lobby, "in a group").await;
+    s.send(&ann, direct, "ann may still write").await;
+
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/users/{}/block/", bob.id),
+            Some(&ann.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    s.send(&bob, direct, "unblocked").await;
+    let (_, listed) = s.get("/api/users/blocked/", &ann.access).await;
+    assert_eq!(listed["blocked"], json!([]));
 }

@@ -117,7 +117,11 @@ macro_rules! accepted {
             reply_to, thread_root, mentions, ord)
 ), members AS MATERIALIZED (
     SELECT rm.room_id, rm.user_id, rm.last_sent_at, r.announcement, r.slow_mode,
-        r.kind <> 'direct' AND rm.user_id <> r.owner_id AND rm.role = 'member' AS gated
+        r.kind <> 'direct' AND rm.user_id <> r.owner_id AND rm.role = 'member' AS gated,
+        r.direct_lo IS NOT NULL AND EXISTS (SELECT 1 FROM user_blocks ub
+            WHERE ub.blocker_id = CASE WHEN r.direct_lo = rm.user_id THEN r.direct_hi
+                                       ELSE r.direct_lo END
+              AND ub.blocked_id = rm.user_id) AS blocked
     FROM room_members rm JOIN stable st ON st.id = rm.room_id JOIN rooms r ON r.id = rm.room_id
     WHERE (rm.room_id, rm.user_id) IN (SELECT room_id, sender_id FROM input)
       AND rm.state = 'member'
@@ -126,6 +130,7 @@ macro_rules! accepted {
     JOIN members mb ON mb.room_id = i.room_id AND mb.user_id = i.sender_id
     WHERE NOT EXISTS (SELECT 1 FROM room_mutes mu
         WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id AND mu.until > i.created_at)
+      AND NOT mb.blocked
       AND NOT (mb.gated AND mb.announcement <> 0)
       AND NOT (mb.gated AND mb.slow_mode > 0 AND (
           COALESCE(mb.last_sent_at + mb.slow_mode * 1000000 > i.created_at, false)
@@ -185,6 +190,10 @@ macro_rules! message_rows {
            AS last_sent_at,
        (SELECT mu.until FROM room_mutes mu
         WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id) AS muted_until,
+       CAST(CASE WHEN r.direct_lo IS NOT NULL AND EXISTS (SELECT 1 FROM user_blocks ub
+           WHERE ub.blocker_id = CASE WHEN r.direct_lo = i.sender_id THEN r.direct_hi
+                                      ELSE r.direct_lo END
+             AND ub.blocked_id = i.sender_id) THEN 1 ELSE 0 END AS BIGINT) AS blocked,
        CASE WHEN n.seq IS NULL AND i.client_id IS NOT NULL THEN EXISTS (SELECT 1 FROM messages o
            WHERE o.sender_id = i.sender_id AND o.client_id = i.client_id) END AS has_original,
        NULL::int8 AS event_seq, NULL::text[] AS reaction_keys, NULL::int8[] AS reaction_ns,
@@ -298,7 +307,7 @@ SELECT true, c.ord, ch.id, ch.room_id, ch.seq, ch.sender_id, u.display_name, ch.
        ch.created_at, ch.client_id, ch.edited_at, ch.version, ch.deleted_at, ch.pinned_at,
        ch.reply_to, ch.reply_seq, ch.reply_sender_id, ch.reply_snippet, ch.thread_root,
        ch.reply_count, ch.last_reply_at, ch.mentions,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ch.event_seq,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ch.event_seq,
        rc.reaction_keys, rc.reaction_ns,
        rc.reaction_mine,
        (SELECT o.read_seq FROM room_members o

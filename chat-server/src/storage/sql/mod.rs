@@ -429,6 +429,61 @@ where
         rows.iter().map(rows::public_room_from).collect()
     }
 
+    async fn block_user(
+        &self,
+        blocker: UserId,
+        blocked: UserId,
+        at: Timestamp,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::BLOCK_USER)
+            .bind(blocker.get())
+            .bind(blocked.get())
+            .bind(at.unix_micros())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::UNBLOCK_USER)
+            .bind(blocker.get())
+            .bind(blocked.get())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> Result<bool, StorageError> {
+        let found = sqlx::query(statements::IS_BLOCKED)
+            .bind(blocker.get())
+            .bind(blocked.get())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        Ok(found.is_some())
+    }
+
+    async fn blocked_users(
+        &self,
+        blocker: UserId,
+    ) -> Result<Vec<(UserRecord, Timestamp)>, StorageError> {
+        let rows = sqlx::query(statements::BLOCKED_USERS)
+            .bind(blocker.get())
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    user_from(row)?,
+                    Timestamp::from_unix_micros(row.int("blocked_at")?),
+                ))
+            })
+            .collect()
+    }
+
     async fn bans(&self, room: RoomId, now: Timestamp) -> Result<Vec<BanRecord>, StorageError> {
         let rows = sqlx::query(statements::BANS)
             .bind(room.get())

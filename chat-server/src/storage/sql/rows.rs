@@ -175,6 +175,7 @@ pub(crate) fn gate_from(row: &impl Columns) -> Result<roles::Gate, StorageError>
         announcement: row.int("announcement")? != 0,
         slow_mode: row.int("slow_mode")?,
         last_sent_at: row.opt_int("last_sent_at")?,
+        blocked: row.int("blocked")? != 0,
     })
 }
 

@@ -359,7 +359,10 @@ pub(crate) const APPEND_ACCESS: &str = "SELECT r.kind, m.state, \
     CASE WHEN r.owner_id = $2 THEN 'owner' ELSE COALESCE(m.role, 'member') END AS role, \
     r.announcement, r.slow_mode, m.last_sent_at, \
     (SELECT mu.until FROM room_mutes mu WHERE mu.room_id = r.id AND mu.user_id = $2) \
-        AS muted_until \
+        AS muted_until, \
+    CAST(CASE WHEN r.direct_lo IS NOT NULL AND EXISTS (SELECT 1 FROM user_blocks ub \
+        WHERE ub.blocker_id = CASE WHEN r.direct_lo = $2 THEN r.direct_hi ELSE r.direct_lo END \
+          AND ub.blocked_id = $2) THEN 1 ELSE 0 END AS BIGINT) AS blocked \
     FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.id = $1";
 
 /// The seq of a timeline event that is not a message: counts nothing, and
@@ -417,6 +420,24 @@ pub(crate) const PUBLIC_ROOMS: &str = concat!(
          AS member_count \
      FROM rooms WHERE kind = 'public' AND name > $2 AND lower(name) LIKE $1 ESCAPE '\\' \
      ORDER BY name LIMIT $3"
+);
+
+/// `$1` blocks `$2` at `$3`; nothing if already.
+pub(crate) const BLOCK_USER: &str = "INSERT INTO user_blocks (blocker_id, blocked_id, created_at) \
+    VALUES ($1, $2, $3) ON CONFLICT (blocker_id, blocked_id) DO NOTHING";
+
+pub(crate) const UNBLOCK_USER: &str =
+    "DELETE FROM user_blocks WHERE blocker_id = $1 AND blocked_id = $2";
+
+pub(crate) const IS_BLOCKED: &str =
+    "SELECT created_at FROM user_blocks WHERE blocker_id = $1 AND blocked_id = $2";
+
+/// The users `$1` blocked, the newest block first.
+pub(crate) const BLOCKED_USERS: &str = concat!(
+    "SELECT ",
+    "u.id, u.username, u.email, u.display_name, u.password_hash, u.created_at, \
+     b.created_at AS blocked_at FROM user_blocks b JOIN users u ON u.id = b.blocked_id \
+     WHERE b.blocker_id = $1 ORDER BY b.created_at DESC, u.id"
 );
 
 pub(crate) const SET_OWNER: &str = "UPDATE rooms SET owner_id = $2 WHERE id = $1";

@@ -1,0 +1,103 @@
+//! `/api/users/{id}/block/` and `/api/users/blocked/`: blocking users.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chat_core::user::BlockedResponse;
+use chat_core::{ErrorBody, ErrorCode, UserId};
+
+use super::docs;
+use super::extract::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::server::AppState;
+
+/// A user id from the path; anything else is an unknown user.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UserPath(pub(super) UserId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path(id) = Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::UserNotFound))?;
+        Ok(Self(UserId(id)))
+    }
+}
+
+/// Block a user
+///
+/// They can no longer open a conversation with you (404 `user_not_found`)
+/// nor send in yours (404 `room_not_found`), so you hear nothing from them
+/// in direct rooms. Group rooms are not filtered. Blocking twice is fine.
+#[utoipa::path(
+    post,
+    path = "/api/users/{id}/block/",
+    operation_id = "block_user",
+    tag = "users",
+    params(("id" = UserId, Path, description = "The user to block")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Blocked"),
+        (status = 400, description = "`invalid_input`: yourself", body = ErrorBody),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`user_not_found`", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn block(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    UserPath(other): UserPath,
+) -> ApiResult<StatusCode> {
+    state.service.block(user, other).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unblock a user
+#[utoipa::path(
+    delete,
+    path = "/api/users/{id}/block/",
+    operation_id = "unblock_user",
+    tag = "users",
+    params(("id" = UserId, Path, description = "The user to unblock")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Not blocked (any more)"),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn unblock(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    UserPath(other): UserPath,
+) -> ApiResult<StatusCode> {
+    state.service.unblock(user, other).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The users you blocked
+#[utoipa::path(
+    get,
+    path = "/api/users/blocked/",
+    operation_id = "blocked_users",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The newest block first", body = BlockedResponse),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn blocked(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<BlockedResponse>> {
+    let blocked = state.service.blocked(user).await?;
+    Ok(Json(BlockedResponse { blocked }))
+}
