@@ -132,6 +132,7 @@ pub use options::ClientOptions;
 
 /// The wire types, for matching on what the calls return.
 pub use chat_core;
+pub use chat_core::admin::{Report, ReportRequest, ReportsQuery, ReportsResponse};
 pub use chat_core::api::{CreateRoomRequest, HistoryResponse, RegisterRequest, SendResponse};
 pub use chat_core::conversation::{
     ConversationDetail, ConversationSummary, CreateConversationResponse,

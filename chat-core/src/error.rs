@@ -57,6 +57,9 @@ pub enum ErrorCode {
     NotInRoom,
     AnnouncementOnly,
     SlowMode,
+    AccountDeactivated,
+    NotAdmin,
+    ReportNotFound,
     EmptyBody,
     BodyTooLong,
     InvalidJson,
@@ -98,6 +101,9 @@ impl ErrorCode {
             Self::NotInRoom => "not_in_room",
             Self::AnnouncementOnly => "announcement_only",
             Self::SlowMode => "slow_mode",
+            Self::AccountDeactivated => "account_deactivated",
+            Self::NotAdmin => "not_admin",
+            Self::ReportNotFound => "report_not_found",
             Self::EmptyBody => "empty_body",
             Self::BodyTooLong => "body_too_long",
             Self::InvalidJson => "invalid_json",
@@ -138,6 +144,9 @@ impl ErrorCode {
             Self::NotInRoom => "That user is not in this room",
             Self::AnnouncementOnly => "Only admins post in this room",
             Self::SlowMode => "Slow mode is on: wait before sending again",
+            Self::AccountDeactivated => "This account is deactivated",
+            Self::NotAdmin => "Only a server admin can do this",
+            Self::ReportNotFound => "Report not found",
             Self::EmptyBody => "Message body cannot be empty",
             Self::BodyTooLong => "Message body is too long",
             Self::InvalidJson => "Invalid JSON",
@@ -169,11 +178,14 @@ impl ErrorCode {
             | Self::InsufficientRole
             | Self::Banned
             | Self::Muted
-            | Self::AnnouncementOnly => 403,
+            | Self::AnnouncementOnly
+            | Self::AccountDeactivated
+            | Self::NotAdmin => 403,
             Self::RoomNotFound
             | Self::UserNotFound
             | Self::MessageNotFound
             | Self::NotInRoom
+            | Self::ReportNotFound
             | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UsernameTaken | Self::EmailTaken | Self::RoomNameTaken | Self::MessageDeleted => {
@@ -209,6 +221,9 @@ pub enum CloseCode {
     TooSlow,
     /// 4409: the bound room was deleted; do not reconnect to it.
     RoomDeleted,
+    /// 4403: the user's sessions were revoked (logged out everywhere, or
+    /// the account deactivated); log in again.
+    SessionRevoked,
 }
 
 impl CloseCode {
@@ -221,6 +236,7 @@ impl CloseCode {
             Self::TokenExpired => 4401,
             Self::TooSlow => 4408,
             Self::RoomDeleted => 4409,
+            Self::SessionRevoked => 4403,
         }
     }
 
@@ -233,6 +249,7 @@ impl CloseCode {
             4401 => Self::TokenExpired,
             4408 => Self::TooSlow,
             4409 => Self::RoomDeleted,
+            4403 => Self::SessionRevoked,
             _ => return None,
         })
     }
@@ -246,6 +263,7 @@ impl CloseCode {
             Self::TokenExpired => "token expired",
             Self::TooSlow => "too slow to keep up, resume with after_seq",
             Self::RoomDeleted => "room deleted",
+            Self::SessionRevoked => "session revoked",
         }
     }
 }

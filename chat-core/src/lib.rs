@@ -31,6 +31,7 @@
 //! assert_eq!(pong, r#"{"type":"pong"}"#);
 //! ```
 
+pub mod admin;
 pub mod api;
 pub mod conversation;
 pub mod error;

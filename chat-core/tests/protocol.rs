@@ -1911,3 +1911,27 @@ fn room_settings_and_directory() {
     assert_eq!(ErrorCode::SlowMode.http_status(), 429);
     assert_eq!(ErrorCode::AnnouncementOnly.http_status(), 403);
 }
+
+/// Reports and account control: the shapes, the codes, the close code.
+#[test]
+fn reports_and_accounts() {
+    let req: chat_core::admin::ReportRequest =
+        round_trip(r#"{"message_id": 42, "reason": "insults"}"#);
+    assert_eq!(req.message_id, Some(MessageId(42)));
+    let report: chat_core::admin::Report = round_trip(
+        r#"{"id": 3, "reporter": 1, "user_id": 2, "message_id": 42, "room": 7,
+            "reason": "insults", "created_at": "2026-02-24T10:31:00Z",
+            "message_body": "something rude", "message_deleted": true,
+            "resolved_at": "2026-02-24T11:00:00Z", "resolved_by": 9, "resolution": "warned"}"#,
+    );
+    assert!(report.message_deleted && report.resolved_by == Some(UserId(9)));
+    for (code, status) in [
+        (ErrorCode::AccountDeactivated, 403),
+        (ErrorCode::NotAdmin, 403),
+        (ErrorCode::ReportNotFound, 404),
+    ] {
+        assert_eq!(code.http_status(), status);
+    }
+    assert_eq!(CloseCode::SessionRevoked.code(), 4403);
+    assert_eq!(CloseCode::from_code(4403), Some(CloseCode::SessionRevoked));
+}

@@ -34,6 +34,10 @@ pub struct Claims {
     /// The refresh token family (refresh tokens only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<String>,
+    /// The user's token version when it was issued (access tokens; absent
+    /// means 0): a token older than the user's version is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ver: Option<i64>,
 }
 
 impl Claims {
@@ -61,6 +65,9 @@ pub struct AccessToken {
     /// Issued by another service (RS256/ES256): its subject may name a user
     /// this server does not have, so callers check that it exists.
     pub external: bool,
+    /// The user's token version it was issued under (0 for another
+    /// service's, which revocation cannot reach; deactivation still does).
+    pub version: i64,
 }
 
 impl AccessToken {
@@ -233,10 +240,16 @@ impl Tokens {
         self.access_ttl
     }
 
-    /// A new access token for `user`.
-    pub fn issue_access(&self, user: UserId) -> Result<String, TokenError> {
-        self.sign(user, TokenKind::Access, self.access_ttl, None)
-            .map(|(t, _)| t)
+    /// A new access token for `user`, whose token version is `version`.
+    pub fn issue_access(&self, user: UserId, version: i64) -> Result<String, TokenError> {
+        self.sign(
+            user,
+            TokenKind::Access,
+            self.access_ttl,
+            None,
+            Some(version),
+        )
+        .map(|(t, _)| t)
     }
 
     /// A new refresh token for `user` in `family`, with the record storage
@@ -251,6 +264,7 @@ impl Tokens {
             TokenKind::Refresh,
             self.refresh_ttl,
             Some(family.to_owned()),
+            None,
         )?;
         let record = RefreshTokenRecord {
             id: claims.jti.clone(),
@@ -267,6 +281,7 @@ impl Tokens {
         typ: TokenKind,
         ttl: Duration,
         fam: Option<String>,
+        ver: Option<i64>,
     ) -> Result<(String, Claims), TokenError> {
         let now = unix_now();
         let claims = Claims {
@@ -277,6 +292,7 @@ impl Tokens {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             typ,
             fam,
+            ver: ver.filter(|v| *v != 0),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(TokenError::Sign)?;
@@ -312,6 +328,7 @@ impl Tokens {
                     user,
                     expires_at: claims.exp,
                     external: false,
+                    version: claims.ver.unwrap_or(0),
                 })
             }
             (alg @ (Algorithm::RS256 | Algorithm::ES256), Some(key)) if key.algorithm == alg => {
@@ -332,6 +349,7 @@ impl Tokens {
                     user,
                     expires_at: data.claims.exp,
                     external: true,
+                    version: 0,
                 })
             }
             (alg, _) => Err(TokenError::Algorithm(alg)),
@@ -560,7 +578,7 @@ mod tests {
     #[test]
     fn access_token_round_trips() {
         let t = tokens();
-        let token = t.issue_access(UserId(7)).expect("signs");
+        let token = t.issue_access(UserId(7), 0).expect("signs");
         assert_eq!(t.verify_access(&token).expect("verifies").user, UserId(7));
     }
 
@@ -579,7 +597,7 @@ mod tests {
 
     #[test]
     fn other_secret_is_refused() {
-        let token = tokens().issue_access(UserId(7)).expect("signs");
+        let token = tokens().issue_access(UserId(7), 0).expect("signs");
         let other = Tokens::new(b"other", Duration::from_secs(60), Duration::from_secs(60));
         assert!(matches!(
             other.verify_access(&token),
@@ -599,6 +617,7 @@ mod tests {
             jti: "x".into(),
             typ: TokenKind::Access,
             fam: None,
+            ver: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &t.encoding)
             .expect("signs");
@@ -618,6 +637,7 @@ mod tests {
             jti: "x".into(),
             typ: TokenKind::Access,
             fam: None,
+            ver: None,
         }
     }
 

@@ -232,6 +232,19 @@ pub enum Command {
     /// instances at once: PostgreSQL migrations take an advisory lock, and
     /// SQLite serializes writers. `serve` applies them too.
     Migrate,
+    /// Server admins: `admin grant USER` / `admin revoke USER` (a username
+    /// or an id) on the configured storage.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `chat-server admin …`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Make a user a server admin.
+    Grant { user: String },
+    /// Make a server admin a user again.
+    Revoke { user: String },
 }
 
 /// The TOML file: the same settings as the flags, snake_case.
@@ -514,6 +527,24 @@ mod tests {
             Config::from_cli(parse(&["--config", path])),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn admin_grant_and_revoke_parse() {
+        let cli = parse(&["admin", "grant", "alice", "--storage", "memory://"]);
+        assert_eq!(
+            cli.command,
+            Some(Command::Admin(AdminCommand::Grant {
+                user: "alice".to_owned()
+            }))
+        );
+        let cli = parse(&["admin", "revoke", "7"]);
+        assert_eq!(
+            cli.command,
+            Some(Command::Admin(AdminCommand::Revoke {
+                user: "7".to_owned()
+            }))
+        );
     }
 
     #[test]

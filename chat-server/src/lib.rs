@@ -50,6 +50,6 @@ pub mod storage;
 pub mod tls;
 pub mod ws;
 
-pub use config::{Cli, Command, Config, TlsConfig};
+pub use config::{AdminCommand, Cli, Command, Config, TlsConfig};
 pub use error::ApiError;
 pub use server::{Server, StartError};

@@ -88,6 +88,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
 }
 
 /// A running server.
@@ -187,6 +189,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             conn_ids: Arc::new(ConnIds::new()),
         };
+        state.service.start_accounts(state.next_conn_id()).await;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -352,6 +355,26 @@ pub async fn migrate(config: &Config) -> Result<(), StartError> {
     storage::migrate(&config.storage_url).await?;
     tracing::info!(storage = %redact_url(&config.storage_url), "storage migrated");
     Ok(())
+}
+
+/// `chat-server admin grant|revoke USER`: makes `user` (a username, or an
+/// id) a server admin or not, on the configured storage; the username.
+pub async fn set_admin(config: &Config, user: &str, admin: bool) -> Result<String, StartError> {
+    let storage =
+        storage::connect(&config.storage_url, &storage::StorageOptions::default()).await?;
+    let record = match storage.user_by_username(user).await? {
+        Some(record) => Some(record),
+        None => match user.parse::<i64>() {
+            Ok(id) => storage.user(chat_core::UserId(id)).await?,
+            Err(_) => None,
+        },
+    };
+    let Some(record) = record else {
+        return Err(StartError::NoSuchUser(user.to_owned()));
+    };
+    storage.set_admin(record.id, admin).await?;
+    tracing::info!(user = %record.id, username = %record.username, admin, "server admin changed");
+    Ok(record.username)
 }
 
 /// A URL without its password, for logs.

@@ -1,6 +1,7 @@
 //! The typed calls, one file per resource of `PROTOCOL.md`, each an
 //! `impl ChatClient` block.
 
+mod admin;
 mod conversations;
 mod messages;
 mod rooms;

@@ -858,7 +858,10 @@ impl Actor {
         let Gone::Closed(code) = why;
         tracing::debug!(?code, "socket dropped");
         match code.and_then(CloseCode::from_code) {
-            Some(CloseCode::TokenExpired) => self.refresh_first = true,
+            // Revoked (logged out everywhere, deactivated): a refresh
+            // tells whether the session lives on; if not, the connection
+            // closes.
+            Some(CloseCode::TokenExpired | CloseCode::SessionRevoked) => self.refresh_first = true,
             Some(CloseCode::TooLarge) => {
                 // The server reads frames in order and answers each before
                 // the next, so the oldest send still waiting on this socket
@@ -932,7 +935,10 @@ impl Actor {
                 }
                 true
             }
-            Err(e) if e.kind() == ErrorKind::Unauthorized => {
+            Err(e)
+                if e.kind() == ErrorKind::Unauthorized
+                    || e.code() == Some(ErrorCode::AccountDeactivated) =>
+            {
                 tracing::warn!(error = %e, "the session is gone; closing the connection");
                 false
             }

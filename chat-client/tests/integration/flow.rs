@@ -320,3 +320,28 @@ async fn moderation() {
     alice.unblock(carol_user.id).await.expect("unblock");
     assert!(alice.blocked().await.expect("blocked").is_empty());
 }
+
+#[tokio::test]
+async fn reports_and_logging_out_everywhere() {
+    use chat_client::{ErrorCode, ReportRequest};
+
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (_bob, bob_user) = server.user("bob").await;
+    let report = ReportRequest {
+        message_id: None,
+        user_id: Some(bob_user.id),
+        reason: "spam".to_owned(),
+    };
+    let filed = alice.report(&report).await.expect("report");
+    assert_eq!(filed.user_id, bob_user.id);
+    let err = alice
+        .admin_reports(&Default::default())
+        .await
+        .expect_err("not an admin");
+    assert_eq!(err.code(), Some(ErrorCode::NotAdmin));
+    alice.logout_everywhere().await.expect("logout everywhere");
+    let err = alice.me().await.expect_err("every token revoked");
+    // The access token is refused, and so is the refresh the SDK tries.
+    assert_eq!(err.code(), Some(ErrorCode::InvalidToken), "{err:?}");
+}

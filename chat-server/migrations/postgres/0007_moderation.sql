@@ -34,6 +34,34 @@ CREATE TABLE user_blocks (
     PRIMARY KEY (blocker_id, blocked_id)
 );
 
+-- Accounts: a server admin (granted with `chat-server admin grant`), a
+-- deactivated account, and the version every access token carries: one
+-- more revokes every token issued before (log out everywhere,
+-- deactivation).
+ALTER TABLE users ADD COLUMN is_admin BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN deactivated_at BIGINT;
+ALTER TABLE users ADD COLUMN token_version BIGINT NOT NULL DEFAULT 0;
+
+-- Reports of a message or a user. A message's body is copied when it is
+-- reported, so that server admins see what was reported even after its
+-- sender deleted it (the one place a deleted body is kept).
+CREATE TABLE reports (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    reporter_id  BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id      BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    message_id   BIGINT,
+    room_id      BIGINT,
+    reason       TEXT NOT NULL,
+    message_body TEXT,
+    created_at   BIGINT NOT NULL,
+    resolved_at  BIGINT,
+    resolved_by  BIGINT REFERENCES users (id),
+    resolution   TEXT
+);
+
+-- Open reports, newest first.
+CREATE INDEX reports_open_idx ON reports (id) WHERE resolved_at IS NULL;
+
 -- The public directory, by name.
 CREATE INDEX rooms_public_name_idx ON rooms (name) WHERE kind = 'public';
 

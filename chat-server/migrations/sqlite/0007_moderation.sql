@@ -123,6 +123,34 @@ CREATE TABLE user_blocks (
     PRIMARY KEY (blocker_id, blocked_id)
 );
 
+-- Accounts: a server admin (granted with `chat-server admin grant`), a
+-- deactivated account, and the version every access token carries: one
+-- more revokes every token issued before (log out everywhere,
+-- deactivation).
+ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN deactivated_at INTEGER;
+ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0;
+
+-- Reports of a message or a user. A message's body is copied when it is
+-- reported, so that server admins see what was reported even after its
+-- sender deleted it (the one place a deleted body is kept).
+CREATE TABLE reports (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    reporter_id  INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    message_id   INTEGER,
+    room_id      INTEGER,
+    reason       TEXT NOT NULL,
+    message_body TEXT,
+    created_at   INTEGER NOT NULL,
+    resolved_at  INTEGER,
+    resolved_by  INTEGER REFERENCES users (id),
+    resolution   TEXT
+);
+
+-- Open reports, newest first.
+CREATE INDEX reports_open_idx ON reports (id) WHERE resolved_at IS NULL;
+
 -- The public directory, by name.
 CREATE INDEX rooms_public_name_idx ON rooms (name) WHERE kind = 'public';
 

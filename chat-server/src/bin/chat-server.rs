@@ -11,9 +11,24 @@ async fn main() -> anyhow::Result<()> {
     let cli = chat_server::Cli::parse();
     let command = cli.command.clone().unwrap_or(chat_server::Command::Serve);
     let config = chat_server::Config::from_cli(cli)?;
-    if command == chat_server::Command::Migrate {
-        chat_server::server::migrate(&config).await?;
-        return Ok(());
+    match command {
+        chat_server::Command::Migrate => {
+            chat_server::server::migrate(&config).await?;
+            return Ok(());
+        }
+        chat_server::Command::Admin(admin) => {
+            let (user, grant) = match admin {
+                chat_server::AdminCommand::Grant { user } => (user, true),
+                chat_server::AdminCommand::Revoke { user } => (user, false),
+            };
+            let who = chat_server::server::set_admin(&config, &user, grant).await?;
+            println!(
+                "{who} is {}a server admin",
+                if grant { "" } else { "no longer " }
+            );
+            return Ok(());
+        }
+        chat_server::Command::Serve => {}
     }
     let server = chat_server::Server::start(config).await?;
     #[cfg(unix)]

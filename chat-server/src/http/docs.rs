@@ -41,7 +41,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::Config;
 
-use super::{blocks, conversations, health, messages, rooms, users};
+use super::{admin, blocks, conversations, health, messages, rooms, users};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -96,6 +96,13 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         blocks::block,
         blocks::unblock,
         blocks::blocked,
+        admin::logout_all,
+        admin::report,
+        admin::reports,
+        admin::report_detail,
+        admin::resolve,
+        admin::deactivate,
+        admin::reactivate,
         rooms::create,
         rooms::join,
         rooms::list,
@@ -133,6 +140,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         (name = "users", description = "Accounts and JWT tokens"),
         (name = "rooms", description = "Group rooms: public, private and game"),
         (name = "moderation", description = "Roles, kicks, bans and mutes in group rooms"),
+        (name = "admin", description = "Reports, and what server admins do with them and with accounts"),
         (name = "messages", description = "History and sending over HTTP (WebSocket is the real-time path)"),
         (name = "conversations", description = "One-to-one conversations: rooms of type `direct`"),
         (name = "operations", description = "Health and metrics"),

@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::server::AppState;
 
+mod admin;
 mod blocks;
 mod conversations;
 mod docs;
@@ -39,6 +40,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users", get(users::list))
         .route("/api/users/me", get(users::me))
         .route("/api/users/blocked", get(blocks::blocked))
+        .route("/api/users/logout-all", post(admin::logout_all))
+        .route("/chat/reports", post(admin::report))
+        .route("/admin/reports", get(admin::reports))
+        .route("/admin/reports/{id}", get(admin::report_detail))
+        .route("/admin/reports/{id}/resolve", post(admin::resolve))
+        .route("/admin/users/{id}/deactivate", post(admin::deactivate))
+        .route("/admin/users/{id}/reactivate", post(admin::reactivate))
         .route(
             "/api/users/{id}/block",
             post(blocks::block).delete(blocks::unblock),

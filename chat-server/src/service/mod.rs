@@ -14,6 +14,8 @@ use crate::auth::Tokens;
 use crate::hub::Hub;
 use crate::storage::Storage;
 
+pub mod accounts;
+pub mod admin;
 pub mod blocks;
 pub mod conversations;
 pub mod messages;
@@ -48,6 +50,7 @@ pub struct ChatService {
     limits: Limits,
     login_throttle: throttle::LoginThrottle,
     user_rate: throttle::UserRate,
+    accounts: Arc<accounts::Accounts>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -74,7 +77,20 @@ impl ChatService {
             ),
             user_rate: throttle::UserRate::new(limits.user_rate_limit),
             limits,
+            accounts: Arc::new(accounts::Accounts::default()),
         }
+    }
+
+    /// Starts listening on the hub's account channel (see
+    /// [`accounts`]); `conn` names the listener among the hub's
+    /// subscribers.
+    pub async fn start_accounts(&self, conn: crate::event::ConnId) {
+        self.accounts.clone().listen(self.hub.clone(), conn).await;
+    }
+
+    /// Revocations of sessions, for sockets to close on.
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<accounts::Revoked> {
+        self.accounts.subscribe()
     }
 
     /// The durable store.

@@ -19,18 +19,55 @@ const MAX_PAGE: u32 = 200;
 
 impl ChatService {
     /// Verifies an access token for HTTP (`refusal` = `unauthorized`) or a
-    /// socket's `auth` frame (`invalid_token`). Another service's token must
-    /// name a user this server has.
+    /// socket's `auth` frame (`invalid_token`): its signature and expiry,
+    /// then its user's account (one cached read, `accounts.rs`): a user
+    /// that exists, is not deactivated (403 `account_deactivated`), and
+    /// has not revoked tokens this old (`refusal`).
     pub async fn authenticate(&self, token: &str, refusal: ErrorCode) -> ApiResult<AccessToken> {
         let access = self.tokens.verify_access(token).map_err(|e| {
             tracing::debug!(error = %e, "access token refused");
             ApiError::new(refusal)
         })?;
-        if access.external && self.storage.user(access.user).await?.is_none() {
-            tracing::debug!(user = %access.user, "external token for an unknown user");
+        let Some(account) = self
+            .accounts
+            .state(self.storage.as_ref(), access.user)
+            .await?
+        else {
+            tracing::debug!(user = %access.user, "token for an unknown user");
+            return Err(ApiError::new(refusal));
+        };
+        if account.deactivated {
+            return Err(ApiError::new(ErrorCode::AccountDeactivated));
+        }
+        if !access.external && access.version < account.version {
+            tracing::debug!(user = %access.user, "revoked access token");
             return Err(ApiError::new(refusal));
         }
         Ok(access)
+    }
+
+    /// Whether a socket of `user` opened with a token of `version` may go
+    /// on (the account as it stands now, read afresh).
+    pub async fn session_valid(&self, user: UserId, version: i64) -> bool {
+        match self.storage.user(user).await {
+            Ok(Some(u)) => u.deactivated_at.is_none() && version >= u.token_version,
+            Ok(None) => false,
+            // Storage down: keep the socket; the next request will tell.
+            Err(_) => true,
+        }
+    }
+
+    /// `POST /api/users/logout-all/`: every token of the caller stops
+    /// working, this one included, and their sockets close with 4403.
+    pub async fn logout_everywhere(&self, user: UserId) -> ApiResult<()> {
+        let version = self
+            .storage
+            .revoke_sessions(user)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+        tracing::info!(%user, "logged out everywhere");
+        super::accounts::Accounts::publish(&self.hub, super::accounts::Revoked { user, version });
+        Ok(())
     }
 
     /// `POST /api/users/register/`.
@@ -149,8 +186,11 @@ impl ChatService {
             return Err(ApiError::new(ErrorCode::InvalidCredentials));
         }
         let user = user.ok_or_else(|| ApiError::new(ErrorCode::InvalidCredentials))?;
+        if user.deactivated_at.is_some() {
+            return Err(ApiError::new(ErrorCode::AccountDeactivated));
+        }
         let family = uuid::Uuid::new_v4().simple().to_string();
-        self.issue_tokens(user.id, &family).await
+        self.issue_tokens(&user, &family).await
     }
 
     /// `POST /api/users/token/refresh/`: spends the refresh token and issues
@@ -163,10 +203,13 @@ impl ChatService {
             .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
         match self.storage.use_refresh_token(&claims.jti).await? {
             TokenUse::Live(record) => {
-                if self.storage.user(record.user).await?.is_none() {
+                let Some(user) = self.storage.user(record.user).await? else {
                     return Err(ApiError::new(ErrorCode::InvalidToken));
+                };
+                if user.deactivated_at.is_some() {
+                    return Err(ApiError::new(ErrorCode::AccountDeactivated));
                 }
-                self.issue_tokens(record.user, &record.family).await
+                self.issue_tokens(&user, &record.family).await
             }
             TokenUse::Spent(record) => {
                 tracing::warn!(user = %record.user, family = %record.family,
@@ -191,15 +234,18 @@ impl ChatService {
         }
     }
 
-    async fn issue_tokens(&self, user: UserId, family: &str) -> ApiResult<TokenResponse> {
+    async fn issue_tokens(&self, user: &UserRecord, family: &str) -> ApiResult<TokenResponse> {
         let sign_failed = |e: auth::TokenError| {
             tracing::error!(error = %e, "token signing failed");
             ApiError::new(ErrorCode::Internal)
         };
-        let access = self.tokens.issue_access(user).map_err(sign_failed)?;
+        let access = self
+            .tokens
+            .issue_access(user.id, user.token_version)
+            .map_err(sign_failed)?;
         let (refresh, record) = self
             .tokens
-            .issue_refresh(user, family)
+            .issue_refresh(user.id, family)
             .map_err(sign_failed)?;
         self.storage.insert_refresh_token(record).await?;
         Ok(TokenResponse {

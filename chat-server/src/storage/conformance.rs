@@ -34,10 +34,11 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
-    MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange, NewMessage, NewRoom,
-    NewUser, PublicRoom, ReactionCount, RefreshTokenRecord, Refusal, RoomChange, RoomKey,
-    RoomPerson, RoomRecord, SearchRequest, Storage, StorageError, StoredEvent, StoredMember,
-    StoredMessage, StoredReply, StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
+    MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange, NewMessage, NewReport,
+    NewRoom, NewUser, PublicRoom, ReactionCount, RefreshTokenRecord, Refusal, ReportRecord,
+    ReportStatus, RoomChange, RoomKey, RoomPerson, RoomRecord, SearchRequest, Storage,
+    StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply, StoredUpdate, TokenUse,
+    UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -109,6 +110,8 @@ macro_rules! storage_conformance_tests {
             room_settings_and_the_rule_of_sending,
             public_directory,
             blocks,
+            account_control,
+            reports,
             user_rooms,
             user_rooms_others_read_seq,
             direct_room_create_then_get,
@@ -5025,4 +5028,198 @@ pub async fn blocks(store: Arc<dyn Storage>) {
     assert!(store.unblock_user(alice.id, bob.id).await.expect("unblock"));
     assert!(!store.unblock_user(alice.id, bob.id).await.expect("again"));
     send(store, direct.id, bob.id, "back").await;
+}
+
+/// Server admins, deactivation and revocation: each moves what it should
+/// and spends the refresh tokens where it revokes.
+pub async fn account_control(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    assert_eq!(
+        (alice.is_admin, alice.deactivated_at, alice.token_version),
+        (false, None, 0)
+    );
+    assert!(store.set_admin(alice.id, true).await.expect("grant"));
+    assert!(
+        !store
+            .set_admin(UserId(987_654), true)
+            .await
+            .expect("nobody")
+    );
+    let read = store.user(alice.id).await.expect("user").expect("alice");
+    assert!(read.is_admin);
+
+    store
+        .insert_refresh_token(token("t-1", alice.id, "fam-1"))
+        .await
+        .expect("token");
+    assert_eq!(
+        store.revoke_sessions(alice.id).await.expect("revoke"),
+        Some(1)
+    );
+    assert!(matches!(
+        store.use_refresh_token("t-1").await.expect("use"),
+        TokenUse::Spent(_)
+    ));
+    store
+        .insert_refresh_token(token("t-2", alice.id, "fam-2"))
+        .await
+        .expect("token");
+    assert_eq!(
+        store
+            .set_deactivated(alice.id, Some(at(9)))
+            .await
+            .expect("deactivate"),
+        Some(2)
+    );
+    assert!(matches!(
+        store.use_refresh_token("t-2").await.expect("use"),
+        TokenUse::Spent(_)
+    ));
+    let read = store.user(alice.id).await.expect("user").expect("alice");
+    assert_eq!((read.deactivated_at, read.token_version), (Some(at(9)), 2));
+    assert_eq!(
+        store
+            .set_deactivated(alice.id, None)
+            .await
+            .expect("reactivate"),
+        Some(2),
+        "reactivating revokes nothing"
+    );
+    assert_eq!(
+        store
+            .user_by_username("alice")
+            .await
+            .expect("user")
+            .map(|u| u.deactivated_at),
+        Some(None)
+    );
+    assert_eq!(
+        store
+            .revoke_sessions(UserId(987_654))
+            .await
+            .expect("nobody"),
+        None
+    );
+    assert_eq!(
+        store
+            .set_deactivated(UserId(987_654), None)
+            .await
+            .expect("nobody"),
+        None
+    );
+}
+
+/// Reports keep the reported text after a deletion, page newest first by
+/// status, and resolve once.
+pub async fn reports(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[bob.id]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let rude = send(store, lobby.id, bob.id, "something rude").await;
+    let report = |n: i64, message: Option<&StoredMessage>| NewReport {
+        reporter: alice.id,
+        user: bob.id,
+        message: message.map(|m| m.id),
+        room: message.map(|m| m.room),
+        reason: format!("reason {n}"),
+        message_body: message.map(|m| m.body.clone()),
+        created_at: at(n),
+    };
+    let first = store
+        .create_report(report(1, Some(&rude)))
+        .await
+        .expect("report");
+    let second = store.create_report(report(2, None)).await.expect("report");
+    assert!(second > first);
+    changed_as_read(
+        store,
+        change(
+            rude.id,
+            bob.id,
+            ChangeOp::Delete,
+            Authority::SenderOrModerator,
+        ),
+    )
+    .await
+    .expect("the sender deletes it");
+    let kept = store.report(first).await.expect("report").expect("stored");
+    assert_eq!(
+        (
+            kept.message_body.as_deref(),
+            kept.message_deleted,
+            kept.reason.as_str()
+        ),
+        (Some("something rude"), true, "reason 1")
+    );
+    assert_eq!(
+        (kept.user, kept.message, kept.room),
+        (bob.id, Some(rude.id), Some(lobby.id))
+    );
+    let ids = |r: Vec<ReportRecord>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store
+            .reports(ReportStatus::Open, None, 10)
+            .await
+            .expect("open")),
+        [second, first]
+    );
+    assert_eq!(
+        ids(store
+            .reports(ReportStatus::Open, Some(second), 10)
+            .await
+            .expect("page")),
+        [first]
+    );
+    assert!(
+        store
+            .resolve_report(first, alice.id, "removed", at(3))
+            .await
+            .expect("resolve")
+    );
+    assert!(
+        !store
+            .resolve_report(first, alice.id, "again", at(4))
+            .await
+            .expect("once")
+    );
+    assert!(
+        !store
+            .resolve_report(987_654, alice.id, "none", at(4))
+            .await
+            .expect("none")
+    );
+    let resolved = store.report(first).await.expect("report").expect("stored");
+    assert_eq!(
+        (
+            resolved.resolved_at,
+            resolved.resolved_by,
+            resolved.resolution.as_deref()
+        ),
+        (Some(at(3)), Some(alice.id), Some("removed"))
+    );
+    assert_eq!(
+        ids(store
+            .reports(ReportStatus::Open, None, 10)
+            .await
+            .expect("open")),
+        [second]
+    );
+    assert_eq!(
+        ids(store
+            .reports(ReportStatus::Resolved, None, 10)
+            .await
+            .expect("done")),
+        [first]
+    );
+    assert_eq!(
+        ids(store
+            .reports(ReportStatus::All, None, 1)
+            .await
+            .expect("all")),
+        [second]
+    );
+    assert!(store.report(987_654).await.expect("none").is_none());
 }

@@ -18,10 +18,11 @@ use super::roles::{self, Effect};
 use super::{
     Appended, BanRecord, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation,
     HistoryPage, HistoryQuery, Listener, MemberState, MemberUpdate, MessageChange, NewMessage,
-    NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, RoomChange,
-    RoomPerson, RoomProfile, RoomRecord, SearchPage, SearchRequest, Seen, Standing, Storage,
-    StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply, StoredRoomUpdate,
-    StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
+    NewReport, NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord,
+    ReportRecord, ReportStatus, RoomChange, RoomPerson, RoomProfile, RoomRecord, SearchPage,
+    SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage,
+    StoredReply, StoredRoomUpdate, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord,
+    UserRoom,
 };
 
 /// The in-memory backend.
@@ -78,6 +79,8 @@ struct State {
     reactions: HashMap<MessageId, Vec<(UserId, String)>>,
     /// Blocks by (blocker, blocked): since when.
     blocks: HashMap<(UserId, UserId), Timestamp>,
+    /// Reports by id (from 1).
+    reports: BTreeMap<i64, ReportRecord>,
 }
 
 #[derive(Debug)]
@@ -177,6 +180,29 @@ fn missing_reference(what: &str) -> StorageError {
 }
 
 impl State {
+    /// Spends every refresh token of `user`.
+    fn spend_tokens(&mut self, user: UserId) {
+        for token in self.tokens.values_mut() {
+            if token.record.user == user {
+                token.spent = true;
+            }
+        }
+    }
+
+    /// `report` with whether its message is deleted now (or gone).
+    fn with_message_state(&self, report: &ReportRecord) -> ReportRecord {
+        let deleted = report.message.is_some_and(|id| {
+            self.message_ids
+                .get(&id)
+                .and_then(|&(room, seq)| self.message(room, seq))
+                .is_none_or(|m| m.deleted)
+        });
+        ReportRecord {
+            message_deleted: deleted,
+            ..report.clone()
+        }
+    }
+
     fn require_user(&self, user: UserId) -> Result<(), StorageError> {
         if self.users.contains_key(&user) {
             Ok(())
@@ -507,6 +533,9 @@ impl Storage for MemoryStorage {
             display_name: user.display_name,
             password_hash: user.password_hash,
             created_at: user.created_at,
+            is_admin: false,
+            deactivated_at: None,
+            token_version: 0,
         };
         state.usernames.insert(record.username.clone(), record.id);
         state.emails.insert(record.email.clone(), record.id);
@@ -885,6 +914,119 @@ impl Storage for MemoryStorage {
                 last_activity_at: r.activity(),
             })
             .collect())
+    }
+
+    async fn set_admin(&self, user: UserId, admin: bool) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        Ok(match state.users.get_mut(&user) {
+            Some(u) => {
+                u.is_admin = admin;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn set_deactivated(
+        &self,
+        user: UserId,
+        at: Option<Timestamp>,
+    ) -> Result<Option<i64>, StorageError> {
+        let mut state = self.lock();
+        let Some(u) = state.users.get_mut(&user) else {
+            return Ok(None);
+        };
+        u.deactivated_at = at;
+        if at.is_some() {
+            u.token_version += 1;
+        }
+        let version = u.token_version;
+        if at.is_some() {
+            state.spend_tokens(user);
+        }
+        Ok(Some(version))
+    }
+
+    async fn revoke_sessions(&self, user: UserId) -> Result<Option<i64>, StorageError> {
+        let mut state = self.lock();
+        let Some(u) = state.users.get_mut(&user) else {
+            return Ok(None);
+        };
+        u.token_version += 1;
+        let version = u.token_version;
+        state.spend_tokens(user);
+        Ok(Some(version))
+    }
+
+    async fn create_report(&self, report: NewReport) -> Result<i64, StorageError> {
+        let mut state = self.lock();
+        state.require_user(report.reporter)?;
+        state.require_user(report.user)?;
+        let id = state.reports.keys().next_back().map_or(1, |last| last + 1);
+        state.reports.insert(
+            id,
+            ReportRecord {
+                id,
+                reporter: report.reporter,
+                user: report.user,
+                message: report.message,
+                room: report.room,
+                reason: report.reason,
+                message_body: report.message_body,
+                message_deleted: false,
+                created_at: report.created_at,
+                resolved_at: None,
+                resolved_by: None,
+                resolution: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn report(&self, id: i64) -> Result<Option<ReportRecord>, StorageError> {
+        let state = self.lock();
+        Ok(state.reports.get(&id).map(|r| state.with_message_state(r)))
+    }
+
+    async fn reports(
+        &self,
+        status: ReportStatus,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ReportRecord>, StorageError> {
+        let state = self.lock();
+        Ok(state
+            .reports
+            .range(..before.unwrap_or(i64::MAX))
+            .rev()
+            .map(|(_, r)| r)
+            .filter(|r| match status {
+                ReportStatus::Open => r.resolved_at.is_none(),
+                ReportStatus::Resolved => r.resolved_at.is_some(),
+                ReportStatus::All => true,
+            })
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|r| state.with_message_state(r))
+            .collect())
+    }
+
+    async fn resolve_report(
+        &self,
+        id: i64,
+        by: UserId,
+        resolution: &str,
+        at: Timestamp,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        Ok(match state.reports.get_mut(&id) {
+            Some(r) if r.resolved_at.is_none() => {
+                r.resolved_at = Some(at);
+                r.resolved_by = Some(by);
+                r.resolution = Some(resolution.to_owned());
+                true
+            }
+            _ => false,
+        })
     }
 
     async fn block_user(

@@ -67,6 +67,54 @@ pub struct UserRecord {
     /// A PHC string (argon2).
     pub password_hash: String,
     pub created_at: Timestamp,
+    /// A server admin: handles reports, deactivates accounts.
+    pub is_admin: bool,
+    /// Deactivated: no token of theirs works, and they cannot log in.
+    pub deactivated_at: Option<Timestamp>,
+    /// Every access token carries the version it was issued under; one
+    /// issued under an older one is refused (log out everywhere).
+    pub token_version: i64,
+}
+
+/// A report to store ([`Storage::create_report`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReport {
+    pub reporter: UserId,
+    /// The user reported (a message's sender).
+    pub user: UserId,
+    pub message: Option<MessageId>,
+    pub room: Option<RoomId>,
+    pub reason: String,
+    /// The message's body as it stands when reported.
+    pub message_body: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// A report as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRecord {
+    pub id: i64,
+    pub reporter: UserId,
+    pub user: UserId,
+    pub message: Option<MessageId>,
+    pub room: Option<RoomId>,
+    pub reason: String,
+    pub message_body: Option<String>,
+    /// Whether the message was deleted since (its row a tombstone, or
+    /// gone with its room).
+    pub message_deleted: bool,
+    pub created_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    pub resolved_by: Option<UserId>,
+    pub resolution: Option<String>,
+}
+
+/// Which reports [`Storage::reports`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportStatus {
+    Open,
+    Resolved,
+    All,
 }
 
 /// A user to create.
@@ -1081,6 +1129,44 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<PublicRoom>, StorageError>;
+    // Accounts
+
+    /// Makes `user` a server admin or not; `false` if there is no such
+    /// user.
+    async fn set_admin(&self, user: UserId, admin: bool) -> Result<bool, StorageError>;
+    /// Deactivates `user` at `at` (their tokens all revoked: the token
+    /// version moves on, the refresh tokens are spent) or reactivates them
+    /// (`None`); the token version after, `None` if there is no such user.
+    async fn set_deactivated(
+        &self,
+        user: UserId,
+        at: Option<Timestamp>,
+    ) -> Result<Option<i64>, StorageError>;
+    /// Revokes every token of `user` (log out everywhere): the token
+    /// version after, `None` if there is no such user.
+    async fn revoke_sessions(&self, user: UserId) -> Result<Option<i64>, StorageError>;
+
+    // Reports
+
+    /// Stores a report; its id.
+    async fn create_report(&self, report: NewReport) -> Result<i64, StorageError>;
+    async fn report(&self, id: i64) -> Result<Option<ReportRecord>, StorageError>;
+    /// Reports with an id below `before`, newest first, at most `limit`.
+    async fn reports(
+        &self,
+        status: ReportStatus,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ReportRecord>, StorageError>;
+    /// Resolves an open report; `false` if there is no open report `id`.
+    async fn resolve_report(
+        &self,
+        id: i64,
+        by: UserId,
+        resolution: &str,
+        at: Timestamp,
+    ) -> Result<bool, StorageError>;
+
     // Blocks
 
     /// `blocker` blocks `blocked` (see `roles::send_refusal`); `false` if

@@ -103,6 +103,9 @@ struct Session<S> {
     /// When the newest token this socket presented expires (Unix seconds);
     /// the socket is closed with 4401 once that plus the leeway passes.
     expires_at: u64,
+    /// The token version of the newest token this socket presented: a
+    /// revocation of a newer version closes it with 4403.
+    version: i64,
     conn: ConnId,
     bound: Option<RoomId>,
     rooms: Cursors,
@@ -123,8 +126,9 @@ struct Session<S> {
 
 /// Runs a socket until the client leaves, the server shuts down (1001), the
 /// socket falls behind (4408), its bound room is deleted (4409), a frame is
-/// too large (1009) or its token expires without an `auth` frame renewing it
-/// (4401).
+/// too large (1009), its token expires without an `auth` frame renewing it
+/// (4401), or its user's sessions are revoked (4403: logged out everywhere,
+/// deactivated).
 pub async fn run<S, R, E>(
     state: AppState,
     access: AccessToken,
@@ -149,6 +153,7 @@ pub async fn run<S, R, E>(
         state,
         user,
         expires_at: access.expires_at,
+        version: access.version,
         bound: bound.as_ref().map(|b| b.room.id),
         rooms: Cursors::default(),
         queue,
@@ -164,6 +169,7 @@ pub async fn run<S, R, E>(
     // Made once: a fresh future per turn of the loop would register with the
     // token and deregister again every time.
     let stop = s.too_slow.clone().cancelled_owned();
+    let mut revocations = s.state.service.revocations();
     tokio::pin!(stop);
     let mut expires_at = s.expires_at;
     let expiry = tokio::time::sleep_until(expiry_deadline(expires_at));
@@ -183,6 +189,7 @@ pub async fn run<S, R, E>(
             biased;
             () = &mut stop => Flow::Close(s.stop_code()),
             () = &mut expiry => Flow::Close(CloseCode::TokenExpired),
+            revoked = revocations.recv() => Box::pin(s.on_revoked(revoked)).await,
             Some(delivery) = s.inbox.recv() => {
                 match Box::pin(s.on_delivery(delivery)).await {
                     Flow::Continue => Box::pin(s.take_queued()).await,
@@ -667,6 +674,32 @@ where
         }
     }
 
+    /// A revocation heard: this socket closes (4403) if it is of its user
+    /// and newer than its token; having missed some (the channel lagged),
+    /// it asks for its account as it stands.
+    async fn on_revoked(
+        &mut self,
+        revoked: Result<
+            crate::service::accounts::Revoked,
+            tokio::sync::broadcast::error::RecvError,
+        >,
+    ) -> Flow {
+        use tokio::sync::broadcast::error::RecvError;
+        let closing = match revoked {
+            Ok(r) => r.user == self.user && r.version > self.version,
+            Err(RecvError::Lagged(_)) => {
+                let service = self.state.service.clone();
+                !service.session_valid(self.user, self.version).await
+            }
+            Err(RecvError::Closed) => false,
+        };
+        if closing {
+            Flow::Close(CloseCode::SessionRevoked)
+        } else {
+            Flow::Continue
+        }
+    }
+
     /// `auth`: a valid access token of this socket's user extends its life
     /// to that token's expiry. Anything else is `invalid_token`, and the
     /// socket keeps the expiry it had.
@@ -675,6 +708,7 @@ where
         match service.authenticate(token, ErrorCode::InvalidToken).await {
             Ok(access) if access.user == self.user => {
                 self.expires_at = self.expires_at.max(access.expires_at);
+                self.version = self.version.max(access.version);
                 self.push(&ServerFrame::Authenticated {
                     expires_at: unix_timestamp(self.expires_at),
                 });

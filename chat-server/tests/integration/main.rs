@@ -1,6 +1,7 @@
 //! End-to-end tests: a real server started from the library on port 0,
 //! driven over real HTTP and WebSocket connections, on every storage backend.
 
+mod accounts;
 mod auth;
 mod authorization;
 mod changes;

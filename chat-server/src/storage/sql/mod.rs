@@ -25,10 +25,10 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Po
 use super::group_commit::GroupCommit;
 use super::{
     Appended, BanRecord, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery,
-    MemberState, MemberUpdate, MessageChange, NewMessage, NewRoom, NewUser, PublicRoom,
-    ReactionCount, ReadMark, RefreshTokenRecord, RoomChange, RoomKey, RoomPerson, RoomProfile,
-    RoomRecord, SearchPage, SearchRequest, Storage, StorageError, StoredMember, StoredMessage,
-    StoredRoomUpdate, TimelinePage, TokenUse, UserRecord, UserRoom,
+    MemberState, MemberUpdate, MessageChange, NewMessage, NewReport, NewRoom, NewUser, PublicRoom,
+    ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomKey,
+    RoomPerson, RoomProfile, RoomRecord, SearchPage, SearchRequest, Storage, StorageError,
+    StoredMember, StoredMessage, StoredRoomUpdate, TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -161,6 +161,9 @@ where
             display_name: user.display_name,
             password_hash: user.password_hash,
             created_at: user.created_at,
+            is_admin: false,
+            deactivated_at: None,
+            token_version: 0,
         })
     }
 
@@ -427,6 +430,113 @@ where
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::public_room_from).collect()
+    }
+
+    async fn set_admin(&self, user: UserId, admin: bool) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::SET_ADMIN)
+            .bind(user.get())
+            .bind(i64::from(admin))
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn set_deactivated(
+        &self,
+        user: UserId,
+        at: Option<Timestamp>,
+    ) -> Result<Option<i64>, StorageError> {
+        let mut tx = self.begin().await?;
+        let version: Option<i64> = sqlx::query_scalar(statements::SET_DEACTIVATED)
+            .bind(user.get())
+            .bind(at.map(|t| t.unix_micros()))
+            .bind(i64::from(at.is_some()))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        if at.is_some() {
+            sqlx::query(statements::SPEND_USER_TOKENS)
+                .bind(user.get())
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn revoke_sessions(&self, user: UserId) -> Result<Option<i64>, StorageError> {
+        let mut tx = self.begin().await?;
+        let version: Option<i64> = sqlx::query_scalar(statements::REVOKE_SESSIONS)
+            .bind(user.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        sqlx::query(statements::SPEND_USER_TOKENS)
+            .bind(user.get())
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn create_report(&self, report: NewReport) -> Result<i64, StorageError> {
+        sqlx::query_scalar(statements::INSERT_REPORT)
+            .bind(report.reporter.get())
+            .bind(report.user.get())
+            .bind(report.message.map(MessageId::get))
+            .bind(report.room.map(RoomId::get))
+            .bind(report.reason)
+            .bind(report.message_body)
+            .bind(report.created_at.unix_micros())
+            .fetch_one(&self.write)
+            .await
+            .map_err(D::map_err)
+    }
+
+    async fn report(&self, id: i64) -> Result<Option<ReportRecord>, StorageError> {
+        one_where::<D, _>(&self.read, statements::REPORT, id, rows::report_from).await
+    }
+
+    async fn reports(
+        &self,
+        status: ReportStatus,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ReportRecord>, StorageError> {
+        let status = match status {
+            ReportStatus::Open => 0_i64,
+            ReportStatus::Resolved => 1,
+            ReportStatus::All => 2,
+        };
+        let rows = sqlx::query(statements::REPORTS)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .bind(status)
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(rows::report_from).collect()
+    }
+
+    async fn resolve_report(
+        &self,
+        id: i64,
+        by: UserId,
+        resolution: &str,
+        at: Timestamp,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::RESOLVE_REPORT)
+            .bind(id)
+            .bind(at.unix_micros())
+            .bind(by.get())
+            .bind(resolution.to_owned())
+            .fetch_optional(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(done.is_some())
     }
 
     async fn block_user(

@@ -14,9 +14,9 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
     BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState, MemberUpdate, PublicRoom,
-    ReactionCount, RefreshTokenRecord, RoomPerson, RoomProfile, RoomRecord, StorageError,
-    StoredEvent, StoredMember, StoredMessage, StoredReply, StoredRoomUpdate, StoredUpdate,
-    TimelinePage, UpdateKind, UserRecord, UserRoom, roles,
+    ReactionCount, RefreshTokenRecord, ReportRecord, RoomPerson, RoomProfile, RoomRecord,
+    StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply, StoredRoomUpdate,
+    StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom, roles,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -133,6 +133,11 @@ pub(crate) fn prefixed_user_from(
         display_name: row.text(&get("display_name"))?,
         password_hash: row.text(&get("password_hash"))?,
         created_at: Timestamp::from_unix_micros(row.int(&get("created_at"))?),
+        is_admin: row.int(&get("is_admin"))? != 0,
+        deactivated_at: row
+            .opt_int(&get("deactivated_at"))?
+            .map(Timestamp::from_unix_micros),
+        token_version: row.int(&get("token_version"))?,
     })
 }
 
@@ -186,6 +191,25 @@ pub(crate) fn send_refused(
     at: i64,
 ) -> Result<Option<StorageError>, StorageError> {
     Ok(roles::send_refusal(&gate_from(row)?, at).map(StorageError::Refused))
+}
+
+/// A row of [`REPORT`](super::statements::REPORT) or
+/// [`REPORTS`](super::statements::REPORTS).
+pub(crate) fn report_from(row: &impl Columns) -> Result<ReportRecord, StorageError> {
+    Ok(ReportRecord {
+        id: row.int("id")?,
+        reporter: UserId(row.int("reporter_id")?),
+        user: UserId(row.int("user_id")?),
+        message: row.opt_int("message_id")?.map(MessageId),
+        room: row.opt_int("room_id")?.map(RoomId),
+        reason: row.text("reason")?,
+        message_body: row.opt_text("message_body")?,
+        message_deleted: row.int("message_deleted")? != 0,
+        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+        resolved_at: row.opt_int("resolved_at")?.map(Timestamp::from_unix_micros),
+        resolved_by: row.opt_int("resolved_by")?.map(UserId),
+        resolution: row.opt_text("resolution")?,
+    })
 }
 
 /// A row of [`PUBLIC_ROOMS`](super::statements::PUBLIC_ROOMS).

@@ -13,7 +13,8 @@
 
 macro_rules! user_columns {
     () => {
-        "id, username, email, display_name, password_hash, created_at"
+        "id, username, email, display_name, password_hash, created_at, is_admin, \
+         deactivated_at, token_version"
     };
 }
 
@@ -328,7 +329,8 @@ pub(crate) const USER_CONVERSATIONS: &str = concat!(
     user_room_columns!(),
     ", p.id AS p_id, p.username AS p_username, p.email AS p_email, \
        p.display_name AS p_display_name, p.password_hash AS p_password_hash, \
-       p.created_at AS p_created_at \
+       p.created_at AS p_created_at, p.is_admin AS p_is_admin, \
+       p.deactivated_at AS p_deactivated_at, p.token_version AS p_token_version \
      FROM room_members m JOIN rooms r ON r.id = m.room_id \
      JOIN users p ON p.id = \
          CASE WHEN r.direct_lo = m.user_id THEN r.direct_hi ELSE r.direct_lo END",
@@ -435,10 +437,59 @@ pub(crate) const IS_BLOCKED: &str =
 /// The users `$1` blocked, the newest block first.
 pub(crate) const BLOCKED_USERS: &str = concat!(
     "SELECT ",
-    "u.id, u.username, u.email, u.display_name, u.password_hash, u.created_at, \
-     b.created_at AS blocked_at FROM user_blocks b JOIN users u ON u.id = b.blocked_id \
+    user_columns!(),
+    ", b.created_at AS blocked_at FROM user_blocks b JOIN users u ON u.id = b.blocked_id \
      WHERE b.blocker_id = $1 ORDER BY b.created_at DESC, u.id"
 );
+
+pub(crate) const SET_ADMIN: &str = "UPDATE users SET is_admin = $2 WHERE id = $1";
+
+/// Deactivates (`$2` a time) or reactivates (`$2` NULL) user `$1`; a
+/// deactivation also revokes every token (`$3`: 1), a reactivation none
+/// (`$3`: 0).
+pub(crate) const SET_DEACTIVATED: &str = "UPDATE users SET deactivated_at = $2, \
+    token_version = token_version + $3 WHERE id = $1 RETURNING token_version";
+
+pub(crate) const REVOKE_SESSIONS: &str =
+    "UPDATE users SET token_version = token_version + 1 WHERE id = $1 RETURNING token_version";
+
+pub(crate) const SPEND_USER_TOKENS: &str =
+    "UPDATE refresh_tokens SET spent = TRUE WHERE user_id = $1 AND NOT spent";
+
+macro_rules! report_columns {
+    () => {
+        "r.id, r.reporter_id, r.user_id, r.message_id, r.room_id, r.reason, r.message_body, \
+         r.created_at, r.resolved_at, r.resolved_by, r.resolution, \
+         CAST(CASE WHEN m.deleted_at IS NOT NULL THEN 1 ELSE 0 END AS BIGINT) AS message_deleted"
+    };
+}
+
+/// A report: `$1` reporter, `$2` user, `$3` message, `$4` room, `$5`
+/// reason, `$6` the message's body as it is now, `$7` when.
+pub(crate) const INSERT_REPORT: &str = "INSERT INTO reports \
+    (reporter_id, user_id, message_id, room_id, reason, message_body, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+pub(crate) const REPORT: &str = concat!(
+    "SELECT ",
+    report_columns!(),
+    " FROM reports r LEFT JOIN messages m ON m.id = r.message_id WHERE r.id = $1"
+);
+
+/// Reports below id `$1`, newest first, at most `$2`: `$3` 0 open, 1
+/// resolved, 2 all.
+pub(crate) const REPORTS: &str = concat!(
+    "SELECT ",
+    report_columns!(),
+    " FROM reports r LEFT JOIN messages m ON m.id = r.message_id \
+     WHERE r.id < $1 AND ($3 = 2 OR ($3 = 0 AND r.resolved_at IS NULL) \
+         OR ($3 = 1 AND r.resolved_at IS NOT NULL)) \
+     ORDER BY r.id DESC LIMIT $2"
+);
+
+/// Resolves an open report; no row if there is none open with that id.
+pub(crate) const RESOLVE_REPORT: &str = "UPDATE reports SET resolved_at = $2, resolved_by = $3, \
+    resolution = $4 WHERE id = $1 AND resolved_at IS NULL RETURNING id";
 
 pub(crate) const SET_OWNER: &str = "UPDATE rooms SET owner_id = $2 WHERE id = $1";
 
