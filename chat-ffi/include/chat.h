@@ -474,6 +474,61 @@ enum chat_code chat_search_json(const struct chat_client *client,
                                 char **out_json);
 
 /*
+ Kicks, bans, unbans, mutes, unmutes, sets a role or hands the room
+ `room_id` over: `request_json` is `{"user_id","action","reason"?,
+ "until"?,"role"?}` (`POST /chat/rooms/{id}/moderate/`). `*out_json`
+ (may be NULL; free it with `chat_string_free`) receives the `member`
+ event appended, or `null` if nothing changed. Refusals: `CHAT_FORBIDDEN`
+ (`not_moderator`, `insufficient_role`), `CHAT_NOT_FOUND`,
+ `CHAT_INVALID_INPUT`.
+ */
+enum chat_code chat_moderate(const struct chat_client *client,
+                             int64_t room_id,
+                             const char *request_json,
+                             char **out_json);
+
+/*
+ Changes room `room_id`'s settings: `settings_json` is `{"name"?,
+ "type"?,"topic"?,"description"?,"avatar_url"?,"announcement"?,
+ "slow_mode_seconds"?}` (`PATCH /chat/rooms/{id}/`; only what is given
+ changes). `*out_json` (may be NULL) receives the room as it now stands.
+ */
+enum chat_code chat_update_room(const struct chat_client *client,
+                                int64_t room_id,
+                                const char *settings_json,
+                                char **out_json);
+
+/*
+ A page of public rooms by name into `*out_json` (`GET
+ /chat/directory/`): `prefix` and `after` may be NULL, `limit` 0 for
+ the server's default.
+ */
+enum chat_code chat_directory_json(const struct chat_client *client,
+                                   const char *prefix,
+                                   const char *after,
+                                   uint32_t limit,
+                                   char **out_json);
+
+/*
+ Blocks (`block` true) or unblocks user `user_id`.
+ */
+enum chat_code chat_block_user(const struct chat_client *client, int64_t user_id, bool block);
+
+/*
+ Reports a message or a user: `request_json` is `{"message_id" or
+ "user_id","reason"}`. `*out_json` (may be NULL) receives the report.
+ */
+enum chat_code chat_report(const struct chat_client *client,
+                           const char *request_json,
+                           char **out_json);
+
+/*
+ Revokes every token of this user, this client's included: every
+ session must log in again; open connections close (4403).
+ */
+enum chat_code chat_logout_everywhere(const struct chat_client *client);
+
+/*
  Creates a room named `name` of type `kind` (a `chat_room_type`); the
  caller becomes its creator and first member. `*out_room_id` (may be
  NULL) receives its id. A taken name is `CHAT_CONFLICT`; a blank one

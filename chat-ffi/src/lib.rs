@@ -44,6 +44,7 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod messages;
+pub mod moderation;
 pub mod rooms;
 
 pub use client::*;

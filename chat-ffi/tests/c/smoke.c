@@ -129,6 +129,11 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_UNAUTHORIZED, chat_login(carol, "carol", "wrong password"));
   EXPECT(CHAT_OK, chat_login(carol, "carol", "password-carol"));
   EXPECT(CHAT_OK, chat_logout(carol));
+  /* Logging out everywhere: every token of carol's stops working. */
+  EXPECT(CHAT_OK, chat_login(carol, "carol", "password-carol"));
+  EXPECT(CHAT_OK, chat_logout_everywhere(carol));
+  int64_t carol_id = 0;
+  EXPECT(CHAT_UNAUTHORIZED, chat_me_id(carol, &carol_id));
 
   EXPECT(CHAT_OK, chat_login(alice, "alice", "password-alice"));
   EXPECT(CHAT_OK, chat_login(bob, "bob", "password-bob"));
@@ -239,6 +244,43 @@ int main(int argc, char **argv) {
   EXPECT(CHAT_OK, chat_unread_count(bob, &unread_bob));
   CHECK(unread_bob == 0);
   EXPECT(CHAT_INVALID_ARG, chat_leave_room(bob, -3));
+
+  /* Running the room: a role, settings, the directory, a block, a report. */
+  int64_t bob_me = 0, alice_me = 0;
+  EXPECT(CHAT_OK, chat_me_id(bob, &bob_me));
+  EXPECT(CHAT_OK, chat_me_id(alice, &alice_me));
+  EXPECT(CHAT_OK, chat_join_room(bob, pub_id));
+  char request[160];
+  snprintf(request, sizeof request,
+           "{\"user_id\":%lld,\"action\":\"set_role\",\"role\":\"admin\"}", (long long)bob_me);
+  char *event = NULL;
+  EXPECT(CHAT_OK, chat_moderate(alice, pub_id, request, &event));
+  CHECK(event != NULL && strstr(event, "\"change\":\"role_changed\"") != NULL);
+  chat_string_free(event);
+  snprintf(request, sizeof request, "{\"user_id\":%lld,\"action\":\"kick\"}",
+           (long long)alice_me);
+  EXPECT(CHAT_FORBIDDEN, chat_moderate(bob, pub_id, request, NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_moderate(alice, pub_id, "not json", NULL));
+  EXPECT(CHAT_INVALID_ARG, chat_moderate(alice, 0, request, NULL));
+  char *room_json = NULL;
+  EXPECT(CHAT_OK, chat_update_room(bob, pub_id, "{\"topic\":\"from C\"}", &room_json));
+  CHECK(room_json != NULL && strstr(room_json, "\"topic\":\"from C\"") != NULL);
+  chat_string_free(room_json);
+  char *directory = NULL;
+  EXPECT(CHAT_OK, chat_directory_json(bob, "C-PUB", NULL, 0, &directory));
+  CHECK(directory != NULL && strstr(directory, "\"name\":\"c-public\"") != NULL);
+  CHECK(directory != NULL && strstr(directory, "c-private") == NULL);
+  chat_string_free(directory);
+  EXPECT(CHAT_OK, chat_block_user(alice, bob_me, true));
+  EXPECT(CHAT_OK, chat_block_user(alice, bob_me, false));
+  EXPECT(CHAT_INVALID_ARG, chat_block_user(alice, -1, true));
+  snprintf(request, sizeof request, "{\"user_id\":%lld,\"reason\":\"from C\"}",
+           (long long)bob_me);
+  char *report = NULL;
+  EXPECT(CHAT_OK, chat_report(alice, request, &report));
+  CHECK(report != NULL && strstr(report, "\"reason\":\"from C\"") != NULL);
+  chat_string_free(report);
+  EXPECT(CHAT_OK, chat_leave_room(bob, pub_id));
 
   /* One message's life: sent with its id, edited, reacted to, deleted. */
   int64_t mid = 0, mseq = 0;

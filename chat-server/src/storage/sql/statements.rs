@@ -435,12 +435,10 @@ pub(crate) const IS_BLOCKED: &str =
     "SELECT created_at FROM user_blocks WHERE blocker_id = $1 AND blocked_id = $2";
 
 /// The users `$1` blocked, the newest block first.
-pub(crate) const BLOCKED_USERS: &str = concat!(
-    "SELECT ",
-    user_columns!(),
-    ", b.created_at AS blocked_at FROM user_blocks b JOIN users u ON u.id = b.blocked_id \
-     WHERE b.blocker_id = $1 ORDER BY b.created_at DESC, u.id"
-);
+pub(crate) const BLOCKED_USERS: &str = "SELECT u.id, u.username, u.email, u.display_name, \
+    u.password_hash, u.created_at, u.is_admin, u.deactivated_at, u.token_version, \
+    b.created_at AS blocked_at FROM user_blocks b JOIN users u ON u.id = b.blocked_id \
+    WHERE b.blocker_id = $1 ORDER BY b.created_at DESC, u.id";
 
 pub(crate) const SET_ADMIN: &str = "UPDATE users SET is_admin = $2 WHERE id = $1";
 
