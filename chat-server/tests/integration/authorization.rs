@@ -3,7 +3,7 @@
 //! one table (`expected`) derived from PROTOCOL.md.
 //!
 //! Roles: a stranger (registered, unrelated), an invitee who never joined, a
-//! member, a removed member (joined, then left with
+//! member, an admin (a member the creator, who owns the room, promoted), a removed member (joined, then left with
 //! `POST /chat/rooms/{id}/leave/`; the contract has no kick), the creator,
 //! and the creator after leaving their own room. Kinds: public, private, game
 //! and direct. A conversation has only its two participants (the one who
@@ -111,6 +111,8 @@ enum Role {
     Stranger,
     Invited,
     Member,
+    /// A member the creator (the owner) made an admin.
+    Admin,
     Removed,
     Creator,
     LeftCreator,
@@ -124,6 +126,7 @@ impl Role {
                 Role::Stranger,
                 Role::Invited,
                 Role::Member,
+                Role::Admin,
                 Role::Removed,
                 Role::Creator,
                 Role::LeftCreator,
@@ -145,7 +148,7 @@ enum Standing {
 
 fn standing(kind: Kind, role: Role) -> Standing {
     match (role, kind) {
-        (Role::Member | Role::Creator, _) => Standing::Member,
+        (Role::Member | Role::Admin | Role::Creator, _) => Standing::Member,
         (Role::Invited, _) => Standing::Invited,
         (Role::Stranger | Role::Removed | Role::LeftCreator, Kind::Public) => Standing::Outsider,
         (Role::Stranger | Role::Removed | Role::LeftCreator, _) => Standing::Hidden,
@@ -353,8 +356,11 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
         // anyone not in the room it does not exist, as its history does
         // not.
         Call::EditMessage | Call::DeleteMessage | Call::EditFrame | Call::DeleteFrame => {
+            let deletes = matches!(call, Call::DeleteMessage | Call::DeleteFrame);
             match (role, st) {
                 (Role::Creator, _) => Expect::Ok(200),
+                // Admins delete others' messages; nobody edits them.
+                (Role::Admin, _) if deletes => Expect::Ok(200),
                 (_, S::Member) => Expect::Err(403, "not_sender"),
                 _ => MESSAGE_NOT_FOUND,
             }
@@ -362,7 +368,7 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
         // Whoever moderates: the creator; either participant of a
         // conversation.
         Call::Pin | Call::PinFrame | Call::Unpin | Call::UnpinFrame => match (role, st) {
-            (Role::Creator, _) => Expect::Ok(200),
+            (Role::Creator | Role::Admin, _) => Expect::Ok(200),
             (_, S::Member) if direct => Expect::Ok(200),
             (_, S::Member) => Expect::Err(403, "not_moderator"),
             _ => MESSAGE_NOT_FOUND,
@@ -390,7 +396,7 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
         | Call::Settings
         | Call::SettingsFrame => match (role, st) {
             (_, S::Member) if direct => Expect::Err(400, "invalid_input"),
-            (Role::Creator, S::Member) => Expect::Ok(200),
+            (Role::Creator | Role::Admin, S::Member) => Expect::Ok(200),
             (_, S::Member) => Expect::Err(403, "not_moderator"),
             (_, S::Invited | S::Outsider) => NOT_MEMBER,
             (_, S::Hidden) => NOT_FOUND,
@@ -419,6 +425,7 @@ struct World {
     creator: TestUser,
     invited: TestUser,
     member: TestUser,
+    admin: TestUser,
     removed: TestUser,
     stranger: TestUser,
     /// Only ever the target of invitations and of the moderation cells.
@@ -456,6 +463,7 @@ impl World {
             creator: s.user("creator").await,
             invited: s.user("invited").await,
             member: s.user("member").await,
+            admin: s.user("admin").await,
             removed: s.user("removed").await,
             stranger: s.user("stranger").await,
             guest: s.user("guest").await,
@@ -470,6 +478,7 @@ impl World {
             Role::Stranger => &self.stranger,
             Role::Invited => &self.invited,
             Role::Member => &self.member,
+            Role::Admin => &self.admin,
             Role::Removed => &self.removed,
             Role::Creator | Role::LeftCreator => &self.creator,
         }
@@ -520,15 +529,23 @@ impl World {
                 &self.creator,
                 &name,
                 kind.wire(),
-                &[&self.invited, &self.member, &self.removed],
+                &[&self.invited, &self.member, &self.admin, &self.removed],
             )
             .await;
-        for who in [&self.member, &self.removed] {
+        for who in [&self.member, &self.admin, &self.removed] {
             let (status, body) = s
                 .post("/chat/join-room/", &who.access, json!({"room_id": id}))
                 .await;
             assert_eq!(status, 200, "join {name}: {body}");
         }
+        let (status, body) = s
+            .post(
+                &format!("/chat/rooms/{id}/moderate/"),
+                &self.creator.access,
+                json!({"user_id": self.admin.id, "action": "set_role", "role": "admin"}),
+            )
+            .await;
+        assert_eq!(status, 200, "promote in {name}: {body}");
         let message = self.send(id, "members only").await;
         let mut leavers = vec![&self.removed];
         if role == Role::LeftCreator {
@@ -872,7 +889,7 @@ impl World {
                 }
             }
         }
-        assert_eq!(cells, 21 * calls.len(), "every cell ran");
+        assert_eq!(cells, 24 * calls.len(), "every cell ran");
         assert!(
             wrong.is_empty(),
             "{} of {cells} cells are wrong:\n{}",

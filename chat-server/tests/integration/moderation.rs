@@ -524,6 +524,13 @@ async fn a_kick_on_one_instance_takes_effect_on_the_other() {
         (status, &body["code"]),
         (StatusCode::FORBIDDEN, &json!("not_member"))
     );
+    // A ban made through B keeps the user out when joining through A.
+    done(&b, &bob, room, json!({"user_id": cat.id, "action": "ban"})).await;
+    let (status, body) = join(&a, &cat, room).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::FORBIDDEN, &json!("banned"))
+    );
 }
 
 async fn patch_room(s: &TestServer, by: &TestUser, room: i64, body: Value) -> (StatusCode, Value) {
