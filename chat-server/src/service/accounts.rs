@@ -104,6 +104,13 @@ impl Accounts {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Drops `user`'s cached entry: this instance reads the account afresh
+    /// from the next request on (done at once where the change is made,
+    /// before its answer, and again when the channel brings it).
+    pub fn forget(&self, user: UserId) {
+        self.lock().remove(&user);
+    }
+
     /// Sockets listen here for revocations of their user.
     pub fn subscribe(&self) -> broadcast::Receiver<Revoked> {
         self.revoked.subscribe()

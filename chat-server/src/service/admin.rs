@@ -162,6 +162,7 @@ impl ChatService {
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound))?;
         tracing::info!(%user, by = %admin, active, "account changed");
+        self.accounts.forget(user);
         Accounts::publish(&self.hub, Revoked { user, version });
         Ok(())
     }

@@ -46,6 +46,18 @@ impl ChatService {
         Ok(access)
     }
 
+    /// Whether a socket of `user` whose token has `version` still stands,
+    /// by the cached account: a socket asks once it listens for
+    /// revocations, so one published between its handshake and then is
+    /// not missed (the cache drops an entry before the channel tells).
+    pub async fn session_current(&self, user: UserId, version: i64) -> bool {
+        match self.accounts.state(self.storage.as_ref(), user).await {
+            Ok(Some(a)) => !a.deactivated && version >= a.version,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Whether a socket of `user` opened with a token of `version` may go
     /// on (the account as it stands now, read afresh).
     pub async fn session_valid(&self, user: UserId, version: i64) -> bool {
@@ -66,6 +78,7 @@ impl ChatService {
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
         tracing::info!(%user, "logged out everywhere");
+        self.accounts.forget(user);
         super::accounts::Accounts::publish(&self.hub, super::accounts::Revoked { user, version });
         Ok(())
     }

@@ -170,12 +170,15 @@ pub async fn run<S, R, E>(
     // token and deregister again every time.
     let stop = s.too_slow.clone().cancelled_owned();
     let mut revocations = s.state.service.revocations();
+    let service = s.state.service.clone();
+    let revoked_before = !service.session_current(user, s.version).await;
     tokio::pin!(stop);
     let mut expires_at = s.expires_at;
     let expiry = tokio::time::sleep_until(expiry_deadline(expires_at));
     tokio::pin!(expiry);
 
     let mut flow = match bound {
+        _ if revoked_before => Flow::Close(CloseCode::SessionRevoked),
         Some(b) => Box::pin(s.subscribe(b.room, b.after_seq)).await,
         None => Flow::Continue,
     };
