@@ -107,11 +107,14 @@ macro_rules! locked {
 /// rule of sending (`roles::send_refusal`) in SQL, on the snapshot, which
 /// holds for a stable room (every change to a membership, a mute or the
 /// settings is an event that moves `last_seq`). Slow mode counts the
-/// sender's earlier messages in the batch too.
+/// sender's earlier messages in the batch too (`prev_at`, a window over
+/// the input rather than a lookup per message).
 macro_rules! accepted {
     () => {
         "), input AS (
-    SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[],
+    SELECT t.*, max(t.created_at) OVER (PARTITION BY t.room_id, t.sender_id ORDER BY t.ord
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_at
+    FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[],
             $7::int8[], $8::int8[], $9::text[], $12::int8[])
         AS t(room_id, sender_id, body, client_id, created_at,
             reply_to, thread_root, mentions, ord)
@@ -134,8 +137,7 @@ macro_rules! accepted {
       AND NOT (mb.gated AND mb.announcement <> 0)
       AND NOT (mb.gated AND mb.slow_mode > 0 AND (
           COALESCE(mb.last_sent_at + mb.slow_mode * 1000000 > i.created_at, false)
-          OR EXISTS (SELECT 1 FROM input e WHERE e.room_id = i.room_id
-              AND e.sender_id = i.sender_id AND e.ord < i.ord)))
+          OR i.prev_at IS NOT NULL))
 "
     };
 }
@@ -185,11 +187,9 @@ macro_rules! message_rows {
        l.id AS locked, st.id AS stable, r.kind, rm.state,
        CASE WHEN r.owner_id = i.sender_id THEN 'owner' ELSE COALESCE(rm.role, 'member') END
            AS role, r.announcement, r.slow_mode,
-       GREATEST(rm.last_sent_at, (SELECT max(e.created_at) FROM input e
-           WHERE e.room_id = i.room_id AND e.sender_id = i.sender_id AND e.ord < i.ord))
-           AS last_sent_at,
-       (SELECT mu.until FROM room_mutes mu
-        WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id) AS muted_until,
+       GREATEST(rm.last_sent_at, i.prev_at) AS last_sent_at,
+       CASE WHEN n.seq IS NULL THEN (SELECT mu.until FROM room_mutes mu
+           WHERE mu.room_id = i.room_id AND mu.user_id = i.sender_id) END AS muted_until,
        CAST(CASE WHEN r.direct_lo IS NOT NULL AND EXISTS (SELECT 1 FROM user_blocks ub
            WHERE ub.blocker_id = CASE WHEN r.direct_lo = i.sender_id THEN r.direct_hi
                                       ELSE r.direct_lo END
