@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::ReportRequest;
 use crate::error::ErrorCode;
 use crate::message::Message;
 use crate::moderation::{ModerateRequest, RoomSettings, RoomUpdate};
@@ -67,6 +68,10 @@ pub enum ClientFrame {
         room: RoomRef,
         settings: RoomSettings,
     },
+    /// `{"type":"block","user_id"}` / `{"type":"unblock","user_id"}`.
+    Block { user_id: UserId, block: bool },
+    /// `{"type":"report","message_id" or "user_id","reason"}`.
+    Report { request: ReportRequest },
     /// `{"type":"ping"}`.
     Ping,
     /// `{"type":"auth","token"}`: a fresh access token for this socket, so
@@ -147,6 +152,12 @@ impl std::fmt::Debug for ClientFrame {
                 .field("room", room)
                 .field("settings", settings)
                 .finish(),
+            Self::Block { user_id, block } => f
+                .debug_struct("Block")
+                .field("user_id", user_id)
+                .field("block", block)
+                .finish(),
+            Self::Report { request } => f.debug_struct("Report").field("request", request).finish(),
             Self::Ping => f.write_str("Ping"),
             Self::Auth { .. } => f
                 .debug_struct("Auth")
@@ -243,6 +254,17 @@ enum Typed {
         #[serde(flatten)]
         settings: RoomSettings,
     },
+    /// Block a user (`POST /api/users/{id}/block/`). Answered by nothing
+    /// (send `ping` after it to know it was handled), or an `error`.
+    Block { user_id: UserId },
+    /// Unblock a user. Answered like `block`.
+    Unblock { user_id: UserId },
+    /// Report a message or a user (the fields of `POST /chat/reports/`).
+    /// Answered like `block`.
+    Report {
+        #[serde(flatten)]
+        request: ReportRequest,
+    },
     /// Answered with `pong`.
     Ping,
     /// Re-authenticate the socket with a fresh access token of the same
@@ -265,6 +287,9 @@ const TYPES: &[&str] = &[
     "unpin",
     "moderate",
     "update_room",
+    "block",
+    "unblock",
+    "report",
     "ping",
     "auth",
 ];
@@ -355,6 +380,15 @@ impl From<Typed> for ClientFrame {
             Typed::Unpin { message_id } => Self::Unpin { message_id },
             Typed::Moderate { room, request } => Self::Moderate { room, request },
             Typed::UpdateRoom { room, settings } => Self::UpdateRoom { room, settings },
+            Typed::Block { user_id } => Self::Block {
+                user_id,
+                block: true,
+            },
+            Typed::Unblock { user_id } => Self::Block {
+                user_id,
+                block: false,
+            },
+            Typed::Report { request } => Self::Report { request },
             Typed::Ping => Self::Ping,
             Typed::Auth { token } => Self::Auth { token },
         }
@@ -396,6 +430,15 @@ impl Serialize for ClientFrame {
             Self::Unpin { message_id } => Typed::Unpin { message_id },
             Self::Moderate { room, request } => Typed::Moderate { room, request },
             Self::UpdateRoom { room, settings } => Typed::UpdateRoom { room, settings },
+            Self::Block {
+                user_id,
+                block: true,
+            } => Typed::Block { user_id },
+            Self::Block {
+                user_id,
+                block: false,
+            } => Typed::Unblock { user_id },
+            Self::Report { request } => Typed::Report { request },
             Self::Ping => Typed::Ping,
             Self::Auth { token } => Typed::Auth { token },
         };

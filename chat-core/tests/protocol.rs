@@ -1935,3 +1935,26 @@ fn reports_and_accounts() {
     assert_eq!(CloseCode::SessionRevoked.code(), 4403);
     assert_eq!(CloseCode::from_code(4403), Some(CloseCode::SessionRevoked));
 }
+
+/// Blocking and reporting over a socket.
+#[test]
+fn block_and_report_frames() {
+    assert_eq!(
+        client_frame(r#"{"type": "block", "user_id": 3}"#),
+        ClientFrame::Block {
+            user_id: UserId(3),
+            block: true
+        }
+    );
+    assert_eq!(
+        client_frame(r#"{"type": "unblock", "user_id": 3}"#),
+        ClientFrame::Block {
+            user_id: UserId(3),
+            block: false
+        }
+    );
+    assert!(matches!(
+        client_frame(r#"{"type": "report", "message_id": 9, "reason": "spam"}"#),
+        ClientFrame::Report { request } if request.message_id == Some(MessageId(9))
+    ));
+}

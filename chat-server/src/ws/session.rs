@@ -649,6 +649,23 @@ where
                     Err(e) => self.push_error(&e, None),
                 }
             }
+            ClientFrame::Block { user_id, block } => {
+                let service = self.state.service.clone();
+                let done = if block {
+                    service.block(self.user, user_id).await
+                } else {
+                    service.unblock(self.user, user_id).await
+                };
+                if let Err(e) = done {
+                    self.push_error(&e, None);
+                }
+            }
+            ClientFrame::Report { request } => {
+                let service = self.state.service.clone();
+                if let Err(e) = service.report(self.user, request).await {
+                    self.push_error(&e, None);
+                }
+            }
             ClientFrame::Ping => self.push(&ServerFrame::Pong),
             ClientFrame::Auth { token } => self.reauthenticate(&token).await,
         }

@@ -54,6 +54,9 @@ const CLIENT_TYPES: &[&str] = &[
     "unpin",
     "moderate",
     "update_room",
+    "block",
+    "unblock",
+    "report",
     "ping",
     "auth",
 ];
@@ -515,6 +518,21 @@ async fn real_frames_match_the_frame_schema() {
                 topic: Some("news".to_owned()),
                 slow_mode_seconds: Some(30),
                 ..RoomSettings::default()
+            },
+        },
+        ClientFrame::Block {
+            user_id: UserId(3),
+            block: true,
+        },
+        ClientFrame::Block {
+            user_id: UserId(3),
+            block: false,
+        },
+        ClientFrame::Report {
+            request: chat_core::admin::ReportRequest {
+                message_id: Some(MessageId(9)),
+                user_id: None,
+                reason: "spam".to_owned(),
             },
         },
         ClientFrame::Ping,

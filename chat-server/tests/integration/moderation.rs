@@ -858,4 +858,23 @@ async fn blocking_users(backend: Backend) {
     s.send(&bob, direct, "unblocked").await;
     let (_, listed) = s.get("/api/users/blocked/", &ann.access).await;
     assert_eq!(listed["blocked"], json!([]));
+
+    // The same over a socket: block, unblock, report; errors as frames.
+    let mut a = s.ws("/ws/", &ann).await;
+    a.send(json!({"type": "block", "user_id": bob.id})).await;
+    a.send(json!({"type": "block", "user_id": ann.id})).await;
+    assert_eq!(next(&mut a, "error").await["code"], "invalid_input");
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(next(&mut a, "pong").await["type"], "pong");
+    let (_, listed) = s.get("/api/users/blocked/", &ann.access).await;
+    assert_eq!(listed["blocked"][0]["id"], bob.id);
+    a.send(json!({"type": "unblock", "user_id": bob.id})).await;
+    a.send(json!({"type": "report", "user_id": bob.id, "reason": "over a socket"}))
+        .await;
+    a.send(json!({"type": "report", "user_id": bob.id})).await;
+    assert_eq!(next(&mut a, "error").await["code"], "invalid_input");
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(next(&mut a, "pong").await["type"], "pong");
+    let (_, listed) = s.get("/api/users/blocked/", &ann.access).await;
+    assert_eq!(listed["blocked"], json!([]));
 }
