@@ -2,35 +2,16 @@
 //! admins' calls under `/admin/`: reports, deactivation.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chat_core::admin::{Report, ReportRequest, ReportsQuery, ReportsResponse, ResolveRequest};
-use chat_core::{ErrorBody, ErrorCode, UserId};
+use chat_core::{ErrorBody, UserId};
 
-use super::blocks::UserPath;
 use super::docs;
-use super::extract::{ApiJson, ApiQuery, Caller};
-use crate::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiQuery, Caller, ReportPath, UserPath};
+use crate::error::ApiResult;
 use crate::server::AppState;
-
-/// A report id from the path; anything else is an unknown report.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ReportPath(i64);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReportPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        let Path(id) = Path::<i64>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::ReportNotFound))?;
-        Ok(Self(id))
-    }
-}
 
 /// Report a message or a user
 ///

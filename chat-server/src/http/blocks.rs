@@ -1,33 +1,15 @@
 //! `/api/users/{id}/block/` and `/api/users/blocked/`: blocking users.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chat_core::user::BlockedResponse;
-use chat_core::{ErrorBody, ErrorCode, UserId};
+use chat_core::{ErrorBody, UserId};
 
 use super::docs;
-use super::extract::Caller;
-use crate::error::{ApiError, ApiResult};
+use super::extract::{Caller, UserPath};
+use crate::error::ApiResult;
 use crate::server::AppState;
-
-/// A user id from the path; anything else is an unknown user.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct UserPath(pub(super) UserId);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        let Path(id) = Path::<i64>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::UserNotFound))?;
-        Ok(Self(UserId(id)))
-    }
-}
 
 /// Block a user
 ///

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use chat_core::ErrorBody;
 
 use super::docs;
+use super::extract::RoomPath;
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::rooms::RoomPath;
 use crate::error::ApiResult;
 use crate::server::AppState;
 

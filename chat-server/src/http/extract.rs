@@ -118,3 +118,41 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             })
     }
 }
+
+/// An id from the path, read as `$inner`; anything else (not a number)
+/// answers `$code`, as an id that names nothing does.
+macro_rules! path_id {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $code:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub(crate) struct $name(pub(crate) $inner);
+
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                let axum::extract::Path(id) =
+                    axum::extract::Path::<i64>::from_request_parts(parts, state)
+                        .await
+                        .map_err(|_| ApiError::new($code))?;
+                Ok(Self(<$inner>::from(id)))
+            }
+        }
+    };
+}
+
+path_id!(
+    /// A room id from the path.
+    RoomPath(chat_core::RoomId),
+    ErrorCode::RoomNotFound
+);
+path_id!(
+    /// A user id from the path.
+    UserPath(UserId),
+    ErrorCode::UserNotFound
+);
+path_id!(
+    /// A report id from the path.
+    ReportPath(i64),
+    ErrorCode::ReportNotFound
+);

@@ -15,8 +15,8 @@ use chat_core::timeline::{PinsResponse, ThreadResponse, TimelineQuery, TimelineR
 use chat_core::{ErrorBody, ErrorCode, MessageId, RoomId};
 
 use super::docs;
+use super::extract::RoomPath;
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::rooms::RoomPath;
 use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
 use crate::service::messages::Draft;

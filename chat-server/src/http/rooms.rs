@@ -2,7 +2,7 @@
 //! moderate, bans.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chat_core::api::{CreateRoomRequest, InviteRequest, JoinRoomRequest};
@@ -11,30 +11,12 @@ use chat_core::moderation::{
     RoomSettings,
 };
 use chat_core::room::{JoinedRoom, Room, RoomListItem};
-use chat_core::{ErrorBody, ErrorCode, RoomId};
+use chat_core::{ErrorBody, RoomId};
 
 use super::docs;
-use super::extract::{ApiJson, ApiQuery, Caller};
-use crate::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiQuery, Caller, RoomPath};
+use crate::error::ApiResult;
 use crate::server::AppState;
-
-/// A room id from the path; anything else is an unknown room.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RoomPath(pub(super) RoomId);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RoomPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        let Path(id) = Path::<i64>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::RoomNotFound))?;
-        Ok(Self(RoomId(id)))
-    }
-}
 
 /// Create a room
 ///

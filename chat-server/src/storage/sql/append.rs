@@ -214,81 +214,40 @@ where
             return outcome.map(|_| None);
         }
     };
+    // Each effect is one statement on `(room, user)`; a ban and a handover
+    // run one more first.
+    let by = op.by.unwrap_or(op.user).get();
     let run = |sql: &'static str| sqlx::query(sql).bind(room).bind(user);
-    match effect {
-        Effect::Join => {
-            run(statements::JOIN_ROOM)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::Remove => {
-            run(statements::LEAVE_ROOM)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::Invite => {
-            run(statements::INVITE)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::Ban => {
-            run(statements::LEAVE_ROOM)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-            run(statements::UPSERT_BAN)
-                .bind(op.by.unwrap_or(op.user).get())
-                .bind(op.reason.as_deref())
-                .bind(op.until.map(|t| t.unix_micros()))
-                .bind(op.created_at.unix_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::Unban => {
-            run(statements::DELETE_BAN)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::Mute(Some(until)) => {
-            run(statements::UPSERT_MUTE)
-                .bind(until)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::Mute(None) => {
-            run(statements::DELETE_MUTE)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::SetRole(role) => {
-            run(statements::SET_ROLE)
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
-        Effect::Transfer => {
-            run(statements::SET_OWNER)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-            // The old owner stays as an admin.
+    let before = match effect {
+        Effect::Ban => Some(run(statements::LEAVE_ROOM)),
+        // The old owner stays as an admin.
+        Effect::Transfer => Some(
             sqlx::query(statements::SET_ROLE)
                 .bind(room)
-                .bind(op.by.unwrap_or(op.user).get())
-                .bind(Role::Admin.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(D::map_err)?;
-        }
+                .bind(by)
+                .bind(Role::Admin.as_str()),
+        ),
+        _ => None,
+    };
+    if let Some(before) = before {
+        before.execute(&mut *tx).await.map_err(D::map_err)?;
     }
+    let write = match effect {
+        Effect::Join => run(statements::JOIN_ROOM),
+        Effect::Remove => run(statements::LEAVE_ROOM),
+        Effect::Invite => run(statements::INVITE),
+        Effect::Ban => run(statements::UPSERT_BAN)
+            .bind(by)
+            .bind(op.reason.as_deref())
+            .bind(op.until.map(|t| t.unix_micros()))
+            .bind(op.created_at.unix_micros()),
+        Effect::Unban => run(statements::DELETE_BAN),
+        Effect::Mute(Some(until)) => run(statements::UPSERT_MUTE).bind(until),
+        Effect::Mute(None) => run(statements::DELETE_MUTE),
+        Effect::SetRole(role) => run(statements::SET_ROLE).bind(role.as_str()),
+        Effect::Transfer => run(statements::SET_OWNER),
+    };
+    write.execute(&mut *tx).await.map_err(D::map_err)?;
     let numbered = sqlx::query(statements::NEXT_EVENT_SEQ)
         .bind(room)
         .fetch_one(&mut *tx)
