@@ -16,33 +16,33 @@ use crate::storage::RefreshTokenRecord;
 /// is expected and the other way round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TokenKind {
+pub(crate) enum TokenKind {
     Access,
     Refresh,
 }
 
 /// JWT claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The user id, as a string per RFC 7519.
-    pub sub: String,
-    pub exp: u64,
-    pub iat: u64,
-    pub nbf: u64,
-    pub jti: String,
-    pub typ: TokenKind,
+    pub(crate) sub: String,
+    pub(crate) exp: u64,
+    pub(crate) iat: u64,
+    pub(crate) nbf: u64,
+    pub(crate) jti: String,
+    pub(crate) typ: TokenKind,
     /// The refresh token family (refresh tokens only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fam: Option<String>,
+    pub(crate) fam: Option<String>,
     /// The user's token version when it was issued (access tokens; absent
     /// means 0): a token older than the user's version is revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ver: Option<i64>,
+    pub(crate) ver: Option<i64>,
 }
 
 impl Claims {
     /// The user the token speaks for.
-    pub fn user(&self) -> Option<UserId> {
+    pub(crate) fn user(&self) -> Option<UserId> {
         self.sub
             .parse::<i64>()
             .ok()
@@ -51,36 +51,29 @@ impl Claims {
     }
 
     /// When the token stops being valid.
-    pub fn expires_at(&self) -> Timestamp {
+    pub(crate) fn expires_at(&self) -> Timestamp {
         Timestamp::from_unix_micros((self.exp as i64).saturating_mul(1_000_000))
     }
 }
 
 /// A verified access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AccessToken {
-    pub user: UserId,
+pub(crate) struct AccessToken {
+    pub(crate) user: UserId,
     /// Unix seconds.
-    pub expires_at: u64,
+    pub(crate) expires_at: u64,
     /// Issued by another service (RS256/ES256): its subject may name a user
     /// this server does not have, so callers check that it exists.
-    pub external: bool,
+    pub(crate) external: bool,
     /// The user's token version it was issued under (0 for another
     /// service's, which revocation cannot reach; deactivation still does).
-    pub version: i64,
-}
-
-impl AccessToken {
-    /// When the token expires, as a timestamp.
-    pub fn expiry(&self) -> Timestamp {
-        unix_timestamp(self.expires_at)
-    }
+    pub(crate) version: i64,
 }
 
 /// Why a token was refused. The reason is for logs; clients only learn
 /// `unauthorized` / `invalid_token`.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("malformed, badly signed or expired token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("token algorithm {0:?} is not accepted")]
@@ -96,7 +89,7 @@ pub enum TokenError {
 /// A public key (PEM) of another service that issues access tokens: an RSA
 /// key verifies RS256 tokens, an EC P-256 key ES256 tokens.
 #[derive(Clone)]
-pub struct PublicKey {
+pub(crate) struct PublicKey {
     algorithm: Algorithm,
     decoding: DecodingKey,
     validation: Validation,
@@ -113,7 +106,7 @@ impl std::fmt::Debug for PublicKey {
 /// A public key that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct KeyError(String);
+pub(crate) struct KeyError(String);
 
 /// Length of an uncompressed SEC1 P-256 point (0x04, x, y).
 const P256_POINT_LEN: usize = 65;
@@ -121,7 +114,7 @@ const P256_POINT_LEN: usize = 65;
 impl PublicKey {
     /// Reads a PEM public key (`PUBLIC KEY`, or `RSA PUBLIC KEY`). Tokens it
     /// verifies must carry `issuer` and `audience` when those are given.
-    pub fn from_pem(
+    pub(crate) fn from_pem(
         pem: &[u8],
         issuer: Option<&str>,
         audience: Option<&str>,
@@ -171,7 +164,7 @@ impl PublicKey {
     }
 
     /// RS256 or ES256.
-    pub fn algorithm(&self) -> Algorithm {
+    pub(crate) fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 }
@@ -189,7 +182,7 @@ struct ExternalClaims {
 /// Issues and verifies tokens: HS256 with one secret for its own, and
 /// optionally another service's RS256/ES256 access tokens.
 #[derive(Clone)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -210,12 +203,12 @@ impl std::fmt::Debug for Tokens {
 
 /// Seconds of clock skew tolerated on `exp` and `nbf` (also the grace a
 /// socket gets past its token's expiry).
-pub const LEEWAY_SECS: u64 = 5;
+pub(crate) const LEEWAY_SECS: u64 = 5;
 
 impl Tokens {
     /// Tokens signed with `secret` (HS256 only: the algorithm is pinned, so a
     /// token claiming `none` or another algorithm is refused).
-    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
+    pub(crate) fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -231,17 +224,17 @@ impl Tokens {
     }
 
     /// Also accepts access tokens signed by `key`'s private half.
-    pub fn with_public_key(mut self, key: PublicKey) -> Self {
+    pub(crate) fn with_public_key(mut self, key: PublicKey) -> Self {
         self.external = Some(key);
         self
     }
     /// How long access tokens live.
-    pub fn access_ttl(&self) -> Duration {
+    pub(crate) fn access_ttl(&self) -> Duration {
         self.access_ttl
     }
 
     /// A new access token for `user`, whose token version is `version`.
-    pub fn issue_access(&self, user: UserId, version: i64) -> Result<String, TokenError> {
+    pub(crate) fn issue_access(&self, user: UserId, version: i64) -> Result<String, TokenError> {
         self.sign(
             user,
             TokenKind::Access,
@@ -254,7 +247,7 @@ impl Tokens {
 
     /// A new refresh token for `user` in `family`, with the record storage
     /// keeps for it.
-    pub fn issue_refresh(
+    pub(crate) fn issue_refresh(
         &self,
         user: UserId,
         family: &str,
@@ -301,7 +294,7 @@ impl Tokens {
 
     /// Verifies signature, expiry and kind of one of this server's own
     /// (HS256) tokens.
-    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
+    pub(crate) fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
         if data.claims.typ != kind {
             return Err(TokenError::WrongKind(data.claims.typ));
@@ -318,7 +311,7 @@ impl Tokens {
     /// must match it: an HS256 token is only ever checked against the
     /// secret, so a token "signed" with the public key as an HMAC secret
     /// fails; `none` and every other algorithm are refused.
-    pub fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
+    pub(crate) fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
         let header = jsonwebtoken::decode_header(token)?;
         match (header.alg, &self.external) {
             (Algorithm::HS256, _) => {
@@ -358,7 +351,7 @@ impl Tokens {
 }
 
 /// Unix seconds as a timestamp.
-pub fn unix_timestamp(secs: u64) -> Timestamp {
+pub(crate) fn unix_timestamp(secs: u64) -> Timestamp {
     Timestamp::from_unix_micros(
         i64::try_from(secs)
             .unwrap_or(i64::MAX)
@@ -367,7 +360,7 @@ pub fn unix_timestamp(secs: u64) -> Timestamp {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -399,7 +392,7 @@ static HASH_POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
 /// Sets how many threads hash passwords (at least one), if hashing has not
 /// started yet; the pool is per process, so the first server's setting
 /// holds. `false` if it was already running (with its own size).
-pub fn hashing_threads(threads: usize) -> bool {
+pub(crate) fn hashing_threads(threads: usize) -> bool {
     let mut fresh = false;
     HASH_POOL.get_or_init(|| {
         fresh = true;
@@ -511,7 +504,7 @@ fn verify_with(memory: &mut Vec<argon2::Block>, password: &[u8], hash: &str) -> 
 
 /// Hashes a password with argon2id and a random salt. CPU-heavy (tens of
 /// milliseconds by design), so it runs on the hashing threads.
-pub async fn hash_password(password: String) -> Result<String, PasswordError> {
+pub(crate) async fn hash_password(password: String) -> Result<String, PasswordError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let gone = || PasswordError("the password hashing threads stopped".into());
     HashPool::get()
@@ -525,7 +518,7 @@ pub async fn hash_password(password: String) -> Result<String, PasswordError> {
 /// Checks a password against a stored hash. With no hash (unknown user) it
 /// checks against a fixed dummy hash, so that the answer takes as long
 /// whether or not the user exists.
-pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+pub(crate) async fn verify_password(password: String, hash: Option<String>) -> bool {
     let known = hash.is_some();
     let hash = match hash {
         Some(hash) => hash,
@@ -561,7 +554,7 @@ async fn dummy_hash() -> Option<&'static str> {
 /// Hashing failed (only on resource exhaustion).
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed: {0}")]
-pub struct PasswordError(String);
+pub(crate) struct PasswordError(String);
 
 #[cfg(test)]
 mod tests {

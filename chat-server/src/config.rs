@@ -13,6 +13,7 @@ use serde::Deserialize;
 /// default (`sqlite://chat.db`, `local://`, `127.0.0.1:8000`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Address the built-in server listens on (not used by [`crate::Chat::router`]).
     pub listen: SocketAddr,
     /// `sqlite://PATH`, `memory://`, `postgres://USER@HOST/DB` (also
     /// `postgresql://`; `?sslmode=require` for TLS).
@@ -51,7 +52,9 @@ pub struct Config {
     /// Messages per second per user over all their sockets and HTTP sends on
     /// this instance (burst: five seconds' worth); 0 turns the limit off.
     pub user_rate_limit: u32,
+    /// How long an access token of this server's lives.
     pub access_token_ttl: Duration,
+    /// How long a refresh token lives (each refresh issues a new one).
     pub refresh_token_ttl: Duration,
     /// Longest message body, in characters.
     pub max_message_chars: usize,
@@ -105,7 +108,12 @@ pub enum TlsConfig {
     /// A PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
     /// PKCS#1 or SEC1), read at start and again on
     /// [`Server::reload_tls`](crate::Server::reload_tls).
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+    },
     /// A development CA and a `localhost` certificate it signs, generated at
     /// start and never reloaded.
     SelfSigned,
@@ -242,9 +250,15 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum AdminCommand {
     /// Make a user a server admin.
-    Grant { user: String },
+    Grant {
+        /// A username, or a user id.
+        user: String,
+    },
     /// Make a server admin a user again.
-    Revoke { user: String },
+    Revoke {
+        /// A username, or a user id.
+        user: String,
+    },
 }
 
 /// The TOML file: the same settings as the flags, snake_case.
@@ -282,16 +296,23 @@ struct FileConfig {
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `--config` file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The `--config` file is not valid TOML of known keys.
     #[error("invalid config file {path}: {source}")]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// Where and why.
         source: toml::de::Error,
     },
+    /// A setting out of its range, or settings that do not go together.
     #[error("invalid setting {0}")]
     Invalid(String),
 }

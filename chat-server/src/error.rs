@@ -15,17 +15,17 @@ use crate::storage::StorageError;
 /// A failure a client is told about: a code from the contract, the sentence,
 /// and per-field reasons for validation errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: Cow<'static, str>,
-    pub fields: Option<BTreeMap<String, String>>,
+pub(crate) struct ApiError {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: Cow<'static, str>,
+    pub(crate) fields: Option<BTreeMap<String, String>>,
     /// Seconds until trying again makes sense (`Retry-After` on HTTP).
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// The code with its standard sentence.
-    pub fn new(code: ErrorCode) -> Self {
+    pub(crate) fn new(code: ErrorCode) -> Self {
         Self {
             code,
             message: Cow::Borrowed(code.default_message()),
@@ -35,7 +35,7 @@ impl ApiError {
     }
 
     /// The code with a specific sentence.
-    pub fn with_message(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn with_message(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -45,7 +45,7 @@ impl ApiError {
     }
 
     /// `invalid_input` naming what is wrong with each field.
-    pub fn invalid_fields(fields: BTreeMap<String, String>) -> Self {
+    pub(crate) fn invalid_fields(fields: BTreeMap<String, String>) -> Self {
         let message = fields
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))
@@ -61,7 +61,7 @@ impl ApiError {
 
     /// `rate_limited`, to be tried again after `wait` (rounded up to whole
     /// seconds).
-    pub fn rate_limited(wait: std::time::Duration) -> Self {
+    pub(crate) fn rate_limited(wait: std::time::Duration) -> Self {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Self {
             retry_after: Some(secs.max(1)),
@@ -70,17 +70,17 @@ impl ApiError {
     }
 
     /// `invalid_input` for one field.
-    pub fn invalid_field(field: &str, why: impl Into<String>) -> Self {
+    pub(crate) fn invalid_field(field: &str, why: impl Into<String>) -> Self {
         Self::invalid_fields(BTreeMap::from([(field.to_owned(), why.into())]))
     }
 
     /// The HTTP status carrying this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The wire body.
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         ErrorBody {
             error: self.message.to_string(),
             code: self.code,
@@ -170,4 +170,4 @@ impl IntoResponse for ApiError {
 }
 
 /// `Result` of the service layer.
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;

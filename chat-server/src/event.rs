@@ -49,10 +49,12 @@ impl Frame {
         &self.0
     }
 
+    /// The JSON text's length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the text is empty (a frame never is).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -61,10 +63,12 @@ impl Frame {
 /// One thing that happened in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The room it happened in.
     pub room: RoomId,
     /// The connection that caused it, if any: it does not receive the frame
     /// (the sender of a message gets an ack instead).
     pub origin: Option<ConnId>,
+    /// What happened.
     pub kind: EventKind,
 }
 
@@ -77,14 +81,23 @@ pub enum EventKind {
     /// member is no longer in the room: their sockets get the frame and then
     /// stop receiving the room.
     Timeline {
+        /// The event's place in the room's timeline.
         seq: Seq,
+        /// The frame sockets get.
         frame: Frame,
+        /// The member who is out of the room after it (left, kicked, banned).
         leaves: Option<UserId>,
     },
     /// A read receipt, typing notice or presence change: forwarded as is.
-    Signal { frame: Frame },
+    Signal {
+        /// The frame sockets get.
+        frame: Frame,
+    },
     /// The room was deleted: sockets get the frame and drop the room.
-    RoomDeleted { frame: Frame },
+    RoomDeleted {
+        /// The frame sockets get.
+        frame: Frame,
+    },
 }
 
 impl Event {

@@ -188,6 +188,7 @@ impl Fanout {
     }
 
     /// Number of sockets in a room on this instance.
+    #[cfg(test)]
     pub fn local_sockets(&self, room: RoomId) -> usize {
         self.subscribers(room).map_or(0, |s| s.len())
     }

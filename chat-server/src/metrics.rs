@@ -15,31 +15,31 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Open WebSocket connections (gauge).
-pub const CONNECTIONS: &str = "chat_connections";
+pub(crate) const CONNECTIONS: &str = "chat_connections";
 /// Messages stored (counter); retries of a stored `client_id` do not count.
-pub const MESSAGES_STORED: &str = "chat_messages_stored_total";
+pub(crate) const MESSAGES_STORED: &str = "chat_messages_stored_total";
 /// Events queued to sockets by the fan-out (counter).
-pub const DELIVERIES: &str = "chat_deliveries_total";
+pub(crate) const DELIVERIES: &str = "chat_deliveries_total";
 /// Sockets closed with 4408 because they could not keep up (counter).
-pub const SLOW_SOCKETS: &str = "chat_slow_sockets_closed_total";
+pub(crate) const SLOW_SOCKETS: &str = "chat_slow_sockets_closed_total";
 /// Times the hub stopped waiting for a missing message and delivered what
 /// came after it (counter): each socket of the room then reads the gap from
 /// storage.
-pub const REORDER_GAPS: &str = "chat_reorder_gaps_total";
+pub(crate) const REORDER_GAPS: &str = "chat_reorder_gaps_total";
 /// Storage reads by sockets filling a gap in a room's messages (counter).
-pub const GAP_READS: &str = "chat_socket_gap_reads_total";
+pub(crate) const GAP_READS: &str = "chat_socket_gap_reads_total";
 /// Events this instance could not hand to the broker because its outbox
 /// was full (counter): other instances' sockets read them from storage.
-pub const BROKER_DROPPED: &str = "chat_broker_dropped_total";
+pub(crate) const BROKER_DROPPED: &str = "chat_broker_dropped_total";
 /// Publishes to the broker that failed (counter; each may carry a batch).
-pub const BROKER_ERRORS: &str = "chat_broker_errors_total";
+pub(crate) const BROKER_ERRORS: &str = "chat_broker_errors_total";
 /// Appends committed together by group commit (histogram; Postgres).
-pub const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
+pub(crate) const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
 /// Time from asking group commit for an append to its answer: queueing,
 /// the batch's transaction and the commit (histogram, seconds).
-pub const APPEND_DURATION: &str = "chat_append_duration_seconds";
+pub(crate) const APPEND_DURATION: &str = "chat_append_duration_seconds";
 /// HTTP request latency by method, route and status (histogram).
-pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub(crate) const HTTP_DURATION: &str = "http_request_duration_seconds";
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -115,7 +115,7 @@ fn describe() {
 }
 
 /// Makes sure the recorder exists before the first series is touched.
-pub fn init() {
+pub(crate) fn init() {
     let _ = handle();
 }
 
@@ -130,14 +130,14 @@ pub fn init() {
     tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
-pub async fn render() -> Response {
+pub(crate) async fn render() -> Response {
     let body = handle().map(PrometheusHandle::render).unwrap_or_default();
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Middleware timing every HTTP request, labelled by the matched route (not
 /// the raw path, which would make a series per room id).
-pub async fn track_http(req: Request, next: Next) -> Response {
+pub(crate) async fn track_http(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let route = req

@@ -33,27 +33,42 @@ const ACCEPTED_QUEUE: usize = 256;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
+    /// A certificate or key file cannot be read as PEM.
     #[error("cannot read {path}: {source}")]
     Pem {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: rustls::pki_types::pem::Error,
     },
+    /// The certificate file holds no certificate.
     #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key is unusable or belongs to another certificate.
     #[error("the key in {key} does not fit the certificate in {cert}: {source}")]
     Key {
+        /// The certificate file.
         cert: PathBuf,
+        /// The key file.
         key: PathBuf,
+        /// Why rustls refused the pair.
         source: rustls::Error,
     },
+    /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The development certificate could not be generated.
     #[error("cannot generate the development certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A reload of the development certificate, which is made once.
     #[error(
         "the self-signed development certificate is not reloaded (start with --tls-cert/--tls-key to reload)"
     )]
     NotReloadable,
+    /// A reload on a server without TLS.
     #[error("the server runs without TLS")]
     NotConfigured,
 }
@@ -78,7 +93,7 @@ impl Tls {
     /// Loads the certificate files, or generates the development
     /// certificate, and builds the rustls configuration (ring, TLS 1.2 and
     /// 1.3, ALPN `h2` and `http/1.1`).
-    pub fn new(source: &TlsConfig) -> Result<Self, TlsError> {
+    pub(crate) fn new(source: &TlsConfig) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (key, ca_pem) = match source {
             TlsConfig::Files { cert, key } => (load(&provider, cert, key)?, None),
@@ -238,7 +253,7 @@ fn generate_dev_certificate() -> Result<DevCertificate, TlsError> {
 }
 
 /// SHA-256 of a certificate, uppercase hex pairs joined by colons.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
     let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
     hex.join(":")

@@ -241,5 +241,5 @@ async fn isolate(
 }
 
 fn redact(url: &str) -> String {
-    chat_server::server::redact_url(url)
+    chat_server::redact_url(url)
 }

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let config = chat_server::Config::from_cli(cli)?;
     match command {
         chat_server::Command::Migrate => {
-            chat_server::server::migrate(&config).await?;
+            chat_server::migrate(&config).await?;
             return Ok(());
         }
         chat_server::Command::Admin(admin) => {
@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
                 chat_server::AdminCommand::Grant { user } => (user, true),
                 chat_server::AdminCommand::Revoke { user } => (user, false),
             };
-            let who = chat_server::server::set_admin(&config, &user, grant).await?;
+            let who = chat_server::set_admin(&config, &user, grant).await?;
             println!(
                 "{who} is {}a server admin",
                 if grant { "" } else { "no longer " }
@@ -59,14 +59,14 @@ fn init_logs() {
 /// the old certificate kept. Without TLS the signal is only logged (rather
 /// than ending the process, SIGHUP's default).
 #[cfg(unix)]
-fn reload_on_sighup(tls: Option<chat_server::tls::Tls>) -> std::io::Result<()> {
+fn reload_on_sighup(tls: Option<chat_server::Tls>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match tls.as_ref().map(chat_server::tls::Tls::reload) {
+            match tls.as_ref().map(chat_server::Tls::reload) {
                 Some(Ok(sha256)) => tracing::info!(%sha256, "SIGHUP: TLS certificate reloaded"),
-                Some(Err(chat_server::tls::TlsError::NotReloadable)) => {
+                Some(Err(chat_server::TlsError::NotReloadable)) => {
                     tracing::info!(
                         "SIGHUP: the self-signed development certificate is not reloaded"
                     );

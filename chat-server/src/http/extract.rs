@@ -17,7 +17,7 @@ use crate::server::AppState;
 /// The caller, from `Authorization: Bearer <access token>`. Missing,
 /// malformed and expired tokens all get 401 `unauthorized`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller(pub UserId);
+pub(crate) struct Caller(pub(crate) UserId);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for Caller {
 /// per-address limits do not apply). Proxies' forwarding headers are not
 /// trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub Option<IpAddr>);
+pub(crate) struct ClientAddr(pub(crate) Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
@@ -56,7 +56,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 }
 
 /// The bearer token of a request, if it has one.
-pub fn bearer(parts: &Parts) -> Option<&str> {
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -70,7 +70,7 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 /// (`invalid_json`) from wrong fields (`invalid_input`), and answers an
 /// oversized body with 413 `payload_too_large`.
 #[derive(Debug, Clone)]
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -85,7 +85,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// Parses a JSON body, classifying the failure.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -101,7 +101,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// A query string, with `invalid_input` on bad parameters.
 #[derive(Debug, Clone)]
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;

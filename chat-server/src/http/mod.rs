@@ -20,7 +20,7 @@ mod admin;
 mod blocks;
 mod conversations;
 mod docs;
-pub mod extract;
+pub(crate) mod extract;
 mod health;
 mod messages;
 pub(crate) mod origin;
@@ -29,7 +29,7 @@ mod users;
 
 /// Every route of the contract, without trailing slashes (the server strips
 /// them before routing, so both forms work).
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let max_body = state.limits.max_request_bytes;
     let cors = cors(state.limits.allowed_origins.as_deref());
     Router::new()

@@ -27,26 +27,26 @@ use crate::hub::{Delivery, Hub, Subscriber};
 use crate::storage::{Storage, StorageError, UserRecord};
 
 /// The hub's account channel: a room id no room has (ids start at 1).
-pub const ACCOUNTS: RoomId = RoomId(0);
+pub(crate) const ACCOUNTS: RoomId = RoomId(0);
 
 /// How long a cached account is trusted without a word from the broker.
-pub const CACHE_TTL: Duration = Duration::from_secs(60);
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// The sessions of `user` opened with a token older than `version` are
 /// revoked (`version` unchanged: the account changed otherwise, e.g. was
 /// reactivated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Revoked {
-    pub user: UserId,
-    pub version: i64,
+pub(crate) struct Revoked {
+    pub(crate) user: UserId,
+    pub(crate) version: i64,
 }
 
 /// What a request's check needs of an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AccountState {
-    pub version: i64,
-    pub deactivated: bool,
-    pub admin: bool,
+pub(crate) struct AccountState {
+    pub(crate) version: i64,
+    pub(crate) deactivated: bool,
+    pub(crate) admin: bool,
 }
 
 impl From<&UserRecord> for AccountState {
@@ -62,7 +62,7 @@ impl From<&UserRecord> for AccountState {
 /// The cache of account states, and the channel sockets hear revocations
 /// on.
 #[derive(Debug)]
-pub struct Accounts {
+pub(crate) struct Accounts {
     cache: Mutex<HashMap<UserId, (Instant, AccountState)>>,
     revoked: broadcast::Sender<Revoked>,
 }
@@ -78,7 +78,7 @@ impl Default for Accounts {
 
 impl Accounts {
     /// `user`'s state: cached, or read (`None`: no such user).
-    pub async fn state(
+    pub(crate) async fn state(
         &self,
         storage: &dyn Storage,
         user: UserId,
@@ -107,18 +107,18 @@ impl Accounts {
     /// Drops `user`'s cached entry: this instance reads the account afresh
     /// from the next request on (done at once where the change is made,
     /// before its answer, and again when the channel brings it).
-    pub fn forget(&self, user: UserId) {
+    pub(crate) fn forget(&self, user: UserId) {
         self.lock().remove(&user);
     }
 
     /// Sockets listen here for revocations of their user.
-    pub fn subscribe(&self) -> broadcast::Receiver<Revoked> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Revoked> {
         self.revoked.subscribe()
     }
 
     /// Tells every instance (this one through the hub too) that `user`'s
     /// account changed.
-    pub fn publish(hub: &Hub, revoked: Revoked) {
+    pub(crate) fn publish(hub: &Hub, revoked: Revoked) {
         let frame = Frame::from_utf8(serde_json::to_vec(&revoked).unwrap_or_default().into());
         if let Ok(frame) = frame {
             hub.publish(Event {
@@ -133,7 +133,7 @@ impl Accounts {
     /// each change drops the cached entry and reaches this instance's
     /// sockets; a broker reconnect (messages may have been lost) clears
     /// the cache.
-    pub async fn listen(self: Arc<Self>, hub: Arc<Hub>, conn: ConnId) {
+    pub(crate) async fn listen(self: Arc<Self>, hub: Arc<Hub>, conn: ConnId) {
         let (queue, mut inbox) = mpsc::channel(4096);
         let subscriber = Subscriber {
             conn,

@@ -10,14 +10,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::storage::{MemberState, NewReport, ReportRecord, ReportStatus};
 
 /// The longest reason or resolution, in characters.
-pub const MAX_REPORT_TEXT: usize = 1_000;
+pub(crate) const MAX_REPORT_TEXT: usize = 1_000;
 const DEFAULT_REPORTS_PAGE: u32 = 50;
 const MAX_REPORTS_PAGE: u32 = 100;
 
 impl ChatService {
     /// `POST /chat/reports/`: a message of a room the caller is a member of
     /// (its body is kept with the report), or a user.
-    pub async fn report(&self, user: UserId, req: ReportRequest) -> ApiResult<Report> {
+    pub(crate) async fn report(&self, user: UserId, req: ReportRequest) -> ApiResult<Report> {
         check_text("reason", &req.reason)?;
         let (reported, message, room, body) = match (req.message_id, req.user_id) {
             (Some(id), None) => {
@@ -88,7 +88,11 @@ impl ChatService {
     }
 
     /// `GET /admin/reports/`.
-    pub async fn reports(&self, admin: UserId, query: ReportsQuery) -> ApiResult<ReportsResponse> {
+    pub(crate) async fn reports(
+        &self,
+        admin: UserId,
+        query: ReportsQuery,
+    ) -> ApiResult<ReportsResponse> {
         self.require_admin(admin).await?;
         let status = match query.status.as_deref().unwrap_or("open") {
             "open" => ReportStatus::Open,
@@ -118,7 +122,7 @@ impl ChatService {
     }
 
     /// `GET /admin/reports/{id}/`, with the reported message as it was.
-    pub async fn report_detail(&self, admin: UserId, id: i64) -> ApiResult<Report> {
+    pub(crate) async fn report_detail(&self, admin: UserId, id: i64) -> ApiResult<Report> {
         self.require_admin(admin).await?;
         self.storage
             .report(id)
@@ -129,7 +133,7 @@ impl ChatService {
 
     /// `POST /admin/reports/{id}/resolve/`: the report, resolved (one
     /// resolved already keeps its first resolution).
-    pub async fn resolve_report(
+    pub(crate) async fn resolve_report(
         &self,
         admin: UserId,
         id: i64,
@@ -147,7 +151,12 @@ impl ChatService {
     /// `…/reactivate/`: a deactivated user's tokens all stop working at
     /// once and their sockets close with 4403; reactivated, they log in
     /// again.
-    pub async fn set_active(&self, admin: UserId, user: UserId, active: bool) -> ApiResult<()> {
+    pub(crate) async fn set_active(
+        &self,
+        admin: UserId,
+        user: UserId,
+        active: bool,
+    ) -> ApiResult<()> {
         self.require_admin(admin).await?;
         if user == admin && !active {
             return Err(ApiError::invalid_field(

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 
 impl ChatService {
     /// `POST /api/users/{id}/block/`; blocking twice is not an error.
-    pub async fn block(&self, user: UserId, other: UserId) -> ApiResult<()> {
+    pub(crate) async fn block(&self, user: UserId, other: UserId) -> ApiResult<()> {
         if other == user {
             return Err(ApiError::invalid_field("id", "you cannot block yourself"));
         }
@@ -31,13 +31,13 @@ impl ChatService {
 
     /// `DELETE /api/users/{id}/block/`; unblocking someone not blocked is
     /// not an error.
-    pub async fn unblock(&self, user: UserId, other: UserId) -> ApiResult<()> {
+    pub(crate) async fn unblock(&self, user: UserId, other: UserId) -> ApiResult<()> {
         self.storage.unblock_user(user, other).await?;
         Ok(())
     }
 
     /// `GET /api/users/blocked/`: the newest block first.
-    pub async fn blocked(&self, user: UserId) -> ApiResult<Vec<BlockedUser>> {
+    pub(crate) async fn blocked(&self, user: UserId) -> ApiResult<Vec<BlockedUser>> {
         Ok(self
             .storage
             .blocked_users(user)

@@ -18,16 +18,16 @@ const DEFAULT_PAGE: u32 = 50;
 
 /// A conversation opened for a caller.
 #[derive(Debug, Clone)]
-pub struct OpenedConversation {
-    pub room: RoomRecord,
-    pub other: UserRecord,
+pub(crate) struct OpenedConversation {
+    pub(crate) room: RoomRecord,
+    pub(crate) other: UserRecord,
     /// Whether this call created it.
-    pub created: bool,
+    pub(crate) created: bool,
 }
 
 impl ChatService {
     /// Create-or-get the conversation between `user` and `other`.
-    pub async fn open_conversation(
+    pub(crate) async fn open_conversation(
         &self,
         user: UserId,
         other: UserId,
@@ -62,7 +62,7 @@ impl ChatService {
     }
 
     /// `POST /api/chats/conversations/create/`.
-    pub async fn create_conversation(
+    pub(crate) async fn create_conversation(
         &self,
         user: UserId,
         other: UserId,
@@ -77,7 +77,7 @@ impl ChatService {
     }
 
     /// `GET /api/chats/conversations/`: most recent activity first.
-    pub async fn conversations(&self, user: UserId) -> ApiResult<Vec<ConversationSummary>> {
+    pub(crate) async fn conversations(&self, user: UserId) -> ApiResult<Vec<ConversationSummary>> {
         let list = self.storage.user_conversations(user).await?;
         Ok(list
             .into_iter()
@@ -94,7 +94,7 @@ impl ChatService {
 
     /// `GET /api/chats/conversations/{id}/`: the newest page of messages
     /// below `before`, oldest first. 404 unless the caller takes part.
-    pub async fn conversation(
+    pub(crate) async fn conversation(
         &self,
         user: UserId,
         id: RoomId,
@@ -147,7 +147,7 @@ impl ChatService {
     }
 
     /// `GET /api/chats/unread-count/`: over every room and conversation.
-    pub async fn unread_count(&self, user: UserId) -> ApiResult<UnreadCount> {
+    pub(crate) async fn unread_count(&self, user: UserId) -> ApiResult<UnreadCount> {
         Ok(UnreadCount {
             unread_count: self.storage.unread_total(user).await?,
         })

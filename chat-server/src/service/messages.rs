@@ -21,7 +21,7 @@ use crate::storage::{
 };
 
 /// Page size bounds of `GET /chat/history/`.
-pub const MAX_HISTORY_PAGE: u32 = 200;
+pub(crate) const MAX_HISTORY_PAGE: u32 = 200;
 const DEFAULT_HISTORY_PAGE: u32 = 50;
 const MAX_CLIENT_ID_CHARS: usize = 128;
 
@@ -29,7 +29,13 @@ const MAX_CLIENT_ID_CHARS: usize = 128;
 /// whether the viewer has read it (`own_mark`). For the viewer's own
 /// message: whether another member has (`others_mark`, the highest mark
 /// among the other members).
-pub fn is_read(viewer: UserId, sender: UserId, seq: Seq, own_mark: Seq, others_mark: Seq) -> bool {
+pub(crate) fn is_read(
+    viewer: UserId,
+    sender: UserId,
+    seq: Seq,
+    own_mark: Seq,
+    others_mark: Seq,
+) -> bool {
     if sender == viewer {
         others_mark >= seq
     } else {
@@ -39,11 +45,11 @@ pub fn is_read(viewer: UserId, sender: UserId, seq: Seq, own_mark: Seq, others_m
 
 /// Everyone's read marks in a room, to tell each viewer what is read.
 #[derive(Debug, Clone, Default)]
-pub struct ReadMarks(Vec<(UserId, Seq)>);
+pub(crate) struct ReadMarks(Vec<(UserId, Seq)>);
 
 impl ReadMarks {
     /// [`is_read`] for `viewer` with the room's marks.
-    pub fn is_read(&self, viewer: UserId, m: &StoredMessage) -> bool {
+    pub(crate) fn is_read(&self, viewer: UserId, m: &StoredMessage) -> bool {
         let own = self
             .0
             .iter()
@@ -61,7 +67,7 @@ impl ReadMarks {
 }
 
 /// A stored message as a viewer sees it.
-pub fn to_wire(m: StoredMessage, is_read: bool) -> Message {
+pub(crate) fn to_wire(m: StoredMessage, is_read: bool) -> Message {
     Message {
         id: m.id,
         room: m.room,
@@ -119,7 +125,7 @@ fn message_of(event: &mut TimelineEvent) -> Option<&mut Message> {
 
 /// A change to a message as its timeline event's frame, the same for
 /// every viewer (see [`MessageUpdate`] on `is_read`).
-pub fn update_to_wire(u: &StoredUpdate) -> TimelineEvent {
+pub(crate) fn update_to_wire(u: &StoredUpdate) -> TimelineEvent {
     let mut message = to_wire(u.message.clone(), false);
     message.reactions = reactions_to_wire(u.reactions.clone());
     let update = MessageUpdate {
@@ -148,7 +154,7 @@ pub fn update_to_wire(u: &StoredUpdate) -> TimelineEvent {
 
 /// The server frame of a timeline event: the same JSON on the WebSocket
 /// as in `GET /chat/rooms/{id}/events/`.
-pub fn timeline_frame(event: TimelineEvent) -> ServerFrame {
+pub(crate) fn timeline_frame(event: TimelineEvent) -> ServerFrame {
     match event {
         TimelineEvent::Message { message } => ServerFrame::Message { message },
         TimelineEvent::Member(member) => ServerFrame::Member(member),
@@ -226,7 +232,9 @@ fn page_query(
 }
 
 /// A stored change to a room's settings as the wire has it.
-pub fn room_update_to_wire(r: &storage::StoredRoomUpdate) -> chat_core::moderation::RoomUpdate {
+pub(crate) fn room_update_to_wire(
+    r: &storage::StoredRoomUpdate,
+) -> chat_core::moderation::RoomUpdate {
     chat_core::moderation::RoomUpdate {
         room: r.room,
         seq: r.seq,
@@ -237,7 +245,7 @@ pub fn room_update_to_wire(r: &storage::StoredRoomUpdate) -> chat_core::moderati
 }
 
 /// A stored membership change as the wire has it.
-pub fn member_to_wire(m: &StoredMember) -> MemberEvent {
+pub(crate) fn member_to_wire(m: &StoredMember) -> MemberEvent {
     MemberEvent {
         room: m.room,
         seq: m.seq,
@@ -254,7 +262,7 @@ pub fn member_to_wire(m: &StoredMember) -> MemberEvent {
 /// Reaction keys: 1 to 32 characters (an emoji with its modifiers, a short
 /// name such as `+1`), none of them whitespace, a control character or `/`
 /// (keys appear in paths).
-pub const MAX_REACTION_KEY_CHARS: usize = 32;
+pub(crate) const MAX_REACTION_KEY_CHARS: usize = 32;
 
 fn check_reaction_key(key: &str) -> ApiResult<()> {
     let chars = key.chars().count();
@@ -276,7 +284,7 @@ fn check_reaction_key(key: &str) -> ApiResult<()> {
 }
 
 /// Page size bounds of `GET /chat/search/`.
-pub const MAX_SEARCH_PAGE: u32 = 100;
+pub(crate) const MAX_SEARCH_PAGE: u32 = 100;
 const DEFAULT_SEARCH_PAGE: u32 = 20;
 const MAX_SEARCH_CHARS: usize = 200;
 const MAX_SEARCH_TERMS: usize = 20;
@@ -314,33 +322,33 @@ fn search_terms(q: &str) -> ApiResult<Vec<String>> {
 
 /// What a change to a message came to.
 #[derive(Debug, Clone)]
-pub struct MessageChanged {
+pub(crate) struct MessageChanged {
     /// The message as the caller now sees it.
-    pub message: Message,
+    pub(crate) message: Message,
     /// The seq of the change's timeline event; `None` if nothing changed.
-    pub seq: Option<Seq>,
+    pub(crate) seq: Option<Seq>,
 }
 
 /// The most users one message mentions.
-pub const MAX_MENTIONS: usize = 50;
+pub(crate) const MAX_MENTIONS: usize = 50;
 
 /// What a client sends: the text and what it refers to, not yet checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Draft {
-    pub body: String,
-    pub client_id: Option<String>,
+pub(crate) struct Draft {
+    pub(crate) body: String,
+    pub(crate) client_id: Option<String>,
     /// A message of the same room to reply to.
-    pub reply_to: Option<MessageId>,
+    pub(crate) reply_to: Option<MessageId>,
     /// A message of the same room in whose thread to post (a reply in a
     /// thread stands for its root).
-    pub thread_root: Option<MessageId>,
+    pub(crate) thread_root: Option<MessageId>,
     /// Members of the room to mention.
-    pub mentions: Vec<UserId>,
+    pub(crate) mentions: Vec<UserId>,
 }
 
 impl Draft {
     /// Plain text, with an idempotency key if given.
-    pub fn text(body: impl Into<String>, client_id: Option<String>) -> Self {
+    pub(crate) fn text(body: impl Into<String>, client_id: Option<String>) -> Self {
         Self {
             body: body.into(),
             client_id,
@@ -355,9 +363,9 @@ impl Draft {
 
 /// A message to send to a room whose access was checked.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub room: RoomId,
-    pub draft: Draft,
+pub(crate) struct Outgoing {
+    pub(crate) room: RoomId,
+    pub(crate) draft: Draft,
 }
 
 /// What a draft refers to, once checked.
@@ -370,17 +378,17 @@ struct Refs {
 
 /// The result of a send.
 #[derive(Debug, Clone)]
-pub struct Sent {
+pub(crate) struct Sent {
     /// The message as its sender sees it.
-    pub message: Message,
+    pub(crate) message: Message,
     /// `false` when the client_id was seen before and this is the original.
-    pub created: bool,
+    pub(crate) created: bool,
 }
 
 impl ChatService {
     /// Sends `body` to a room the caller is a member of. `origin` is the
     /// sending socket, which gets an ack instead of the broadcast.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         user: UserId,
         room: &RoomRef,
@@ -392,7 +400,7 @@ impl ChatService {
     }
 
     /// Like [`send`](Self::send) for a room already checked.
-    pub async fn send_to(
+    pub(crate) async fn send_to(
         &self,
         user: UserId,
         room: &RoomRecord,
@@ -414,7 +422,7 @@ impl ChatService {
     /// order and answered in it, each on its own (one refused message does
     /// not stop the others). They are appended together, so a socket's
     /// burst waits for one commit.
-    pub async fn send_many(
+    pub(crate) async fn send_many(
         &self,
         user: UserId,
         outgoing: Vec<Outgoing>,
@@ -597,7 +605,11 @@ impl ChatService {
     }
 
     /// `GET /chat/history/`.
-    pub async fn history(&self, user: UserId, q: HistoryQuery) -> ApiResult<HistoryResponse> {
+    pub(crate) async fn history(
+        &self,
+        user: UserId,
+        q: HistoryQuery,
+    ) -> ApiResult<HistoryResponse> {
         let query = page_query(q.before, q.after, q.limit)?;
         let record = self.room_to_read(user, &q.room).await?;
         let (messages, has_more) = self.page(user, record.id, query).await?;
@@ -609,7 +621,7 @@ impl ChatService {
 
     /// `GET /chat/rooms/{id}/events/`: a page of the room's timeline, every
     /// kind of event; for members only, like history.
-    pub async fn timeline(
+    pub(crate) async fn timeline(
         &self,
         user: UserId,
         room: RoomId,
@@ -635,7 +647,7 @@ impl ChatService {
 
     /// A page of a room's timeline as `viewer` sees it, without access
     /// checks (the caller made them).
-    pub async fn timeline_page(
+    pub(crate) async fn timeline_page(
         &self,
         viewer: UserId,
         room: RoomId,
@@ -673,7 +685,7 @@ impl ChatService {
 
     /// A page of a room's history as `viewer` sees it, without access checks
     /// (the caller made them).
-    pub async fn page(
+    pub(crate) async fn page(
         &self,
         viewer: UserId,
         room: RoomId,
@@ -698,7 +710,7 @@ impl ChatService {
 
     /// `PATCH /chat/messages/{id}/`, WS `edit`: the sender replaces the
     /// body of a message. The same body again changes nothing.
-    pub async fn edit_message(
+    pub(crate) async fn edit_message(
         &self,
         user: UserId,
         message: MessageId,
@@ -712,7 +724,7 @@ impl ChatService {
     /// `DELETE /chat/messages/{id}/`, WS `delete`: the sender, or whoever
     /// moderates the room, deletes a message. Deleting it again answers
     /// the same.
-    pub async fn delete_message(
+    pub(crate) async fn delete_message(
         &self,
         user: UserId,
         message: MessageId,
@@ -729,7 +741,7 @@ impl ChatService {
     /// `PUT` / `DELETE /chat/messages/{id}/reactions/{key}/`, WS `react` /
     /// `unreact`: a member adds or takes back their reaction `key`.
     /// Reacting as one already has changes nothing.
-    pub async fn react(
+    pub(crate) async fn react(
         &self,
         user: UserId,
         message: MessageId,
@@ -749,7 +761,7 @@ impl ChatService {
     /// `PUT` / `DELETE /chat/messages/{id}/pin/`, WS `pin` / `unpin`:
     /// whoever moderates the room (either participant of a conversation)
     /// pins a message or unpins it.
-    pub async fn pin(
+    pub(crate) async fn pin(
         &self,
         user: UserId,
         message: MessageId,
@@ -761,7 +773,7 @@ impl ChatService {
 
     /// `GET /chat/search/`: the messages of the caller's rooms (or of one
     /// of them) holding every word of `q`, newest first.
-    pub async fn search(&self, user: UserId, q: SearchQuery) -> ApiResult<SearchResponse> {
+    pub(crate) async fn search(&self, user: UserId, q: SearchQuery) -> ApiResult<SearchResponse> {
         let terms = search_terms(&q.q)?;
         let limit = q.limit.unwrap_or(DEFAULT_SEARCH_PAGE);
         if !(1..=MAX_SEARCH_PAGE).contains(&limit) {
@@ -816,7 +828,7 @@ impl ChatService {
     /// `GET /chat/messages/{id}/thread/`: a thread's root and a page of its
     /// replies, by seq, for members of its room (a reply in the thread
     /// stands for its root).
-    pub async fn thread(
+    pub(crate) async fn thread(
         &self,
         user: UserId,
         root: MessageId,
@@ -854,7 +866,7 @@ impl ChatService {
     }
 
     /// `GET /chat/rooms/{id}/pins/`: a room's pinned messages, for members.
-    pub async fn pins(&self, user: UserId, room: RoomId) -> ApiResult<PinsResponse> {
+    pub(crate) async fn pins(&self, user: UserId, room: RoomId) -> ApiResult<PinsResponse> {
         let record = self.room_to_read(user, &RoomRef::Id(room)).await?;
         let pinned = self.storage.pins(record.id).await?;
         if pinned.is_empty() {
@@ -942,7 +954,12 @@ impl ChatService {
     }
 
     /// Tells the room that `user` is typing (a signal, not stored).
-    pub async fn typing(&self, user: UserId, room: &RoomRecord, origin: ConnId) -> ApiResult<()> {
+    pub(crate) async fn typing(
+        &self,
+        user: UserId,
+        room: &RoomRecord,
+        origin: ConnId,
+    ) -> ApiResult<()> {
         // A conversation's other participant who blocked the typist hears
         // nothing from them.
         if let Some(other) = storage::direct_other(room, user)
@@ -960,7 +977,7 @@ impl ChatService {
     }
 
     /// Marks a room read up to `seq` and, if the mark moved, tells the room.
-    pub async fn mark_read(
+    pub(crate) async fn mark_read(
         &self,
         user: UserId,
         room: RoomId,

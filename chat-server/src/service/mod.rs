@@ -14,36 +14,36 @@ use crate::auth::Tokens;
 use crate::hub::Hub;
 use crate::storage::Storage;
 
-pub mod accounts;
-pub mod admin;
-pub mod blocks;
-pub mod conversations;
-pub mod messages;
-pub mod moderation;
-pub mod rooms;
-pub mod throttle;
-pub mod users;
+pub(crate) mod accounts;
+pub(crate) mod admin;
+pub(crate) mod blocks;
+pub(crate) mod conversations;
+pub(crate) mod messages;
+pub(crate) mod moderation;
+pub(crate) mod rooms;
+pub(crate) mod throttle;
+pub(crate) mod users;
 
-pub use rooms::Access;
+pub(crate) use rooms::Access;
 
 /// Limits the rules enforce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Longest message body, in characters.
-    pub max_message_chars: usize,
+    pub(crate) max_message_chars: usize,
     /// Whether a bound socket to an unknown room name creates it.
-    pub auto_create_rooms: bool,
+    pub(crate) auto_create_rooms: bool,
     /// Messages per second per user (all sockets and HTTP); 0 = off.
-    pub user_rate_limit: u32,
+    pub(crate) user_rate_limit: u32,
     /// Failed logins per minute per account; 0 = off.
-    pub login_attempts_per_account: u32,
+    pub(crate) login_attempts_per_account: u32,
     /// Failed logins per minute per client address; 0 = off.
-    pub login_attempts_per_address: u32,
+    pub(crate) login_attempts_per_address: u32,
 }
 
 /// The chat service: storage, fan-out and tokens behind the contract's
 /// operations.
-pub struct ChatService {
+pub(crate) struct ChatService {
     storage: Arc<dyn Storage>,
     hub: Arc<Hub>,
     tokens: Tokens,
@@ -65,7 +65,12 @@ impl ChatService {
     /// A service over the given parts.
     /// Wires the storage's commits to the hub: every message is published
     /// from its commit point (see [`messages::Publisher`]).
-    pub fn new(storage: Arc<dyn Storage>, hub: Arc<Hub>, tokens: Tokens, limits: Limits) -> Self {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        hub: Arc<Hub>,
+        tokens: Tokens,
+        limits: Limits,
+    ) -> Self {
         storage.listen(Arc::new(messages::Publisher { hub: hub.clone() }));
         Self {
             storage,
@@ -84,32 +89,27 @@ impl ChatService {
     /// Starts listening on the hub's account channel (see
     /// [`accounts`]); `conn` names the listener among the hub's
     /// subscribers.
-    pub async fn start_accounts(&self, conn: crate::event::ConnId) {
+    pub(crate) async fn start_accounts(&self, conn: crate::event::ConnId) {
         self.accounts.clone().listen(self.hub.clone(), conn).await;
     }
 
     /// Revocations of sessions, for sockets to close on.
-    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<accounts::Revoked> {
+    pub(crate) fn revocations(&self) -> tokio::sync::broadcast::Receiver<accounts::Revoked> {
         self.accounts.subscribe()
     }
 
     /// The durable store.
-    pub fn storage(&self) -> &Arc<dyn Storage> {
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
 
     /// Local fan-out and the broker behind it.
-    pub fn hub(&self) -> &Arc<Hub> {
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
 
-    /// Token issuing and verification.
-    pub fn tokens(&self) -> &Tokens {
-        &self.tokens
-    }
-
     /// The limits in force.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.limits
     }
 }

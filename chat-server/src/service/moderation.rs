@@ -18,12 +18,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::storage::{Conflict, MemberState, MemberUpdate, RoomChange, StorageError, roles};
 
 /// The longest reason a kick or a ban takes, in characters.
-pub const MAX_REASON_CHARS: usize = 500;
+pub(crate) const MAX_REASON_CHARS: usize = 500;
 
 impl ChatService {
     /// `POST /chat/rooms/{id}/moderate/` and the `moderate` frame: the
     /// member event it appended, `None` if nothing changed.
-    pub async fn moderate(
+    pub(crate) async fn moderate(
         &self,
         user: UserId,
         room: &RoomRef,
@@ -52,7 +52,7 @@ impl ChatService {
 
     /// `PATCH /chat/rooms/{id}/` and the `update_room` frame: the room as it
     /// now stands and the event (`None` if nothing changed).
-    pub async fn update_room(
+    pub(crate) async fn update_room(
         &self,
         user: UserId,
         room: &RoomRef,
@@ -90,7 +90,7 @@ impl ChatService {
 
     /// `GET /chat/rooms/{id}/bans/`: the bans in force; the room's admins
     /// and owner only.
-    pub async fn bans(&self, user: UserId, room: &RoomRef) -> ApiResult<Vec<Ban>> {
+    pub(crate) async fn bans(&self, user: UserId, room: &RoomRef) -> ApiResult<Vec<Ban>> {
         let record = self.room_as_member(user, room).await?;
         if record.kind == RoomType::Direct {
             return Err(ApiError::with_message(
@@ -182,11 +182,11 @@ fn check(req: &ModerateRequest, now: Timestamp) -> ApiResult<(MemberChange, Opti
 }
 
 /// The longest topic, description and avatar URL, in characters.
-pub const MAX_TOPIC_CHARS: usize = 250;
-pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
-pub const MAX_AVATAR_URL_CHARS: usize = 2_000;
+pub(crate) const MAX_TOPIC_CHARS: usize = 250;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 2_000;
+pub(crate) const MAX_AVATAR_URL_CHARS: usize = 2_000;
 /// The longest slow mode, in seconds (6 hours).
-pub const MAX_SLOW_MODE_SECONDS: u32 = 21_600;
+pub(crate) const MAX_SLOW_MODE_SECONDS: u32 = 21_600;
 
 /// The settings, checked for a room of `kind`: the name by the rules of
 /// creation, the type public or private (of a public or private room),

@@ -29,7 +29,7 @@ use crate::storage::{Conflict, MemberState, NewRoom, RoomKey, RoomRecord, Storag
 
 /// How a user stands towards a room, which decides every answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     Member,
     /// Invited, not joined: may see the room and join it, not read or write.
     Invited,
@@ -70,14 +70,14 @@ pub(crate) fn refused_append(kind: RoomType, state: Option<MemberState>) -> ApiE
 
 impl ChatService {
     /// The caller's access to a room.
-    pub async fn access_to(&self, user: UserId, room: &RoomRecord) -> ApiResult<Access> {
+    pub(crate) async fn access_to(&self, user: UserId, room: &RoomRecord) -> ApiResult<Access> {
         let state = self.storage.membership(room.id, user).await?;
         Ok(access_of(room.kind, state))
     }
 
     /// Finds a room by id or name with the caller's access to it, in one
     /// storage read.
-    pub async fn room_with_access(
+    pub(crate) async fn room_with_access(
         &self,
         user: UserId,
         room: &RoomRef,
@@ -101,7 +101,11 @@ impl ChatService {
     /// A room the caller is a member of, for reading and writing: 404 if it
     /// does not exist or is hidden from the caller, 403 `not_member` if the
     /// caller could see it but has not joined.
-    pub async fn room_as_member(&self, user: UserId, room: &RoomRef) -> ApiResult<RoomRecord> {
+    pub(crate) async fn room_as_member(
+        &self,
+        user: UserId,
+        room: &RoomRef,
+    ) -> ApiResult<RoomRecord> {
         let (record, access) = self
             .room_with_access(user, room)
             .await?
@@ -114,7 +118,7 @@ impl ChatService {
 
     /// A room a socket may listen to: members get it, public rooms are joined
     /// on the way, unknown names are created when `auto_create` is on.
-    pub async fn room_to_listen(
+    pub(crate) async fn room_to_listen(
         &self,
         user: UserId,
         room: &RoomRef,
@@ -171,7 +175,11 @@ impl ChatService {
     }
 
     /// `POST /chat/create-room/`.
-    pub async fn create_room(&self, user: UserId, req: CreateRoomRequest) -> ApiResult<Room> {
+    pub(crate) async fn create_room(
+        &self,
+        user: UserId,
+        req: CreateRoomRequest,
+    ) -> ApiResult<Room> {
         let name = validate_room_name(req.name.as_deref())?;
         let kind = req.kind.unwrap_or_default();
         if kind == RoomType::Direct {
@@ -204,7 +212,7 @@ impl ChatService {
     }
 
     /// `POST /chat/join-room/`.
-    pub async fn join_room(&self, user: UserId, room: RoomId) -> ApiResult<JoinedRoom> {
+    pub(crate) async fn join_room(&self, user: UserId, room: RoomId) -> ApiResult<JoinedRoom> {
         let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
         match self.access_to(user, &record).await? {
             Access::Member => {}
@@ -231,7 +239,7 @@ impl ChatService {
 
     /// `GET /chat/rooms/`: group rooms the caller is in or invited to, newest
     /// activity first. Conversations have their own list.
-    pub async fn list_rooms(&self, user: UserId) -> ApiResult<Vec<RoomListItem>> {
+    pub(crate) async fn list_rooms(&self, user: UserId) -> ApiResult<Vec<RoomListItem>> {
         let rooms = self.storage.user_rooms(user).await?;
         let now = Timestamp::now();
         let creators: Vec<UserId> = rooms.iter().map(|r| r.room.creator).collect();
@@ -276,7 +284,7 @@ impl ChatService {
     /// `GET /chat/rooms/{id}/`: members, and anyone for a public room; 404
     /// for non-members of other rooms, invitees included (the contract's
     /// rule; an invitee has the room in its list and gets it from joining).
-    pub async fn room_detail(&self, user: UserId, room: RoomId) -> ApiResult<Room> {
+    pub(crate) async fn room_detail(&self, user: UserId, room: RoomId) -> ApiResult<Room> {
         let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
         if record.kind != RoomType::Public && self.access_to(user, &record).await? != Access::Member
         {
@@ -286,7 +294,12 @@ impl ChatService {
     }
 
     /// `POST /chat/rooms/{id}/invite/`: members only.
-    pub async fn invite(&self, user: UserId, room: RoomId, req: InviteRequest) -> ApiResult<Room> {
+    pub(crate) async fn invite(
+        &self,
+        user: UserId,
+        room: RoomId,
+        req: InviteRequest,
+    ) -> ApiResult<Room> {
         let record = self.room_as_viewer(user, room).await?;
         if self.access_to(user, &record).await? != Access::Member {
             return Err(ApiError::new(ErrorCode::NotMember));
@@ -313,7 +326,7 @@ impl ChatService {
 
     /// `POST /chat/rooms/{id}/leave/`: members and invitees leave; the
     /// caller's sockets stop receiving the room.
-    pub async fn leave_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
+    pub(crate) async fn leave_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
         let record = self.room_as_viewer(user, room).await?;
         if record.kind == RoomType::Direct {
             return Err(ApiError::invalid_field(
@@ -329,7 +342,7 @@ impl ChatService {
 
     /// `DELETE /chat/rooms/{id}/`: the owner deletes the room and its
     /// history; connected sockets get `room_deleted`.
-    pub async fn delete_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
+    pub(crate) async fn delete_room(&self, user: UserId, room: RoomId) -> ApiResult<()> {
         let record = self.storage.room(room).await?.ok_or_else(room_not_found)?;
         // The owner may delete even after leaving; anyone else must see
         // the room to be told they may not.
@@ -359,7 +372,7 @@ impl ChatService {
 
     /// `GET /chat/directory/`: public rooms by name, never private, game or
     /// direct ones, whoever asks.
-    pub async fn directory(&self, query: DirectoryQuery) -> ApiResult<DirectoryResponse> {
+    pub(crate) async fn directory(&self, query: DirectoryQuery) -> ApiResult<DirectoryResponse> {
         let limit = query.limit.unwrap_or(DEFAULT_DIRECTORY_PAGE);
         if !(1..=MAX_DIRECTORY_PAGE).contains(&limit) {
             return Err(ApiError::invalid_field(
@@ -480,8 +493,8 @@ impl ChatService {
 }
 
 /// The directory's page size: default and largest.
-pub const DEFAULT_DIRECTORY_PAGE: u32 = 50;
-pub const MAX_DIRECTORY_PAGE: u32 = 100;
+pub(crate) const DEFAULT_DIRECTORY_PAGE: u32 = 50;
+pub(crate) const MAX_DIRECTORY_PAGE: u32 = 100;
 
 /// The newest message of a listed room as `viewer` sees it.
 pub(crate) fn last_message_view(viewer: UserId, r: &UserRoom) -> Option<LastMessage> {

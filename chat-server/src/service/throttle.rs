@@ -25,7 +25,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Who a login attempt is for: the account when it exists (so its username
 /// and its email share one count), else the name as storage would match it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum AccountKey {
+pub(crate) enum AccountKey {
     User(UserId),
     /// Trimmed, exact (usernames are matched case-sensitively).
     Username(String),
@@ -37,7 +37,7 @@ pub enum AccountKey {
 /// bucket gives one back, and while locked even the right password is
 /// refused without being checked.
 #[derive(Debug)]
-pub struct LoginThrottle {
+pub(crate) struct LoginThrottle {
     account: Option<FailureGate<AccountKey>>,
     address: Option<FailureGate<IpAddr>>,
 }
@@ -45,7 +45,7 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// `per_account` and `per_address` failures per minute (burst: as many);
     /// 0 turns that side off.
-    pub fn new(per_account: u32, per_address: u32) -> Self {
+    pub(crate) fn new(per_account: u32, per_address: u32) -> Self {
         Self {
             account: NonZeroU32::new(per_account).map(FailureGate::per_minute),
             address: NonZeroU32::new(per_address).map(FailureGate::per_minute),
@@ -53,18 +53,18 @@ impl LoginThrottle {
     }
 
     /// How long the address is locked for, if it is.
-    pub fn address_locked(&self, addr: Option<IpAddr>) -> Option<Duration> {
+    pub(crate) fn address_locked(&self, addr: Option<IpAddr>) -> Option<Duration> {
         let (gate, addr) = (self.address.as_ref()?, addr?);
         gate.locked_for(&address_key(addr))
     }
 
     /// How long the account is locked for, if it is.
-    pub fn account_locked(&self, key: &AccountKey) -> Option<Duration> {
+    pub(crate) fn account_locked(&self, key: &AccountKey) -> Option<Duration> {
         self.account.as_ref()?.locked_for(key)
     }
 
     /// Counts a failed attempt against both keys.
-    pub fn failed(&self, key: &AccountKey, addr: Option<IpAddr>) {
+    pub(crate) fn failed(&self, key: &AccountKey, addr: Option<IpAddr>) {
         if let Some(gate) = &self.account {
             gate.failed(key);
         }
@@ -154,7 +154,7 @@ impl<K: Hash + Eq + Clone> FailureGate<K> {
 /// Messages per user across all their sockets and HTTP sends on this
 /// instance.
 #[derive(Debug)]
-pub struct UserRate {
+pub(crate) struct UserRate {
     limiter: Option<DefaultKeyedRateLimiter<UserId>>,
     last_sweep: Mutex<Instant>,
 }
@@ -162,7 +162,7 @@ pub struct UserRate {
 impl UserRate {
     /// `per_second` messages per user, with a burst of five seconds' worth;
     /// 0 turns the limit off.
-    pub fn new(per_second: u32) -> Self {
+    pub(crate) fn new(per_second: u32) -> Self {
         let limiter = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(per_second.saturating_mul(5)).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
@@ -175,7 +175,7 @@ impl UserRate {
 
     /// Whether `user` may send one more message now; if not, how long
     /// until they may.
-    pub fn check(&self, user: UserId) -> Result<(), Duration> {
+    pub(crate) fn check(&self, user: UserId) -> Result<(), Duration> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };

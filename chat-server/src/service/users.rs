@@ -23,7 +23,11 @@ impl ChatService {
     /// then its user's account (one cached read, `accounts.rs`): a user
     /// that exists, is not deactivated (403 `account_deactivated`), and
     /// has not revoked tokens this old (`refusal`).
-    pub async fn authenticate(&self, token: &str, refusal: ErrorCode) -> ApiResult<AccessToken> {
+    pub(crate) async fn authenticate(
+        &self,
+        token: &str,
+        refusal: ErrorCode,
+    ) -> ApiResult<AccessToken> {
         let access = self.tokens.verify_access(token).map_err(|e| {
             tracing::debug!(error = %e, "access token refused");
             ApiError::new(refusal)
@@ -50,7 +54,7 @@ impl ChatService {
     /// by the cached account: a socket asks once it listens for
     /// revocations, so one published between its handshake and then is
     /// not missed (the cache drops an entry before the channel tells).
-    pub async fn session_current(&self, user: UserId, version: i64) -> bool {
+    pub(crate) async fn session_current(&self, user: UserId, version: i64) -> bool {
         match self.accounts.state(self.storage.as_ref(), user).await {
             Ok(Some(a)) => !a.deactivated && version >= a.version,
             Ok(None) => false,
@@ -60,7 +64,7 @@ impl ChatService {
 
     /// Whether a socket of `user` opened with a token of `version` may go
     /// on (the account as it stands now, read afresh).
-    pub async fn session_valid(&self, user: UserId, version: i64) -> bool {
+    pub(crate) async fn session_valid(&self, user: UserId, version: i64) -> bool {
         match self.storage.user(user).await {
             Ok(Some(u)) => u.deactivated_at.is_none() && version >= u.token_version,
             Ok(None) => false,
@@ -71,7 +75,7 @@ impl ChatService {
 
     /// `POST /api/users/logout-all/`: every token of the caller stops
     /// working, this one included, and their sockets close with 4403.
-    pub async fn logout_everywhere(&self, user: UserId) -> ApiResult<()> {
+    pub(crate) async fn logout_everywhere(&self, user: UserId) -> ApiResult<()> {
         let version = self
             .storage
             .revoke_sessions(user)
@@ -84,7 +88,7 @@ impl ChatService {
     }
 
     /// `POST /api/users/register/`.
-    pub async fn register(&self, req: RegisterRequest) -> ApiResult<User> {
+    pub(crate) async fn register(&self, req: RegisterRequest) -> ApiResult<User> {
         let username = req.username.trim().to_owned();
         let email = req.email.trim().to_lowercase();
         let display_name = req
@@ -159,7 +163,7 @@ impl ChatService {
     /// per account and per client address; while either is locked the
     /// answer is 429 `rate_limited`, whatever the password, and no password
     /// is checked.
-    pub async fn login(
+    pub(crate) async fn login(
         &self,
         req: TokenRequest,
         client: Option<IpAddr>,
@@ -209,7 +213,7 @@ impl ChatService {
     /// `POST /api/users/token/refresh/`: spends the refresh token and issues
     /// a new pair in the same family. Presenting a spent token again means it
     /// leaked, so the whole family is revoked.
-    pub async fn refresh(&self, req: RefreshRequest) -> ApiResult<TokenResponse> {
+    pub(crate) async fn refresh(&self, req: RefreshRequest) -> ApiResult<TokenResponse> {
         let claims = self
             .tokens
             .verify(&req.refresh, TokenKind::Refresh)
@@ -236,7 +240,7 @@ impl ChatService {
 
     /// `POST /api/users/logout/`: the refresh token stops working. Logging
     /// out twice is not an error.
-    pub async fn logout(&self, req: RefreshRequest) -> ApiResult<()> {
+    pub(crate) async fn logout(&self, req: RefreshRequest) -> ApiResult<()> {
         let claims = self
             .tokens
             .verify(&req.refresh, TokenKind::Refresh)
@@ -270,7 +274,7 @@ impl ChatService {
     }
 
     /// `GET /api/users/me/`.
-    pub async fn me(&self, user: UserId) -> ApiResult<User> {
+    pub(crate) async fn me(&self, user: UserId) -> ApiResult<User> {
         let record = self
             .storage
             .user(user)
@@ -280,7 +284,11 @@ impl ChatService {
     }
 
     /// `GET /api/users/`: ordered by id, paged by `after`.
-    pub async fn list_users(&self, viewer: UserId, q: ListUsersQuery) -> ApiResult<Vec<User>> {
+    pub(crate) async fn list_users(
+        &self,
+        viewer: UserId,
+        q: ListUsersQuery,
+    ) -> ApiResult<Vec<User>> {
         let limit = q.limit.unwrap_or(50);
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(ApiError::invalid_field(
@@ -302,7 +310,7 @@ fn login_locked(wait: std::time::Duration) -> ApiError {
 }
 
 /// A user as they see themself.
-pub fn private_view(u: &UserRecord) -> User {
+pub(crate) fn private_view(u: &UserRecord) -> User {
     User {
         id: u.id,
         username: u.username.clone(),
@@ -313,7 +321,7 @@ pub fn private_view(u: &UserRecord) -> User {
 }
 
 /// A user as `viewer` sees them: email and creation time only for oneself.
-pub fn view_for(u: &UserRecord, viewer: UserId) -> User {
+pub(crate) fn view_for(u: &UserRecord, viewer: UserId) -> User {
     if u.id == viewer {
         return private_view(u);
     }

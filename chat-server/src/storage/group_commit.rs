@@ -136,6 +136,8 @@ pub(crate) trait BatchAppend: Send + Sync + 'static {
 }
 
 /// What became of one message of a batch.
+// Some outcomes only one backend's batch gives.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) enum Stored {
     /// Inserted by this batch.
@@ -184,6 +186,7 @@ pub(crate) enum Op {
 /// (PostgreSQL, `postgres/change.rs`): the backend writes it at once if
 /// the room's events other than messages are still `events` in number
 /// (nothing the rule read has changed), and judges it again otherwise.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug, Clone)]
 pub struct Judgement {
     pub(crate) target: StoredMessage,
@@ -193,6 +196,7 @@ pub struct Judgement {
 
 /// A change to a message written in a batch: after `before` of the
 /// batch's messages, with the judgement it was queued with.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Placed<'a> {
     pub(crate) before: usize,

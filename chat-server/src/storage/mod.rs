@@ -47,25 +47,35 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use crate::event::ConnId;
 
+// Each public function is one test, named for the rule it checks.
 #[cfg(any(test, feature = "testing"))]
+#[allow(missing_docs)]
 pub mod conformance;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod group_commit;
 pub mod memory;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub(crate) mod roles;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 /// A user as stored, password hash included. Never sent to clients as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
+    /// Assigned by the store at creation; never reused.
     pub id: UserId,
+    /// Unique, and matched exactly (case included).
     pub username: String,
     /// Stored lowercased; compared case-insensitively through that.
     pub email: String,
+    /// The name shown beside messages; need not be unique.
     pub display_name: String,
     /// A PHC string (argon2).
     pub password_hash: String,
+    /// When the account was created.
     pub created_at: Timestamp,
     /// A server admin: handles reports, deactivates accounts.
     pub is_admin: bool,
@@ -79,51 +89,76 @@ pub struct UserRecord {
 /// A report to store ([`Storage::create_report`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewReport {
+    /// Who reports.
     pub reporter: UserId,
     /// The user reported (a message's sender).
     pub user: UserId,
+    /// The message reported; `None` for a report of a user alone.
     pub message: Option<MessageId>,
+    /// The reported message's room; `None` when `message` is.
     pub room: Option<RoomId>,
+    /// Why, in the reporter's words.
     pub reason: String,
     /// The message's body as it stands when reported.
     pub message_body: Option<String>,
+    /// When it is made.
     pub created_at: Timestamp,
 }
 
 /// A report as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportRecord {
+    /// Assigned at creation, increasing (what [`Storage::reports`] pages by).
     pub id: i64,
+    /// Who reported.
     pub reporter: UserId,
+    /// The user reported (a message's sender).
     pub user: UserId,
+    /// The message reported; `None` for a report of a user alone.
     pub message: Option<MessageId>,
+    /// The reported message's room; `None` when `message` is.
     pub room: Option<RoomId>,
+    /// Why, in the reporter's words.
     pub reason: String,
+    /// The message's body as it stood when reported, kept through a
+    /// deletion; `None` when `message` is.
     pub message_body: Option<String>,
     /// Whether the message was deleted since (its row a tombstone, or
     /// gone with its room).
     pub message_deleted: bool,
+    /// When it was made.
     pub created_at: Timestamp,
+    /// When an admin resolved it; `None` while open.
     pub resolved_at: Option<Timestamp>,
+    /// The admin who resolved it; `None` while open.
     pub resolved_by: Option<UserId>,
+    /// The admin's note on resolving it; `None` while open.
     pub resolution: Option<String>,
 }
 
 /// Which reports [`Storage::reports`] lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportStatus {
+    /// Not resolved yet.
     Open,
+    /// Resolved by an admin.
     Resolved,
+    /// Both, open or resolved.
     All,
 }
 
 /// A user to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
+    /// Must be unique (`Conflict(Username)`), matched exactly.
     pub username: String,
+    /// Stored lowercased, and unique so (`Conflict(Email)`).
     pub email: String,
+    /// The name shown beside messages.
     pub display_name: String,
+    /// A PHC string (argon2).
     pub password_hash: String,
+    /// When the account is created.
     pub created_at: Timestamp,
 }
 
@@ -131,9 +166,13 @@ pub struct NewUser {
 /// `family`, so that reuse of a rotated token can revoke them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenRecord {
+    /// The token's JWT id (`jti`).
     pub id: String,
+    /// Whose token it is.
     pub user: UserId,
+    /// Shared by every token rotated from one login.
     pub family: String,
+    /// When it expires (its JWT's `exp`); kept, not checked, by the store.
     pub expires_at: Timestamp,
 }
 
@@ -151,14 +190,19 @@ pub enum TokenUse {
 /// A room as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRecord {
+    /// Assigned by the store at creation; never reused.
     pub id: RoomId,
+    /// Unique, matched exactly; `direct/{lo}/{hi}` for a conversation.
     pub name: String,
+    /// Its type: who may join it.
     pub kind: RoomType,
+    /// Who created it; unchanged when ownership is handed over.
     pub creator: UserId,
     /// Its owner (see [`roles`]): the creator until handed over.
     pub owner: UserId,
     /// Its settings beyond name and type.
     pub profile: RoomProfile,
+    /// When it was created.
     pub created_at: Timestamp,
     /// The seq of the newest timeline event, 0 while the room has none.
     pub last_seq: Seq,
@@ -170,32 +214,44 @@ pub struct RoomRecord {
 /// than the creator, duplicates ignored) become invited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRoom {
+    /// Must be unique (`Conflict(RoomName)`), matched exactly.
     pub name: String,
+    /// Its type: who may join it.
     pub kind: RoomType,
+    /// Who creates it: its first member and its owner.
     pub creator: UserId,
+    /// Users to invite.
     pub invited: Vec<UserId>,
+    /// When it is created.
     pub created_at: Timestamp,
 }
 
 /// A room looked up by id or by its unique name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomKey<'a> {
+    /// By id.
     Id(RoomId),
+    /// By name, matched exactly.
     Name(&'a str),
 }
 
 /// How a user stands in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MemberState {
+    /// Joined: reads the room and, unless muted, sends to it.
     Member,
+    /// Invited, not joined yet: may not read the room.
     Invited,
 }
 
 /// A member or invitee of a room, with the name the API shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomPerson {
+    /// The member or invitee.
     pub user: UserId,
+    /// Their username.
     pub username: String,
+    /// Member or invited.
     pub state: MemberState,
     /// 0 for invitees.
     pub read_seq: Seq,
@@ -206,9 +262,13 @@ pub struct RoomPerson {
 /// One room of a user's room list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRoom {
+    /// The room.
     pub room: RoomRecord,
+    /// How the user stands in it: member or invited.
     pub state: MemberState,
+    /// The user's read mark; 0 for invitees.
     pub read_seq: Seq,
+    /// The user's role in the room; `Member` for invitees.
     pub role: Role,
     /// Until when the user may not send here, if muted (see
     /// [`Storage::update_member`]); it may have passed.
@@ -217,6 +277,7 @@ pub struct UserRoom {
     pub unread: u64,
     /// Of those, the ones that mention this user.
     pub mentions: u64,
+    /// Its members, invitees not counted.
     pub member_count: u64,
     /// The highest read mark among the other members, 0 if there are none;
     /// always 0 for invitees, who may not see the room's progress yet. Lets
@@ -234,7 +295,9 @@ pub struct UserRoom {
 /// that user, and the other participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
+    /// The conversation's room, as the user sees it.
     pub room: UserRoom,
+    /// The other participant.
     pub other: UserRecord,
 }
 
@@ -242,14 +305,22 @@ pub struct Conversation {
 /// the service from read marks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
+    /// Unique across rooms, increasing, never reused.
     pub id: MessageId,
+    /// The room it was sent to.
     pub room: RoomId,
+    /// Its place in the room's timeline.
     pub seq: Seq,
+    /// Who sent it.
     pub sender: UserId,
     /// The sender's display name at read time.
     pub sender_name: String,
+    /// Its text as last edited; empty once deleted.
     pub body: String,
+    /// When it was sent.
     pub created_at: Timestamp,
+    /// The sender's idempotency key, if given: a repeated
+    /// `(sender, client_id)` returns this message.
     pub client_id: Option<String>,
     /// When the body was last edited.
     pub edited_at: Option<Timestamp>,
@@ -266,6 +337,8 @@ pub struct StoredMessage {
     /// As a thread's root: its replies not deleted, and when the newest was
     /// sent (`None`: it never had one).
     pub reply_count: u32,
+    /// As a thread's root: when its newest reply was sent; `None` if it
+    /// never had one.
     pub last_reply_at: Option<Timestamp>,
     /// Who it mentions, in the order given.
     pub mentions: Vec<UserId>,
@@ -274,8 +347,11 @@ pub struct StoredMessage {
 /// What a reply keeps of the message it replies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReply {
+    /// The message replied to.
     pub id: MessageId,
+    /// Its seq in the room.
     pub seq: Seq,
+    /// Who sent it.
     pub sender: UserId,
     /// The start of its body when the reply was sent; `None` once it is
     /// deleted.
@@ -290,14 +366,19 @@ pub fn snippet(body: &str) -> String {
 /// A membership change in a room's timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMember {
+    /// The room.
     pub room: RoomId,
+    /// The event's place in the room's timeline.
     pub seq: Seq,
     /// Whose membership changed.
     pub user: UserId,
+    /// What happened to the membership.
     pub change: MemberChange,
+    /// When it happened.
     pub created_at: Timestamp,
     /// Who made it, when not `user` themself.
     pub by: Option<UserId>,
+    /// Why, as `by` gave it for a kick or a ban; `None` if not given.
     pub reason: Option<String>,
     /// The role after a `RoleChanged` (`Owner`: the room was handed to
     /// `user`, and `by` is an admin now).
@@ -313,13 +394,21 @@ pub struct StoredMember {
 /// `RoleChanged` to `Owner`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberUpdate {
+    /// The room.
     pub room: RoomId,
+    /// Whose membership changes.
     pub user: UserId,
+    /// What happens to it.
     pub change: MemberChange,
+    /// Who makes the change; `None`: `user` themself (a join, a leave).
     pub by: Option<UserId>,
+    /// For a kick or a ban: why, as `by` gives it.
     pub reason: Option<String>,
+    /// The new role, for a `RoleChanged`.
     pub role: Option<Role>,
+    /// For a ban or a mute: when it ends; `None`: until lifted.
     pub until: Option<Timestamp>,
+    /// When it is made: the event's time.
     pub created_at: Timestamp,
 }
 
@@ -369,28 +458,40 @@ impl MemberUpdate {
 /// A ban in force, as [`Storage::bans`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanRecord {
+    /// The room banned from.
     pub room: RoomId,
+    /// Who is banned.
     pub user: UserId,
+    /// Their username.
     pub username: String,
+    /// Who banned them.
     pub by: UserId,
+    /// Why, as `by` gave it; `None` if not given.
     pub reason: Option<String>,
+    /// When it ends; `None`: until lifted.
     pub until: Option<Timestamp>,
+    /// When they were banned.
     pub created_at: Timestamp,
 }
 
 /// What a change did to an earlier message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpdateKind {
+    /// Its body was replaced.
     Edited,
+    /// It was deleted: its body erased, its row kept as a tombstone.
     Deleted,
     /// `user` added (`added`) or took back a reaction `key`. The key of a
     /// reaction to a message deleted since reads back empty.
     Reacted {
+        /// The reaction key.
         key: String,
+        /// `true` if added, `false` if taken back.
         added: bool,
     },
     /// Pinned to the room, or unpinned.
     Pinned {
+        /// `true` if pinned, `false` if unpinned.
         pinned: bool,
     },
 }
@@ -398,7 +499,9 @@ pub enum UpdateKind {
 /// How many users reacted to a message with one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReactionCount {
+    /// The reaction key (1 to 32 characters, such as an emoji).
     pub key: String,
+    /// How many users reacted with it, each at most once.
     pub count: u32,
     /// Whether the viewer asked about is one of them (always `false` in a
     /// [`StoredUpdate`], which every viewer shares).
@@ -408,11 +511,15 @@ pub struct ReactionCount {
 /// A change to an earlier message, in the room's timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredUpdate {
+    /// The message's room.
     pub room: RoomId,
+    /// The change's place in the room's timeline (not the message's seq).
     pub seq: Seq,
     /// Who made the change.
     pub user: UserId,
+    /// What it did.
     pub kind: UpdateKind,
+    /// When it was made.
     pub created_at: Timestamp,
     /// The message changed, as it stands when read (its newest body, or
     /// its tombstone).
@@ -426,9 +533,13 @@ pub struct StoredUpdate {
 /// One event of a room's timeline, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredEvent {
+    /// A message sent.
     Message(StoredMessage),
+    /// A membership change.
     Member(StoredMember),
+    /// A change to an earlier message.
     Update(StoredUpdate),
+    /// A change to the room's settings.
     Room(StoredRoomUpdate),
 }
 
@@ -436,11 +547,15 @@ pub enum StoredEvent {
 /// new values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRoomUpdate {
+    /// The room.
     pub room: RoomId,
+    /// The event's place in the room's timeline.
     pub seq: Seq,
     /// Who changed them.
     pub user: UserId,
+    /// When they were changed.
     pub created_at: Timestamp,
+    /// Only what changed, with its new value.
     pub settings: RoomSettings,
 }
 
@@ -448,18 +563,25 @@ pub struct StoredRoomUpdate {
 /// already validated (name rules, lengths, the type public or private).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomChange {
+    /// The room to change.
     pub room: RoomId,
     /// Who makes it: an admin or the owner.
     pub by: UserId,
+    /// What to set: `None` fields stay as they are, an empty string clears
+    /// a text.
     pub settings: RoomSettings,
+    /// When it is made: the event's time.
     pub created_at: Timestamp,
 }
 
 /// What a room shows and what its appends read beside the membership.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomProfile {
+    /// A short topic line; `None` when unset.
     pub topic: Option<String>,
+    /// A longer description; `None` when unset.
     pub description: Option<String>,
+    /// The URL of its picture; `None` when unset.
     pub avatar_url: Option<String>,
     /// Only admins and the owner post.
     pub announcement: bool,
@@ -518,8 +640,11 @@ impl RoomProfile {
 /// One public room of the directory ([`Storage::public_rooms`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicRoom {
+    /// The room.
     pub room: RoomRecord,
+    /// Its members, invitees not counted.
     pub member_count: u64,
+    /// When its newest message was sent, else when it was created.
     pub last_activity_at: Timestamp,
 }
 
@@ -534,10 +659,12 @@ impl StoredEvent {
         }
     }
 
+    /// The room it belongs to.
     pub fn room(&self) -> RoomId {
         self.as_committed().room()
     }
 
+    /// Its place in that room's timeline.
     pub fn seq(&self) -> Seq {
         self.as_committed().seq()
     }
@@ -547,13 +674,18 @@ impl StoredEvent {
 /// answers its callers with: telling the listener copies nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed<'a> {
+    /// A message sent.
     Message(&'a StoredMessage),
+    /// A membership change.
     Member(&'a StoredMember),
+    /// A change to an earlier message.
     Update(&'a StoredUpdate),
+    /// A change to the room's settings.
     Room(&'a StoredRoomUpdate),
 }
 
 impl Committed<'_> {
+    /// The room it belongs to.
     pub fn room(&self) -> RoomId {
         match self {
             Self::Message(m) => m.room,
@@ -563,6 +695,7 @@ impl Committed<'_> {
         }
     }
 
+    /// Its place in that room's timeline.
     pub fn seq(&self) -> Seq {
         match self {
             Self::Message(m) => m.seq,
@@ -577,6 +710,7 @@ impl Committed<'_> {
 /// bounds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelinePage {
+    /// The events, oldest first.
     pub events: Vec<StoredEvent>,
     /// More events exist beyond the page in the direction it was read.
     pub has_more: bool,
@@ -585,10 +719,16 @@ pub struct TimelinePage {
 /// A message to append. The backend assigns `id` and `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
+    /// The room to send to.
     pub room: RoomId,
+    /// Who sends it: a member of the room (`NotMember` otherwise).
     pub sender: UserId,
+    /// Its text.
     pub body: String,
+    /// The sender's idempotency key, if any: a repeated
+    /// `(sender, client_id)` stores nothing and returns the original.
     pub client_id: Option<String>,
+    /// When it is sent.
     pub created_at: Timestamp,
     /// The connection it came from, if any: not stored, only passed to the
     /// [`CommitListener`] with the message.
@@ -625,6 +765,7 @@ impl NewMessage {
 /// applies it under the room's lock ([`Storage::change_message`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageChange {
+    /// The message to change.
     pub message: MessageId,
     /// The message's room, if the caller knows it (messages never move);
     /// the SQL backend reads it otherwise, so that its committer runs the
@@ -632,10 +773,12 @@ pub struct MessageChange {
     pub room: Option<RoomId>,
     /// Who makes the change: a member of the message's room.
     pub user: UserId,
+    /// What to do to it.
     pub op: ChangeOp,
     /// Who besides nobody may make it: the service's rule, evaluated with
     /// the rows as they are under the lock.
     pub allowed: Authority,
+    /// When it is made: the event's time, and the new `edited_at` of an edit.
     pub created_at: Timestamp,
 }
 
@@ -698,16 +841,27 @@ impl MessageChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeOp {
     /// A new body. Equal to the current one: nothing changes.
-    Edit { body: String },
+    Edit {
+        /// The new body.
+        body: String,
+    },
     /// Erase the body (and whatever hangs on the message: its reactions);
     /// the row stays as a tombstone. Already deleted: nothing changes.
     Delete,
     /// Add (`add`) or take back the caller's reaction `key` (validated by
     /// the caller). Already so: nothing changes.
-    React { key: String, add: bool },
+    React {
+        /// The reaction key.
+        key: String,
+        /// `true` to add it, `false` to take it back.
+        add: bool,
+    },
     /// Pin the message to its room, or unpin it. Already so: nothing
     /// changes. A deletion unpins.
-    Pin { pin: bool },
+    Pin {
+        /// `true` to pin, `false` to unpin.
+        pin: bool,
+    },
 }
 
 /// What the rule of a change needs to know beyond the message, read under
@@ -824,7 +978,10 @@ pub enum Refusal {
     /// The user is banned from the room.
     Banned,
     /// The sender is muted in the room until then (`None`: until unmuted).
-    Muted { until: Option<Timestamp> },
+    Muted {
+        /// When the mute ends; `None`: until unmuted.
+        until: Option<Timestamp>,
+    },
     /// The user the action is for is not in the room.
     NotInRoom,
     /// An action a moderator cannot take on themself.
@@ -834,7 +991,10 @@ pub enum Refusal {
     /// An announcement room: admins and the owner post.
     AnnouncementOnly,
     /// Slow mode: the sender may send again from then.
-    SlowMode { until: Timestamp },
+    SlowMode {
+        /// When the sender may send again.
+        until: Timestamp,
+    },
     /// The other participant of the conversation blocked the sender: the
     /// conversation answers as one that does not exist.
     Blocked,
@@ -892,6 +1052,7 @@ impl std::fmt::Debug for Listener {
 /// The result of an append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
+    /// The message stored, or the original for a repeated `client_id`.
     pub message: StoredMessage,
     /// `false` when `(sender, client_id)` was already stored and `message` is
     /// the original.
@@ -906,6 +1067,7 @@ pub struct SearchRequest {
     /// Lowercased words, each made of letters and digits only; a message
     /// matches if it holds every one as a word.
     pub terms: Vec<String>,
+    /// Only this room; `None`: every room the viewer is a member of.
     pub room: Option<RoomId>,
     /// Only messages with a lower id.
     pub before: Option<MessageId>,
@@ -916,6 +1078,7 @@ pub struct SearchRequest {
 /// Messages found, newest first, each with its room's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchPage {
+    /// Each message found, with its room's name.
     pub hits: Vec<(StoredMessage, String)>,
     /// Older hits exist.
     pub has_more: bool,
@@ -926,7 +1089,9 @@ pub struct SearchPage {
 /// room). Either way the page is returned oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryQuery {
+    /// Only seqs below this one.
     pub before: Option<Seq>,
+    /// Only seqs above this one; the page then starts right after it.
     pub after: Option<Seq>,
     /// Already clamped by the caller to 1..=200.
     pub limit: u32,
@@ -935,6 +1100,7 @@ pub struct HistoryQuery {
 /// A page of history, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
+    /// The messages, oldest first.
     pub messages: Vec<StoredMessage>,
     /// More messages exist beyond the page in the direction it was read
     /// (above it when paging with `after`, below it otherwise), within the
@@ -945,7 +1111,9 @@ pub struct HistoryPage {
 /// A read mark before and after a `mark_read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadMark {
+    /// The mark before the call.
     pub previous: Seq,
+    /// The mark after it.
     pub current: Seq,
 }
 
@@ -960,8 +1128,11 @@ impl ReadMark {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Conflict {
+    /// The username is taken.
     Username,
+    /// The email is taken (compared lowercased).
     Email,
+    /// The room name is taken.
     RoomName,
 }
 
@@ -982,7 +1153,9 @@ pub enum StorageError {
     /// in it (invited, or nothing) decide the caller's error.
     #[error("the sender is not a member of the room")]
     NotMember {
+        /// The room's type.
         kind: RoomType,
+        /// How the sender stands in the room: invited, or `None` (not at all).
         state: Option<MemberState>,
     },
     /// A change to a message that its rule does not allow.
@@ -1005,7 +1178,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Creates a user. `Conflict(Username | Email)` if taken (emails compare
     /// lowercased).
     async fn create_user(&self, user: NewUser) -> Result<UserRecord, StorageError>;
+    /// The user with `id`, if any.
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StorageError>;
+    /// The user with exactly this username, if any.
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StorageError>;
     /// `email` is matched lowercased.
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StorageError>;
@@ -1020,6 +1195,7 @@ pub trait Storage: Send + Sync + 'static {
 
     // Refresh tokens
 
+    /// Stores a newly issued refresh token, live.
     async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<(), StorageError>;
     /// Spends a refresh token atomically: of two concurrent calls with the
     /// same id, exactly one sees `Live`.
@@ -1038,7 +1214,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Creates a room, its creator as member and its invitees.
     /// `Conflict(RoomName)` if the name is taken.
     async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StorageError>;
+    /// The room with `id`, if any.
     async fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StorageError>;
+    /// The room with exactly this name, if any.
     async fn room_by_name(&self, name: &str) -> Result<Option<RoomRecord>, StorageError>;
     /// Deletes the room with its members and its whole history. `false` if
     /// it did not exist.
@@ -1046,6 +1224,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Members and invitees with their usernames: members first in order of
     /// joining, then invitees in order of invitation.
     async fn room_people(&self, room: RoomId) -> Result<Vec<RoomPerson>, StorageError>;
+    /// How `user` stands in `room`; `None` if neither member nor invited,
+    /// or if there is no such room.
     async fn membership(
         &self,
         room: RoomId,
@@ -1150,6 +1330,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores a report; its id.
     async fn create_report(&self, report: NewReport) -> Result<i64, StorageError>;
+    /// The report with `id`, if any.
     async fn report(&self, id: i64) -> Result<Option<ReportRecord>, StorageError>;
     /// Reports with an id below `before`, newest first, at most `limit`.
     async fn reports(
@@ -1368,13 +1549,18 @@ pub async fn connect(
 ) -> Result<Arc<dyn Storage>, StorageError> {
     match scheme(url) {
         "memory" => Ok(Arc::new(memory::MemoryStorage::new())),
+        #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(
             sqlite::SqliteStorage::connect(url, options).await?,
         )),
+        #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(
             postgres::PostgresStorage::connect(url, options).await?,
         )),
-        _ => Err(unsupported(url)),
+        _ => {
+            let _ = options;
+            Err(unsupported(url))
+        }
     }
 }
 
@@ -1386,9 +1572,11 @@ pub async fn migrate(url: &str) -> Result<(), StorageError> {
     match scheme(url) {
         "memory" => Ok(()),
         // Opening a SQLite file migrates it; the pools close on drop.
+        #[cfg(feature = "sqlite")]
         "sqlite" => sqlite::SqliteStorage::connect(url, &StorageOptions::default())
             .await
             .map(drop),
+        #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => postgres::PostgresStorage::migrate(url).await,
         _ => Err(unsupported(url)),
     }
@@ -1400,12 +1588,21 @@ fn scheme(url: &str) -> &str {
 
 fn unsupported(url: &str) -> StorageError {
     // Only the scheme: the rest of a URL may hold a password.
-    StorageError::Backend(
-        format!(
-            "unsupported storage URL scheme {:?}: expected memory://, sqlite://PATH, \
-             postgres://…",
-            scheme(url)
-        )
-        .into(),
-    )
+    let scheme = scheme(url);
+    let why = match scheme {
+        "sqlite" | "postgres" | "postgresql" => format!(
+            "storage URL scheme {scheme:?}: this chat-server was built without the `{}` \
+             feature",
+            if scheme == "sqlite" {
+                "sqlite"
+            } else {
+                "postgres"
+            }
+        ),
+        _ => format!(
+            "unsupported storage URL scheme {scheme:?}: expected memory://, sqlite://PATH, \
+             postgres://…"
+        ),
+    };
+    StorageError::Backend(why.into())
 }

@@ -25,9 +25,9 @@ use crate::server::AppState;
 use crate::storage::RoomRecord;
 
 mod cursor;
-pub mod session;
+pub(crate) mod session;
 
-pub use session::Bound;
+pub(crate) use session::Bound;
 
 /// Read buffer per socket, allocated up front for every socket. Client
 /// frames are small JSON (a `send` with a 100 B body is ~150 B, so one read
@@ -47,7 +47,7 @@ const FRAME_CEILING_FACTOR: usize = 4;
 /// The WebSocket routes. A WebSocket opens with `GET` + `Upgrade` on
 /// HTTP/1.1 and with `CONNECT` (RFC 8441) on HTTP/2, which browsers use when
 /// HTTPS negotiated h2.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     let upgrade = MethodFilter::GET.or(MethodFilter::CONNECT);
     Router::new()
         .route("/ws", on(upgrade, multi))

@@ -48,14 +48,14 @@ use crate::storage::{HistoryQuery, RoomRecord};
 
 /// A socket bound to one room at the handshake.
 #[derive(Debug, Clone)]
-pub struct Bound {
-    pub room: RoomRecord,
+pub(crate) struct Bound {
+    pub(crate) room: RoomRecord,
     /// Replay messages above this first (optional, as on `subscribe`).
-    pub after_seq: Option<Seq>,
+    pub(crate) after_seq: Option<Seq>,
 }
 
 /// At most one `typing` notice per room per socket in this interval.
-pub const TYPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const TYPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Events written per flush, so that one busy room cannot starve reads.
 const MAX_BATCH: usize = 128;
@@ -129,7 +129,7 @@ struct Session<S> {
 /// too large (1009), its token expires without an `auth` frame renewing it
 /// (4401), or its user's sessions are revoked (4403: logged out everywhere,
 /// deactivated).
-pub async fn run<S, R, E>(
+pub(crate) async fn run<S, R, E>(
     state: AppState,
     access: AccessToken,
     bound: Option<Bound>,

@@ -18,7 +18,7 @@ each_backend!(
 
 /// Makes `user` a server admin, as `chat-server admin grant` does.
 async fn grant_admin(s: &TestServer, user: &TestUser) {
-    let storage = s.server().state().service.storage().clone();
+    let storage = s.server().chat().storage().clone();
     assert!(
         storage
             .set_admin(UserId(user.id), true)

@@ -49,7 +49,7 @@ impl TestCa {
         let leaf = params.signed_by(&leaf_key, &self.issuer).expect("leaf");
         std::fs::write(cert, format!("{}{}", leaf.pem(), self.pem())).expect("write cert");
         std::fs::write(key, leaf_key.serialize_pem()).expect("write key");
-        chat_server::tls::fingerprint(leaf.der())
+        fingerprint(leaf.der())
     }
 }
 
@@ -63,7 +63,7 @@ fn presented(ws: &WebSocketStream<MaybeTlsStream<TcpStream>>) -> String {
         .1
         .peer_certificates()
         .expect("peer certificates");
-    chat_server::tls::fingerprint(&certs[0])
+    fingerprint(&certs[0])
 }
 
 /// Every message in an error's source chain, for asserting on the cause.
@@ -384,10 +384,7 @@ async fn reload_gives_new_connections_the_new_certificate_and_keeps_old_ones() {
     let elsewhere = dir.path().join("other.pem");
     ca.issue(&elsewhere, &key);
     let err = s.server().reload_tls().expect_err("mismatched key");
-    assert!(
-        matches!(err, chat_server::tls::TlsError::Key { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, chat_server::TlsError::Key { .. }), "{err}");
     assert_eq!(s.server().tls_fingerprint(), Some(second.clone()));
     let third = s.ws("/ws/", &ann).await;
     assert_eq!(presented(&third.stream), second);
@@ -585,4 +582,12 @@ fn stderr(out: &std::process::Output) -> String {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// SHA-256 of a certificate, as the server logs and reports it: uppercase
+/// hex pairs joined by colons.
+fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
 }

@@ -255,6 +255,7 @@ where
 
 /// What the rule makes of a change, judged on a [`statements::CHANGE_STANDING`]
 /// row.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) enum Judged {
     /// Nothing changes (the same body again, a second deletion): the

@@ -78,7 +78,9 @@ pub enum Ahead {
     /// write (a refusal or a change that comes to nothing is judged again
     /// by the committer, in its order with the changes queued before it).
     Read {
+        /// The message's room.
         room: chat_core::RoomId,
+        /// The judgement to write with, if any.
         judgement: Option<Box<Judgement>>,
     },
 }

@@ -35,6 +35,7 @@ macro_rules! message_columns {
          m.reply_count, m.last_reply_at, m.mentions"
     };
 }
+#[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
 pub(crate) use message_columns;
 
 /// The message a change event changed, its columns prefixed `t_`; needs
@@ -153,8 +154,10 @@ pub(crate) const ROOM_FOR_BY_NAME: &str = "SELECT r.id, r.name, r.kind, r.creato
     r.announcement, r.slow_mode, m.state AS member_state FROM rooms r \
     LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 WHERE r.name = $1";
 
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) const ROOM_EXISTS: &str = "SELECT id FROM rooms WHERE id = $1";
 
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) const USER_EXISTS: &str = "SELECT id FROM users WHERE id = $1";
 
 /// PostgreSQL: takes the room's row lock for the rest of the transaction, or
@@ -168,6 +171,7 @@ pub(crate) const USER_EXISTS: &str = "SELECT id FROM users WHERE id = $1";
 /// columns takes, rather than `UPDATE`: it does not block the `KEY SHARE`
 /// locks that inserting members or messages takes on the room through
 /// their foreign keys.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const PG_LOCK_ROOM: &str = "SELECT id FROM rooms WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Members and messages go with it (`ON DELETE CASCADE`).
@@ -312,6 +316,7 @@ pub(crate) const INSERT_DIRECT_ROOM: &str = "INSERT INTO rooms \
 /// Nothing updates `users` rows and `NO KEY UPDATE` leaves the foreign-key
 /// checks' `KEY SHARE` locks alone, so it blocks nothing else. No row if
 /// the user does not exist; the insert then fails on its foreign key.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const PG_LOCK_DIRECT_PAIR: &str = "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
 /// `$1` is the lower id. Searches the pair's unique index.
@@ -644,6 +649,7 @@ pub(crate) const TIMELINE_BEFORE: &str = concat!(
 /// member of its room. `CROSS JOIN` fixes that order: left to itself the
 /// planner starts from the viewer's memberships and sorts every match of
 /// every room (`scale_tests.rs`).
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) const SQLITE_SEARCH: &str = concat!(
     "SELECT ",
     message_columns!(),
@@ -679,6 +685,7 @@ pub(crate) const SQLITE_SEARCH: &str = concat!(
 /// otherwise led it to walk the primary key backwards filtering every
 /// row, reading the whole table for a rare word (964 ms at a million
 /// messages).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const PG_SEARCH: &str = concat!(
     "WITH recent AS MATERIALIZED ( \
          (SELECT id, room_id, body, kind, deleted_at FROM messages \
@@ -870,6 +877,7 @@ macro_rules! member_read_mark {
 }
 
 /// The mark and the room's `last_seq`, read before moving the mark.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) const MEMBER_READ_MARK: &str = member_read_mark!();
 
 /// PostgreSQL: [`MEMBER_READ_MARK`] locking the member's row until commit.
@@ -879,6 +887,7 @@ pub(crate) const MEMBER_READ_MARK: &str = member_read_mark!();
 /// With the lock the second waits, then reads the row as the first left it.
 /// Only the member row is locked (`OF m`): the room row stays free for
 /// appends, and a `last_seq` read a moment early only keeps the mark lower.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const PG_MEMBER_READ_MARK: &str = concat!(member_read_mark!(), " FOR UPDATE OF m");
 
 /// Only ever forward, even if another writer moved the mark meanwhile. The

@@ -28,11 +28,13 @@ pub(crate) type Turn = Option<OwnedMutexGuard<()>>;
 
 impl WriteTurns {
     /// For a database with one writer at a time (SQLite).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn single_writer() -> Self {
         Self(Some(Arc::new(Mutex::new(()))))
     }
 
     /// For a database whose writers run concurrently (PostgreSQL).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn concurrent() -> Self {
         Self(None)
     }

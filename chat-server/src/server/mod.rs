@@ -1,5 +1,6 @@
-//! Starting and stopping a server: connect storage and broker, resolve the
-//! JWT secret, bind, serve, and shut down gracefully (sockets close 1001).
+//! Starting and stopping a server: build the service ([`builder`]: connect
+//! storage and broker, resolve the JWT secret), bind, serve, and shut down
+//! gracefully (sockets close 1001).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,38 +15,41 @@ use tokio_util::sync::CancellationToken;
 use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
-use crate::auth::{PublicKey, Tokens};
-use crate::broker::{self, BrokerError, ConnId};
+use crate::auth::PublicKey;
+use crate::broker::{BrokerError, ConnId};
 use crate::config::Config;
-use crate::hub::{Fanout, Hub};
-use crate::service::{ChatService, Limits};
-use crate::storage::{self, StorageError, StorageOptions};
+use crate::service::ChatService;
+use crate::storage::{self, StorageError};
 use crate::tls::{Tls, TlsError};
+
+mod builder;
+
+pub use builder::{Builder, Chat};
 
 /// Limits the HTTP and WebSocket layers enforce.
 #[derive(Debug, Clone)]
-pub struct ServerLimits {
-    pub max_request_bytes: usize,
-    pub max_frame_bytes: usize,
-    pub socket_queue: usize,
-    pub rate_limit: u32,
+pub(crate) struct ServerLimits {
+    pub(crate) max_request_bytes: usize,
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) socket_queue: usize,
+    pub(crate) rate_limit: u32,
     /// In the form browsers send (see `http::origin`); `None` allows any.
-    pub allowed_origins: Option<Vec<String>>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
 }
 
 /// What every handler gets.
 #[derive(Debug, Clone)]
-pub struct AppState {
-    pub service: Arc<ChatService>,
-    pub limits: Arc<ServerLimits>,
+pub(crate) struct AppState {
+    pub(crate) service: Arc<ChatService>,
+    pub(crate) limits: Arc<ServerLimits>,
     /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     conn_ids: Arc<ConnIds>,
 }
 
 impl AppState {
     /// A fresh connection id.
-    pub fn next_conn_id(&self) -> ConnId {
+    pub(crate) fn next_conn_id(&self) -> ConnId {
         self.conn_ids.next()
     }
 }
@@ -75,28 +79,36 @@ impl ConnIds {
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The storage cannot be opened or migrated.
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
+    /// The broker cannot be opened.
     #[error("cannot open broker: {0}")]
     Broker(#[from] BrokerError),
+    /// The listening socket cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
+    /// The configuration cannot be used.
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// TLS cannot be set up.
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
+    /// `chat-server admin` named a user the storage does not have.
     #[error("no user {0:?}")]
     NoSuchUser(String),
 }
 
-/// A running server.
+/// A running server: a [`Chat`] served on its own listener.
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    state: AppState,
+    chat: Chat,
     tls: Option<Tls>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -104,92 +116,18 @@ pub struct Server {
 impl Server {
     /// Opens storage and broker, binds `config.listen` and starts serving in
     /// the background. Bind to port 0 to get a free port ([`Self::local_addr`]).
+    /// The same as `Builder::new(config).start()`.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        config.validate()?;
-        // One rustls crypto provider for the process (ring): the redis client
-        // builds its TLS config from the process default. Already installed
-        // (by an embedding application or an earlier server) is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        crate::metrics::init();
-        if !crate::auth::hashing_threads(config.password_hash_threads) {
-            tracing::debug!(
-                "password hashing already running in this process; keeping its threads"
-            );
-        }
-        // Before storage: a bad certificate path should fail fast, not after
-        // migrations.
-        let tls = config.tls.as_ref().map(Tls::new).transpose()?;
-        let storage = storage::connect(
-            &config.storage_url,
-            &StorageOptions {
-                max_connections: config.storage_pool_size,
-            },
-        )
-        .await?;
-        let secret = match &config.jwt_secret {
-            Some(s) => s.clone(),
-            None => {
-                let candidate = format!(
-                    "{:032x}{:032x}",
-                    rand::random::<u128>(),
-                    rand::random::<u128>()
-                );
-                let secret = storage.server_secret("jwt", &candidate).await?;
-                tracing::warn!(
-                    "no --jwt-secret given: using the secret generated once and kept in the storage \
-                     ({}); set CHAT_JWT_SECRET to control it",
-                    redact_url(&config.storage_url)
-                );
-                secret
-            }
-        };
-        let fanout = Fanout::new();
-        let broker = broker::connect(
-            &config.broker_url,
-            &broker::BrokerOptions {
-                prefix: config.broker_prefix.clone(),
-                tls_ca: config.broker_tls_ca.clone(),
-            },
-            fanout.clone(),
-        )
-        .await?;
-        let hub = Arc::new(Hub::new(fanout, broker));
-        let mut tokens = Tokens::new(
-            secret.as_bytes(),
-            config.access_token_ttl,
-            config.refresh_token_ttl,
-        );
-        if let Some(path) = &config.jwt_public_key {
-            let key = read_public_key(path, &config)?;
-            tracing::info!(algorithm = ?key.algorithm(), path = %path.display(),
-                "accepting access tokens signed by the configured public key");
-            tokens = tokens.with_public_key(key);
-        }
-        let service = Arc::new(ChatService::new(
-            storage,
-            hub,
-            tokens,
-            Limits {
-                max_message_chars: config.max_message_chars,
-                auto_create_rooms: config.auto_create_rooms,
-                user_rate_limit: config.user_rate_limit,
-                login_attempts_per_account: config.login_attempts_per_account,
-                login_attempts_per_address: config.login_attempts_per_address,
-            },
-        ));
-        let state = AppState {
-            service,
-            limits: Arc::new(ServerLimits {
-                max_request_bytes: config.max_request_bytes,
-                max_frame_bytes: config.max_frame_bytes,
-                socket_queue: config.socket_queue,
-                rate_limit: config.rate_limit,
-                allowed_origins: crate::http::origin::normalize(config.allowed_origins.as_deref()),
-            }),
-            shutdown: CancellationToken::new(),
-            conn_ids: Arc::new(ConnIds::new()),
-        };
-        state.service.start_accounts(state.next_conn_id()).await;
+        Builder::new(config).start().await
+    }
+
+    /// A [`Builder`], to hand in storage, broker or authentication, or to
+    /// get a router to mount instead of a server.
+    pub fn builder(config: Config) -> Builder {
+        Builder::new(config)
+    }
+
+    async fn serve(chat: Chat, config: &Config, tls: Option<Tls>) -> Result<Self, StartError> {
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -201,12 +139,12 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let app =
-            NormalizePathLayer::trim_trailing_slash().layer(crate::http::router(state.clone()));
+        let app = NormalizePathLayer::trim_trailing_slash()
+            .layer(crate::http::router(chat.state.clone()));
         // Client addresses reach handlers as `ConnectInfo<SocketAddr>` on
         // both paths.
         let app = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-        let shutdown = state.shutdown.clone();
+        let shutdown = chat.state.shutdown.clone();
         let graceful = async move { shutdown.cancelled().await };
         let task = match &tls {
             None => tokio::spawn(async move {
@@ -245,7 +183,7 @@ impl Server {
         }
         Ok(Self {
             addr,
-            state,
+            chat,
             tls,
             task,
         })
@@ -256,15 +194,15 @@ impl Server {
         self.addr
     }
 
-    /// The shared state (service, limits), for embedding and tests.
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// The service it serves.
+    pub fn chat(&self) -> &Chat {
+        &self.chat
     }
 
     /// Stops accepting, closes every socket with 1001 and waits for the
     /// server task to end.
     pub async fn shutdown(self) -> std::io::Result<()> {
-        self.state.shutdown.cancel();
+        self.chat.shutdown();
         self.wait().await
     }
 
@@ -306,7 +244,7 @@ impl Server {
 
     /// A token that shuts the server down when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+        self.chat.shutdown_token()
     }
 }
 
@@ -333,7 +271,10 @@ fn log_certificate(tls: &Tls, addr: SocketAddr) {
 
 /// The `--jwt-public-key` PEM, with the issuer and audience its tokens must
 /// carry.
-fn read_public_key(path: &std::path::Path, config: &Config) -> Result<PublicKey, StartError> {
+pub(super) fn read_public_key(
+    path: &std::path::Path,
+    config: &Config,
+) -> Result<PublicKey, StartError> {
     let invalid = |why: String| {
         StartError::Config(crate::config::ConfigError::Invalid(format!(
             "jwt_public_key {}: {why}",

@@ -1,0 +1,271 @@
+//! Building a server from its parts: the configuration, and whatever of
+//! storage, broker and authentication the embedder hands in instead of
+//! what the configuration names.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tower::Layer as _;
+use tower_http::normalize_path::NormalizePathLayer;
+
+use super::{AppState, ConnIds, ServerLimits, StartError, redact_url};
+use crate::auth::Tokens;
+use crate::broker::{self, Broker, BrokerError, EventSink};
+use crate::config::Config;
+use crate::hub::{Fanout, Hub};
+use crate::service::{ChatService, Limits};
+use crate::storage::{self, Storage, StorageOptions};
+
+type OpenBroker = Box<
+    dyn FnOnce(Arc<dyn EventSink>) -> BoxFuture<'static, Result<Arc<dyn Broker>, BrokerError>>
+        + Send,
+>;
+
+/// Builds a chat server: [`Builder::start`] serves it on the configured
+/// address, [`Builder::build`] gives a [`Chat`] whose router the host
+/// mounts in its own axum app.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use chat_server::{Builder, Config};
+/// use chat_server::storage::memory::MemoryStorage;
+///
+/// let chat = Builder::new(Config::default())
+///     .storage(Arc::new(MemoryStorage::new()))
+///     .build()
+///     .await?;
+/// let app = axum::Router::new().nest("/chat", chat.router());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let closing = chat.clone();
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async move {
+///         let _ = tokio::signal::ctrl_c().await;
+///         closing.shutdown();
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Builder {
+    config: Config,
+    storage: Option<Arc<dyn Storage>>,
+    broker: Option<OpenBroker>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("storage", &self.storage.is_some())
+            .field("broker", &self.broker.is_some())
+            .finish()
+    }
+}
+
+impl Builder {
+    /// A server with `config`, its storage and broker opened from
+    /// `config.storage_url` and `config.broker_url` unless given.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            storage: None,
+            broker: None,
+        }
+    }
+
+    /// Uses `storage` instead of opening `config.storage_url` (which is then
+    /// only used in logs). A storage is shared by every instance of one
+    /// deployment; it must be migrated already (the built-in backends
+    /// migrate when they connect).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Uses the broker `open` returns instead of opening
+    /// `config.broker_url`. A broker delivers what other instances publish
+    /// to a sink the server makes, so the server hands it over: `open` gets
+    /// the sink and connects.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use chat_server::broker::{Broker, local::LocalBroker};
+    ///
+    /// let chat = chat_server::Builder::new(chat_server::Config::default())
+    ///     .broker(|sink| async move { Ok(Arc::new(LocalBroker::new(sink)) as Arc<dyn Broker>) })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn broker<F, Fut>(mut self, open: F) -> Self
+    where
+        F: FnOnce(Arc<dyn EventSink>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Arc<dyn Broker>, BrokerError>> + Send + 'static,
+    {
+        self.broker = Some(Box::new(move |sink| open(sink).boxed()));
+        self
+    }
+
+    /// Opens storage and broker and builds the service, without listening:
+    /// mount [`Chat::router`] in the host's app. The host's server
+    /// terminates TLS (`config.tls` and `config.listen` are not used).
+    pub async fn build(self) -> Result<Chat, StartError> {
+        let config = self.config;
+        config.validate()?;
+        // One rustls crypto provider for the process (ring): the redis client
+        // builds its TLS config from the process default. Already installed
+        // (by an embedding application or an earlier server) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::metrics::init();
+        if !crate::auth::hashing_threads(config.password_hash_threads) {
+            tracing::debug!(
+                "password hashing already running in this process; keeping its threads"
+            );
+        }
+        let storage = match self.storage {
+            Some(storage) => storage,
+            None => {
+                storage::connect(
+                    &config.storage_url,
+                    &StorageOptions {
+                        max_connections: config.storage_pool_size,
+                    },
+                )
+                .await?
+            }
+        };
+        let secret = match &config.jwt_secret {
+            Some(s) => s.clone(),
+            None => {
+                let candidate = format!(
+                    "{:032x}{:032x}",
+                    rand::random::<u128>(),
+                    rand::random::<u128>()
+                );
+                let secret = storage.server_secret("jwt", &candidate).await?;
+                tracing::warn!(
+                    "no --jwt-secret given: using the secret generated once and kept in the storage \
+                     ({}); set CHAT_JWT_SECRET to control it",
+                    redact_url(&config.storage_url)
+                );
+                secret
+            }
+        };
+        let fanout = Fanout::new();
+        let broker = match self.broker {
+            Some(open) => open(fanout.clone()).await?,
+            None => {
+                broker::connect(
+                    &config.broker_url,
+                    &broker::BrokerOptions {
+                        prefix: config.broker_prefix.clone(),
+                        tls_ca: config.broker_tls_ca.clone(),
+                    },
+                    fanout.clone(),
+                )
+                .await?
+            }
+        };
+        let hub = Arc::new(Hub::new(fanout, broker));
+        let mut tokens = Tokens::new(
+            secret.as_bytes(),
+            config.access_token_ttl,
+            config.refresh_token_ttl,
+        );
+        if let Some(path) = &config.jwt_public_key {
+            let key = super::read_public_key(path, &config)?;
+            tracing::info!(algorithm = ?key.algorithm(), path = %path.display(),
+                "accepting access tokens signed by the configured public key");
+            tokens = tokens.with_public_key(key);
+        }
+        let service = Arc::new(ChatService::new(
+            storage,
+            hub,
+            tokens,
+            Limits {
+                max_message_chars: config.max_message_chars,
+                auto_create_rooms: config.auto_create_rooms,
+                user_rate_limit: config.user_rate_limit,
+                login_attempts_per_account: config.login_attempts_per_account,
+                login_attempts_per_address: config.login_attempts_per_address,
+            },
+        ));
+        let state = AppState {
+            service,
+            limits: Arc::new(ServerLimits {
+                max_request_bytes: config.max_request_bytes,
+                max_frame_bytes: config.max_frame_bytes,
+                socket_queue: config.socket_queue,
+                rate_limit: config.rate_limit,
+                allowed_origins: crate::http::origin::normalize(config.allowed_origins.as_deref()),
+            }),
+            shutdown: CancellationToken::new(),
+            conn_ids: Arc::new(ConnIds::new()),
+        };
+        state.service.start_accounts(state.next_conn_id()).await;
+        Ok(Chat { state })
+    }
+
+    /// Builds the server and serves it on `config.listen` (with TLS when
+    /// `config.tls` says so), in the background. Bind to port 0 to get a
+    /// free port ([`super::Server::local_addr`]).
+    pub async fn start(self) -> Result<super::Server, StartError> {
+        // Before storage: a bad certificate path should fail fast, not after
+        // migrations.
+        let tls = self
+            .config
+            .tls
+            .as_ref()
+            .map(crate::tls::Tls::new)
+            .transpose()?;
+        let config = self.config.clone();
+        let chat = self.build().await?;
+        super::Server::serve(chat, &config, tls).await
+    }
+}
+
+/// A built chat service: its routes, and the handles that stop it. Clones
+/// share the service.
+#[derive(Debug, Clone)]
+pub struct Chat {
+    pub(super) state: AppState,
+}
+
+impl Chat {
+    /// Every route of the contract (REST, WebSocket, `/healthz`,
+    /// `/metrics`, `/docs`), to serve as is or nest under a prefix of the
+    /// host's app (`Router::nest("/chat", chat.router())`). Trailing
+    /// slashes are optional, as on the built-in server. Client addresses
+    /// (for the per-address login limit) come from the host's
+    /// `ConnectInfo<SocketAddr>` when it serves with
+    /// `into_make_service_with_connect_info`; without, that limit is off.
+    pub fn router(&self) -> axum::Router {
+        let normalized = NormalizePathLayer::trim_trailing_slash()
+            .layer(crate::http::router(self.state.clone()));
+        axum::Router::new().fallback_service(normalized)
+    }
+
+    /// The storage the service runs on (the one given, or the one the
+    /// configuration named).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        self.state.service.storage()
+    }
+
+    /// Closes every WebSocket with 1001 (going away) and ends the
+    /// service's background work: call it when the host shuts down, before
+    /// or while its server drains (sockets would otherwise hold a graceful
+    /// shutdown open until they drop).
+    pub fn shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// A token cancelled when the service shuts down; cancelling it shuts
+    /// the service down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+}
