@@ -69,6 +69,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     PayloadTooLarge,
     StorageUnavailable,
+    /// The host's authenticator could not say who a token is (its
+    /// identity service is unreachable); retrying later may work.
+    AuthUnavailable,
     Internal,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
@@ -113,6 +116,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::StorageUnavailable => "storage_unavailable",
+            Self::AuthUnavailable => "auth_unavailable",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -156,6 +160,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "Method not allowed",
             Self::PayloadTooLarge => "Request is too large",
             Self::StorageUnavailable => "Storage is unavailable, try again later",
+            Self::AuthUnavailable => "Authentication is unavailable, try again later",
             Self::Internal => "Internal server error",
             Self::Unknown => "Unknown error",
         }
@@ -193,7 +198,7 @@ impl ErrorCode {
             }
             Self::PayloadTooLarge => 413,
             Self::RateLimited | Self::SlowMode => 429,
-            Self::StorageUnavailable => 503,
+            Self::StorageUnavailable | Self::AuthUnavailable => 503,
             Self::Internal | Self::Unknown => 500,
         }
     }

@@ -16,6 +16,9 @@ pub struct User {
     pub display_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Timestamp>,
+    /// A bot a backend sends as (server API); absent for people.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 /// The other participant of a conversation, as the documents showed it.

@@ -285,6 +285,7 @@ fn user_as_seen_by_themself() {
             email: Some("alice@example.com".to_owned()),
             display_name: "Alice".to_owned(),
             created_at: Some(ts(T0)),
+            bot: false,
         }
     );
 }
@@ -301,8 +302,13 @@ fn user_as_seen_by_others() {
             email: None,
             display_name: "Bob".to_owned(),
             created_at: None,
+            bot: false,
         }
     );
+    let bot: User = round_trip(
+        r#"{"id": 3, "username": "reminders", "display_name": "Reminders", "bot": true}"#,
+    );
+    assert!(bot.bot);
 }
 
 /// `GET /api/users/`: `[user]` ordered by id, the caller in full.

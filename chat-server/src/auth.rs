@@ -62,8 +62,8 @@ pub(crate) struct AccessToken {
     pub(crate) user: UserId,
     /// Unix seconds.
     pub(crate) expires_at: u64,
-    /// Issued by another service (RS256/ES256): its subject may name a user
-    /// this server does not have, so callers check that it exists.
+    /// Vouched for by the host's authenticator rather than issued here:
+    /// revocation (a token version) cannot reach it; deactivation does.
     pub(crate) external: bool,
     /// The user's token version it was issued under (0 for another
     /// service's, which revocation cannot reach; deactivation still does).
@@ -86,107 +86,13 @@ pub(crate) enum TokenError {
     Sign(jsonwebtoken::errors::Error),
 }
 
-/// A public key (PEM) of another service that issues access tokens: an RSA
-/// key verifies RS256 tokens, an EC P-256 key ES256 tokens.
-#[derive(Clone)]
-pub(crate) struct PublicKey {
-    algorithm: Algorithm,
-    decoding: DecodingKey,
-    validation: Validation,
-}
-
-impl std::fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublicKey")
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A public key that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct KeyError(String);
-
-/// Length of an uncompressed SEC1 P-256 point (0x04, x, y).
-const P256_POINT_LEN: usize = 65;
-
-impl PublicKey {
-    /// Reads a PEM public key (`PUBLIC KEY`, or `RSA PUBLIC KEY`). Tokens it
-    /// verifies must carry `issuer` and `audience` when those are given.
-    pub(crate) fn from_pem(
-        pem: &[u8],
-        issuer: Option<&str>,
-        audience: Option<&str>,
-    ) -> Result<Self, KeyError> {
-        // The PEM decides the algorithm; a token's header never does.
-        let (algorithm, decoding) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            (Algorithm::RS256, key)
-        } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-            match key.try_get_as_bytes() {
-                Ok(point) if point.len() == P256_POINT_LEN && point[0] == 0x04 => {}
-                _ => {
-                    return Err(KeyError(
-                        "the EC public key is not an uncompressed P-256 key (ES256)".into(),
-                    ));
-                }
-            }
-            (Algorithm::ES256, key)
-        } else {
-            return Err(KeyError(
-                "not a PEM RSA or EC P-256 public key (\"-----BEGIN PUBLIC KEY-----\")".into(),
-            ));
-        };
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        match issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
-        }
-        match audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        Ok(Self {
-            algorithm,
-            decoding,
-            validation,
-        })
-    }
-
-    /// RS256 or ES256.
-    pub(crate) fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-}
-
-/// The claims read from another service's access token.
-#[derive(Debug, Deserialize)]
-struct ExternalClaims {
-    sub: String,
-    exp: u64,
-    /// Our own kinds, if the issuer uses them: only `access` is accepted.
-    #[serde(default)]
-    typ: Option<String>,
-}
-
-/// Issues and verifies tokens: HS256 with one secret for its own, and
-/// optionally another service's RS256/ES256 access tokens.
+/// Issues and verifies the server's own tokens: HS256 with one secret.
+/// Other issuers' tokens are the [`crate::identity::Authenticator`]'s.
 #[derive(Clone)]
 pub(crate) struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    external: Option<PublicKey>,
     access_ttl: Duration,
     refresh_ttl: Duration,
 }
@@ -196,7 +102,6 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
-            .field("external", &self.external)
             .finish_non_exhaustive()
     }
 }
@@ -217,17 +122,11 @@ impl Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            external: None,
             access_ttl,
             refresh_ttl,
         }
     }
 
-    /// Also accepts access tokens signed by `key`'s private half.
-    pub(crate) fn with_public_key(mut self, key: PublicKey) -> Self {
-        self.external = Some(key);
-        self
-    }
     /// How long access tokens live.
     pub(crate) fn access_ttl(&self) -> Duration {
         self.access_ttl
@@ -305,47 +204,43 @@ impl Tokens {
         Ok(data.claims)
     }
 
-    /// Verifies an access token: this server's own (HS256), or another
-    /// service's (RS256/ES256) when a public key is configured. The key is
-    /// chosen from an allow-list by the header's `alg`, and the key's type
-    /// must match it: an HS256 token is only ever checked against the
-    /// secret, so a token "signed" with the public key as an HMAC secret
-    /// fails; `none` and every other algorithm are refused.
+    /// Verifies one of this server's own access tokens. Only HS256 is
+    /// accepted (the algorithm is pinned, never read from the header), so
+    /// a token "signed" with `none` or any other algorithm is refused.
     pub(crate) fn verify_access(&self, token: &str) -> Result<AccessToken, TokenError> {
         let header = jsonwebtoken::decode_header(token)?;
-        match (header.alg, &self.external) {
-            (Algorithm::HS256, _) => {
-                let claims = self.verify(token, TokenKind::Access)?;
-                let user = claims.user().ok_or(TokenError::BadSubject)?;
-                Ok(AccessToken {
-                    user,
-                    expires_at: claims.exp,
-                    external: false,
-                    version: claims.ver.unwrap_or(0),
-                })
-            }
-            (alg @ (Algorithm::RS256 | Algorithm::ES256), Some(key)) if key.algorithm == alg => {
-                let data =
-                    jsonwebtoken::decode::<ExternalClaims>(token, &key.decoding, &key.validation)?;
-                if data.claims.typ.as_deref().is_some_and(|t| t != "access") {
-                    return Err(TokenError::WrongKind(TokenKind::Refresh));
-                }
-                let user = data
-                    .claims
-                    .sub
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|id| *id > 0)
-                    .map(UserId)
-                    .ok_or(TokenError::BadSubject)?;
-                Ok(AccessToken {
-                    user,
-                    expires_at: data.claims.exp,
-                    external: true,
-                    version: 0,
-                })
-            }
-            (alg, _) => Err(TokenError::Algorithm(alg)),
+        if header.alg != Algorithm::HS256 {
+            return Err(TokenError::Algorithm(header.alg));
+        }
+        let claims = self.verify(token, TokenKind::Access)?;
+        let user = claims.user().ok_or(TokenError::BadSubject)?;
+        Ok(AccessToken {
+            user,
+            expires_at: claims.exp,
+            external: false,
+            version: claims.ver.unwrap_or(0),
+        })
+    }
+}
+
+impl TokenError {
+    /// Whether the token is not one of ours at all (another issuer's, to
+    /// ask the authenticator about), rather than one of ours that expired,
+    /// is of the wrong kind or was tampered with in its claims.
+    pub(crate) fn is_foreign(&self) -> bool {
+        use jsonwebtoken::errors::ErrorKind;
+        match self {
+            Self::Algorithm(_) => true,
+            Self::Invalid(e) => matches!(
+                e.kind(),
+                ErrorKind::InvalidToken
+                    | ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidAlgorithm
+                    | ErrorKind::Base64(_)
+                    | ErrorKind::Json(_)
+                    | ErrorKind::Utf8(_)
+            ),
+            Self::WrongKind(_) | Self::BadSubject | Self::Sign(_) => false,
         }
     }
 }
@@ -688,19 +583,6 @@ mod tests {
                 Err(TokenError::Algorithm(_))
             ));
         }
-    }
-
-    #[test]
-    fn a_public_key_that_is_not_one_is_refused() {
-        assert!(PublicKey::from_pem(b"junk", None, None).is_err());
-        assert!(
-            PublicKey::from_pem(
-                b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-                None,
-                None
-            )
-            .is_err()
-        );
     }
 
     #[test]

@@ -27,9 +27,18 @@ pub struct Config {
     /// HS256 secret. `None`: one is generated once and kept in storage, so
     /// every instance sharing the storage agrees on it.
     pub jwt_secret: Option<String>,
-    /// PEM public key of another service whose access tokens are accepted
-    /// too: an RSA key verifies RS256, an EC P-256 key ES256.
+    /// PEM public key of the host's identity service, whose access tokens
+    /// are accepted too (their users provisioned on first sight): an RSA
+    /// key verifies RS256, an EC P-256 key ES256.
     pub jwt_public_key: Option<PathBuf>,
+    /// A JWKS file of the host's identity service (its RS256/ES256 keys,
+    /// chosen by `kid`), instead of `jwt_public_key`; reread when a token
+    /// names a key it lacks.
+    pub jwt_jwks: Option<PathBuf>,
+    /// The claim of those tokens naming the user (their id in the host).
+    pub jwt_subject_claim: String,
+    /// The claim of those tokens holding the display name.
+    pub jwt_name_claim: String,
     /// The `iss` those tokens must carry, if set.
     pub jwt_issuer: Option<String>,
     /// The `aud` those tokens must carry, if set.
@@ -81,6 +90,9 @@ impl Default for Config {
             broker_tls_ca: None,
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_jwks: None,
+            jwt_subject_claim: "sub".to_owned(),
+            jwt_name_claim: "name".to_owned(),
             jwt_issuer: None,
             jwt_audience: None,
             login_attempts_per_account: 5,
@@ -161,9 +173,18 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub jwt_secret: Option<String>,
-    /// PEM public key (RSA → RS256, EC P-256 → ES256) of a service whose access tokens are accepted too.
+    /// PEM public key (RSA → RS256, EC P-256 → ES256) of an identity service whose access tokens are accepted too; their users are provisioned.
     #[arg(long, env = "CHAT_JWT_PUBLIC_KEY", value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
+    /// JWKS file of an identity service (RS256/ES256 keys by `kid`), instead of --jwt-public-key.
+    #[arg(long, env = "CHAT_JWT_JWKS", value_name = "FILE")]
+    pub jwt_jwks: Option<PathBuf>,
+    /// Claim of identity-service tokens naming the user [default: sub].
+    #[arg(long, env = "CHAT_JWT_SUBJECT_CLAIM", value_name = "CLAIM")]
+    pub jwt_subject_claim: Option<String>,
+    /// Claim of identity-service tokens holding the display name [default: name].
+    #[arg(long, env = "CHAT_JWT_NAME_CLAIM", value_name = "CLAIM")]
+    pub jwt_name_claim: Option<String>,
     /// Issuer (`iss`) that public-key tokens must carry [default: not checked].
     #[arg(long, env = "CHAT_JWT_ISSUER", value_name = "ISS")]
     pub jwt_issuer: Option<String>,
@@ -244,6 +265,29 @@ pub enum Command {
     /// or an id) on the configured storage.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// API keys of the server API, on the configured storage: `api-key
+    /// create NAME` (the key is printed once), `api-key list`, `api-key
+    /// revoke NAME`.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+}
+
+/// `chat-server api-key …`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; it is printed once and only its hash is kept.
+    Create {
+        /// A name for the key (unique among live keys), e.g. the backend
+        /// that uses it.
+        name: String,
+    },
+    /// List the keys: names, creation, last use, revocation.
+    List,
+    /// Revoke a key: calls with it get 401 at once.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 /// `chat-server admin …`.
@@ -272,6 +316,9 @@ struct FileConfig {
     broker_tls_ca: Option<PathBuf>,
     jwt_secret: Option<String>,
     jwt_public_key: Option<PathBuf>,
+    jwt_jwks: Option<PathBuf>,
+    jwt_subject_claim: Option<String>,
+    jwt_name_claim: Option<String>,
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
     login_attempts_per_account: Option<u32>,
@@ -339,6 +386,15 @@ impl Config {
             broker_tls_ca: cli.broker_tls_ca.or(file.broker_tls_ca),
             jwt_secret: cli.jwt_secret.or(file.jwt_secret),
             jwt_public_key: cli.jwt_public_key.or(file.jwt_public_key),
+            jwt_jwks: cli.jwt_jwks.or(file.jwt_jwks),
+            jwt_subject_claim: cli
+                .jwt_subject_claim
+                .or(file.jwt_subject_claim)
+                .unwrap_or(d.jwt_subject_claim),
+            jwt_name_claim: cli
+                .jwt_name_claim
+                .or(file.jwt_name_claim)
+                .unwrap_or(d.jwt_name_claim),
             jwt_issuer: cli.jwt_issuer.or(file.jwt_issuer),
             jwt_audience: cli.jwt_audience.or(file.jwt_audience),
             login_attempts_per_account: cli
@@ -426,12 +482,24 @@ impl Config {
                 "token lifetimes must be at least 1 second".into(),
             ));
         }
+        if self.jwt_public_key.is_some() && self.jwt_jwks.is_some() {
+            return Err(ConfigError::Invalid(
+                "jwt_public_key and jwt_jwks: give one of them".into(),
+            ));
+        }
         if self.jwt_public_key.is_none()
+            && self.jwt_jwks.is_none()
             && (self.jwt_issuer.is_some() || self.jwt_audience.is_some())
         {
             return Err(ConfigError::Invalid(
-                "jwt_issuer and jwt_audience apply to jwt_public_key tokens: set jwt_public_key"
+                "jwt_issuer and jwt_audience apply to identity-service tokens: set \
+                 jwt_public_key or jwt_jwks"
                     .into(),
+            ));
+        }
+        if self.jwt_subject_claim.is_empty() || self.jwt_name_claim.is_empty() {
+            return Err(ConfigError::Invalid(
+                "jwt_subject_claim and jwt_name_claim must name a claim".into(),
             ));
         }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 16) {

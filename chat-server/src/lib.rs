@@ -44,6 +44,7 @@ mod config;
 mod error;
 mod event;
 mod http;
+pub mod identity;
 // The send-path micro-benchmark (benches/benches/send_path.rs) drives the
 // hub directly; nothing else outside the crate may.
 #[cfg(feature = "internals")]
@@ -60,6 +61,7 @@ pub mod storage;
 mod tls;
 mod ws;
 
-pub use config::{AdminCommand, Cli, Command, Config, ConfigError, TlsConfig};
-pub use server::{Builder, Chat, Server, StartError, migrate, redact_url, set_admin};
+pub use config::{AdminCommand, ApiKeyCommand, Cli, Command, Config, ConfigError, TlsConfig};
+pub use server::{Builder, Chat, Server, StartError, api_keys, migrate, redact_url, set_admin};
+pub use service::server_api::ApiKeyError;
 pub use tls::{Tls, TlsError};

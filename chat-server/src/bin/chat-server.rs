@@ -28,6 +28,10 @@ async fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        chat_server::Command::ApiKey(command) => {
+            println!("{}", chat_server::api_keys(&config, &command).await?);
+            return Ok(());
+        }
         chat_server::Command::Serve => {}
     }
     let server = chat_server::Server::start(config).await?;

@@ -41,7 +41,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::Config;
 
-use super::{admin, blocks, conversations, health, messages, rooms, users};
+use super::{admin, blocks, conversations, health, messages, rooms, server_api, users};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -58,6 +58,8 @@ pub(super) const PAYLOAD_TOO_LARGE: &str =
     "`payload_too_large`: the body is over the server's size limit";
 pub(super) const STORAGE_UNAVAILABLE: &str =
     "`storage_unavailable`: storage cannot be reached; retry later";
+pub(super) const API_KEY_REQUIRED: &str =
+    "`unauthorized`: no API key, a user's token, or a revoked or unknown key";
 pub(super) const ROOM_NOT_FOUND: &str = "`room_not_found`: no such room, or it is not public and the caller is neither member nor invited (answered exactly as for a room that does not exist)";
 
 /// Where the OpenAPI document is served; Swagger UI loads it from here.
@@ -130,6 +132,12 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         conversations::detail,
         conversations::create,
         conversations::unread_count,
+        server_api::upsert_user,
+        server_api::mint_tokens,
+        server_api::create_room,
+        server_api::set_members,
+        server_api::send,
+        server_api::events,
         health::healthz,
         crate::metrics::render,
     ),
@@ -143,6 +151,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         (name = "admin", description = "Reports, and what server admins do with them and with accounts"),
         (name = "messages", description = "History and sending over HTTP (WebSocket is the real-time path)"),
         (name = "conversations", description = "One-to-one conversations: rooms of type `direct`"),
+        (name = "server", description = "The server API, for a host's backend with an API key (`chat-server api-key create NAME`): users by the host's id, their tokens, rooms and members, sending as users and bots"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -163,6 +172,18 @@ impl utoipa::Modify for BearerScheme {
                     .bearer_format("JWT")
                     .description(Some(
                         "The `access` token of `POST /api/users/token/` or `/api/users/token/refresh/`",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("chat_key_…")
+                    .description(Some(
+                        "An API key of the server API, made by `chat-server api-key create NAME`",
                     ))
                     .build(),
             ),

@@ -35,6 +35,25 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A live API key of the server API, from `Authorization: Bearer
+/// chat_key_…`. A user's token, a revoked or unknown key: 401
+/// `unauthorized`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServerKey(pub(crate) i64);
+
+impl FromRequestParts<AppState> for ServerKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).unwrap_or("");
+        let key = state.service.api_key(token).await?;
+        Ok(Self(key.id))
+    }
+}
+
 /// The client's address, when the server was started with connect info
 /// (`Server::start` is; a router embedded elsewhere may not be, and then
 /// per-address limits do not apply). Proxies' forwarding headers are not

@@ -25,6 +25,7 @@ mod health;
 mod messages;
 pub(crate) mod origin;
 mod rooms;
+mod server_api;
 mod users;
 
 /// Every route of the contract, without trailing slashes (the server strips
@@ -90,6 +91,15 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/api/chats/conversations/{id}", get(conversations::detail))
         .route("/api/chats/unread-count", get(conversations::unread_count))
+        .route("/server/users/{external_id}", put(server_api::upsert_user))
+        .route(
+            "/server/users/{external_id}/tokens",
+            post(server_api::mint_tokens),
+        )
+        .route("/server/rooms", post(server_api::create_room))
+        .route("/server/rooms/{id}/members", put(server_api::set_members))
+        .route("/server/rooms/{id}/messages", post(server_api::send))
+        .route("/server/rooms/{id}/events", get(server_api::events))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::metrics::render))
         .merge(crate::ws::routes())

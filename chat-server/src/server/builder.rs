@@ -16,6 +16,7 @@ use crate::auth::Tokens;
 use crate::broker::{self, Broker, BrokerError, EventSink};
 use crate::config::Config;
 use crate::hub::{Fanout, Hub};
+use crate::identity::{Authenticator, JwtAuthenticator, JwtOptions};
 use crate::service::{ChatService, Limits};
 use crate::storage::{self, Storage, StorageOptions};
 
@@ -53,6 +54,7 @@ pub struct Builder {
     config: Config,
     storage: Option<Arc<dyn Storage>>,
     broker: Option<OpenBroker>,
+    authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for Builder {
             .field("config", &self.config)
             .field("storage", &self.storage.is_some())
             .field("broker", &self.broker.is_some())
+            .field("authenticator", &self.authenticator.is_some())
             .finish()
     }
 }
@@ -73,6 +76,7 @@ impl Builder {
             config,
             storage: None,
             broker: None,
+            authenticator: None,
         }
     }
 
@@ -107,6 +111,15 @@ impl Builder {
         Fut: Future<Output = Result<Arc<dyn Broker>, BrokerError>> + Send + 'static,
     {
         self.broker = Some(Box::new(move |sink| open(sink).boxed()));
+        self
+    }
+
+    /// Says who the tokens are that the server's own accounts do not
+    /// recognise (see [`crate::identity`]), instead of the
+    /// [`JwtAuthenticator`] `config.jwt_public_key` / `config.jwt_jwks`
+    /// would make. Its users are provisioned on first sight.
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
         self
     }
 
@@ -171,21 +184,20 @@ impl Builder {
             }
         };
         let hub = Arc::new(Hub::new(fanout, broker));
-        let mut tokens = Tokens::new(
+        let tokens = Tokens::new(
             secret.as_bytes(),
             config.access_token_ttl,
             config.refresh_token_ttl,
         );
-        if let Some(path) = &config.jwt_public_key {
-            let key = super::read_public_key(path, &config)?;
-            tracing::info!(algorithm = ?key.algorithm(), path = %path.display(),
-                "accepting access tokens signed by the configured public key");
-            tokens = tokens.with_public_key(key);
-        }
+        let authenticator = match self.authenticator {
+            Some(authenticator) => Some(authenticator),
+            None => configured_authenticator(&config)?,
+        };
         let service = Arc::new(ChatService::new(
             storage,
             hub,
             tokens,
+            authenticator,
             Limits {
                 max_message_chars: config.max_message_chars,
                 auto_create_rooms: config.auto_create_rooms,
@@ -263,9 +275,54 @@ impl Chat {
         self.state.shutdown.cancel();
     }
 
+    /// Creates an API key of the server API (as `chat-server api-key
+    /// create` does): the key, to keep in the backend's secrets, and its
+    /// record. Only its hash is stored.
+    pub async fn create_api_key(
+        &self,
+        name: &str,
+    ) -> Result<(String, crate::storage::ApiKeyRecord), crate::ApiKeyError> {
+        crate::service::server_api::create_api_key(self.storage().as_ref(), name)
+            .await
+            .map(|(record, key)| (key, record))
+    }
+
     /// A token cancelled when the service shuts down; cancelling it shuts
     /// the service down.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.state.shutdown.clone()
     }
+}
+
+/// The [`JwtAuthenticator`] `jwt_public_key` or `jwt_jwks` names, if one
+/// does: a key that cannot be used stops the start.
+fn configured_authenticator(config: &Config) -> Result<Option<Arc<dyn Authenticator>>, StartError> {
+    let options = JwtOptions {
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        subject_claim: config.jwt_subject_claim.clone(),
+        name_claim: config.jwt_name_claim.clone(),
+    };
+    let invalid = |setting: &str, path: &std::path::Path, why: String| {
+        StartError::Config(crate::config::ConfigError::Invalid(format!(
+            "{setting} {}: {why}",
+            path.display()
+        )))
+    };
+    let (authenticator, path) = if let Some(path) = &config.jwt_public_key {
+        let pem =
+            std::fs::read(path).map_err(|e| invalid("jwt_public_key", path, e.to_string()))?;
+        let authenticator = JwtAuthenticator::from_pem(&pem, options)
+            .map_err(|e| invalid("jwt_public_key", path, e.to_string()))?;
+        (authenticator, path)
+    } else if let Some(path) = &config.jwt_jwks {
+        let authenticator = JwtAuthenticator::from_jwks_file(path, options)
+            .map_err(|e| invalid("jwt_jwks", path, e.to_string()))?;
+        (authenticator, path)
+    } else {
+        return Ok(None);
+    };
+    tracing::info!(algorithms = ?authenticator.algorithms(), path = %path.display(),
+        "accepting the identity service's access tokens; their users are provisioned");
+    Ok(Some(Arc::new(authenticator)))
 }

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
-use crate::auth::PublicKey;
 use crate::broker::{BrokerError, ConnId};
 use crate::config::Config;
 use crate::service::ChatService;
@@ -102,6 +101,9 @@ pub enum StartError {
     /// `chat-server admin` named a user the storage does not have.
     #[error("no user {0:?}")]
     NoSuchUser(String),
+    /// `chat-server api-key` was given a name it cannot use.
+    #[error("{0}")]
+    ApiKey(String),
 }
 
 /// A running server: a [`Chat`] served on its own listener.
@@ -269,27 +271,6 @@ fn log_certificate(tls: &Tls, addr: SocketAddr) {
     }
 }
 
-/// The `--jwt-public-key` PEM, with the issuer and audience its tokens must
-/// carry.
-pub(super) fn read_public_key(
-    path: &std::path::Path,
-    config: &Config,
-) -> Result<PublicKey, StartError> {
-    let invalid = |why: String| {
-        StartError::Config(crate::config::ConfigError::Invalid(format!(
-            "jwt_public_key {}: {why}",
-            path.display()
-        )))
-    };
-    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
-    PublicKey::from_pem(
-        &pem,
-        config.jwt_issuer.as_deref(),
-        config.jwt_audience.as_deref(),
-    )
-    .map_err(|e| invalid(e.to_string()))
-}
-
 /// Applies the storage's pending migrations and checks the database
 /// answers: `chat-server migrate`.
 pub async fn migrate(config: &Config) -> Result<(), StartError> {
@@ -316,6 +297,66 @@ pub async fn set_admin(config: &Config, user: &str, admin: bool) -> Result<Strin
     storage.set_admin(record.id, admin).await?;
     tracing::info!(user = %record.id, username = %record.username, admin, "server admin changed");
     Ok(record.username)
+}
+
+/// `chat-server api-key create|list|revoke` on the configured storage;
+/// what to print.
+pub async fn api_keys(
+    config: &Config,
+    command: &crate::config::ApiKeyCommand,
+) -> Result<String, StartError> {
+    use crate::config::ApiKeyCommand;
+    let storage =
+        storage::connect(&config.storage_url, &storage::StorageOptions::default()).await?;
+    match command {
+        ApiKeyCommand::Create { name } => {
+            let (record, key) = crate::service::server_api::create_api_key(storage.as_ref(), name)
+                .await
+                .map_err(|e| StartError::ApiKey(e.to_string()))?;
+            tracing::info!(key = record.id, name = %record.name, "API key created");
+            Ok(format!(
+                "{key}\n\nAPI key {:?} created. This is the only time it is shown: keep it \
+                 in your backend's secrets and send it as `Authorization: Bearer {key}`.",
+                record.name
+            ))
+        }
+        ApiKeyCommand::List => {
+            let keys = storage.api_keys().await?;
+            if keys.is_empty() {
+                return Ok("no API keys".to_owned());
+            }
+            let when =
+                |t: Option<chat_core::Timestamp>| t.map_or("-".to_owned(), |t| t.to_string());
+            let mut out = format!(
+                "{:<6} {:<24} {:<28} {:<28} revoked",
+                "id", "name", "created", "last used"
+            );
+            for k in keys {
+                out.push_str(&format!(
+                    "\n{:<6} {:<24} {:<28} {:<28} {}",
+                    k.id,
+                    k.name,
+                    k.created_at.to_string(),
+                    when(k.last_used_at),
+                    when(k.revoked_at)
+                ));
+            }
+            Ok(out)
+        }
+        ApiKeyCommand::Revoke { name } => {
+            if storage
+                .revoke_api_key(name, chat_core::Timestamp::now())
+                .await?
+            {
+                tracing::info!(%name, "API key revoked");
+                Ok(format!("API key {name:?} revoked"))
+            } else {
+                Err(StartError::ApiKey(format!(
+                    "no live API key named {name:?}"
+                )))
+            }
+        }
+    }
 }
 
 /// A URL without its password, for logs.

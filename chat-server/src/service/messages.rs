@@ -206,7 +206,7 @@ impl CommitListener for Publisher {
 
 /// The bounds of a history or timeline page, checked: `limit` 1..=200
 /// (default 50), no negative seq.
-fn page_query(
+pub(crate) fn page_query(
     before: Option<Seq>,
     after: Option<Seq>,
     limit: Option<u32>,

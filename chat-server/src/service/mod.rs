@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::auth::Tokens;
 use crate::hub::Hub;
+use crate::identity::Authenticator;
 use crate::storage::Storage;
 
 pub(crate) mod accounts;
@@ -20,7 +21,9 @@ pub(crate) mod blocks;
 pub(crate) mod conversations;
 pub(crate) mod messages;
 pub(crate) mod moderation;
+pub(crate) mod provision;
 pub(crate) mod rooms;
+pub(crate) mod server_api;
 pub(crate) mod throttle;
 pub(crate) mod users;
 
@@ -51,6 +54,10 @@ pub(crate) struct ChatService {
     login_throttle: throttle::LoginThrottle,
     user_rate: throttle::UserRate,
     accounts: Arc<accounts::Accounts>,
+    /// Who the host's tokens are, for tokens not of our own accounts.
+    authenticator: Option<Arc<dyn Authenticator>>,
+    provisioned: provision::Provisioned,
+    key_use: server_api::KeyUse,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -69,6 +76,7 @@ impl ChatService {
         storage: Arc<dyn Storage>,
         hub: Arc<Hub>,
         tokens: Tokens,
+        authenticator: Option<Arc<dyn Authenticator>>,
         limits: Limits,
     ) -> Self {
         storage.listen(Arc::new(messages::Publisher { hub: hub.clone() }));
@@ -83,6 +91,9 @@ impl ChatService {
             user_rate: throttle::UserRate::new(limits.user_rate_limit),
             limits,
             accounts: Arc::new(accounts::Accounts::default()),
+            authenticator,
+            provisioned: provision::Provisioned::default(),
+            key_use: server_api::KeyUse::default(),
         }
     }
 

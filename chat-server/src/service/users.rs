@@ -13,6 +13,7 @@ use super::ChatService;
 use super::throttle::AccountKey;
 use crate::auth::{self, AccessToken, TokenKind};
 use crate::error::{ApiError, ApiResult};
+use crate::identity::AuthError;
 use crate::storage::{Conflict, NewUser, StorageError, TokenUse, UserRecord};
 
 const MAX_PAGE: u32 = 200;
@@ -28,10 +29,42 @@ impl ChatService {
         token: &str,
         refusal: ErrorCode,
     ) -> ApiResult<AccessToken> {
-        let access = self.tokens.verify_access(token).map_err(|e| {
-            tracing::debug!(error = %e, "access token refused");
-            ApiError::new(refusal)
-        })?;
+        let access = match self.tokens.verify_access(token) {
+            Ok(access) => access,
+            Err(e) => match &self.authenticator {
+                // An API key is never a user's token, nor the host's to see.
+                Some(authenticator)
+                    if e.is_foreign() && !token.starts_with(super::server_api::API_KEY_PREFIX) =>
+                {
+                    let identity =
+                        authenticator
+                            .authenticate(token)
+                            .await
+                            .map_err(|e| match e {
+                                AuthError::Refused(why) => {
+                                    tracing::debug!(%why, "host token refused");
+                                    ApiError::new(refusal)
+                                }
+                                AuthError::Unavailable(why) => {
+                                    tracing::warn!(%why, "authenticator unavailable");
+                                    ApiError::new(ErrorCode::AuthUnavailable)
+                                }
+                            })?;
+                    AccessToken {
+                        user: self.provision(&identity).await?,
+                        // None, or centuries away: a socket never closes
+                        // for it (expiry_deadline caps it).
+                        expires_at: identity.expires_at.unwrap_or(u64::MAX),
+                        external: true,
+                        version: 0,
+                    }
+                }
+                _ => {
+                    tracing::debug!(error = %e, "access token refused");
+                    return Err(ApiError::new(refusal));
+                }
+            },
+        };
         let Some(account) = self
             .accounts
             .state(self.storage.as_ref(), access.user)
@@ -251,7 +284,11 @@ impl ChatService {
         }
     }
 
-    async fn issue_tokens(&self, user: &UserRecord, family: &str) -> ApiResult<TokenResponse> {
+    pub(crate) async fn issue_tokens(
+        &self,
+        user: &UserRecord,
+        family: &str,
+    ) -> ApiResult<TokenResponse> {
         let sign_failed = |e: auth::TokenError| {
             tracing::error!(error = %e, "token signing failed");
             ApiError::new(ErrorCode::Internal)
@@ -314,9 +351,11 @@ pub(crate) fn private_view(u: &UserRecord) -> User {
     User {
         id: u.id,
         username: u.username.clone(),
-        email: Some(u.email.clone()),
+        // A host's user may have none.
+        email: (!u.email.is_empty()).then(|| u.email.clone()),
         display_name: u.display_name.clone(),
         created_at: Some(u.created_at),
+        bot: u.is_bot,
     }
 }
 
@@ -331,6 +370,7 @@ pub(crate) fn view_for(u: &UserRecord, viewer: UserId) -> User {
         email: None,
         display_name: u.display_name.clone(),
         created_at: None,
+        bot: u.is_bot,
     }
 }
 

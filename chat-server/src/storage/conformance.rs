@@ -33,12 +33,12 @@ use chat_core::timeline::MemberChange;
 use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, Authority, ChangeOp, Changed, Conflict, Conversation, HistoryPage, HistoryQuery,
-    MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange, NewMessage, NewReport,
-    NewRoom, NewUser, PublicRoom, ReactionCount, RefreshTokenRecord, Refusal, ReportRecord,
-    ReportStatus, RoomChange, RoomKey, RoomPerson, RoomRecord, SearchRequest, Storage,
-    StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply, StoredUpdate, TokenUse,
-    UpdateKind, UserRecord, UserRoom,
+    Appended, Authority, ChangeOp, Changed, Conflict, Conversation, ExternalUser, HistoryPage,
+    HistoryQuery, MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange,
+    NewMessage, NewReport, NewRoom, NewUser, PublicRoom, ReactionCount, RefreshTokenRecord,
+    Refusal, ReportRecord, ReportStatus, RoomChange, RoomKey, RoomPerson, RoomRecord,
+    SearchRequest, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -111,6 +111,8 @@ macro_rules! storage_conformance_tests {
             public_directory,
             blocks,
             account_control,
+            provision_external_users,
+            api_keys,
             reports,
             user_rooms,
             user_rooms_others_read_seq,
@@ -5222,4 +5224,202 @@ pub async fn reports(store: Arc<dyn Storage>) {
         [second]
     );
     assert!(store.report(987_654).await.expect("none").is_none());
+}
+
+fn external(id: &str, username: &str, email: &str, name: Option<&str>) -> ExternalUser {
+    ExternalUser {
+        external_id: id.to_owned(),
+        username: username.to_owned(),
+        email: email.to_owned(),
+        display_name: name.map(str::to_owned),
+        created_at: at(3),
+        bot: false,
+    }
+}
+
+/// Users of the host's identity service: created once per external id,
+/// renamed when the host's name changes, never given a password, and
+/// without an email as often as need be.
+pub async fn provision_external_users(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let own = user(store, "alice").await;
+    assert_eq!(own.external_id, None);
+
+    let ann = store
+        .provision_user(&external("host|1", "ann", "", Some("Ann")))
+        .await
+        .expect("provision");
+    assert_eq!(
+        (
+            ann.username.as_str(),
+            ann.display_name.as_str(),
+            ann.email.as_str(),
+            ann.password_hash.as_str(),
+            ann.external_id.as_deref(),
+            ann.created_at,
+        ),
+        ("ann", "Ann", "", "", Some("host|1"), at(3))
+    );
+    assert_eq!(store.user(ann.id).await.expect("read"), Some(ann.clone()));
+    assert_eq!(
+        store
+            .user_by_external_id("host|1")
+            .await
+            .expect("by external id"),
+        Some(ann.clone())
+    );
+    assert_eq!(
+        store.user_by_external_id("host|9").await.expect("none"),
+        None
+    );
+
+    // Seen again: the same user, whatever username or email comes along;
+    // no name keeps theirs, a new one replaces it.
+    let again = store
+        .provision_user(&external("host|1", "other", "x@example.com", None))
+        .await
+        .expect("again");
+    assert_eq!(again, ann);
+    let renamed = store
+        .provision_user(&external("host|1", "ann", "", Some("Ann B.")))
+        .await
+        .expect("rename");
+    assert_eq!(
+        (renamed.id, renamed.display_name.as_str()),
+        (ann.id, "Ann B.")
+    );
+    assert_eq!(
+        store
+            .user(ann.id)
+            .await
+            .expect("read")
+            .expect("ann")
+            .display_name,
+        "Ann B."
+    );
+
+    // Many users without an email; none found by the empty one.
+    let bob = store
+        .provision_user(&external("host|2", "bob", "", None))
+        .await
+        .expect("bob");
+    assert_ne!(bob.id, ann.id);
+    assert_eq!(
+        bob.display_name, "bob",
+        "the username when no name is given"
+    );
+    assert_eq!(store.user_by_email("").await.expect("lookup"), None);
+
+    // A new user's username or email taken.
+    assert!(matches!(
+        store
+            .provision_user(&external("host|3", "alice", "", None))
+            .await,
+        Err(StorageError::Conflict(Conflict::Username))
+    ));
+    assert!(matches!(
+        store
+            .provision_user(&external("host|3", "carol", "ALICE@example.com", None))
+            .await,
+        Err(StorageError::Conflict(Conflict::Email))
+    ));
+    let carol = store
+        .provision_user(&external("host|3", "carol", "Carol@Example.com", None))
+        .await
+        .expect("carol");
+    assert_eq!(carol.email, "carol@example.com");
+    assert_eq!(
+        store
+            .user_by_email("carol@example.com")
+            .await
+            .expect("lookup")
+            .map(|u| u.id),
+        Some(carol.id)
+    );
+    // A bot is marked so; the mark is set once, at creation.
+    let mut bot = external("bot:reminders", "reminders", "", Some("Reminders"));
+    bot.bot = true;
+    let reminders = store.provision_user(&bot).await.expect("bot");
+    assert!(reminders.is_bot);
+    assert!(!ann.is_bot);
+    assert!(
+        store
+            .user(reminders.id)
+            .await
+            .expect("read")
+            .expect("bot")
+            .is_bot
+    );
+    // The own accounts' rule on email still holds against them.
+    let mut taken = new_user("carol2");
+    taken.email = "carol@example.com".into();
+    assert!(matches!(
+        store.create_user(taken).await,
+        Err(StorageError::Conflict(Conflict::Email))
+    ));
+}
+
+/// API keys: stored by hash, found only while live, names unique among the
+/// live ones, revocation final.
+pub async fn api_keys(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let backend = store
+        .create_api_key("backend", "hash-1", at(1))
+        .await
+        .expect("create");
+    assert_eq!(
+        (
+            backend.name.as_str(),
+            backend.created_at,
+            backend.last_used_at,
+            backend.revoked_at
+        ),
+        ("backend", at(1), None, None)
+    );
+    assert!(matches!(
+        store.create_api_key("backend", "hash-2", at(2)).await,
+        Err(StorageError::Conflict(Conflict::ApiKeyName))
+    ));
+    let bots = store
+        .create_api_key("bots", "hash-2", at(2))
+        .await
+        .expect("second");
+    assert_ne!(bots.id, backend.id);
+    assert_eq!(
+        store.api_key_by_hash("hash-1").await.expect("find"),
+        Some(backend.clone())
+    );
+    assert_eq!(store.api_key_by_hash("hash-3").await.expect("find"), None);
+
+    store.touch_api_key(backend.id, at(5)).await.expect("touch");
+    let found = store
+        .api_key_by_hash("hash-1")
+        .await
+        .expect("find")
+        .expect("live");
+    assert_eq!(found.last_used_at, Some(at(5)));
+
+    assert!(
+        store
+            .revoke_api_key("backend", at(6))
+            .await
+            .expect("revoke")
+    );
+    assert!(!store.revoke_api_key("backend", at(7)).await.expect("again"));
+    assert!(!store.revoke_api_key("nobody", at(7)).await.expect("none"));
+    assert_eq!(store.api_key_by_hash("hash-1").await.expect("find"), None);
+    // The name is free again; the old key stays revoked.
+    let again = store
+        .create_api_key("backend", "hash-4", at(8))
+        .await
+        .expect("name reused");
+    assert_eq!(store.api_key_by_hash("hash-1").await.expect("find"), None);
+    let all = store.api_keys().await.expect("list");
+    assert_eq!(
+        all.iter()
+            .map(|k| (k.name.as_str(), k.revoked_at))
+            .collect::<Vec<_>>(),
+        vec![("backend", Some(at(6))), ("bots", None), ("backend", None)]
+    );
+    assert_eq!(all[2].id, again.id);
 }

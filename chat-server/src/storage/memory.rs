@@ -16,13 +16,13 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::roles::{self, Effect};
 use super::{
-    Appended, BanRecord, ChangeOp, Changed, CommitListener, Committed, Conflict, Conversation,
-    HistoryPage, HistoryQuery, Listener, MemberState, MemberUpdate, MessageChange, NewMessage,
-    NewReport, NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord,
-    ReportRecord, ReportStatus, RoomChange, RoomPerson, RoomProfile, RoomRecord, SearchPage,
-    SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage,
-    StoredReply, StoredRoomUpdate, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord,
-    UserRoom,
+    ApiKeyRecord, Appended, BanRecord, ChangeOp, Changed, CommitListener, Committed, Conflict,
+    Conversation, ExternalUser, HistoryPage, HistoryQuery, Listener, MemberState, MemberUpdate,
+    MessageChange, NewMessage, NewReport, NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark,
+    RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomPerson, RoomProfile,
+    RoomRecord, SearchPage, SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent,
+    StoredMember, StoredMessage, StoredReply, StoredRoomUpdate, StoredUpdate, TimelinePage,
+    TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -64,7 +64,11 @@ struct State {
     last_message_id: i64,
     users: BTreeMap<UserId, UserRecord>,
     usernames: HashMap<String, UserId>,
+    /// Non-empty emails only: users without one share ''.
     emails: HashMap<String, UserId>,
+    external_ids: HashMap<String, UserId>,
+    /// With their hashes, in id order.
+    api_keys: Vec<(ApiKeyRecord, String)>,
     tokens: HashMap<String, TokenRow>,
     secrets: HashMap<String, String>,
     rooms: BTreeMap<RoomId, RoomRow>,
@@ -536,9 +540,69 @@ impl Storage for MemoryStorage {
             is_admin: false,
             deactivated_at: None,
             token_version: 0,
+            external_id: None,
+            is_bot: false,
         };
         state.usernames.insert(record.username.clone(), record.id);
-        state.emails.insert(record.email.clone(), record.id);
+        if !record.email.is_empty() {
+            state.emails.insert(record.email.clone(), record.id);
+        }
+        state.users.insert(record.id, record.clone());
+        Ok(record)
+    }
+
+    async fn user_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<UserRecord>, StorageError> {
+        let state = self.lock();
+        Ok(state
+            .external_ids
+            .get(external_id)
+            .and_then(|id| state.users.get(id))
+            .cloned())
+    }
+
+    async fn provision_user(&self, user: &ExternalUser) -> Result<UserRecord, StorageError> {
+        let mut state = self.lock();
+        if let Some(id) = state.external_ids.get(&user.external_id).copied() {
+            let record = state.users.get_mut(&id).ok_or(StorageError::NotFound)?;
+            if let Some(name) = &user.display_name {
+                record.display_name.clone_from(name);
+            }
+            return Ok(record.clone());
+        }
+        let email = user.email.to_lowercase();
+        if state.usernames.contains_key(&user.username) {
+            return Err(StorageError::Conflict(Conflict::Username));
+        }
+        if !email.is_empty() && state.emails.contains_key(&email) {
+            return Err(StorageError::Conflict(Conflict::Email));
+        }
+        state.last_user_id += 1;
+        let record = UserRecord {
+            id: UserId(state.last_user_id),
+            username: user.username.clone(),
+            email,
+            display_name: user
+                .display_name
+                .clone()
+                .unwrap_or_else(|| user.username.clone()),
+            password_hash: String::new(),
+            created_at: user.created_at,
+            is_admin: false,
+            deactivated_at: None,
+            token_version: 0,
+            external_id: Some(user.external_id.clone()),
+            is_bot: user.bot,
+        };
+        state.usernames.insert(record.username.clone(), record.id);
+        if !record.email.is_empty() {
+            state.emails.insert(record.email.clone(), record.id);
+        }
+        state
+            .external_ids
+            .insert(user.external_id.clone(), record.id);
         state.users.insert(record.id, record.clone());
         Ok(record)
     }
@@ -914,6 +978,74 @@ impl Storage for MemoryStorage {
                 last_activity_at: r.activity(),
             })
             .collect())
+    }
+
+    async fn create_api_key(
+        &self,
+        name: &str,
+        key_hash: &str,
+        created_at: Timestamp,
+    ) -> Result<ApiKeyRecord, StorageError> {
+        let mut state = self.lock();
+        if state
+            .api_keys
+            .iter()
+            .any(|(k, _)| k.name == name && k.revoked_at.is_none())
+        {
+            return Err(StorageError::Conflict(Conflict::ApiKeyName));
+        }
+        if state.api_keys.iter().any(|(_, hash)| hash == key_hash) {
+            return Err(StorageError::Backend("duplicate API key hash".into()));
+        }
+        let record = ApiKeyRecord {
+            id: state.api_keys.last().map_or(1, |(k, _)| k.id + 1),
+            name: name.to_owned(),
+            created_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        state.api_keys.push((record.clone(), key_hash.to_owned()));
+        Ok(record)
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StorageError> {
+        Ok(self
+            .lock()
+            .api_keys
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
+        Ok(self
+            .lock()
+            .api_keys
+            .iter()
+            .find(|(k, hash)| hash == key_hash && k.revoked_at.is_none())
+            .map(|(k, _)| k.clone()))
+    }
+
+    async fn revoke_api_key(&self, name: &str, at: Timestamp) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        match state
+            .api_keys
+            .iter_mut()
+            .find(|(k, _)| k.name == name && k.revoked_at.is_none())
+        {
+            Some((k, _)) => {
+                k.revoked_at = Some(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn touch_api_key(&self, id: i64, at: Timestamp) -> Result<(), StorageError> {
+        if let Some((k, _)) = self.lock().api_keys.iter_mut().find(|(k, _)| k.id == id) {
+            k.last_used_at = Some(at);
+        }
+        Ok(())
     }
 
     async fn set_admin(&self, user: UserId, admin: bool) -> Result<bool, StorageError> {

@@ -79,6 +79,11 @@ pub struct UserRecord {
     pub created_at: Timestamp,
     /// A server admin: handles reports, deactivates accounts.
     pub is_admin: bool,
+    /// The user's id in the host's identity service (a token's subject),
+    /// for users provisioned from it; `None` for this server's own accounts.
+    pub external_id: Option<String>,
+    /// A bot a backend sends as (see the server API), shown as one.
+    pub is_bot: bool,
     /// Deactivated: no token of theirs works, and they cannot log in.
     pub deactivated_at: Option<Timestamp>,
     /// Every access token carries the version it was issued under; one
@@ -160,6 +165,39 @@ pub struct NewUser {
     pub password_hash: String,
     /// When the account is created.
     pub created_at: Timestamp,
+}
+
+/// A user of the host's identity service ([`Storage::provision_user`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalUser {
+    /// Their id there (a token's subject): unique, never changes.
+    pub external_id: String,
+    /// The username a new user gets (unique); an existing user keeps theirs.
+    pub username: String,
+    /// A new user's email, '' for none (stored lowercased).
+    pub email: String,
+    /// The name to show: a new user's (their username if `None`), and an
+    /// existing user's new one when it changed.
+    pub display_name: Option<String>,
+    /// When a new user is created.
+    pub created_at: Timestamp,
+    /// Whether a new user is a bot.
+    pub bot: bool,
+}
+
+/// An API key of the server API as stored: its hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Assigned at creation; never reused.
+    pub id: i64,
+    /// Unique among the keys not revoked.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last authorized a call (recorded at most once a minute).
+    pub last_used_at: Option<Timestamp>,
+    /// When it was revoked; a revoked key authorizes nothing.
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// A refresh token, known by its JWT id. Tokens issued from one login share a
@@ -1134,6 +1172,8 @@ pub enum Conflict {
     Email,
     /// The room name is taken.
     RoomName,
+    /// A live API key has the name.
+    ApiKeyName,
 }
 
 /// Storage failures. Backends map their own errors onto these; no backend
@@ -1184,6 +1224,17 @@ pub trait Storage: Send + Sync + 'static {
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StorageError>;
     /// `email` is matched lowercased.
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StorageError>;
+    /// The user the host's identity service knows as `external_id`.
+    async fn user_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<UserRecord>, StorageError>;
+    /// The user the host's identity service knows as `user.external_id`,
+    /// created if there is none yet (of two instances racing, one creates
+    /// and both get that user), its display name brought up to date when
+    /// `user.display_name` is given and differs. A new user's username or
+    /// email taken is `Conflict(Username)` / `Conflict(Email)`.
+    async fn provision_user(&self, user: &ExternalUser) -> Result<UserRecord, StorageError>;
     /// Users with `id > after`, ordered by id, at most `limit`.
     async fn users(
         &self,
@@ -1310,6 +1361,25 @@ pub trait Storage: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<PublicRoom>, StorageError>;
     // Accounts
+
+    // API keys
+
+    /// Stores a new API key by the hash of its secret.
+    /// `Conflict(ApiKeyName)` if a live key has the name.
+    async fn create_api_key(
+        &self,
+        name: &str,
+        key_hash: &str,
+        created_at: Timestamp,
+    ) -> Result<ApiKeyRecord, StorageError>;
+    /// Every API key, revoked ones included, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StorageError>;
+    /// The live (not revoked) key with this hash.
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StorageError>;
+    /// Revokes the live key named `name`; `false` if there is none.
+    async fn revoke_api_key(&self, name: &str, at: Timestamp) -> Result<bool, StorageError>;
+    /// Records that the key authorized a call at `at`.
+    async fn touch_api_key(&self, id: i64, at: Timestamp) -> Result<(), StorageError>;
 
     /// Makes `user` a server admin or not; `false` if there is no such
     /// user.

@@ -412,4 +412,102 @@ mod tests {
             "the cascade holds"
         );
     }
+
+    /// 0008 rebuilds `users` (to make the email rule a partial index): a
+    /// database made by 0001-0007 keeps every user with their id, admin
+    /// flag and token version, every table referring to users still does,
+    /// the id sequence goes on, and emails may then be empty.
+    #[tokio::test]
+    async fn the_users_rebuild_keeps_users_and_their_references() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("chat.db").display());
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+        super::MIGRATOR.run_to(7, &pool).await.expect("up to 0007");
+        for statement in [
+            "INSERT INTO users (id, username, email, display_name, password_hash, created_at, \
+             is_admin, token_version) VALUES (7, 'ann', 'ann@x', 'Ann', 'h', 0, 1, 3)",
+            "INSERT INTO rooms (id, name, kind, creator_id, created_at, last_seq, msg_count, \
+             last_message_seq, owner_id) VALUES (1, 'lobby', 'public', 7, 0, 1, 1, 1, 7)",
+            "INSERT INTO room_members (room_id, user_id, state, read_seq, read_no, position) \
+             VALUES (1, 7, 'member', 1, 1, 1)",
+            "INSERT INTO messages (room_id, seq, sender_id, body, created_at, msg_no) \
+             VALUES (1, 1, 7, 'kept', 0, 1)",
+        ] {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect(statement);
+        }
+        super::MIGRATOR.run(&pool).await.expect("0008");
+        let count = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .expect(sql)
+            }
+        };
+        assert_eq!(
+            count("SELECT is_admin * 10 + token_version FROM users WHERE id = 7").await,
+            13
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM messages WHERE sender_id = 7").await,
+            1
+        );
+        assert_eq!(count("PRAGMA foreign_keys").await, 1, "back on");
+        let fk_target: String = sqlx::query_scalar(
+            "SELECT \"table\" FROM pragma_foreign_key_list('room_members') WHERE \"from\" = 'user_id'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("fk");
+        assert_eq!(fk_target, "users");
+        for statement in [
+            "INSERT INTO users (username, email, display_name, password_hash, created_at) \
+             VALUES ('bob', '', 'Bob', '', 0)",
+            "INSERT INTO users (username, email, display_name, password_hash, created_at) \
+             VALUES ('cat', '', 'Cat', '', 0)",
+        ] {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect("two users without an email");
+        }
+        assert_eq!(
+            count("SELECT MIN(id) FROM users WHERE username IN ('bob', 'cat')").await,
+            8,
+            "ids go on after the old ones"
+        );
+        let taken = sqlx::query(
+            "INSERT INTO users (username, email, display_name, password_hash, created_at) \
+             VALUES ('dan', 'ann@x', 'Dan', '', 0)",
+        )
+        .execute(&pool)
+        .await;
+        assert!(taken.is_err(), "a non-empty email is still unique");
+        // Deleting a user still cascades into their memberships.
+        sqlx::query("DELETE FROM messages WHERE sender_id = 7")
+            .execute(&pool)
+            .await
+            .expect("messages");
+        sqlx::query("UPDATE rooms SET owner_id = NULL, creator_id = 8")
+            .execute(&pool)
+            .await
+            .expect("rooms");
+        sqlx::query("DELETE FROM users WHERE id = 7")
+            .execute(&pool)
+            .await
+            .expect("delete");
+        assert_eq!(
+            count("SELECT COUNT(*) FROM room_members").await,
+            0,
+            "cascade"
+        );
+    }
 }

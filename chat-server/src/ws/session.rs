@@ -259,12 +259,19 @@ where
 /// closed: the token verifier's own leeway past `exp`, so a socket lives
 /// exactly as long as its token would still be accepted.
 fn expiry_deadline(exp: u64) -> tokio::time::Instant {
-    let close_at =
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp.saturating_add(LEEWAY_SECS));
-    let left = close_at
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::Instant::now() + left
+    // An expiry centuries away (another issuer's token may say anything)
+    // is as good as none; adding it to a clock must not overflow.
+    const FAR: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+    let left = std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(
+            exp.saturating_add(LEEWAY_SECS),
+        ))
+        .map_or(FAR, |close_at| {
+            close_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
+    tokio::time::Instant::now() + left.min(FAR)
 }
 
 /// Counts a socket in the connections gauge for as long as it lives.

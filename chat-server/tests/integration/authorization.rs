@@ -73,6 +73,11 @@
 //!   or presence, and a member's socket stops receiving them when they
 //!   leave (a bound one is closed).
 //!
+//! - The server API (`/server/…`) answers only a live API key: no token, a
+//!   user's access token (ours or another issuer's), a made-up key and a
+//!   revoked key all get 401 `unauthorized`, on every server call; and an
+//!   API key is no user: every user call and socket refuses it with 401.
+//!
 //! Known and contract-fixed: room names are one namespace, so
 //! `POST /chat/create-room/` answers 409 `room_name_taken` for a private
 //! room's name, and with `auto_create_rooms` on, `/ws/chat/{name}/` creates
@@ -81,9 +86,17 @@
 
 use serde_json::{Value, json};
 
+use reqwest::StatusCode;
+
 use crate::support::{Backend, TestServer, TestUser, WsClient, each_backend};
 
-each_backend!(http_matrix, ws_matrix, refused_sockets_hear_nothing, lists);
+each_backend!(
+    http_matrix,
+    ws_matrix,
+    refused_sockets_hear_nothing,
+    lists,
+    server_calls_and_api_keys
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -1243,4 +1256,118 @@ async fn lists(backend: Backend) {
             }
         }
     }
+}
+
+/// Every server call with every credential but a live key: 401; with the
+/// live key: done. And an API key on user calls and sockets: 401.
+async fn server_calls_and_api_keys(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let chat = s.server().chat().clone();
+    let (live, _) = chat.create_api_key("live").await.expect("key");
+    let (revoked, _) = chat.create_api_key("revoked").await.expect("key");
+    assert!(
+        chat.storage()
+            .revoke_api_key("revoked", chat_core::Timestamp::now())
+            .await
+            .expect("revoke")
+    );
+    let user = s.user("someone").await;
+    let (status, _) = s
+        .call(
+            "PUT",
+            "/server/users/owner/",
+            Some(&live),
+            Some(json!({"display_name": "Owner"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, room) = s
+        .call(
+            "POST",
+            "/server/rooms/",
+            Some(&live),
+            Some(json!({"name": "server-room", "owner": "owner"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{room}");
+    let id = room["id"].as_i64().expect("id");
+    let made_up = format!("chat_key_{}", "0".repeat(64));
+    let calls: Vec<(&str, String, Option<Value>, StatusCode)> = vec![
+        (
+            "PUT",
+            "/server/users/someone-else/".into(),
+            Some(json!({})),
+            StatusCode::OK,
+        ),
+        (
+            "POST",
+            "/server/users/owner/tokens/".into(),
+            None,
+            StatusCode::CREATED,
+        ),
+        (
+            "POST",
+            "/server/rooms/".into(),
+            Some(json!({"name": "another", "owner": "owner"})),
+            StatusCode::CREATED,
+        ),
+        (
+            "PUT",
+            format!("/server/rooms/{id}/members/"),
+            Some(json!({"members": []})),
+            StatusCode::OK,
+        ),
+        (
+            "POST",
+            format!("/server/rooms/{id}/messages/"),
+            Some(json!({"user": "owner", "message": "hello"})),
+            StatusCode::CREATED,
+        ),
+        (
+            "GET",
+            format!("/server/rooms/{id}/events/"),
+            None,
+            StatusCode::OK,
+        ),
+    ];
+    let refused: [(&str, Option<&str>); 5] = [
+        ("no credential", None),
+        ("a user's access token", Some(&user.access)),
+        ("a made-up key", Some(&made_up)),
+        ("a revoked key", Some(&revoked)),
+        ("a user's refresh token", Some(&user.refresh)),
+    ];
+    for (method, path, body, done) in &calls {
+        for (who, credential) in refused {
+            let (status, answer) = s.call(method, path, credential, body.clone()).await;
+            assert_eq!(
+                (status, answer["code"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+                "{method} {path} with {who}: {answer}"
+            );
+        }
+        let (status, answer) = s.call(method, path, Some(&live), body.clone()).await;
+        assert_eq!(status, *done, "{method} {path} with the live key: {answer}");
+    }
+
+    for (method, path, body) in [
+        ("GET", "/api/users/me/".to_owned(), None),
+        ("GET", "/chat/rooms/".to_owned(), None),
+        ("GET", format!("/chat/rooms/{id}/"), None),
+        (
+            "POST",
+            "/chat/send/".to_owned(),
+            Some(json!({"room": id, "message": "as a key"})),
+        ),
+        ("POST", "/api/users/logout-all/".to_owned(), None),
+    ] {
+        let (status, answer) = s.call(method, &path, Some(&live), body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{method} {path} with an API key: {answer}"
+        );
+    }
+    let refused = s.ws_raw(&format!("/ws/?token={live}")).await;
+    assert!(matches!(refused, Err((401, _))), "a socket with an API key");
 }

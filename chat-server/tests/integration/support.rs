@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use chat_server::{Config, Server, TlsConfig};
+use chat_server::{Builder, Config, Server, TlsConfig};
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -208,13 +208,27 @@ impl TestServer {
         dir: tempfile::TempDir,
         tune: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_built_on(storage_url, schema, dir, tune, |b| b).await
+    }
+
+    /// [`Self::start_on`], with `build` handing parts to the builder.
+    pub(crate) async fn start_built_on(
+        storage_url: String,
+        schema: Option<PgSchema>,
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut Config),
+        build: impl FnOnce(Builder) -> Builder,
+    ) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             storage_url,
             ..Config::default()
         };
         tune(&mut config);
-        let server = Server::start(config).await.expect("server starts");
+        let server = build(Server::builder(config))
+            .start()
+            .await
+            .expect("server starts");
         let addr = server.local_addr();
         let base = match server.tls() {
             Some(_) => format!("https://localhost:{}", addr.port()),

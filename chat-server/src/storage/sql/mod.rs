@@ -24,11 +24,12 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Po
 
 use super::group_commit::GroupCommit;
 use super::{
-    Appended, BanRecord, Changed, CommitListener, Conversation, HistoryPage, HistoryQuery,
-    MemberState, MemberUpdate, MessageChange, NewMessage, NewReport, NewRoom, NewUser, PublicRoom,
-    ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomKey,
-    RoomPerson, RoomProfile, RoomRecord, SearchPage, SearchRequest, Storage, StorageError,
-    StoredMember, StoredMessage, StoredRoomUpdate, TimelinePage, TokenUse, UserRecord, UserRoom,
+    ApiKeyRecord, Appended, BanRecord, Changed, CommitListener, Conversation, ExternalUser,
+    HistoryPage, HistoryQuery, MemberState, MemberUpdate, MessageChange, NewMessage, NewReport,
+    NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord,
+    ReportStatus, RoomChange, RoomKey, RoomPerson, RoomProfile, RoomRecord, SearchPage,
+    SearchRequest, Storage, StorageError, StoredMember, StoredMessage, StoredRoomUpdate,
+    TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -164,7 +165,82 @@ where
             is_admin: false,
             deactivated_at: None,
             token_version: 0,
+            external_id: None,
+            is_bot: false,
         })
+    }
+
+    async fn user_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<UserRecord>, StorageError> {
+        one_where::<D, _>(
+            &self.read,
+            statements::USER_BY_EXTERNAL_ID,
+            external_id.to_owned(),
+            user_from,
+        )
+        .await
+    }
+
+    async fn provision_user(&self, user: &ExternalUser) -> Result<UserRecord, StorageError> {
+        let existing = one_where::<D, _>(
+            &self.read,
+            statements::USER_BY_EXTERNAL_ID,
+            user.external_id.clone(),
+            user_from,
+        )
+        .await?;
+        if let Some(record) = existing {
+            return match &user.display_name {
+                Some(name) if *name != record.display_name => {
+                    let row = sqlx::query(statements::RENAME_EXTERNAL_USER)
+                        .bind(&user.external_id)
+                        .bind(name)
+                        .fetch_one(&mut *self.writer().await?)
+                        .await
+                        .map_err(D::map_err)?;
+                    user_from(&row)
+                }
+                _ => Ok(record),
+            };
+        }
+        let email = user.email.to_lowercase();
+        let display_name = user.display_name.as_ref().unwrap_or(&user.username);
+        let inserted: Option<i64> = sqlx::query_scalar(statements::INSERT_EXTERNAL_USER)
+            .bind(&user.username)
+            .bind(&email)
+            .bind(display_name)
+            .bind(user.created_at.unix_micros())
+            .bind(&user.external_id)
+            .bind(i64::from(user.bot))
+            .fetch_optional(&mut *self.writer().await?)
+            .await
+            .map_err(D::map_err)?;
+        match inserted {
+            Some(id) => Ok(UserRecord {
+                id: UserId(id),
+                username: user.username.clone(),
+                email,
+                display_name: display_name.clone(),
+                password_hash: String::new(),
+                created_at: user.created_at,
+                is_admin: false,
+                deactivated_at: None,
+                token_version: 0,
+                external_id: Some(user.external_id.clone()),
+                is_bot: user.bot,
+            }),
+            // Another instance provisioned them in between.
+            None => one_where::<D, _>(
+                &self.read,
+                statements::USER_BY_EXTERNAL_ID,
+                user.external_id.clone(),
+                user_from,
+            )
+            .await?
+            .ok_or(StorageError::NotFound),
+        }
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StorageError> {
@@ -430,6 +506,66 @@ where
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::public_room_from).collect()
+    }
+
+    async fn create_api_key(
+        &self,
+        name: &str,
+        key_hash: &str,
+        created_at: Timestamp,
+    ) -> Result<ApiKeyRecord, StorageError> {
+        let id: i64 = sqlx::query_scalar(statements::INSERT_API_KEY)
+            .bind(name)
+            .bind(key_hash)
+            .bind(created_at.unix_micros())
+            .fetch_one(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(ApiKeyRecord {
+            id,
+            name: name.to_owned(),
+            created_at,
+            last_used_at: None,
+            revoked_at: None,
+        })
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StorageError> {
+        let rows = sqlx::query(statements::API_KEYS)
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(rows::api_key_from).collect()
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
+        one_where::<D, _>(
+            &self.read,
+            statements::API_KEY_BY_HASH,
+            key_hash.to_owned(),
+            rows::api_key_from,
+        )
+        .await
+    }
+
+    async fn revoke_api_key(&self, name: &str, at: Timestamp) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::REVOKE_API_KEY)
+            .bind(name)
+            .bind(at.unix_micros())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn touch_api_key(&self, id: i64, at: Timestamp) -> Result<(), StorageError> {
+        sqlx::query(statements::TOUCH_API_KEY)
+            .bind(id)
+            .bind(at.unix_micros())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(())
     }
 
     async fn set_admin(&self, user: UserId, admin: bool) -> Result<bool, StorageError> {

@@ -13,10 +13,10 @@ use sqlx::error::DatabaseError;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
-    BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState, MemberUpdate, PublicRoom,
-    ReactionCount, RefreshTokenRecord, ReportRecord, RoomPerson, RoomProfile, RoomRecord,
-    StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply, StoredRoomUpdate,
-    StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom, roles,
+    ApiKeyRecord, BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState, MemberUpdate,
+    PublicRoom, ReactionCount, RefreshTokenRecord, ReportRecord, RoomPerson, RoomProfile,
+    RoomRecord, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    StoredRoomUpdate, StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom, roles,
 };
 
 /// The page for `query` from the rows [`HISTORY_AFTER`](super::statements::HISTORY_AFTER) or
@@ -64,6 +64,8 @@ pub(crate) fn conflict_of(error: &dyn DatabaseError) -> Option<Conflict> {
         Some(Conflict::Email)
     } else if names("rooms_name_key", "rooms.name") {
         Some(Conflict::RoomName)
+    } else if names("api_keys_name_key", "api_keys.name") {
+        Some(Conflict::ApiKeyName)
     } else {
         None
     }
@@ -138,6 +140,8 @@ pub(crate) fn prefixed_user_from(
             .opt_int(&get("deactivated_at"))?
             .map(Timestamp::from_unix_micros),
         token_version: row.int(&get("token_version"))?,
+        external_id: row.opt_text(&get("external_id"))?,
+        is_bot: row.int(&get("is_bot"))? != 0,
     })
 }
 
@@ -540,5 +544,17 @@ pub(crate) fn token_from(id: &str, row: &impl Columns) -> Result<RefreshTokenRec
         user: UserId(row.int("user_id")?),
         family: row.text("family")?,
         expires_at: Timestamp::from_unix_micros(row.int("expires_at")?),
+    })
+}
+
+pub(crate) fn api_key_from(row: &impl Columns) -> Result<ApiKeyRecord, StorageError> {
+    Ok(ApiKeyRecord {
+        id: row.int("id")?,
+        name: row.text("name")?,
+        created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+        last_used_at: row
+            .opt_int("last_used_at")?
+            .map(Timestamp::from_unix_micros),
+        revoked_at: row.opt_int("revoked_at")?.map(Timestamp::from_unix_micros),
     })
 }

@@ -14,7 +14,7 @@
 macro_rules! user_columns {
     () => {
         "id, username, email, display_name, password_hash, created_at, is_admin, \
-         deactivated_at, token_version"
+         deactivated_at, token_version, external_id, is_bot"
     };
 }
 
@@ -75,9 +75,45 @@ pub(crate) const USER_BY_USERNAME: &str = concat!(
     " FROM users WHERE username = $1"
 );
 
-/// `$1` lowercased by the caller, as stored.
-pub(crate) const USER_BY_EMAIL: &str =
-    concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1");
+/// `$1` lowercased by the caller, as stored; '' (no email) matches nobody.
+pub(crate) const USER_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE email = $1 AND email <> ''"
+);
+
+pub(crate) const USER_BY_EXTERNAL_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE external_id = $1"
+);
+
+/// A user of the host's identity service; nothing if another instance
+/// provisioned them first (the caller reads theirs).
+pub(crate) const INSERT_EXTERNAL_USER: &str = "INSERT INTO users \
+    (username, email, display_name, password_hash, created_at, external_id, is_bot) \
+    VALUES ($1, $2, $3, '', $4, $5, $6) ON CONFLICT (external_id) DO NOTHING RETURNING id";
+
+// API keys
+
+pub(crate) const INSERT_API_KEY: &str =
+    "INSERT INTO api_keys (name, key_hash, created_at) VALUES ($1, $2, $3) RETURNING id";
+
+pub(crate) const API_KEYS: &str = "SELECT id, name, created_at, last_used_at, revoked_at \
+    FROM api_keys ORDER BY id";
+
+pub(crate) const API_KEY_BY_HASH: &str = "SELECT id, name, created_at, last_used_at, revoked_at \
+    FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+
+pub(crate) const REVOKE_API_KEY: &str =
+    "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
+
+pub(crate) const TOUCH_API_KEY: &str = "UPDATE api_keys SET last_used_at = $2 WHERE id = $1";
+
+pub(crate) const RENAME_EXTERNAL_USER: &str = concat!(
+    "UPDATE users SET display_name = $2 WHERE external_id = $1 RETURNING ",
+    user_columns!()
+);
 
 pub(crate) const USERS_AFTER: &str = concat!(
     "SELECT ",
@@ -335,7 +371,8 @@ pub(crate) const USER_CONVERSATIONS: &str = concat!(
     ", p.id AS p_id, p.username AS p_username, p.email AS p_email, \
        p.display_name AS p_display_name, p.password_hash AS p_password_hash, \
        p.created_at AS p_created_at, p.is_admin AS p_is_admin, \
-       p.deactivated_at AS p_deactivated_at, p.token_version AS p_token_version \
+       p.deactivated_at AS p_deactivated_at, p.token_version AS p_token_version, \
+       p.external_id AS p_external_id, p.is_bot AS p_is_bot \
      FROM room_members m JOIN rooms r ON r.id = m.room_id \
      JOIN users p ON p.id = \
          CASE WHEN r.direct_lo = m.user_id THEN r.direct_hi ELSE r.direct_lo END",
@@ -442,7 +479,7 @@ pub(crate) const IS_BLOCKED: &str =
 /// The users `$1` blocked, the newest block first.
 pub(crate) const BLOCKED_USERS: &str = "SELECT u.id, u.username, u.email, u.display_name, \
     u.password_hash, u.created_at, u.is_admin, u.deactivated_at, u.token_version, \
-    b.created_at AS blocked_at FROM user_blocks b JOIN users u ON u.id = b.blocked_id \
+    u.external_id, u.is_bot, b.created_at AS blocked_at FROM user_blocks b JOIN users u ON u.id = b.blocked_id \
     WHERE b.blocker_id = $1 ORDER BY b.created_at DESC, u.id";
 
 pub(crate) const SET_ADMIN: &str = "UPDATE users SET is_admin = $2 WHERE id = $1";
