@@ -23,6 +23,11 @@ pub struct UpsertUserRequest {
     /// A new user's email; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Whether a new user is a bot (shown with `bot: true`); a bot that
+    /// listens on a socket of its own is made so, with tokens minted for
+    /// it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 /// A user as the server API answers it.
@@ -65,6 +70,19 @@ pub struct ServerCreateRoomRequest {
 pub struct SetMembersRequest {
     /// External ids of users known to chat.
     pub members: Vec<String>,
+}
+
+/// `POST /server/rooms/{id}/members/`: some users join, some leave (the
+/// owner cannot be removed), the others stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct ChangeMembersRequest {
+    /// External ids of users to make members (already members: nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// External ids of members to take out (not members: nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
 }
 
 /// `POST /server/rooms/{id}/messages/`: a message sent as a user (by

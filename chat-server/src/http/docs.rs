@@ -136,6 +136,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         server_api::mint_tokens,
         server_api::create_room,
         server_api::set_members,
+        server_api::change_members,
         server_api::send,
         server_api::events,
         health::healthz,

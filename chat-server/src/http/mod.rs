@@ -97,7 +97,10 @@ pub(crate) fn router(state: AppState) -> Router {
             post(server_api::mint_tokens),
         )
         .route("/server/rooms", post(server_api::create_room))
-        .route("/server/rooms/{id}/members", put(server_api::set_members))
+        .route(
+            "/server/rooms/{id}/members",
+            put(server_api::set_members).post(server_api::change_members),
+        )
         .route("/server/rooms/{id}/messages", post(server_api::send))
         .route("/server/rooms/{id}/events", get(server_api::events))
         .route("/healthz", get(health::healthz))

@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 use chat_core::api::TokenResponse;
 use chat_core::room::Room;
 use chat_core::server_api::{
-    ServerCreateRoomRequest, ServerSendRequest, ServerUser, SetMembersRequest, UpsertUserRequest,
+    ChangeMembersRequest, ServerCreateRoomRequest, ServerSendRequest, ServerUser,
+    SetMembersRequest, UpsertUserRequest,
 };
 use chat_core::timeline::{TimelineQuery, TimelineResponse};
 use chat_core::{ErrorBody, Message, RoomId};
@@ -137,6 +138,40 @@ pub(super) async fn set_members(
     ApiJson(req): ApiJson<SetMembersRequest>,
 ) -> ApiResult<Json<Room>> {
     state.service.server_set_members(room, req).await.map(Json)
+}
+
+/// Add and remove members
+///
+/// `add` join (already members: nothing), `remove` leave (not members:
+/// nothing); the others stay. The owner cannot be removed.
+#[utoipa::path(
+    post,
+    path = "/server/rooms/{id}/members/",
+    operation_id = "server_change_members",
+    tag = "server",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    request_body = ChangeMembersRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The room after", body = Room),
+        (status = 400, description = "`invalid_input`: a conversation, the owner in `remove`", body = ErrorBody),
+        (status = 401, description = docs::API_KEY_REQUIRED, body = ErrorBody),
+        (status = 403, description = "`banned`: a user banned from the room", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `user_not_found`", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn change_members(
+    State(state): State<AppState>,
+    _: ServerKey,
+    RoomPath(room): RoomPath,
+    ApiJson(req): ApiJson<ChangeMembersRequest>,
+) -> ApiResult<Json<Room>> {
+    state
+        .service
+        .server_change_members(room, req)
+        .await
+        .map(Json)
 }
 
 /// Send as a user or a bot

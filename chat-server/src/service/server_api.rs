@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use chat_core::api::TokenResponse;
 use chat_core::room::{Room, RoomType};
 use chat_core::server_api::{
-    ServerCreateRoomRequest, ServerSendRequest, ServerUser, SetMembersRequest, UpsertUserRequest,
+    ChangeMembersRequest, ServerCreateRoomRequest, ServerSendRequest, ServerUser,
+    SetMembersRequest, UpsertUserRequest,
 };
 use chat_core::timeline::{TimelineQuery, TimelineResponse};
 use chat_core::{ErrorCode, Message, RoomId, RoomRef, Timestamp, UserId};
@@ -181,7 +182,7 @@ impl ChatService {
             email: req.email,
             expires_at: None,
         };
-        let record = self.provision_user(&identity, false).await?;
+        let record = self.provision_user(&identity, req.bot).await?;
         Ok(server_user(&record))
     }
 
@@ -261,6 +262,34 @@ impl ChatService {
         joining.sort_unstable();
         for user in joining {
             self.storage.join_room(record.id, user).await?;
+        }
+        self.room_view(&record).await
+    }
+
+    /// `POST /server/rooms/{id}/members/`: `add` join, `remove` leave.
+    pub(crate) async fn server_change_members(
+        &self,
+        room: RoomId,
+        req: ChangeMembersRequest,
+    ) -> ApiResult<Room> {
+        let record = self.group_room(room).await?;
+        let add = self.external_users(&req.add).await?;
+        let remove = self.external_users(&req.remove).await?;
+        if remove.iter().any(|u| u.id == record.owner) {
+            return Err(ApiError::invalid_field(
+                "remove",
+                "the owner stays in the room (hand it over first)",
+            ));
+        }
+        for user in &add {
+            if self.storage.membership(record.id, user.id).await? != Some(MemberState::Member) {
+                self.storage.join_room(record.id, user.id).await?;
+            }
+        }
+        for user in &remove {
+            if self.storage.membership(record.id, user.id).await? == Some(MemberState::Member) {
+                self.storage.leave_room(record.id, user.id).await?;
+            }
         }
         self.room_view(&record).await
     }

@@ -1319,6 +1319,12 @@ async fn server_calls_and_api_keys(backend: Backend) {
         ),
         (
             "POST",
+            format!("/server/rooms/{id}/members/"),
+            Some(json!({"add": ["someone-else"]})),
+            StatusCode::OK,
+        ),
+        (
+            "POST",
             format!("/server/rooms/{id}/messages/"),
             Some(json!({"user": "owner", "message": "hello"})),
             StatusCode::CREATED,

@@ -274,6 +274,37 @@ async fn a_backend_runs_users_rooms_and_bots(backend: Backend) {
         }
     }
 
+    // Some in, some out, the rest stay; the owner cannot be taken out.
+    let (status, changed) = server_call(
+        &s,
+        &key,
+        "POST",
+        &format!("/server/rooms/{id}/members/"),
+        Some(json!({"add": ["host|bob", "host|carol"], "remove": ["host|carol"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let mut members: Vec<&str> = changed["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["ann", "host_bob"]);
+    let (status, body) = server_call(
+        &s,
+        &key,
+        "POST",
+        &format!("/server/rooms/{id}/members/"),
+        Some(json!({"remove": ["host|ann"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+
     // The backend reads the whole timeline, whoever is in the room.
     let (status, events) = server_call(
         &s,
