@@ -179,9 +179,11 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Api { status, code, .. } => match code {
-                Some(ErrorCode::StorageUnavailable | ErrorCode::AuthUnavailable) => {
-                    ErrorKind::Unavailable
-                }
+                Some(
+                    ErrorCode::StorageUnavailable
+                    | ErrorCode::AuthUnavailable
+                    | ErrorCode::HookUnavailable,
+                ) => ErrorKind::Unavailable,
                 Some(ErrorCode::RateLimited) => ErrorKind::RateLimited,
                 _ => ErrorKind::from_status(*status),
             },

@@ -69,6 +69,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     PayloadTooLarge,
     StorageUnavailable,
+    /// A before-send hook refused the message; the sentence is its reason.
+    MessageRejected,
+    /// The before-send hook could not decide (failing closed); retrying
+    /// later may work.
+    HookUnavailable,
     /// The host's authenticator could not say who a token is (its
     /// identity service is unreachable); retrying later may work.
     AuthUnavailable,
@@ -117,6 +122,8 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::StorageUnavailable => "storage_unavailable",
             Self::AuthUnavailable => "auth_unavailable",
+            Self::MessageRejected => "message_rejected",
+            Self::HookUnavailable => "hook_unavailable",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -161,6 +168,8 @@ impl ErrorCode {
             Self::PayloadTooLarge => "Request is too large",
             Self::StorageUnavailable => "Storage is unavailable, try again later",
             Self::AuthUnavailable => "Authentication is unavailable, try again later",
+            Self::MessageRejected => "The message was rejected",
+            Self::HookUnavailable => "The message could not be checked, try again later",
             Self::Internal => "Internal server error",
             Self::Unknown => "Unknown error",
         }
@@ -185,7 +194,8 @@ impl ErrorCode {
             | Self::Muted
             | Self::AnnouncementOnly
             | Self::AccountDeactivated
-            | Self::NotAdmin => 403,
+            | Self::NotAdmin
+            | Self::MessageRejected => 403,
             Self::RoomNotFound
             | Self::UserNotFound
             | Self::MessageNotFound
@@ -198,7 +208,7 @@ impl ErrorCode {
             }
             Self::PayloadTooLarge => 413,
             Self::RateLimited | Self::SlowMode => 429,
-            Self::StorageUnavailable | Self::AuthUnavailable => 503,
+            Self::StorageUnavailable | Self::AuthUnavailable | Self::HookUnavailable => 503,
             Self::Internal | Self::Unknown => 500,
         }
     }

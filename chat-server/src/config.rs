@@ -78,6 +78,15 @@ pub struct Config {
     /// Threads that hash passwords, each holding one argon2 block (19 MiB)
     /// for the life of the process.
     pub password_hash_threads: usize,
+    /// An HTTP endpoint that decides on every message and edit before it is
+    /// stored (see [`crate::hooks::HttpHook`]); `None`: no hook.
+    pub hook_url: Option<String>,
+    /// How long a send waits for the hook's answer.
+    pub hook_timeout: Duration,
+    /// What a hook that fails or does not answer in time means.
+    pub hook_failure: crate::hooks::FailurePolicy,
+    /// Secret that signs the requests to the hook (`X-Chat-Signature`).
+    pub hook_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -110,6 +119,10 @@ impl Default for Config {
             socket_queue: 1_024,
             storage_pool_size: 8,
             password_hash_threads: 1,
+            hook_url: None,
+            hook_timeout: Duration::from_millis(2_000),
+            hook_failure: crate::hooks::FailurePolicy::Open,
+            hook_secret: None,
         }
     }
 }
@@ -250,6 +263,23 @@ pub struct Cli {
     /// them; each keeps 19 MiB) [default: 1].
     #[arg(long, env = "CHAT_PASSWORD_HASH_THREADS", value_name = "N")]
     pub password_hash_threads: Option<usize>,
+    /// HTTP endpoint asked to allow, reject or rewrite every message and edit before it is stored.
+    #[arg(long, env = "CHAT_HOOK_URL", value_name = "URL")]
+    pub hook_url: Option<String>,
+    /// Milliseconds a send waits for the hook [default: 2000].
+    #[arg(long, env = "CHAT_HOOK_TIMEOUT", value_name = "MS")]
+    pub hook_timeout: Option<u64>,
+    /// A failed or late hook: `open` stores the message, `closed` refuses it with 503 hook_unavailable [default: open].
+    #[arg(long, env = "CHAT_HOOK_FAILURE", value_name = "open|closed")]
+    pub hook_failure: Option<String>,
+    /// Secret that signs requests to the hook (X-Chat-Signature) [default: unsigned].
+    #[arg(
+        long,
+        env = "CHAT_HOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub hook_secret: Option<String>,
 }
 
 /// Subcommands.
@@ -338,6 +368,10 @@ struct FileConfig {
     socket_queue: Option<usize>,
     storage_pool_size: Option<u32>,
     password_hash_threads: Option<usize>,
+    hook_url: Option<String>,
+    hook_timeout: Option<u64>,
+    hook_failure: Option<String>,
+    hook_secret: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -457,6 +491,22 @@ impl Config {
                 .password_hash_threads
                 .or(file.password_hash_threads)
                 .unwrap_or(d.password_hash_threads),
+            hook_url: cli.hook_url.or(file.hook_url),
+            hook_timeout: cli
+                .hook_timeout
+                .or(file.hook_timeout)
+                .map_or(d.hook_timeout, Duration::from_millis),
+            hook_failure: match cli.hook_failure.or(file.hook_failure).as_deref() {
+                None => d.hook_failure,
+                Some("open") => crate::hooks::FailurePolicy::Open,
+                Some("closed") => crate::hooks::FailurePolicy::Closed,
+                Some(other) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "hook_failure {other:?}: expected open or closed"
+                    )));
+                }
+            },
+            hook_secret: cli.hook_secret.or(file.hook_secret),
         };
         config.validate()?;
         Ok(config)
@@ -500,6 +550,16 @@ impl Config {
         if self.jwt_subject_claim.is_empty() || self.jwt_name_claim.is_empty() {
             return Err(ConfigError::Invalid(
                 "jwt_subject_claim and jwt_name_claim must name a claim".into(),
+            ));
+        }
+        if self.hook_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "hook_timeout must be at least 1 ms".into(),
+            ));
+        }
+        if self.hook_url.is_none() && self.hook_secret.is_some() {
+            return Err(ConfigError::Invalid(
+                "hook_secret signs requests to hook_url: set hook_url".into(),
             ));
         }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 16) {

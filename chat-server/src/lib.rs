@@ -43,6 +43,7 @@ pub mod broker;
 mod config;
 mod error;
 mod event;
+pub mod hooks;
 mod http;
 pub mod identity;
 // The send-path micro-benchmark (benches/benches/send_path.rs) drives the
@@ -57,6 +58,7 @@ mod hub;
 mod metrics;
 mod server;
 mod service;
+mod signature;
 pub mod storage;
 mod tls;
 mod ws;

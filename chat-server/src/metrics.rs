@@ -33,6 +33,13 @@ pub(crate) const GAP_READS: &str = "chat_socket_gap_reads_total";
 pub(crate) const BROKER_DROPPED: &str = "chat_broker_dropped_total";
 /// Publishes to the broker that failed (counter; each may carry a batch).
 pub(crate) const BROKER_ERRORS: &str = "chat_broker_errors_total";
+/// Messages and edits a before-send hook rejected (counter).
+pub(crate) const HOOK_REJECTIONS: &str = "chat_hook_rejections_total";
+/// Calls to the HTTP before-send hook that failed (counter): timeouts,
+/// errors, bad answers, whatever the failure policy made of them.
+pub(crate) const HOOK_FAILURES: &str = "chat_hook_failures_total";
+/// Events the after-event hook missed for falling behind (counter).
+pub(crate) const HOOK_EVENTS_DROPPED: &str = "chat_hook_events_dropped_total";
 /// Appends committed together by group commit (histogram; Postgres).
 pub(crate) const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
 /// Time from asking group commit for an append to its answer: queueing,
@@ -98,6 +105,12 @@ fn describe() {
         "Events not published because the broker outbox was full"
     );
     metrics::describe_counter!(BROKER_ERRORS, "Broker publishes that failed");
+    metrics::describe_counter!(HOOK_REJECTIONS, "Messages and edits a hook rejected");
+    metrics::describe_counter!(HOOK_FAILURES, "Failed calls to the HTTP before-send hook");
+    metrics::describe_counter!(
+        HOOK_EVENTS_DROPPED,
+        "Events the after-event hook missed for falling behind"
+    );
     metrics::describe_histogram!(
         APPEND_BATCH_SIZE,
         "Appends committed together in one transaction"

@@ -15,6 +15,7 @@ use super::{AppState, ConnIds, ServerLimits, StartError, redact_url};
 use crate::auth::Tokens;
 use crate::broker::{self, Broker, BrokerError, EventSink};
 use crate::config::Config;
+use crate::hooks::{Hooks, HttpHook};
 use crate::hub::{Fanout, Hub};
 use crate::identity::{Authenticator, JwtAuthenticator, JwtOptions};
 use crate::service::{ChatService, Limits};
@@ -55,6 +56,7 @@ pub struct Builder {
     storage: Option<Arc<dyn Storage>>,
     broker: Option<OpenBroker>,
     authenticator: Option<Arc<dyn Authenticator>>,
+    hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Builder {
             .field("storage", &self.storage.is_some())
             .field("broker", &self.broker.is_some())
             .field("authenticator", &self.authenticator.is_some())
+            .field("hooks", &self.hooks.is_some())
             .finish()
     }
 }
@@ -77,6 +80,7 @@ impl Builder {
             storage: None,
             broker: None,
             authenticator: None,
+            hooks: None,
         }
     }
 
@@ -120,6 +124,14 @@ impl Builder {
     /// would make. Its users are provisioned on first sight.
     pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
         self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// The embedder's [`Hooks`] (before-send decisions, after-event
+    /// notifications), instead of the [`HttpHook`] `config.hook_url` would
+    /// make.
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = Some(hooks);
         self
     }
 
@@ -193,11 +205,30 @@ impl Builder {
             Some(authenticator) => Some(authenticator),
             None => configured_authenticator(&config)?,
         };
+        let hooks = match self.hooks {
+            Some(hooks) => Some(hooks),
+            None => match &config.hook_url {
+                Some(url) => {
+                    let hook = HttpHook::new(
+                        url,
+                        config.hook_timeout,
+                        config.hook_failure,
+                        config.hook_secret.clone(),
+                    )
+                    .map_err(|why| StartError::Config(crate::config::ConfigError::Invalid(why)))?;
+                    tracing::info!(url = %redact_url(url), failure = ?config.hook_failure,
+                        timeout = ?config.hook_timeout, "messages are vetted by the before-send hook");
+                    Some(Arc::new(hook) as Arc<dyn Hooks>)
+                }
+                None => None,
+            },
+        };
         let service = Arc::new(ChatService::new(
             storage,
             hub,
             tokens,
             authenticator,
+            hooks,
             Limits {
                 max_message_chars: config.max_message_chars,
                 auto_create_rooms: config.auto_create_rooms,

@@ -14,6 +14,7 @@ use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
 use super::ChatService;
 use crate::error::{ApiError, ApiResult};
 use crate::event::{ConnId, Event};
+use crate::hooks::RoomEvent;
 use crate::hub::Hub;
 use crate::storage::{
     self, Authority, ChangeOp, CommitListener, Committed, MessageChange, NewMessage, ReactionCount,
@@ -173,34 +174,45 @@ pub(crate) fn timeline_frame(event: TimelineEvent) -> ServerFrame {
 /// here, with its frame.
 pub(crate) struct Publisher {
     pub(crate) hub: std::sync::Arc<Hub>,
+    /// The embedder's after-event hook, fed without waiting (see
+    /// [`crate::hooks`]).
+    pub(crate) after: Option<tokio::sync::mpsc::Sender<RoomEvent>>,
 }
 
 impl CommitListener for Publisher {
     fn committed(&self, event: Committed<'_>, origin: Option<ConnId>) {
-        let published = match event {
+        let (room, seq, leaves, event) = match event {
             Committed::Message(message) => {
                 metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
                 // A new message: nobody else has read it yet.
-                let frame = ServerFrame::Message {
+                let event = TimelineEvent::Message {
                     message: to_wire(message.clone(), false),
                 };
-                Event::timeline(message.room, message.seq, origin, &frame, None)
+                (message.room, message.seq, None, event)
             }
             Committed::Member(member) => {
-                let frame = ServerFrame::Member(member_to_wire(member));
                 let leaves = member.change.removes().then_some(member.user);
-                Event::timeline(member.room, member.seq, origin, &frame, leaves)
+                let event = TimelineEvent::Member(member_to_wire(member));
+                (member.room, member.seq, leaves, event)
             }
-            Committed::Update(update) => {
-                let frame = timeline_frame(update_to_wire(update));
-                Event::timeline(update.room, update.seq, origin, &frame, None)
-            }
+            Committed::Update(update) => (update.room, update.seq, None, update_to_wire(update)),
             Committed::Room(update) => {
-                let frame = ServerFrame::RoomUpdated(room_update_to_wire(update));
-                Event::timeline(update.room, update.seq, origin, &frame, None)
+                let event = TimelineEvent::RoomUpdated(room_update_to_wire(update));
+                (update.room, update.seq, None, event)
             }
         };
-        self.hub.publish(published);
+        let frame = match &self.after {
+            None => timeline_frame(event),
+            Some(after) => {
+                let frame = timeline_frame(event.clone());
+                if after.try_send(RoomEvent { room, seq, event }).is_err() {
+                    metrics::counter!(crate::metrics::HOOK_EVENTS_DROPPED).increment(1);
+                }
+                frame
+            }
+        };
+        self.hub
+            .publish(Event::timeline(room, seq, origin, &frame, leaves));
     }
 }
 
@@ -437,14 +449,22 @@ impl ChatService {
                 Ok(()) => Ok(Refs::default()),
                 Err(e) => Err(e),
             };
-            match admitted_refs {
-                Ok(refs) => {
+            // The hook last: it sees only what the server would store.
+            let vetted = match admitted_refs {
+                Ok(refs) => match self.vet_message(user, out.room, &out.draft).await {
+                    Ok(body) => Ok((refs, body)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match vetted {
+                Ok((refs, rewritten)) => {
                     admitted.push((results.len(), out.room));
                     results.push(None);
                     messages.push(NewMessage {
                         room: out.room,
                         sender: user,
-                        body: out.draft.body,
+                        body: rewritten.unwrap_or(out.draft.body),
                         client_id: out.draft.client_id,
                         created_at: Timestamp::now(),
                         origin,
@@ -590,7 +610,7 @@ impl ChatService {
         })
     }
 
-    fn check_body(&self, body: &str) -> ApiResult<()> {
+    pub(super) fn check_body(&self, body: &str) -> ApiResult<()> {
         if body.trim().is_empty() {
             return Err(ApiError::new(ErrorCode::EmptyBody));
         }
@@ -717,6 +737,7 @@ impl ChatService {
         body: String,
     ) -> ApiResult<MessageChanged> {
         self.check_body(&body)?;
+        let body = self.vet_edit(user, message, &body).await?.unwrap_or(body);
         self.change_message(user, message, ChangeOp::Edit { body }, Authority::Sender)
             .await
     }

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::auth::Tokens;
+use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
 use crate::storage::Storage;
@@ -26,6 +27,7 @@ pub(crate) mod rooms;
 pub(crate) mod server_api;
 pub(crate) mod throttle;
 pub(crate) mod users;
+pub(crate) mod vetting;
 
 pub(crate) use rooms::Access;
 
@@ -58,6 +60,8 @@ pub(crate) struct ChatService {
     authenticator: Option<Arc<dyn Authenticator>>,
     provisioned: provision::Provisioned,
     key_use: server_api::KeyUse,
+    /// The embedder's hooks, if any.
+    hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -77,9 +81,13 @@ impl ChatService {
         hub: Arc<Hub>,
         tokens: Tokens,
         authenticator: Option<Arc<dyn Authenticator>>,
+        hooks: Option<Arc<dyn Hooks>>,
         limits: Limits,
     ) -> Self {
-        storage.listen(Arc::new(messages::Publisher { hub: hub.clone() }));
+        storage.listen(Arc::new(messages::Publisher {
+            hub: hub.clone(),
+            after: hooks.clone().map(vetting::after_events),
+        }));
         Self {
             storage,
             hub,
@@ -94,6 +102,7 @@ impl ChatService {
             authenticator,
             provisioned: provision::Provisioned::default(),
             key_use: server_api::KeyUse::default(),
+            hooks,
         }
     }
 

@@ -1973,6 +1973,22 @@ pub async fn append_client_id_idempotent(store: Arc<dyn Storage>) {
         "the original comes back, body and time included"
     );
     assert_eq!(last_seq(store, lobby.id).await, 2, "no seq was used");
+    assert_eq!(
+        store
+            .message_by_client_id(alice.id, "c-1")
+            .await
+            .expect("lookup"),
+        Some(first.message.clone()),
+        "found by sender and client id"
+    );
+    assert_eq!(
+        store
+            .message_by_client_id(bob.id, "c-1")
+            .await
+            .expect("lookup"),
+        None,
+        "client ids are per sender"
+    );
 
     let from_bob = store
         .append(message(lobby.id, bob.id, "hello", Some("c-1")))

@@ -1791,6 +1791,18 @@ impl Storage for MemoryStorage {
             .and_then(|&(room, seq)| state.message(room, seq)))
     }
 
+    async fn message_by_client_id(
+        &self,
+        sender: UserId,
+        client_id: &str,
+    ) -> Result<Option<StoredMessage>, StorageError> {
+        let state = self.lock();
+        Ok(state
+            .client_ids
+            .get(&(sender, client_id.to_owned()))
+            .and_then(|&(room, seq)| state.message(room, seq)))
+    }
+
     async fn members_among(
         &self,
         room: RoomId,

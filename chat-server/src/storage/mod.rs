@@ -1506,6 +1506,13 @@ pub trait Storage: Send + Sync + 'static {
     /// One message by id; `None` if no message has it (a timeline event
     /// that is not a message counts as none).
     async fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StorageError>;
+    /// The message `sender` stored with `client_id`, if any: what a repeat
+    /// of that send is answered with.
+    async fn message_by_client_id(
+        &self,
+        sender: UserId,
+        client_id: &str,
+    ) -> Result<Option<StoredMessage>, StorageError>;
     /// Which of `users` are members of `room` (in no given order).
     async fn members_among(
         &self,

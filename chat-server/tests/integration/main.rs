@@ -9,6 +9,7 @@ mod cluster;
 mod conversations;
 mod docs;
 mod embedding;
+mod hooks;
 mod identity;
 mod limits;
 mod messages;

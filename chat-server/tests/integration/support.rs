@@ -145,6 +145,15 @@ impl TestServer {
 
     /// A server on `backend` after `tune` adjusts the configuration.
     pub(crate) async fn start_with(backend: Backend, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::start_built(backend, tune, |b| b).await
+    }
+
+    /// [`Self::start_with`], with `build` handing parts to the builder.
+    pub(crate) async fn start_built(
+        backend: Backend,
+        tune: impl FnOnce(&mut Config),
+        build: impl FnOnce(Builder) -> Builder,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // `RUST_LOG=chat_server=debug cargo test …` shows the server's side.
         let _ = tracing_subscriber::fmt()
@@ -163,7 +172,7 @@ impl TestServer {
                 (schema.url(), Some(schema))
             }
         };
-        Self::start_on(storage_url, schema, dir, tune).await
+        Self::start_built_on(storage_url, schema, dir, tune, build).await
     }
 
     /// A server on memory storage serving HTTPS and WSS with `tls`; the test

@@ -974,6 +974,20 @@ where
         }
     }
 
+    async fn message_by_client_id(
+        &self,
+        sender: UserId,
+        client_id: &str,
+    ) -> Result<Option<StoredMessage>, StorageError> {
+        let row = sqlx::query(statements::MESSAGE_BY_CLIENT_ID)
+            .bind(sender.get())
+            .bind(client_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        row.map(|row| rows::message_from(&row)).transpose()
+    }
+
     async fn members_among(
         &self,
         room: RoomId,
