@@ -87,6 +87,25 @@ pub struct Config {
     pub hook_failure: crate::hooks::FailurePolicy,
     /// Secret that signs the requests to the hook (`X-Chat-Signature`).
     pub hook_secret: Option<String>,
+    /// Endpoints every room event is POSTed to (see `README.md`,
+    /// "Webhooks").
+    pub webhooks: Vec<WebhookConfig>,
+    /// How long a webhook POST may take before it counts as failed.
+    pub webhook_timeout: Duration,
+    /// The wait after a first failed delivery, doubled after each further
+    /// one (at most 10 minutes).
+    pub webhook_backoff: Duration,
+}
+
+/// One webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are POSTed (http or https). Its cursor in storage is
+    /// keyed by this URL: a new URL starts from the present.
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-Chat-Signature` (at least 16 bytes).
+    pub secret: String,
 }
 
 impl Default for Config {
@@ -123,6 +142,9 @@ impl Default for Config {
             hook_timeout: Duration::from_millis(2_000),
             hook_failure: crate::hooks::FailurePolicy::Open,
             hook_secret: None,
+            webhooks: Vec::new(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -280,6 +302,23 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub hook_secret: Option<String>,
+    /// An endpoint every room event is POSTed to (more in the config file's [[webhooks]]).
+    #[arg(long, env = "CHAT_WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Secret that signs the --webhook-url requests (X-Chat-Signature).
+    #[arg(
+        long,
+        env = "CHAT_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// Seconds a webhook POST may take [default: 10].
+    #[arg(long, env = "CHAT_WEBHOOK_TIMEOUT", value_name = "SECS")]
+    pub webhook_timeout: Option<u64>,
+    /// Milliseconds before retrying a failed delivery, doubled each time up to 10 min [default: 1000].
+    #[arg(long, env = "CHAT_WEBHOOK_BACKOFF", value_name = "MS")]
+    pub webhook_backoff: Option<u64>,
 }
 
 /// Subcommands.
@@ -372,6 +411,9 @@ struct FileConfig {
     hook_timeout: Option<u64>,
     hook_failure: Option<String>,
     hook_secret: Option<String>,
+    webhooks: Option<Vec<WebhookConfig>>,
+    webhook_timeout: Option<u64>,
+    webhook_backoff: Option<u64>,
 }
 
 /// A configuration that cannot be used.
@@ -507,6 +549,27 @@ impl Config {
                 }
             },
             hook_secret: cli.hook_secret.or(file.hook_secret),
+            webhooks: {
+                let mut webhooks = file.webhooks.unwrap_or_default();
+                match (cli.webhook_url, cli.webhook_secret) {
+                    (Some(url), Some(secret)) => webhooks.push(WebhookConfig { url, secret }),
+                    (None, None) => {}
+                    _ => {
+                        return Err(ConfigError::Invalid(
+                            "webhook_url and webhook_secret go together".into(),
+                        ));
+                    }
+                }
+                webhooks
+            },
+            webhook_timeout: secs(
+                cli.webhook_timeout.or(file.webhook_timeout),
+                d.webhook_timeout,
+            ),
+            webhook_backoff: cli
+                .webhook_backoff
+                .or(file.webhook_backoff)
+                .map_or(d.webhook_backoff, Duration::from_millis),
         };
         config.validate()?;
         Ok(config)
@@ -550,6 +613,27 @@ impl Config {
         if self.jwt_subject_claim.is_empty() || self.jwt_name_claim.is_empty() {
             return Err(ConfigError::Invalid(
                 "jwt_subject_claim and jwt_name_claim must name a claim".into(),
+            ));
+        }
+        for hook in &self.webhooks {
+            match url::Url::parse(&hook.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "webhook url {:?}: an http or https URL",
+                        crate::redact_url(&hook.url)
+                    )));
+                }
+            }
+            if hook.secret.len() < 16 {
+                return Err(ConfigError::Invalid(
+                    "a webhook secret must be at least 16 bytes".into(),
+                ));
+            }
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_backoff.is_zero() {
+            return Err(ConfigError::Invalid(
+                "webhook_timeout and webhook_backoff must be positive".into(),
             ));
         }
         if self.hook_timeout.is_zero() {

@@ -63,7 +63,9 @@ pub mod storage;
 mod tls;
 mod ws;
 
-pub use config::{AdminCommand, ApiKeyCommand, Cli, Command, Config, ConfigError, TlsConfig};
+pub use config::{
+    AdminCommand, ApiKeyCommand, Cli, Command, Config, ConfigError, TlsConfig, WebhookConfig,
+};
 pub use server::{Builder, Chat, Server, StartError, api_keys, migrate, redact_url, set_admin};
 pub use service::server_api::ApiKeyError;
 pub use tls::{Tls, TlsError};

@@ -250,6 +250,24 @@ impl Builder {
             conn_ids: Arc::new(ConnIds::new()),
         };
         state.service.start_accounts(state.next_conn_id()).await;
+        state
+            .service
+            .start_webhooks(
+                config
+                    .webhooks
+                    .iter()
+                    .map(|w| crate::service::webhooks::Endpoint {
+                        url: w.url.clone(),
+                        secret: w.secret.clone(),
+                    })
+                    .collect(),
+                crate::service::webhooks::Delivery {
+                    timeout: config.webhook_timeout,
+                    backoff: config.webhook_backoff,
+                },
+                state.shutdown.clone(),
+            )
+            .await?;
         Ok(Chat { state })
     }
 

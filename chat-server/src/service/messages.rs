@@ -177,6 +177,8 @@ pub(crate) struct Publisher {
     /// The embedder's after-event hook, fed without waiting (see
     /// [`crate::hooks`]).
     pub(crate) after: Option<tokio::sync::mpsc::Sender<RoomEvent>>,
+    /// The webhook endpoints' tasks, once started.
+    pub(crate) webhooks: std::sync::Arc<std::sync::OnceLock<super::webhooks::Nudges>>,
 }
 
 impl CommitListener for Publisher {
@@ -213,6 +215,9 @@ impl CommitListener for Publisher {
         };
         self.hub
             .publish(Event::timeline(room, seq, origin, &frame, leaves));
+        if let Some(webhooks) = self.webhooks.get() {
+            webhooks.nudge(room);
+        }
     }
 }
 

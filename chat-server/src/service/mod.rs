@@ -28,6 +28,7 @@ pub(crate) mod server_api;
 pub(crate) mod throttle;
 pub(crate) mod users;
 pub(crate) mod vetting;
+pub(crate) mod webhooks;
 
 pub(crate) use rooms::Access;
 
@@ -62,6 +63,8 @@ pub(crate) struct ChatService {
     key_use: server_api::KeyUse,
     /// The embedder's hooks, if any.
     hooks: Option<Arc<dyn Hooks>>,
+    /// Where the commit listener nudges the webhook tasks.
+    webhooks: Arc<std::sync::OnceLock<webhooks::Nudges>>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -84,9 +87,11 @@ impl ChatService {
         hooks: Option<Arc<dyn Hooks>>,
         limits: Limits,
     ) -> Self {
+        let webhooks = Arc::new(std::sync::OnceLock::new());
         storage.listen(Arc::new(messages::Publisher {
             hub: hub.clone(),
             after: hooks.clone().map(vetting::after_events),
+            webhooks: webhooks.clone(),
         }));
         Self {
             storage,
@@ -103,6 +108,7 @@ impl ChatService {
             provisioned: provision::Provisioned::default(),
             key_use: server_api::KeyUse::default(),
             hooks,
+            webhooks,
         }
     }
 
@@ -111,6 +117,22 @@ impl ChatService {
     /// subscribers.
     pub(crate) async fn start_accounts(&self, conn: crate::event::ConnId) {
         self.accounts.clone().listen(self.hub.clone(), conn).await;
+    }
+
+    /// Starts delivering webhooks to `endpoints` (on tasks of their own,
+    /// until `stop`).
+    pub(crate) async fn start_webhooks(
+        self: &Arc<Self>,
+        endpoints: Vec<webhooks::Endpoint>,
+        delivery: webhooks::Delivery,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), crate::storage::StorageError> {
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let nudges = webhooks::start(self.clone(), endpoints, delivery, stop).await?;
+        let _ = self.webhooks.set(nudges);
+        Ok(())
     }
 
     /// Revocations of sessions, for sockets to close on.

@@ -38,7 +38,7 @@ use super::{
     NewMessage, NewReport, NewRoom, NewUser, PublicRoom, ReactionCount, RefreshTokenRecord,
     Refusal, ReportRecord, ReportStatus, RoomChange, RoomKey, RoomPerson, RoomRecord,
     SearchRequest, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
-    StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
+    StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom, WebhookBacklog,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -113,6 +113,7 @@ macro_rules! storage_conformance_tests {
             account_control,
             provision_external_users,
             api_keys,
+            webhook_cursors,
             reports,
             user_rooms,
             user_rooms_others_read_seq,
@@ -5438,4 +5439,198 @@ pub async fn api_keys(store: Arc<dyn Storage>) {
         vec![("backend", Some(at(6))), ("bots", None), ("backend", None)]
     );
     assert_eq!(all[2].id, again.id);
+}
+
+/// Webhook cursors: an endpoint starts at the present, rooms born later
+/// from their first event; one lease holder at a time; the cursor moves
+/// only forward and only for the holder; failures wait their turn.
+pub async fn webhook_cursors(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let ann = user(store, "ann").await;
+    let old = room(store, "old", ann.id, &[]).await;
+    send(store, old.id, ann.id, "before the endpoint").await;
+    let url = "https://hooks.example/chat";
+    assert!(store.webhook_start(url, at(1)).await.expect("start"));
+    assert!(
+        !store.webhook_start(url, at(2)).await.expect("again"),
+        "known"
+    );
+    assert_eq!(
+        store
+            .webhook_backlog(url, at(3), 10)
+            .await
+            .expect("backlog"),
+        Vec::new(),
+        "history before the endpoint is not owed"
+    );
+
+    let after_old = send(store, old.id, ann.id, "after").await;
+    let young = room(store, "young", ann.id, &[]).await;
+    send(store, young.id, ann.id, "born after").await;
+    let backlog = store
+        .webhook_backlog(url, at(3), 10)
+        .await
+        .expect("backlog");
+    let young_last = last_seq(store, young.id).await;
+    assert_eq!(
+        backlog,
+        vec![
+            WebhookBacklog {
+                room: old.id,
+                last_seq: after_old.seq,
+                delivered: after_old.seq - 1
+            },
+            WebhookBacklog {
+                room: young.id,
+                last_seq: young_last,
+                delivered: 0
+            },
+        ]
+    );
+    assert_eq!(
+        store
+            .webhook_backlog(url, at(3), 1)
+            .await
+            .expect("limit")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .webhook_backlog("https://other.example/", at(3), 10)
+            .await
+            .expect("other")
+            .len(),
+        2,
+        "an endpoint never started has no cursors: everything is owed"
+    );
+
+    // One holder at a time; its own lease renews; an expired one is free.
+    let first = store
+        .webhook_claim(url, young.id, "a", at(100), at(4))
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(
+        (first.delivered, first.attempts, first.next_attempt_at),
+        (0, 0, None)
+    );
+    assert_eq!(
+        store
+            .webhook_claim(url, young.id, "b", at(100), at(5))
+            .await
+            .expect("claim"),
+        None,
+        "held by a"
+    );
+    assert!(
+        store
+            .webhook_backlog(url, at(5), 10)
+            .await
+            .expect("backlog")
+            .iter()
+            .all(|b| b.room != young.id),
+        "a held room is not offered"
+    );
+    assert!(
+        store
+            .webhook_claim(url, young.id, "a", at(200), at(6))
+            .await
+            .expect("renew")
+            .is_some()
+    );
+    store
+        .webhook_delivered(url, young.id, "b", young_last)
+        .await
+        .expect("not b's");
+    store
+        .webhook_delivered(url, young.id, "a", young_last)
+        .await
+        .expect("delivered");
+    store
+        .webhook_delivered(url, young.id, "a", 0)
+        .await
+        .expect("never back");
+    let again = store
+        .webhook_claim(url, young.id, "a", at(300), at(7))
+        .await
+        .expect("claim")
+        .expect("ours");
+    assert_eq!(again.delivered, young_last);
+    store
+        .webhook_release(url, young.id, "a")
+        .await
+        .expect("release");
+    let taken = store
+        .webhook_claim(url, young.id, "b", at(400), at(8))
+        .await
+        .expect("claim")
+        .expect("released");
+    assert_eq!(taken.delivered, young_last);
+    assert!(
+        store
+            .webhook_claim(url, young.id, "c", at(500), at(401))
+            .await
+            .expect("claim")
+            .is_some(),
+        "an expired lease is free"
+    );
+
+    // A failure: attempts counted, the room offered again once due.
+    store
+        .webhook_claim(url, old.id, "a", at(1_000), at(10))
+        .await
+        .expect("claim")
+        .expect("free");
+    store
+        .webhook_failed(url, old.id, "a", 1, at(50))
+        .await
+        .expect("failed");
+    assert!(
+        store
+            .webhook_backlog(url, at(20), 10)
+            .await
+            .expect("backlog")
+            .iter()
+            .all(|b| b.room != old.id),
+        "not due yet"
+    );
+    assert!(
+        store
+            .webhook_backlog(url, at(50), 10)
+            .await
+            .expect("backlog")
+            .iter()
+            .any(|b| b.room == old.id),
+        "due"
+    );
+    let retry = store
+        .webhook_claim(url, old.id, "b", at(1_000), at(51))
+        .await
+        .expect("claim")
+        .expect("the failure released it");
+    assert_eq!((retry.attempts, retry.next_attempt_at), (1, Some(at(50))));
+    store
+        .webhook_delivered(url, old.id, "b", after_old.seq)
+        .await
+        .expect("delivered");
+    let done = store
+        .webhook_claim(url, old.id, "b", at(1_000), at(52))
+        .await
+        .expect("claim")
+        .expect("ours");
+    assert_eq!(
+        (done.delivered, done.attempts, done.next_attempt_at),
+        (after_old.seq, 0, None)
+    );
+
+    // A deleted room leaves nothing owed, and cannot be claimed.
+    assert!(store.delete_room(young.id).await.expect("delete"));
+    assert_eq!(
+        store
+            .webhook_claim(url, young.id, "a", at(2_000), at(1_500))
+            .await
+            .expect("claim"),
+        None
+    );
 }

@@ -22,7 +22,7 @@ use super::{
     RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomPerson, RoomProfile,
     RoomRecord, SearchPage, SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent,
     StoredMember, StoredMessage, StoredReply, StoredRoomUpdate, StoredUpdate, TimelinePage,
-    TokenUse, UpdateKind, UserRecord, UserRoom,
+    TokenUse, UpdateKind, UserRecord, UserRoom, WebhookBacklog, WebhookCursor,
 };
 
 /// The in-memory backend.
@@ -69,6 +69,8 @@ struct State {
     external_ids: HashMap<String, UserId>,
     /// With their hashes, in id order.
     api_keys: Vec<(ApiKeyRecord, String)>,
+    webhook_endpoints: std::collections::HashSet<String>,
+    webhook_cursors: HashMap<(String, RoomId), MemoryCursor>,
     tokens: HashMap<String, TokenRow>,
     secrets: HashMap<String, String>,
     rooms: BTreeMap<RoomId, RoomRow>,
@@ -518,6 +520,16 @@ impl RoomRow {
     }
 }
 
+/// A webhook endpoint's cursor in a room.
+#[derive(Debug, Clone, Default)]
+struct MemoryCursor {
+    delivered: Seq,
+    attempts: u32,
+    next_attempt_at: Option<Timestamp>,
+    /// Holder and expiry.
+    lease: Option<(String, Timestamp)>,
+}
+
 #[async_trait]
 impl Storage for MemoryStorage {
     async fn create_user(&self, user: NewUser) -> Result<UserRecord, StorageError> {
@@ -767,6 +779,7 @@ impl Storage for MemoryStorage {
         // The cascade a database would run: the room's messages take their
         // `(sender, client_id)` entries with them.
         state.client_ids.retain(|_, (room, _)| *room != id);
+        state.webhook_cursors.retain(|(_, room), _| *room != id);
         state.message_ids.retain(|_, (room, _)| *room != id);
         let State {
             message_ids,
@@ -978,6 +991,151 @@ impl Storage for MemoryStorage {
                 last_activity_at: r.activity(),
             })
             .collect())
+    }
+
+    async fn webhook_start(&self, endpoint: &str, _at: Timestamp) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        if !state.webhook_endpoints.insert(endpoint.to_owned()) {
+            return Ok(false);
+        }
+        let rooms: Vec<(RoomId, Seq)> = state
+            .rooms
+            .values()
+            .map(|r| (r.record.id, r.record.last_seq))
+            .collect();
+        for (room, last) in rooms {
+            state.webhook_cursors.insert(
+                (endpoint.to_owned(), room),
+                MemoryCursor {
+                    delivered: last,
+                    ..MemoryCursor::default()
+                },
+            );
+        }
+        Ok(true)
+    }
+
+    async fn webhook_backlog(
+        &self,
+        endpoint: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<WebhookBacklog>, StorageError> {
+        let state = self.lock();
+        let mut rooms: Vec<WebhookBacklog> = state
+            .rooms
+            .values()
+            .filter_map(|r| {
+                let cursor = state
+                    .webhook_cursors
+                    .get(&(endpoint.to_owned(), r.record.id))
+                    .cloned()
+                    .unwrap_or_default();
+                let due = cursor.next_attempt_at.is_none_or(|at| at <= now)
+                    && cursor.lease.as_ref().is_none_or(|(_, until)| *until <= now);
+                (r.record.last_seq > cursor.delivered && due).then_some(WebhookBacklog {
+                    room: r.record.id,
+                    last_seq: r.record.last_seq,
+                    delivered: cursor.delivered,
+                })
+            })
+            .collect();
+        rooms.sort_by_key(|b| b.room);
+        rooms.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(rooms)
+    }
+
+    async fn webhook_claim(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<WebhookCursor>, StorageError> {
+        let mut state = self.lock();
+        if !state.rooms.contains_key(&room) || !state.webhook_endpoints.contains(endpoint) {
+            return Ok(None);
+        }
+        let cursor = state
+            .webhook_cursors
+            .entry((endpoint.to_owned(), room))
+            .or_default();
+        let free = cursor
+            .lease
+            .as_ref()
+            .is_none_or(|(holder, expires)| *expires <= now || holder == owner);
+        if !free {
+            return Ok(None);
+        }
+        cursor.lease = Some((owner.to_owned(), until));
+        Ok(Some(WebhookCursor {
+            delivered: cursor.delivered,
+            attempts: cursor.attempts,
+            next_attempt_at: cursor.next_attempt_at,
+        }))
+    }
+
+    async fn webhook_delivered(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        seq: Seq,
+    ) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        if let Some(cursor) = state.webhook_cursors.get_mut(&(endpoint.to_owned(), room))
+            && cursor
+                .lease
+                .as_ref()
+                .is_some_and(|(holder, _)| holder == owner)
+            && cursor.delivered < seq
+        {
+            cursor.delivered = seq;
+            cursor.attempts = 0;
+            cursor.next_attempt_at = None;
+        }
+        Ok(())
+    }
+
+    async fn webhook_failed(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        attempts: u32,
+        next: Timestamp,
+    ) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        if let Some(cursor) = state.webhook_cursors.get_mut(&(endpoint.to_owned(), room))
+            && cursor
+                .lease
+                .as_ref()
+                .is_some_and(|(holder, _)| holder == owner)
+        {
+            cursor.attempts = attempts;
+            cursor.next_attempt_at = Some(next);
+            cursor.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn webhook_release(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+    ) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        if let Some(cursor) = state.webhook_cursors.get_mut(&(endpoint.to_owned(), room))
+            && cursor
+                .lease
+                .as_ref()
+                .is_some_and(|(holder, _)| holder == owner)
+        {
+            cursor.lease = None;
+        }
+        Ok(())
     }
 
     async fn create_api_key(

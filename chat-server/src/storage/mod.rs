@@ -200,6 +200,28 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// Where a webhook endpoint stands in a room ([`Storage::webhook_claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookCursor {
+    /// The last seq the endpoint acknowledged (0: none yet).
+    pub delivered: Seq,
+    /// Failed attempts since the last delivery.
+    pub attempts: u32,
+    /// When the next attempt is due, after a failure.
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// A room with events an endpoint has not had ([`Storage::webhook_backlog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookBacklog {
+    /// The room.
+    pub room: RoomId,
+    /// Its newest event.
+    pub last_seq: Seq,
+    /// The endpoint's cursor in it.
+    pub delivered: Seq,
+}
+
 /// A refresh token, known by its JWT id. Tokens issued from one login share a
 /// `family`, so that reuse of a rotated token can revoke them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1361,6 +1383,59 @@ pub trait Storage: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<PublicRoom>, StorageError>;
     // Accounts
+
+    // Webhooks
+
+    /// Registers a webhook endpoint if it is new, its cursor in every
+    /// existing room at the room's last seq (it gets what happens from now
+    /// on; a room created later starts at 0). Whether it was new.
+    async fn webhook_start(&self, endpoint: &str, at: Timestamp) -> Result<bool, StorageError>;
+    /// Rooms with events past `endpoint`'s cursor that nobody holds a
+    /// lease on and whose retry is due at `now`, by room id, at most
+    /// `limit`.
+    async fn webhook_backlog(
+        &self,
+        endpoint: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<WebhookBacklog>, StorageError>;
+    /// Takes (or renews) the lease on `room` for `endpoint` until `until`,
+    /// if nobody else holds one at `now`: the cursor, or `None` if another
+    /// owner holds it or the room is gone.
+    async fn webhook_claim(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<WebhookCursor>, StorageError>;
+    /// The endpoint acknowledged everything up to `seq`: the cursor moves
+    /// there (never back) and the failures are forgotten; the lease stays.
+    async fn webhook_delivered(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        seq: Seq,
+    ) -> Result<(), StorageError>;
+    /// A delivery failed: `attempts` so far, the next one due at `next`;
+    /// the lease is given up.
+    async fn webhook_failed(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        attempts: u32,
+        next: Timestamp,
+    ) -> Result<(), StorageError>;
+    /// Gives the lease up.
+    async fn webhook_release(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+    ) -> Result<(), StorageError>;
 
     // API keys
 

@@ -26,4 +26,5 @@ mod server_api;
 mod support;
 mod tls;
 mod users;
+mod webhooks;
 mod websocket;

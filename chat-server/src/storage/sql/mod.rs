@@ -29,7 +29,7 @@ use super::{
     NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord,
     ReportStatus, RoomChange, RoomKey, RoomPerson, RoomProfile, RoomRecord, SearchPage,
     SearchRequest, Storage, StorageError, StoredMember, StoredMessage, StoredRoomUpdate,
-    TimelinePage, TokenUse, UserRecord, UserRoom,
+    TimelinePage, TokenUse, UserRecord, UserRoom, WebhookBacklog, WebhookCursor,
 };
 
 pub(crate) mod append;
@@ -506,6 +506,133 @@ where
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::public_room_from).collect()
+    }
+
+    async fn webhook_start(&self, endpoint: &str, at: Timestamp) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await.map_err(D::map_err)?;
+        let done = sqlx::query(statements::WEBHOOK_ENDPOINT)
+            .bind(endpoint)
+            .bind(at.unix_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        let new = D::rows_affected(&done) > 0;
+        if new {
+            sqlx::query(statements::WEBHOOK_CURSORS_NOW)
+                .bind(endpoint)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+        }
+        tx.commit().await.map_err(D::map_err)?;
+        Ok(new)
+    }
+
+    async fn webhook_backlog(
+        &self,
+        endpoint: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<WebhookBacklog>, StorageError> {
+        let rows = sqlx::query(statements::WEBHOOK_BACKLOG)
+            .bind(endpoint)
+            .bind(now.unix_micros())
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(WebhookBacklog {
+                    room: RoomId(row.int("room_id")?),
+                    last_seq: row.int("last_seq")?,
+                    delivered: row.int("delivered_seq")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn webhook_claim(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<WebhookCursor>, StorageError> {
+        let row = sqlx::query(statements::WEBHOOK_CLAIM)
+            .bind(endpoint)
+            .bind(room.get())
+            .bind(owner)
+            .bind(until.unix_micros())
+            .bind(now.unix_micros())
+            .fetch_optional(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        row.map(|row| {
+            Ok(WebhookCursor {
+                delivered: row.int("delivered_seq")?,
+                attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+                next_attempt_at: row
+                    .opt_int("next_attempt_at")?
+                    .map(Timestamp::from_unix_micros),
+            })
+        })
+        .transpose()
+    }
+
+    async fn webhook_delivered(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        seq: Seq,
+    ) -> Result<(), StorageError> {
+        sqlx::query(statements::WEBHOOK_DELIVERED)
+            .bind(endpoint)
+            .bind(room.get())
+            .bind(owner)
+            .bind(seq)
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(())
+    }
+
+    async fn webhook_failed(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+        attempts: u32,
+        next: Timestamp,
+    ) -> Result<(), StorageError> {
+        sqlx::query(statements::WEBHOOK_FAILED)
+            .bind(endpoint)
+            .bind(room.get())
+            .bind(owner)
+            .bind(i64::from(attempts))
+            .bind(next.unix_micros())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(())
+    }
+
+    async fn webhook_release(
+        &self,
+        endpoint: &str,
+        room: RoomId,
+        owner: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query(statements::WEBHOOK_RELEASE)
+            .bind(endpoint)
+            .bind(room.get())
+            .bind(owner)
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(())
     }
 
     async fn create_api_key(
