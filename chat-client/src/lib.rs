@@ -142,6 +142,7 @@ pub use chat_core::moderation::{
     Ban, DirectoryResponse, DirectoryRoom, ModerateRequest, ModerationAction, Role, RoomSettings,
     RoomUpdate,
 };
+pub use chat_core::push::Device;
 pub use chat_core::room::{JoinedRoom, Room, RoomListItem};
 pub use chat_core::user::BlockedUser;
 pub use chat_core::{ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Seq, User, UserId};

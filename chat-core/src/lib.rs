@@ -17,6 +17,7 @@
 //! - [`user`], [`room`], [`message`], [`conversation`]: the resources.
 //! - [`timeline`]: a room's numbered events (messages, membership changes).
 //! - [`api`]: REST request and response bodies.
+//! - [`push`]: push devices.
 //! - [`server_api`]: the bodies of the server API (a host's backend, with an API key).
 //! - [`frame`]: WebSocket frames in both directions.
 //! - [`error`]: the `{"error","code"}` body, error codes and close codes.
@@ -40,6 +41,7 @@ pub mod frame;
 pub mod ids;
 pub mod message;
 pub mod moderation;
+pub mod push;
 pub mod room;
 pub mod server_api;
 pub mod time;

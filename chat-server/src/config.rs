@@ -93,8 +93,24 @@ pub struct Config {
     /// How long a webhook POST may take before it counts as failed.
     pub webhook_timeout: Duration,
     /// The wait after a first failed delivery, doubled after each further
-    /// one (at most 10 minutes).
+    /// one (at most 10 minutes); webhooks and push alike.
     pub webhook_backoff: Duration,
+    /// A Matrix push gateway (`…/_matrix/push/v1/notify`) that members
+    /// without a socket in a room are notified through; `None`: no push.
+    pub push_gateway: Option<String>,
+    /// What notifications say of the message.
+    pub push_body: PushBody,
+}
+
+/// What a push notification says of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushBody {
+    /// The sender's name, the room's, and the start of the body.
+    Preview,
+    /// Only which room and event (the app fetches the rest): the Matrix
+    /// `event_id_only` format, for bodies that must not pass through the
+    /// push services.
+    None,
 }
 
 /// One webhook endpoint.
@@ -145,6 +161,8 @@ impl Default for Config {
             webhooks: Vec::new(),
             webhook_timeout: Duration::from_secs(10),
             webhook_backoff: Duration::from_secs(1),
+            push_gateway: None,
+            push_body: PushBody::Preview,
         }
     }
 }
@@ -319,6 +337,12 @@ pub struct Cli {
     /// Milliseconds before retrying a failed delivery, doubled each time up to 10 min [default: 1000].
     #[arg(long, env = "CHAT_WEBHOOK_BACKOFF", value_name = "MS")]
     pub webhook_backoff: Option<u64>,
+    /// Matrix push gateway URL (…/_matrix/push/v1/notify) for members with no socket in the room.
+    #[arg(long, env = "CHAT_PUSH_GATEWAY", value_name = "URL")]
+    pub push_gateway: Option<String>,
+    /// What a notification shows: `preview` (sender, room, start of the body) or `none` [default: preview].
+    #[arg(long, env = "CHAT_PUSH_BODY", value_name = "preview|none")]
+    pub push_body: Option<String>,
 }
 
 /// Subcommands.
@@ -414,6 +438,8 @@ struct FileConfig {
     webhooks: Option<Vec<WebhookConfig>>,
     webhook_timeout: Option<u64>,
     webhook_backoff: Option<u64>,
+    push_gateway: Option<String>,
+    push_body: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -570,6 +596,17 @@ impl Config {
                 .webhook_backoff
                 .or(file.webhook_backoff)
                 .map_or(d.webhook_backoff, Duration::from_millis),
+            push_gateway: cli.push_gateway.or(file.push_gateway),
+            push_body: match cli.push_body.or(file.push_body).as_deref() {
+                None => d.push_body,
+                Some("preview") => PushBody::Preview,
+                Some("none") => PushBody::None,
+                Some(other) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "push_body {other:?}: expected preview or none"
+                    )));
+                }
+            },
         };
         config.validate()?;
         Ok(config)

@@ -64,7 +64,8 @@ mod tls;
 mod ws;
 
 pub use config::{
-    AdminCommand, ApiKeyCommand, Cli, Command, Config, ConfigError, TlsConfig, WebhookConfig,
+    AdminCommand, ApiKeyCommand, Cli, Command, Config, ConfigError, PushBody, TlsConfig,
+    WebhookConfig,
 };
 pub use server::{Builder, Chat, Server, StartError, api_keys, migrate, redact_url, set_admin};
 pub use service::server_api::ApiKeyError;

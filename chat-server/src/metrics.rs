@@ -40,15 +40,18 @@ pub(crate) const HOOK_REJECTIONS: &str = "chat_hook_rejections_total";
 pub(crate) const HOOK_FAILURES: &str = "chat_hook_failures_total";
 /// Events the after-event hook missed for falling behind (counter).
 pub(crate) const HOOK_EVENTS_DROPPED: &str = "chat_hook_events_dropped_total";
-/// Events webhook endpoints have yet to acknowledge, over the rooms the
-/// last poll looked at (gauge).
-pub(crate) const WEBHOOK_QUEUED: &str = "chat_webhook_events_queued";
-/// Events webhook endpoints acknowledged (counter).
-pub(crate) const WEBHOOK_DELIVERED: &str = "chat_webhook_events_delivered_total";
-/// Webhook deliveries scheduled again after a failure (counter).
-pub(crate) const WEBHOOK_RETRIED: &str = "chat_webhook_retries_total";
-/// Webhook POSTs that failed: no answer in time, not 2xx (counter).
-pub(crate) const WEBHOOK_FAILED: &str = "chat_webhook_failures_total";
+/// Events outbox sinks (label `sink`: `webhook`, `push`) have yet to
+/// take, over the rooms the last poll looked at (gauge).
+pub(crate) const OUTBOX_QUEUED: &str = "chat_outbox_events_queued";
+/// Events outbox sinks took (counter, label `sink`).
+pub(crate) const OUTBOX_DELIVERED: &str = "chat_outbox_events_delivered_total";
+/// Outbox deliveries scheduled again after a failure (counter, `sink`).
+pub(crate) const OUTBOX_RETRIED: &str = "chat_outbox_retries_total";
+/// Outbox deliveries that failed: no answer in time, not 2xx (counter,
+/// `sink`).
+pub(crate) const OUTBOX_FAILED: &str = "chat_outbox_failures_total";
+/// Push notifications a gateway accepted (counter).
+pub(crate) const PUSH_SENT: &str = "chat_push_notifications_total";
 /// Appends committed together by group commit (histogram; Postgres).
 pub(crate) const APPEND_BATCH_SIZE: &str = "chat_append_batch_size";
 /// Time from asking group commit for an append to its answer: queueing,
@@ -114,13 +117,11 @@ fn describe() {
         "Events not published because the broker outbox was full"
     );
     metrics::describe_counter!(BROKER_ERRORS, "Broker publishes that failed");
-    metrics::describe_gauge!(
-        WEBHOOK_QUEUED,
-        "Events webhook endpoints have yet to acknowledge"
-    );
-    metrics::describe_counter!(WEBHOOK_DELIVERED, "Events webhook endpoints acknowledged");
-    metrics::describe_counter!(WEBHOOK_RETRIED, "Webhook deliveries scheduled again");
-    metrics::describe_counter!(WEBHOOK_FAILED, "Webhook POSTs that failed");
+    metrics::describe_gauge!(OUTBOX_QUEUED, "Events outbox sinks have yet to take");
+    metrics::describe_counter!(OUTBOX_DELIVERED, "Events outbox sinks took");
+    metrics::describe_counter!(OUTBOX_RETRIED, "Outbox deliveries scheduled again");
+    metrics::describe_counter!(OUTBOX_FAILED, "Outbox deliveries that failed");
+    metrics::describe_counter!(PUSH_SENT, "Push notifications a gateway accepted");
     metrics::describe_counter!(HOOK_REJECTIONS, "Messages and edits a hook rejected");
     metrics::describe_counter!(HOOK_FAILURES, "Failed calls to the HTTP before-send hook");
     metrics::describe_counter!(

@@ -3,6 +3,7 @@
 
 mod admin;
 mod conversations;
+mod devices;
 mod messages;
 mod rooms;
 mod users;

@@ -345,3 +345,31 @@ async fn reports_and_logging_out_everywhere() {
     // The access token is refused, and so is the refresh the SDK tries.
     assert_eq!(err.code(), Some(ErrorCode::InvalidToken), "{err:?}");
 }
+
+/// Push devices: registered, listed without their tokens, moved with their
+/// token to whoever registers it next, unregistered by their owner only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_devices() {
+    let server = TestServer::start().await;
+    let (ann, _) = server.user("ann").await;
+    let (bob, _) = server.user("bob").await;
+    let phone = ann
+        .register_device("fcm", "token-1", "com.example.chat")
+        .await
+        .expect("register");
+    assert_eq!(
+        (phone.platform.as_str(), phone.app_id.as_str()),
+        ("fcm", "com.example.chat")
+    );
+    assert_eq!(ann.devices().await.expect("devices"), vec![phone.clone()]);
+    let moved = bob
+        .register_device("fcm", "token-1", "com.example.chat")
+        .await
+        .expect("the same token, another user");
+    assert_eq!(moved.id, phone.id);
+    assert!(ann.devices().await.expect("devices").is_empty());
+    let not_hers = ann.unregister_device(moved.id).await.expect_err("bob's");
+    assert_eq!(not_hers.kind(), chat_client::ErrorKind::NotFound);
+    bob.unregister_device(moved.id).await.expect("unregister");
+    assert!(bob.devices().await.expect("devices").is_empty());
+}

@@ -41,7 +41,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::Config;
 
-use super::{admin, blocks, conversations, health, messages, rooms, server_api, users};
+use super::{admin, blocks, conversations, devices, health, messages, rooms, server_api, users};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -132,6 +132,9 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         conversations::detail,
         conversations::create,
         conversations::unread_count,
+        devices::register,
+        devices::list,
+        devices::delete,
         server_api::upsert_user,
         server_api::mint_tokens,
         server_api::create_room,
@@ -152,6 +155,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         (name = "admin", description = "Reports, and what server admins do with them and with accounts"),
         (name = "messages", description = "History and sending over HTTP (WebSocket is the real-time path)"),
         (name = "conversations", description = "One-to-one conversations: rooms of type `direct`"),
+        (name = "push", description = "Push devices: notified of messages while their user has no socket in the room"),
         (name = "server", description = "The server API, for a host's backend with an API key (`chat-server api-key create NAME`): users by the host's id, their tokens, rooms and members, sending as users and bots"),
         (name = "operations", description = "Health and metrics"),
     )

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use chat_core::ErrorCode;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -19,6 +19,7 @@ use crate::server::AppState;
 mod admin;
 mod blocks;
 mod conversations;
+mod devices;
 mod docs;
 pub(crate) mod extract;
 mod health;
@@ -103,6 +104,11 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/server/rooms/{id}/messages", post(server_api::send))
         .route("/server/rooms/{id}/events", get(server_api::events))
+        .route(
+            "/api/push/devices",
+            post(devices::register).get(devices::list),
+        )
+        .route("/api/push/devices/{id}", delete(devices::delete))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::metrics::render))
         .merge(crate::ws::routes())

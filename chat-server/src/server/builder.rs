@@ -252,19 +252,9 @@ impl Builder {
         state.service.start_accounts(state.next_conn_id()).await;
         state
             .service
-            .start_webhooks(
-                config
-                    .webhooks
-                    .iter()
-                    .map(|w| crate::service::webhooks::Endpoint {
-                        url: w.url.clone(),
-                        secret: w.secret.clone(),
-                    })
-                    .collect(),
-                crate::service::webhooks::Delivery {
-                    timeout: config.webhook_timeout,
-                    backoff: config.webhook_backoff,
-                },
+            .start_outbox(
+                outbox_sinks(&config)?,
+                config.webhook_backoff,
                 state.shutdown.clone(),
             )
             .await?;
@@ -374,4 +364,34 @@ fn configured_authenticator(config: &Config) -> Result<Option<Arc<dyn Authentica
     tracing::info!(algorithms = ?authenticator.algorithms(), path = %path.display(),
         "accepting the identity service's access tokens; their users are provisioned");
     Ok(Some(Arc::new(authenticator)))
+}
+
+/// The outbox's sinks the configuration names: its webhook endpoints and
+/// its push gateway.
+fn outbox_sinks(config: &Config) -> Result<Vec<Arc<dyn crate::service::outbox::Sink>>, StartError> {
+    let client = reqwest::Client::builder()
+        .timeout(config.webhook_timeout)
+        .build()
+        .map_err(|e| StartError::Config(crate::config::ConfigError::Invalid(e.to_string())))?;
+    let mut sinks: Vec<Arc<dyn crate::service::outbox::Sink>> = config
+        .webhooks
+        .iter()
+        .map(|w| {
+            Arc::new(crate::service::webhooks::WebhookSink {
+                url: w.url.clone(),
+                secret: w.secret.clone(),
+                client: client.clone(),
+            }) as Arc<dyn crate::service::outbox::Sink>
+        })
+        .collect();
+    if let Some(gateway) = &config.push_gateway {
+        tracing::info!(gateway = %redact_url(gateway), body = ?config.push_body,
+            "notifying members without a socket through the push gateway");
+        sinks.push(Arc::new(crate::service::push::PushSink {
+            gateway: gateway.clone(),
+            body: config.push_body,
+            client,
+        }));
+    }
+    Ok(sinks)
 }

@@ -177,8 +177,8 @@ pub(crate) struct Publisher {
     /// The embedder's after-event hook, fed without waiting (see
     /// [`crate::hooks`]).
     pub(crate) after: Option<tokio::sync::mpsc::Sender<RoomEvent>>,
-    /// The webhook endpoints' tasks, once started.
-    pub(crate) webhooks: std::sync::Arc<std::sync::OnceLock<super::webhooks::Nudges>>,
+    /// The outbox's tasks (webhooks, push), once started.
+    pub(crate) outbox: std::sync::Arc<std::sync::OnceLock<super::outbox::Nudges>>,
 }
 
 impl CommitListener for Publisher {
@@ -215,8 +215,8 @@ impl CommitListener for Publisher {
         };
         self.hub
             .publish(Event::timeline(room, seq, origin, &frame, leaves));
-        if let Some(webhooks) = self.webhooks.get() {
-            webhooks.nudge(room);
+        if let Some(outbox) = self.outbox.get() {
+            outbox.nudge(room);
         }
     }
 }

@@ -20,9 +20,12 @@ pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod blocks;
 pub(crate) mod conversations;
+pub(crate) mod devices;
 pub(crate) mod messages;
 pub(crate) mod moderation;
+pub(crate) mod outbox;
 pub(crate) mod provision;
+pub(crate) mod push;
 pub(crate) mod rooms;
 pub(crate) mod server_api;
 pub(crate) mod throttle;
@@ -63,8 +66,8 @@ pub(crate) struct ChatService {
     key_use: server_api::KeyUse,
     /// The embedder's hooks, if any.
     hooks: Option<Arc<dyn Hooks>>,
-    /// Where the commit listener nudges the webhook tasks.
-    webhooks: Arc<std::sync::OnceLock<webhooks::Nudges>>,
+    /// Where the commit listener nudges the outbox's tasks.
+    outbox: Arc<std::sync::OnceLock<outbox::Nudges>>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -87,11 +90,11 @@ impl ChatService {
         hooks: Option<Arc<dyn Hooks>>,
         limits: Limits,
     ) -> Self {
-        let webhooks = Arc::new(std::sync::OnceLock::new());
+        let outbox = Arc::new(std::sync::OnceLock::new());
         storage.listen(Arc::new(messages::Publisher {
             hub: hub.clone(),
             after: hooks.clone().map(vetting::after_events),
-            webhooks: webhooks.clone(),
+            outbox: outbox.clone(),
         }));
         Self {
             storage,
@@ -108,7 +111,7 @@ impl ChatService {
             provisioned: provision::Provisioned::default(),
             key_use: server_api::KeyUse::default(),
             hooks,
-            webhooks,
+            outbox,
         }
     }
 
@@ -119,19 +122,19 @@ impl ChatService {
         self.accounts.clone().listen(self.hub.clone(), conn).await;
     }
 
-    /// Starts delivering webhooks to `endpoints` (on tasks of their own,
-    /// until `stop`).
-    pub(crate) async fn start_webhooks(
+    /// Starts delivering room events to `sinks` (webhooks, push; on tasks
+    /// of their own, until `stop`).
+    pub(crate) async fn start_outbox(
         self: &Arc<Self>,
-        endpoints: Vec<webhooks::Endpoint>,
-        delivery: webhooks::Delivery,
+        sinks: Vec<Arc<dyn outbox::Sink>>,
+        backoff: std::time::Duration,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(), crate::storage::StorageError> {
-        if endpoints.is_empty() {
+        if sinks.is_empty() {
             return Ok(());
         }
-        let nudges = webhooks::start(self.clone(), endpoints, delivery, stop).await?;
-        let _ = self.webhooks.set(nudges);
+        let nudges = outbox::start(self.clone(), sinks, backoff, stop).await?;
+        let _ = self.outbox.set(nudges);
         Ok(())
     }
 

@@ -35,10 +35,10 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 use super::{
     Appended, Authority, ChangeOp, Changed, Conflict, Conversation, ExternalUser, HistoryPage,
     HistoryQuery, MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange,
-    NewMessage, NewReport, NewRoom, NewUser, PublicRoom, ReactionCount, RefreshTokenRecord,
-    Refusal, ReportRecord, ReportStatus, RoomChange, RoomKey, RoomPerson, RoomRecord,
-    SearchRequest, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
-    StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom, WebhookBacklog,
+    NewMessage, NewReport, NewRoom, NewUser, OutboxBacklog, PublicRoom, ReactionCount,
+    RefreshTokenRecord, Refusal, ReportRecord, ReportStatus, RoomChange, RoomKey, RoomPerson,
+    RoomRecord, SearchRequest, Storage, StorageError, StoredEvent, StoredMember, StoredMessage,
+    StoredReply, StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -113,7 +113,8 @@ macro_rules! storage_conformance_tests {
             account_control,
             provision_external_users,
             api_keys,
-            webhook_cursors,
+            outbox_cursors,
+            push_devices,
             reports,
             user_rooms,
             user_rooms_others_read_seq,
@@ -5444,22 +5445,19 @@ pub async fn api_keys(store: Arc<dyn Storage>) {
 /// Webhook cursors: an endpoint starts at the present, rooms born later
 /// from their first event; one lease holder at a time; the cursor moves
 /// only forward and only for the holder; failures wait their turn.
-pub async fn webhook_cursors(store: Arc<dyn Storage>) {
+pub async fn outbox_cursors(store: Arc<dyn Storage>) {
     let store = &*store;
     let ann = user(store, "ann").await;
     let old = room(store, "old", ann.id, &[]).await;
     send(store, old.id, ann.id, "before the endpoint").await;
     let url = "https://hooks.example/chat";
-    assert!(store.webhook_start(url, at(1)).await.expect("start"));
+    assert!(store.outbox_start(url, at(1)).await.expect("start"));
     assert!(
-        !store.webhook_start(url, at(2)).await.expect("again"),
+        !store.outbox_start(url, at(2)).await.expect("again"),
         "known"
     );
     assert_eq!(
-        store
-            .webhook_backlog(url, at(3), 10)
-            .await
-            .expect("backlog"),
+        store.outbox_backlog(url, at(3), 10).await.expect("backlog"),
         Vec::new(),
         "history before the endpoint is not owed"
     );
@@ -5467,20 +5465,17 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     let after_old = send(store, old.id, ann.id, "after").await;
     let young = room(store, "young", ann.id, &[]).await;
     send(store, young.id, ann.id, "born after").await;
-    let backlog = store
-        .webhook_backlog(url, at(3), 10)
-        .await
-        .expect("backlog");
+    let backlog = store.outbox_backlog(url, at(3), 10).await.expect("backlog");
     let young_last = last_seq(store, young.id).await;
     assert_eq!(
         backlog,
         vec![
-            WebhookBacklog {
+            OutboxBacklog {
                 room: old.id,
                 last_seq: after_old.seq,
                 delivered: after_old.seq - 1
             },
-            WebhookBacklog {
+            OutboxBacklog {
                 room: young.id,
                 last_seq: young_last,
                 delivered: 0
@@ -5489,7 +5484,7 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     );
     assert_eq!(
         store
-            .webhook_backlog(url, at(3), 1)
+            .outbox_backlog(url, at(3), 1)
             .await
             .expect("limit")
             .len(),
@@ -5497,7 +5492,7 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     );
     assert_eq!(
         store
-            .webhook_backlog("https://other.example/", at(3), 10)
+            .outbox_backlog("https://other.example/", at(3), 10)
             .await
             .expect("other")
             .len(),
@@ -5507,7 +5502,7 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
 
     // One holder at a time; its own lease renews; an expired one is free.
     let first = store
-        .webhook_claim(url, young.id, "a", at(100), at(4))
+        .outbox_claim(url, young.id, "a", at(100), at(4))
         .await
         .expect("claim")
         .expect("free");
@@ -5517,7 +5512,7 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     );
     assert_eq!(
         store
-            .webhook_claim(url, young.id, "b", at(100), at(5))
+            .outbox_claim(url, young.id, "b", at(100), at(5))
             .await
             .expect("claim"),
         None,
@@ -5525,7 +5520,7 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     );
     assert!(
         store
-            .webhook_backlog(url, at(5), 10)
+            .outbox_backlog(url, at(5), 10)
             .await
             .expect("backlog")
             .iter()
@@ -5534,42 +5529,42 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     );
     assert!(
         store
-            .webhook_claim(url, young.id, "a", at(200), at(6))
+            .outbox_claim(url, young.id, "a", at(200), at(6))
             .await
             .expect("renew")
             .is_some()
     );
     store
-        .webhook_delivered(url, young.id, "b", young_last)
+        .outbox_delivered(url, young.id, "b", young_last)
         .await
         .expect("not b's");
     store
-        .webhook_delivered(url, young.id, "a", young_last)
+        .outbox_delivered(url, young.id, "a", young_last)
         .await
         .expect("delivered");
     store
-        .webhook_delivered(url, young.id, "a", 0)
+        .outbox_delivered(url, young.id, "a", 0)
         .await
         .expect("never back");
     let again = store
-        .webhook_claim(url, young.id, "a", at(300), at(7))
+        .outbox_claim(url, young.id, "a", at(300), at(7))
         .await
         .expect("claim")
         .expect("ours");
     assert_eq!(again.delivered, young_last);
     store
-        .webhook_release(url, young.id, "a")
+        .outbox_release(url, young.id, "a")
         .await
         .expect("release");
     let taken = store
-        .webhook_claim(url, young.id, "b", at(400), at(8))
+        .outbox_claim(url, young.id, "b", at(400), at(8))
         .await
         .expect("claim")
         .expect("released");
     assert_eq!(taken.delivered, young_last);
     assert!(
         store
-            .webhook_claim(url, young.id, "c", at(500), at(401))
+            .outbox_claim(url, young.id, "c", at(500), at(401))
             .await
             .expect("claim")
             .is_some(),
@@ -5578,17 +5573,17 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
 
     // A failure: attempts counted, the room offered again once due.
     store
-        .webhook_claim(url, old.id, "a", at(1_000), at(10))
+        .outbox_claim(url, old.id, "a", at(1_000), at(10))
         .await
         .expect("claim")
         .expect("free");
     store
-        .webhook_failed(url, old.id, "a", 1, at(50))
+        .outbox_failed(url, old.id, "a", 1, at(50))
         .await
         .expect("failed");
     assert!(
         store
-            .webhook_backlog(url, at(20), 10)
+            .outbox_backlog(url, at(20), 10)
             .await
             .expect("backlog")
             .iter()
@@ -5597,7 +5592,7 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     );
     assert!(
         store
-            .webhook_backlog(url, at(50), 10)
+            .outbox_backlog(url, at(50), 10)
             .await
             .expect("backlog")
             .iter()
@@ -5605,17 +5600,17 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
         "due"
     );
     let retry = store
-        .webhook_claim(url, old.id, "b", at(1_000), at(51))
+        .outbox_claim(url, old.id, "b", at(1_000), at(51))
         .await
         .expect("claim")
         .expect("the failure released it");
     assert_eq!((retry.attempts, retry.next_attempt_at), (1, Some(at(50))));
     store
-        .webhook_delivered(url, old.id, "b", after_old.seq)
+        .outbox_delivered(url, old.id, "b", after_old.seq)
         .await
         .expect("delivered");
     let done = store
-        .webhook_claim(url, old.id, "b", at(1_000), at(52))
+        .outbox_claim(url, old.id, "b", at(1_000), at(52))
         .await
         .expect("claim")
         .expect("ours");
@@ -5628,9 +5623,83 @@ pub async fn webhook_cursors(store: Arc<dyn Storage>) {
     assert!(store.delete_room(young.id).await.expect("delete"));
     assert_eq!(
         store
-            .webhook_claim(url, young.id, "a", at(2_000), at(1_500))
+            .outbox_claim(url, young.id, "a", at(2_000), at(1_500))
             .await
             .expect("claim"),
         None
+    );
+}
+
+/// Push devices: registered per user, moved with their token, listed per
+/// user, unregistered by their owner only, forgotten when rejected.
+pub async fn push_devices(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let phone = store
+        .register_device(ann.id, "fcm", "token-1", "com.example.chat", at(1))
+        .await
+        .expect("register");
+    let tablet = store
+        .register_device(ann.id, "apns", "token-2", "com.example.chat.ios", at(2))
+        .await
+        .expect("register");
+    assert_ne!(phone.id, tablet.id);
+    // The same token in another app is another device.
+    let other_app = store
+        .register_device(bob.id, "fcm", "token-1", "com.example.other", at(3))
+        .await
+        .expect("register");
+    assert_ne!(other_app.id, phone.id);
+    assert_eq!(
+        store.devices(&[ann.id]).await.expect("devices"),
+        vec![phone.clone(), tablet.clone()]
+    );
+    // The phone changes hands: same id, bob's now.
+    let moved = store
+        .register_device(bob.id, "fcm", "token-1", "com.example.chat", at(4))
+        .await
+        .expect("register");
+    assert_eq!(
+        (moved.id, moved.user, moved.created_at),
+        (phone.id, bob.id, at(4))
+    );
+    assert_eq!(
+        store.devices(&[ann.id]).await.expect("devices"),
+        vec![tablet.clone()]
+    );
+    assert_eq!(
+        store
+            .devices(&[ann.id, bob.id])
+            .await
+            .expect("devices")
+            .len(),
+        3
+    );
+    assert_eq!(store.devices(&[]).await.expect("none"), Vec::new());
+
+    assert!(
+        !store
+            .delete_device(ann.id, moved.id)
+            .await
+            .expect("not ann's")
+    );
+    assert!(store.delete_device(ann.id, tablet.id).await.expect("ann's"));
+    assert!(!store.delete_device(ann.id, tablet.id).await.expect("gone"));
+    assert!(
+        store
+            .delete_device_token("com.example.chat", "token-1")
+            .await
+            .expect("rejected")
+    );
+    assert!(
+        !store
+            .delete_device_token("com.example.chat", "token-1")
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        store.devices(&[ann.id, bob.id]).await.expect("devices"),
+        vec![other_app]
     );
 }

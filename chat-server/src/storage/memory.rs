@@ -17,12 +17,12 @@ use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
 use super::roles::{self, Effect};
 use super::{
     ApiKeyRecord, Appended, BanRecord, ChangeOp, Changed, CommitListener, Committed, Conflict,
-    Conversation, ExternalUser, HistoryPage, HistoryQuery, Listener, MemberState, MemberUpdate,
-    MessageChange, NewMessage, NewReport, NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark,
-    RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomPerson, RoomProfile,
-    RoomRecord, SearchPage, SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent,
-    StoredMember, StoredMessage, StoredReply, StoredRoomUpdate, StoredUpdate, TimelinePage,
-    TokenUse, UpdateKind, UserRecord, UserRoom, WebhookBacklog, WebhookCursor,
+    Conversation, DeviceRecord, ExternalUser, HistoryPage, HistoryQuery, Listener, MemberState,
+    MemberUpdate, MessageChange, NewMessage, NewReport, NewRoom, NewUser, OutboxBacklog,
+    OutboxCursor, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord,
+    ReportStatus, RoomChange, RoomPerson, RoomProfile, RoomRecord, SearchPage, SearchRequest, Seen,
+    Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    StoredRoomUpdate, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -69,8 +69,11 @@ struct State {
     external_ids: HashMap<String, UserId>,
     /// With their hashes, in id order.
     api_keys: Vec<(ApiKeyRecord, String)>,
-    webhook_endpoints: std::collections::HashSet<String>,
-    webhook_cursors: HashMap<(String, RoomId), MemoryCursor>,
+    outbox_sinks: std::collections::HashSet<String>,
+    /// By id.
+    devices: BTreeMap<i64, DeviceRecord>,
+    last_device_id: i64,
+    outbox_cursors: HashMap<(String, RoomId), MemoryCursor>,
     tokens: HashMap<String, TokenRow>,
     secrets: HashMap<String, String>,
     rooms: BTreeMap<RoomId, RoomRow>,
@@ -779,7 +782,7 @@ impl Storage for MemoryStorage {
         // The cascade a database would run: the room's messages take their
         // `(sender, client_id)` entries with them.
         state.client_ids.retain(|_, (room, _)| *room != id);
-        state.webhook_cursors.retain(|(_, room), _| *room != id);
+        state.outbox_cursors.retain(|(_, room), _| *room != id);
         state.message_ids.retain(|_, (room, _)| *room != id);
         let State {
             message_ids,
@@ -993,9 +996,9 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    async fn webhook_start(&self, endpoint: &str, _at: Timestamp) -> Result<bool, StorageError> {
+    async fn outbox_start(&self, endpoint: &str, _at: Timestamp) -> Result<bool, StorageError> {
         let mut state = self.lock();
-        if !state.webhook_endpoints.insert(endpoint.to_owned()) {
+        if !state.outbox_sinks.insert(endpoint.to_owned()) {
             return Ok(false);
         }
         let rooms: Vec<(RoomId, Seq)> = state
@@ -1004,7 +1007,7 @@ impl Storage for MemoryStorage {
             .map(|r| (r.record.id, r.record.last_seq))
             .collect();
         for (room, last) in rooms {
-            state.webhook_cursors.insert(
+            state.outbox_cursors.insert(
                 (endpoint.to_owned(), room),
                 MemoryCursor {
                     delivered: last,
@@ -1015,25 +1018,25 @@ impl Storage for MemoryStorage {
         Ok(true)
     }
 
-    async fn webhook_backlog(
+    async fn outbox_backlog(
         &self,
         endpoint: &str,
         now: Timestamp,
         limit: u32,
-    ) -> Result<Vec<WebhookBacklog>, StorageError> {
+    ) -> Result<Vec<OutboxBacklog>, StorageError> {
         let state = self.lock();
-        let mut rooms: Vec<WebhookBacklog> = state
+        let mut rooms: Vec<OutboxBacklog> = state
             .rooms
             .values()
             .filter_map(|r| {
                 let cursor = state
-                    .webhook_cursors
+                    .outbox_cursors
                     .get(&(endpoint.to_owned(), r.record.id))
                     .cloned()
                     .unwrap_or_default();
                 let due = cursor.next_attempt_at.is_none_or(|at| at <= now)
                     && cursor.lease.as_ref().is_none_or(|(_, until)| *until <= now);
-                (r.record.last_seq > cursor.delivered && due).then_some(WebhookBacklog {
+                (r.record.last_seq > cursor.delivered && due).then_some(OutboxBacklog {
                     room: r.record.id,
                     last_seq: r.record.last_seq,
                     delivered: cursor.delivered,
@@ -1045,20 +1048,20 @@ impl Storage for MemoryStorage {
         Ok(rooms)
     }
 
-    async fn webhook_claim(
+    async fn outbox_claim(
         &self,
         endpoint: &str,
         room: RoomId,
         owner: &str,
         until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<WebhookCursor>, StorageError> {
+    ) -> Result<Option<OutboxCursor>, StorageError> {
         let mut state = self.lock();
-        if !state.rooms.contains_key(&room) || !state.webhook_endpoints.contains(endpoint) {
+        if !state.rooms.contains_key(&room) || !state.outbox_sinks.contains(endpoint) {
             return Ok(None);
         }
         let cursor = state
-            .webhook_cursors
+            .outbox_cursors
             .entry((endpoint.to_owned(), room))
             .or_default();
         let free = cursor
@@ -1069,14 +1072,14 @@ impl Storage for MemoryStorage {
             return Ok(None);
         }
         cursor.lease = Some((owner.to_owned(), until));
-        Ok(Some(WebhookCursor {
+        Ok(Some(OutboxCursor {
             delivered: cursor.delivered,
             attempts: cursor.attempts,
             next_attempt_at: cursor.next_attempt_at,
         }))
     }
 
-    async fn webhook_delivered(
+    async fn outbox_delivered(
         &self,
         endpoint: &str,
         room: RoomId,
@@ -1084,7 +1087,7 @@ impl Storage for MemoryStorage {
         seq: Seq,
     ) -> Result<(), StorageError> {
         let mut state = self.lock();
-        if let Some(cursor) = state.webhook_cursors.get_mut(&(endpoint.to_owned(), room))
+        if let Some(cursor) = state.outbox_cursors.get_mut(&(endpoint.to_owned(), room))
             && cursor
                 .lease
                 .as_ref()
@@ -1098,7 +1101,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn webhook_failed(
+    async fn outbox_failed(
         &self,
         endpoint: &str,
         room: RoomId,
@@ -1107,7 +1110,7 @@ impl Storage for MemoryStorage {
         next: Timestamp,
     ) -> Result<(), StorageError> {
         let mut state = self.lock();
-        if let Some(cursor) = state.webhook_cursors.get_mut(&(endpoint.to_owned(), room))
+        if let Some(cursor) = state.outbox_cursors.get_mut(&(endpoint.to_owned(), room))
             && cursor
                 .lease
                 .as_ref()
@@ -1120,14 +1123,14 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn webhook_release(
+    async fn outbox_release(
         &self,
         endpoint: &str,
         room: RoomId,
         owner: &str,
     ) -> Result<(), StorageError> {
         let mut state = self.lock();
-        if let Some(cursor) = state.webhook_cursors.get_mut(&(endpoint.to_owned(), room))
+        if let Some(cursor) = state.outbox_cursors.get_mut(&(endpoint.to_owned(), room))
             && cursor
                 .lease
                 .as_ref()
@@ -1136,6 +1139,70 @@ impl Storage for MemoryStorage {
             cursor.lease = None;
         }
         Ok(())
+    }
+
+    async fn register_device(
+        &self,
+        user: UserId,
+        platform: &str,
+        token: &str,
+        app_id: &str,
+        at: Timestamp,
+    ) -> Result<DeviceRecord, StorageError> {
+        let mut state = self.lock();
+        if !state.users.contains_key(&user) {
+            return Err(StorageError::NotFound);
+        }
+        let existing = state
+            .devices
+            .values()
+            .find(|d| d.app_id == app_id && d.token == token)
+            .map(|d| d.id);
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                state.last_device_id += 1;
+                state.last_device_id
+            }
+        };
+        let record = DeviceRecord {
+            id,
+            user,
+            platform: platform.to_owned(),
+            token: token.to_owned(),
+            app_id: app_id.to_owned(),
+            created_at: at,
+        };
+        state.devices.insert(id, record.clone());
+        Ok(record)
+    }
+
+    async fn devices(&self, users: &[UserId]) -> Result<Vec<DeviceRecord>, StorageError> {
+        Ok(self
+            .lock()
+            .devices
+            .values()
+            .filter(|d| users.contains(&d.user))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_device(&self, user: UserId, id: i64) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        match state.devices.get(&id) {
+            Some(d) if d.user == user => Ok(state.devices.remove(&id).is_some()),
+            _ => Ok(false),
+        }
+    }
+
+    async fn delete_device_token(&self, app_id: &str, token: &str) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        let found = state
+            .devices
+            .values()
+            .find(|d| d.app_id == app_id && d.token == token)
+            .map(|d| d.id);
+        Ok(found.is_some_and(|id| state.devices.remove(&id).is_some()))
     }
 
     async fn create_api_key(

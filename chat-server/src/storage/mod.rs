@@ -200,10 +200,11 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
-/// Where a webhook endpoint stands in a room ([`Storage::webhook_claim`]).
+/// Where an outbox sink (a webhook endpoint, a push gateway) stands in a
+/// room ([`Storage::outbox_claim`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebhookCursor {
-    /// The last seq the endpoint acknowledged (0: none yet).
+pub struct OutboxCursor {
+    /// The last seq the sink took (0: none yet).
     pub delivered: Seq,
     /// Failed attempts since the last delivery.
     pub attempts: u32,
@@ -211,15 +212,32 @@ pub struct WebhookCursor {
     pub next_attempt_at: Option<Timestamp>,
 }
 
-/// A room with events an endpoint has not had ([`Storage::webhook_backlog`]).
+/// A room with events a sink has not had ([`Storage::outbox_backlog`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebhookBacklog {
+pub struct OutboxBacklog {
     /// The room.
     pub room: RoomId,
     /// Its newest event.
     pub last_seq: Seq,
-    /// The endpoint's cursor in it.
+    /// The sink's cursor in it.
     pub delivered: Seq,
+}
+
+/// A registered push device ([`Storage::register_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Assigned at first registration; kept when the token moves.
+    pub id: i64,
+    /// Whose device it is.
+    pub user: UserId,
+    /// As registered (`fcm`, `apns`…).
+    pub platform: String,
+    /// The push token.
+    pub token: String,
+    /// The app the token belongs to.
+    pub app_id: String,
+    /// When it was (last) registered.
+    pub created_at: Timestamp,
 }
 
 /// A refresh token, known by its JWT id. Tokens issued from one login share a
@@ -1384,58 +1402,78 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<PublicRoom>, StorageError>;
     // Accounts
 
-    // Webhooks
+    // The outbox: each room's timeline delivered to sinks (webhook
+    // endpoints, push gateways) from a cursor per sink and room.
 
-    /// Registers a webhook endpoint if it is new, its cursor in every
+    /// Registers a sink if it is new, its cursor in every
     /// existing room at the room's last seq (it gets what happens from now
     /// on; a room created later starts at 0). Whether it was new.
-    async fn webhook_start(&self, endpoint: &str, at: Timestamp) -> Result<bool, StorageError>;
-    /// Rooms with events past `endpoint`'s cursor that nobody holds a
+    async fn outbox_start(&self, sink: &str, at: Timestamp) -> Result<bool, StorageError>;
+    /// Rooms with events past `sink`'s cursor that nobody holds a
     /// lease on and whose retry is due at `now`, by room id, at most
     /// `limit`.
-    async fn webhook_backlog(
+    async fn outbox_backlog(
         &self,
-        endpoint: &str,
+        sink: &str,
         now: Timestamp,
         limit: u32,
-    ) -> Result<Vec<WebhookBacklog>, StorageError>;
-    /// Takes (or renews) the lease on `room` for `endpoint` until `until`,
+    ) -> Result<Vec<OutboxBacklog>, StorageError>;
+    /// Takes (or renews) the lease on `room` for `sink` until `until`,
     /// if nobody else holds one at `now`: the cursor, or `None` if another
     /// owner holds it or the room is gone.
-    async fn webhook_claim(
+    async fn outbox_claim(
         &self,
-        endpoint: &str,
+        sink: &str,
         room: RoomId,
         owner: &str,
         until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<WebhookCursor>, StorageError>;
-    /// The endpoint acknowledged everything up to `seq`: the cursor moves
+    ) -> Result<Option<OutboxCursor>, StorageError>;
+    /// The sink took everything up to `seq`: the cursor moves
     /// there (never back) and the failures are forgotten; the lease stays.
-    async fn webhook_delivered(
+    async fn outbox_delivered(
         &self,
-        endpoint: &str,
+        sink: &str,
         room: RoomId,
         owner: &str,
         seq: Seq,
     ) -> Result<(), StorageError>;
     /// A delivery failed: `attempts` so far, the next one due at `next`;
     /// the lease is given up.
-    async fn webhook_failed(
+    async fn outbox_failed(
         &self,
-        endpoint: &str,
+        sink: &str,
         room: RoomId,
         owner: &str,
         attempts: u32,
         next: Timestamp,
     ) -> Result<(), StorageError>;
     /// Gives the lease up.
-    async fn webhook_release(
+    async fn outbox_release(
         &self,
-        endpoint: &str,
+        sink: &str,
         room: RoomId,
         owner: &str,
     ) -> Result<(), StorageError>;
+
+    // Push devices
+
+    /// Registers `token` of `app_id` for `user`; the same token registered
+    /// before (by anyone) moves to `user` and keeps its id.
+    async fn register_device(
+        &self,
+        user: UserId,
+        platform: &str,
+        token: &str,
+        app_id: &str,
+        at: Timestamp,
+    ) -> Result<DeviceRecord, StorageError>;
+    /// The devices of `users`, by id.
+    async fn devices(&self, users: &[UserId]) -> Result<Vec<DeviceRecord>, StorageError>;
+    /// Unregisters `user`'s device `id`; `false` if they have none such.
+    async fn delete_device(&self, user: UserId, id: i64) -> Result<bool, StorageError>;
+    /// Forgets a token the gateway rejected, whoever had it.
+    async fn delete_device_token(&self, app_id: &str, token: &str) -> Result<bool, StorageError>;
 
     // API keys
 

@@ -1366,6 +1366,12 @@ async fn server_calls_and_api_keys(backend: Backend) {
             Some(json!({"room": id, "message": "as a key"})),
         ),
         ("POST", "/api/users/logout-all/".to_owned(), None),
+        ("GET", "/api/push/devices/".to_owned(), None),
+        (
+            "POST",
+            "/api/push/devices/".to_owned(),
+            Some(json!({"platform": "fcm", "token": "t", "app_id": "a"})),
+        ),
     ] {
         let (status, answer) = s.call(method, &path, Some(&live), body).await;
         assert_eq!(

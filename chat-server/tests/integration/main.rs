@@ -19,6 +19,7 @@ mod origins;
 mod outage;
 mod presence;
 mod proxy;
+mod push;
 mod redis_server;
 mod replies;
 mod rooms;

@@ -24,12 +24,12 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Po
 
 use super::group_commit::GroupCommit;
 use super::{
-    ApiKeyRecord, Appended, BanRecord, Changed, CommitListener, Conversation, ExternalUser,
-    HistoryPage, HistoryQuery, MemberState, MemberUpdate, MessageChange, NewMessage, NewReport,
-    NewRoom, NewUser, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord,
-    ReportStatus, RoomChange, RoomKey, RoomPerson, RoomProfile, RoomRecord, SearchPage,
-    SearchRequest, Storage, StorageError, StoredMember, StoredMessage, StoredRoomUpdate,
-    TimelinePage, TokenUse, UserRecord, UserRoom, WebhookBacklog, WebhookCursor,
+    ApiKeyRecord, Appended, BanRecord, Changed, CommitListener, Conversation, DeviceRecord,
+    ExternalUser, HistoryPage, HistoryQuery, MemberState, MemberUpdate, MessageChange, NewMessage,
+    NewReport, NewRoom, NewUser, OutboxBacklog, OutboxCursor, PublicRoom, ReactionCount, ReadMark,
+    RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomKey, RoomPerson, RoomProfile,
+    RoomRecord, SearchPage, SearchRequest, Storage, StorageError, StoredMember, StoredMessage,
+    StoredRoomUpdate, TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -508,9 +508,9 @@ where
         rows.iter().map(rows::public_room_from).collect()
     }
 
-    async fn webhook_start(&self, endpoint: &str, at: Timestamp) -> Result<bool, StorageError> {
+    async fn outbox_start(&self, endpoint: &str, at: Timestamp) -> Result<bool, StorageError> {
         let mut tx = self.write.begin().await.map_err(D::map_err)?;
-        let done = sqlx::query(statements::WEBHOOK_ENDPOINT)
+        let done = sqlx::query(statements::OUTBOX_SINK)
             .bind(endpoint)
             .bind(at.unix_micros())
             .execute(&mut *tx)
@@ -518,7 +518,7 @@ where
             .map_err(D::map_err)?;
         let new = D::rows_affected(&done) > 0;
         if new {
-            sqlx::query(statements::WEBHOOK_CURSORS_NOW)
+            sqlx::query(statements::OUTBOX_CURSORS_NOW)
                 .bind(endpoint)
                 .execute(&mut *tx)
                 .await
@@ -528,13 +528,13 @@ where
         Ok(new)
     }
 
-    async fn webhook_backlog(
+    async fn outbox_backlog(
         &self,
         endpoint: &str,
         now: Timestamp,
         limit: u32,
-    ) -> Result<Vec<WebhookBacklog>, StorageError> {
-        let rows = sqlx::query(statements::WEBHOOK_BACKLOG)
+    ) -> Result<Vec<OutboxBacklog>, StorageError> {
+        let rows = sqlx::query(statements::OUTBOX_BACKLOG)
             .bind(endpoint)
             .bind(now.unix_micros())
             .bind(i64::from(limit))
@@ -543,7 +543,7 @@ where
             .map_err(D::map_err)?;
         rows.iter()
             .map(|row| {
-                Ok(WebhookBacklog {
+                Ok(OutboxBacklog {
                     room: RoomId(row.int("room_id")?),
                     last_seq: row.int("last_seq")?,
                     delivered: row.int("delivered_seq")?,
@@ -552,15 +552,15 @@ where
             .collect()
     }
 
-    async fn webhook_claim(
+    async fn outbox_claim(
         &self,
         endpoint: &str,
         room: RoomId,
         owner: &str,
         until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<WebhookCursor>, StorageError> {
-        let row = sqlx::query(statements::WEBHOOK_CLAIM)
+    ) -> Result<Option<OutboxCursor>, StorageError> {
+        let row = sqlx::query(statements::OUTBOX_CLAIM)
             .bind(endpoint)
             .bind(room.get())
             .bind(owner)
@@ -570,7 +570,7 @@ where
             .await
             .map_err(D::map_err)?;
         row.map(|row| {
-            Ok(WebhookCursor {
+            Ok(OutboxCursor {
                 delivered: row.int("delivered_seq")?,
                 attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
                 next_attempt_at: row
@@ -581,14 +581,14 @@ where
         .transpose()
     }
 
-    async fn webhook_delivered(
+    async fn outbox_delivered(
         &self,
         endpoint: &str,
         room: RoomId,
         owner: &str,
         seq: Seq,
     ) -> Result<(), StorageError> {
-        sqlx::query(statements::WEBHOOK_DELIVERED)
+        sqlx::query(statements::OUTBOX_ADVANCE)
             .bind(endpoint)
             .bind(room.get())
             .bind(owner)
@@ -599,7 +599,7 @@ where
         Ok(())
     }
 
-    async fn webhook_failed(
+    async fn outbox_failed(
         &self,
         endpoint: &str,
         room: RoomId,
@@ -607,7 +607,7 @@ where
         attempts: u32,
         next: Timestamp,
     ) -> Result<(), StorageError> {
-        sqlx::query(statements::WEBHOOK_FAILED)
+        sqlx::query(statements::OUTBOX_FAILURE)
             .bind(endpoint)
             .bind(room.get())
             .bind(owner)
@@ -619,13 +619,13 @@ where
         Ok(())
     }
 
-    async fn webhook_release(
+    async fn outbox_release(
         &self,
         endpoint: &str,
         room: RoomId,
         owner: &str,
     ) -> Result<(), StorageError> {
-        sqlx::query(statements::WEBHOOK_RELEASE)
+        sqlx::query(statements::OUTBOX_RELEASE)
             .bind(endpoint)
             .bind(room.get())
             .bind(owner)
@@ -633,6 +633,82 @@ where
             .await
             .map_err(D::map_err)?;
         Ok(())
+    }
+
+    async fn register_device(
+        &self,
+        user: UserId,
+        platform: &str,
+        token: &str,
+        app_id: &str,
+        at: Timestamp,
+    ) -> Result<DeviceRecord, StorageError> {
+        let id: i64 = sqlx::query_scalar(statements::REGISTER_DEVICE)
+            .bind(user.get())
+            .bind(platform)
+            .bind(token)
+            .bind(app_id)
+            .bind(at.unix_micros())
+            .fetch_one(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(DeviceRecord {
+            id,
+            user,
+            platform: platform.to_owned(),
+            token: token.to_owned(),
+            app_id: app_id.to_owned(),
+            created_at: at,
+        })
+    }
+
+    async fn devices(&self, users: &[UserId]) -> Result<Vec<DeviceRecord>, StorageError> {
+        let mut devices = Vec::new();
+        for chunk in users.chunks(statements::IDS_PER_QUERY) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "{}{}) ORDER BY id",
+                statements::DEVICES_PREFIX,
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for user in chunk {
+                query = query.bind(user.get());
+            }
+            let rows = query.fetch_all(&self.read).await.map_err(D::map_err)?;
+            for row in &rows {
+                devices.push(DeviceRecord {
+                    id: row.int("id")?,
+                    user: UserId(row.int("user_id")?),
+                    platform: row.text("platform")?,
+                    token: row.text("token")?,
+                    app_id: row.text("app_id")?,
+                    created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+                });
+            }
+        }
+        devices.sort_by_key(|d| d.id);
+        Ok(devices)
+    }
+
+    async fn delete_device(&self, user: UserId, id: i64) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::DELETE_DEVICE)
+            .bind(id)
+            .bind(user.get())
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn delete_device_token(&self, app_id: &str, token: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::DELETE_DEVICE_TOKEN)
+            .bind(app_id)
+            .bind(token)
+            .execute(&self.write)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done) > 0)
     }
 
     async fn create_api_key(

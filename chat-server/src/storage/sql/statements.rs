@@ -94,44 +94,60 @@ pub(crate) const INSERT_EXTERNAL_USER: &str = "INSERT INTO users \
     (username, email, display_name, password_hash, created_at, external_id, is_bot) \
     VALUES ($1, $2, $3, '', $4, $5, $6) ON CONFLICT (external_id) DO NOTHING RETURNING id";
 
-// Webhooks
+// The outbox (webhooks, push)
 
-pub(crate) const WEBHOOK_ENDPOINT: &str = "INSERT INTO webhook_endpoints (endpoint, created_at) \
-    VALUES ($1, $2) ON CONFLICT (endpoint) DO NOTHING";
+pub(crate) const OUTBOX_SINK: &str = "INSERT INTO outbox_sinks (sink, created_at) \
+    VALUES ($1, $2) ON CONFLICT (sink) DO NOTHING";
 
-pub(crate) const WEBHOOK_CURSORS_NOW: &str = "INSERT INTO webhook_cursors \
-    (endpoint, room_id, delivered_seq) SELECT $1, id, last_seq FROM rooms";
+pub(crate) const OUTBOX_CURSORS_NOW: &str = "INSERT INTO outbox_cursors \
+    (sink, room_id, delivered_seq) SELECT $1, id, last_seq FROM rooms";
 
-pub(crate) const WEBHOOK_BACKLOG: &str = "SELECT r.id AS room_id, r.last_seq, \
+pub(crate) const OUTBOX_BACKLOG: &str = "SELECT r.id AS room_id, r.last_seq, \
     COALESCE(c.delivered_seq, 0) AS delivered_seq \
-    FROM rooms r LEFT JOIN webhook_cursors c ON c.room_id = r.id AND c.endpoint = $1 \
+    FROM rooms r LEFT JOIN outbox_cursors c ON c.room_id = r.id AND c.sink = $1 \
     WHERE r.last_seq > COALESCE(c.delivered_seq, 0) \
     AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= $2) \
     AND (c.lease_until IS NULL OR c.lease_until <= $2) \
     ORDER BY r.id LIMIT $3";
 
 /// Takes the lease if free, expired or ours; creates the cursor (at 0) of
-/// a room born after the endpoint. No row back: someone else holds it.
-pub(crate) const WEBHOOK_CLAIM: &str = "INSERT INTO webhook_cursors \
-    (endpoint, room_id, delivered_seq, lease_owner, lease_until) \
+/// a room born after the sink. No row back: someone else holds it.
+pub(crate) const OUTBOX_CLAIM: &str = "INSERT INTO outbox_cursors \
+    (sink, room_id, delivered_seq, lease_owner, lease_until) \
     SELECT $1, id, 0, $3, $4 FROM rooms WHERE id = $2 \
-    ON CONFLICT (endpoint, room_id) DO UPDATE \
+    ON CONFLICT (sink, room_id) DO UPDATE \
     SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until \
-    WHERE webhook_cursors.lease_owner IS NULL OR webhook_cursors.lease_until <= $5 \
-    OR webhook_cursors.lease_owner = excluded.lease_owner \
+    WHERE outbox_cursors.lease_owner IS NULL OR outbox_cursors.lease_until <= $5 \
+    OR outbox_cursors.lease_owner = excluded.lease_owner \
     RETURNING delivered_seq, attempts, next_attempt_at";
 
-pub(crate) const WEBHOOK_DELIVERED: &str = "UPDATE webhook_cursors \
+pub(crate) const OUTBOX_ADVANCE: &str = "UPDATE outbox_cursors \
     SET delivered_seq = $4, attempts = 0, next_attempt_at = NULL \
-    WHERE endpoint = $1 AND room_id = $2 AND lease_owner = $3 AND delivered_seq < $4";
+    WHERE sink = $1 AND room_id = $2 AND lease_owner = $3 AND delivered_seq < $4";
 
-pub(crate) const WEBHOOK_FAILED: &str = "UPDATE webhook_cursors \
+pub(crate) const OUTBOX_FAILURE: &str = "UPDATE outbox_cursors \
     SET attempts = $4, next_attempt_at = $5, lease_owner = NULL, lease_until = NULL \
-    WHERE endpoint = $1 AND room_id = $2 AND lease_owner = $3";
+    WHERE sink = $1 AND room_id = $2 AND lease_owner = $3";
 
-pub(crate) const WEBHOOK_RELEASE: &str = "UPDATE webhook_cursors \
+pub(crate) const OUTBOX_RELEASE: &str = "UPDATE outbox_cursors \
     SET lease_owner = NULL, lease_until = NULL \
-    WHERE endpoint = $1 AND room_id = $2 AND lease_owner = $3";
+    WHERE sink = $1 AND room_id = $2 AND lease_owner = $3";
+
+// Push devices
+
+pub(crate) const REGISTER_DEVICE: &str = "INSERT INTO push_devices \
+    (user_id, platform, token, app_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+    ON CONFLICT (app_id, token) DO UPDATE SET user_id = excluded.user_id, \
+    platform = excluded.platform, created_at = excluded.created_at RETURNING id";
+
+/// `push_devices WHERE user_id IN (…)`: the caller appends the list and `)`.
+pub(crate) const DEVICES_PREFIX: &str = "SELECT id, user_id, platform, token, app_id, created_at \
+    FROM push_devices WHERE user_id IN (";
+
+pub(crate) const DELETE_DEVICE: &str = "DELETE FROM push_devices WHERE id = $1 AND user_id = $2";
+
+pub(crate) const DELETE_DEVICE_TOKEN: &str =
+    "DELETE FROM push_devices WHERE app_id = $1 AND token = $2";
 
 // API keys
 

@@ -1,0 +1,24 @@
+-- The outbox: each room's timeline delivered to each sink (a webhook
+-- endpoint, a push gateway) from a cursor. The timeline is the outbox: a
+-- cursor moves only after the sink succeeded, so nothing is lost across
+-- restarts or while a sink is down. A sink starts at each existing room's
+-- last seq (events from then on); a room created later has no row until
+-- its first delivery (cursor 0). A lease (`lease_owner`, `lease_until`)
+-- lets one instance at a time deliver a room to a sink, in order; a failed
+-- delivery waits until `next_attempt_at`, backing off with `attempts`.
+
+CREATE TABLE outbox_sinks (
+    sink       TEXT    PRIMARY KEY,
+    created_at BIGINT  NOT NULL
+);
+
+CREATE TABLE outbox_cursors (
+    sink            TEXT    NOT NULL REFERENCES outbox_sinks (sink) ON DELETE CASCADE,
+    room_id         BIGINT  NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    delivered_seq   BIGINT  NOT NULL DEFAULT 0,
+    attempts        BIGINT  NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    lease_owner     TEXT,
+    lease_until     BIGINT,
+    PRIMARY KEY (sink, room_id)
+);
