@@ -250,3 +250,54 @@ async fn without_content_when_asked() {
             .is_some_and(|id| id.starts_with(&format!("{room}:")))
     );
 }
+
+/// A gateway that is down (nothing listens) while the server restarts on
+/// the same SQLite file: the notification owed is sent once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_down_across_a_restart() {
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = free.local_addr().expect("addr");
+    drop(free);
+    let tune = move |c: &mut chat_server::Config| {
+        c.push_gateway = Some(format!("http://{addr}/_matrix/push/v1/notify"));
+        c.webhook_backoff = Duration::from_millis(50);
+        c.webhook_timeout = Duration::from_millis(500);
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("chat.db").display());
+    let mut s =
+        TestServer::start_on(url.clone(), None, tempfile::tempdir().expect("dir"), tune).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "restarted", "public", &[]).await;
+    let (status, _) = s
+        .post("/chat/join-room/", &bob.access, json!({"room_id": room}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    register(&s, &bob, "bob-phone", "fcm").await;
+    s.send(&ann, room, "while the gateway is down").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.stop().await;
+    let s = TestServer::start_on(url, None, tempfile::tempdir().expect("dir"), tune).await;
+
+    // The gateway comes up where the server expects it.
+    let gw = Arc::new(Gateway {
+        failing: Mutex::new(false),
+        notifications: Mutex::new(Vec::new()),
+        dead: Vec::new(),
+    });
+    let app = axum::Router::new()
+        .route("/_matrix/push/v1/notify", axum::routing::post(notify))
+        .with_state(gw.clone());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind again");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let n = notification_for(&gw, "bob-phone").await;
+    assert_eq!(n["content"]["body"], "while the gateway is down");
+    drop(s);
+}
