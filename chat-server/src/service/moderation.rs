@@ -15,7 +15,7 @@ use chat_core::{ErrorCode, RoomRef, Timestamp, UserId};
 use super::ChatService;
 use super::messages::{member_to_wire, room_update_to_wire};
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{Conflict, MemberState, MemberUpdate, RoomChange, StorageError, roles};
+use crate::storage::{MemberState, MemberUpdate, RoomChange, roles};
 
 /// The longest reason a kick or a ban takes, in characters.
 pub(crate) const MAX_REASON_CHARS: usize = 500;
@@ -70,12 +70,7 @@ impl ChatService {
             .storage
             .update_room(change)
             .await
-            .map_err(|e| match e {
-                StorageError::Conflict(Conflict::RoomName) => {
-                    ApiError::new(ErrorCode::RoomNameTaken)
-                }
-                other => other.into(),
-            })?;
+            .map_err(super::rooms::name_taken)?;
         let record = self
             .storage
             .room(record.id)

@@ -201,12 +201,7 @@ impl ChatService {
                 created_at: Timestamp::now(),
             })
             .await
-            .map_err(|e| match e {
-                StorageError::Conflict(Conflict::RoomName) => {
-                    ApiError::new(ErrorCode::RoomNameTaken)
-                }
-                other => other.into(),
-            })?;
+            .map_err(super::rooms::name_taken)?;
         tracing::info!(room = %record.id, name = %record.name, creator = %user, "room created");
         self.room_view(&record).await
     }
@@ -505,6 +500,15 @@ pub(crate) fn last_message_view(viewer: UserId, r: &UserRoom) -> Option<LastMess
         is_read: super::messages::is_read(viewer, m.sender, m.seq, r.read_seq, r.others_read_seq),
         deleted: m.deleted,
     })
+}
+
+/// A storage error as the API tells it, a taken room name as
+/// `room_name_taken`.
+pub(crate) fn name_taken(e: StorageError) -> ApiError {
+    match e {
+        StorageError::Conflict(Conflict::RoomName) => ApiError::new(ErrorCode::RoomNameTaken),
+        other => other.into(),
+    }
 }
 
 pub(crate) fn room_not_found() -> ApiError {

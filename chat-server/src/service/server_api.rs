@@ -219,12 +219,7 @@ impl ChatService {
                 created_at: Timestamp::now(),
             })
             .await
-            .map_err(|e| match e {
-                StorageError::Conflict(Conflict::RoomName) => {
-                    ApiError::new(ErrorCode::RoomNameTaken)
-                }
-                other => other.into(),
-            })?;
+            .map_err(super::rooms::name_taken)?;
         for member in members.iter().filter(|m| m.id != owner.id) {
             self.storage.join_room(record.id, member.id).await?;
         }
