@@ -320,7 +320,7 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub hook_secret: Option<String>,
-    /// An endpoint every room event is POSTed to (more in the config file's [[webhooks]]).
+    /// An endpoint every room event is POSTed to (more in the config file's `[[webhooks]]`).
     #[arg(long, env = "CHAT_WEBHOOK_URL", value_name = "URL")]
     pub webhook_url: Option<String>,
     /// Secret that signs the --webhook-url requests (X-Chat-Signature).

@@ -5,21 +5,24 @@
 //! marks. Storage and fan-out sit behind traits so that backends can change
 //! without touching the rules.
 //!
-//! Layout:
-//! - [`config`]: flags, environment and TOML file.
-//! - [`server`]: start, serve, shut down.
-//! - [`http`]: the REST router, one file per resource.
-//! - [`ws`]: WebSocket upgrade and authentication ([`ws`]), the per-socket
-//!   loop ([`ws::session`]).
-//! - [`service`]: the business rules both HTTP and WebSocket call.
-//! - [`storage`]: the durable [`storage::Storage`] trait and its backends.
+//! What an embedder uses:
+//! - [`Builder`]: the configuration ([`Config`]) plus, optionally, a
+//!   storage, a broker, an authenticator and hooks; it gives a running
+//!   [`Server`] or a [`Chat`] whose router the host nests in its own app.
+//! - [`storage`]: the durable [`storage::Storage`] trait and its backends
+//!   (`memory`, and `sqlite`, `postgres` by cargo feature).
 //! - [`broker`]: the [`broker::Broker`] trait carrying events between
-//!   instances, and its backends.
-//! - [`hub`]: local fan-out from the broker to this instance's sockets.
-//! - [`auth`]: argon2 passwords, JWT tokens. [`error`]: the error body.
-//! - [`metrics`]: Prometheus series and `GET /metrics`.
-//! - [`tls`]: HTTPS/WSS termination, certificate reload, the development
-//!   certificate.
+//!   instances (`local`, and `redis` by feature).
+//! - [`identity`]: who a host's token is ([`identity::Authenticator`]) and
+//!   the shipped JWT authenticator.
+//! - [`hooks`]: the host's say on messages before they are stored, and
+//!   word of every stored event.
+//!
+//! Inside (crate-private; see `ARCHITECTURE.md`): `config`, `server` (build,
+//! serve, shut down), `http` (the REST router, one file per resource), `ws`
+//! (upgrade, the per-socket loop), `service` (the rules both call, the
+//! server API, the outbox feeding webhooks and push), `hub` (local fan-out),
+//! `auth` (passwords, tokens), `error`, `metrics`, `tls`, `signature`.
 //!
 //! Embedding, on a free port with in-memory storage:
 //!

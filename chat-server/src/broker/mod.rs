@@ -10,12 +10,12 @@
 //! `seq`.
 //!
 //! An instance subscribes to a room when its first local socket joins it and
-//! unsubscribes when the last one leaves (see [`crate::hub`]), so a broker
+//! unsubscribes when the last one leaves (see the hub), so a broker
 //! carries one subscription per room per instance, never one per socket.
 //!
 //! Backends, one file each: [`local`] (`local://`, in-process) and
-//! [`redis`](self::redis) (`redis://`, `rediss://`, between instances). Every
-//! backend runs the one [`conformance`] suite.
+//! `redis` (`redis://`, `rediss://`, between instances). Every
+//! backend runs the one `conformance` suite.
 
 use std::error::Error as StdError;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! `memory://`: every table in one process-local [`State`] behind a mutex.
+//! `memory://`: every table in one process-local `State` behind a mutex.
 //!
 //! Meant for tests and demos: nothing survives the process. It keeps the same
 //! rules the SQL backends get from their constraints (unique names, foreign

@@ -5,12 +5,12 @@
 //! exists; whoever misses a hint catches up from here by `seq`.
 //!
 //! Backends, one file each: [`memory`] (`memory://`, for tests and demos),
-//! [`sqlite`] (`sqlite://PATH`, the embedded default) and [`postgres`]
+//! `sqlite` (`sqlite://PATH`, the embedded default) and `postgres`
 //! (`postgres://…` or `postgresql://…`, for several instances sharing one
 //! database). The SQL backends are one implementation ([`sql`]) over a
 //! dialect each, and keep their DDL apart (`migrations/sqlite/`,
 //! `migrations/postgres/`), applied at connect or by [`migrate`]. Every backend runs the one
-//! [`conformance`] suite.
+//! `conformance` suite.
 //!
 //! A room's history is its timeline: events numbered by `seq`, of which a
 //! message is one kind, a member joining or leaving another, and a change
@@ -276,7 +276,7 @@ pub struct RoomRecord {
     pub kind: RoomType,
     /// Who created it; unchanged when ownership is handed over.
     pub creator: UserId,
-    /// Its owner (see [`roles`]): the creator until handed over.
+    /// Its owner (see `roles.rs`): the creator until handed over.
     pub owner: UserId,
     /// Its settings beyond name and type.
     pub profile: RoomProfile,

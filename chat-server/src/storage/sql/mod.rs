@@ -4,10 +4,10 @@
 //! (`sqlite.rs`, `postgres.rs`), with its own connecting, migrations and
 //! batch append statement.
 //!
-//! - [`statements`]: the DML both run unchanged.
-//! - [`rows`]: rows into records, for either backend's row type.
-//! - [`append`]: the append rule for SQL (one message in its transaction).
-//! - [`dialect`]: the trait.
+//! - `statements`: the DML both run unchanged.
+//! - `rows`: rows into records, for either backend's row type.
+//! - `append`: the append rule for SQL (one message in its transaction).
+//! - `dialect`: the trait.
 //!
 //! A storage has a read pool and a write pool. On PostgreSQL they are the
 //! same pool; on SQLite the write pool is one connection, so that writers
