@@ -35,6 +35,8 @@ use serde_json::{Value, json};
 pub(crate) const LOBBY: &str = "lobby";
 /// The bot's name.
 pub(crate) const BOT: &str = "helper";
+/// The bot as the server API names it: bots are `bot:{name}`.
+const BOT_ID: &str = "bot:helper";
 
 #[derive(Debug, Parser)]
 #[command(about = "A host app with chat mounted under /chat")]
@@ -107,7 +109,7 @@ impl ServerApi {
         self.call(
             reqwest::Method::PUT,
             &format!("server/users/{id}/"),
-            json!({"display_name": name, "username": id, "bot": bot}),
+            json!({"display_name": name, "username": id.trim_start_matches("bot:"), "bot": bot}),
         )
         .await
     }
@@ -133,7 +135,7 @@ impl ServerApi {
             .call(
                 reqwest::Method::POST,
                 "server/rooms/",
-                json!({"name": LOBBY, "type": "public", "owner": BOT}),
+                json!({"name": LOBBY, "type": "public", "owner": BOT_ID}),
             )
             .await;
         if let Ok(room) = made {
@@ -142,7 +144,7 @@ impl ServerApi {
                 .ok_or_else(|| anyhow::anyhow!("no room id in {room}"));
         }
         let bot = ChatClient::new(&self.base)?;
-        bot.set_tokens(Some(self.tokens(BOT).await?));
+        bot.set_tokens(Some(self.tokens(BOT_ID).await?));
         let rooms = bot.rooms().await?;
         let lobby = rooms
             .iter()
@@ -165,7 +167,7 @@ impl ServerApi {
     /// The usernames of `room`'s members.
     async fn members(&self, room: i64) -> anyhow::Result<Vec<String>> {
         let bot = ChatClient::new(&self.base)?;
-        bot.set_tokens(Some(self.tokens(BOT).await?));
+        bot.set_tokens(Some(self.tokens(BOT_ID).await?));
         Ok(bot
             .room(chat_client::chat_core::RoomId(room))
             .await?
@@ -284,7 +286,7 @@ pub(crate) async fn serve(
         .await?;
         Ok(())
     });
-    chat_api.upsert_user(BOT, "Helper", true).await?;
+    chat_api.upsert_user(BOT_ID, "Helper", true).await?;
     let lobby = chat_api.lobby().await?;
     // Listening before anyone can log in, so that it misses nothing.
     let bot = Bot::connect(chat_api, lobby).await?;
@@ -309,7 +311,7 @@ struct Bot {
 impl Bot {
     async fn connect(api: ServerApi, room: i64) -> anyhow::Result<Self> {
         let client = ChatClient::new(&api.base)?;
-        client.set_tokens(Some(api.tokens(BOT).await?));
+        client.set_tokens(Some(api.tokens(BOT_ID).await?));
         let me = client.me().await?.id;
         let conn = client.connect().await?;
         conn.subscribe(chat_client::chat_core::RoomId(room)).await?;

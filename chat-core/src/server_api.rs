@@ -23,9 +23,9 @@ pub struct UpsertUserRequest {
     /// A new user's email; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    /// Whether a new user is a bot (shown with `bot: true`); a bot that
-    /// listens on a socket of its own is made so, with tokens minted for
-    /// it.
+    /// Asks for a bot, which must then be named `bot:{name}` (any such id
+    /// is one, shown with `bot: true`): a bot that listens on a socket of
+    /// its own is made so, with tokens minted for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
 }

@@ -668,6 +668,16 @@ impl Config {
                 ));
             }
         }
+        let mut urls: Vec<&str> = self.webhooks.iter().map(|w| w.url.as_str()).collect();
+        urls.sort_unstable();
+        if urls.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid("a webhook url is listed twice".into()));
+        }
+        if self.webhook_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "webhook_timeout is at most 60 s".into(),
+            ));
+        }
         if self.webhook_timeout.is_zero() || self.webhook_backoff.is_zero() {
             return Err(ConfigError::Invalid(
                 "webhook_timeout and webhook_backoff must be positive".into(),

@@ -225,10 +225,11 @@ impl JwtAuthenticator {
         let candidates: Vec<&Key> = keys
             .iter()
             .filter(|k| k.algorithm == header.alg)
+            // A key without an id (a PEM key) serves whatever `kid` the
+            // issuer puts in its tokens.
             .filter(|k| match (&header.kid, &k.id) {
                 (Some(wanted), Some(id)) => wanted == id,
-                (Some(_), None) => false,
-                (None, _) => true,
+                (_, None) | (None, _) => true,
             })
             .collect();
         if candidates.is_empty() {

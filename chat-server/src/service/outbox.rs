@@ -175,6 +175,31 @@ impl Worker {
         }
     }
 
+    /// The sink's delivery of one batch, the lease renewed while it runs
+    /// (a sink may take longer than a lease: one request per member for
+    /// push). A renewal refused means another instance holds the room now:
+    /// the cursor will not move for us (it checks the holder).
+    async fn deliver_leased(&self, room: RoomId, events: &[TimelineEvent]) -> Result<(), String> {
+        let delivery = self.sink.deliver(&self.service, room, events);
+        tokio::pin!(delivery);
+        loop {
+            tokio::select! {
+                result = &mut delivery => return result,
+                () = tokio::time::sleep(LEASE / 3) => {
+                    let now = Timestamp::now();
+                    let renewed = self
+                        .service
+                        .storage()
+                        .outbox_claim(&self.name, room, &self.owner, later(now, LEASE), now)
+                        .await;
+                    if !matches!(renewed, Ok(Some(_))) {
+                        tracing::warn!(%room, "outbox lease lost during a delivery");
+                    }
+                }
+            }
+        }
+    }
+
     /// Delivers `room`'s events past the cursor, batch after batch, while
     /// the lease is ours and the endpoint says yes.
     async fn deliver_room(&self, room: RoomId) {
@@ -216,7 +241,7 @@ impl Worker {
                 let _ = storage.outbox_release(url, room, &self.owner).await;
                 return;
             };
-            match self.sink.deliver(&self.service, room, &events).await {
+            match self.deliver_leased(room, &events).await {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::OUTBOX_DELIVERED, "sink" => self.sink.kind())
                         .increment(events.len() as u64);

@@ -125,8 +125,16 @@ impl Sink for PushSink {
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
-            if !answer.status().is_success() {
-                return Err(format!("gateway answered {}", answer.status()));
+            let status = answer.status();
+            if status.is_client_error() {
+                // The gateway refuses this notification itself (its data,
+                // not its state): retrying cannot help, and must not hold
+                // the room's other members back.
+                tracing::warn!(user = %user, %status, "push gateway refused a notification");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("gateway answered {status}"));
             }
             let body: Value = answer.json().await.unwrap_or(Value::Null);
             for token in body["rejected"].as_array().into_iter().flatten() {

@@ -32,6 +32,9 @@ use crate::storage::{
 /// user's token (nor shown to the authenticator).
 pub(crate) const API_KEY_PREFIX: &str = "chat_key_";
 
+/// The external ids of bots: `bot:{name}`. No host token may name one.
+pub(crate) const BOT_PREFIX: &str = "bot:";
+
 /// How often a key's `last_used_at` is written, at most.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -166,6 +169,13 @@ impl ChatService {
         req: UpsertUserRequest,
     ) -> ApiResult<ServerUser> {
         valid_external_id(external_id)?;
+        let bot = external_id.starts_with(BOT_PREFIX);
+        if req.bot && !bot {
+            return Err(ApiError::invalid_field(
+                "bot",
+                "a bot's external id is bot:{name}",
+            ));
+        }
         let display_name = match req.display_name.as_deref().map(str::trim) {
             Some(name) if name.is_empty() || name.chars().count() > 64 => {
                 return Err(ApiError::invalid_field(
@@ -182,7 +192,7 @@ impl ChatService {
             email: req.email,
             expires_at: None,
         };
-        let record = self.provision_user(&identity, req.bot).await?;
+        let record = self.provision_user(&identity, bot).await?;
         Ok(server_user(&record))
     }
 
@@ -318,9 +328,10 @@ impl ChatService {
                         "A bot's name is 3 to 32 of letters, digits, '_', '.' and '-'",
                     ));
                 }
-                let mut identity = Identity::new(format!("bot:{name}"));
+                let mut identity = Identity::new(format!("{BOT_PREFIX}{name}"));
+                // A new bot is shown by its name; an existing one keeps
+                // the name it was given (a display name set by upsert).
                 identity.username = Some(name.to_owned());
-                identity.display_name = Some(name.to_owned());
                 let bot = self.provision_user(&identity, true).await?;
                 let member =
                     self.storage.membership(record.id, bot.id).await? == Some(MemberState::Member);

@@ -29,7 +29,7 @@ impl ChatService {
         token: &str,
         refusal: ErrorCode,
     ) -> ApiResult<AccessToken> {
-        let access = match self.tokens.verify_access(token) {
+        let mut access = match self.tokens.verify_access(token) {
             Ok(access) => access,
             Err(e) => match &self.authenticator {
                 // An API key is never a user's token, nor the host's to see.
@@ -50,6 +50,12 @@ impl ChatService {
                                     ApiError::new(ErrorCode::AuthUnavailable)
                                 }
                             })?;
+                    // Bots are the server API's: no host token speaks
+                    // for one.
+                    if identity.subject.starts_with(super::server_api::BOT_PREFIX) {
+                        tracing::debug!(subject = %identity.subject, "host token for a bot refused");
+                        return Err(ApiError::new(refusal));
+                    }
                     AccessToken {
                         user: self.provision(&identity).await?,
                         // None, or centuries away: a socket never closes
@@ -76,7 +82,12 @@ impl ChatService {
         if account.deactivated {
             return Err(ApiError::new(ErrorCode::AccountDeactivated));
         }
-        if !access.external && access.version < account.version {
+        if access.external {
+            // The host's token has no version of ours: it stands for the
+            // account as it is now, so that a socket opened with it closes
+            // on a later revocation, not on one made before it.
+            access.version = account.version;
+        } else if access.version < account.version {
             tracing::debug!(user = %access.user, "revoked access token");
             return Err(ApiError::new(refusal));
         }
@@ -230,7 +241,12 @@ impl ChatService {
         if let Some(wait) = self.login_throttle.account_locked(&key) {
             return Err(login_locked(wait));
         }
-        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        // A user of the host's (no password here) costs the same dummy
+        // hash as an unknown one, so timing tells them apart from nobody.
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .filter(|h| !h.is_empty());
         if !auth::verify_password(req.password, hash).await {
             self.login_throttle.failed(&key, client);
             return Err(ApiError::new(ErrorCode::InvalidCredentials));

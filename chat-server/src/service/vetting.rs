@@ -72,9 +72,19 @@ impl ChatService {
         let Some(hooks) = &self.hooks else {
             return Ok(None);
         };
+        // Only an edit the rule would allow is shown to the hook (the
+        // sender's own message, in a room they are in); any other is left
+        // to the edit to refuse, exactly as without a hook.
         let Some(target) = self.storage.message(message).await? else {
             return Ok(None);
         };
+        if target.sender != user
+            || target.deleted
+            || self.storage.membership(target.room, user).await?
+                != Some(crate::storage::MemberState::Member)
+        {
+            return Ok(None);
+        }
         let pending = Pending {
             kind: PendingKind::Edit,
             room: target.room,

@@ -165,6 +165,22 @@ async fn in_process_hooks_allow_reject_rewrite_and_hear(backend: Backend) {
         "oh d**n"
     );
 
+    // An edit the rule refuses is refused as without a hook: the hook
+    // never sees another's message.
+    let (status, body) = s
+        .call(
+            "PATCH",
+            &format!("/chat/messages/{id}/"),
+            Some(&bob.access),
+            Some(json!({"body": "buy now from bob"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_sender")),
+        "{body}"
+    );
+
     // The room closes: new messages are refused, but a repeat of an
     // acknowledged one is answered with its original.
     next(&mut anns, "message_edited").await;

@@ -216,6 +216,18 @@ async fn host_users_are_provisioned_and_renamed(backend: Backend) {
     );
     assert_eq!(me(&s, &numeric).await.1["id"], bob["id"]);
 
+    // Logging out everywhere revokes nothing of the host's tokens' future:
+    // a socket opened with one afterwards stays open.
+    let (status, body) = s
+        .call("POST", "/api/users/logout-all/", Some(&renamed), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let mut after = s
+        .ws_raw(&format!("/ws/?token={renamed}"))
+        .await
+        .expect("a host token opens a socket after a revocation");
+    after.expect_quiet().await;
+
     // A host user cannot log in with a password: there is none.
     let (status, body) = s
         .call(
@@ -367,6 +379,18 @@ async fn rs256_tokens_and_the_attacks_on_them() {
     assert_refused(&s, &sign(Algorithm::ES256, &ec_key, &c), "ES256 vs RSA key").await;
     // No signature at all.
     assert_refused(&s, &unsigned(&c), "alg none").await;
+    // Issuers put a `kid` in their headers; a PEM key serves any.
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("issuer-key-2026".to_owned());
+    let with_kid = jsonwebtoken::encode(&header, &c, &key).expect("signs");
+    assert_eq!(me(&s, &with_kid).await.0, StatusCode::OK);
+    // Bots are the server API's: no host token speaks for one.
+    assert_refused(
+        &s,
+        &sign(Algorithm::RS256, &key, &claims("bot:alerts", |_| {})),
+        "a bot's subject",
+    )
+    .await;
     // A token of the server's own kind with a claimed subject it did not
     // sign is neither its own nor the identity service's.
     assert_refused(

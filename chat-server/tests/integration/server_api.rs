@@ -86,6 +86,33 @@ async fn a_backend_runs_users_rooms_and_bots(backend: Backend) {
         (StatusCode::BAD_REQUEST, Some("invalid_input"))
     );
 
+    // Bots are named bot:{name}, and a bot:{name} is a bot.
+    let (status, body) = server_call(
+        &s,
+        &key,
+        "PUT",
+        "/server/users/host%7Czed/",
+        Some(json!({"bot": true})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    let (status, body) = server_call(
+        &s,
+        &key,
+        "PUT",
+        "/server/users/bot:watcher/",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["bot"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{body}"
+    );
+
     // Tokens the host's login hands out: they work and refresh like any.
     let (status, tokens) =
         server_call(&s, &key, "POST", "/server/users/host%7Cbob/tokens/", None).await;
