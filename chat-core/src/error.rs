@@ -228,6 +228,11 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down; reconnect elsewhere or later.
     GoingAway,
+    /// 1002: the client broke the WebSocket protocol (an unmasked frame,
+    /// a reserved opcode or bit, a malformed close frame).
+    ProtocolError,
+    /// 1007: a text frame was not valid UTF-8.
+    InvalidPayload,
     /// 1009: a frame exceeded the size limit.
     TooLarge,
     /// 4401: the access token expired; refresh it and reconnect.
@@ -247,6 +252,8 @@ impl CloseCode {
         match self {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
+            Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
             Self::TooLarge => 1009,
             Self::TokenExpired => 4401,
             Self::TooSlow => 4408,
@@ -260,6 +267,8 @@ impl CloseCode {
         Some(match code {
             1000 => Self::Normal,
             1001 => Self::GoingAway,
+            1002 => Self::ProtocolError,
+            1007 => Self::InvalidPayload,
             1009 => Self::TooLarge,
             4401 => Self::TokenExpired,
             4408 => Self::TooSlow,
@@ -274,6 +283,8 @@ impl CloseCode {
         match self {
             Self::Normal => "bye",
             Self::GoingAway => "server shutting down",
+            Self::ProtocolError => "protocol error",
+            Self::InvalidPayload => "invalid UTF-8",
             Self::TooLarge => "frame too large",
             Self::TokenExpired => "token expired",
             Self::TooSlow => "too slow to keep up, resume with after_seq",

@@ -307,6 +307,9 @@ impl ClientFrame {
     /// unknown `type` (`unknown_type`) and missing or mistyped fields
     /// (`invalid_input`) apart.
     pub fn from_json(text: &str) -> Result<Self, FrameError> {
+        if crate::text::json_has_nul(text.as_bytes()) {
+            return Err(invalid(crate::text::NUL_REFUSED));
+        }
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FrameError {
             code: ErrorCode::InvalidJson,
             message: format!("Invalid JSON: {e}"),

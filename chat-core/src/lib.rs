@@ -44,6 +44,7 @@ pub mod moderation;
 pub mod push;
 pub mod room;
 pub mod server_api;
+pub mod text;
 pub mod time;
 pub mod timeline;
 pub mod user;

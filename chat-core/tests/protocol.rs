@@ -1418,6 +1418,8 @@ fn server_error_codes_of_the_contract() {
 fn close_codes_of_the_contract() {
     for (number, code) in [
         (1001, CloseCode::GoingAway),
+        (1002, CloseCode::ProtocolError),
+        (1007, CloseCode::InvalidPayload),
         (1009, CloseCode::TooLarge),
         (4401, CloseCode::TokenExpired),
         (4408, CloseCode::TooSlow),
@@ -1433,10 +1435,13 @@ fn close_codes_round_trip() {
     for code in [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::TooLarge,
         CloseCode::TokenExpired,
         CloseCode::TooSlow,
         CloseCode::RoomDeleted,
+        CloseCode::SessionRevoked,
     ] {
         assert_eq!(CloseCode::from_code(code.code()), Some(code));
         assert!(!code.reason().is_empty(), "{code:?} has a reason");
@@ -1447,7 +1452,7 @@ fn close_codes_round_trip() {
         );
     }
     assert_eq!(CloseCode::Normal.code(), 1000);
-    assert_eq!(CloseCode::from_code(1002), None);
+    assert_eq!(CloseCode::from_code(1003), None);
     assert_eq!(CloseCode::from_code(4000), None);
 }
 

@@ -73,6 +73,16 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Events queued per socket before it counts as too slow (closed 4408).
     pub socket_queue: usize,
+    /// Connections served at once by the built-in server (TCP, TLS and
+    /// WebSocket alike); more are closed on arrival. `None`: the process's
+    /// descriptor limit less 256.
+    pub max_connections: Option<usize>,
+    /// How long a new connection may take to send a request's headers,
+    /// and a kept-alive one its next request's (built-in server).
+    pub header_timeout: Duration,
+    /// How long a shutdown waits for requests in flight and for every
+    /// WebSocket to take its close frame (built-in server).
+    pub shutdown_timeout: Duration,
     /// Pooled storage connections.
     pub storage_pool_size: u32,
     /// Threads that hash passwords, each holding one argon2 block (19 MiB)
@@ -152,6 +162,9 @@ impl Default for Config {
             max_frame_bytes: 64 * 1024,
             max_request_bytes: 256 * 1024,
             socket_queue: 1_024,
+            max_connections: None,
+            header_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
             storage_pool_size: 8,
             password_hash_threads: 1,
             hook_url: None,
@@ -296,6 +309,15 @@ pub struct Cli {
     /// Events queued per socket before it is closed as too slow [default: 1024].
     #[arg(long, env = "CHAT_SOCKET_QUEUE", value_name = "N")]
     pub socket_queue: Option<usize>,
+    /// Connections served at once; more are closed on arrival [default: the descriptor limit less 256].
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may take to send a request's headers [default: 10].
+    #[arg(long, env = "CHAT_HEADER_TIMEOUT", value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for requests and sockets to close [default: 10].
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
     /// Pooled storage connections [default: 8].
     #[arg(long, env = "CHAT_STORAGE_POOL_SIZE", value_name = "N")]
     pub storage_pool_size: Option<u32>,
@@ -429,6 +451,9 @@ struct FileConfig {
     max_frame_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
     socket_queue: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout: Option<u64>,
+    shutdown_timeout: Option<u64>,
     storage_pool_size: Option<u32>,
     password_hash_threads: Option<usize>,
     hook_url: Option<String>,
@@ -551,6 +576,12 @@ impl Config {
                 .socket_queue
                 .or(file.socket_queue)
                 .unwrap_or(d.socket_queue),
+            max_connections: cli.max_connections.or(file.max_connections),
+            header_timeout: secs(cli.header_timeout.or(file.header_timeout), d.header_timeout),
+            shutdown_timeout: secs(
+                cli.shutdown_timeout.or(file.shutdown_timeout),
+                d.shutdown_timeout,
+            ),
             storage_pool_size: cli
                 .storage_pool_size
                 .or(file.storage_pool_size)
@@ -619,6 +650,8 @@ impl Config {
             ("max_frame_bytes", self.max_frame_bytes),
             ("max_request_bytes", self.max_request_bytes),
             ("socket_queue", self.socket_queue),
+            ("max_connections", self.max_connections.unwrap_or(1)),
+            ("header_timeout", self.header_timeout.as_secs() as usize),
             ("storage_pool_size", self.storage_pool_size as usize),
             ("password_hash_threads", self.password_hash_threads),
         ];

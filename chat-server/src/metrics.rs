@@ -16,6 +16,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Open WebSocket connections (gauge).
 pub(crate) const CONNECTIONS: &str = "chat_connections";
+/// Connections closed on arrival because the connection cap was reached
+/// (counter).
+pub(crate) const CONNECTIONS_REFUSED: &str = "chat_connections_refused_total";
 /// Messages stored (counter); retries of a stored `client_id` do not count.
 pub(crate) const MESSAGES_STORED: &str = "chat_messages_stored_total";
 /// Events queued to sockets by the fan-out (counter).
@@ -104,6 +107,10 @@ fn handle() -> Option<&'static PrometheusHandle> {
 
 fn describe() {
     metrics::describe_gauge!(CONNECTIONS, "Open WebSocket connections");
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections closed on arrival at the connection cap"
+    );
     metrics::describe_counter!(MESSAGES_STORED, "Messages stored");
     metrics::describe_counter!(DELIVERIES, "Events queued to sockets by the fan-out");
     metrics::describe_counter!(SLOW_SOCKETS, "Sockets closed with 4408 for falling behind");

@@ -105,6 +105,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// Parses a JSON body, classifying the failure.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if chat_core::text::json_has_nul(bytes) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidInput,
+            chat_core::text::NUL_REFUSED,
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {

@@ -22,6 +22,7 @@ mod conversations;
 mod devices;
 mod docs;
 pub(crate) mod extract;
+mod guard;
 mod health;
 mod messages;
 pub(crate) mod origin;
@@ -117,6 +118,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(max_body, guard::guard))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
@@ -247,6 +248,7 @@ impl Builder {
                 allowed_origins: crate::http::origin::normalize(config.allowed_origins.as_deref()),
             }),
             shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
             conn_ids: Arc::new(ConnIds::new()),
         };
         state.service.start_accounts(state.next_conn_id()).await;
@@ -273,9 +275,12 @@ impl Builder {
             .as_ref()
             .map(crate::tls::Tls::new)
             .transpose()?;
+        // Before storage too: a port in use should fail before a database
+        // file, its migrations or a generated secret are left behind.
+        let listener = super::bind(self.config.listen).await?;
         let config = self.config.clone();
         let chat = self.build().await?;
-        super::Server::serve(chat, &config, tls).await
+        super::Server::serve(chat, &config, tls, listener)
     }
 }
 
@@ -312,6 +317,15 @@ impl Chat {
     /// shutdown open until they drop).
     pub fn shutdown(&self) {
         self.state.shutdown.cancel();
+    }
+
+    /// Waits until every WebSocket session has ended, after
+    /// [`Chat::shutdown`]: each has sent its close frame (1001) and
+    /// finished the send it was storing. A host awaits this after its own
+    /// server stopped accepting, under a deadline of its choosing.
+    pub async fn closed(&self) {
+        self.state.sessions.close();
+        self.state.sessions.wait().await;
     }
 
     /// Creates an API key of the server API (as `chat-server api-key

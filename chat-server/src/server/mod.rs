@@ -6,14 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower::Layer as _;
-use tower_http::normalize_path::NormalizePathLayer;
+use tokio_util::task::TaskTracker;
 
 use crate::broker::{BrokerError, ConnId};
 use crate::config::Config;
@@ -22,6 +19,7 @@ use crate::storage::{self, StorageError};
 use crate::tls::{Tls, TlsError};
 
 mod builder;
+mod serve;
 
 pub use builder::{Builder, Chat};
 
@@ -43,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) limits: Arc<ServerLimits>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
+    /// Every WebSocket session, so that a shutdown can wait for them.
+    pub(crate) sessions: TaskTracker,
     conn_ids: Arc<ConnIds>,
 }
 
@@ -112,7 +112,7 @@ pub struct Server {
     addr: SocketAddr,
     chat: Chat,
     tls: Option<Tls>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Server {
@@ -129,52 +129,41 @@ impl Server {
         Builder::new(config)
     }
 
-    async fn serve(chat: Chat, config: &Config, tls: Option<Tls>) -> Result<Self, StartError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+    fn serve(
+        chat: Chat,
+        config: &Config,
+        tls: Option<Tls>,
+        listener: TcpListener,
+    ) -> Result<Self, StartError> {
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
-        let app = NormalizePathLayer::trim_trailing_slash()
-            .layer(crate::http::router(chat.state.clone()));
-        // Client addresses reach handlers as `ConnectInfo<SocketAddr>` on
-        // both paths.
-        let app = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+        let app = chat.router();
+        let options = serve::ServeOptions {
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(serve::default_max_connections),
+            header_timeout: config.header_timeout,
+            shutdown_timeout: config.shutdown_timeout,
+        };
         let shutdown = chat.state.shutdown.clone();
-        let graceful = async move { shutdown.cancelled().await };
+        let sessions = chat.state.sessions.clone();
         let task = match &tls {
-            None => tokio::spawn(async move {
+            None => {
                 // Frames are batched and flushed by the session already;
                 // Nagle would only hold the last write of a batch back.
                 let listener = listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await
-            }),
+                tokio::spawn(serve::serve(listener, app, shutdown, sessions, options))
+            }
             Some(tls) => {
-                // axum provides `ConnectInfo<SocketAddr>` for its own TCP
-                // listener and for any listener wrapped by `tap_io`; the tap
-                // itself has nothing to do.
-                let listener = tls
-                    .listen(listener)
-                    .map_err(|source| StartError::Bind {
-                        addr: config.listen,
-                        source,
-                    })?
-                    .tap_io(|_| {});
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(graceful)
-                        .await
-                })
+                let listener = tls.listen(listener).map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+                tokio::spawn(serve::serve(listener, app, shutdown, sessions, options))
             }
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -211,10 +200,7 @@ impl Server {
     /// Waits until the server stops (after [`Self::shutdown`] or a fatal
     /// error).
     pub async fn wait(self) -> std::io::Result<()> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
-        }
+        self.task.await.map_err(std::io::Error::other)
     }
 
     /// The TLS state (`None` when serving plain HTTP): a handle that reloads
@@ -252,6 +238,13 @@ impl Server {
 
 /// Logs what a client needs to check the certificate: its fingerprint and,
 /// for the development certificate, where its CA was written.
+/// Binds the listening socket, naming the address when it cannot.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
 fn log_certificate(tls: &Tls, addr: SocketAddr) {
     let fingerprint = tls.fingerprint();
     let Some(ca) = tls.ca_pem() else {

@@ -87,6 +87,28 @@ impl Dialect for SqliteDialect {
     }
 }
 
+/// Why the database file could not be opened, naming it once: SQLite's
+/// own message ("unable to open database file") names neither the path
+/// nor the cause.
+fn open_failure(options: &SqliteConnectOptions, e: sqlx::Error) -> StorageError {
+    let path = options.get_filename();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let why = match std::fs::metadata(dir) {
+        Err(_) => format!("directory {} does not exist", dir.display()),
+        Ok(meta) if !meta.is_dir() => format!("{} is not a directory", dir.display()),
+        Ok(_) => match &e {
+            sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        },
+    };
+    StorageError::Unavailable(
+        format!("cannot open SQLite database {}: {why}", path.display()).into(),
+    )
+}
+
 impl SqlStorage<SqliteDialect> {
     /// Opens (creating it if needed) and migrates the database at
     /// `sqlite://PATH`, or a fresh throwaway one for `sqlite://:memory:`.
@@ -128,7 +150,7 @@ impl SqlStorage<SqliteDialect> {
                     .pragma("wal_autocheckpoint", "0"),
             )
             .await
-            .map_err(map_err)?;
+            .map_err(|e| open_failure(&base, e))?;
         MIGRATOR.run(&write).await.map_err(migrate_err)?;
         // Opened after the writer has switched the file to WAL (a setting
         // stored in the file), and read-only so that no write can slip

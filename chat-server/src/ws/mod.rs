@@ -210,9 +210,13 @@ fn accept(
         // after the frame is read, so the close is clean. Frames beyond the
         // ceiling are still cut at the header.
         .max_frame_size(max.saturating_mul(FRAME_CEILING_FACTOR))
-        .on_upgrade(move |socket| async move {
-            use futures_util::StreamExt as _;
-            let (sink, stream) = socket.split();
-            session::run(state, access, bound, sink, stream).await;
+        .on_upgrade(move |socket| {
+            // Tracked, so that a shutdown waits for its close frame.
+            let sessions = state.sessions.clone();
+            sessions.track_future(async move {
+                use futures_util::StreamExt as _;
+                let (sink, stream) = socket.split();
+                session::run(state, access, bound, sink, stream).await;
+            })
         })
 }

@@ -74,6 +74,9 @@ const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 enum Flow {
     Continue,
     Close(CloseCode),
+    /// The client sent a close frame: tungstenite queued the reply (RFC
+    /// 6455 asks for it), which a flush sends; nothing else may follow.
+    ClosedByClient,
     /// The client went away; nothing to send.
     Gone,
 }
@@ -182,7 +185,7 @@ pub(crate) async fn run<S, R, E>(
         Some(b) => Box::pin(s.subscribe(b.room, b.after_seq)).await,
         None => Flow::Continue,
     };
-    if flow != Flow::Gone
+    if matches!(flow, Flow::Continue | Flow::Close(_))
         && let Err(f) = s.flush().await
     {
         flow = f;
@@ -207,7 +210,7 @@ pub(crate) async fn run<S, R, E>(
                 }
             }
         };
-        if flow != Flow::Gone
+        if matches!(flow, Flow::Continue | Flow::Close(_))
             && let Err(f) = s.flush().await
         {
             // Keep a close already decided (its frames went out or not).
@@ -220,10 +223,12 @@ pub(crate) async fn run<S, R, E>(
             expiry.as_mut().reset(expiry_deadline(expires_at));
         }
     }
-    if let Flow::Close(code) = flow {
+    match flow {
         // Boxed, like every branch above, so that the future each socket
         // keeps for its lifetime is only as large as its idle state.
-        Box::pin(close(code, s.conn, &mut s.sink, &mut stream)).await;
+        Flow::Close(code) => Box::pin(close(code, s.conn, &mut s.sink, &mut stream)).await,
+        Flow::ClosedByClient => Box::pin(answer_close(&mut s.sink, &mut stream)).await,
+        Flow::Continue | Flow::Gone => {}
     }
     let hub = s.state.service.hub().clone();
     for room in s.rooms.keys() {
@@ -250,6 +255,19 @@ where
         // client answers or goes. Dropping a socket with unread input
         // makes the kernel reset it, and a reset can destroy the close
         // frame before the client reads it.
+        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+    }
+}
+
+/// Sends the close reply tungstenite queued when the client's close frame
+/// arrived, then waits for the client to end the connection.
+async fn answer_close<S, R, E>(sink: &mut S, stream: &mut R)
+where
+    S: Sink<WsMessage> + Unpin + Send,
+    R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+{
+    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await {
         let drain = async { while let Some(Ok(_)) = stream.next().await {} };
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
     }
@@ -302,16 +320,30 @@ where
     sink.flush().await
 }
 
-/// Whether a read failed because a frame or message exceeded the limit.
-fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The close code a failed read earns, if the connection can still take
+/// one: a frame over the limit (1009), text that is not UTF-8 (1007), a
+/// broken framing rule (1002). I/O errors and resets get none.
+fn read_failure(e: &(dyn std::error::Error + 'static)) -> Option<CloseCode> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
-            return true;
+        match err.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => return Some(CloseCode::TooLarge),
+            Some(tungstenite::Error::Utf8(_)) => return Some(CloseCode::InvalidPayload),
+            Some(tungstenite::Error::Protocol(p)) => {
+                return match p {
+                    // The peer is gone or the handshake is over: no frame
+                    // can reach it.
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+                    | tungstenite::error::ProtocolError::SendAfterClosing
+                    | tungstenite::error::ProtocolError::ReceivedAfterClosing => None,
+                    _ => Some(CloseCode::ProtocolError),
+                };
+            }
+            Some(_) => return None,
+            None => cur = err.source(),
         }
-        cur = err.source();
     }
-    false
+    None
 }
 
 /// A frame's JSON as a WebSocket text message. The frame was serialized
@@ -425,14 +457,14 @@ where
                 client_id: None,
             })),
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => return None,
-            None | Some(Ok(WsMessage::Close(_))) => Incoming::End(Flow::Gone),
+            Some(Ok(WsMessage::Close(_))) => Incoming::End(Flow::ClosedByClient),
+            None => Incoming::End(Flow::Gone),
             Some(Err(e)) => {
-                if is_too_large(&e) {
-                    Incoming::End(Flow::Close(CloseCode::TooLarge))
-                } else {
-                    tracing::debug!(conn = self.conn.0, error = %e, "socket read failed");
-                    Incoming::End(Flow::Gone)
-                }
+                tracing::debug!(conn = self.conn.0, error = %e, "socket read failed");
+                Incoming::End(match read_failure(&e) {
+                    Some(code) => Flow::Close(code),
+                    None => Flow::Gone,
+                })
             }
         })
     }
@@ -898,10 +930,15 @@ where
                 return Flow::Continue;
             }
         }
-        let start = match after_seq {
-            Some(seq) => seq,
+        let start = match (self.rooms.get(&id), after_seq) {
+            // Subscribed already: what this socket was given is on its way
+            // to the client, so the cursor never moves back (each event
+            // once, whatever the client asks); it moves forward only to
+            // skip what the client says it has.
+            (Some(cursor), after) => cursor.delivered.max(after.unwrap_or(0)),
+            (None, Some(seq)) => seq,
             // Live only: start after what is stored now that we listen.
-            None => match self
+            (None, None) => match self
                 .state
                 .service
                 .room_with_access(self.user, &RoomRef::Id(id))
@@ -920,8 +957,12 @@ where
                 }
             },
         };
-        // A resubscribe keeps the acks still waiting for their place.
-        let acks = self.rooms.remove(&id).map(|c| c.acks).unwrap_or_default();
+        // A resubscribe keeps the acks still waiting for their place; those
+        // at or below a cursor moved forward go out now.
+        let mut acks = self.rooms.remove(&id).map(|c| c.acks).unwrap_or_default();
+        let later = acks.split_off(&(start + 1));
+        self.out.extend(acks.into_values().map(WsMessage::Text));
+        let acks = later;
         self.rooms.insert(
             id,
             Cursor {

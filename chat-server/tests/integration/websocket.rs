@@ -24,6 +24,7 @@ each_backend!(
     auto_create_rooms,
     shutdown_closes_1001,
     rate_limit,
+    resubscribing_never_repeats_an_event,
 );
 
 async fn two_users_chat_in_a_bound_room(backend: Backend) {
@@ -920,4 +921,45 @@ async fn slow_socket_closes_4408_and_resumes_without_loss() {
         (2..=total + 1).collect::<Vec<_>>(),
         "everything, once, in order"
     );
+}
+
+/// A socket subscribed already that subscribes again with `after_seq` =
+/// the last seq it read, while the next event is on its way, gets that
+/// event once: the cursor of a subscribed room never moves back.
+async fn resubscribing_never_repeats_an_event(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "again", "public", &[]).await;
+    let (status, _) = s
+        .post("/chat/join-room/", &bob.access, json!({"room_id": room}))
+        .await;
+    assert!(status.is_success(), "{status}");
+    let mut a = s.ws("/ws/", &ann).await;
+    let (_, sub) = a.subscribe(json!(room), None).await;
+    let mut read = sub["last_seq"].as_i64().expect("last_seq");
+    for i in 0..5 {
+        let seq = s.send(&bob, room, &format!("m{i}")).await;
+        a.send(json!({"type": "subscribe", "room": room, "after_seq": read}))
+            .await;
+        a.send(json!({"type": "ping"})).await;
+        let mut seen = Vec::new();
+        let mut subscribed = None;
+        loop {
+            let f = a.frame().await;
+            match f["type"].as_str() {
+                Some("message") => seen.push(f["message"]["seq"].as_i64().expect("seq")),
+                Some("subscribed") => subscribed = Some(f["last_seq"].clone()),
+                Some("pong") => break,
+                _ => {}
+            }
+        }
+        assert_eq!(seen, vec![seq], "round {i}: each event once");
+        assert_eq!(subscribed, Some(json!(seq)), "round {i}");
+        read = seq;
+    }
+    // Asking for less than the socket was given does not replay either.
+    let (replayed, sub) = a.subscribe(json!(room), Some(0)).await;
+    assert!(replayed.is_empty(), "{replayed:?}");
+    assert_eq!(sub["last_seq"], read);
 }
