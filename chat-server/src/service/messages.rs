@@ -67,8 +67,11 @@ impl ReadMarks {
     }
 }
 
-/// A stored message as a viewer sees it.
-pub(crate) fn to_wire(m: StoredMessage, is_read: bool) -> Message {
+/// A stored message as `viewer` sees it (`None`: every member alike, as
+/// on the live stream). Its `client_id` is its sender's idempotency key,
+/// shown to the sender alone.
+pub(crate) fn to_wire(m: StoredMessage, is_read: bool, viewer: Option<UserId>) -> Message {
+    let client_id = m.client_id.filter(|_| viewer == Some(m.sender));
     Message {
         id: m.id,
         room: m.room,
@@ -78,7 +81,7 @@ pub(crate) fn to_wire(m: StoredMessage, is_read: bool) -> Message {
         body: m.body,
         created_at: m.created_at,
         is_read,
-        client_id: m.client_id,
+        client_id,
         edited_at: m.edited_at,
         version: m.version,
         deleted: m.deleted,
@@ -127,7 +130,7 @@ fn message_of(event: &mut TimelineEvent) -> Option<&mut Message> {
 /// A change to a message as its timeline event's frame, the same for
 /// every viewer (see [`MessageUpdate`] on `is_read`).
 pub(crate) fn update_to_wire(u: &StoredUpdate) -> TimelineEvent {
-    let mut message = to_wire(u.message.clone(), false);
+    let mut message = to_wire(u.message.clone(), false, None);
     message.reactions = reactions_to_wire(u.reactions.clone());
     let update = MessageUpdate {
         room: u.room,
@@ -188,7 +191,7 @@ impl CommitListener for Publisher {
                 metrics::counter!(crate::metrics::MESSAGES_STORED).increment(1);
                 // A new message: nobody else has read it yet.
                 let event = TimelineEvent::Message {
-                    message: to_wire(message.clone(), false),
+                    message: to_wire(message.clone(), false, None),
                 };
                 (message.room, message.seq, None, event)
             }
@@ -601,7 +604,7 @@ impl ChatService {
             }
             let marks = ReadMarks(self.storage.read_marks(room).await?);
             let is_read = marks.is_read(user, &appended.message);
-            let mut message = to_wire(appended.message, is_read);
+            let mut message = to_wire(appended.message, is_read, Some(user));
             self.with_reactions(user, [&mut message]).await?;
             return Ok(Sent {
                 message,
@@ -610,7 +613,7 @@ impl ChatService {
         }
         // A new message: nobody else has read it yet.
         Ok(Sent {
-            message: to_wire(appended.message, false),
+            message: to_wire(appended.message, false, Some(user)),
             created: true,
         })
     }
@@ -695,7 +698,7 @@ impl ChatService {
                 StoredEvent::Message(m) => {
                     let is_read = marks.is_read(viewer, &m);
                     TimelineEvent::Message {
-                        message: to_wire(m, is_read),
+                        message: to_wire(m, is_read, Some(viewer)),
                     }
                 }
                 StoredEvent::Member(m) => TimelineEvent::Member(member_to_wire(&m)),
@@ -726,7 +729,7 @@ impl ChatService {
             .into_iter()
             .map(|m| {
                 let is_read = marks.is_read(viewer, &m);
-                to_wire(m, is_read)
+                to_wire(m, is_read, Some(viewer))
             })
             .collect();
         self.with_reactions(viewer, messages.iter_mut()).await?;
@@ -840,7 +843,7 @@ impl ChatService {
                 room,
                 room_name,
                 seq: message.seq,
-                message: to_wire(message, is_read),
+                message: to_wire(message, is_read, Some(user)),
             });
         }
         self.with_reactions(user, hits.iter_mut().map(|h| &mut h.message))
@@ -873,13 +876,13 @@ impl ChatService {
         let page = self.storage.thread(found.id, query).await?;
         let marks = ReadMarks(self.storage.read_marks(found.room).await?);
         let is_read = marks.is_read(user, &found);
-        let mut root = to_wire(found, is_read);
+        let mut root = to_wire(found, is_read, Some(user));
         let mut replies: Vec<Message> = page
             .messages
             .into_iter()
             .map(|m| {
                 let is_read = marks.is_read(user, &m);
-                to_wire(m, is_read)
+                to_wire(m, is_read, Some(user))
             })
             .collect();
         self.with_reactions(user, std::iter::once(&mut root).chain(replies.iter_mut()))
@@ -903,7 +906,7 @@ impl ChatService {
             .into_iter()
             .map(|m| {
                 let is_read = marks.is_read(user, &m);
-                to_wire(m, is_read)
+                to_wire(m, is_read, Some(user))
             })
             .collect();
         self.with_reactions(user, pins.iter_mut()).await?;
@@ -974,7 +977,7 @@ impl ChatService {
         };
         let m = &changed.message;
         let is_read = is_read(user, m.sender, m.seq, seen.own_mark, seen.others_mark);
-        let mut message = to_wire(changed.message, is_read);
+        let mut message = to_wire(changed.message, is_read, Some(user));
         message.reactions = reactions_to_wire(seen.reactions);
         Ok(MessageChanged { seq, message })
     }

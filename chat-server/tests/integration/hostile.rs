@@ -257,3 +257,42 @@ async fn slow_and_idle_connections_are_bounded() {
     let (status, body) = s.call("GET", "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A `client_id` is its sender's idempotency key: other members never see
+/// it, live or in history; the sender does (its ack, its history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_are_the_senders_alone() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let ann = s.user("ann").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&ann, "keys", "public", &[]).await;
+    let (status, _) = s
+        .post("/chat/join-room/", &bob.access, json!({"room_id": room}))
+        .await;
+    assert!(status.is_success());
+    let mut b = s.ws("/ws/", &bob).await;
+    b.subscribe(json!(room), None).await;
+    let mut a = s.ws("/ws/", &ann).await;
+    a.send(json!({"type": "send", "room": room, "body": "hi", "client_id": "ann-secret-key"}))
+        .await;
+    let ack = a.expect("ack").await;
+    assert_eq!(ack["client_id"], "ann-secret-key");
+    let live = b.expect("message").await;
+    assert!(live["message"]["client_id"].is_null(), "{live}");
+    let history = |token: String| {
+        let s = &s;
+        async move {
+            let (_, h) = s.get(&format!("/chat/history/?room={room}"), &token).await;
+            h["chat_history"][0].clone()
+        }
+    };
+    assert!(history(bob.access.clone()).await["client_id"].is_null());
+    assert_eq!(
+        history(ann.access.clone()).await["client_id"],
+        "ann-secret-key"
+    );
+    let (_, events) = s
+        .get(&format!("/chat/rooms/{room}/events/"), &bob.access)
+        .await;
+    assert!(!events.to_string().contains("ann-secret-key"), "{events}");
+}

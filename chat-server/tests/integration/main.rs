@@ -19,6 +19,7 @@ mod operations;
 mod origins;
 mod outage;
 mod presence;
+mod process;
 mod proxy;
 mod push;
 mod redis_server;
