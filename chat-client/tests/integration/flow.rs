@@ -143,8 +143,18 @@ async fn rooms_messages_and_conversations() {
     assert_eq!(seqs, [2, 3, 4]);
     assert!(!older.has_more);
     assert_eq!(older.chat_history[1].client_id.as_deref(), Some("bob-1"));
+    // A client_id is its sender's: bob does not see alice's, alice does
+    // (one was generated, as none was given).
+    assert_eq!(older.chat_history[0].client_id, None);
+    let hers = alice
+        .history(
+            RoomRef::from("lobby"),
+            HistoryQuery::new().before(3).limit(1),
+        )
+        .await
+        .expect("alice's page");
     assert!(
-        older.chat_history[0].client_id.is_some(),
+        hers.chat_history[0].client_id.is_some(),
         "a client_id is generated when none is given"
     );
     let after = bob
