@@ -79,6 +79,7 @@ use futures_util::future::BoxFuture;
 
 use super::group_commit::GroupCommit;
 use super::sql::Ahead;
+use super::sql::reach::Reach;
 use super::sql::rows::conflict_of;
 use super::sql::statements;
 use super::sql::turns::WriteTurns;
@@ -160,12 +161,15 @@ impl SqlStorage<PgDialect> {
         // thread (a socket answers to the runtime that opened it): reads
         // never take a connection an append is waiting for, and a batch's
         // round trip does not wait on the server's runtime.
+        let reach = std::sync::Arc::new(Reach::default());
+        super::sql::reach::watch_postgres(&reach, pool.clone(), connect.clone());
         let appends = GroupCommit::start(move || batch::PgAppender::new(connect));
         Ok(Self {
             read: pool.clone(),
             write: pool,
             appends,
             turns: WriteTurns::concurrent(),
+            reach,
         })
     }
 

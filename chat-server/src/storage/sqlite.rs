@@ -172,6 +172,7 @@ impl SqlStorage<SqliteDialect> {
             write,
             read,
             turns,
+            reach: std::sync::Arc::default(),
         })
     }
 }

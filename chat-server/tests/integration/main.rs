@@ -18,6 +18,7 @@ mod moderation;
 mod operations;
 mod origins;
 mod outage;
+mod pg_server;
 mod presence;
 mod process;
 mod proxy;

@@ -347,8 +347,21 @@ pub(super) struct PgAppender {
     /// One per lane, each opened when first used and again after it
     /// broke. The committer runs at most [`LANES`] calls at once, so a
     /// free one is always found.
-    conns: Vec<Mutex<Option<PgConnection>>>,
+    conns: Vec<Mutex<Option<Lane>>>,
 }
+
+/// A lane's connection, and when it last served.
+#[derive(Debug)]
+struct Lane {
+    conn: PgConnection,
+    used: std::time::Instant,
+}
+
+/// A connection idle this long is pinged before it serves: the database
+/// may have restarted meanwhile, and an append on a dead connection would
+/// fail (sqlx's pool does the same for reads, on every acquire). Busy
+/// lanes serve again within milliseconds and are not pinged.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl PgAppender {
     pub(super) fn new(connect: PgConnectOptions) -> Self {
@@ -368,14 +381,26 @@ impl PgAppender {
 
     /// A free connection, opened first if there is none (within
     /// [`ACQUIRE_TIMEOUT`], like a pooled connection).
-    async fn connection(&self) -> Result<MutexGuard<'_, Option<PgConnection>>, StorageError> {
+    async fn connection(&self) -> Result<MutexGuard<'_, Option<Lane>>, StorageError> {
         let free = self.conns.iter().find_map(|slot| slot.try_lock().ok());
         let mut slot = match free {
             Some(slot) => slot,
             None => self.conns.first().ok_or_else(no_connection)?.lock().await,
         };
-        if slot.is_none() {
-            *slot = Some(self.open().await?);
+        if let Some(lane) = slot.as_mut()
+            && lane.used.elapsed() > PING_AFTER_IDLE
+            && lane.conn.ping().await.is_err()
+        {
+            *slot = None;
+        }
+        match slot.as_mut() {
+            Some(lane) => lane.used = std::time::Instant::now(),
+            None => {
+                *slot = Some(Lane {
+                    conn: self.open().await?,
+                    used: std::time::Instant::now(),
+                });
+            }
         }
         Ok(slot)
     }
@@ -393,9 +418,9 @@ impl PgAppender {
 
 /// After a failed call: the connection is kept only if it still answers,
 /// so one the database dropped is replaced by the next call.
-async fn keep_if_alive(slot: &mut Option<PgConnection>) {
-    if let Some(conn) = slot
-        && conn.ping().await.is_err()
+async fn keep_if_alive(slot: &mut Option<Lane>) {
+    if let Some(lane) = slot
+        && lane.conn.ping().await.is_err()
     {
         *slot = None;
     }
@@ -415,7 +440,10 @@ impl BatchAppend for PgAppender {
         let opened = self.conns.iter().map(|slot| async move {
             let mut slot = slot.lock().await;
             if slot.is_none() {
-                *slot = self.open().await.ok();
+                *slot = self.open().await.ok().map(|conn| Lane {
+                    conn,
+                    used: std::time::Instant::now(),
+                });
             }
         });
         futures_util::future::join_all(opened).await;
@@ -427,7 +455,7 @@ impl BatchAppend for PgAppender {
 
     async fn append_one(&self, message: NewMessage) -> Result<Appended, StorageError> {
         let mut slot = self.connection().await?;
-        let conn = slot.as_mut().ok_or_else(no_connection)?;
+        let conn = &mut slot.as_mut().ok_or_else(no_connection)?.conn;
         let result = append_one::<PgDialect>(conn, &message).await;
         if result.is_err() {
             keep_if_alive(&mut slot).await;
@@ -437,7 +465,7 @@ impl BatchAppend for PgAppender {
 
     async fn apply(&self, op: &Op) -> Result<Applied, StorageError> {
         let mut slot = self.connection().await?;
-        let conn = slot.as_mut().ok_or_else(no_connection)?;
+        let conn = &mut slot.as_mut().ok_or_else(no_connection)?.conn;
         let result = match op {
             Op::Message(change, judged) => {
                 super::change::change_message(conn, change, judged.as_deref())
@@ -468,7 +496,7 @@ impl BatchAppend for PgAppender {
         changes: &[Placed<'_>],
     ) -> Result<(Vec<Stored>, Vec<Option<Changed>>), StorageError> {
         let mut slot = self.connection().await?;
-        let conn = slot.as_mut().ok_or_else(no_connection)?;
+        let conn = &mut slot.as_mut().ok_or_else(no_connection)?.conn;
         let result = store_batch(conn, fresh, changes).await;
         if result.is_err() {
             keep_if_alive(&mut slot).await;

@@ -35,11 +35,13 @@ use super::{
 pub(crate) mod append;
 pub(crate) mod change;
 mod dialect;
+pub(crate) mod reach;
 pub(crate) mod rows;
 pub(crate) mod statements;
 pub(crate) mod turns;
 
 pub use dialect::{Ahead, Dialect};
+use reach::Reach;
 use rows::{
     Columns, member_state, person_from, prefixed_user_from, read_mark_from, room_from, state_text,
     token_from, user_from, user_room_from,
@@ -57,16 +59,27 @@ pub struct SqlStorage<D: Dialect> {
     pub(crate) appends: GroupCommit,
     /// Where writers wait for their turn, on SQLite (see `turns.rs`).
     pub(crate) turns: WriteTurns,
+    /// Whether the database answers (see `reach.rs`): while it does not,
+    /// every call fails at once instead of waiting out the pool.
+    pub(crate) reach: std::sync::Arc<Reach>,
 }
 
 impl<D: Dialect> SqlStorage<D> {
     /// A write transaction, in its turn.
     async fn begin(&self) -> Result<WriteTx<D>, StorageError> {
+        self.reach.check()?;
         self.turns.begin::<D>(&self.write).await
+    }
+
+    /// The read pool, unless the database is known to be unreachable.
+    fn reader(&self) -> Result<&Pool<D::Db>, StorageError> {
+        self.reach.check()?;
+        Ok(&self.read)
     }
 
     /// A connection for one write statement, in its turn.
     async fn writer(&self) -> Result<Writer<D>, StorageError> {
+        self.reach.check()?;
         self.turns.writer::<D>(&self.write).await
     }
 }
@@ -175,7 +188,7 @@ where
         external_id: &str,
     ) -> Result<Option<UserRecord>, StorageError> {
         one_where::<D, _>(
-            &self.read,
+            self.reader()?,
             statements::USER_BY_EXTERNAL_ID,
             external_id.to_owned(),
             user_from,
@@ -185,7 +198,7 @@ where
 
     async fn provision_user(&self, user: &ExternalUser) -> Result<UserRecord, StorageError> {
         let existing = one_where::<D, _>(
-            &self.read,
+            self.reader()?,
             statements::USER_BY_EXTERNAL_ID,
             user.external_id.clone(),
             user_from,
@@ -233,7 +246,7 @@ where
             }),
             // Another instance provisioned them in between.
             None => one_where::<D, _>(
-                &self.read,
+                self.reader()?,
                 statements::USER_BY_EXTERNAL_ID,
                 user.external_id.clone(),
                 user_from,
@@ -244,12 +257,12 @@ where
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StorageError> {
-        one_where::<D, _>(&self.read, statements::USER_BY_ID, id.get(), user_from).await
+        one_where::<D, _>(self.reader()?, statements::USER_BY_ID, id.get(), user_from).await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StorageError> {
         one_where::<D, _>(
-            &self.read,
+            self.reader()?,
             statements::USER_BY_USERNAME,
             username.to_owned(),
             user_from,
@@ -259,7 +272,7 @@ where
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StorageError> {
         one_where::<D, _>(
-            &self.read,
+            self.reader()?,
             statements::USER_BY_EMAIL,
             email.to_lowercase(),
             user_from,
@@ -275,7 +288,7 @@ where
         let rows = sqlx::query(statements::USERS_AFTER)
             .bind(after.map_or(i64::MIN, UserId::get))
             .bind(i64::from(limit))
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(user_from).collect()
@@ -292,7 +305,7 @@ where
             for id in chunk {
                 query = query.bind(*id);
             }
-            let rows = query.fetch_all(&self.read).await.map_err(D::map_err)?;
+            let rows = query.fetch_all(self.reader()?).await.map_err(D::map_err)?;
             for row in &rows {
                 users.push(user_from(row)?);
             }
@@ -410,12 +423,12 @@ where
     }
 
     async fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StorageError> {
-        one_where::<D, _>(&self.read, statements::ROOM_BY_ID, id.get(), room_from).await
+        one_where::<D, _>(self.reader()?, statements::ROOM_BY_ID, id.get(), room_from).await
     }
 
     async fn room_by_name(&self, name: &str) -> Result<Option<RoomRecord>, StorageError> {
         one_where::<D, _>(
-            &self.read,
+            self.reader()?,
             statements::ROOM_BY_NAME,
             name.to_owned(),
             room_from,
@@ -438,7 +451,7 @@ where
     async fn room_people(&self, room: RoomId) -> Result<Vec<RoomPerson>, StorageError> {
         let rows = sqlx::query(statements::ROOM_PEOPLE)
             .bind(room.get())
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(person_from).collect()
@@ -452,7 +465,7 @@ where
         let state: Option<String> = sqlx::query_scalar(statements::MEMBERSHIP)
             .bind(room.get())
             .bind(user.get())
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reader()?)
             .await
             .map_err(D::map_err)?;
         state.as_deref().map(member_state).transpose()
@@ -469,7 +482,7 @@ where
         };
         let row = query
             .bind(user.get())
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reader()?)
             .await
             .map_err(D::map_err)?;
         row.as_ref().map(rows::room_for_from).transpose()
@@ -502,7 +515,7 @@ where
             .bind(pattern)
             .bind(after.unwrap_or("").to_owned())
             .bind(i64::from(limit))
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::public_room_from).collect()
@@ -538,7 +551,7 @@ where
             .bind(endpoint)
             .bind(now.unix_micros())
             .bind(i64::from(limit))
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter()
@@ -675,7 +688,7 @@ where
             for user in chunk {
                 query = query.bind(user.get());
             }
-            let rows = query.fetch_all(&self.read).await.map_err(D::map_err)?;
+            let rows = query.fetch_all(self.reader()?).await.map_err(D::map_err)?;
             for row in &rows {
                 devices.push(DeviceRecord {
                     id: row.int("id")?,
@@ -735,7 +748,7 @@ where
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StorageError> {
         let rows = sqlx::query(statements::API_KEYS)
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::api_key_from).collect()
@@ -743,7 +756,7 @@ where
 
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
         one_where::<D, _>(
-            &self.read,
+            self.reader()?,
             statements::API_KEY_BY_HASH,
             key_hash.to_owned(),
             rows::api_key_from,
@@ -836,7 +849,7 @@ where
     }
 
     async fn report(&self, id: i64) -> Result<Option<ReportRecord>, StorageError> {
-        one_where::<D, _>(&self.read, statements::REPORT, id, rows::report_from).await
+        one_where::<D, _>(self.reader()?, statements::REPORT, id, rows::report_from).await
     }
 
     async fn reports(
@@ -854,7 +867,7 @@ where
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
             .bind(status)
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::report_from).collect()
@@ -908,7 +921,7 @@ where
         let found = sqlx::query(statements::IS_BLOCKED)
             .bind(blocker.get())
             .bind(blocked.get())
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reader()?)
             .await
             .map_err(D::map_err)?;
         Ok(found.is_some())
@@ -920,7 +933,7 @@ where
     ) -> Result<Vec<(UserRecord, Timestamp)>, StorageError> {
         let rows = sqlx::query(statements::BLOCKED_USERS)
             .bind(blocker.get())
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter()
@@ -937,7 +950,7 @@ where
         let rows = sqlx::query(statements::BANS)
             .bind(room.get())
             .bind(now.unix_micros())
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::ban_from).collect()
@@ -948,7 +961,7 @@ where
         // judged first where the committer can use it, and with its room
         // named: the committer runs changes of different rooms side by
         // side, and one of unknown room alone.
-        let judged = match D::judge_ahead(&self.read, &change).await? {
+        let judged = match D::judge_ahead(self.reader()?, &change).await? {
             Ahead::Missing => return Err(StorageError::NotFound),
             Ahead::Read { room, judgement } => {
                 // The room read wins: the committer must hold the room the
@@ -960,7 +973,7 @@ where
         };
         if change.room.is_none() {
             let room = one_where::<D, _>(
-                &self.read,
+                self.reader()?,
                 statements::MESSAGE_ROOM,
                 change.message.get(),
                 |row| row.int("room_id"),
@@ -979,7 +992,7 @@ where
             .bind(request.before.map_or(i64::MAX, MessageId::get))
             .bind(request.room.map_or(0, RoomId::get))
             .bind(i64::from(request.limit) + 1)
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
@@ -997,7 +1010,7 @@ where
     async fn pins(&self, room: RoomId) -> Result<Vec<StoredMessage>, StorageError> {
         let rows = sqlx::query(statements::PINNED)
             .bind(room.get())
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(rows::message_from).collect()
@@ -1019,7 +1032,7 @@ where
                 query = query.bind(*id);
             }
             // Rows come by message, each message's keys in order.
-            for row in &query.fetch_all(&self.read).await.map_err(D::map_err)? {
+            for row in &query.fetch_all(self.reader()?).await.map_err(D::map_err)? {
                 let message = MessageId(row.int("message_id")?);
                 let count = rows::reaction_count_from(row)?;
                 match found.last_mut() {
@@ -1034,7 +1047,7 @@ where
     async fn user_rooms(&self, user: UserId) -> Result<Vec<UserRoom>, StorageError> {
         let rows = sqlx::query(statements::USER_ROOMS)
             .bind(user.get())
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(user_room_from).collect()
@@ -1111,7 +1124,7 @@ where
         let row = sqlx::query(statements::DIRECT_ROOM_BY_PAIR)
             .bind(lo.get())
             .bind(hi.get())
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reader()?)
             .await
             .map_err(D::map_err)?;
         row.as_ref().map(room_from).transpose()
@@ -1120,7 +1133,7 @@ where
     async fn user_conversations(&self, user: UserId) -> Result<Vec<Conversation>, StorageError> {
         let rows = sqlx::query(statements::USER_CONVERSATIONS)
             .bind(user.get())
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter()
@@ -1151,7 +1164,7 @@ where
         query: HistoryQuery,
     ) -> Result<HistoryPage, StorageError> {
         let bounds = (statements::HISTORY_AFTER, statements::HISTORY_BEFORE);
-        let rows = page_rows::<D>(&self.read, bounds, room.get(), &query).await?;
+        let rows = page_rows::<D>(self.reader()?, bounds, room.get(), &query).await?;
         rows::history_page(&rows, &query)
     }
 
@@ -1161,14 +1174,14 @@ where
         query: HistoryQuery,
     ) -> Result<HistoryPage, StorageError> {
         let bounds = (statements::THREAD_AFTER, statements::THREAD_BEFORE);
-        let rows = page_rows::<D>(&self.read, bounds, root.get(), &query).await?;
+        let rows = page_rows::<D>(self.reader()?, bounds, root.get(), &query).await?;
         rows::history_page(&rows, &query)
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StorageError> {
         let row = sqlx::query(statements::MESSAGE_BY_ID)
             .bind(id.get())
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reader()?)
             .await
             .map_err(D::map_err)?;
         match row {
@@ -1185,7 +1198,7 @@ where
         let row = sqlx::query(statements::MESSAGE_BY_CLIENT_ID)
             .bind(sender.get())
             .bind(client_id)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reader()?)
             .await
             .map_err(D::map_err)?;
         row.map(|row| rows::message_from(&row)).transpose()
@@ -1203,7 +1216,7 @@ where
             for user in chunk {
                 query = query.bind(user.get());
             }
-            for row in &query.fetch_all(&self.read).await.map_err(D::map_err)? {
+            for row in &query.fetch_all(self.reader()?).await.map_err(D::map_err)? {
                 found.push(UserId(row.int("user_id")?));
             }
         }
@@ -1216,7 +1229,7 @@ where
         query: HistoryQuery,
     ) -> Result<TimelinePage, StorageError> {
         let bounds = (statements::TIMELINE_AFTER, statements::TIMELINE_BEFORE);
-        let rows = page_rows::<D>(&self.read, bounds, room.get(), &query).await?;
+        let rows = page_rows::<D>(self.reader()?, bounds, room.get(), &query).await?;
         rows::timeline_page(&rows, &query)
     }
 
@@ -1266,7 +1279,7 @@ where
     async fn read_marks(&self, room: RoomId) -> Result<Vec<(UserId, Seq)>, StorageError> {
         let rows = sqlx::query(statements::READ_MARKS)
             .bind(room.get())
-            .fetch_all(&self.read)
+            .fetch_all(self.reader()?)
             .await
             .map_err(D::map_err)?;
         rows.iter().map(read_mark_from).collect()
@@ -1275,13 +1288,14 @@ where
     async fn unread_total(&self, user: UserId) -> Result<u64, StorageError> {
         let total: i64 = sqlx::query_scalar(statements::UNREAD_TOTAL)
             .bind(user.get())
-            .fetch_one(&self.read)
+            .fetch_one(self.reader()?)
             .await
             .map_err(D::map_err)?;
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
+        self.reach.check()?;
         // Both pools (one on PostgreSQL): a healthy reader says nothing
         // about the writer.
         for pool in [&self.write, &self.read] {
