@@ -51,6 +51,11 @@ pub struct Config {
     /// Origins allowed to open WebSockets and make CORS calls; `None` allows
     /// any.
     pub allowed_origins: Option<Vec<String>>,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
+    /// names the client: the client address (for the per-address login
+    /// limit) is the rightmost address in it that is not one of these.
+    /// Empty: the TCP peer is the client and the header is ignored.
+    pub trusted_proxies: Vec<String>,
     /// HTTPS and WSS instead of plain HTTP and WS; `None` serves plain.
     pub tls: Option<TlsConfig>,
     /// Whether connecting to an unknown room name creates it (as `public`).
@@ -152,6 +157,7 @@ impl Default for Config {
             login_attempts_per_account: 5,
             login_attempts_per_address: 20,
             allowed_origins: None,
+            trusted_proxies: Vec::new(),
             tls: None,
             auto_create_rooms: false,
             rate_limit: 50,
@@ -271,6 +277,14 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub allowed_origins: Option<Vec<String>>,
+    /// Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client [default: none, the TCP peer is the client].
+    #[arg(
+        long,
+        env = "CHAT_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
     /// PEM certificate chain (leaf first) for HTTPS and WSS; needs --tls-key [default: plain HTTP].
     #[arg(long, env = "CHAT_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -439,6 +453,7 @@ struct FileConfig {
     login_attempts_per_account: Option<u32>,
     login_attempts_per_address: Option<u32>,
     allowed_origins: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_self_signed: Option<bool>,
@@ -536,6 +551,10 @@ impl Config {
                 .allowed_origins
                 .or(file.allowed_origins)
                 .filter(|o| !o.is_empty()),
+            trusted_proxies: cli
+                .trusted_proxies
+                .or(file.trusted_proxies)
+                .unwrap_or_default(),
             tls: tls_config(
                 cli.tls_cert.or(file.tls_cert),
                 cli.tls_key.or(file.tls_key),
@@ -658,6 +677,13 @@ impl Config {
         for (name, value) in positive {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        for proxy in &self.trusted_proxies {
+            if crate::http::proxies::parse(proxy).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "trusted_proxies: {proxy:?} is not an IP address or CIDR block"
+                )));
             }
         }
         if self.access_token_ttl.is_zero() || self.refresh_token_ttl.is_zero() {

@@ -56,21 +56,25 @@ impl FromRequestParts<AppState> for ServerKey {
 
 /// The client's address, when the server was started with connect info
 /// (`Server::start` is; a router embedded elsewhere may not be, and then
-/// per-address limits do not apply). Proxies' forwarding headers are not
-/// trusted.
+/// per-address limits do not apply): the TCP peer, or behind a proxy of
+/// `--trusted-proxies` the client its `X-Forwarded-For` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientAddr(pub(crate) Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Self(peer.map(|peer| {
+            super::proxies::client(peer, &parts.headers, &state.limits.trusted_proxies)
+        })))
     }
 }
 

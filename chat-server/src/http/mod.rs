@@ -26,6 +26,7 @@ mod guard;
 mod health;
 mod messages;
 pub(crate) mod origin;
+pub(crate) mod proxies;
 mod rooms;
 mod server_api;
 mod users;

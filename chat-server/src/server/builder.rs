@@ -246,6 +246,11 @@ impl Builder {
                 socket_queue: config.socket_queue,
                 rate_limit: config.rate_limit,
                 allowed_origins: crate::http::origin::normalize(config.allowed_origins.as_deref()),
+                trusted_proxies: config
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|p| crate::http::proxies::parse(p))
+                    .collect(),
             }),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

@@ -32,6 +32,7 @@ pub(crate) struct ServerLimits {
     pub(crate) rate_limit: u32,
     /// In the form browsers send (see `http::origin`); `None` allows any.
     pub(crate) allowed_origins: Option<Vec<String>>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// What every handler gets.

@@ -254,3 +254,48 @@ async fn successful_logins_are_not_counted() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 }
+
+/// Behind a trusted proxy each client counts on its own address (the one
+/// `X-Forwarded-For` names); without `trusted_proxies` the header is
+/// ignored and every client shares the peer's count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_trusted_proxy_are_throttled_apart() {
+    for trusted in [true, false] {
+        let s = TestServer::start_with(Backend::Memory, |c| {
+            c.login_attempts_per_account = 0;
+            c.login_attempts_per_address = 2;
+            if trusted {
+                c.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+            }
+        })
+        .await;
+        let attempt = |client: &'static str| {
+            let url = s.url("/api/users/token/");
+            async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .header("X-Forwarded-For", client)
+                    .json(&json!({"username": "nobody", "password": "wrong-password"}))
+                    .send()
+                    .await
+                    .expect("answer")
+                    .status()
+            }
+        };
+        for _ in 0..2 {
+            assert_eq!(attempt("203.0.113.1").await, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(attempt("203.0.113.1").await, StatusCode::TOO_MANY_REQUESTS);
+        // Another client behind the same proxy.
+        let other = attempt("198.51.100.2").await;
+        if trusted {
+            assert_eq!(other, StatusCode::UNAUTHORIZED, "counted apart");
+        } else {
+            assert_eq!(
+                other,
+                StatusCode::TOO_MANY_REQUESTS,
+                "the header is not trusted"
+            );
+        }
+    }
+}
