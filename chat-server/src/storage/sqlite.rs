@@ -122,14 +122,15 @@ impl SqlStorage<SqliteDialect> {
         } else {
             None
         };
+        let (url, synchronous) = durability(url)?;
         let base = match &scratch {
             Some(dir) => SqliteConnectOptions::new().filename(dir.path().join("chat.db")),
-            None => SqliteConnectOptions::from_str(url).map_err(map_err)?,
+            None => SqliteConnectOptions::from_str(&url).map_err(map_err)?,
         }
         .create_if_missing(true)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
-        .synchronous(SqliteSynchronous::Normal);
+        .synchronous(synchronous);
 
         // One connection that is never retired: it saves reopening the
         // writer.
@@ -166,6 +167,7 @@ impl SqlStorage<SqliteDialect> {
             write.clone(),
             turns.clone(),
             scratch,
+            matches!(synchronous, SqliteSynchronous::Full),
         )?;
         Ok(Self {
             appends: GroupCommit::start(move || appender),
@@ -175,6 +177,43 @@ impl SqlStorage<SqliteDialect> {
             reach: std::sync::Arc::default(),
         })
     }
+}
+
+/// The URL without our `synchronous` parameter, and the setting it asks
+/// for. `normal` (the default) in WAL mode loses nothing a process crash
+/// can reach: a commit is in the WAL file, written before the answer, and
+/// survives `kill -9`. It is not fsynced at each commit, so a power loss
+/// or kernel crash may lose the last commits (never corrupt the file).
+/// `full` fsyncs the WAL at every commit and survives both, at the cost
+/// measured in `benches/results/` (W4 on SQLite).
+fn durability(url: &str) -> Result<(String, SqliteSynchronous), StorageError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), SqliteSynchronous::Normal));
+    };
+    let mut synchronous = SqliteSynchronous::Normal;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "normal" => SqliteSynchronous::Normal,
+                    "full" => SqliteSynchronous::Full,
+                    other => {
+                        return Err(StorageError::Backend(
+                            format!("sqlite synchronous={other:?}: expected normal or full").into(),
+                        ));
+                    }
+                };
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, synchronous))
 }
 
 fn is_in_memory(url: &str) -> bool {
@@ -248,6 +287,37 @@ mod tests {
             .expect("connect");
         TestStore::with_guard(store, dir)
     });
+
+    /// `?synchronous=full` reaches every connection (the reads' and the
+    /// committer's); without it, `normal`; anything else is refused.
+    #[tokio::test]
+    async fn synchronous_is_chosen_by_the_url() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("chat.db");
+        for (query, expected) in [
+            ("", 1),
+            ("?synchronous=full", 2),
+            ("?synchronous=NORMAL", 1),
+        ] {
+            let url = format!("sqlite://{}{query}", path.display());
+            let store = SqliteStorage::connect(&url, &StorageOptions::default())
+                .await
+                .expect("connect");
+            for pool in [&store.read, &store.write] {
+                let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(pool)
+                    .await
+                    .expect("pragma");
+                assert_eq!(level, expected, "{query}");
+            }
+        }
+        let url = format!("sqlite://{}?synchronous=off", path.display());
+        assert!(
+            SqliteStorage::connect(&url, &StorageOptions::default())
+                .await
+                .is_err()
+        );
+    }
 
     fn alice() -> NewUser {
         NewUser {

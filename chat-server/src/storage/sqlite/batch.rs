@@ -73,6 +73,7 @@ impl SqliteAppender {
         write: SqlitePool,
         turns: WriteTurns,
         scratch: Option<TempDir>,
+        fsync_each_commit: bool,
     ) -> Result<Self, StorageError> {
         let conn = Connection::open_with_flags(
             path,
@@ -80,9 +81,11 @@ impl SqliteAppender {
         )
         .map_err(sqlite_err)?;
         // Checkpoints are `checkpoint.rs`'s, off the committer's way.
-        conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;",
-        )
+        // The same durability as the pools' (`synchronous` in the URL).
+        let synchronous = if fsync_each_commit { "FULL" } else { "NORMAL" };
+        conn.execute_batch(&format!(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"
+        ))
         .map_err(sqlite_err)?;
         conn.busy_handler(Some(pause_while_busy))
             .map_err(sqlite_err)?;
