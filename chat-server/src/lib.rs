@@ -60,6 +60,35 @@ pub mod hub;
 mod hub;
 mod metrics;
 mod server;
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod fuzz {
+    use std::time::Duration;
+
+    /// Verifies `token` as an access and as a refresh token of a server
+    /// whose secret is `secret`: whether either accepted it. A refusal is
+    /// an answer; a panic is the bug the fuzzer looks for.
+    pub fn verify_token(secret: &[u8], token: &str) -> bool {
+        let tokens = crate::auth::Tokens::new(
+            secret,
+            Duration::from_secs(900),
+            Duration::from_secs(86_400),
+        );
+        let access = tokens.verify_access(token).is_ok();
+        let refresh = tokens
+            .verify(token, crate::auth::TokenKind::Refresh)
+            .is_ok();
+        access || refresh
+    }
+
+    /// An access token for user 1, to seed the corpus with.
+    pub fn issue_token(secret: &[u8]) -> Option<String> {
+        crate::auth::Tokens::new(secret, Duration::from_secs(900), Duration::from_secs(86_400))
+            .issue_access(chat_core::UserId(1), 0)
+            .ok()
+    }
+}
 mod service;
 mod signature;
 pub mod storage;

@@ -226,7 +226,12 @@ async fn isolate(
             }
         });
         Ok((scoped, cleanup))
-    } else if let Some(path) = url.strip_prefix("sqlite://") {
+    } else if let Some(rest) = url.strip_prefix("sqlite://") {
+        // The file is fresh; the URL's parameters (`?synchronous=full`) stay.
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, format!("?{query}")),
+            None => (rest, String::new()),
+        };
         let fresh = format!("{path}.bench-{:08x}", rand::random::<u32>());
         let cleanup_path = fresh.clone();
         let cleanup = Box::pin(async move {
@@ -234,7 +239,7 @@ async fn isolate(
                 let _ = std::fs::remove_file(format!("{cleanup_path}{suffix}"));
             }
         });
-        Ok((format!("sqlite://{fresh}"), cleanup))
+        Ok((format!("sqlite://{fresh}{query}"), cleanup))
     } else {
         Ok((url.to_owned(), Box::pin(async {})))
     }
