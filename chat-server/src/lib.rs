@@ -84,9 +84,13 @@ pub mod fuzz {
 
     /// An access token for user 1, to seed the corpus with.
     pub fn issue_token(secret: &[u8]) -> Option<String> {
-        crate::auth::Tokens::new(secret, Duration::from_secs(900), Duration::from_secs(86_400))
-            .issue_access(chat_core::UserId(1), 0)
-            .ok()
+        crate::auth::Tokens::new(
+            secret,
+            Duration::from_secs(900),
+            Duration::from_secs(86_400),
+        )
+        .issue_access(chat_core::UserId(1), 0)
+        .ok()
     }
 }
 mod service;
