@@ -64,6 +64,7 @@ pub struct ReportsQuery {
     pub before: Option<i64>,
     /// 1..=100, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 100))]
     pub limit: Option<u32>,
 }
 

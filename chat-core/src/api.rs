@@ -54,6 +54,7 @@ pub struct RefreshRequest {
 pub struct ListUsersQuery {
     /// 1..=200, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
     /// Only users with an id above this (the last id of the previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,16 +99,17 @@ pub struct InviteRequest {
 pub struct HistoryQuery {
     /// The room's id or name.
     pub room: RoomRef,
-    /// Only messages with `seq` below this.
+    /// Only messages with `seq` below this (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>, minimum = 1))]
     pub before: Option<Seq>,
-    /// Only messages with `seq` above this.
+    /// Only messages with `seq` above this (0 or more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>, minimum = 0))]
     pub after: Option<Seq>,
     /// 1..=200, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 
@@ -170,18 +172,20 @@ pub struct EditRequest {
 pub struct SearchQuery {
     /// Words to find (1 to 200 characters; every word must appear, case
     /// and punctuation ignored).
+    #[cfg_attr(feature = "schema", param(min_length = 1, max_length = 200))]
     pub q: String,
     /// Only this room (its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
     pub room: Option<RoomId>,
     /// Only messages older than this one (its id): the next page starts
-    /// below the last hit of the previous one.
+    /// below the last hit of the previous one (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>, minimum = 1))]
     pub before: Option<MessageId>,
     /// 1..=100, default 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 100))]
     pub limit: Option<u32>,
 }
 

@@ -216,6 +216,7 @@ pub struct DirectoryQuery {
     pub after: Option<String>,
     /// 1..=100, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 100))]
     pub limit: Option<u32>,
 }
 

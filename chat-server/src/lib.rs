@@ -81,17 +81,6 @@ pub mod fuzz {
             .is_ok();
         access || refresh
     }
-
-    /// An access token for user 1, to seed the corpus with.
-    pub fn issue_token(secret: &[u8]) -> Option<String> {
-        crate::auth::Tokens::new(
-            secret,
-            Duration::from_secs(900),
-            Duration::from_secs(86_400),
-        )
-        .issue_access(chat_core::UserId(1), 0)
-        .ok()
-    }
 }
 mod service;
 mod signature;

@@ -238,11 +238,11 @@ pub(crate) fn page_query(
             format!("must be 1..={MAX_HISTORY_PAGE}"),
         ));
     }
-    if before.is_some_and(|b| b < 1) || after.is_some_and(|a| a < 0) {
-        return Err(ApiError::invalid_field(
-            "before",
-            "seq bounds must not be negative",
-        ));
+    if before.is_some_and(|b| b < 1) {
+        return Err(ApiError::invalid_field("before", "must be at least 1"));
+    }
+    if after.is_some_and(|a| a < 0) {
+        return Err(ApiError::invalid_field("after", "must not be negative"));
     }
     Ok(storage::HistoryQuery {
         before,
@@ -810,6 +810,9 @@ impl ChatService {
                 "limit",
                 format!("must be 1..={MAX_SEARCH_PAGE}"),
             ));
+        }
+        if q.before.is_some_and(|b| b.get() < 1) {
+            return Err(ApiError::invalid_field("before", "must be at least 1"));
         }
         let room = match q.room {
             // A room the caller may not read answers as one that does not

@@ -220,6 +220,33 @@ async fn openapi_documents_every_call_and_its_errors() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(users, BTreeSet::from(["limit", "after"]));
+    // The bounds the server enforces are the schema's (hostile.rs checks
+    // the server's side).
+    let param = |path: &str, name: &str| {
+        path_item(&doc, path)["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} {name}"))["schema"]
+            .clone()
+    };
+    for (path, name, min, max) in [
+        ("/chat/history/", "limit", 1, Some(200)),
+        ("/chat/history/", "before", 1, None),
+        ("/chat/history/", "after", 0, None),
+        ("/api/users/", "limit", 1, Some(200)),
+        ("/chat/search/", "limit", 1, Some(100)),
+        ("/chat/search/", "before", 1, None),
+        ("/chat/directory/", "limit", 1, Some(100)),
+    ] {
+        let schema = param(path, name);
+        assert_eq!(schema["minimum"], min, "{path} {name}: {schema}");
+        if let Some(max) = max {
+            assert_eq!(schema["maximum"], max, "{path} {name}: {schema}");
+        }
+    }
+    assert_eq!(param("/chat/search/", "q")["minLength"], 1);
 
     // The wire types, as chat-core describes them.
     let schemas = &doc["components"]["schemas"];

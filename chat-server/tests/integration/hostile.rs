@@ -296,3 +296,27 @@ async fn client_ids_are_the_senders_alone() {
         .await;
     assert!(!events.to_string().contains("ann-secret-key"), "{events}");
 }
+
+/// Query bounds are refused with `invalid_input` naming the field, as the
+/// OpenAPI document states them (docs.rs checks the document's side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_bounds_name_their_field() {
+    let s = TestServer::start(Backend::Memory).await;
+    let ann = s.user("ann").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+    for (path, field) in [
+        (format!("/chat/history/?room={room}&after=-1"), "after"),
+        (format!("/chat/history/?room={room}&before=0"), "before"),
+        (format!("/chat/history/?room={room}&limit=201"), "limit"),
+        (format!("/chat/rooms/{room}/events/?after=-1"), "after"),
+        ("/chat/search/?q=hi&before=0".to_owned(), "before"),
+        ("/chat/search/?q=hi&limit=0".to_owned(), "limit"),
+        ("/chat/directory/?limit=101".to_owned(), "limit"),
+        ("/api/users/?limit=0".to_owned(), "limit"),
+    ] {
+        let (status, body) = s.get(&path, &ann.access).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["code"], "invalid_input", "{path}");
+        assert!(body["fields"][field].is_string(), "{path}: {body}");
+    }
+}
