@@ -12,6 +12,7 @@ mod embedding;
 mod hooks;
 mod hostile;
 mod identity;
+mod interleavings;
 mod limits;
 mod messages;
 mod moderation;
