@@ -78,9 +78,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Events queued per socket before it counts as too slow (closed 4408).
     pub socket_queue: usize,
-    /// Connections served at once by the built-in server (TCP, TLS and
-    /// WebSocket alike); more are closed on arrival. `None`: the process's
-    /// descriptor limit less 256.
+    /// Connections served at once by the built-in server (HTTP and
+    /// WebSocket alike; with TLS, from the end of the handshake); more are
+    /// closed on arrival. `None`: the process's descriptor limit less 256.
     pub max_connections: Option<usize>,
     /// How long a new connection may take to send a request's headers,
     /// and a kept-alive one its next request's (built-in server).

@@ -2,8 +2,8 @@
 //! with the bounds axum's `serve` does not expose, and a shutdown that
 //! waits for upgraded sockets.
 //!
-//! - At most `max_connections` connections (TCP, TLS handshakes included)
-//!   at once; past that a connection is closed as soon as it is accepted,
+//! - At most `max_connections` connections (plain, or TLS once its
+//!   handshake is done; handshakes have their own 10 s limit) at once; past that a connection is closed as soon as it is accepted,
 //!   so the process never runs out of descriptors and the connections it
 //!   has (storage, files, `/healthz` once a slot frees) keep working.
 //! - A connection that sends nothing for `header_timeout` after it opens,
