@@ -237,8 +237,6 @@ impl Server {
     }
 }
 
-/// Logs what a client needs to check the certificate: its fingerprint and,
-/// for the development certificate, where its CA was written.
 /// Binds the listening socket, naming the address when it cannot.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
@@ -246,6 +244,8 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Logs what a client needs to check the certificate: its fingerprint and,
+/// for the development certificate, where its CA was written.
 fn log_certificate(tls: &Tls, addr: SocketAddr) {
     let fingerprint = tls.fingerprint();
     let Some(ca) = tls.ca_pem() else {

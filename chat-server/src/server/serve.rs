@@ -2,10 +2,11 @@
 //! with the bounds axum's `serve` does not expose, and a shutdown that
 //! waits for upgraded sockets.
 //!
-//! - At most `max_connections` connections (plain, or TLS once its
-//!   handshake is done; handshakes have their own 10 s limit) at once; past that a connection is closed as soon as it is accepted,
-//!   so the process never runs out of descriptors and the connections it
-//!   has (storage, files, `/healthz` once a slot frees) keep working.
+//! - At most `max_connections` connections at once (plain, or TLS once
+//!   its handshake is done; handshakes have their own 10 s limit); past
+//!   that a connection is closed as soon as it is accepted, so the process
+//!   never runs out of descriptors and the connections it has (storage,
+//!   files, `/healthz` once a slot frees) keep working.
 //! - A connection that sends nothing for `header_timeout` after it opens,
 //!   or does not finish a request's headers within it, is closed.
 //! - On shutdown: stop accepting, let HTTP requests in flight finish,
@@ -69,7 +70,9 @@ pub(crate) async fn serve<L>(
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = Arc::new(Semaphore::new(
+        options.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let connections = TaskTracker::new();
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder

@@ -251,13 +251,20 @@ where
     // A client that is not reading cannot take the close frame either:
     // give it a while, then drop the connection.
     if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await {
-        // Finish the closing handshake: read (and discard) until the
-        // client answers or goes. Dropping a socket with unread input
-        // makes the kernel reset it, and a reset can destroy the close
-        // frame before the client reads it.
-        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+        finish_closing(stream).await;
     }
+}
+
+/// Finishes the closing handshake: reads (and discards) until the client
+/// answers or goes. Dropping a socket with unread input makes the kernel
+/// reset it, and a reset can destroy the close frame before the client
+/// reads it.
+async fn finish_closing<R, E>(stream: &mut R)
+where
+    R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+{
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
 }
 
 /// Sends the close reply tungstenite queued when the client's close frame
@@ -268,8 +275,7 @@ where
     R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
 {
     if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await {
-        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+        finish_closing(stream).await;
     }
 }
 
