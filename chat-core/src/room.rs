@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::message::LastMessage;
-use crate::{RoomId, Timestamp};
+use crate::{RoomId, Timestamp, UserId};
 
 /// Who may join a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -144,6 +144,16 @@ pub struct Room {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// The answer of `GET /chat/rooms/{id}/online/`: who has a socket
+/// subscribed to the room now, on any server instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+pub struct OnlineResponse {
+    pub room: RoomId,
+    /// Their ids, ascending.
+    pub users: Vec<UserId>,
 }
 
 /// The answer of `POST /chat/join-room/`.

@@ -24,7 +24,11 @@
 //! The hub also keeps the broker subscribed to exactly the rooms that have
 //! local sockets: subscribe on the first, unsubscribe after the last. And it
 //! announces presence: a user is `online` in a room from their first socket
-//! in it to their last (counted per instance; see ARCHITECTURE.md).
+//! in it, on any instance, to their last. The broker counts instances
+//! ([`Broker::present`]); the hub counts sockets here and refreshes its
+//! entries every [`PRESENCE_REFRESH`], announcing `offline` the users a dead
+//! instance left behind. While the broker is unreachable, presence falls
+//! back to this instance's own count.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -38,7 +42,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerError, EventSink};
+use crate::broker::{Broker, BrokerError, EventSink, PRESENCE_REFRESH};
 use crate::event::{ConnId, Event};
 
 /// What a socket's queue carries.
@@ -185,6 +189,22 @@ impl Fanout {
         users.sort_unstable();
         users.dedup();
         users
+    }
+
+    /// Every room with sockets here and its users, for the presence
+    /// refresh.
+    fn presence(&self) -> Vec<(RoomId, Vec<UserId>)> {
+        let rooms: Vec<(RoomId, Arc<[Subscriber]>)> =
+            self.rooms().iter().map(|(r, s)| (*r, s.clone())).collect();
+        rooms
+            .into_iter()
+            .map(|(room, subs)| {
+                let mut users: Vec<UserId> = subs.iter().map(|s| s.user).collect();
+                users.sort_unstable();
+                users.dedup();
+                (room, users)
+            })
+            .collect()
     }
 
     /// Number of sockets in a room on this instance.
@@ -397,6 +417,11 @@ impl Hub {
     pub fn new(fanout: Arc<Fanout>, broker: Arc<dyn Broker>) -> Self {
         let (outbox, queued) = mpsc::channel(OUTBOX);
         tokio::spawn(publish_loop(broker.clone(), queued));
+        tokio::spawn(refresh_loop(
+            Arc::downgrade(&fanout),
+            Arc::downgrade(&broker),
+            outbox.downgrade(),
+        ));
         Self {
             fanout,
             broker,
@@ -429,7 +454,13 @@ impl Hub {
             return Err(e);
         }
         if first {
-            self.presence(room, user, PresenceStatus::Online, Some(conn));
+            let anywhere = self.broker.present(room, user).await.unwrap_or_else(|e| {
+                tracing::warn!(%room, error = %e, "presence not shared, announcing from this instance");
+                true
+            });
+            if anywhere {
+                self.presence(room, user, PresenceStatus::Online, Some(conn));
+            }
         }
         Ok(())
     }
@@ -444,13 +475,39 @@ impl Hub {
             tracing::warn!(%room, error = %e, "broker unsubscribe failed");
         }
         if last {
-            self.presence(room, user, PresenceStatus::Offline, None);
+            let anywhere = self.broker.absent(room, user).await.unwrap_or_else(|e| {
+                tracing::warn!(%room, error = %e, "presence not shared, announcing from this instance");
+                true
+            });
+            if anywhere {
+                self.presence(room, user, PresenceStatus::Offline, None);
+            }
         }
     }
 
     fn presence(&self, room: RoomId, user: UserId, status: PresenceStatus, origin: Option<ConnId>) {
         let frame = ServerFrame::Presence { room, user, status };
         self.publish(Event::signal(room, origin, &frame));
+    }
+
+    /// Users with a socket in the room on any instance, by id. While the
+    /// broker is unreachable, those of this instance; a user whose entry
+    /// the broker lost (joined during an outage) is listed from here until
+    /// the next refresh puts it back.
+    pub async fn online(&self, room: RoomId) -> Vec<UserId> {
+        let local = self.fanout.online_users(room);
+        match self.broker.online(room).await {
+            Ok(mut users) => {
+                users.extend(local);
+                users.sort_unstable();
+                users.dedup();
+                users
+            }
+            Err(e) => {
+                tracing::debug!(%room, error = %e, "online list from this instance only");
+                local
+            }
+        }
     }
 
     /// Hands an event to this instance's sockets in the room, then queues
@@ -482,6 +539,49 @@ impl Hub {
             subscribed.remove(&room);
         }
         Ok(())
+    }
+}
+
+/// Keeps this instance's presence entries alive and announces `offline` the
+/// users whose entries expired (their instance died). Ends with the hub.
+async fn refresh_loop(
+    fanout: Weak<Fanout>,
+    broker: Weak<dyn Broker>,
+    outbox: mpsc::WeakSender<Arc<Event>>,
+) {
+    let mut ticks = tokio::time::interval(PRESENCE_REFRESH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let (Some(fanout), Some(broker), Some(outbox)) =
+            (fanout.upgrade(), broker.upgrade(), outbox.upgrade())
+        else {
+            return;
+        };
+        let here = fanout.presence();
+        if here.is_empty() {
+            continue;
+        }
+        let gone = match broker.refresh_presence(&here).await {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::debug!(error = %e, "presence refresh failed");
+                continue;
+            }
+        };
+        for (room, user) in gone {
+            let frame = ServerFrame::Presence {
+                room,
+                user,
+                status: PresenceStatus::Offline,
+            };
+            let event = Arc::new(Event::signal(room, None, &frame));
+            fanout.dispatch(event.clone());
+            if broker.has_peers() {
+                let _ = outbox.try_send(event);
+            }
+        }
     }
 }
 

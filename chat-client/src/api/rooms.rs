@@ -4,7 +4,7 @@ use chat_core::api::{CreateRoomRequest, InviteRequest, JoinRoomRequest};
 use chat_core::moderation::{
     Ban, BansResponse, DirectoryResponse, ModerateRequest, ModerateResponse, RoomSettings,
 };
-use chat_core::room::{JoinedRoom, Room, RoomListItem};
+use chat_core::room::{JoinedRoom, OnlineResponse, Room, RoomListItem};
 use chat_core::timeline::MemberEvent;
 use chat_core::{RoomId, UserId};
 
@@ -184,6 +184,15 @@ impl ChatClient {
             .call(Req::get(format!("chat/rooms/{room}/bans/")))
             .await?;
         Ok(answer.bans)
+    }
+
+    /// Who is online in the room now, on any server instance (`GET
+    /// /chat/rooms/{id}/online/`): members only.
+    pub async fn online(&self, room: RoomId) -> Result<Vec<UserId>, ClientError> {
+        let answer: OnlineResponse = self
+            .call(Req::get(format!("chat/rooms/{room}/online/")))
+            .await?;
+        Ok(answer.users)
     }
 
     /// Leaves a room, or declines an invitation

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_core::RoomId;
 use chat_core::api::ComponentState;
+use chat_core::{RoomId, UserId};
 use tokio::sync::Notify;
 
-use super::{Broker, ConnId, Event, EventKind, EventSink, Frame};
+use super::{Broker, ConnId, Event, EventKind, EventSink, Frame, Quota, RateCheck};
 
 /// Makes broker instances for one test. Every instance made by one bus
 /// receives the events the others publish (one Redis and key prefix, or one
@@ -385,6 +385,126 @@ pub async fn state_is_ok_when_healthy(bus: &dyn Bus) {
     assert_eq!(b.state(), ComponentState::Ok);
 }
 
+/// A user is online in a room from their first socket on any instance to
+/// their last: only the first `present` and the last `absent` say so, and
+/// every instance lists them meanwhile.
+pub async fn presence_counts_a_user_once_across_instances(bus: &dyn Bus) {
+    let (a, _) = instance(bus).await;
+    let (b, _) = instance(bus).await;
+    let (room, other_room) = (RoomId(31), RoomId(32));
+    let (ann, bob) = (UserId(1), UserId(2));
+    assert!(
+        a.present(room, ann).await.expect("present"),
+        "first anywhere"
+    );
+    assert!(
+        !b.present(room, ann).await.expect("present"),
+        "already on a"
+    );
+    assert!(b.present(room, bob).await.expect("present"));
+    assert!(
+        a.present(other_room, bob).await.expect("present"),
+        "rooms apart"
+    );
+    for broker in [&a, &b] {
+        assert_eq!(broker.online(room).await.expect("online"), vec![ann, bob]);
+    }
+    assert!(!a.absent(room, ann).await.expect("absent"), "still on b");
+    assert_eq!(a.online(room).await.expect("online"), vec![ann, bob]);
+    assert!(
+        b.absent(room, ann).await.expect("absent"),
+        "gone everywhere"
+    );
+    assert_eq!(a.online(room).await.expect("online"), vec![bob]);
+    assert!(b.absent(room, bob).await.expect("absent"));
+    assert_eq!(b.online(room).await.expect("online"), Vec::<UserId>::new());
+    assert_eq!(b.online(other_room).await.expect("online"), vec![bob]);
+    // A refresh of live entries reports nobody gone.
+    let gone = a
+        .refresh_presence(&[(other_room, vec![bob])])
+        .await
+        .expect("refresh");
+    assert_eq!(gone, Vec::new());
+    assert_eq!(a.online(other_room).await.expect("online"), vec![bob]);
+}
+
+/// Of instances racing to announce one user, exactly one is first, and
+/// exactly one is last.
+pub async fn presence_races_have_one_winner(bus: &dyn Bus) {
+    let mut brokers = Vec::new();
+    for _ in 0..4 {
+        brokers.push(instance(bus).await.0);
+    }
+    let (room, ann) = (RoomId(33), UserId(5));
+    let firsts = futures_util::future::join_all(brokers.iter().map(|b| b.present(room, ann))).await;
+    let firsts = firsts
+        .into_iter()
+        .map(|r| r.expect("present"))
+        .filter(|f| *f);
+    assert_eq!(firsts.count(), 1);
+    let lasts = futures_util::future::join_all(brokers.iter().map(|b| b.absent(room, ann))).await;
+    let lasts = lasts.into_iter().map(|r| r.expect("absent")).filter(|l| *l);
+    assert_eq!(lasts.count(), 1);
+}
+
+/// A rate-limit bucket is one bucket across instances: what one instance
+/// takes, the other cannot; a look takes nothing; cells come back.
+pub async fn rate_buckets_are_shared(bus: &dyn Bus) {
+    let (a, _) = instance(bus).await;
+    let (b, _) = instance(bus).await;
+    let quota = Quota {
+        burst: 3,
+        interval: Duration::from_millis(400),
+    };
+    let key = "login:account:ann";
+    for broker in [&a, &b, &a] {
+        assert_eq!(
+            broker
+                .rate(key, quota, RateCheck::Take)
+                .await
+                .expect("rate"),
+            None
+        );
+    }
+    let wait = b
+        .rate(key, quota, RateCheck::Peek)
+        .await
+        .expect("rate")
+        .expect("empty after three takes");
+    assert!(wait <= quota.interval, "{wait:?}");
+    assert!(
+        a.rate(key, quota, RateCheck::Take)
+            .await
+            .expect("rate")
+            .is_some()
+    );
+    assert_eq!(
+        a.rate("login:account:bob", quota, RateCheck::Take)
+            .await
+            .expect("rate"),
+        None,
+        "other keys have their own bucket"
+    );
+    // Looking does not take: after one interval exactly one cell is back.
+    tokio::time::sleep(quota.interval + Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            b.rate(key, quota, RateCheck::Peek).await.expect("rate"),
+            None
+        );
+    }
+    assert_eq!(
+        b.rate(key, quota, RateCheck::Take).await.expect("rate"),
+        None
+    );
+    assert!(
+        a.rate(key, quota, RateCheck::Take)
+            .await
+            .expect("rate")
+            .is_some()
+    );
+}
+
 /// Expands to one `#[tokio::test]` per conformance test. `$bus` is a
 /// closure `|| async { impl Bus }`, called once per test, so that each test
 /// gets a bus (key prefix, server) of its own.
@@ -403,6 +523,9 @@ macro_rules! broker_conformance_tests {
             unsubscribe_leaves_other_rooms,
             large_frame_arrives_intact,
             state_is_ok_when_healthy,
+            presence_counts_a_user_once_across_instances,
+            presence_races_have_one_winner,
+            rate_buckets_are_shared,
         );
     };
     (@tests $bus:expr; $($name:ident),* $(,)?) => {

@@ -13,16 +13,25 @@
 //! unsubscribes when the last one leaves (see the hub), so a broker
 //! carries one subscription per room per instance, never one per socket.
 //!
+//! The broker also holds the little state instances must agree on, so that
+//! a deployment of many behaves like one server: who is online in a room
+//! (counted per user across instances, not per instance) and the token
+//! buckets of rate limits that span connections (messages per user, failed
+//! logins per account and address). Like events, this state is never the
+//! source of truth: while the broker is unreachable each instance falls back
+//! to counting alone (see the hub and `service::throttle`).
+//!
 //! Backends, one file each: [`local`] (`local://`, in-process) and
 //! `redis` (`redis://`, `rediss://`, between instances). Every
 //! backend runs the one `conformance` suite.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_core::RoomId;
 use chat_core::api::ComponentState;
+use chat_core::{RoomId, UserId};
 
 // Each public function is one test, named for the rule it checks.
 #[cfg(any(test, feature = "testing"))]
@@ -66,6 +75,33 @@ impl Default for BrokerOptions {
     }
 }
 
+/// How long an instance's presence entries live unless refreshed: a crashed
+/// instance's users are offline everywhere at most this long after it died
+/// (plus one refresh).
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+/// How often the hub refreshes its presence entries
+/// ([`Broker::refresh_presence`]).
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+
+/// A token bucket: `burst` cells, one coming back every `interval` (the
+/// generic cell rate algorithm, as governor counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    /// Cells when full.
+    pub burst: u32,
+    /// Time for one cell to come back.
+    pub interval: Duration,
+}
+
+/// What [`Broker::rate`] does with the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateCheck {
+    /// Takes a cell if there is one.
+    Take,
+    /// Only looks.
+    Peek,
+}
+
 /// Broker failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,6 +137,36 @@ pub trait Broker: Send + Sync + 'static {
     async fn unsubscribe(&self, room: RoomId) -> Result<(), BrokerError>;
     /// Whether the broker can currently reach its server.
     fn state(&self) -> ComponentState;
+    /// Records that `user` has a socket in `room` on this instance (the
+    /// hub calls it for their first). Returns whether no instance had them
+    /// in the room before: then the caller announces them `online`. Of
+    /// instances racing, exactly one hears `true`.
+    async fn present(&self, room: RoomId, user: UserId) -> Result<bool, BrokerError>;
+    /// Records that the user's last socket in the room on this instance
+    /// left. Returns whether no instance has them in the room any more: then
+    /// the caller announces them `offline`.
+    async fn absent(&self, room: RoomId, user: UserId) -> Result<bool, BrokerError>;
+    /// Users with a socket in the room on any instance, by id, ascending.
+    async fn online(&self, room: RoomId) -> Result<Vec<UserId>, BrokerError>;
+    /// Keeps this instance's entries alive: `here` is every room with local
+    /// sockets and its users. Entries not refreshed for [`PRESENCE_TTL`]
+    /// (an instance that died without saying `absent`) expire. Returns the
+    /// users of those rooms whose every entry expired, removed now, for the
+    /// caller to announce `offline`; of instances racing, one returns each.
+    async fn refresh_presence(
+        &self,
+        here: &[(RoomId, Vec<UserId>)],
+    ) -> Result<Vec<(RoomId, UserId)>, BrokerError>;
+    /// Counts against the token bucket `key`, shared by every instance on
+    /// the broker. `Ok(None)`: a cell was there (and, with
+    /// [`RateCheck::Take`], is taken). `Ok(Some(wait))`: the bucket is
+    /// empty for `wait` more; nothing was taken.
+    async fn rate(
+        &self,
+        key: &str,
+        quota: Quota,
+        check: RateCheck,
+    ) -> Result<Option<Duration>, BrokerError>;
     /// Whether another instance may be listening. `false` only when none
     /// can be (a local broker alone on its bus): the hub then does not
     /// publish at all.

@@ -114,6 +114,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         rooms::delete,
         rooms::moderate,
         rooms::bans,
+        rooms::online,
         rooms::update,
         rooms::directory,
         messages::history,

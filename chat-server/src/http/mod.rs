@@ -69,6 +69,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/chat/rooms/{id}/leave", post(rooms::leave))
         .route("/chat/rooms/{id}/moderate", post(rooms::moderate))
         .route("/chat/rooms/{id}/bans", get(rooms::bans))
+        .route("/chat/rooms/{id}/online", get(rooms::online))
         .route("/chat/rooms/{id}/events", get(messages::timeline))
         .route("/chat/history", get(messages::history))
         .route("/chat/send", post(messages::send))

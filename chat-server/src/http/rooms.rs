@@ -10,7 +10,7 @@ use chat_core::moderation::{
     BansResponse, DirectoryQuery, DirectoryResponse, ModerateRequest, ModerateResponse,
     RoomSettings,
 };
-use chat_core::room::{JoinedRoom, Room, RoomListItem};
+use chat_core::room::{JoinedRoom, OnlineResponse, Room, RoomListItem};
 use chat_core::{ErrorBody, RoomId};
 
 use super::docs;
@@ -246,6 +246,35 @@ pub(super) async fn moderate(
 ) -> ApiResult<Json<ModerateResponse>> {
     let event = state.service.moderate(user, &room.into(), req).await?;
     Ok(Json(ModerateResponse { event }))
+}
+
+/// Who is online in a room
+///
+/// The users with a socket subscribed to the room now, on any server
+/// instance (instances sharing a Redis broker count together); the same
+/// list a socket gets as `presence` frames after `subscribed`. Members
+/// only, like history.
+#[utoipa::path(
+    get,
+    path = "/chat/rooms/{id}/online/",
+    operation_id = "room_online",
+    tag = "rooms",
+    params(("id" = RoomId, Path, description = "The room's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Who is online", body = OnlineResponse),
+        (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`room_not_found`: no such room, or the caller is not a member", body = ErrorBody),
+        (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
+    )
+)]
+pub(super) async fn online(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    RoomPath(room): RoomPath,
+) -> ApiResult<Json<OnlineResponse>> {
+    let users = state.service.online(user, room).await?;
+    Ok(Json(OnlineResponse { room, users }))
 }
 
 /// List a room's bans

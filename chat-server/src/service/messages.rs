@@ -452,7 +452,7 @@ impl ChatService {
         let mut admitted = Vec::with_capacity(outgoing.len());
         let mut messages = Vec::with_capacity(outgoing.len());
         for out in outgoing {
-            let admitted_refs = match self.admit(user, &out) {
+            let admitted_refs = match self.admit(user, &out).await {
                 Ok(()) if out.draft.refers() => self.check_refs(user, out.room, &out.draft).await,
                 Ok(()) => Ok(Refs::default()),
                 Err(e) => Err(e),
@@ -559,7 +559,7 @@ impl ChatService {
     }
 
     /// The checks a message passes before it is stored.
-    fn admit(&self, user: UserId, out: &Outgoing) -> ApiResult<()> {
+    async fn admit(&self, user: UserId, out: &Outgoing) -> ApiResult<()> {
         let out = &out.draft;
         self.check_body(&out.body)?;
         if let Some(id) = &out.client_id
@@ -570,7 +570,7 @@ impl ChatService {
                 format!("must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
             ));
         }
-        if let Err(wait) = self.user_rate.check(user) {
+        if let Err(wait) = self.user_rate.check(user).await {
             return Err(ApiError::rate_limited(wait));
         }
         Ok(())
@@ -950,7 +950,7 @@ impl ChatService {
         if message.get() < 1 {
             return Err(ApiError::new(ErrorCode::MessageNotFound));
         }
-        if let Err(wait) = self.user_rate.check(user) {
+        if let Err(wait) = self.user_rate.check(user).await {
             return Err(ApiError::rate_limited(wait));
         }
         // Storage finds the message's room (and answers an id that names

@@ -96,15 +96,17 @@ impl ChatService {
             after: hooks.clone().map(vetting::after_events),
             outbox: outbox.clone(),
         }));
+        let broker = hub.broker().clone();
         Self {
             storage,
             hub,
             tokens,
             login_throttle: throttle::LoginThrottle::new(
+                broker.clone(),
                 limits.login_attempts_per_account,
                 limits.login_attempts_per_address,
             ),
-            user_rate: throttle::UserRate::new(limits.user_rate_limit),
+            user_rate: throttle::UserRate::new(broker, limits.user_rate_limit),
             limits,
             accounts: Arc::new(accounts::Accounts::default()),
             authenticator,

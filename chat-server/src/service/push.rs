@@ -65,7 +65,7 @@ impl Sink for PushSink {
         let Some(record) = storage.room(room).await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
-        let online = service.hub().fanout().online_users(room);
+        let online = service.hub().online(room).await;
         let people = storage.room_people(room).await.map_err(|e| e.to_string())?;
         let mut newest: BTreeMap<UserId, &Message> = BTreeMap::new();
         for person in people

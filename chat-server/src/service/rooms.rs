@@ -288,6 +288,19 @@ impl ChatService {
         self.room_view(&record).await
     }
 
+    /// `GET /chat/rooms/{id}/online/`: members only, like history; everyone
+    /// with a socket in the room on any instance.
+    pub(crate) async fn online(&self, user: UserId, room: RoomId) -> ApiResult<Vec<UserId>> {
+        let record = self
+            .room_as_member(user, &RoomRef::Id(room))
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::NotMember => room_not_found(),
+                _ => e,
+            })?;
+        Ok(self.hub.online(record.id).await)
+    }
+
     /// `POST /chat/rooms/{id}/invite/`: members only.
     pub(crate) async fn invite(
         &self,

@@ -83,7 +83,7 @@ pub(crate) async fn create_api_key(
 }
 
 /// SHA-256 of a key, in hex, as storage keeps it.
-fn hash_key(key: &str) -> String {
+pub(super) fn hash_key(key: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
         .as_ref()
         .iter()

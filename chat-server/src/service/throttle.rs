@@ -1,26 +1,25 @@
 //! Rate limits that span connections: failed logins per account and per
 //! client address, and messages per user.
 //!
-//! Keyed governor limiters hold the counts. Their keys come from clients,
-//! so every limiter is swept ([`RateLimiter::retain_recent`]) at most once a
-//! minute, on use: a key whose bucket has refilled is indistinguishable from
-//! a fresh one and is dropped.
+//! The buckets live in the broker ([`Broker::rate`]), so that every instance
+//! sharing a Redis counts against the same ones: a user cannot send five
+//! times the limit through five instances, nor guess passwords at each. With
+//! the default `local://` broker they live in memory. While the broker is
+//! unreachable each instance counts alone, in a bucket of its own, rather
+//! than refusing everybody or letting everybody through.
+//!
+//! Account names and emails are keys only as SHA-256 digests: they come from
+//! clients (any length) and an email is not for Redis to keep.
 
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chat_core::UserId;
-use governor::clock::{Clock as _, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// How often the limiters drop the keys that have refilled.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+use super::server_api::hash_key;
+use crate::broker::local::Buckets;
+use crate::broker::{Broker, Quota, RateCheck};
 
 /// Who a login attempt is for: the account when it exists (so its username
 /// and its email share one count), else the name as storage would match it.
@@ -33,43 +32,97 @@ pub(crate) enum AccountKey {
     Email(String),
 }
 
+impl AccountKey {
+    fn bucket(&self) -> String {
+        match self {
+            Self::User(id) => format!("login:account:user:{}", id.0),
+            Self::Username(name) => format!("login:account:name:{}", hash_key(name)),
+            Self::Email(email) => format!("login:account:email:{}", hash_key(email)),
+        }
+    }
+}
+
+/// Token buckets in the broker, or in memory while it is unreachable.
+struct Counter {
+    broker: Arc<dyn Broker>,
+    fallback: Buckets,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counter").finish_non_exhaustive()
+    }
+}
+
+impl Counter {
+    async fn check(&self, key: &str, quota: Quota, check: RateCheck) -> Option<Duration> {
+        match self.broker.rate(key, quota, check).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(error = %e, "rate limit counted on this instance only");
+                self.fallback.check(key, quota, check)
+            }
+        }
+    }
+}
+
+/// `n` per minute, `n` at once.
+fn per_minute(n: u32) -> Option<Quota> {
+    (n > 0).then(|| Quota {
+        burst: n,
+        interval: Duration::from_secs(60) / n,
+    })
+}
+
 /// Counts failed logins; a key with no failures left is locked until its
 /// bucket gives one back, and while locked even the right password is
 /// refused without being checked.
 #[derive(Debug)]
 pub(crate) struct LoginThrottle {
-    account: Option<FailureGate<AccountKey>>,
-    address: Option<FailureGate<IpAddr>>,
+    counter: Counter,
+    account: Option<Quota>,
+    address: Option<Quota>,
 }
 
 impl LoginThrottle {
     /// `per_account` and `per_address` failures per minute (burst: as many);
     /// 0 turns that side off.
-    pub(crate) fn new(per_account: u32, per_address: u32) -> Self {
+    pub(crate) fn new(broker: Arc<dyn Broker>, per_account: u32, per_address: u32) -> Self {
         Self {
-            account: NonZeroU32::new(per_account).map(FailureGate::per_minute),
-            address: NonZeroU32::new(per_address).map(FailureGate::per_minute),
+            counter: Counter {
+                broker,
+                fallback: Buckets::default(),
+            },
+            account: per_minute(per_account),
+            address: per_minute(per_address),
         }
     }
 
     /// How long the address is locked for, if it is.
-    pub(crate) fn address_locked(&self, addr: Option<IpAddr>) -> Option<Duration> {
-        let (gate, addr) = (self.address.as_ref()?, addr?);
-        gate.locked_for(&address_key(addr))
+    pub(crate) async fn address_locked(&self, addr: Option<IpAddr>) -> Option<Duration> {
+        let (quota, addr) = (self.address?, addr?);
+        let key = format!("login:address:{}", address_key(addr));
+        self.counter.check(&key, quota, RateCheck::Peek).await
     }
 
     /// How long the account is locked for, if it is.
-    pub(crate) fn account_locked(&self, key: &AccountKey) -> Option<Duration> {
-        self.account.as_ref()?.locked_for(key)
+    pub(crate) async fn account_locked(&self, key: &AccountKey) -> Option<Duration> {
+        let quota = self.account?;
+        self.counter
+            .check(&key.bucket(), quota, RateCheck::Peek)
+            .await
     }
 
     /// Counts a failed attempt against both keys.
-    pub(crate) fn failed(&self, key: &AccountKey, addr: Option<IpAddr>) {
-        if let Some(gate) = &self.account {
-            gate.failed(key);
+    pub(crate) async fn failed(&self, key: &AccountKey, addr: Option<IpAddr>) {
+        if let Some(quota) = self.account {
+            self.counter
+                .check(&key.bucket(), quota, RateCheck::Take)
+                .await;
         }
-        if let (Some(gate), Some(addr)) = (&self.address, addr) {
-            gate.failed(&address_key(addr));
+        if let (Some(quota), Some(addr)) = (self.address, addr) {
+            let key = format!("login:address:{}", address_key(addr));
+            self.counter.check(&key, quota, RateCheck::Take).await;
         }
     }
 }
@@ -86,155 +139,90 @@ fn address_key(addr: IpAddr) -> IpAddr {
     }
 }
 
-type InfoLimiter<K> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
-
-#[derive(Debug)]
-struct FailureGate<K: Hash + Eq + Clone> {
-    failures: InfoLimiter<K>,
-    /// Keys whose last failure emptied their bucket, and until when. A std
-    /// lock: never held across an `.await`.
-    locked: Mutex<HashMap<K, Instant>>,
-    last_sweep: Mutex<Instant>,
-}
-
-impl<K: Hash + Eq + Clone> FailureGate<K> {
-    fn per_minute(n: NonZeroU32) -> Self {
-        Self {
-            failures: RateLimiter::keyed(Quota::per_minute(n))
-                .with_middleware::<StateInformationMiddleware>(),
-            locked: Mutex::new(HashMap::new()),
-            last_sweep: Mutex::new(Instant::now()),
-        }
-    }
-
-    fn locked_for(&self, key: &K) -> Option<Duration> {
-        let now = Instant::now();
-        let mut locked = lock(&self.locked);
-        match locked.get(key) {
-            Some(until) if *until > now => Some(*until - now),
-            Some(_) => {
-                locked.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn failed(&self, key: &K) {
-        // governor cannot be asked without counting, so the failure that
-        // spends the last cell records the lock for the next attempt.
-        let wait = match self.failures.check_key(key) {
-            Ok(state) if state.remaining_burst_capacity() == 0 => {
-                Some(state.quota().replenish_interval())
-            }
-            Ok(_) => None,
-            Err(not_until) => Some(not_until.wait_time_from(self.failures.clock().now())),
-        };
-        if let Some(wait) = wait {
-            lock(&self.locked).insert(key.clone(), Instant::now() + wait);
-        }
-        self.sweep();
-    }
-
-    fn sweep(&self) {
-        let now = Instant::now();
-        {
-            let mut last = lock(&self.last_sweep);
-            if now.duration_since(*last) < SWEEP_EVERY {
-                return;
-            }
-            *last = now;
-        }
-        self.failures.retain_recent();
-        lock(&self.locked).retain(|_, until| *until > now);
-    }
-}
-
-/// Messages per user across all their sockets and HTTP sends on this
+/// Messages per user across all their sockets and HTTP sends, on every
 /// instance.
 #[derive(Debug)]
 pub(crate) struct UserRate {
-    limiter: Option<DefaultKeyedRateLimiter<UserId>>,
-    last_sweep: Mutex<Instant>,
+    counter: Counter,
+    quota: Option<Quota>,
 }
 
 impl UserRate {
     /// `per_second` messages per user, with a burst of five seconds' worth;
     /// 0 turns the limit off.
-    pub(crate) fn new(per_second: u32) -> Self {
-        let limiter = NonZeroU32::new(per_second).map(|rate| {
-            let burst = NonZeroU32::new(per_second.saturating_mul(5)).unwrap_or(rate);
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
+    pub(crate) fn new(broker: Arc<dyn Broker>, per_second: u32) -> Self {
         Self {
-            limiter,
-            last_sweep: Mutex::new(Instant::now()),
+            counter: Counter {
+                broker,
+                fallback: Buckets::default(),
+            },
+            quota: (per_second > 0).then(|| Quota {
+                burst: per_second.saturating_mul(5),
+                interval: Duration::from_secs(1) / per_second,
+            }),
         }
     }
 
     /// Whether `user` may send one more message now; if not, how long
     /// until they may.
-    pub(crate) fn check(&self, user: UserId) -> Result<(), Duration> {
-        let Some(limiter) = &self.limiter else {
+    pub(crate) async fn check(&self, user: UserId) -> Result<(), Duration> {
+        let Some(quota) = self.quota else {
             return Ok(());
         };
-        let allowed = limiter
-            .check_key(&user)
-            .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()));
-        let now = Instant::now();
-        let due = {
-            let mut last = lock(&self.last_sweep);
-            let due = now.duration_since(*last) >= SWEEP_EVERY;
-            if due {
-                *last = now;
-            }
-            due
-        };
-        if due {
-            limiter.retain_recent();
+        let key = format!("send:{}", user.0);
+        match self.counter.check(&key, quota, RateCheck::Take).await {
+            None => Ok(()),
+            Some(wait) => Err(wait),
         }
-        allowed
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::local::LocalBroker;
 
-    #[test]
-    fn the_failure_that_spends_the_last_cell_locks() {
-        let t = LoginThrottle::new(3, 0);
+    fn broker() -> Arc<dyn Broker> {
+        struct Nowhere;
+        impl crate::broker::EventSink for Nowhere {
+            fn deliver(&self, _: Arc<crate::event::Event>) {}
+            fn resync(&self) {}
+        }
+        Arc::new(LocalBroker::new(Arc::new(Nowhere)))
+    }
+
+    #[tokio::test]
+    async fn the_failure_that_spends_the_last_cell_locks() {
+        let t = LoginThrottle::new(broker(), 3, 0);
         let key = AccountKey::Username("ann".into());
         for _ in 0..2 {
-            t.failed(&key, None);
-            assert_eq!(t.account_locked(&key), None);
+            t.failed(&key, None).await;
+            assert_eq!(t.account_locked(&key).await, None);
         }
-        t.failed(&key, None);
-        let wait = t.account_locked(&key).expect("locked after 3 failures");
+        t.failed(&key, None).await;
+        let wait = t
+            .account_locked(&key)
+            .await
+            .expect("locked after 3 failures");
         // One cell comes back every 20 s at 3 per minute.
         assert!(wait <= Duration::from_secs(20), "{wait:?}");
         assert_eq!(
-            t.account_locked(&AccountKey::Username("Ann".into())),
+            t.account_locked(&AccountKey::Username("Ann".into())).await,
             None,
             "another key is not locked"
         );
     }
 
-    #[test]
-    fn zero_turns_a_side_off() {
-        let t = LoginThrottle::new(0, 0);
+    #[tokio::test]
+    async fn zero_turns_a_side_off() {
+        let t = LoginThrottle::new(broker(), 0, 0);
         let key = AccountKey::Email("ann@example.com".into());
         let addr: IpAddr = "192.0.2.1".parse().expect("ip");
         for _ in 0..100 {
-            t.failed(&key, Some(addr));
+            t.failed(&key, Some(addr)).await;
         }
-        assert_eq!(t.account_locked(&key), None);
-        assert_eq!(t.address_locked(Some(addr)), None);
+        assert_eq!(t.account_locked(&key).await, None);
+        assert_eq!(t.address_locked(Some(addr)).await, None);
     }
 
     #[test]
@@ -251,15 +239,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn user_rate_is_per_user() {
-        let r = UserRate::new(1);
+    #[tokio::test]
+    async fn user_rate_is_per_user() {
+        let r = UserRate::new(broker(), 1);
         let (ann, bob) = (UserId(1), UserId(2));
         for _ in 0..5 {
-            assert!(r.check(ann).is_ok(), "the burst is five seconds' worth");
+            assert!(
+                r.check(ann).await.is_ok(),
+                "the burst is five seconds' worth"
+            );
         }
-        assert!(r.check(ann).is_err());
-        assert!(r.check(bob).is_ok());
-        assert!(UserRate::new(0).check(ann).is_ok());
+        assert!(r.check(ann).await.is_err());
+        assert!(r.check(bob).await.is_ok());
+        assert!(UserRate::new(broker(), 0).check(ann).await.is_ok());
+    }
+
+    #[test]
+    fn names_are_keys_only_as_digests() {
+        let key = AccountKey::Email("ann@example.com".into()).bucket();
+        assert!(!key.contains("ann"), "{key}");
+        assert_eq!(key.len(), "login:account:email:".len() + 64);
     }
 }

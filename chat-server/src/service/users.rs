@@ -212,7 +212,7 @@ impl ChatService {
         req: TokenRequest,
         client: Option<IpAddr>,
     ) -> ApiResult<TokenResponse> {
-        if let Some(wait) = self.login_throttle.address_locked(client) {
+        if let Some(wait) = self.login_throttle.address_locked(client).await {
             return Err(login_locked(wait));
         }
         let (user, key) = match (&req.username, &req.email) {
@@ -238,7 +238,7 @@ impl ChatService {
             }
         };
         let key = user.as_ref().map_or(key, |u| AccountKey::User(u.id));
-        if let Some(wait) = self.login_throttle.account_locked(&key) {
+        if let Some(wait) = self.login_throttle.account_locked(&key).await {
             return Err(login_locked(wait));
         }
         // A user of the host's (no password here) costs the same dummy
@@ -248,7 +248,7 @@ impl ChatService {
             .map(|u| u.password_hash.clone())
             .filter(|h| !h.is_empty());
         if !auth::verify_password(req.password, hash).await {
-            self.login_throttle.failed(&key, client);
+            self.login_throttle.failed(&key, client).await;
             return Err(ApiError::new(ErrorCode::InvalidCredentials));
         }
         let user = user.ok_or_else(|| ApiError::new(ErrorCode::InvalidCredentials))?;

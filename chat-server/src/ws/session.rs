@@ -984,7 +984,7 @@ where
         self.state.service.hub().fanout().anchor(id, last_seq);
         self.push(&ServerFrame::Subscribed { room: id, last_seq });
         // Who is here already; changes arrive as they happen.
-        for user in self.state.service.hub().fanout().online_users(id) {
+        for user in self.state.service.hub().online(id).await {
             if user != self.user {
                 self.push(&ServerFrame::Presence {
                     room: id,

@@ -227,12 +227,14 @@ enum Call {
     Moderate,
     ModerateFrame,
     Bans,
+    /// `GET /chat/rooms/{id}/online/`: members only, like history.
+    Online,
     /// `PATCH /chat/rooms/{id}/` and the `update_room` frame: a new topic.
     Settings,
     SettingsFrame,
 }
 
-const HTTP_CALLS: [Call; 23] = [
+const HTTP_CALLS: [Call; 24] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -255,6 +257,7 @@ const HTTP_CALLS: [Call; 23] = [
     Call::Reply,
     Call::Moderate,
     Call::Bans,
+    Call::Online,
     Call::Settings,
 ];
 
@@ -332,7 +335,7 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
             S::Member if direct => Expect::Ok(200),
             _ => NOT_FOUND,
         },
-        Call::History(_) => match st {
+        Call::History(_) | Call::Online => match st {
             S::Member => Expect::Ok(200),
             _ => NOT_FOUND,
         },
@@ -766,6 +769,10 @@ impl World {
                 s.get(&format!("/chat/rooms/{id}/bans/"), &user.access)
                     .await
             }
+            Call::Online => {
+                s.get(&format!("/chat/rooms/{id}/online/"), &user.access)
+                    .await
+            }
             Call::Settings => {
                 s.call(
                     "PATCH",
@@ -977,6 +984,10 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                         .any(|b| got.body["chat_history"][0]["body"] == *b)
                         && got.body["chat_history"].as_array().map(Vec::len) == Some(1),
                     format!("history {}", got.body),
+                ),
+                Call::Online => ensure(
+                    got.body["room"].is_i64() && got.body["users"].is_array(),
+                    format!("online {}", got.body),
                 ),
                 Call::Detail => ensure(
                     got.body["members"].is_array(),

@@ -13,12 +13,21 @@ use crate::support::{PgSchema, TestServer, TestUser, WsClient};
 
 /// Two servers on one PostgreSQL schema and one Redis (own prefix).
 pub(crate) async fn two_instances(redis_url: &str) -> (TestServer, TestServer) {
+    two_instances_with(redis_url, |_| {}).await
+}
+
+/// [`two_instances`], both configured by `more` too.
+pub(crate) async fn two_instances_with(
+    redis_url: &str,
+    more: impl Fn(&mut chat_server::Config),
+) -> (TestServer, TestServer) {
     let schema = PgSchema::create().await;
     let url = schema.url();
     let prefix = format!("chat-test-{:08x}", rand::random::<u32>());
     let tune = |c: &mut chat_server::Config| {
         c.broker_url = redis_url.to_owned();
         c.broker_prefix = prefix.clone();
+        more(c);
     };
     // Started one after the other, so the second finds the JWT secret the
     // first stored and both accept each other's tokens.
@@ -264,4 +273,134 @@ async fn a_member_who_leaves_during_a_redis_outage_hears_nothing_after() {
     // /ws/ socket heard nothing.
     assert_eq!(bob_bound_on_b.close_code().await, Some(1000));
     bob_on_b.expect_quiet().await;
+}
+
+/// A user is online in a room while they have a socket in it on any
+/// instance: a second socket on the other instance announces nothing, the
+/// first one closing announces nothing, the last one closing announces
+/// `offline` to everybody, and the online list (on subscribe and over HTTP)
+/// is the same from either instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_the_online_list_span_instances() {
+    let (a, b) = two_instances("redis://127.0.0.1:6379").await;
+    let ann = a.user("ann").await;
+    let bob = a.user("bob").await;
+    let cat = b.user("cat").await;
+    let room = a.room(&ann, "lobby", "public", &[]).await;
+    for (s, user) in [(&a, &bob), (&b, &cat)] {
+        let (status, body) = s
+            .post("/chat/join-room/", &user.access, json!({"room_id": room}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let online = |user: &TestUser| json!({"type": "presence", "room": room, "user": user.id, "status": "online"});
+    let offline = |user: &TestUser| json!({"type": "presence", "room": room, "user": user.id, "status": "offline"});
+
+    // Ann watches from instance A.
+    let mut watcher = a.ws("/ws/", &ann).await;
+    watcher.subscribe(json!(room), None).await;
+
+    let mut bob_on_b = b.ws("/ws/", &bob).await;
+    bob_on_b.subscribe(json!(room), None).await;
+    assert_eq!(watcher.expect("presence").await, online(&bob));
+    let mut bob_on_a = a.ws("/ws/", &bob).await;
+    let (_, _, here) = bob_on_a.subscribe_seeing(json!(room), None).await;
+    assert_eq!(
+        here,
+        vec![online(&ann)],
+        "bob's own sockets are not news to him"
+    );
+    watcher.expect_quiet().await;
+
+    // Cat, subscribing on B, learns of everyone, wherever their sockets are.
+    let mut cat_on_b = b.ws("/ws/", &cat).await;
+    let (_, _, here) = cat_on_b.subscribe_seeing(json!(room), None).await;
+    assert_eq!(here, vec![online(&ann), online(&bob)]);
+    assert_eq!(watcher.expect("presence").await, online(&cat));
+    for (s, who) in [(&a, &ann), (&b, &cat)] {
+        let (status, body) = s
+            .get(&format!("/chat/rooms/{room}/online/"), &who.access)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            json!({"room": room, "users": [ann.id, bob.id, cat.id]})
+        );
+    }
+
+    // Bob's socket on A goes: he is still on B.
+    bob_on_a.close().await;
+    watcher.expect_quiet().await;
+    cat_on_b.expect_quiet().await;
+    let (_, body) = a
+        .get(&format!("/chat/rooms/{room}/online/"), &ann.access)
+        .await;
+    assert_eq!(body["users"], json!([ann.id, bob.id, cat.id]));
+    // His last socket goes: everyone hears it, on both instances, once.
+    bob_on_b.close().await;
+    assert_eq!(watcher.expect("presence").await, offline(&bob));
+    assert_eq!(cat_on_b.expect("presence").await, offline(&bob));
+    watcher.expect_quiet().await;
+    cat_on_b.expect_quiet().await;
+    let (_, body) = b
+        .get(&format!("/chat/rooms/{room}/online/"), &cat.access)
+        .await;
+    assert_eq!(body["users"], json!([ann.id, cat.id]));
+}
+
+/// The per-user message limit and the failed-login throttle count once
+/// across instances: spreading sends or password guesses over two
+/// instances gains nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_login_throttles_span_instances() {
+    let (a, b) = two_instances_with("redis://127.0.0.1:6379", |c| {
+        // 1 message per second with a burst of 5; 3 failed logins a minute.
+        c.user_rate_limit = 1;
+        c.login_attempts_per_account = 3;
+        c.login_attempts_per_address = 0;
+    })
+    .await;
+    let ann = a.user("ann").await;
+    let room = a.room(&ann, "lobby", "public", &[]).await;
+    let send = async |s: &TestServer, n: usize| {
+        s.post(
+            "/chat/send/",
+            &ann.access,
+            json!({"room": room, "message": format!("m{n}")}),
+        )
+        .await
+    };
+    for n in 0..5 {
+        let s = if n % 2 == 0 { &a } else { &b };
+        let (status, body) = send(s, n).await;
+        assert_eq!(status, StatusCode::CREATED, "send {n}: {body}");
+    }
+    for s in [&a, &b] {
+        let (status, body) = send(s, 9).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["code"], "rate_limited");
+    }
+
+    let login = async |s: &TestServer, password: &str| {
+        s.call(
+            "POST",
+            "/api/users/token/",
+            None,
+            Some(json!({"username": "ann", "password": password})),
+        )
+        .await
+    };
+    for (s, n) in [(&a, 1), (&b, 2), (&a, 3)] {
+        let (status, body) = login(s, "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "failure {n}: {body}");
+    }
+    for s in [&b, &a] {
+        let (status, body) = login(s, "password-ann").await;
+        assert_eq!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked on every instance, even with the right password: {body}"
+        );
+        assert_eq!(body["code"], "rate_limited");
+    }
 }

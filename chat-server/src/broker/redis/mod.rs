@@ -32,6 +32,12 @@
 //!
 //! Events travel in a small versioned binary header followed by the frame
 //! JSON (see [`encode_event`]).
+//!
+//! Presence and rate-limit buckets are small Lua scripts run on the same
+//! shared command connection ([`state`]); while Redis is down they fail at
+//! once like publishes, and callers count locally instead.
+
+mod state;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,7 +53,10 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{RedisError, TlsCertificates};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Broker, BrokerError, BrokerOptions, ConnId, Event, EventKind, EventSink, Frame};
+use super::{
+    Broker, BrokerError, BrokerOptions, ConnId, Event, EventKind, EventSink, Frame, Quota,
+    RateCheck,
+};
 
 /// How long opening a connection (TCP, TLS, handshake) may take. Short, so
 /// that a wrong address or certificate shows as an error at once rather than
@@ -167,6 +176,35 @@ impl RedisBroker {
         })
     }
 
+    /// Runs `command` on the shared command connection, or fails at once
+    /// while Redis is known to be down.
+    async fn command<T, F>(
+        &self,
+        command: impl Fn(MultiplexedConnection) -> F,
+    ) -> Result<T, BrokerError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let subscribed = self.shared.subscribed.load(Ordering::Acquire);
+        // The pub/sub connection is lost and a command or a fresh connection
+        // failed too: Redis is down. Trying again would only hold up the
+        // commands behind this one; the subscription task's reconnect ends
+        // this. (The pub/sub connection alone failing is not enough: Redis
+        // may be fine, and a publish that could have reached other
+        // instances must not be dropped.)
+        if self.shared.commands.is_down() && !subscribed {
+            return Err(BrokerError::Unavailable(
+                "redis is unreachable; reconnecting".into(),
+            ));
+        }
+        let checkout = if subscribed {
+            CONNECT_TIMEOUT
+        } else {
+            CHECKOUT_WHEN_SUSPECT
+        };
+        self.shared.commands.execute(checkout, command).await
+    }
+
     async fn request(
         &self,
         make: impl FnOnce(oneshot::Sender<()>) -> Request,
@@ -195,24 +233,10 @@ impl Broker for RedisBroker {
                 .arg(payload)
                 .ignore();
         }
-        let subscribed = self.shared.subscribed.load(Ordering::Acquire);
-        // The pub/sub connection is lost and a command or a fresh connection
-        // failed too: Redis is down. Trying again would only hold up the
-        // publishes behind these; the subscription task's reconnect ends
-        // this. (The pub/sub connection alone failing is not enough: Redis
-        // may be fine, and a publish that could have reached other
-        // instances must not be dropped.)
-        if self.shared.commands.is_down() && !subscribed {
-            return Err(BrokerError::Unavailable(
-                "redis is unreachable; reconnecting".into(),
-            ));
-        }
-        let checkout = if subscribed {
-            CONNECT_TIMEOUT
-        } else {
-            CHECKOUT_WHEN_SUSPECT
-        };
-        self.shared.commands.publish(&pipe, checkout).await
+        let pipe = &pipe;
+        self.command(|mut conn| async move { pipe.query_async::<redis::Value>(&mut conn).await })
+            .await
+            .map(drop)
     }
 
     async fn subscribe(&self, room: RoomId) -> Result<(), BrokerError> {
@@ -222,6 +246,34 @@ impl Broker for RedisBroker {
     async fn unsubscribe(&self, room: RoomId) -> Result<(), BrokerError> {
         self.request(|reply| Request::Unsubscribe(room, reply))
             .await
+    }
+
+    async fn present(&self, room: RoomId, user: UserId) -> Result<bool, BrokerError> {
+        state::present(self, room, user).await
+    }
+
+    async fn absent(&self, room: RoomId, user: UserId) -> Result<bool, BrokerError> {
+        state::absent(self, room, user).await
+    }
+
+    async fn online(&self, room: RoomId) -> Result<Vec<UserId>, BrokerError> {
+        state::online(self, room).await
+    }
+
+    async fn refresh_presence(
+        &self,
+        here: &[(RoomId, Vec<UserId>)],
+    ) -> Result<Vec<(RoomId, UserId)>, BrokerError> {
+        state::refresh_presence(self, here).await
+    }
+
+    async fn rate(
+        &self,
+        key: &str,
+        quota: Quota,
+        check: RateCheck,
+    ) -> Result<Option<Duration>, BrokerError> {
+        state::rate(self, key, quota, check).await
     }
 
     fn state(&self) -> ComponentState {
@@ -373,52 +425,40 @@ impl Commands {
         *self.current() = None;
     }
 
-    /// A pipeline of `PUBLISH`es, waiting at most `checkout` for a pool
+    /// Runs `command` on the shared connection (once more on a fresh one if
+    /// the shared one failed), waiting at most `checkout` for a pool
     /// connection if one is needed.
-    async fn publish(
+    async fn execute<T, F>(
         &self,
-        command: &redis::Pipeline,
         checkout: Duration,
-    ) -> Result<(), BrokerError> {
+        command: impl Fn(MultiplexedConnection) -> F,
+    ) -> Result<T, BrokerError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
         let shared = self.current().clone();
         if let Some((generation, conn)) = shared {
-            match self.run(command, conn).await {
+            match timed(command(conn)).await {
                 Err(e) if is_connection_error(&e) => {
                     // The shared connection may have died long ago (an idle
                     // connection closed by the server): one more try on a
                     // fresh one before calling Redis unavailable.
-                    tracing::debug!(error = %e, "redis publish failed, retrying on a fresh connection");
+                    tracing::debug!(error = %e, "redis command failed, retrying on a fresh connection");
                     self.forget(generation);
                 }
                 other => return self.outcome(other, generation),
             }
         }
         let (generation, conn) = self.checkout(checkout).await?;
-        let result = self.run(command, conn).await;
+        let result = timed(command(conn)).await;
         self.outcome(result, generation)
     }
 
-    async fn run(
-        &self,
-        command: &redis::Pipeline,
-        mut conn: MultiplexedConnection,
-    ) -> Result<(), RedisError> {
-        match tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            command.query_async::<redis::Value>(&mut conn),
-        )
-        .await
-        {
-            Ok(result) => result.map(drop),
-            Err(_) => Err(timed_out("a redis command")),
-        }
-    }
-
-    fn outcome(&self, result: Result<(), RedisError>, generation: u64) -> Result<(), BrokerError> {
+    fn outcome<T>(&self, result: Result<T, RedisError>, generation: u64) -> Result<T, BrokerError> {
         match result {
-            Ok(()) => {
+            Ok(value) => {
                 self.down.store(false, Ordering::Release);
-                Ok(())
+                Ok(value)
             }
             Err(e) if is_connection_error(&e) => {
                 self.forget(generation);
@@ -431,6 +471,13 @@ impl Commands {
     }
 }
 
+/// `command`, failing with a timeout error after [`COMMAND_TIMEOUT`].
+async fn timed<T>(command: impl Future<Output = Result<T, RedisError>>) -> Result<T, RedisError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, command)
+        .await
+        .unwrap_or_else(|_| Err(timed_out("a redis command")))
+}
+
 /// Checks, in the background, whether commands work again, so that the
 /// reported state recovers without waiting for the next publish.
 fn probe_commands(shared: &Arc<Shared>) {
@@ -441,10 +488,9 @@ fn probe_commands(shared: &Arc<Shared>) {
     tokio::spawn(async move {
         let commands = &shared.commands;
         commands.forget_all();
-        if let Ok((generation, conn)) = commands.checkout(CONNECT_TIMEOUT).await {
-            let mut ping = redis::pipe();
-            ping.cmd("PING");
-            let result = commands.run(&ping, conn).await;
+        if let Ok((generation, mut conn)) = commands.checkout(CONNECT_TIMEOUT).await {
+            let ping = redis::cmd("PING");
+            let result = timed(ping.query_async::<redis::Value>(&mut conn)).await;
             let _ = commands.outcome(result, generation);
         }
         commands.probing.store(false, Ordering::Release);
@@ -803,12 +849,12 @@ mod tests {
 
     /// Brokers on the shared Redis under one fresh prefix.
     #[derive(Debug)]
-    struct SharedRedisBus {
-        prefix: String,
+    pub(super) struct SharedRedisBus {
+        pub(super) prefix: String,
     }
 
     impl SharedRedisBus {
-        fn new() -> Self {
+        pub(super) fn new() -> Self {
             Self {
                 prefix: unique_prefix(),
             }
