@@ -16,7 +16,7 @@
 //! - `{prefix}:rate:{key}`: a token bucket's theoretical arrival time (µs),
 //!   the same generic cell rate rule as the local `Buckets`.
 //!
-//! The refresh script derives the per-user keys from an argument, which a
+//! The refresh script derives the per-user keys from the room's, which a
 //! Redis Cluster would refuse; the broker targets one Redis (or a
 //! primary with replicas), as its pub/sub does.
 
@@ -90,38 +90,51 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
     ))
 });
 
-/// KEYS: room set. ARGV: instance, ttl (ms), the prefix of the user entry
-/// keys, then the users this instance has in the room. Refreshes them, then
-/// removes and returns the users whose every entry expired.
+/// KEYS: room sets. ARGV: instance, ttl (ms), then for each room the number
+/// of users this instance has there followed by their ids. Refreshes them,
+/// then removes the users whose every entry expired and returns them as
+/// pairs (room's index in KEYS, user).
 static REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         now_ms!(),
         r"
 local ttl = tonumber(ARGV[2])
 local expiry = now + ttl
-for i = 4, #ARGV do
-  local entries = ARGV[3] .. ARGV[i]
-  redis.call('ZADD', entries, expiry, ARGV[1])
-  redis.call('PEXPIRE', entries, ttl)
-  redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[i])
-end
-if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[1], ttl) end
 local gone = {}
-for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
-  local entries = ARGV[3] .. user
-  redis.call('ZREMRANGEBYSCORE', entries, '-inf', now)
-  local last = redis.call('ZRANGE', entries, -1, -1, 'WITHSCORES')
-  if #last == 0 then
-    redis.call('ZREM', KEYS[1], user)
-    table.insert(gone, user)
-  else
-    redis.call('ZADD', KEYS[1], last[2], user)
+local a = 3
+for r = 1, #KEYS do
+  local room = KEYS[r]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for i = 1, n do
+    local entries = room .. ':' .. ARGV[a]
+    redis.call('ZADD', entries, expiry, ARGV[1])
+    redis.call('PEXPIRE', entries, ttl)
+    redis.call('ZADD', room, 'GT', expiry, ARGV[a])
+    a = a + 1
+  end
+  if n > 0 then redis.call('PEXPIRE', room, ttl) end
+  for _, user in ipairs(redis.call('ZRANGEBYSCORE', room, '-inf', '(' .. now)) do
+    local entries = room .. ':' .. user
+    redis.call('ZREMRANGEBYSCORE', entries, '-inf', now)
+    local last = redis.call('ZRANGE', entries, -1, -1, 'WITHSCORES')
+    if #last == 0 then
+      redis.call('ZREM', room, user)
+      table.insert(gone, r)
+      table.insert(gone, user)
+    else
+      redis.call('ZADD', room, last[2], user)
+    end
   end
 end
 return gone
 "
     ))
 });
+
+/// Rooms per refresh script: one round trip per this many, each call short
+/// enough not to hold Redis up.
+const REFRESH_BATCH: usize = 256;
 
 /// KEYS: bucket. ARGV: interval (µs), burst, 1 to take. Returns 0 when a
 /// cell was there, else the wait in µs. Times are µs since the epoch (below
@@ -222,15 +235,14 @@ pub(super) async fn refresh_presence(
     here: &[(RoomId, Vec<UserId>)],
 ) -> Result<Vec<(RoomId, UserId)>, BrokerError> {
     let mut gone = Vec::new();
-    for (room, users) in here {
+    for batch in here.chunks(REFRESH_BATCH) {
         let mut invocation = REFRESH.prepare_invoke();
-        invocation
-            .key(room_key(broker, *room))
-            .arg(instance(broker))
-            .arg(ttl_ms())
-            .arg(format!("{}:", room_key(broker, *room)));
-        for user in users {
-            invocation.arg(user.0);
+        invocation.arg(instance(broker)).arg(ttl_ms());
+        for (room, users) in batch {
+            invocation.key(room_key(broker, *room)).arg(users.len());
+            for user in users {
+                invocation.arg(user.0);
+            }
         }
         let expired: Vec<i64> = broker
             .command(|mut conn| {
@@ -238,7 +250,13 @@ pub(super) async fn refresh_presence(
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
-        gone.extend(expired.into_iter().map(|user| (*room, UserId(user))));
+        for pair in expired.chunks_exact(2) {
+            // Lua indexes from 1.
+            let room = usize::try_from(pair[0] - 1).ok().and_then(|i| batch.get(i));
+            if let Some((room, _)) = room {
+                gone.push((*room, UserId(pair[1])));
+            }
+        }
     }
     Ok(gone)
 }
@@ -296,8 +314,9 @@ mod tests {
         let _: () = conn.zadd(&room_key, 2, 1_000).await.expect("zadd");
         assert_eq!(live.online(room).await.expect("online"), vec![ann]);
 
+        // Another room first, so that the answer must name the right one.
         let gone = live
-            .refresh_presence(&[(room, vec![ann])])
+            .refresh_presence(&[(RoomId(8), vec![ann]), (room, vec![ann])])
             .await
             .expect("refresh");
         assert_eq!(gone, vec![(room, bob)]);
