@@ -198,6 +198,7 @@ impl Fanout {
             self.rooms().iter().map(|(r, s)| (*r, s.clone())).collect();
         rooms
             .into_iter()
+            .filter(|(room, _)| has_presence(*room))
             .map(|(room, subs)| {
                 let mut users: Vec<UserId> = subs.iter().map(|s| s.user).collect();
                 users.sort_unstable();
@@ -453,7 +454,7 @@ impl Hub {
             self.fanout.remove(room, conn);
             return Err(e);
         }
-        if first {
+        if first && has_presence(room) {
             let anywhere = self.broker.present(room, user).await.unwrap_or_else(|e| {
                 tracing::warn!(%room, error = %e, "presence not shared, announcing from this instance");
                 true
@@ -474,7 +475,7 @@ impl Hub {
         if let Err(e) = self.sync_broker(room).await {
             tracing::warn!(%room, error = %e, "broker unsubscribe failed");
         }
-        if last {
+        if last && has_presence(room) {
             let anywhere = self.broker.absent(room, user).await.unwrap_or_else(|e| {
                 tracing::warn!(%room, error = %e, "presence not shared, announcing from this instance");
                 true
@@ -540,6 +541,12 @@ impl Hub {
         }
         Ok(())
     }
+}
+
+/// Rooms 0 and below are the server's own channels (the account channel),
+/// whose listeners are nobody to announce.
+fn has_presence(room: RoomId) -> bool {
+    room.0 > 0
 }
 
 /// Keeps this instance's presence entries alive and announces `offline` the
