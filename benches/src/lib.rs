@@ -8,8 +8,8 @@
 //! - [`stats`]: latency quantiles, process RSS and CPU time.
 //!
 //! Binaries: `chat-load` (the load generator), `chat-reference` (the
-//! minimal broadcast server it is compared with), `append-bench` and
-//! `fanout-bench`. `run.sh` runs the documented scenarios; `benches/` holds
+//! minimal broadcast server it is compared with), `chat-soak` (the server's
+//! memory under connection churn), `append-bench` and `fanout-bench`. `run.sh` runs the documented scenarios; `benches/` holds
 //! the criterion micro-benchmarks.
 //!
 //! ```

@@ -17,7 +17,14 @@ pub struct ReportRequest {
     /// The user reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<UserId>,
-    /// 1 to 1,000 characters.
+    /// 1 to 1,000 characters, not blank.
+    #[cfg_attr(
+        feature = "schema",
+        schema(
+            max_length = 1000,
+            pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub reason: String,
 }
 
@@ -57,6 +64,7 @@ pub struct Report {
 pub struct ReportsQuery {
     /// `open` (the default), `resolved` or `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(schema_with = crate::openapi::report_status))]
     pub status: Option<String>,
     /// Only reports with an id below this (the last id of the page
     /// before): newest first.
@@ -80,6 +88,13 @@ pub struct ReportsResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct ResolveRequest {
-    /// What was done, 1 to 1,000 characters.
+    /// What was done, 1 to 1,000 characters, not blank.
+    #[cfg_attr(
+        feature = "schema",
+        schema(
+            max_length = 1000,
+            pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub resolution: String,
 }

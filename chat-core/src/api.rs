@@ -10,10 +10,28 @@ use crate::{MessageId, RoomId, Seq, UserId};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct RegisterRequest {
+    /// 3 to 32 of `[A-Za-z0-9_.-]` (whitespace around them is trimmed).
+    #[cfg_attr(
+        feature = "schema",
+        schema(
+            pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9_.-]{3,32}[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub username: String,
+    /// One `@`, something before it (at most 64 bytes), a dotted domain
+    /// after it; at most 254 bytes, no whitespace.
+    #[cfg_attr(feature = "schema", schema(format = Email))]
     pub email: String,
+    /// At least 8 characters, at most 1,024 bytes.
+    #[cfg_attr(feature = "schema", schema(min_length = 8))]
     pub password: String,
+    /// At most 64 characters, no control characters; absent or blank: the
+    /// username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")
+    )]
     pub display_name: Option<String>,
 }
 
@@ -56,8 +74,10 @@ pub struct ListUsersQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
-    /// Only users with an id above this (the last id of the previous page).
+    /// Only users with an id above this (the last id of the previous page;
+    /// any integer, 0 or less: from the first user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
     pub after: Option<UserId>,
 }
 
@@ -68,11 +88,26 @@ pub struct CreateRoomRequest {
     /// 1–64 characters, not all digits. Required: a missing or blank name
     /// gets 400 `room_name_required` (an `Option` so that it gets that code
     /// instead of a generic parse error).
+    ///
+    /// Whitespace around it is trimmed; no `/` nor control characters.
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schema(required = true))]
+    #[cfg_attr(
+        feature = "schema",
+        schema(
+            required = true,
+            nullable = false,
+            max_length = 64,
+            pattern = r"^[^/\x00-\x1f\x7f-\x9f]*[^/0-9\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^/\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     #[cfg_attr(feature = "schema", schemars(required))]
     pub name: Option<String>,
+    /// `public`, `private` (the default) or `game`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(schema_with = crate::openapi::new_group_room_type)
+    )]
     pub kind: Option<RoomType>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invited_users: Vec<UserId>,
@@ -128,8 +163,16 @@ pub struct HistoryResponse {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct SendRequest {
     pub room: RoomRef,
+    /// Not blank; at most the server's `--max-message-chars` characters
+    /// (4,000 by default).
+    #[cfg_attr(
+        feature = "schema",
+        schema(pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+    )]
     pub message: String,
+    /// The sender's idempotency key: 1 to 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(min_length = 1, max_length = 128))]
     pub client_id: Option<String>,
     /// Reply to this message of the same room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +183,7 @@ pub struct SendRequest {
     pub thread_root: Option<MessageId>,
     /// Users to mention: members of the room, at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schema(max_items = 50))]
     pub mentions: Vec<UserId>,
 }
 
@@ -161,6 +205,11 @@ pub struct SendResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct EditRequest {
+    /// Not blank; at most the server's `--max-message-chars` characters.
+    #[cfg_attr(
+        feature = "schema",
+        schema(pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+    )]
     pub body: String,
 }
 

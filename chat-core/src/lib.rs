@@ -41,6 +41,8 @@ pub mod frame;
 pub mod ids;
 pub mod message;
 pub mod moderation;
+#[cfg(feature = "schema")]
+mod openapi;
 pub mod push;
 pub mod room;
 pub mod server_api;

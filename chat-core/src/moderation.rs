@@ -92,8 +92,13 @@ pub struct ModerateRequest {
     /// Whom the action is for.
     pub user_id: UserId,
     pub action: ModerationAction,
-    /// Shown to the room with a kick or a ban (at most 500 characters).
+    /// Shown to the room with a kick or a ban (at most 500 characters, no
+    /// control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")
+    )]
     pub reason: Option<String>,
     /// When a ban or a mute ends; absent: until lifted. Must be in the
     /// future.
@@ -156,21 +161,47 @@ pub struct BansResponse {
 /// clears `topic`, `description` or `avatar_url`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schema(min_properties = 1))]
 pub struct RoomSettings {
-    /// A new name: the rules of creation, and still unique.
+    /// A new name: the rules of creation (1–64 characters once trimmed,
+    /// not all digits, no `/` nor control characters), and still unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(
+            max_length = 64,
+            pattern = r"^[^/\x00-\x1f\x7f-\x9f]*[^/0-9\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^/\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub name: Option<String>,
     /// `public` or `private` (a game room and a conversation keep theirs).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(schema_with = crate::openapi::settings_room_type)
+    )]
     pub kind: Option<crate::RoomType>,
-    /// At most 250 characters.
+    /// At most 250 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(max_length = 250, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")
+    )]
     pub topic: Option<String>,
-    /// At most 2,000 characters.
+    /// At most 2,000 characters, no control characters but line feeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(max_length = 2000, pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*$")
+    )]
     pub description: Option<String>,
-    /// An `https://` (or `http://`) URL, at most 2,000 characters.
+    /// An `https://` (or `http://`) URL with a host, at most 2,000
+    /// characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(max_length = 2000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")
+    )]
     pub avatar_url: Option<String>,
     /// Only admins and the owner post.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +209,7 @@ pub struct RoomSettings {
     /// At most one message per member every this many seconds (admins and
     /// the owner excepted); 0 turns it off. At most 21,600 (6 hours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(maximum = 21600))]
     pub slow_mode_seconds: Option<u32>,
 }
 
@@ -207,12 +239,15 @@ pub struct RoomUpdate {
 #[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 pub struct DirectoryQuery {
-    /// Only rooms whose name starts with this (case-insensitive).
+    /// Only rooms whose name starts with this (case-insensitive); at most
+    /// 64 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(max_length = 64))]
     pub q: Option<String>,
     /// Only rooms whose name sorts after this one: the last name of the
-    /// page before.
+    /// page before (at most 64 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(max_length = 64))]
     pub after: Option<String>,
     /// 1..=100, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,13 +12,33 @@ use crate::Timestamp;
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema, schemars::JsonSchema))]
 pub struct RegisterDeviceRequest {
     /// What the gateway delivers through, as the app names it (`fcm`,
-    /// `apns`, `webpush`…): 1 to 32 characters.
+    /// `apns`, `webpush`…): 1 to 32 characters, no control characters.
+    #[cfg_attr(
+        feature = "schema",
+        schema(min_length = 1, max_length = 32, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")
+    )]
     pub platform: String,
     /// The push token (the Matrix gateway's `pushkey`): 1 to 4,096
-    /// characters.
+    /// characters, no control characters.
+    #[cfg_attr(
+        feature = "schema",
+        schema(
+            min_length = 1,
+            max_length = 4096,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub token: String,
     /// The app the token belongs to (the Matrix gateway's `app_id`, e.g.
-    /// `com.example.chat.ios`): 1 to 128 characters.
+    /// `com.example.chat.ios`): 1 to 128 characters, no control characters.
+    #[cfg_attr(
+        feature = "schema",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub app_id: String,
 }
 

@@ -221,17 +221,19 @@ pub struct ThreadResponse {
 #[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 pub struct TimelineQuery {
-    /// Only events with `seq` below this.
+    /// Only events with `seq` below this (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>, minimum = 1))]
     pub before: Option<Seq>,
-    /// Only events with `seq` above this; the page then runs upward from
-    /// `after + 1` (without it, it is the newest events below `before`).
+    /// Only events with `seq` above this (0 or more); the page then runs
+    /// upward from `after + 1` (without it, it is the newest events below
+    /// `before`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", param(value_type = Option<i64>))]
+    #[cfg_attr(feature = "schema", param(value_type = Option<i64>, minimum = 0))]
     pub after: Option<Seq>,
     /// 1..=200, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 

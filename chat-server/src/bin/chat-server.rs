@@ -5,7 +5,19 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// See the `jemalloc` feature in Cargo.toml.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
+    // jemalloc purges pages freed for its decay time (10 s) only when a
+    // thread allocates again; its background thread does it on its own, so
+    // an idle server shrinks too.
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("warning: jemalloc's background thread: {e}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

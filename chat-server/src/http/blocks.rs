@@ -46,11 +46,12 @@ pub(super) async fn block(
     path = "/api/users/{id}/block/",
     operation_id = "unblock_user",
     tag = "users",
-    params(("id" = UserId, Path, description = "The user to unblock")),
+    params(("id" = UserId, Path, description = "The user to unblock (an id that names nobody is not blocked either)")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Not blocked (any more)"),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`user_not_found`: the id is not a user id (an integer from 1)", body = ErrorBody),
         (status = 503, description = docs::STORAGE_UNAVAILABLE, body = ErrorBody),
     )
 )]

@@ -70,6 +70,7 @@ const SWAGGER_BASE: &str = "/schema/swagger-ui/";
 const DESCRIPTION: &str = "\
 The HTTP API of chat-rs. Every error has the body `{\"error\": \"<sentence>\", \"code\": \"<code>\"}` \
 (plus `fields` for `invalid_input`); clients match on `code`. Paths work with and without the trailing slash. \
+No text of a request (body, path or query) may hold the character U+0000: such a request gets 400 `invalid_input`. \
 Authenticated calls take `Authorization: Bearer <access token>` from `POST /api/users/token/`.
 
 **WebSocket.** Real-time messaging runs over WebSocket, authenticated by `?token=<access>` or an \

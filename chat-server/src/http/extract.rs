@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chat_core::{ErrorCode, UserId};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -107,12 +107,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON body, classifying the failure.
+/// Parses a JSON body (an object: every body of the API is one),
+/// classifying the failure.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if chat_core::text::json_has_nul(bytes) {
         return Err(ApiError::with_message(
             ErrorCode::InvalidInput,
             chat_core::text::NUL_REFUSED,
+        ));
+    }
+    // serde reads a struct from an array too (`["x"]` as `{"body": "x"}`),
+    // which the schema does not allow: only an object is a body.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidInput,
+            "Invalid input: the body must be a JSON object",
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
@@ -148,8 +158,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// An id from the path, read as `$inner`; anything else (not a number)
-/// answers `$code`, as an id that names nothing does.
+/// An id from the path, read as `$inner`; anything else (not a number, or
+/// below 1: ids start at 1) answers `$code`, as an id that names nothing
+/// does.
 macro_rules! path_id {
     ($(#[$doc:meta])* $name:ident($inner:ty), $code:expr) => {
         $(#[$doc])*
@@ -164,6 +175,9 @@ macro_rules! path_id {
                     axum::extract::Path::<i64>::from_request_parts(parts, state)
                         .await
                         .map_err(|_| ApiError::new($code))?;
+                if id < 1 {
+                    return Err(ApiError::new($code));
+                }
                 Ok(Self(<$inner>::from(id)))
             }
         }

@@ -251,7 +251,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReactionPath {
     tag = "messages",
     params(
         ("id" = MessageId, Path, description = "The message's id"),
-        ("key" = String, Path, description = "The reaction, percent-encoded"),
+        ("key" = String, Path, description = "The reaction, percent-encoded: 1 to 32 characters without whitespace, control characters or `/`",
+            min_length = 1, max_length = 32, pattern = r"^[^/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,32}$"),
     ),
     security(("bearer" = [])),
     responses(
@@ -284,7 +285,8 @@ pub(super) async fn react(
     tag = "messages",
     params(
         ("id" = MessageId, Path, description = "The message's id"),
-        ("key" = String, Path, description = "The reaction, percent-encoded"),
+        ("key" = String, Path, description = "The reaction, percent-encoded: 1 to 32 characters without whitespace, control characters or `/`",
+            min_length = 1, max_length = 32, pattern = r"^[^/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,32}$"),
     ),
     security(("bearer" = [])),
     responses(

@@ -29,7 +29,8 @@ use crate::server::AppState;
     path = "/server/users/{external_id}/",
     operation_id = "server_upsert_user",
     tag = "server",
-    params(("external_id" = String, Path, description = "The user's id in the host (percent-encoded)")),
+    params(("external_id" = String, Path, description = "The user's id in the host (percent-encoded): 1 to 255 bytes (UTF-8) without control characters",
+        min_length = 1, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")),
     request_body = UpsertUserRequest,
     security(("api_key" = [])),
     responses(
@@ -62,10 +63,12 @@ pub(super) async fn upsert_user(
     path = "/server/users/{external_id}/tokens/",
     operation_id = "server_mint_tokens",
     tag = "server",
-    params(("external_id" = String, Path, description = "The user's id in the host (percent-encoded)")),
+    params(("external_id" = String, Path, description = "The user's id in the host (percent-encoded): 1 to 255 bytes (UTF-8) without control characters",
+        min_length = 1, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "The tokens", body = TokenResponse),
+        (status = 400, description = "`invalid_input`: an empty or overlong external id, or one with control characters", body = ErrorBody),
         (status = 401, description = docs::API_KEY_REQUIRED, body = ErrorBody),
         (status = 403, description = "`account_deactivated`", body = ErrorBody),
         (status = 404, description = "`user_not_found`: no user with that external id", body = ErrorBody),

@@ -320,3 +320,48 @@ async fn query_bounds_name_their_field() {
         assert!(body["fields"][field].is_string(), "{path}: {body}");
     }
 }
+
+/// A body is a JSON object: an array that serde would read as the same
+/// struct (`["x"]` for `{"message": "x"}`) or any other JSON value is
+/// `invalid_input`, and nothing is stored; broken JSON stays `invalid_json`.
+/// A path id below 1 answers as an id that names nothing (user ids too:
+/// unblocking user 0 was a 204).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_objects_and_path_ids_start_at_one() {
+    let s = TestServer::start(Backend::Memory).await;
+    let ann = s.user("ann").await;
+    let room = s.room(&ann, "lobby", "public", &[]).await;
+    for (body, code) in [
+        (json!([room, "sneaked in"]), "invalid_input"),
+        (json!("text"), "invalid_input"),
+        (json!(null), "invalid_input"),
+        (json!(42), "invalid_input"),
+    ] {
+        let (status, answer) = s
+            .call("POST", "/chat/send/", Some(&ann.access), Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["code"], code, "{body}");
+    }
+    let (_, history) = s
+        .get(&format!("/chat/history/?room={room}"), &ann.access)
+        .await;
+    assert_eq!(history["chat_history"], json!([]), "nothing stored");
+
+    for (path, code) in [
+        ("/chat/rooms/0/".to_owned(), "room_not_found"),
+        ("/chat/rooms/-3/".to_owned(), "room_not_found"),
+        ("/chat/rooms/0/events/".to_owned(), "room_not_found"),
+    ] {
+        let (status, answer) = s.get(&path, &ann.access).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {answer}");
+        assert_eq!(answer["code"], code, "{path}");
+    }
+    let (status, answer) = s
+        .call("DELETE", "/api/users/0/block/", Some(&ann.access), None)
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("user_not_found"))
+    );
+}
