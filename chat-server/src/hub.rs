@@ -517,15 +517,7 @@ impl Hub {
     /// is full the other instances miss the event (counted in
     /// `chat_broker_dropped_total`) and read it from storage.
     pub fn publish(&self, event: Event) {
-        let event = Arc::new(event);
-        self.fanout.dispatch(event.clone());
-        if !self.broker.has_peers() {
-            return;
-        }
-        if let Err(mpsc::error::TrySendError::Full(event)) = self.outbox.try_send(event) {
-            tracing::warn!(room = %event.room, "broker outbox full, event not published");
-            metrics::counter!(crate::metrics::BROKER_DROPPED).increment(1);
-        }
+        send_out(&self.fanout, &*self.broker, &self.outbox, event);
     }
 
     async fn sync_broker(&self, room: RoomId) -> Result<(), BrokerError> {
@@ -583,12 +575,26 @@ async fn refresh_loop(
                 user,
                 status: PresenceStatus::Offline,
             };
-            let event = Arc::new(Event::signal(room, None, &frame));
-            fanout.dispatch(event.clone());
-            if broker.has_peers() {
-                let _ = outbox.try_send(event);
-            }
+            send_out(
+                &fanout,
+                &*broker,
+                &outbox,
+                Event::signal(room, None, &frame),
+            );
         }
+    }
+}
+
+/// [`Hub::publish`], for the hub's own tasks too.
+fn send_out(fanout: &Fanout, broker: &dyn Broker, outbox: &mpsc::Sender<Arc<Event>>, event: Event) {
+    let event = Arc::new(event);
+    fanout.dispatch(event.clone());
+    if !broker.has_peers() {
+        return;
+    }
+    if let Err(mpsc::error::TrySendError::Full(event)) = outbox.try_send(event) {
+        tracing::warn!(room = %event.room, "broker outbox full, event not published");
+        metrics::counter!(crate::metrics::BROKER_DROPPED).increment(1);
     }
 }
 
