@@ -32,6 +32,7 @@ fn message(body_bytes: usize) -> Message {
         thread_root: None,
         thread: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -57,6 +57,7 @@ fn message_frame(seq: i64) -> ServerFrame {
             thread_root: None,
             thread: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         },
     }
 }

@@ -131,6 +131,7 @@ mod tests {
             thread_root: None,
             thread: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         };
         serde_json::to_string(&ServerFrame::Message { message }).expect("serializes")
     }

@@ -2,7 +2,7 @@
 //! typed call goes through (bearer token, refresh, error decoding).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use chat_core::ErrorCode;
 use chat_core::api::{RefreshRequest, TokenResponse};
@@ -26,8 +26,9 @@ use crate::{ClientError, ClientOptions};
 /// The typed calls are grouped by resource: users and tokens
 /// ([`register`](Self::register), [`login`](Self::login), …), rooms
 /// ([`create_room`](Self::create_room), …), messages
-/// ([`history`](Self::history), [`send`](Self::send)) and conversations
-/// ([`create_conversation`](Self::create_conversation), …).
+/// ([`history`](Self::history), [`send`](Self::send)), conversations
+/// ([`create_conversation`](Self::create_conversation), …) and attachments
+/// ([`upload_file`](Self::upload_file), [`download`](Self::download), …).
 ///
 /// ```no_run
 /// use chat_client::ChatClient;
@@ -236,15 +237,22 @@ impl ChatClient {
     /// Runs `req` with the session's token; on a 401 `unauthorized` refreshes
     /// once and retries once.
     async fn execute(&self, req: &Req) -> Result<Vec<u8>, ClientError> {
+        let resp = self.open(req).await?;
+        read_body(resp).await
+    }
+
+    /// Like [`execute`](Self::execute), but answers the response of a 2xx
+    /// with its body unread (a download streams it).
+    pub(crate) async fn open(&self, req: &Req) -> Result<reqwest::Response, ClientError> {
         if !req.auth {
-            return self.fetch(req, None).await;
+            return self.exchange(req, None, None).await;
         }
         let token = self.access_token().await?;
-        match self.fetch(req, Some(&token)).await {
+        match self.exchange(req, Some(&token), None).await {
             Err(e) if e.code() == Some(ErrorCode::Unauthorized) => {
                 tracing::debug!("access token rejected; refreshing and retrying once");
                 let fresh = self.refresh_after(Some(&token)).await?;
-                self.fetch(req, Some(&fresh.access)).await
+                self.exchange(req, Some(&fresh.access), None).await
             }
             other => other,
         }
@@ -252,6 +260,19 @@ impl ChatClient {
 
     /// One HTTP exchange: the body of a 2xx answer, or the error.
     async fn fetch(&self, req: &Req, token: Option<&str>) -> Result<Vec<u8>, ClientError> {
+        let resp = self.exchange(req, token, None).await?;
+        read_body(resp).await
+    }
+
+    /// One HTTP exchange: the response of a 2xx answer with its body
+    /// unread, or the error. `upload`, when given, is the body instead of
+    /// `req`'s JSON (an upload, which cannot be sent twice from one `Body`).
+    pub(crate) async fn exchange(
+        &self,
+        req: &Req,
+        token: Option<&str>,
+        upload: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut url = self
             .inner
             .base
@@ -261,30 +282,44 @@ impl ChatClient {
             url.query_pairs_mut().extend_pairs(req.query.iter());
         }
         let mut builder = self.inner.http.request(req.method.clone(), url);
+        if req.transfer {
+            // A transfer takes as long as it needs; what limits it is how
+            // long no byte moves (`api/attachments.rs`).
+            builder = builder.timeout(Duration::MAX);
+        }
         if let Some(token) = token {
             builder = builder.bearer_auth(token);
         }
-        if let Some(body) = &req.body {
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = upload {
+            builder = builder.body(body);
+        } else if let Some(body) = &req.body {
             builder = builder
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
         let resp = builder.send().await.map_err(ClientError::network)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(ClientError::network)?;
         if status.is_success() {
-            Ok(bytes.to_vec())
-        } else {
-            Err(ClientError::from_response(
-                status.as_u16(),
-                status.canonical_reason(),
-                &bytes,
-            ))
+            return Ok(resp);
         }
+        let bytes = resp.bytes().await.map_err(ClientError::network)?;
+        Err(ClientError::from_response(
+            status.as_u16(),
+            status.canonical_reason(),
+            &bytes,
+        ))
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+pub(crate) async fn read_body(resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+    let bytes = resp.bytes().await.map_err(ClientError::network)?;
+    Ok(bytes.to_vec())
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ClientError::protocol(None, format!("undecodable response body: {e}")))
 }
@@ -297,8 +332,11 @@ pub(crate) struct Req {
     /// Relative to the base URL (no leading `/`).
     path: String,
     query: Vec<(&'static str, String)>,
+    headers: Vec<(reqwest::header::HeaderName, String)>,
     body: Option<Vec<u8>>,
     auth: bool,
+    /// An upload or a download: no limit on the whole request.
+    transfer: bool,
 }
 
 impl Req {
@@ -307,8 +345,10 @@ impl Req {
             method,
             path: path.into(),
             query: Vec::new(),
+            headers: Vec::new(),
             body: None,
             auth: true,
+            transfer: false,
         }
     }
 
@@ -343,6 +383,23 @@ impl Req {
         if let Some(v) = value {
             self.query.push((key, v.to_string()));
         }
+        self
+    }
+
+    /// Adds a header.
+    pub(crate) fn header(
+        mut self,
+        name: reqwest::header::HeaderName,
+        value: impl Into<String>,
+    ) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// An upload or a download: [`ClientOptions::timeout`] does not limit
+    /// the whole request (the transfer limits how long no byte moves).
+    pub(crate) fn transfer(mut self) -> Self {
+        self.transfer = true;
         self
     }
 

@@ -33,11 +33,14 @@ pub enum ErrorKind {
     NotFound,
     /// 409: a username, email or room name already taken.
     Conflict,
-    /// 400 or 413: the request was rejected as invalid (empty body, bad name…).
+    /// 400, 413, 416 or 422: the request was rejected as invalid (empty
+    /// body, bad name, a file too large, a range outside the file, an
+    /// image the server will not decode…).
     InvalidInput,
     /// 429: too many requests.
     RateLimited,
-    /// 503 (`storage_unavailable`): the server is up but cannot serve now.
+    /// 503 (`storage_unavailable`, `files_unavailable`…): the server is up
+    /// but cannot serve now.
     Unavailable,
     /// Any other 5xx: the server failed.
     Server,
@@ -49,6 +52,9 @@ pub enum ErrorKind {
     Protocol,
     /// The client was built with invalid options (bad base URL, bad CA PEM).
     Config,
+    /// A local file, or the caller's reader or writer, failed (an upload's
+    /// source, a download's destination).
+    Io,
     /// The live [`Connection`](crate::Connection) was closed for good (by
     /// [`Connection::close`](crate::Connection::close), or because the
     /// session could not be refreshed): open a new one.
@@ -70,7 +76,7 @@ impl ErrorKind {
             403 => Self::Forbidden,
             404 => Self::NotFound,
             409 => Self::Conflict,
-            400 | 413 | 422 => Self::InvalidInput,
+            400 | 413 | 416 | 422 => Self::InvalidInput,
             429 => Self::RateLimited,
             503 => Self::Unavailable,
             500..=599 => Self::Server,
@@ -93,6 +99,7 @@ impl fmt::Display for ErrorKind {
             Self::Network => "network error",
             Self::Protocol => "protocol error",
             Self::Config => "configuration error",
+            Self::Io => "I/O error",
             Self::Closed => "connection closed",
         })
     }
@@ -167,6 +174,17 @@ pub enum ClientError {
     /// The live connection is closed for good.
     #[error("the connection is closed")]
     Closed,
+    /// Reading an upload's source or writing a download's destination
+    /// failed: a local file, or the caller's reader or writer. Kind
+    /// [`Io`](ErrorKind::Io).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being read or written (e.g. the file's path).
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -182,7 +200,8 @@ impl ClientError {
                 Some(
                     ErrorCode::StorageUnavailable
                     | ErrorCode::AuthUnavailable
-                    | ErrorCode::HookUnavailable,
+                    | ErrorCode::HookUnavailable
+                    | ErrorCode::FilesUnavailable,
                 ) => ErrorKind::Unavailable,
                 Some(ErrorCode::RateLimited) => ErrorKind::RateLimited,
                 _ => ErrorKind::from_status(*status),
@@ -193,6 +212,7 @@ impl ClientError {
             Self::Config(_) => ErrorKind::Config,
             Self::QueueFull { .. } => ErrorKind::Unavailable,
             Self::Closed => ErrorKind::Closed,
+            Self::Io { .. } => ErrorKind::Io,
         }
     }
 
@@ -304,6 +324,13 @@ impl ClientError {
         }
     }
 
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
     pub(crate) fn protocol(status: Option<u16>, detail: impl Into<String>) -> Self {
         Self::Protocol {
             status,
@@ -355,6 +382,29 @@ mod tests {
             assert_eq!(e.kind(), kind, "status {status}");
             assert_eq!(e.is_retryable(), status == 429 || status >= 500);
         }
+    }
+
+    #[test]
+    fn attachment_codes_have_their_kinds() {
+        for (status, code, kind, retryable) in [
+            (404, "attachment_not_found", ErrorKind::NotFound, false),
+            (413, "file_too_large", ErrorKind::InvalidInput, false),
+            (403, "quota_exceeded", ErrorKind::Forbidden, false),
+            (422, "invalid_image", ErrorKind::InvalidInput, false),
+            (409, "attachment_in_use", ErrorKind::Conflict, false),
+            (416, "range_not_satisfiable", ErrorKind::InvalidInput, false),
+            (503, "files_unavailable", ErrorKind::Unavailable, true),
+        ] {
+            let body = format!(r#"{{"error":"x","code":"{code}"}}"#);
+            let e = ClientError::from_response(status, None, body.as_bytes());
+            assert_eq!(e.code().map(ErrorCode::as_str), Some(code));
+            assert_eq!(e.kind(), kind, "{code}");
+            assert_eq!(e.is_retryable(), retryable, "{code}");
+        }
+        let e = ClientError::io("reading a.txt", std::io::ErrorKind::NotFound.into());
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(!e.is_retryable());
+        assert!(e.to_string().starts_with("reading a.txt: "), "{e}");
     }
 
     #[test]

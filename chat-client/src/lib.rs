@@ -104,10 +104,35 @@
 //! has less than [`ClientOptions::refresh_margin`] left, and once when the
 //! server answers 401 `unauthorized`.
 //!
+//! # Attachments
+//!
+//! Files go up first, then with a message: [`ChatClient::upload_file`] (or
+//! [`upload_bytes`](ChatClient::upload_bytes),
+//! [`upload_reader`](ChatClient::upload_reader)) answers an [`Attachment`]
+//! whose id [`SendOptions::attachments`] sends; each [`Message`] lists its
+//! `attachments`, which [`ChatClient::download`] and
+//! [`download_to_file`](ChatClient::download_to_file) fetch. Both directions
+//! stream (a file is never whole in memory) and report [`Progress`].
+//!
+//! ```no_run
+//! use chat_client::SendOptions;
+//!
+//! # async fn files(client: chat_client::ChatClient) -> Result<(), chat_client::ClientError> {
+//! let plan = client.upload_file("plan.pdf", None).await?;
+//! client
+//!     .send_with("lobby", "the plan", None, SendOptions::new().attachments([plan.id]))
+//!     .await?;
+//! let page = client.history("lobby", Default::default()).await?;
+//! for file in page.chat_history.iter().flat_map(|m| &m.attachments) {
+//!     client.download_to_file(file.id, &file.name, None).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //! - [`ChatClient`] (`client.rs`): construction, session, the request helper.
 //! - `api/`: the typed calls, one file per resource (users and tokens, rooms,
-//!   messages, conversations), as `impl ChatClient` blocks.
+//!   messages, conversations, attachments), as `impl ChatClient` blocks.
 //! - [`Connection`] (`connection/`): the live socket, its background task
 //!   (cursors, gap fill, offline queue, reconnect) and the handshake.
 //! - [`ClientOptions`] (`options.rs`): timeouts, TLS trust, user agent.
@@ -122,7 +147,7 @@ mod error;
 mod model;
 mod options;
 
-pub use api::{HistoryQuery, SendOptions};
+pub use api::{HistoryQuery, Progress, SendOptions, Transfer};
 pub use auth::Tokens;
 pub use client::ChatClient;
 pub use connection::{ConnectOptions, Connection, ConnectionState, Event};
@@ -134,6 +159,9 @@ pub use options::ClientOptions;
 pub use chat_core;
 pub use chat_core::admin::{Report, ReportRequest, ReportsQuery, ReportsResponse};
 pub use chat_core::api::{CreateRoomRequest, HistoryResponse, RegisterRequest, SendResponse};
+pub use chat_core::attachment::{
+    Attachment, AttachmentInfo, AttachmentLink, Thumbnail, UploadUsage,
+};
 pub use chat_core::conversation::{
     ConversationDetail, ConversationSummary, CreateConversationResponse,
 };
@@ -145,4 +173,6 @@ pub use chat_core::moderation::{
 pub use chat_core::push::Device;
 pub use chat_core::room::{JoinedRoom, Room, RoomListItem};
 pub use chat_core::user::BlockedUser;
-pub use chat_core::{ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Seq, User, UserId};
+pub use chat_core::{
+    AttachmentId, ErrorCode, Message, MessageId, RoomId, RoomRef, RoomType, Seq, User, UserId,
+};

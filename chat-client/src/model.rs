@@ -218,6 +218,7 @@ mod tests {
             thread_root: None,
             thread: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 

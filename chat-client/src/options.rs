@@ -62,6 +62,10 @@ impl ClientOptions {
     /// Limit on a whole request, from connecting to the last byte of the
     /// answer. `None` waits forever. Default 30 s.
     ///
+    /// Uploads and downloads of attachments take as long as they need: for
+    /// them this limits how long no byte moves (and how long the server
+    /// takes to answer once it has the whole upload).
+    ///
     /// ```
     /// # use std::time::Duration;
     /// let o = chat_client::ClientOptions::default().timeout(Duration::from_secs(5));

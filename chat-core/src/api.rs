@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
 use crate::room::{RoomRef, RoomType};
-use crate::{MessageId, RoomId, Seq, UserId};
+use crate::{AttachmentId, MessageId, RoomId, Seq, UserId};
 
 /// `POST /api/users/register/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +185,12 @@ pub struct SendRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "schema", schema(max_items = 50))]
     pub mentions: Vec<UserId>,
+    /// Files to send with it: ids of the caller's own uploads not yet sent
+    /// (`POST /chat/attachments/`), at most 10, each once. With attachments
+    /// the body may be empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schema(max_items = 10))]
+    pub attachments: Vec<AttachmentId>,
 }
 
 /// The answer of `POST /chat/send/`.

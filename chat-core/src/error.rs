@@ -77,6 +77,25 @@ pub enum ErrorCode {
     /// The host's authenticator could not say who a token is (its
     /// identity service is unreachable); retrying later may work.
     AuthUnavailable,
+    /// No attachment with that id that the caller may see.
+    AttachmentNotFound,
+    /// The upload is over the server's `--max-upload-bytes`.
+    FileTooLarge,
+    /// The upload would take the caller's uploads over
+    /// `--upload-quota-bytes`; delete unsent uploads or old messages.
+    QuotaExceeded,
+    /// An image the server will not decode: more pixels than it allows (a
+    /// decompression bomb, or simply too big), or not decodable as the
+    /// type its bytes claim.
+    InvalidImage,
+    /// The attachment is already sent with a message (each upload goes
+    /// with one message), or a sent one cannot be deleted on its own.
+    AttachmentInUse,
+    /// A `Range` the file cannot satisfy.
+    RangeNotSatisfiable,
+    /// The file store (disk or object storage) is unavailable; retrying
+    /// later may work.
+    FilesUnavailable,
     Internal,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
@@ -124,6 +143,13 @@ impl ErrorCode {
             Self::AuthUnavailable => "auth_unavailable",
             Self::MessageRejected => "message_rejected",
             Self::HookUnavailable => "hook_unavailable",
+            Self::AttachmentNotFound => "attachment_not_found",
+            Self::FileTooLarge => "file_too_large",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::InvalidImage => "invalid_image",
+            Self::AttachmentInUse => "attachment_in_use",
+            Self::RangeNotSatisfiable => "range_not_satisfiable",
+            Self::FilesUnavailable => "files_unavailable",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -170,6 +196,13 @@ impl ErrorCode {
             Self::AuthUnavailable => "Authentication is unavailable, try again later",
             Self::MessageRejected => "The message was rejected",
             Self::HookUnavailable => "The message could not be checked, try again later",
+            Self::AttachmentNotFound => "Attachment not found",
+            Self::FileTooLarge => "The file is too large",
+            Self::QuotaExceeded => "Your uploads are over their quota",
+            Self::InvalidImage => "The image is too large or cannot be read",
+            Self::AttachmentInUse => "The attachment is already sent with a message",
+            Self::RangeNotSatisfiable => "The requested range is not in the file",
+            Self::FilesUnavailable => "File storage is unavailable, try again later",
             Self::Internal => "Internal server error",
             Self::Unknown => "Unknown error",
         }
@@ -195,20 +228,29 @@ impl ErrorCode {
             | Self::AnnouncementOnly
             | Self::AccountDeactivated
             | Self::NotAdmin
+            | Self::QuotaExceeded
             | Self::MessageRejected => 403,
             Self::RoomNotFound
             | Self::UserNotFound
             | Self::MessageNotFound
             | Self::NotInRoom
             | Self::ReportNotFound
+            | Self::AttachmentNotFound
             | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::UsernameTaken | Self::EmailTaken | Self::RoomNameTaken | Self::MessageDeleted => {
-                409
-            }
-            Self::PayloadTooLarge => 413,
+            Self::UsernameTaken
+            | Self::EmailTaken
+            | Self::RoomNameTaken
+            | Self::MessageDeleted
+            | Self::AttachmentInUse => 409,
+            Self::PayloadTooLarge | Self::FileTooLarge => 413,
+            Self::RangeNotSatisfiable => 416,
+            Self::InvalidImage => 422,
             Self::RateLimited | Self::SlowMode => 429,
-            Self::StorageUnavailable | Self::AuthUnavailable | Self::HookUnavailable => 503,
+            Self::StorageUnavailable
+            | Self::AuthUnavailable
+            | Self::HookUnavailable
+            | Self::FilesUnavailable => 503,
             Self::Internal | Self::Unknown => 500,
         }
     }

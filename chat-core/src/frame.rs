@@ -9,7 +9,7 @@ use crate::message::Message;
 use crate::moderation::{ModerateRequest, RoomSettings, RoomUpdate};
 use crate::room::RoomRef;
 use crate::timeline::{MemberEvent, MessageUpdate, ReactionEvent};
-use crate::{MessageId, RoomId, Seq, Timestamp, UserId};
+use crate::{AttachmentId, MessageId, RoomId, Seq, Timestamp, UserId};
 
 /// A frame a client sends.
 #[derive(Clone, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub enum ClientFrame {
         thread_root: Option<MessageId>,
         /// `"mentions"?`: members of the room to mention.
         mentions: Vec<UserId>,
+        /// `"attachments"?`: ids of the sender's uploads to send with it.
+        attachments: Vec<AttachmentId>,
     },
     /// `{"type":"subscribe","room","after_seq"?}`: replay everything above
     /// `after_seq`, then live messages, with no gap and no duplicate.
@@ -92,6 +94,7 @@ impl std::fmt::Debug for ClientFrame {
                 reply_to,
                 thread_root,
                 mentions,
+                attachments,
             } => f
                 .debug_struct("Send")
                 .field("room", room)
@@ -100,6 +103,7 @@ impl std::fmt::Debug for ClientFrame {
                 .field("reply_to", reply_to)
                 .field("thread_root", thread_root)
                 .field("mentions", mentions)
+                .field("attachments", attachments)
                 .finish(),
             Self::Subscribe { room, after_seq } => f
                 .debug_struct("Subscribe")
@@ -194,6 +198,10 @@ enum Typed {
         /// Members of the room to mention (at most 50).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mentions: Vec<UserId>,
+        /// Ids of the sender's own uploads not yet sent, at most 10; with
+        /// attachments the body may be empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<AttachmentId>,
     },
     /// Start receiving a room. With `after_seq`, every stored message above it
     /// comes first, in order, then live ones, with no gap and no duplicate.
@@ -363,6 +371,7 @@ impl From<Typed> for ClientFrame {
                 reply_to,
                 thread_root,
                 mentions,
+                attachments,
             } => Self::Send {
                 room,
                 body,
@@ -370,6 +379,7 @@ impl From<Typed> for ClientFrame {
                 reply_to,
                 thread_root,
                 mentions,
+                attachments,
             },
             Typed::Subscribe { room, after_seq } => Self::Subscribe { room, after_seq },
             Typed::Unsubscribe { room } => Self::Unsubscribe { room },
@@ -413,6 +423,7 @@ impl Serialize for ClientFrame {
                 reply_to,
                 thread_root,
                 mentions,
+                attachments,
             } => Typed::Send {
                 room,
                 body,
@@ -420,6 +431,7 @@ impl Serialize for ClientFrame {
                 reply_to,
                 thread_root,
                 mentions,
+                attachments,
             },
             Self::Subscribe { room, after_seq } => Typed::Subscribe { room, after_seq },
             Self::Unsubscribe { room } => Typed::Unsubscribe { room },

@@ -73,6 +73,7 @@ id_type!(
     "A room's id. Conversations are rooms too and share this id space."
 );
 id_type!(MessageId, "A message's id, unique across rooms.");
+id_type!(AttachmentId, "An uploaded file's id.");
 
 /// A message's position in its room: 1, 2, 3… without gaps, in commit order.
 /// `0` means "before the first message".

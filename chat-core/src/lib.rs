@@ -15,6 +15,7 @@
 //! - [`ids`]: typed ids and the per-room sequence number.
 //! - [`time`]: [`Timestamp`], RFC 3339 UTC on the wire.
 //! - [`user`], [`room`], [`message`], [`conversation`]: the resources.
+//! - [`attachment`]: uploaded files and what messages show of them.
 //! - [`timeline`]: a room's numbered events (messages, membership changes).
 //! - [`api`]: REST request and response bodies.
 //! - [`push`]: push devices.
@@ -35,6 +36,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod attachment;
 pub mod conversation;
 pub mod error;
 pub mod frame;
@@ -51,8 +53,9 @@ pub mod time;
 pub mod timeline;
 pub mod user;
 
+pub use attachment::Attachment;
 pub use error::{CloseCode, ErrorBody, ErrorCode};
-pub use ids::{MessageId, RoomId, Seq, UserId};
+pub use ids::{AttachmentId, MessageId, RoomId, Seq, UserId};
 pub use message::Message;
 pub use room::{RoomRef, RoomType};
 pub use time::Timestamp;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attachment::Attachment;
 use crate::{MessageId, RoomId, Seq, Timestamp, UserId};
 
 /// A stored message as a given viewer sees it.
@@ -58,6 +59,10 @@ pub struct Message {
     /// each counts it in the room's `mention_count` until read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<UserId>,
+    /// Files sent with the message (at most 10), as they were when sent;
+    /// gone once the message is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 /// The message a reply answers, as the reply shows it.

@@ -133,6 +133,7 @@ fn message() -> Message {
         thread_root: None,
         thread: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -156,6 +157,7 @@ fn message_no_client_id() -> Message {
         thread_root: None,
         thread: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -558,6 +560,7 @@ fn send_request_by_room_id() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     );
 }
@@ -575,6 +578,7 @@ fn send_request_by_room_name_with_client_id() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     );
 }
@@ -993,6 +997,7 @@ fn client_send_with_room_and_client_id() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     );
 }
@@ -1008,6 +1013,7 @@ fn client_send_with_room_id_only() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     );
 }
@@ -1024,6 +1030,7 @@ fn client_send_without_room() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     );
     assert_eq!(
@@ -1035,6 +1042,7 @@ fn client_send_without_room() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     );
 }
@@ -1473,6 +1481,7 @@ fn unknown_keys_in_client_frames_are_ignored() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     );
 }
@@ -1764,6 +1773,7 @@ fn sending_a_reply_in_a_thread_with_mentions() {
             reply_to: Some(MessageId(42)),
             thread_root: Some(MessageId(42)),
             mentions: vec![UserId(1), UserId(3)],
+            attachments: Vec::new(),
         }
     );
 }
@@ -1968,4 +1978,67 @@ fn block_and_report_frames() {
         client_frame(r#"{"type": "report", "message_id": 9, "reason": "spam"}"#),
         ClientFrame::Report { request } if request.message_id == Some(MessageId(9))
     ));
+}
+
+#[test]
+fn attachments_on_the_wire() {
+    use chat_core::AttachmentId;
+    use chat_core::attachment::{
+        Attachment, AttachmentInfo, AttachmentLink, Thumbnail, UploadUsage,
+    };
+
+    let photo: Attachment = round_trip(
+        r#"{"id":7,"name":"beach.jpg","size":183201,"content_type":"image/jpeg",
+            "width":4000,"height":3000,
+            "thumbnail":{"width":320,"height":240,"content_type":"image/jpeg","size":9120},
+            "created_at":"2026-12-07T10:00:00Z"}"#,
+    );
+    assert_eq!(photo.id, AttachmentId(7));
+    assert_eq!(
+        photo.thumbnail,
+        Some(Thumbnail {
+            width: 320,
+            height: 240,
+            content_type: "image/jpeg".to_owned(),
+            size: 9120
+        })
+    );
+    // A file that is no image has no dimensions and no thumbnail.
+    let file: Attachment = round_trip(
+        r#"{"id":8,"name":"notes.txt","size":12,"content_type":"text/plain; charset=utf-8",
+            "created_at":"2026-12-07T10:00:00Z"}"#,
+    );
+    assert_eq!((file.width, &file.thumbnail), (None, &None));
+
+    let info: AttachmentInfo = round_trip(
+        r#"{"id":8,"name":"notes.txt","size":12,"content_type":"text/plain; charset=utf-8",
+            "created_at":"2026-12-07T10:00:00Z","message_id":31,"room":4}"#,
+    );
+    assert_eq!(info.attachment, file);
+    let unsent: AttachmentInfo = round_trip(
+        r#"{"id":8,"name":"notes.txt","size":12,"content_type":"text/plain; charset=utf-8",
+            "created_at":"2026-12-07T10:00:00Z"}"#,
+    );
+    assert_eq!(unsent.message_id, None);
+
+    let _: UploadUsage = round_trip(r#"{"used":10,"quota":1073741824,"max_file":26214400}"#);
+    let _: AttachmentLink = round_trip(
+        r#"{"url":"/chat/attachments/7/content/?user=1&expires=1796637600&sig=ab",
+            "thumbnail_url":"/chat/attachments/7/thumbnail/?user=1&expires=1796637600&sig=ab",
+            "expires_at":"2026-12-07T10:05:00Z"}"#,
+    );
+
+    // A message carries them; a send names uploads by id.
+    let sent: SendRequest = round_trip(r#"{"room":4,"message":"","attachments":[7,8]}"#);
+    assert_eq!(sent.attachments, vec![AttachmentId(7), AttachmentId(8)]);
+    let frame = client_frame(r#"{"type":"send","room":4,"body":"look","attachments":[7]}"#);
+    assert!(
+        matches!(frame, ClientFrame::Send { ref attachments, .. } if attachments == &[AttachmentId(7)])
+    );
+    let mut with = message();
+    with.attachments = vec![photo];
+    let json = serde_json::to_value(&with).expect("serializes");
+    assert_eq!(json["attachments"][0]["thumbnail"]["width"], 320);
+    let back: Message = serde_json::from_value(json).expect("parses");
+    assert_eq!(back, with);
 }

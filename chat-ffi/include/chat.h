@@ -5,7 +5,8 @@
  * Every function returns a chat_code; on failure chat_last_error_message()
  * (per thread) gives the reason. Every char * returned is freed with
  * chat_string_free. Handles are freed by their *_free, which accepts NULL.
- * Callbacks run on a thread owned by the library, never the caller's. */
+ * Event and send callbacks run on a thread owned by the library, never the
+ * caller's; progress callbacks on the caller's thread, during its call. */
 
 #ifndef CHAT_H
 #define CHAT_H
@@ -77,6 +78,20 @@ typedef enum chat_code {
    may be unusable but can still be freed.
    */
   CHAT_PANIC = 12,
+  /*
+   The file is larger than the server takes (`file_too_large`).
+   */
+  CHAT_FILE_TOO_LARGE = 14,
+  /*
+   The upload would take the user's uploads over their quota
+   (`quota_exceeded`): delete unsent uploads or old messages.
+   */
+  CHAT_QUOTA_EXCEEDED = 15,
+  /*
+   A local file could not be read or written (an upload's source, a
+   download's destination).
+   */
+  CHAT_IO = 16,
 } chat_code;
 
 /*
@@ -141,6 +156,20 @@ typedef struct chat_connection chat_connection;
 typedef struct chat_listener chat_listener;
 
 /*
+ Reports a transfer's progress: `done` bytes of `total` (0 when the
+ total is unknown), with the userdata given to the call.
+
+ Called on the thread that made the transfer's call, during it (never
+ after it returns): about once per 64 KiB moved, with `done` only
+ growing, and once at the end with every byte counted; no report is
+ skipped, and all have been made when the call returns. It must not
+ call this library's blocking functions (the call it reports on is
+ still running on this thread) nor unwind into the library; a slow
+ callback slows a download, which runs on the calling thread.
+ */
+typedef void (*chat_progress_cb)(void *userdata, uint64_t done, uint64_t total);
+
+/*
  Completes a `chat_connection_send_async`: `code` is `CHAT_OK` and `seq`
  the message's `seq`, or a failure with `error_message` (else NULL) saying
  why; the string is valid only during the call. Runs on the library's
@@ -173,6 +202,92 @@ typedef void (*chat_event_callback)(void *userdata, const char *event_json);
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Uploads the file at `path` (named by its file name), streamed from disk
+ as it is sent, and blocks until the server stored it. `*out_json` (may
+ be NULL; else free it with `chat_string_free`) receives the attachment
+ as JSON: `{"id","name","size","content_type","width"?,"height"?,
+ "thumbnail"?,"created_at"}`; send its `id` with
+ `chat_send_attachments`. Until then only the caller sees it.
+
+ `progress` (may be NULL) is called with `userdata` as bytes go out (see
+ `chat_progress_cb`). A file that cannot be read is `CHAT_IO`; over the
+ server's largest file `CHAT_FILE_TOO_LARGE`; over the caller's quota
+ `CHAT_QUOTA_EXCEEDED`; an image the server will not decode
+ `CHAT_INVALID_INPUT`; file storage down on the server
+ `CHAT_UNAVAILABLE`.
+ */
+enum chat_code chat_upload_file(const struct chat_client *client,
+                                const char *path,
+                                chat_progress_cb progress,
+                                void *userdata,
+                                char **out_json);
+
+/*
+ Uploads `len` bytes at `data` (may be NULL when `len` is 0) as a file
+ named `name`, like `chat_upload_file` (the bytes are copied first).
+ */
+enum chat_code chat_upload_bytes(const struct chat_client *client,
+                                 const char *name,
+                                 const uint8_t *data,
+                                 uintptr_t len,
+                                 char **out_json);
+
+/*
+ Downloads attachment `attachment_id` (or, with `thumbnail`, its
+ thumbnail, which image attachments have) to the file at `path`, streamed
+ to disk as it comes, and blocks until it is complete. The bytes go to
+ `path` + `".part"` first, renamed to `path` once complete, so `path`
+ never holds part of a file; an existing file there is replaced.
+
+ `progress` (may be NULL) is called with `userdata` as bytes come in
+ (see `chat_progress_cb`). An attachment the caller may not read (an
+ unknown id, someone else's unsent upload, a file of a room the caller
+ is not in) and a missing thumbnail are `CHAT_NOT_FOUND`; a file that
+ cannot be written is `CHAT_IO`.
+ */
+enum chat_code chat_download_file(const struct chat_client *client,
+                                  int64_t attachment_id,
+                                  const char *path,
+                                  bool thumbnail,
+                                  chat_progress_cb progress,
+                                  void *userdata);
+
+/*
+ Attachment `attachment_id` and where it stands, as JSON into
+ `*out_json` (free it with `chat_string_free`): the attachment's fields
+ and, once sent, `"message_id"` and `"room"`. One the caller may not see
+ is `CHAT_NOT_FOUND`.
+ */
+enum chat_code chat_attachment_json(const struct chat_client *client,
+                                    int64_t attachment_id,
+                                    char **out_json);
+
+/*
+ Deletes one of the caller's uploads not yet sent. One already sent is
+ `CHAT_CONFLICT` (delete its message instead); one the caller may not
+ see, `CHAT_NOT_FOUND`.
+ */
+enum chat_code chat_delete_attachment(const struct chat_client *client, int64_t attachment_id);
+
+/*
+ Sends `body` (may be empty when there are attachments) to `room` (an id
+ in decimal, or a name) over HTTP with the `attachments_len` uploads
+ whose ids are at `attachments` (may be NULL when `attachments_len` is
+ 0): the caller's own, not sent yet, at most 10. Blocks until the server
+ stored it; `*out_id` and `*out_seq` (either may be NULL) receive the
+ message's id and `seq`, as `chat_send_message`. An id that is not the
+ caller's upload is `CHAT_NOT_FOUND`; one already sent `CHAT_CONFLICT`;
+ more than 10 `CHAT_INVALID_INPUT`.
+ */
+enum chat_code chat_send_attachments(const struct chat_client *client,
+                                     const char *room,
+                                     const char *body,
+                                     const int64_t *attachments,
+                                     uintptr_t attachments_len,
+                                     int64_t *out_id,
+                                     int64_t *out_seq);
 
 /*
  Creates a client for the server at `base_url` (e.g.

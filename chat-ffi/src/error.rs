@@ -4,7 +4,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::{CString, c_char};
 
-use ::chat_client::{ClientError, ErrorKind};
+use ::chat_client::{ClientError, ErrorCode, ErrorKind};
 
 /// The result of every call. On anything but `CHAT_OK`,
 /// `chat_last_error_message()` says why.
@@ -41,6 +41,14 @@ pub enum chat_code {
     /// A panic was caught inside the library (a bug); the handle involved
     /// may be unusable but can still be freed.
     CHAT_PANIC = 12,
+    /// The file is larger than the server takes (`file_too_large`).
+    CHAT_FILE_TOO_LARGE = 14,
+    /// The upload would take the user's uploads over their quota
+    /// (`quota_exceeded`): delete unsent uploads or old messages.
+    CHAT_QUOTA_EXCEEDED = 15,
+    /// A local file could not be read or written (an upload's source, a
+    /// download's destination).
+    CHAT_IO = 16,
 }
 
 thread_local! {
@@ -73,7 +81,17 @@ pub(crate) fn set_panic(payload: Box<dyn Any + Send>) {
 
 /// The code of a client error, its message recorded as the last error.
 pub(crate) fn client_error(error: &ClientError) -> chat_code {
-    let code = match error.kind() {
+    let code = match (error.code(), error.kind()) {
+        (Some(ErrorCode::FileTooLarge), _) => chat_code::CHAT_FILE_TOO_LARGE,
+        (Some(ErrorCode::QuotaExceeded), _) => chat_code::CHAT_QUOTA_EXCEEDED,
+        (_, kind) => kind_code(kind),
+    };
+    fail(code, describe(error))
+}
+
+/// The code of a kind of client error.
+fn kind_code(kind: ErrorKind) -> chat_code {
+    match kind {
         ErrorKind::InvalidInput => chat_code::CHAT_INVALID_INPUT,
         ErrorKind::Unauthorized => chat_code::CHAT_UNAUTHORIZED,
         ErrorKind::Forbidden => chat_code::CHAT_FORBIDDEN,
@@ -85,9 +103,9 @@ pub(crate) fn client_error(error: &ClientError) -> chat_code {
         ErrorKind::Closed => chat_code::CHAT_CLOSED,
         ErrorKind::Config => chat_code::CHAT_INVALID_ARG,
         ErrorKind::Server => chat_code::CHAT_SERVER,
+        ErrorKind::Io => chat_code::CHAT_IO,
         _ => chat_code::CHAT_OTHER,
-    };
-    fail(code, describe(error))
+    }
 }
 
 /// The error and its causes, outermost first: a C caller has no other way

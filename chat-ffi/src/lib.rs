@@ -6,7 +6,9 @@
 //!
 //! Layout: `client.rs` (the client handle, its runtime, accounts, HTTP
 //! messages and history), `rooms.rs` (create, join, leave, list, unread
-//! per room), `connection.rs` (the live connection, its event thread,
+//! per room), `attachments.rs` (uploads, downloads to a path with progress
+//! callbacks on the calling thread, sending with attachments),
+//! `connection.rs` (the live connection, its event thread,
 //! callbacks and listeners), `error.rs` (codes, the per-thread last error,
 //! returned strings), `macros.rs` (the guard and argument checks around
 //! every export). The guide for callers (ownership, threads, Swift,
@@ -40,6 +42,7 @@
 #[macro_use]
 mod macros;
 
+pub mod attachments;
 pub mod client;
 pub mod connection;
 pub mod error;
@@ -47,6 +50,7 @@ pub mod messages;
 pub mod moderation;
 pub mod rooms;
 
+pub use attachments::*;
 pub use client::*;
 pub use connection::*;
 pub use error::*;

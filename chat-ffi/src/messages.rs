@@ -58,7 +58,7 @@ pub unsafe extern "C" fn chat_send_message(
 
 /// The answer of a send: the stored message's id and seq into the out
 /// pointers that are not NULL.
-fn sent_answer(
+pub(crate) fn sent_answer(
     result: Result<SendResponse, ClientError>,
     out_id: *mut i64,
     out_seq: *mut i64,

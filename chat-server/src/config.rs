@@ -74,8 +74,19 @@ pub struct Config {
     pub max_message_chars: usize,
     /// Largest WebSocket frame accepted, in bytes; bigger closes with 1009.
     pub max_frame_bytes: usize,
-    /// Largest HTTP request body, in bytes.
+    /// Largest HTTP request body, in bytes (uploads have their own limit).
     pub max_request_bytes: usize,
+    /// Where attachments' bytes go: `file:///dir`, `memory://` or (feature
+    /// `s3`) `s3://bucket/prefix?endpoint=…`. `None`: beside the SQLite
+    /// file (`<file>.attachments/`), in memory for `memory://` storage, in
+    /// `./chat-attachments/` otherwise.
+    pub attachments_url: Option<String>,
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Most bytes one user's uploads may add up to.
+    pub upload_quota_bytes: u64,
+    /// How long an upload waits to be sent before it is deleted.
+    pub upload_grace: Duration,
     /// Events queued per socket before it counts as too slow (closed 4408).
     pub socket_queue: usize,
     /// Connections served at once by the built-in server (HTTP and
@@ -167,6 +178,10 @@ impl Default for Config {
             max_message_chars: 4_000,
             max_frame_bytes: 64 * 1024,
             max_request_bytes: 256 * 1024,
+            attachments_url: None,
+            max_upload_bytes: 25 * 1024 * 1024,
+            upload_quota_bytes: 1024 * 1024 * 1024,
+            upload_grace: Duration::from_secs(24 * 3600),
             socket_queue: 1_024,
             max_connections: None,
             header_timeout: Duration::from_secs(10),
@@ -320,6 +335,18 @@ pub struct Cli {
     /// Largest HTTP request body in bytes [default: 262144].
     #[arg(long, env = "CHAT_MAX_REQUEST_BYTES", value_name = "N")]
     pub max_request_bytes: Option<usize>,
+    /// Where attachments' bytes go: file:///DIR, memory:// or s3://BUCKET[/PREFIX]?endpoint=…&region=… [default: beside the SQLite file, in memory for memory://, ./chat-attachments/ otherwise].
+    #[arg(long = "attachments", env = "CHAT_ATTACHMENTS_URL", value_name = "URL")]
+    pub attachments_url: Option<String>,
+    /// Largest upload in bytes [default: 26214400].
+    #[arg(long, env = "CHAT_MAX_UPLOAD_BYTES", value_name = "N")]
+    pub max_upload_bytes: Option<u64>,
+    /// Most bytes one user's uploads may add up to [default: 1073741824].
+    #[arg(long, env = "CHAT_UPLOAD_QUOTA_BYTES", value_name = "N")]
+    pub upload_quota_bytes: Option<u64>,
+    /// Seconds an upload may wait to be sent before it is deleted [default: 86400].
+    #[arg(long, env = "CHAT_UPLOAD_GRACE", value_name = "SECS")]
+    pub upload_grace: Option<u64>,
     /// Events queued per socket before it is closed as too slow [default: 1024].
     #[arg(long, env = "CHAT_SOCKET_QUEUE", value_name = "N")]
     pub socket_queue: Option<usize>,
@@ -465,6 +492,10 @@ struct FileConfig {
     max_message_chars: Option<usize>,
     max_frame_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
+    attachments: Option<String>,
+    max_upload_bytes: Option<u64>,
+    upload_quota_bytes: Option<u64>,
+    upload_grace: Option<u64>,
     socket_queue: Option<usize>,
     max_connections: Option<usize>,
     header_timeout: Option<u64>,
@@ -591,6 +622,16 @@ impl Config {
                 .max_request_bytes
                 .or(file.max_request_bytes)
                 .unwrap_or(d.max_request_bytes),
+            attachments_url: cli.attachments_url.or(file.attachments),
+            max_upload_bytes: cli
+                .max_upload_bytes
+                .or(file.max_upload_bytes)
+                .unwrap_or(d.max_upload_bytes),
+            upload_quota_bytes: cli
+                .upload_quota_bytes
+                .or(file.upload_quota_bytes)
+                .unwrap_or(d.upload_quota_bytes),
+            upload_grace: secs(cli.upload_grace.or(file.upload_grace), d.upload_grace),
             socket_queue: cli
                 .socket_queue
                 .or(file.socket_queue)

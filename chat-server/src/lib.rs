@@ -17,6 +17,8 @@
 //!   the shipped JWT authenticator.
 //! - [`hooks`]: the host's say on messages before they are stored, and
 //!   word of every stored event.
+//! - [`blobs`]: where attachments' bytes live ([`blobs::BlobStore`]):
+//!   `memory://`, `file://`, and `s3://` by feature.
 //!
 //! Inside (crate-private; see `ARCHITECTURE.md`): `config`, `server` (build,
 //! serve, shut down), `http` (the REST router, one file per resource), `ws`
@@ -42,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+pub mod blobs;
 pub mod broker;
 mod config;
 mod error;
@@ -58,6 +61,7 @@ pub mod hub;
 #[cfg(not(feature = "internals"))]
 #[allow(unreachable_pub)]
 mod hub;
+mod media;
 mod metrics;
 mod server;
 /// Entry points for the fuzz targets in `fuzz/`; not an API.

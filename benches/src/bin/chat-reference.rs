@@ -128,6 +128,7 @@ fn message(id: u64, room: i64, seq: i64, body: String, client_id: Option<String>
         thread_root: None,
         thread: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -4,22 +4,24 @@
 use chat_core::api::{EditRequest, HistoryResponse, SearchResponse, SendRequest, SendResponse};
 use chat_core::message::Message;
 use chat_core::timeline::{PinsResponse, ThreadResponse, TimelineResponse};
-use chat_core::{MessageId, RoomId, RoomRef, Seq, UserId};
+use chat_core::{AttachmentId, MessageId, RoomId, RoomRef, Seq, UserId};
 
 use crate::client::Req;
 use crate::{ChatClient, ClientError};
 
-/// What a message refers to besides its text: the message it replies to,
-/// the thread it is posted in, the members it mentions. Used by
-/// [`ChatClient::send_with`] and [`Connection::send_with`](crate::Connection::send_with).
+/// What a message carries besides its text: the message it replies to,
+/// the thread it is posted in, the members it mentions, the files sent with
+/// it. Used by [`ChatClient::send_with`] and
+/// [`Connection::send_with`](crate::Connection::send_with).
 ///
 /// ```
-/// use chat_client::{SendOptions, UserId};
+/// use chat_client::{AttachmentId, SendOptions, UserId};
 /// # let (question, root) = (chat_client::MessageId(7), chat_client::MessageId(3));
 /// let options = SendOptions::new()
 ///     .reply_to(question)
 ///     .in_thread(root)
-///     .mention(UserId(42));
+///     .mention(UserId(42))
+///     .attachments([AttachmentId(5), AttachmentId(6)]);
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +29,7 @@ pub struct SendOptions {
     pub(crate) reply_to: Option<MessageId>,
     pub(crate) thread_root: Option<MessageId>,
     pub(crate) mentions: Vec<UserId>,
+    pub(crate) attachments: Vec<AttachmentId>,
 }
 
 impl SendOptions {
@@ -56,6 +59,19 @@ impl SendOptions {
     #[must_use]
     pub fn mention(mut self, user: UserId) -> Self {
         self.mentions.push(user);
+        self
+    }
+
+    /// Send these uploads with the message (ids from
+    /// [`ChatClient::upload_file`] and the other uploads): the caller's
+    /// own, not sent yet, at most 10 per message, each once. Adds to those
+    /// already given. With attachments the body may be empty.
+    ///
+    /// Once sent, an upload belongs to the message: whoever may read the
+    /// room may download it, and it cannot go with another message.
+    #[must_use]
+    pub fn attachments(mut self, ids: impl IntoIterator<Item = AttachmentId>) -> Self {
+        self.attachments.extend(ids);
         self
     }
 }
@@ -206,15 +222,19 @@ impl ChatClient {
             .await
     }
 
-    /// [`send`](Self::send) a reply, a thread reply or a message with
-    /// mentions.
+    /// [`send`](Self::send) a reply, a thread reply, a message with
+    /// mentions or with attachments (see [`SendOptions`]).
     ///
     /// Errors, besides those of `send`: [`NotFound`](crate::ErrorKind::NotFound)
     /// with `message_not_found` when the message replied to (or the
     /// thread's root) is not in the room; [`Conflict`](crate::ErrorKind::Conflict)
     /// with `message_deleted` when it was deleted;
     /// [`InvalidInput`](crate::ErrorKind::InvalidInput) for a mention of
-    /// someone who is not a member, or more than 50.
+    /// someone who is not a member, or more than 50;
+    /// [`NotFound`](crate::ErrorKind::NotFound) with `attachment_not_found`
+    /// for an attachment that is not the caller's upload,
+    /// [`Conflict`](crate::ErrorKind::Conflict) with `attachment_in_use`
+    /// for one already sent.
     ///
     /// ```no_run
     /// # async fn demo(client: chat_client::ChatClient, bob: chat_client::UserId) -> Result<(), chat_client::ClientError> {
@@ -238,6 +258,7 @@ impl ChatClient {
             reply_to: options.reply_to,
             thread_root: options.thread_root,
             mentions: options.mentions,
+            attachments: options.attachments,
         };
         self.call(Req::post("chat/send/").json(&request)?).await
     }

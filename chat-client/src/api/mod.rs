@@ -2,10 +2,12 @@
 //! `impl ChatClient` block.
 
 mod admin;
+mod attachments;
 mod conversations;
 mod devices;
 mod messages;
 mod rooms;
 mod users;
 
+pub use attachments::{Progress, Transfer};
 pub use messages::{HistoryQuery, SendOptions};

@@ -449,8 +449,11 @@ impl Connection {
         self.send_with(room, body, SendOptions::new()).await
     }
 
-    /// [`send`](Self::send) a reply, a thread reply or a message with
-    /// mentions (see [`SendOptions`]); the same queueing and retries.
+    /// [`send`](Self::send) a reply, a thread reply, a message with
+    /// mentions or with attachments (see [`SendOptions`]); the same
+    /// queueing and retries (a send resent after a reconnect carries the
+    /// same attachments and `client_id`, so the server stores it once).
+    /// Upload the files first, over HTTP ([`ChatClient::upload_file`]).
     ///
     /// ```no_run
     /// # async fn demo(conn: chat_client::Connection, question: chat_client::Message) -> Result<(), chat_client::ClientError> {

@@ -1074,6 +1074,7 @@ async fn write_send(
         reply_to: pending.options.reply_to,
         thread_root: pending.options.thread_root,
         mentions: pending.options.mentions.clone(),
+        attachments: pending.options.attachments.clone(),
     };
     write(socket, &frame).await
 }

@@ -2,6 +2,7 @@
 //! built with the system compiler drive a real server through it (plain,
 //! over TLS, under valgrind and AddressSanitizer), as does the C example.
 
+mod attachments;
 mod example;
 mod smoke;
 mod support;

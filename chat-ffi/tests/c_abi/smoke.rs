@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use chat_client::{CreateRoomRequest, RoomType};
 
-use crate::support::{TestServer, build_c, crate_dir, register, show};
+use crate::support::{TestServer, build_c, crate_dir, register, sanitizers_available, show};
 
 const ROOM: &str = "c-lobby";
 
@@ -86,25 +86,6 @@ fn c_program_under_valgrind() {
         "smoke.c under valgrind failed: {:?}",
         output.status
     );
-}
-
-/// Whether the C compiler can build and run a program with
-/// AddressSanitizer and UBSan (the runtime libraries are a separate
-/// package on some systems).
-fn sanitizers_available() -> bool {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let source = dir.path().join("probe.c");
-    let exe = dir.path().join("probe");
-    std::fs::write(&source, "int main(void) { return 0; }\n").expect("write probe");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    let built = Command::new(cc)
-        .arg("-fsanitize=address,undefined")
-        .arg(&source)
-        .arg("-o")
-        .arg(&exe)
-        .status()
-        .is_ok_and(|s| s.success());
-    built && Command::new(&exe).status().is_ok_and(|s| s.success())
 }
 
 /// The same program built with `-fsanitize=address,undefined`: the C side is

@@ -176,3 +176,22 @@ pub(crate) fn show(output: &std::process::Output) {
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// Whether the C compiler can build and run a program with
+/// AddressSanitizer and UBSan (the runtime libraries are a separate
+/// package on some systems).
+pub(crate) fn sanitizers_available() -> bool {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("probe.c");
+    let exe = dir.path().join("probe");
+    std::fs::write(&source, "int main(void) { return 0; }\n").expect("write probe");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let built = Command::new(cc)
+        .arg("-fsanitize=address,undefined")
+        .arg(&source)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .is_ok_and(|s| s.success());
+    built && Command::new(&exe).status().is_ok_and(|s| s.success())
+}

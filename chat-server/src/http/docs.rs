@@ -41,7 +41,9 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::Config;
 
-use super::{admin, blocks, conversations, devices, health, messages, rooms, server_api, users};
+use super::{
+    admin, attachments, blocks, conversations, devices, health, messages, rooms, server_api, users,
+};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -134,6 +136,13 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         conversations::detail,
         conversations::create,
         conversations::unread_count,
+        attachments::upload,
+        attachments::usage,
+        attachments::info,
+        attachments::delete,
+        attachments::link,
+        attachments::content,
+        attachments::thumbnail,
         devices::register,
         devices::list,
         devices::delete,
@@ -157,6 +166,7 @@ Every frame is one JSON text message; their JSON Schema is at [/schema/ws/](/sch
         (name = "admin", description = "Reports, and what server admins do with them and with accounts"),
         (name = "messages", description = "History and sending over HTTP (WebSocket is the real-time path)"),
         (name = "conversations", description = "One-to-one conversations: rooms of type `direct`"),
+        (name = "attachments", description = "Files sent with messages: uploaded as the raw body, read by whoever may read the message's room"),
         (name = "push", description = "Push devices: notified of messages while their user has no socket in the room"),
         (name = "server", description = "The server API, for a host's backend with an API key (`chat-server api-key create NAME`): users by the host's id, their tokens, rooms and members, sending as users and bots"),
         (name = "operations", description = "Health and metrics"),

@@ -199,3 +199,8 @@ path_id!(
     ReportPath(i64),
     ErrorCode::ReportNotFound
 );
+path_id!(
+    /// An attachment id from the path.
+    AttachmentPath(chat_core::AttachmentId),
+    ErrorCode::AttachmentNotFound
+);

@@ -119,6 +119,7 @@ pub(super) async fn send(
                 reply_to: req.reply_to,
                 thread_root: req.thread_root,
                 mentions: req.mentions,
+                attachments: req.attachments,
             },
             None,
         )

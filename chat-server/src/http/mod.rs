@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 
 mod admin;
+mod attachments;
 mod blocks;
 mod conversations;
 mod devices;
@@ -73,6 +74,18 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/chat/rooms/{id}/events", get(messages::timeline))
         .route("/chat/history", get(messages::history))
         .route("/chat/send", post(messages::send))
+        .route("/chat/attachments", post(attachments::upload))
+        .route("/chat/attachments/usage", get(attachments::usage))
+        .route(
+            "/chat/attachments/{id}",
+            get(attachments::info).delete(attachments::delete),
+        )
+        .route("/chat/attachments/{id}/content", get(attachments::content))
+        .route(
+            "/chat/attachments/{id}/thumbnail",
+            get(attachments::thumbnail),
+        )
+        .route("/chat/attachments/{id}/link", post(attachments::link))
         .route("/chat/search", get(messages::search))
         .route(
             "/chat/messages/{id}",
@@ -148,6 +161,12 @@ fn cors(allowed: Option<&[String]>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(origin)
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE])
+        .expose_headers([
+            header::CONTENT_DISPOSITION,
+            header::CONTENT_RANGE,
+            header::ETAG,
+            header::RETRY_AFTER,
+        ])
         .max_age(Duration::from_secs(3600))
 }

@@ -14,11 +14,13 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 use super::{AppState, ConnIds, ServerLimits, StartError, redact_url};
 use crate::auth::Tokens;
+use crate::blobs::BlobStore;
 use crate::broker::{self, Broker, BrokerError, EventSink};
 use crate::config::Config;
 use crate::hooks::{Hooks, HttpHook};
 use crate::hub::{Fanout, Hub};
 use crate::identity::{Authenticator, JwtAuthenticator, JwtOptions};
+use crate::service::attachments::{FileLimits, Files};
 use crate::service::{ChatService, Limits};
 use crate::storage::{self, Storage, StorageOptions};
 
@@ -58,6 +60,7 @@ pub struct Builder {
     broker: Option<OpenBroker>,
     authenticator: Option<Arc<dyn Authenticator>>,
     hooks: Option<Arc<dyn Hooks>>,
+    blobs: Option<Arc<dyn BlobStore>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -68,6 +71,7 @@ impl std::fmt::Debug for Builder {
             .field("broker", &self.broker.is_some())
             .field("authenticator", &self.authenticator.is_some())
             .field("hooks", &self.hooks.is_some())
+            .field("blobs", &self.blobs.is_some())
             .finish()
     }
 }
@@ -82,7 +86,16 @@ impl Builder {
             broker: None,
             authenticator: None,
             hooks: None,
+            blobs: None,
         }
+    }
+
+    /// Keeps attachments' bytes in `blobs` instead of the store
+    /// `config.attachments_url` names (or its default). Every instance
+    /// sharing the storage must share the blob store too.
+    pub fn blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// Uses `storage` instead of opening `config.storage_url` (which is then
@@ -224,6 +237,35 @@ impl Builder {
                 None => None,
             },
         };
+        let blobs = match self.blobs {
+            Some(blobs) => blobs,
+            None => {
+                let url = attachments_url(&config);
+                let blobs = crate::blobs::open(&url)
+                    .await
+                    .map_err(|e| StartError::Files(redact_url(&url), e))?;
+                tracing::info!(url = %redact_url(&url), "attachments are kept here");
+                blobs
+            }
+        };
+        let link_candidate = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        let link_secret = storage
+            .server_secret("attachment-links", &link_candidate)
+            .await?;
+        let files = Files::new(
+            blobs,
+            FileLimits {
+                max_file: config.max_upload_bytes,
+                quota: config.upload_quota_bytes,
+                grace: config.upload_grace,
+                ..FileLimits::default()
+            },
+            link_secret.as_bytes(),
+        );
         let service = Arc::new(ChatService::new(
             storage,
             hub,
@@ -237,7 +279,9 @@ impl Builder {
                 login_attempts_per_account: config.login_attempts_per_account,
                 login_attempts_per_address: config.login_attempts_per_address,
             },
+            files,
         ));
+        service.start_sweeper(sweep_interval(config.upload_grace));
         let state = AppState {
             service,
             limits: Arc::new(ServerLimits {
@@ -413,4 +457,41 @@ fn outbox_sinks(config: &Config) -> Result<Vec<Arc<dyn crate::service::outbox::S
         }));
     }
     Ok(sinks)
+}
+
+/// Where attachments go when the configuration does not say: beside a
+/// SQLite file (`chat.db` → `chat.db.attachments/`), in memory beside
+/// `memory://` storage, else `./chat-attachments/`.
+fn attachments_url(config: &Config) -> String {
+    if let Some(url) = &config.attachments_url {
+        return url.clone();
+    }
+    let storage = config.storage_url.as_str();
+    if storage.starts_with("memory:") {
+        return "memory://".to_owned();
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let dir = match storage
+        .strip_prefix("sqlite://")
+        .or(storage.strip_prefix("sqlite:"))
+    {
+        Some(rest) => {
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() || path.contains(":memory:") {
+                return "memory://".to_owned();
+            }
+            cwd.join(format!("{path}.attachments"))
+        }
+        None => cwd.join("chat-attachments"),
+    };
+    format!("file://{}", dir.display())
+}
+
+/// How often the sweeper looks for files to delete besides when woken: a
+/// tenth of the grace period, between 1 s and a minute.
+fn sweep_interval(grace: std::time::Duration) -> std::time::Duration {
+    (grace / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    )
 }

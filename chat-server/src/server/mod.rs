@@ -105,6 +105,9 @@ pub enum StartError {
     /// `chat-server api-key` was given a name it cannot use.
     #[error("{0}")]
     ApiKey(String),
+    /// The attachments' blob store (its URL, redacted) cannot be opened.
+    #[error("cannot open the attachments store {0}: {1}")]
+    Files(String, crate::blobs::BlobError),
 }
 
 /// A running server: a [`Chat`] served on its own listener.

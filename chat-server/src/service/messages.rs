@@ -9,7 +9,7 @@ use chat_core::timeline::{
     MemberEvent, MessageUpdate, PinsResponse, ReactionEvent, ThreadResponse, TimelineEvent,
     TimelineQuery, TimelineResponse,
 };
-use chat_core::{ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
+use chat_core::{AttachmentId, ErrorCode, MessageId, RoomId, RoomRef, Seq, Timestamp, UserId};
 
 use super::ChatService;
 use crate::error::{ApiError, ApiResult};
@@ -100,6 +100,7 @@ pub(crate) fn to_wire(m: StoredMessage, is_read: bool, viewer: Option<UserId>) -
             last_reply_at,
         }),
         mentions: m.mentions,
+        attachments: m.attachments,
     }
 }
 
@@ -364,6 +365,8 @@ pub(crate) struct Draft {
     pub(crate) thread_root: Option<MessageId>,
     /// Members of the room to mention.
     pub(crate) mentions: Vec<UserId>,
+    /// The sender's uploads to send with it.
+    pub(crate) attachments: Vec<AttachmentId>,
 }
 
 impl Draft {
@@ -394,6 +397,8 @@ struct Refs {
     reply_to: Option<MessageId>,
     thread_root: Option<MessageId>,
     mentions: Vec<UserId>,
+    /// The sender's uploads, as the message shows them.
+    attachments: Vec<chat_core::attachment::Attachment>,
 }
 
 /// The result of a send.
@@ -457,6 +462,16 @@ impl ChatService {
                 Ok(()) => Ok(Refs::default()),
                 Err(e) => Err(e),
             };
+            let admitted_refs = match admitted_refs {
+                Ok(mut refs) => self
+                    .check_attachments(user, &out.draft.attachments, out.draft.client_id.as_deref())
+                    .await
+                    .map(|attachments| {
+                        refs.attachments = attachments;
+                        refs
+                    }),
+                Err(e) => Err(e),
+            };
             // The hook last: it sees only what the server would store.
             let vetted = match admitted_refs {
                 Ok(refs) => match self.vet_message(user, out.room, &out.draft).await {
@@ -479,6 +494,7 @@ impl ChatService {
                         reply_to: refs.reply_to,
                         thread_root: refs.thread_root,
                         mentions: refs.mentions,
+                        attachments: refs.attachments,
                     });
                 }
                 Err(e) => results.push(Some(Err(e))),
@@ -555,13 +571,17 @@ impl ChatService {
             reply_to,
             thread_root,
             mentions,
+            attachments: Vec::new(),
         })
     }
 
     /// The checks a message passes before it is stored.
     async fn admit(&self, user: UserId, out: &Outgoing) -> ApiResult<()> {
         let out = &out.draft;
-        self.check_body(&out.body)?;
+        if out.attachments.is_empty() || !out.body.is_empty() {
+            // With attachments a message may have no text, but not blank text.
+            self.check_body(&out.body)?;
+        }
         if let Some(id) = &out.client_id
             && (id.is_empty() || id.chars().count() > MAX_CLIENT_ID_CHARS)
         {
@@ -758,13 +778,17 @@ impl ChatService {
         user: UserId,
         message: MessageId,
     ) -> ApiResult<MessageChanged> {
-        self.change_message(
-            user,
-            message,
-            ChangeOp::Delete,
-            Authority::SenderOrModerator,
-        )
-        .await
+        let changed = self
+            .change_message(
+                user,
+                message,
+                ChangeOp::Delete,
+                Authority::SenderOrModerator,
+            )
+            .await?;
+        // Its attachments were doomed with it: their files go now.
+        self.sweep_files();
+        Ok(changed)
     }
 
     /// `PUT` / `DELETE /chat/messages/{id}/reactions/{key}/`, WS `react` /

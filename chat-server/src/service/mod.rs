@@ -7,6 +7,7 @@
 //! - [`messages`]: send, history and read marks.
 //! - [`moderation`]: kick, ban, mute, roles.
 //! - [`conversations`]: one-to-one rooms and unread totals.
+//! - [`attachments`]: uploads, who may read them, the sweeper of files.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::storage::Storage;
 
 pub(crate) mod accounts;
 pub(crate) mod admin;
+pub(crate) mod attachments;
 pub(crate) mod blocks;
 pub(crate) mod conversations;
 pub(crate) mod devices;
@@ -68,6 +70,8 @@ pub(crate) struct ChatService {
     hooks: Option<Arc<dyn Hooks>>,
     /// Where the commit listener nudges the outbox's tasks.
     outbox: Arc<std::sync::OnceLock<outbox::Nudges>>,
+    /// Attachments' bytes and limits.
+    files: attachments::Files,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -89,6 +93,7 @@ impl ChatService {
         authenticator: Option<Arc<dyn Authenticator>>,
         hooks: Option<Arc<dyn Hooks>>,
         limits: Limits,
+        files: attachments::Files,
     ) -> Self {
         let outbox = Arc::new(std::sync::OnceLock::new());
         storage.listen(Arc::new(messages::Publisher {
@@ -114,6 +119,7 @@ impl ChatService {
             key_use: server_api::KeyUse::default(),
             hooks,
             outbox,
+            files,
         }
     }
 

@@ -366,6 +366,7 @@ impl ChatService {
         if self.storage.delete_room(record.id).await? {
             tracing::info!(room = %record.id, by = %user, "room deleted");
             self.hub.publish(Event::room_deleted(record.id));
+            self.sweep_files();
         }
         Ok(())
     }

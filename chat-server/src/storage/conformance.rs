@@ -30,15 +30,16 @@ use std::sync::Arc;
 use chat_core::moderation::{Role, RoomSettings};
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
-use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
+use chat_core::{AttachmentId, MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::{
-    Appended, Authority, ChangeOp, Changed, Conflict, Conversation, ExternalUser, HistoryPage,
-    HistoryQuery, MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate, MessageChange,
-    NewMessage, NewReport, NewRoom, NewUser, OutboxBacklog, PublicRoom, ReactionCount,
-    RefreshTokenRecord, Refusal, ReportRecord, ReportStatus, RoomChange, RoomKey, RoomPerson,
-    RoomRecord, SearchRequest, Storage, StorageError, StoredEvent, StoredMember, StoredMessage,
-    StoredReply, StoredUpdate, TokenUse, UpdateKind, UserRecord, UserRoom,
+    Appended, AttachmentRecord, Authority, ChangeOp, Changed, Conflict, Conversation, ExternalUser,
+    HistoryPage, HistoryQuery, MAX_PINS, MAX_REACTION_KEYS, MemberState, MemberUpdate,
+    MessageChange, NewAttachment, NewMessage, NewReport, NewRoom, NewUser, OutboxBacklog,
+    PublicRoom, ReactionCount, RefreshTokenRecord, Refusal, ReportRecord, ReportStatus, RoomChange,
+    RoomKey, RoomPerson, RoomRecord, SearchRequest, Storage, StorageError, StoredEvent,
+    StoredMember, StoredMessage, StoredReply, StoredUpdate, TokenUse, UpdateKind, UserRecord,
+    UserRoom,
 };
 
 /// A store under test, with whatever must outlive it (a temporary directory,
@@ -157,6 +158,10 @@ macro_rules! storage_conformance_tests {
             search_pages_through_many_messages,
             timeline_pages_every_kind,
             listener_hears_every_event_in_order,
+            attachments_recorded_with_usage,
+            attachments_linked_by_the_append,
+            attachments_doomed_with_their_message_or_room,
+            attachments_unsent_doomed_by_age_or_uploader,
             ping,
         );
     };
@@ -231,6 +236,7 @@ fn message(room: RoomId, sender: UserId, body: &str, client_id: Option<&str>) ->
         reply_to: None,
         thread_root: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -1848,6 +1854,7 @@ pub async fn append_assigns_seq(store: Arc<dyn Storage>) {
                 reply_to: None,
                 thread_root: None,
                 mentions: Vec::new(),
+                attachments: Vec::new(),
             })
             .await
             .expect("append");
@@ -5702,4 +5709,342 @@ pub async fn push_devices(store: Arc<dyn Storage>) {
         store.devices(&[ann.id, bob.id]).await.expect("devices"),
         vec![other_app]
     );
+}
+
+// Attachments
+
+fn upload(owner: UserId, name: &str, size: u64, micros: i64) -> NewAttachment {
+    NewAttachment {
+        owner,
+        name: name.to_owned(),
+        size,
+        content_type: "application/octet-stream".to_owned(),
+        dimensions: None,
+        thumbnail: None,
+        blob_key: format!("a/00/{name}"),
+        created_at: at(micros),
+    }
+}
+
+async fn uploaded(store: &dyn Storage, new: NewAttachment) -> AttachmentRecord {
+    store
+        .create_attachment(new)
+        .await
+        .expect("create attachment")
+}
+
+async fn attachment(store: &dyn Storage, id: AttachmentId) -> Option<AttachmentRecord> {
+    store
+        .attachments(&[id])
+        .await
+        .expect("attachments")
+        .into_iter()
+        .find(|a| a.attachment.id == id)
+}
+
+pub async fn attachments_recorded_with_usage(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let mut photo = upload(alice.id, "photo.jpg", 120_000, 10);
+    photo.content_type = "image/jpeg".to_owned();
+    photo.dimensions = Some((4000, 3000));
+    photo.thumbnail = Some(chat_core::attachment::Thumbnail {
+        width: 320,
+        height: 240,
+        content_type: "image/jpeg".to_owned(),
+        size: 9_000,
+    });
+    let photo = uploaded(store, photo).await;
+    let notes = uploaded(store, upload(alice.id, "notes.txt", 500, 20)).await;
+    assert!(notes.attachment.id > photo.attachment.id, "ids increase");
+    assert_eq!(photo.owner, alice.id);
+    assert_eq!(photo.attachment.name, "photo.jpg");
+    assert_eq!(photo.attachment.size, 120_000);
+    assert_eq!(photo.attachment.content_type, "image/jpeg");
+    assert_eq!(
+        (photo.attachment.width, photo.attachment.height),
+        (Some(4000), Some(3000))
+    );
+    assert_eq!(
+        photo
+            .attachment
+            .thumbnail
+            .as_ref()
+            .map(|t| (t.width, t.height, t.size)),
+        Some((320, 240, 9_000))
+    );
+    assert_eq!(photo.attachment.created_at, at(10));
+    assert_eq!(photo.blob_key, "a/00/photo.jpg");
+    assert_eq!(photo.sent, None);
+    assert!(!photo.doomed);
+    assert_eq!(notes.attachment.width, None);
+    assert_eq!(notes.attachment.thumbnail, None);
+
+    let read = attachment(store, photo.attachment.id).await;
+    assert_eq!(read.as_ref(), Some(&photo), "read back as created");
+    let found = store
+        .attachments(&[
+            notes.attachment.id,
+            AttachmentId(999_999),
+            photo.attachment.id,
+        ])
+        .await
+        .expect("attachments");
+    assert_eq!(found.len(), 2, "unknown ids are left out");
+
+    assert_eq!(
+        store.upload_usage(alice.id).await.expect("usage"),
+        120_000 + 9_000 + 500,
+        "files and thumbnails count"
+    );
+    assert_eq!(store.upload_usage(bob.id).await.expect("usage"), 0);
+}
+
+pub async fn attachments_linked_by_the_append(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    store.join_room(lobby.id, bob.id).await.expect("join");
+    let one = uploaded(store, upload(alice.id, "one.bin", 10, 1)).await;
+    let two = uploaded(store, upload(alice.id, "two.bin", 20, 2)).await;
+    let bobs = uploaded(store, upload(bob.id, "bobs.bin", 30, 3)).await;
+
+    // The single append.
+    let sent = send_with(store, lobby.id, alice.id, "", |m| {
+        m.attachments = vec![one.attachment.clone(), two.attachment.clone()];
+    })
+    .await;
+    assert_eq!(
+        sent.attachments,
+        vec![one.attachment.clone(), two.attachment.clone()],
+        "the message keeps them in order"
+    );
+    for a in [&one, &two] {
+        let read = attachment(store, a.attachment.id).await.expect("exists");
+        assert_eq!(read.sent, Some((lobby.id, sent.id)), "linked in the append");
+    }
+    let history = page(store, lobby.id, None, None, 10).await;
+    assert_eq!(
+        history.messages.last().map(|m| m.attachments.clone()),
+        Some(vec![one.attachment.clone(), two.attachment.clone()]),
+        "history shows them"
+    );
+
+    // A message naming an upload already sent, or someone else's, links
+    // nothing (the service refuses both before; the row stays as it was).
+    let again = send_with(store, lobby.id, alice.id, "again", |m| {
+        m.attachments = vec![one.attachment.clone(), bobs.attachment.clone()];
+    })
+    .await;
+    let read = attachment(store, one.attachment.id).await.expect("exists");
+    assert_eq!(
+        read.sent,
+        Some((lobby.id, sent.id)),
+        "still the first message's"
+    );
+    let read = attachment(store, bobs.attachment.id).await.expect("exists");
+    assert_eq!(read.sent, None, "not alice's to send");
+    assert_ne!(again.id, sent.id);
+
+    // A batch (the committer's path), two senders.
+    let three = uploaded(store, upload(alice.id, "three.bin", 1, 4)).await;
+    let mut first = message(lobby.id, alice.id, "batch one", Some("b1"));
+    first.attachments = vec![three.attachment.clone()];
+    let mut second = message(lobby.id, bob.id, "batch two", Some("b2"));
+    second.attachments = vec![bobs.attachment.clone()];
+    let results = store.append_many(vec![first.clone(), second]).await;
+    let ids: Vec<MessageId> = results
+        .into_iter()
+        .map(|r| r.expect("appended").message.id)
+        .collect();
+    assert_eq!(
+        attachment(store, three.attachment.id)
+            .await
+            .and_then(|a| a.sent),
+        Some((lobby.id, ids[0]))
+    );
+    assert_eq!(
+        attachment(store, bobs.attachment.id)
+            .await
+            .and_then(|a| a.sent),
+        Some((lobby.id, ids[1]))
+    );
+    // A repeat of the first answers the original, attachments and all.
+    let repeat = store.append(first).await.expect("repeat");
+    assert!(!repeat.created);
+    assert_eq!(repeat.message.attachments, vec![three.attachment.clone()]);
+}
+
+pub async fn attachments_doomed_with_their_message_or_room(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    let other = room(store, "other", alice.id, &[]).await;
+    let kept = uploaded(store, upload(alice.id, "kept.bin", 5, 1)).await;
+    let gone = uploaded(store, upload(alice.id, "gone.bin", 7, 2)).await;
+    let in_room = uploaded(store, upload(alice.id, "room.bin", 11, 3)).await;
+    let keeper = send_with(store, lobby.id, alice.id, "keep", |m| {
+        m.attachments = vec![kept.attachment.clone()];
+    })
+    .await;
+    let doomed = send_with(store, lobby.id, alice.id, "delete me", |m| {
+        m.attachments = vec![gone.attachment.clone()];
+    })
+    .await;
+    send_with(store, other.id, alice.id, "in a room to delete", |m| {
+        m.attachments = vec![in_room.attachment.clone()];
+    })
+    .await;
+    assert!(
+        store
+            .doomed_attachments(10)
+            .await
+            .expect("doomed")
+            .is_empty(),
+        "nothing doomed yet"
+    );
+
+    let deleted = delete(store, doomed.id, alice.id).await.expect("delete");
+    assert!(
+        deleted.message.attachments.is_empty(),
+        "a deleted message shows none"
+    );
+    let doomed_now = store.doomed_attachments(10).await.expect("doomed");
+    assert_eq!(
+        doomed_now
+            .iter()
+            .map(|a| a.attachment.id)
+            .collect::<Vec<_>>(),
+        vec![gone.attachment.id],
+        "the deleted message's attachment, in its transaction"
+    );
+    assert!(doomed_now.iter().all(|a| a.doomed));
+    assert_eq!(
+        store.upload_usage(alice.id).await.expect("usage"),
+        5 + 11,
+        "a doomed attachment no longer counts"
+    );
+
+    assert!(store.delete_room(other.id).await.expect("delete room"));
+    let mut doomed_ids: Vec<AttachmentId> = store
+        .doomed_attachments(10)
+        .await
+        .expect("doomed")
+        .iter()
+        .map(|a| a.attachment.id)
+        .collect();
+    doomed_ids.sort_unstable();
+    assert_eq!(doomed_ids, vec![gone.attachment.id, in_room.attachment.id]);
+    assert_eq!(
+        store.doomed_attachments(1).await.expect("doomed").len(),
+        1,
+        "limited"
+    );
+
+    store
+        .forget_attachments(&[
+            gone.attachment.id,
+            in_room.attachment.id,
+            kept.attachment.id,
+        ])
+        .await
+        .expect("forget");
+    assert!(
+        store
+            .doomed_attachments(10)
+            .await
+            .expect("doomed")
+            .is_empty()
+    );
+    assert_eq!(
+        attachment(store, gone.attachment.id).await,
+        None,
+        "forgotten"
+    );
+    assert!(
+        attachment(store, kept.attachment.id).await.is_some(),
+        "forgetting touches doomed rows only"
+    );
+    let history = page(store, lobby.id, None, None, 10).await;
+    assert_eq!(
+        history
+            .messages
+            .iter()
+            .find(|m| m.id == keeper.id)
+            .map(|m| m.attachments.len()),
+        Some(1),
+        "the other message keeps its attachment"
+    );
+}
+
+pub async fn attachments_unsent_doomed_by_age_or_uploader(store: Arc<dyn Storage>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", alice.id, &[]).await;
+    let old = uploaded(store, upload(alice.id, "old.bin", 1, 100)).await;
+    let young = uploaded(store, upload(alice.id, "young.bin", 1, 300)).await;
+    let old_sent = uploaded(store, upload(alice.id, "old-sent.bin", 1, 50)).await;
+    send_with(store, lobby.id, alice.id, "sent", |m| {
+        m.attachments = vec![old_sent.attachment.clone()];
+    })
+    .await;
+
+    assert_eq!(store.doom_unsent(at(200)).await.expect("doom unsent"), 1);
+    let doomed: Vec<AttachmentId> = store
+        .doomed_attachments(10)
+        .await
+        .expect("doomed")
+        .iter()
+        .map(|a| a.attachment.id)
+        .collect();
+    assert_eq!(doomed, vec![old.attachment.id], "only the old unsent one");
+    assert_eq!(store.doom_unsent(at(200)).await.expect("again"), 0, "once");
+
+    // The uploader deletes an unsent upload; nobody else can, nor a sent one.
+    assert!(
+        !store
+            .doom_upload(bob.id, young.attachment.id)
+            .await
+            .expect("bob")
+    );
+    assert!(
+        store
+            .doom_upload(alice.id, young.attachment.id)
+            .await
+            .expect("alice")
+    );
+    assert!(
+        !store
+            .doom_upload(alice.id, young.attachment.id)
+            .await
+            .expect("twice"),
+        "already doomed"
+    );
+    assert!(
+        matches!(
+            store.doom_upload(alice.id, old_sent.attachment.id).await,
+            Err(StorageError::Conflict(Conflict::AttachmentSent))
+        ),
+        "a sent attachment goes with its message"
+    );
+    assert!(
+        !store
+            .doom_upload(alice.id, AttachmentId(999_999))
+            .await
+            .expect("unknown")
+    );
+    // A doomed upload is not linked by a message that names it.
+    let late = send_with(store, lobby.id, alice.id, "late", |m| {
+        m.attachments = vec![young.attachment.clone()];
+    })
+    .await;
+    let read = attachment(store, young.attachment.id)
+        .await
+        .expect("still a row");
+    assert_eq!(read.sent, None, "a doomed upload stays unsent");
+    assert!(read.doomed);
+    assert_ne!(late.id, MessageId(0));
 }

@@ -1111,6 +1111,7 @@ mod tests {
             reply_count: 0,
             last_reply_at: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         };
         Work::Apply(
             Op::Message(

@@ -9,20 +9,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chat_core::attachment::Attachment;
 use chat_core::moderation::Role;
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
-use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
+use chat_core::{AttachmentId, MessageId, RoomId, Seq, Timestamp, UserId};
 
 use super::roles::{self, Effect};
 use super::{
-    ApiKeyRecord, Appended, BanRecord, ChangeOp, Changed, CommitListener, Committed, Conflict,
-    Conversation, DeviceRecord, ExternalUser, HistoryPage, HistoryQuery, Listener, MemberState,
-    MemberUpdate, MessageChange, NewMessage, NewReport, NewRoom, NewUser, OutboxBacklog,
-    OutboxCursor, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord,
-    ReportStatus, RoomChange, RoomPerson, RoomProfile, RoomRecord, SearchPage, SearchRequest, Seen,
-    Standing, Storage, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
-    StoredRoomUpdate, StoredUpdate, TimelinePage, TokenUse, UpdateKind, UserRecord, UserRoom,
+    ApiKeyRecord, Appended, AttachmentRecord, BanRecord, ChangeOp, Changed, CommitListener,
+    Committed, Conflict, Conversation, DeviceRecord, ExternalUser, HistoryPage, HistoryQuery,
+    Listener, MemberState, MemberUpdate, MessageChange, NewAttachment, NewMessage, NewReport,
+    NewRoom, NewUser, OutboxBacklog, OutboxCursor, PublicRoom, ReactionCount, ReadMark,
+    RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomPerson, RoomProfile,
+    RoomRecord, SearchPage, SearchRequest, Seen, Standing, Storage, StorageError, StoredEvent,
+    StoredMember, StoredMessage, StoredReply, StoredRoomUpdate, StoredUpdate, TimelinePage,
+    TokenUse, UpdateKind, UserRecord, UserRoom,
 };
 
 /// The in-memory backend.
@@ -90,6 +92,9 @@ struct State {
     blocks: HashMap<(UserId, UserId), Timestamp>,
     /// Reports by id (from 1).
     reports: BTreeMap<i64, ReportRecord>,
+    /// Attachments by id (from 1), with when they were doomed.
+    attachments: BTreeMap<AttachmentId, (AttachmentRecord, Option<Timestamp>)>,
+    last_attachment_id: i64,
 }
 
 #[derive(Debug)]
@@ -174,6 +179,7 @@ enum EventRowKind {
         reply_count: u32,
         last_reply_at: Option<Timestamp>,
         mentions: Vec<UserId>,
+        attachments: Vec<Attachment>,
     },
     /// A membership change, as it was asked for.
     Member(Box<MemberUpdate>),
@@ -241,6 +247,7 @@ impl State {
                 reply_count,
                 last_reply_at,
                 mentions,
+                attachments,
             } => StoredEvent::Message(StoredMessage {
                 id: row.id,
                 room,
@@ -259,6 +266,7 @@ impl State {
                 reply_count: *reply_count,
                 last_reply_at: *last_reply_at,
                 mentions: mentions.clone(),
+                attachments: attachments.clone(),
             }),
             EventRowKind::Member(update) => StoredEvent::Member(update.event(seq)),
             EventRowKind::Room(update) => StoredEvent::Room(StoredRoomUpdate {
@@ -790,6 +798,12 @@ impl Storage for MemoryStorage {
             ..
         } = &mut *state;
         reactions.retain(|message, _| message_ids.contains_key(message));
+        let now = Timestamp::now();
+        for (row, doomed) in state.attachments.values_mut() {
+            if doomed.is_none() && row.sent.is_some_and(|(room, _)| room == id) {
+                *doomed = Some(now);
+            }
+        }
         Ok(true)
     }
 
@@ -1641,6 +1655,7 @@ impl Storage for MemoryStorage {
                 reply_count: 0,
                 last_reply_at: None,
                 mentions: message.mentions,
+                attachments: message.attachments.clone(),
             },
             created_at: message.created_at,
             msg_no: room.msg_count,
@@ -1657,6 +1672,14 @@ impl Storage for MemoryStorage {
             member.last_sent_at = Some(message.created_at.unix_micros());
         }
         state.message_ids.insert(id, (message.room, seq));
+        for attachment in &message.attachments {
+            if let Some((row, None)) = state.attachments.get_mut(&attachment.id)
+                && row.owner == message.sender
+                && row.sent.is_none()
+            {
+                row.sent = Some((message.room, id));
+            }
+        }
         if let Some(client_id) = message.client_id {
             state
                 .client_ids
@@ -1844,6 +1867,7 @@ impl Storage for MemoryStorage {
                     pinned_at,
                     reply,
                     mentions,
+                    attachments,
                     ..
                 },
             ..
@@ -1863,6 +1887,7 @@ impl Storage for MemoryStorage {
                         reply.snippet = None;
                     }
                     mentions.clear();
+                    attachments.clear();
                 }
                 ChangeOp::Pin { pin } => {
                     *pinned_at = pin.then_some(change.created_at);
@@ -1915,6 +1940,11 @@ impl Storage for MemoryStorage {
         match &change.op {
             ChangeOp::Delete => {
                 state.reactions.remove(&change.message);
+                for (row, doomed) in state.attachments.values_mut() {
+                    if doomed.is_none() && row.sent.is_some_and(|(_, m)| m == change.message) {
+                        *doomed = Some(change.created_at);
+                    }
+                }
             }
             ChangeOp::React { key, add: true } => state
                 .reactions
@@ -2130,6 +2160,121 @@ impl Storage for MemoryStorage {
             })
             .sum();
         Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    async fn create_attachment(
+        &self,
+        new: NewAttachment,
+    ) -> Result<AttachmentRecord, StorageError> {
+        let mut state = self.lock();
+        state.require_user(new.owner)?;
+        state.last_attachment_id += 1;
+        let id = AttachmentId(state.last_attachment_id);
+        let (width, height) = new.dimensions.unzip();
+        let record = AttachmentRecord {
+            attachment: Attachment {
+                id,
+                name: new.name,
+                size: new.size,
+                content_type: new.content_type,
+                width,
+                height,
+                thumbnail: new.thumbnail,
+                created_at: new.created_at,
+            },
+            owner: new.owner,
+            blob_key: new.blob_key,
+            sent: None,
+            doomed: false,
+        };
+        state.attachments.insert(id, (record.clone(), None));
+        Ok(record)
+    }
+
+    async fn attachments(
+        &self,
+        ids: &[AttachmentId],
+    ) -> Result<Vec<AttachmentRecord>, StorageError> {
+        let state = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.attachments.get(id))
+            .map(|(row, doomed)| AttachmentRecord {
+                doomed: doomed.is_some(),
+                ..row.clone()
+            })
+            .collect())
+    }
+
+    async fn upload_usage(&self, owner: UserId) -> Result<u64, StorageError> {
+        let state = self.lock();
+        Ok(state
+            .attachments
+            .values()
+            .filter(|(row, doomed)| row.owner == owner && doomed.is_none())
+            .map(|(row, _)| {
+                row.attachment.size + row.attachment.thumbnail.as_ref().map_or(0, |t| t.size)
+            })
+            .sum())
+    }
+
+    async fn doom_upload(&self, owner: UserId, id: AttachmentId) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        match state.attachments.get_mut(&id) {
+            Some((row, _)) if row.owner == owner && row.sent.is_some() => {
+                Err(StorageError::Conflict(Conflict::AttachmentSent))
+            }
+            Some((row, doomed @ None)) if row.owner == owner => {
+                *doomed = Some(Timestamp::now());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn doom_unsent(&self, before: Timestamp) -> Result<u64, StorageError> {
+        let mut state = self.lock();
+        let now = Timestamp::now();
+        let mut doomed_now = 0;
+        for (row, doomed) in state.attachments.values_mut() {
+            if doomed.is_none() && row.sent.is_none() && row.attachment.created_at < before {
+                *doomed = Some(now);
+                doomed_now += 1;
+            }
+        }
+        Ok(doomed_now)
+    }
+
+    async fn doomed_attachments(&self, limit: u32) -> Result<Vec<AttachmentRecord>, StorageError> {
+        let state = self.lock();
+        let mut doomed: Vec<_> = state
+            .attachments
+            .values()
+            .filter_map(|(row, at)| at.map(|at| (at, row)))
+            .collect();
+        doomed.sort_by_key(|(at, row)| (*at, row.attachment.id));
+        Ok(doomed
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(_, row)| AttachmentRecord {
+                doomed: true,
+                ..row.clone()
+            })
+            .collect())
+    }
+
+    async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        for id in ids {
+            if state
+                .attachments
+                .get(id)
+                .is_some_and(|(_, at)| at.is_some())
+            {
+                state.attachments.remove(id);
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -39,11 +39,12 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chat_core::attachment::Attachment;
 use chat_core::message::SNIPPET_CHARS;
 use chat_core::moderation::{Role, RoomSettings};
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
-use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
+use chat_core::{AttachmentId, MessageId, RoomId, Seq, Timestamp, UserId};
 
 use crate::event::ConnId;
 
@@ -379,6 +380,46 @@ pub struct Conversation {
     pub other: UserRecord,
 }
 
+/// An uploaded file's row: the wire form and where its bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRecord {
+    /// What clients see of it.
+    pub attachment: Attachment,
+    /// Who uploaded it: the only one who may read or send it until it is
+    /// sent.
+    pub owner: UserId,
+    /// Where its bytes are in the blob store (the thumbnail's key is
+    /// derived from it); made by the server, never by a client.
+    pub blob_key: String,
+    /// The message it was sent with, and that message's room.
+    pub sent: Option<(RoomId, MessageId)>,
+    /// Doomed: its message or room was deleted, or it was never sent in
+    /// time, or its uploader deleted it. Its files are deleted next, then
+    /// the row ([`Storage::forget_attachments`]).
+    pub doomed: bool,
+}
+
+/// A new upload whose bytes are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttachment {
+    /// Its uploader.
+    pub owner: UserId,
+    /// Its name, made safe.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Sniffed from the bytes.
+    pub content_type: String,
+    /// Pixels, for an image.
+    pub dimensions: Option<(u32, u32)>,
+    /// Its thumbnail, for an image that has one.
+    pub thumbnail: Option<chat_core::attachment::Thumbnail>,
+    /// Where its bytes are.
+    pub blob_key: String,
+    /// When it was uploaded.
+    pub created_at: Timestamp,
+}
+
 /// A message as stored. `is_read` depends on the viewer and is worked out by
 /// the service from read marks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,6 +461,9 @@ pub struct StoredMessage {
     pub last_reply_at: Option<Timestamp>,
     /// Who it mentions, in the order given.
     pub mentions: Vec<UserId>,
+    /// The files sent with it, as they were when it was sent; none once it
+    /// is deleted.
+    pub attachments: Vec<Attachment>,
 }
 
 /// What a reply keeps of the message it replies to.
@@ -820,6 +864,11 @@ pub struct NewMessage {
     pub thread_root: Option<MessageId>,
     /// Members it mentions (checked, without repeats, by the caller).
     pub mentions: Vec<UserId>,
+    /// Uploads of the sender's to send with it (checked by the caller:
+    /// theirs, not sent, not doomed): the message keeps them as they are,
+    /// and the append links each upload's row to the message, in the same
+    /// transaction.
+    pub attachments: Vec<Attachment>,
 }
 
 impl NewMessage {
@@ -835,6 +884,7 @@ impl NewMessage {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 }
@@ -1214,6 +1264,8 @@ pub enum Conflict {
     RoomName,
     /// A live API key has the name.
     ApiKeyName,
+    /// The attachment is sent with a message.
+    AttachmentSent,
 }
 
 /// Storage failures. Backends map their own errors onto these; no backend
@@ -1678,6 +1730,34 @@ pub trait Storage: Send + Sync + 'static {
     /// `user` is a member. Answered from the room and membership rows, not
     /// by scanning history.
     async fn unread_total(&self, user: UserId) -> Result<u64, StorageError>;
+
+    // Attachments
+
+    /// Records an upload whose bytes are in the blob store, with a new id.
+    async fn create_attachment(
+        &self,
+        attachment: NewAttachment,
+    ) -> Result<AttachmentRecord, StorageError>;
+    /// The attachments with these ids that exist (doomed ones included),
+    /// in no particular order.
+    async fn attachments(
+        &self,
+        ids: &[AttachmentId],
+    ) -> Result<Vec<AttachmentRecord>, StorageError>;
+    /// Bytes (files and thumbnails) of `owner`'s attachments not doomed.
+    async fn upload_usage(&self, owner: UserId) -> Result<u64, StorageError>;
+    /// Dooms `owner`'s upload `id` if it is not sent (and not doomed
+    /// already): `Ok(true)`; `Ok(false)` if there is no such upload of
+    /// theirs; `Conflict(AttachmentSent)` if it is sent.
+    async fn doom_upload(&self, owner: UserId, id: AttachmentId) -> Result<bool, StorageError>;
+    /// Dooms every upload not sent and made before `before`; how many.
+    async fn doom_unsent(&self, before: Timestamp) -> Result<u64, StorageError>;
+    /// Up to `limit` doomed attachments, oldest first, whose files are to
+    /// be deleted. A message's deletion dooms its attachments in the same
+    /// transaction, and a room's deletion those of its messages.
+    async fn doomed_attachments(&self, limit: u32) -> Result<Vec<AttachmentRecord>, StorageError>;
+    /// Deletes the rows of doomed attachments whose files are gone.
+    async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<(), StorageError>;
 
     // Health
 

@@ -493,6 +493,7 @@ where
                 reply_to,
                 thread_root,
                 mentions,
+                attachments,
             } => {
                 let draft = Draft {
                     body,
@@ -500,6 +501,7 @@ where
                     reply_to,
                     thread_root,
                     mentions,
+                    attachments,
                 };
                 match room.or(self.bound.map(RoomRef::Id)) {
                     Some(room) => Ok(PendingSend { room, draft }),
@@ -510,6 +512,7 @@ where
                         reply_to: draft.reply_to,
                         thread_root: draft.thread_root,
                         mentions: draft.mentions,
+                        attachments: draft.attachments,
                     }),
                 }
             }

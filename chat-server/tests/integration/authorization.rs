@@ -232,9 +232,16 @@ enum Call {
     /// `PATCH /chat/rooms/{id}/` and the `update_room` frame: a new topic.
     Settings,
     SettingsFrame,
+    /// `GET /chat/attachments/{id}/` and `…/content/` of the attachment
+    /// the creator sent with the room's message: whoever may read the
+    /// room's history.
+    Attachment,
+    AttachmentContent,
+    /// An upload of the caller's, then `POST /chat/send/` with it: a send.
+    SendAttachment,
 }
 
-const HTTP_CALLS: [Call; 24] = [
+const HTTP_CALLS: [Call; 27] = [
     Call::Detail,
     Call::Join,
     Call::Invite,
@@ -259,6 +266,9 @@ const HTTP_CALLS: [Call; 24] = [
     Call::Bans,
     Call::Online,
     Call::Settings,
+    Call::Attachment,
+    Call::AttachmentContent,
+    Call::SendAttachment,
 ];
 
 const WS_CALLS: [Call; 22] = [
@@ -297,6 +307,7 @@ enum Expect {
 const NOT_FOUND: Expect = Expect::Err(404, "room_not_found");
 const NOT_MEMBER: Expect = Expect::Err(403, "not_member");
 const MESSAGE_NOT_FOUND: Expect = Expect::Err(404, "message_not_found");
+const ATTACHMENT_NOT_FOUND: Expect = Expect::Err(404, "attachment_not_found");
 
 /// The table: (kind, role, call) → answer.
 fn expected(kind: Kind, role: Role, call: Call) -> Expect {
@@ -399,10 +410,14 @@ fn expected(kind: Kind, role: Role, call: Call) -> Expect {
             _ => MESSAGE_NOT_FOUND,
         },
         // A send's answers: what it refers to tells a stranger nothing.
-        Call::Reply => match st {
+        Call::Reply | Call::SendAttachment => match st {
             S::Member => Expect::Ok(201),
             S::Hidden => NOT_FOUND,
             _ => NOT_MEMBER,
+        },
+        Call::Attachment | Call::AttachmentContent => match st {
+            S::Member => Expect::Ok(200),
+            _ => ATTACHMENT_NOT_FOUND,
         },
         // The owner (the creator) moderates; a conversation takes no
         // moderation; the rest as for any room call.
@@ -430,6 +445,7 @@ fn sentence(call: Call, code: &str) -> Option<&'static str> {
     match (call, code) {
         (_, "room_not_found") => Some("Room not found"),
         (_, "message_not_found") => Some("Message not found"),
+        (_, "attachment_not_found") => Some("Attachment not found"),
         (Call::Join, "not_authorized") => Some("You are not authorized to join this room"),
         _ => None,
     }
@@ -459,6 +475,8 @@ struct Target {
     name: String,
     /// The creator's message in it.
     message: i64,
+    /// The attachment the creator sent with it.
+    attachment: i64,
 }
 
 /// What came back, in one shape for HTTP and WebSocket: the status (101 for
@@ -529,12 +547,13 @@ impl World {
             }
             assert_eq!(conv["created"], true, "a fresh conversation: {conv}");
             let id = conv["id"].as_i64().expect("conversation id");
-            let message = self.send(id, "between us").await;
+            let (message, attachment) = self.send(id, "between us").await;
             let (lo, hi) = sorted(self.creator.id, self.member.id);
             return Target {
                 id,
                 name: format!("direct/{lo}/{hi}"),
                 message,
+                attachment,
             };
         }
         let n = self.rooms_made.get() + 1;
@@ -562,7 +581,7 @@ impl World {
             )
             .await;
         assert_eq!(status, 200, "promote in {name}: {body}");
-        let message = self.send(id, "members only").await;
+        let (message, attachment) = self.send(id, "members only").await;
         let mut leavers = vec![&self.removed];
         if role == Role::LeftCreator {
             leavers.push(&self.creator);
@@ -578,21 +597,33 @@ impl World {
                 .await;
             assert_eq!(status, 204, "leave {name}: {body}");
         }
-        Target { id, name, message }
+        Target {
+            id,
+            name,
+            message,
+            attachment,
+        }
     }
 
-    /// The creator sends `body` to `room`; returns the message's id.
-    async fn send(&self, room: i64, body: &str) -> i64 {
+    /// The creator sends `body` to `room` with a file; returns the
+    /// message's id and the attachment's.
+    async fn send(&self, room: i64, body: &str) -> (i64, i64) {
+        let (status, uploaded) = self
+            .s
+            .upload(&self.creator.access, "minutes.txt", b"the minutes".to_vec())
+            .await;
+        assert_eq!(status, 201, "upload: {uploaded}");
+        let attachment = uploaded["id"].as_i64().expect("attachment id");
         let (status, sent) = self
             .s
             .post(
                 "/chat/send/",
                 &self.creator.access,
-                json!({"room": room, "message": body}),
+                json!({"room": room, "message": body, "attachments": [attachment]}),
             )
             .await;
         assert_eq!(status, 201, "send: {sent}");
-        sent["id"].as_i64().expect("id")
+        (sent["id"].as_i64().expect("id"), attachment)
     }
 
     /// Rooms that do not exist, by id and by name: a plain name, and the
@@ -604,11 +635,13 @@ impl World {
                 id: 999_999_999,
                 name: "no-such-room".to_owned(),
                 message: 999_999_999,
+                attachment: 999_999_999,
             },
             Target {
                 id: 999_999_998,
                 name: format!("direct/{lo}/{hi}"),
                 message: 999_999_998,
+                attachment: 999_999_998,
             },
         ]
     }
@@ -773,6 +806,41 @@ impl World {
                 s.get(&format!("/chat/rooms/{id}/online/"), &user.access)
                     .await
             }
+            Call::Attachment => {
+                s.get(
+                    &format!("/chat/attachments/{}/", t.attachment),
+                    &user.access,
+                )
+                .await
+            }
+            Call::AttachmentContent => {
+                let resp = s
+                    .http
+                    .get(s.url(&format!("/chat/attachments/{}/content/", t.attachment)))
+                    .bearer_auth(&user.access)
+                    .send()
+                    .await
+                    .expect("download");
+                let status = resp.status();
+                let bytes = resp.bytes().await.expect("body");
+                let body = if status.is_success() {
+                    // The bytes, as text: the matrix compares answers.
+                    json!(String::from_utf8_lossy(&bytes))
+                } else {
+                    serde_json::from_slice(&bytes).expect("an error body")
+                };
+                (status, body)
+            }
+            Call::SendAttachment => {
+                let (status, uploaded) = s.upload(&user.access, "mine.txt", b"mine".to_vec()).await;
+                assert_eq!(status, 201, "upload: {uploaded}");
+                s.post(
+                    "/chat/send/",
+                    &user.access,
+                    json!({"room": id, "message": "with a file", "attachments": [uploaded["id"]]}),
+                )
+                .await
+            }
             Call::Settings => {
                 s.call(
                     "PATCH",
@@ -895,7 +963,10 @@ impl World {
                     if let Err(what) = check(call, want, &got) {
                         wrong.push(format!("{cell}: expected {want:?}, got {what}"));
                     }
-                    if want == NOT_FOUND || want == MESSAGE_NOT_FOUND {
+                    if want == NOT_FOUND
+                        || want == MESSAGE_NOT_FOUND
+                        || want == ATTACHMENT_NOT_FOUND
+                    {
                         for ghost in self.ghosts() {
                             let missing = self.answer(user, call, &ghost).await;
                             if got != missing {
@@ -989,6 +1060,15 @@ fn check(call: Call, want: Expect, got: &Answer) -> Result<(), String> {
                     got.body["room"].is_i64() && got.body["users"].is_array(),
                     format!("online {}", got.body),
                 ),
+                Call::Attachment => ensure(
+                    got.body["name"] == "minutes.txt"
+                        && got.body["content_type"] == "text/plain; charset=utf-8"
+                        && got.body["message_id"].is_i64(),
+                    format!("attachment {}", got.body),
+                ),
+                Call::AttachmentContent => {
+                    ensure(got.body == "the minutes", format!("content {}", got.body))
+                }
                 Call::Detail => ensure(
                     got.body["members"].is_array(),
                     format!("detail {}", got.body),

@@ -489,6 +489,7 @@ async fn real_frames_match_the_frame_schema() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         },
         ClientFrame::Send {
             room: None,
@@ -497,6 +498,7 @@ async fn real_frames_match_the_frame_schema() {
             reply_to: None,
             thread_root: None,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         },
         ClientFrame::Subscribe {
             room: RoomRef::Id(RoomId(7)),
@@ -610,6 +612,7 @@ async fn real_frames_match_the_frame_schema() {
         thread_root: None,
         thread: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     };
     let update = MessageUpdate {
         room: RoomId(2),

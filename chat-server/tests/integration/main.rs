@@ -2,6 +2,7 @@
 //! driven over real HTTP and WebSocket connections, on every storage backend.
 
 mod accounts;
+mod attachments;
 mod auth;
 mod authorization;
 mod changes;

@@ -35,6 +35,8 @@ impl Process {
             .args(["--storage", storage, "--listen", &addr.to_string()])
             .args(extra)
             .env("RUST_LOG", "warn")
+            // Not the default beside the working directory (this crate's).
+            .env("CHAT_ATTACHMENTS_URL", "memory://")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

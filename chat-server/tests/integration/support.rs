@@ -131,7 +131,7 @@ pub(crate) struct TestServer {
     base: String,
     /// The CA the test clients trust, with TLS.
     ca_pem: Option<String>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     _dir: tempfile::TempDir,
     // Declared after `server` so the schema outlives the server's pool.
     _schema: Option<PgSchema>,
@@ -199,6 +199,18 @@ impl TestServer {
         server
     }
 
+    /// The test's own directory (the SQLite file and, beside it, the
+    /// attachments).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// The test's directory, kept for a server started after this one
+    /// stopped (a restart on the same files).
+    pub(crate) fn into_dir(mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"))
+    }
+
     /// The running server.
     pub(crate) fn server(&self) -> &Server {
         self.server.as_ref().expect("server running")
@@ -228,9 +240,15 @@ impl TestServer {
         tune: impl FnOnce(&mut Config),
         build: impl FnOnce(Builder) -> Builder,
     ) -> Self {
+        // PostgreSQL's default would be a directory beside the tests'
+        // working directory: the test's own directory instead.
+        let attachments_url = storage_url
+            .starts_with("postgres")
+            .then(|| format!("file://{}", dir.path().join("attachments").display()));
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             storage_url,
+            attachments_url,
             ..Config::default()
         };
         tune(&mut config);
@@ -293,6 +311,31 @@ impl TestServer {
         } else {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}"))
         };
+        (status, value)
+    }
+
+    /// Uploads `bytes` as the file `name` (`POST /chat/attachments/`).
+    pub(crate) async fn upload(
+        &self,
+        token: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url(&format!(
+                "/chat/attachments/?name={}",
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+            )))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("non-JSON upload answer {text:?}: {e}"));
         (status, value)
     }
 

@@ -43,7 +43,9 @@
 //! message's room, so a deletion of it moves the room's timeline and the
 //! batch sees it or retries), each thread root's count rises by its
 //! replies in the batch (`threads`), and the mentions arrive as pairs of
-//! the message's place and the user (`mentioned`).
+//! the message's place and the user (`mentioned`), the attachments as
+//! pairs of the place and the upload, whose row is linked to the message
+//! if it is still its sender's to send (`linked`).
 //!
 //! Changes to messages judged before they were queued (`change.rs`: an
 //! edit, a reaction, a pin) go in the batch's statement, at their places
@@ -86,7 +88,8 @@ use crate::storage::group_commit::{Applied, BatchAppend, Op, Placed, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::{apply, changed, reaction_key};
 use crate::storage::sql::rows::{
-    Columns, member_state, mentions_text, message_from, room_kind, send_refused, update_text,
+    Columns, attachments_text, member_state, mentions_text, message_from, room_kind, send_refused,
+    update_text,
 };
 use crate::storage::{
     Appended, ChangeOp, Changed, MemberState, NewMessage, ReactionCount, Seen, StorageError,
@@ -115,9 +118,9 @@ macro_rules! accepted {
     SELECT t.*, max(t.created_at) OVER (PARTITION BY t.room_id, t.sender_id ORDER BY t.ord
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_at
     FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[],
-            $7::int8[], $8::int8[], $9::text[], $12::int8[])
+            $7::int8[], $8::int8[], $9::text[], $12::int8[], $13::text[])
         AS t(room_id, sender_id, body, client_id, created_at,
-            reply_to, thread_root, mentions, ord)
+            reply_to, thread_root, mentions, ord, attachments)
 ), members AS MATERIALIZED (
     SELECT rm.room_id, rm.user_id, rm.last_sent_at, r.announcement, r.slow_mode,
         r.kind <> 'direct' AND rm.user_id <> r.owner_id AND rm.role = 'member' AS gated,
@@ -148,12 +151,20 @@ macro_rules! writes {
     () => {
         "), inserted AS (
     INSERT INTO messages (room_id, seq, sender_id, body, client_id, created_at, msg_no,
-        reply_to, reply_seq, reply_sender_id, reply_snippet, thread_root, mentions)
+        reply_to, reply_seq, reply_sender_id, reply_snippet, thread_root, mentions, attachments)
     SELECT n.room_id, n.seq, n.sender_id, n.body, n.client_id, n.created_at, n.msg_no,
         n.reply_to, t.seq, t.sender_id,
-        CASE WHEN t.deleted_at IS NULL THEN substr(t.body, 1, 100) END, n.thread_root, n.mentions
+        CASE WHEN t.deleted_at IS NULL THEN substr(t.body, 1, 100) END, n.thread_root, n.mentions,
+        n.attachments
     FROM numbered n LEFT JOIN messages t ON t.id = n.reply_to ORDER BY n.ord
     RETURNING id, room_id, seq, reply_seq, reply_sender_id, reply_snippet
+), linked AS (
+    UPDATE attachments a SET room_id = n.room_id, message_id = ins.id
+    FROM unnest($14::int8[], $15::int8[]) AS ai(ord, attachment_id)
+    JOIN numbered n ON n.ord = ai.ord
+    JOIN inserted ins ON ins.room_id = n.room_id AND ins.seq = n.seq
+    WHERE a.id = ai.attachment_id AND a.owner_id = n.sender_id
+      AND a.message_id IS NULL AND a.doomed_at IS NULL
 ), threads AS (
     UPDATE messages tr SET reply_count = tr.reply_count + c.n, last_reply_at = c.at
     FROM (SELECT thread_root, count(*) AS n, max(created_at) AS at FROM numbered
@@ -184,6 +195,7 @@ macro_rules! message_rows {
        NULL::int8 AS edited_at, 0::int8 AS version, NULL::int8 AS deleted_at,
        NULL::int8 AS pinned_at, i.reply_to, m.reply_seq, m.reply_sender_id, m.reply_snippet,
        i.thread_root, 0::int8 AS reply_count, NULL::int8 AS last_reply_at, i.mentions,
+       i.attachments,
        l.id AS locked, st.id AS stable, r.kind, rm.state,
        CASE WHEN r.owner_id = i.sender_id THEN 'owner' ELSE COALESCE(rm.role, 'member') END
            AS role, r.announcement, r.slow_mode,
@@ -244,8 +256,8 @@ const APPEND_BATCH: &str = concat!(
 const APPEND_BATCH_WITH_CHANGES: &str = concat!(
     locked!(),
     "), changes AS (
-    SELECT * FROM unnest($13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::text[],
-            $18::text[], $19::text[], $20::int8[], $21::int8[])
+    SELECT * FROM unnest($16::int8[], $17::int8[], $18::int8[], $19::int8[], $20::text[],
+            $21::text[], $22::text[], $23::int8[], $24::int8[])
         AS c(ord, room_id, message_id, user_id, kind, key, body, events, created_at)
 ), stable AS MATERIALIZED (
     SELECT l.id FROM locked l JOIN rooms s ON s.id = l.id WHERE s.last_seq = l.last_seq
@@ -306,7 +318,7 @@ const APPEND_BATCH_WITH_CHANGES: &str = concat!(
 SELECT true, c.ord, ch.id, ch.room_id, ch.seq, ch.sender_id, u.display_name, ch.body,
        ch.created_at, ch.client_id, ch.edited_at, ch.version, ch.deleted_at, ch.pinned_at,
        ch.reply_to, ch.reply_seq, ch.reply_sender_id, ch.reply_snippet, ch.thread_root,
-       ch.reply_count, ch.last_reply_at, ch.mentions,
+       ch.reply_count, ch.last_reply_at, ch.mentions, ch.attachments,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ch.event_seq,
        rc.reaction_keys, rc.reaction_ns,
        rc.reaction_mine,
@@ -553,6 +565,14 @@ pub(super) async fn store_batch(
             mention_users.push(user.get());
         }
     }
+    // The attachments as pairs too (the message's place, and the upload).
+    let (mut attachment_ords, mut attachment_ids) = (Vec::new(), Vec::new());
+    for (ord, m) in message_ords.iter().zip(batch) {
+        for attachment in &m.attachments {
+            attachment_ords.push(*ord);
+            attachment_ids.push(attachment.id.get());
+        }
+    }
     let change = |f: fn(&Placed<'_>) -> i64| changes.iter().map(f).collect::<Vec<i64>>();
 
     let statement = if changes.is_empty() {
@@ -582,7 +602,15 @@ pub(super) async fn store_batch(
         )
         .bind(&mention_ords)
         .bind(&mention_users)
-        .bind(&message_ords);
+        .bind(&message_ords)
+        .bind(
+            batch
+                .iter()
+                .map(|m| attachments_text(&m.attachments))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&attachment_ords)
+        .bind(&attachment_ids);
     let query = if changes.is_empty() {
         query
     } else {

@@ -91,8 +91,10 @@ const DELETE: &str = concat!(
          (room_id, seq, sender_id, body, kind, created_at, msg_no, target_id) \
          SELECT id, last_seq, $2, '', 'deleted', $5, msg_count, $1 FROM locked), \
      changed AS (UPDATE messages m SET version = m.version + 1, body = '', deleted_at = $5, \
-         pinned_at = NULL, reply_snippet = NULL, mentions = NULL \
+         pinned_at = NULL, reply_snippet = NULL, mentions = NULL, attachments = NULL \
        FROM locked WHERE m.id = $1 RETURNING m.*), \
+     doomed AS (UPDATE attachments SET doomed_at = $5 \
+       WHERE message_id = $1 AND doomed_at IS NULL AND EXISTS (SELECT 1 FROM locked)), \
      uncounted AS (UPDATE room_members SET read_no = read_no - 1 \
        WHERE room_id = $3 AND state = 'member' AND read_seq >= $6 \
          AND EXISTS (SELECT 1 FROM locked)), \

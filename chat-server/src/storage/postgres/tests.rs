@@ -83,6 +83,7 @@ fn spawn_writers(
                             reply_to: None,
                             thread_root: None,
                             mentions: Vec::new(),
+                            attachments: Vec::new(),
                         })
                         .await
                         .expect("append");
@@ -585,6 +586,7 @@ async fn concurrent_mark_read_reports_each_advance_once() {
                 reply_to: None,
                 thread_root: None,
                 mentions: Vec::new(),
+                attachments: Vec::new(),
             })
             .await
             .expect("append");
@@ -667,6 +669,7 @@ async fn concurrent_joins_get_distinct_positions() {
                     reply_to: None,
                     thread_root: None,
                     mentions: Vec::new(),
+                    attachments: Vec::new(),
                 })
                 .await
                 .expect("append");
@@ -797,6 +800,7 @@ fn batch_message(room: RoomId, sender: UserId, body: &str, client_id: Option<&st
         reply_to: None,
         thread_root: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -1081,6 +1085,7 @@ async fn a_send_racing_a_leave_on_another_instance_is_refused() {
                     reply_to: None,
                     thread_root: None,
                     mentions: Vec::new(),
+                    attachments: Vec::new(),
                 })
                 .await
         })

@@ -31,8 +31,8 @@ use chat_core::moderation::Role;
 use chat_core::timeline::MemberChange;
 
 use super::rows::{
-    Columns, member_detail, member_standing_from, mentions_text, message_from, refusal_from,
-    room_from, send_refused, settings_text,
+    Columns, attachments_text, member_detail, member_standing_from, mentions_text, message_from,
+    refusal_from, room_from, send_refused, settings_text,
 };
 use super::{Dialect, statements};
 use crate::storage::roles::{self, Effect};
@@ -101,6 +101,7 @@ where
         .bind(message.reply_to.map(MessageId::get))
         .bind(message.thread_root.map(MessageId::get))
         .bind(mentions_text(&message.mentions))
+        .bind(attachments_text(&message.attachments))
         .fetch_optional(&mut *tx)
         .await
         .map_err(D::map_err)?;
@@ -145,6 +146,16 @@ where
             .bind(user.get())
             .bind(message.room.get())
             .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+    }
+    for attachment in &message.attachments {
+        sqlx::query(statements::LINK_ATTACHMENT)
+            .bind(message.room.get())
+            .bind(id)
+            .bind(attachment.id.get())
+            .bind(message.sender.get())
             .execute(&mut *tx)
             .await
             .map_err(D::map_err)?;

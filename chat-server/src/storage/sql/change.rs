@@ -153,7 +153,8 @@ where
                 .map_err(D::map_err)?;
             // Whatever hangs on the message goes with its body: its
             // reactions, the keys of their events, the snippets replies
-            // keep of it, its mentions, its place in its thread's count.
+            // keep of it, its mentions, its attachments (doomed: the
+            // sweeper deletes their files), its place in its thread's count.
             for erase in [
                 statements::DELETE_REACTIONS,
                 statements::ERASE_REACTION_KEYS,
@@ -168,6 +169,12 @@ where
             sqlx::query(statements::DELETE_MENTIONS)
                 .bind(room)
                 .bind(target.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::map_err)?;
+            sqlx::query(statements::DOOM_MESSAGE_ATTACHMENTS)
+                .bind(id)
+                .bind(at)
                 .execute(&mut *tx)
                 .await
                 .map_err(D::map_err)?;

@@ -19,17 +19,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::room::RoomType;
-use chat_core::{MessageId, RoomId, Seq, Timestamp, UserId};
+use chat_core::{AttachmentId, MessageId, RoomId, Seq, Timestamp, UserId};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::group_commit::GroupCommit;
 use super::{
-    ApiKeyRecord, Appended, BanRecord, Changed, CommitListener, Conversation, DeviceRecord,
-    ExternalUser, HistoryPage, HistoryQuery, MemberState, MemberUpdate, MessageChange, NewMessage,
-    NewReport, NewRoom, NewUser, OutboxBacklog, OutboxCursor, PublicRoom, ReactionCount, ReadMark,
-    RefreshTokenRecord, ReportRecord, ReportStatus, RoomChange, RoomKey, RoomPerson, RoomProfile,
-    RoomRecord, SearchPage, SearchRequest, Storage, StorageError, StoredMember, StoredMessage,
-    StoredRoomUpdate, TimelinePage, TokenUse, UserRecord, UserRoom,
+    ApiKeyRecord, Appended, AttachmentRecord, BanRecord, Changed, CommitListener, Conflict,
+    Conversation, DeviceRecord, ExternalUser, HistoryPage, HistoryQuery, MemberState, MemberUpdate,
+    MessageChange, NewAttachment, NewMessage, NewReport, NewRoom, NewUser, OutboxBacklog,
+    OutboxCursor, PublicRoom, ReactionCount, ReadMark, RefreshTokenRecord, ReportRecord,
+    ReportStatus, RoomChange, RoomKey, RoomPerson, RoomProfile, RoomRecord, SearchPage,
+    SearchRequest, Storage, StorageError, StoredMember, StoredMessage, StoredRoomUpdate,
+    TimelinePage, TokenUse, UserRecord, UserRoom,
 };
 
 pub(crate) mod append;
@@ -43,8 +44,8 @@ pub(crate) mod turns;
 pub use dialect::{Ahead, Dialect};
 use reach::Reach;
 use rows::{
-    Columns, member_state, person_from, prefixed_user_from, read_mark_from, room_from, state_text,
-    token_from, user_from, user_room_from,
+    Columns, attachment_from, member_state, person_from, prefixed_user_from, read_mark_from,
+    room_from, state_text, token_from, user_from, user_room_from,
 };
 use turns::{WriteTurns, WriteTx, Writer};
 
@@ -439,13 +440,26 @@ where
     async fn delete_room(&self, id: RoomId) -> Result<bool, StorageError> {
         // Takes the room's row lock (or the write lock) like an append, so
         // it waits for appends in flight, and appends after it find no room
-        // (`NotFound`).
+        // (`NotFound`). Its attachments are doomed after the room is gone,
+        // in the same transaction: an append that linked one while the
+        // deletion waited for it has committed by then, and is seen.
+        let mut tx = self.begin().await?;
         let done = sqlx::query(statements::DELETE_ROOM)
             .bind(id.get())
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *tx)
             .await
             .map_err(D::map_err)?;
-        Ok(D::rows_affected(&done) > 0)
+        if D::rows_affected(&done) == 0 {
+            return Ok(false);
+        }
+        sqlx::query(statements::DOOM_ROOM_ATTACHMENTS)
+            .bind(id.get())
+            .bind(Timestamp::now().unix_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(D::map_err)?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn room_people(&self, room: RoomId) -> Result<Vec<RoomPerson>, StorageError> {
@@ -1292,6 +1306,117 @@ where
             .await
             .map_err(D::map_err)?;
         Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    async fn create_attachment(
+        &self,
+        new: NewAttachment,
+    ) -> Result<AttachmentRecord, StorageError> {
+        let pixels = |n: Option<u32>| n.map(i64::from);
+        let thumb = new.thumbnail.as_ref();
+        let row = sqlx::query(statements::INSERT_ATTACHMENT)
+            .bind(new.owner.get())
+            .bind(new.name.as_str())
+            .bind(i64::try_from(new.size).unwrap_or(i64::MAX))
+            .bind(new.content_type.as_str())
+            .bind(pixels(new.dimensions.map(|d| d.0)))
+            .bind(pixels(new.dimensions.map(|d| d.1)))
+            .bind(pixels(thumb.map(|t| t.width)))
+            .bind(pixels(thumb.map(|t| t.height)))
+            .bind(thumb.map(|t| t.content_type.as_str()))
+            .bind(thumb.map(|t| i64::try_from(t.size).unwrap_or(i64::MAX)))
+            .bind(new.blob_key.as_str())
+            .bind(new.created_at.unix_micros())
+            .fetch_one(&mut *self.writer().await?)
+            .await
+            .map_err(D::map_err)?;
+        attachment_from(&row)
+    }
+
+    async fn attachments(
+        &self,
+        ids: &[AttachmentId],
+    ) -> Result<Vec<AttachmentRecord>, StorageError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(statements::IDS_PER_QUERY) {
+            let mut query = sqlx::query(AssertSqlSafe(statements::attachments_by_ids(chunk.len())));
+            for id in chunk {
+                query = query.bind(id.get());
+            }
+            let rows = query.fetch_all(self.reader()?).await.map_err(D::map_err)?;
+            for row in &rows {
+                found.push(attachment_from(row)?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn upload_usage(&self, owner: UserId) -> Result<u64, StorageError> {
+        let used: i64 = sqlx::query_scalar(statements::UPLOAD_USAGE)
+            .bind(owner.get())
+            .fetch_one(self.reader()?)
+            .await
+            .map_err(D::map_err)?;
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+
+    async fn doom_upload(&self, owner: UserId, id: AttachmentId) -> Result<bool, StorageError> {
+        let done = sqlx::query(statements::DOOM_UPLOAD)
+            .bind(owner.get())
+            .bind(id.get())
+            .bind(Timestamp::now().unix_micros())
+            .execute(&mut *self.writer().await?)
+            .await
+            .map_err(D::map_err)?;
+        if D::rows_affected(&done) > 0 {
+            return Ok(true);
+        }
+        // Why not: a row that stays says so.
+        let standing = sqlx::query(statements::UPLOAD_STANDING)
+            .bind(owner.get())
+            .bind(id.get())
+            .fetch_optional(&mut *self.writer().await?)
+            .await
+            .map_err(D::map_err)?;
+        match standing {
+            Some(row) if row.int("sent")? != 0 => {
+                Err(StorageError::Conflict(Conflict::AttachmentSent))
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn doom_unsent(&self, before: Timestamp) -> Result<u64, StorageError> {
+        let done = sqlx::query(statements::DOOM_UNSENT)
+            .bind(before.unix_micros())
+            .bind(Timestamp::now().unix_micros())
+            .execute(&mut *self.writer().await?)
+            .await
+            .map_err(D::map_err)?;
+        Ok(D::rows_affected(&done))
+    }
+
+    async fn doomed_attachments(&self, limit: u32) -> Result<Vec<AttachmentRecord>, StorageError> {
+        let rows = sqlx::query(statements::DOOMED_ATTACHMENTS)
+            .bind(i64::from(limit))
+            .fetch_all(self.reader()?)
+            .await
+            .map_err(D::map_err)?;
+        rows.iter().map(attachment_from).collect()
+    }
+
+    async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<(), StorageError> {
+        for chunk in ids.chunks(statements::IDS_PER_QUERY) {
+            let mut query = sqlx::query(AssertSqlSafe(statements::forget_attachments(chunk.len())));
+            for id in chunk {
+                query = query.bind(id.get());
+            }
+            query
+                .execute(&mut *self.writer().await?)
+                .await
+                .map_err(D::map_err)?;
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

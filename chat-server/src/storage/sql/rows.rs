@@ -5,17 +5,18 @@
 //! meaning (times are integer microseconds on both), so one set of row
 //! decoders, generic over the backend's row type, serves both.
 
+use chat_core::attachment::{Attachment, Thumbnail};
 use chat_core::moderation::{Role, RoomSettings};
 use chat_core::room::RoomType;
 use chat_core::timeline::MemberChange;
-use chat_core::{MessageId, RoomId, Timestamp, UserId};
+use chat_core::{AttachmentId, MessageId, RoomId, Timestamp, UserId};
 use sqlx::error::DatabaseError;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::storage::{
-    ApiKeyRecord, BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState, MemberUpdate,
-    PublicRoom, ReactionCount, RefreshTokenRecord, ReportRecord, RoomPerson, RoomProfile,
-    RoomRecord, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
+    ApiKeyRecord, AttachmentRecord, BanRecord, Conflict, HistoryPage, HistoryQuery, MemberState,
+    MemberUpdate, PublicRoom, ReactionCount, RefreshTokenRecord, ReportRecord, RoomPerson,
+    RoomProfile, RoomRecord, StorageError, StoredEvent, StoredMember, StoredMessage, StoredReply,
     StoredRoomUpdate, StoredUpdate, TimelinePage, UpdateKind, UserRecord, UserRoom, roles,
 };
 
@@ -308,6 +309,70 @@ fn prefixed_message_from(row: &impl Columns, prefix: &str) -> Result<StoredMessa
             .opt_int(&get("last_reply_at"))?
             .map(Timestamp::from_unix_micros),
         mentions: mentions_from(row.opt_text(&get("mentions"))?.as_deref())?,
+        attachments: attachments_from(row.opt_text(&get("attachments"))?.as_deref())?,
+    })
+}
+
+/// How a message's attachments are stored in `messages.attachments`: a
+/// JSON array of their wire form as sent, NULL for none.
+pub(crate) fn attachments_text(attachments: &[Attachment]) -> Option<String> {
+    if attachments.is_empty() {
+        return None;
+    }
+    serde_json::to_string(attachments).ok()
+}
+
+fn attachments_from(text: Option<&str>) -> Result<Vec<Attachment>, StorageError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_str(text).map_err(|e| {
+        corrupt(format!(
+            "attachments {text:?} are not a list of attachments: {e}"
+        ))
+    })
+}
+
+/// A row of the `attachments` table.
+pub(crate) fn attachment_from(row: &impl Columns) -> Result<AttachmentRecord, StorageError> {
+    let size = |column: &str| -> Result<u64, StorageError> {
+        u64::try_from(row.int(column)?).map_err(|_| corrupt(format!("a negative {column}")))
+    };
+    let pixels = |column: &str| -> Result<Option<u32>, StorageError> {
+        Ok(row.opt_int(column)?.and_then(|n| u32::try_from(n).ok()))
+    };
+    let thumbnail = match (
+        pixels("thumb_width")?,
+        pixels("thumb_height")?,
+        row.opt_text("thumb_type")?,
+        row.opt_int("thumb_size")?,
+    ) {
+        (Some(width), Some(height), Some(content_type), Some(bytes)) => Some(Thumbnail {
+            width,
+            height,
+            content_type,
+            size: u64::try_from(bytes).unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(AttachmentRecord {
+        attachment: Attachment {
+            id: AttachmentId(row.int("id")?),
+            name: row.text("name")?,
+            size: size("size")?,
+            content_type: row.text("content_type")?,
+            width: pixels("width")?,
+            height: pixels("height")?,
+            thumbnail,
+            created_at: Timestamp::from_unix_micros(row.int("created_at")?),
+        },
+        owner: UserId(row.int("owner_id")?),
+        blob_key: row.text("blob_key")?,
+        sent: match (row.opt_int("room_id")?, row.opt_int("message_id")?) {
+            (Some(room), Some(message)) => Some((RoomId(room), MessageId(message))),
+            _ => None,
+        },
+        doomed: row.opt_int("doomed_at")?.is_some(),
     })
 }
 

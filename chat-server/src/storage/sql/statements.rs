@@ -32,7 +32,7 @@ macro_rules! message_columns {
         "m.id, m.room_id, m.seq, m.sender_id, u.display_name AS sender_name, \
          m.body, m.created_at, m.client_id, m.edited_at, m.version, m.deleted_at, m.pinned_at, \
          m.reply_to, m.reply_seq, m.reply_sender_id, m.reply_snippet, m.thread_root, \
-         m.reply_count, m.last_reply_at, m.mentions"
+         m.reply_count, m.last_reply_at, m.mentions, m.attachments"
     };
 }
 #[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
@@ -50,7 +50,7 @@ macro_rules! target_columns {
          t.reply_seq AS t_reply_seq, t.reply_sender_id AS t_reply_sender_id, \
          t.reply_snippet AS t_reply_snippet, t.thread_root AS t_thread_root, \
          t.reply_count AS t_reply_count, t.last_reply_at AS t_last_reply_at, \
-         t.mentions AS t_mentions"
+         t.mentions AS t_mentions, t.attachments AS t_attachments"
     };
 }
 
@@ -339,7 +339,7 @@ macro_rules! user_room_columns {
          l.pinned_at AS l_pinned_at, l.reply_to AS l_reply_to, l.reply_seq AS l_reply_seq, \
          l.reply_sender_id AS l_reply_sender_id, l.reply_snippet AS l_reply_snippet, \
          l.thread_root AS l_thread_root, l.reply_count AS l_reply_count, \
-         l.last_reply_at AS l_last_reply_at, l.mentions AS l_mentions"
+         l.last_reply_at AS l_last_reply_at, l.mentions AS l_mentions, l.attachments AS l_attachments"
     };
 }
 
@@ -614,16 +614,22 @@ pub(crate) const BANS: &str = "SELECT b.room_id, b.user_id, u.username, b.by_id,
 /// error, since an error aborts a Postgres transaction. `$8` the message
 /// replied to (its seq, sender and snippet are copied as they stand, no
 /// snippet if it is deleted), `$9` the thread's root, `$10` the mentions
-/// (a JSON array, or NULL).
+/// (a JSON array, or NULL), `$11` the attachments (a JSON array of their
+/// wire form, or NULL).
 pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages \
     (room_id, seq, sender_id, body, client_id, created_at, msg_no, \
-     reply_to, reply_seq, reply_sender_id, reply_snippet, thread_root, mentions) \
+     reply_to, reply_seq, reply_sender_id, reply_snippet, thread_root, mentions, attachments) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
         (SELECT t.seq FROM messages t WHERE t.id = $8), \
         (SELECT t.sender_id FROM messages t WHERE t.id = $8), \
         (SELECT substr(t.body, 1, 100) FROM messages t WHERE t.id = $8 AND t.deleted_at IS NULL), \
-        $9, $10) \
+        $9, $10, $11) \
     ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING id";
+
+/// Upload `$3` of `$4` sent with message `$2` of room `$1`: linked, if it is
+/// still theirs to send.
+pub(crate) const LINK_ATTACHMENT: &str = "UPDATE attachments SET room_id = $1, message_id = $2 \
+    WHERE id = $3 AND owner_id = $4 AND message_id IS NULL AND doomed_at IS NULL";
 
 /// One more reply in the thread of `$1`, sent at `$2`.
 pub(crate) const COUNT_THREAD_REPLY: &str =
@@ -865,11 +871,80 @@ pub(crate) const EDIT_MESSAGE: &str =
     "UPDATE messages SET body = $2, edited_at = $3, version = version + 1 WHERE id = $1";
 
 /// The body is erased, not hidden (and the snippet it kept of a message it
-/// replied to, and its mentions); the row keeps the message's seq.
-/// A deleted message is unpinned too.
+/// replied to, its mentions and its attachments); the row keeps the
+/// message's seq. A deleted message is unpinned too.
 pub(crate) const DELETE_MESSAGE: &str = "UPDATE messages \
     SET body = '', deleted_at = $2, pinned_at = NULL, reply_snippet = NULL, mentions = NULL, \
-        version = version + 1 WHERE id = $1";
+        attachments = NULL, version = version + 1 WHERE id = $1";
+
+/// The attachments of deleted message `$1` are doomed (at `$2`): the
+/// sweeper deletes their files.
+pub(crate) const DOOM_MESSAGE_ATTACHMENTS: &str = "UPDATE attachments SET doomed_at = $2 \
+    WHERE message_id = $1 AND doomed_at IS NULL";
+
+/// The attachments of deleted room `$1` are doomed (at `$2`).
+pub(crate) const DOOM_ROOM_ATTACHMENTS: &str = "UPDATE attachments SET doomed_at = $2 \
+    WHERE room_id = $1 AND doomed_at IS NULL";
+
+macro_rules! attachment_columns {
+    () => {
+        "id, owner_id, name, size, content_type, width, height, thumb_width, thumb_height, \
+         thumb_type, thumb_size, blob_key, created_at, room_id, message_id, doomed_at"
+    };
+}
+
+pub(crate) const INSERT_ATTACHMENT: &str = concat!(
+    "INSERT INTO attachments (owner_id, name, size, content_type, width, height, \
+     thumb_width, thumb_height, thumb_type, thumb_size, blob_key, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ",
+    attachment_columns!()
+);
+
+/// The attachments with the ids bound as `$1…$n`.
+pub(crate) fn attachments_by_ids(n: usize) -> String {
+    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!(
+        concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments WHERE id IN ({})"
+        ),
+        placeholders.join(", ")
+    )
+}
+
+/// Bytes of `$1`'s attachments not doomed.
+pub(crate) const UPLOAD_USAGE: &str = "SELECT CAST(COALESCE(SUM(size + COALESCE(thumb_size, 0)), 0) \
+    AS BIGINT) AS used FROM attachments WHERE owner_id = $1 AND doomed_at IS NULL";
+
+/// Whether `$1`'s upload `$2` is sent; no row if there is no such upload
+/// of theirs.
+pub(crate) const UPLOAD_STANDING: &str = "SELECT CAST(CASE WHEN message_id IS NULL THEN 0 \
+    ELSE 1 END AS BIGINT) AS sent FROM attachments WHERE id = $2 AND owner_id = $1";
+
+/// `$1`'s upload `$2` doomed at `$3` if not sent.
+pub(crate) const DOOM_UPLOAD: &str = "UPDATE attachments SET doomed_at = $3 \
+    WHERE id = $2 AND owner_id = $1 AND message_id IS NULL AND doomed_at IS NULL";
+
+/// Uploads never sent, made before `$1`, doomed at `$2`.
+pub(crate) const DOOM_UNSENT: &str = "UPDATE attachments SET doomed_at = $2 \
+    WHERE message_id IS NULL AND doomed_at IS NULL AND created_at < $1";
+
+/// Up to `$1` doomed attachments, the longest doomed first.
+pub(crate) const DOOMED_ATTACHMENTS: &str = concat!(
+    "SELECT ",
+    attachment_columns!(),
+    " FROM attachments WHERE doomed_at IS NOT NULL ORDER BY doomed_at, id LIMIT $1"
+);
+
+/// The rows of doomed attachments, bound as `$1…$n`.
+pub(crate) fn forget_attachments(n: usize) -> String {
+    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!(
+        "DELETE FROM attachments WHERE doomed_at IS NOT NULL AND id IN ({})",
+        placeholders.join(", ")
+    )
+}
 
 /// The replies to deleted message `$1` lose their snippet of it (found by
 /// `messages_reply_to_idx`).

@@ -37,7 +37,9 @@ use super::{SqliteDialect, is_unavailable};
 use crate::storage::group_commit::{Applied, BatchAppend, Op, Stored};
 use crate::storage::sql::append::append_one;
 use crate::storage::sql::change::apply;
-use crate::storage::sql::rows::{Columns, mentions_text, message_from, refusal_from, send_refused};
+use crate::storage::sql::rows::{
+    Columns, attachments_text, mentions_text, message_from, refusal_from, send_refused,
+};
 use crate::storage::sql::statements;
 use crate::storage::sql::turns::WriteTurns;
 use crate::storage::{Appended, NewMessage, StorageError, StoredMessage};
@@ -222,6 +224,7 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
                 "$8": m.reply_to.map(MessageId::get),
                 "$9": m.thread_root.map(MessageId::get),
                 "$10": mentions_text(&m.mentions),
+                "$11": attachments_text(&m.attachments),
             },
             |row| row.get(0),
         )
@@ -246,6 +249,17 @@ fn store_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> Result<Stored, S
         tx.prepare_cached(statements::INSERT_MENTION)
             .map_err(sqlite_err)?
             .execute(named_params! { "$1": user.get(), "$2": m.room.get(), "$3": seq })
+            .map_err(sqlite_err)?;
+    }
+    for attachment in &m.attachments {
+        tx.prepare_cached(statements::LINK_ATTACHMENT)
+            .map_err(sqlite_err)?
+            .execute(named_params! {
+                "$1": m.room.get(),
+                "$2": id,
+                "$3": attachment.id.get(),
+                "$4": m.sender.get(),
+            })
             .map_err(sqlite_err)?;
     }
     let stored = tx
