@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A large upload against the server's memory: starts chat-server on a
 # temporary SQLite file (attachments beside it), uploads a file of SIZE
-# bytes (default 1 GiB) with curl streaming it from disk, samples the
+# bytes (default 1 GiB) with curl streaming it from disk (`-T`; the URL
+# without its trailing slash, else curl appends the file name), samples the
 # server's RSS every 100 ms while it runs, and prints the baseline, the
 # peak, the end and the throughput; then downloads it back and compares.
 #
@@ -19,9 +20,10 @@ WORK="$(mktemp -d)"
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:$PORT"
-pin() { if [[ "$(nproc)" -ge 2 ]]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# taskset execs its command: $! is the server's own pid.
+if [[ "$(nproc)" -ge 2 ]]; then PIN0=(taskset -c 0); PIN1=(taskset -c 1); else PIN0=(); PIN1=(); fi
 
-pin 0 "$BIN" --listen "127.0.0.1:$PORT" --storage "sqlite://$WORK/chat.db" \
+"${PIN0[@]}" "$BIN" --listen "127.0.0.1:$PORT" --storage "sqlite://$WORK/chat.db" \
   --jwt-secret upload-rss-bench-secret-0123456789 \
   --max-upload-bytes $((SIZE * 2)) --upload-quota-bytes $((SIZE * 4)) \
   >"$WORK/server.log" 2>&1 &
@@ -44,8 +46,9 @@ BASELINE="$(rss)"
 ( while kill -0 "$SERVER" 2>/dev/null; do rss >>"$WORK/rss.txt"; sleep 0.1; done ) &
 SAMPLER=$!
 START="$(date +%s.%N)"
-pin 1 curl -sf -X POST -T "$WORK/file.bin" -H "Authorization: Bearer $TOKEN" \
-  "$BASE/chat/attachments/?name=big.bin" >"$WORK/upload.json"
+"${PIN1[@]}" curl -sS -X POST -T "$WORK/file.bin" -H "Authorization: Bearer $TOKEN" \
+  "$BASE/chat/attachments?name=big.bin" >"$WORK/upload.json" || true
+
 END="$(date +%s.%N)"
 sleep 0.5
 kill "$SAMPLER" 2>/dev/null || true
@@ -53,7 +56,7 @@ AFTER="$(rss)"
 PEAK="$(sort -n "$WORK/rss.txt" | tail -1)"
 ID="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/upload.json")"
 
-pin 1 curl -sf "$BASE/chat/attachments/$ID/content/" -H "Authorization: Bearer $TOKEN" -o "$WORK/back.bin"
+"${PIN1[@]}" curl -sf "$BASE/chat/attachments/$ID/content/" -H "Authorization: Bearer $TOKEN" -o "$WORK/back.bin"
 cmp -s "$WORK/file.bin" "$WORK/back.bin" && SAME=true || SAME=false
 
 python3 - "$SIZE" "$BASELINE" "$PEAK" "$AFTER" "$START" "$END" "$SAME" <<'EOF'

@@ -41,7 +41,7 @@ use crate::service::attachments::{Download, LinkProof, Variant};
     operation_id = "upload_attachment",
     tag = "attachments",
     params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "The file's bytes (none: an empty file)"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Stored", body = Attachment),
@@ -240,6 +240,7 @@ pub(super) struct LinkQuery {
     responses(
         (status = 200, description = "The file", content_type = "*/*", body = Vec<u8>),
         (status = 206, description = "The part of the file the `Range` asked for", content_type = "*/*", body = Vec<u8>),
+        (status = 400, description = "`invalid_input`: a malformed link query", body = ErrorBody),
         (status = 304, description = "Not modified (`If-None-Match`)"),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
         (status = 404, description = ATTACHMENT_NOT_FOUND, body = ErrorBody),
@@ -270,6 +271,7 @@ pub(super) async fn content(
     responses(
         (status = 200, description = "The thumbnail", content_type = "*/*", body = Vec<u8>),
         (status = 206, description = "The part the `Range` asked for", content_type = "*/*", body = Vec<u8>),
+        (status = 400, description = "`invalid_input`: a malformed link query", body = ErrorBody),
         (status = 304, description = "Not modified (`If-None-Match`)"),
         (status = 401, description = docs::UNAUTHORIZED, body = ErrorBody),
         (status = 404, description = "`attachment_not_found`: as for the content, or it has no thumbnail", body = ErrorBody),

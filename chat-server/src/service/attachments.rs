@@ -216,7 +216,8 @@ impl ChatService {
         name: &str,
         declared: Option<u64>,
     ) -> ApiResult<Allowance> {
-        if name.trim().is_empty() || name.chars().count() > 1000 {
+        // A blank name is stored as "file"; an empty one is a mistake.
+        if name.is_empty() || name.chars().count() > 1000 {
             return Err(ApiError::invalid_field(
                 "name",
                 "must be 1 to 1000 characters",

@@ -284,10 +284,10 @@ async fn concurrent_connects_migrate_once() {
     let expected: Vec<(i64, bool)> = super::MIGRATOR.iter().map(|m| (m.version, true)).collect();
     assert_eq!(
         expected.len(),
-        10,
+        11,
         "0001_init, 0002_direct_rooms, 0003_timeline, 0004_message_changes, 0005_search, \
-         0006_replies_threads_mentions, 0007_moderation, 0008_embedding, 0009_outbox and \
-         0010_push"
+         0006_replies_threads_mentions, 0007_moderation, 0008_embedding, 0009_outbox, \
+         0010_push and 0011_attachments"
     );
     assert_eq!(applied, expected, "each migration recorded once");
     drop(conn);
