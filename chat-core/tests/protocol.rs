@@ -797,9 +797,10 @@ fn unknown_error_code_parses_as_unknown() {
         serde_json::from_str(r#""a_code_from_the_future""#).expect("unknown codes are accepted");
     assert_eq!(code, ErrorCode::Unknown);
 
-    let body: ErrorBody =
-        serde_json::from_str(r#"{"error": "You are over quota", "code": "a_code_from_the_future"}"#)
-            .expect("an error body with an unknown code parses");
+    let body: ErrorBody = serde_json::from_str(
+        r#"{"error": "You are over quota", "code": "a_code_from_the_future"}"#,
+    )
+    .expect("an error body with an unknown code parses");
     assert_eq!(body.code, ErrorCode::Unknown);
     assert_eq!(body.error, "You are over quota");
 }
