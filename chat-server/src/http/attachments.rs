@@ -336,7 +336,10 @@ async fn serve(
         _ => None,
     };
     if matches_etag(&parts.headers, &etag) {
-        state.service.readable_attachment(user, id).await?;
+        let record = state.service.readable_attachment(user, id).await?;
+        if variant == Variant::Thumbnail && record.attachment.thumbnail.is_none() {
+            return Err(ApiError::new(ErrorCode::AttachmentNotFound));
+        }
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         common_headers(response.headers_mut(), &etag);
         return Ok(response);
@@ -349,7 +352,14 @@ async fn serve(
             let record = state.service.readable_attachment(user, id).await?;
             let size = match variant {
                 Variant::Content => record.attachment.size,
-                Variant::Thumbnail => record.attachment.thumbnail.as_ref().map_or(0, |t| t.size),
+                Variant::Thumbnail => {
+                    record
+                        .attachment
+                        .thumbnail
+                        .as_ref()
+                        .ok_or_else(|| ApiError::new(ErrorCode::AttachmentNotFound))?
+                        .size
+                }
             };
             let wanted = parse_range(&range, size)?;
             state.service.download(user, id, variant, wanted).await?
@@ -371,8 +381,8 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n`: one range, as `start..end`. Several
-/// ranges, or a unit we do not serve, are ignored (the whole file, as RFC
-/// 9110 allows); one that misses the file entirely is 416.
+/// ranges, a unit we do not serve, or a malformed range are ignored (the
+/// whole file, as RFC 9110 says); one that misses the file entirely is 416.
 fn parse_range(value: &HeaderValue, size: u64) -> ApiResult<Option<std::ops::Range<u64>>> {
     let Some(spec) = value
         .to_str()
@@ -385,23 +395,28 @@ fn parse_range(value: &HeaderValue, size: u64) -> ApiResult<Option<std::ops::Ran
         return Ok(None);
     }
     let unsatisfiable = || ApiError::new(ErrorCode::RangeNotSatisfiable);
-    let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
-    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
     let range = match (first.trim().is_empty(), last.trim().is_empty()) {
         // The last n bytes.
         (true, false) => {
-            let n = number(last)?.min(size);
+            let Some(n) = number(last) else {
+                return Ok(None);
+            };
+            let n = n.min(size);
             size - n..size
         }
-        (false, true) => number(first)?..size,
-        (false, false) => {
-            let (start, end) = (number(first)?, number(last)?);
-            if end < start {
-                return Err(unsatisfiable());
-            }
-            start..end.saturating_add(1).min(size)
-        }
-        (true, true) => return Err(unsatisfiable()),
+        (false, true) => match number(first) {
+            Some(start) => start..size,
+            None => return Ok(None),
+        },
+        (false, false) => match (number(first), number(last)) {
+            (Some(start), Some(end)) if end >= start => start..end.saturating_add(1).min(size),
+            _ => return Ok(None),
+        },
+        (true, true) => return Ok(None),
     };
     if range.start >= range.end {
         return Err(unsatisfiable());

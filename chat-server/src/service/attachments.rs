@@ -287,6 +287,12 @@ impl ChatService {
             }
             Err(e) => return Err(files_error(e)),
         };
+        // From here until the row is written, any way out (an error, or the
+        // request dropped during the decode) deletes what was stored.
+        let unrecorded = Unrecorded {
+            blobs: files.blobs.clone(),
+            key: Some(key.clone()),
+        };
         let kept = std::mem::take(&mut *kept.lock().unwrap_or_else(|p| p.into_inner()));
         match self.describe(&key, kept, size).await {
             Ok((content_type, dimensions, thumbnail)) => {
@@ -303,18 +309,11 @@ impl ChatService {
                         created_at: Timestamp::now(),
                     })
                     .await;
-                match record {
-                    Ok(record) => Ok(record.attachment),
-                    Err(e) => {
-                        self.delete_files(&key).await;
-                        Err(e.into())
-                    }
-                }
+                let record = record?;
+                unrecorded.recorded();
+                Ok(record.attachment)
             }
-            Err(e) => {
-                self.delete_files(&key).await;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
@@ -374,16 +373,6 @@ impl ChatService {
             None => None,
         };
         Ok((content_type, Some((info.width, info.height)), thumbnail))
-    }
-
-    /// Deletes an object and its thumbnail, logging what fails (the
-    /// sweeper, or nobody, tries again).
-    async fn delete_files(&self, key: &BlobKey) {
-        for key in [key.clone(), key.thumbnail()] {
-            if let Err(e) = self.files().blobs.delete(&key).await {
-                tracing::warn!(key = key.as_str(), error = %e, "could not delete a file");
-            }
-        }
     }
 
     /// The attachment `id` if `user` may read it: its uploader while it is
@@ -669,6 +658,39 @@ impl ChatService {
                 return Ok(swept);
             }
         }
+    }
+}
+
+/// Files stored for an upload whose row is not written yet: deleted (on a
+/// task of their own) if the upload ends any other way than
+/// [`recorded`](Self::recorded).
+struct Unrecorded {
+    blobs: Arc<dyn BlobStore>,
+    key: Option<BlobKey>,
+}
+
+impl Unrecorded {
+    fn recorded(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let blobs = self.blobs.clone();
+        runtime.spawn(async move {
+            for key in [key.thumbnail(), key] {
+                if let Err(e) = blobs.delete(&key).await {
+                    tracing::warn!(key = key.as_str(), error = %e, "could not delete a file");
+                }
+            }
+        });
     }
 }
 

@@ -752,3 +752,37 @@ async fn on_s3_too() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_ranges_and_missing_thumbnails() {
+    let s = TestServer::start(Backend::Memory).await;
+    let alice = s.user("alice").await;
+    let id = uploaded_text(&s, &alice).await;
+    let content = format!("/chat/attachments/{id}/content/");
+    // Malformed ranges are ignored (RFC 9110): the whole file.
+    for range in [
+        "bytes=abc",
+        "bytes=1-2-3",
+        "bytes=4-1",
+        "bytes=-",
+        "items=0-1",
+    ] {
+        let got = download(&s, &content, Some(&alice.access), &[("range", range)]).await;
+        assert_eq!(
+            (got.status, got.bytes.as_slice()),
+            (StatusCode::OK, &b"plain"[..]),
+            "{range}"
+        );
+    }
+    // A file without a thumbnail has none to validate or to range.
+    let thumb = format!("/chat/attachments/{id}/thumbnail/");
+    for headers in [
+        [("if-none-match", format!("\"a{id}t\""))],
+        [("range", "bytes=0-".to_owned())],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let got = download(&s, &thumb, Some(&alice.access), &headers).await;
+        assert_eq!(got.status, StatusCode::NOT_FOUND, "{headers:?}");
+        assert_eq!(got.json()["code"], "attachment_not_found");
+    }
+}
